@@ -1,0 +1,26 @@
+# The README's first two commands. Each one (re)creates the virtualenv from scratch.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: demo test lint bench clean
+
+demo:
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[example]"
+	$(PY) examples/demo.py
+
+test:
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
+	$(PY) -m pytest
+
+# Static checks CI runs after `make test` (uses the virtualenv `make test` built).
+lint:
+	$(PY) -m ruff check mlops_ci tests examples benchmarks
+	$(PY) -m ruff format --check mlops_ci tests examples benchmarks
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,562 @@
+"""Local endpoints: a stable router process in front of one model server per version.
+
+Blue/green rollout: start the new (green) server, wait for /ping, run the smoke requests
+against it directly, switch the router (atomic rename), confirm through the router, then
+stop the old (blue) server. Any failure before the switch leaves blue serving untouched.
+A per-endpoint file lock makes concurrent deploys wait or fail naming the holder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import EndpointConfig
+from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
+from ..records import Deployment, EndpointState, ModelVersion
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline import Workspace
+
+_PKG_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+def _http(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _terminate(pid: int | None, grace: float = 5.0) -> None:
+    if not _alive(pid):
+        return
+    assert pid is not None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+class LocalEndpoints:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.store = ws.store
+        self.project = ws.project
+        self.base = ws.home / "endpoints"
+
+    # -- helpers -------------------------------------------------------------------------
+    def _dir(self, name: str) -> Path:
+        d = self.base / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        locks = self.ws.home / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        path = locks / f"endpoint-{self.project}-{name}.lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "another process"
+                        raise Busy(
+                            f"endpoint {name} is locked by {holder}; wait for that deploy to finish "
+                            "or pass a longer --lock-timeout"
+                        ) from None
+                    time.sleep(0.1)
+            fh.seek(0)
+            fh.truncate()
+            run_url = self.ws.env.get("GITHUB_RUN_ID")
+            owner = f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}" + (
+                f" (workflow run {run_url})" if run_url else ""
+            )
+            fh.write(owner)
+            fh.flush()
+            yield
+        finally:
+            try:
+                fh.seek(0)
+                fh.truncate()
+            finally:
+                fh.close()  # closing releases the flock
+
+    def _spawn(self, argv: list[str], log: Path, ready: Path, timeout: float) -> dict[str, Any]:
+        ready.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(
+                argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # survives the CLI exiting
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready.is_file():
+                info: dict[str, Any] = json.loads(ready.read_text())
+                info["pid"] = proc.pid
+                return info
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+                raise _StartFailed(f"exited with code {proc.returncode}: {' '.join(tail) or 'no output'}")
+            time.sleep(0.05)
+        _terminate(proc.pid)
+        raise _StartFailed(f"not ready after {timeout:g}s (see {log})")
+
+    def _router_ok(self, state: EndpointState | None) -> bool:
+        if not state or not state.router_port or not _alive(state.router_pid):
+            return False
+        try:
+            status, _, _ = _http(state.router_port, "GET", "/_mlops_ci/router", timeout=2)
+        except OSError:
+            return False
+        return status == 200
+
+    def _server_version(self, port: int | None) -> str | None:
+        if not port:
+            return None
+        try:
+            status, headers, _ = _http(port, "GET", "/ping", timeout=5)
+        except OSError:
+            return None
+        return headers.get("x-mlops-ci-version") if status == 200 else None
+
+    def _ensure_router(self, ep: EndpointConfig, state: EndpointState | None) -> tuple[int, int]:
+        if state and self._router_ok(state):
+            assert state.router_port and state.router_pid
+            return state.router_port, state.router_pid
+        d = self._dir(ep.name)
+        port = ep.port or (state.router_port if state and state.router_port else 0)
+        argv = [
+            sys.executable,
+            "-m",
+            "mlops_ci.serving.router",
+            "--state-dir",
+            str(d),
+            "--ready-file",
+            str(d / "router.ready"),
+            "--port",
+            str(port),
+        ]
+        try:
+            info = self._spawn(argv, d / "router.log", d / "router.ready", 15)
+        except _StartFailed as exc:
+            raise DeployFailed(f"could not start the router of endpoint {ep.name} on port {port}: {exc}") from None
+        return int(info["port"]), int(info["pid"])
+
+    def _write_target(self, name: str, target: dict[str, Any] | None) -> None:
+        d = self._dir(name)
+        path = d / "target.json"
+        if target is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = d / f"target.json.{os.getpid()}"
+        tmp.write_text(json.dumps(target))
+        os.replace(tmp, path)
+
+    # -- resolution ----------------------------------------------------------------------
+    def _resolve(self, ref: str | None, endpoint: str | None) -> tuple[str, str | None, EndpointConfig]:
+        ws = self.ws
+        tag: str | None = None
+        if ref is None:
+            tag = ws.ctx.tag
+            if tag is None:
+                raise UsageError("no ref given and HEAD has no tag; pass a release tag or SHA: mlops-ci deploy v1.2.0")
+            sha = ws.git.resolve(tag)
+        else:
+            tags = ws.git.tags()
+            if ref in tags:
+                tag, sha = ref, tags[ref]
+            else:
+                sha = ws.git.resolve(ref)
+                at = ws.git.tags_at(sha)
+                tag = at[-1] if at else None
+        if endpoint is None:
+            if tag is None:
+                raise UsageError(f"{sha[:8]} has no tag to match an endpoint; pass --endpoint NAME")
+            endpoint = ws.endpoint_for_tag(tag)
+        return sha, tag, ws.cfg.endpoint(endpoint)
+
+    def approved_version(self, sha: str) -> ModelVersion:
+        """The approved version of `sha`, with its provenance and artifact re-checked."""
+        ws = self.ws
+        mv = self.store.version_for_sha(self.project, sha)
+        if mv is None:
+            # Explain precisely why: no run, failed gate, no gate, or just not promoted.
+            run = ws.head_run(sha)
+            ws.check_provenance(run)
+            raise Refused(f"commit {sha[:8]} passed the gate but was never promoted; run `mlops-ci promote {sha[:8]}`")
+        if mv.stage != "approved":
+            raise Refused(f"{self.project} v{mv.version} is {mv.stage}, not approved; it cannot be deployed")
+        verdict = self.store.get_verdict(mv.verdict_id)
+        if verdict is None or not verdict.passed or verdict.sha != sha:
+            raise Refused(
+                f"{self.project} v{mv.version} has no passing gate verdict on record (provenance missing); "
+                "refusing to deploy"
+            )
+        ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
+        return mv
+
+    # -- verbs ---------------------------------------------------------------------------
+    def deploy(
+        self, ref: str | None, *, endpoint: str | None = None, retry_failed: bool = False, lock_timeout: float = 60.0
+    ) -> Deployment:
+        sha, tag, ep = self._resolve(ref, endpoint)
+        mv = self.approved_version(sha)
+        if not retry_failed:
+            history = [d for d in self.store.deployments(self.project, ep.name) if d.sha == sha]
+            if history and history[-1].outcome == "failed":
+                raise Refused(
+                    f"{sha[:8]} already failed to deploy to {ep.name} ({history[-1].detail}); it is not "
+                    "retried automatically: fix it with a new commit, or pass --retry-failed"
+                )
+        return self._rollout(ep, mv, tag, "deploy", lock_timeout)
+
+    def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
+        ep = self.ws.cfg.endpoint(name)
+        state = self.store.endpoint_state(self.project, name)
+        live = state.version if state and state.status == "InService" else None
+        previous = [
+            d for d in self.store.deployments(self.project, name) if d.outcome == "succeeded" and d.version != live
+        ]
+        if not previous:
+            raise NotFound(f"endpoint {name} has no earlier successful version to roll back to")
+        target = previous[-1]
+        mv = self.store.get_version(self.project, target.version)
+        if mv is None:
+            raise NotFound(f"{self.project} v{target.version} is no longer in the registry")
+        self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
+        return self._rollout(ep, mv, target.tag, "rollback", lock_timeout)
+
+    def _rollout(
+        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
+    ) -> Deployment:
+        say = self.ws.say
+        started = time.time()
+        with self.lock(ep.name, lock_timeout):
+            state = self.store.endpoint_state(self.project, ep.name)
+            blue_port = state.server_port if state and state.status == "InService" else None
+            blue_pid = state.server_pid if state and state.status == "InService" else None
+            blue_version = state.version if state and state.status == "InService" else None
+            if self._server_version(blue_port) is None:
+                blue_port = blue_pid = blue_version = None
+            if blue_version == mv.version and self._router_ok(state):
+                assert state is not None
+                return Deployment(
+                    deployment_id="-",
+                    project=self.project,
+                    endpoint=ep.name,
+                    version=mv.version,
+                    sha=mv.sha,
+                    tag=tag,
+                    kind=kind,
+                    outcome="noop",
+                    started=started,
+                    finished=time.time(),
+                    detail=f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {state.url}; "
+                    "nothing to do",
+                )
+            old = f"v{blue_version}" if blue_version else "nothing"
+
+            def fail(reason: str) -> DeployFailed:
+                still = f"v{blue_version} is still serving" if blue_version else "nothing was serving before"
+                self._record(ep, mv, tag, kind, "failed", reason, started)
+                return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
+
+            router_port, router_pid = self._ensure_router(ep, state)
+            d = self._dir(ep.name)
+            slot = f"v{mv.version}-{uuid.uuid4().hex[:6]}"
+            workdir = d / "versions" / slot
+            workdir.mkdir(parents=True)
+            artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
+            python = self.ws.cfg.serving.python or sys.executable
+            argv = [
+                python,
+                "-m",
+                "mlops_ci.serving.model_server",
+                "--artifact",
+                str(artifact),
+                "--sha256",
+                mv.artifact_sha256,
+                "--workdir",
+                str(workdir),
+                "--ready-file",
+                str(workdir / "ready"),
+                "--version",
+                str(mv.version),
+                "--sha",
+                mv.sha,
+            ]
+            if self.ws.cfg.serving.entry_point:
+                argv += ["--entry", self.ws.cfg.serving.entry_point]
+            say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
+            try:
+                info = self._spawn(argv, workdir / "server.log", workdir / "ready", ep.ready_timeout)
+            except _StartFailed as exc:
+                raise fail(f"the new model server {exc}") from None
+            green_port, green_pid = int(info["port"]), int(info["pid"])
+            if self._server_version(green_port) != str(mv.version):
+                _terminate(green_pid)
+                raise fail("the new model server did not answer /ping")
+            for i, smoke in enumerate(ep.smoke, start=1):
+                problem = self._smoke(green_port, smoke)
+                if problem:
+                    _terminate(green_pid)
+                    raise fail(f"smoke request {i} {problem}")
+            say(f"{ep.name}: v{mv.version} healthy, {len(ep.smoke)} smoke request(s) passed; switching traffic")
+            self._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha})
+            if not self._confirm(router_port, str(mv.version)):
+                self._write_target(
+                    ep.name,
+                    {"port": blue_port, "version": blue_version, "sha": state.sha if state else None}
+                    if blue_port
+                    else None,
+                )
+                _terminate(green_pid)
+                raise fail("the router did not switch to the new version")
+            url = f"http://127.0.0.1:{router_port}"
+            self.store.put_endpoint_state(
+                EndpointState(
+                    project=self.project,
+                    name=ep.name,
+                    url=url,
+                    router_pid=router_pid,
+                    router_port=router_port,
+                    server_pid=green_pid,
+                    server_port=green_port,
+                    version=mv.version,
+                    sha=mv.sha,
+                    status="InService",
+                    updated=time.time(),
+                )
+            )
+            if blue_pid and blue_pid != green_pid:
+                time.sleep(0.2)  # let requests already forwarded to blue finish
+                _terminate(blue_pid)
+            detail = (
+                f"{kind}: {ep.name} now serves {self.project} v{mv.version} ({mv.sha[:8]}"
+                + (f", {tag}" if tag else "")
+                + f") at {url}; was {old}"
+            )
+            return self._record(ep, mv, tag, kind, "succeeded", detail, started)
+
+    def _confirm(self, router_port: int, version: str) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                status, headers, _ = _http(router_port, "GET", "/ping", timeout=2)
+                if status == 200 and headers.get("x-mlops-ci-version") == version:
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _smoke(self, port: int, smoke: Any) -> str | None:
+        try:
+            status, _, body = _http(
+                port,
+                "POST",
+                "/invocations",
+                smoke.body.encode(),
+                {"Content-Type": smoke.content_type, "Accept": smoke.accept},
+                timeout=30,
+            )
+        except OSError as exc:
+            return f"could not connect: {exc}"
+        text = body.decode("utf-8", errors="replace")
+        if status != smoke.expect_status:
+            return f"got HTTP {status} (expected {smoke.expect_status}): {text[:200]}"
+        if smoke.expect_contains is not None and smoke.expect_contains not in text:
+            return f"response does not contain {smoke.expect_contains!r}: {text[:200]}"
+        return None
+
+    def _record(
+        self,
+        ep: EndpointConfig,
+        mv: ModelVersion,
+        tag: str | None,
+        kind: str,
+        outcome: str,
+        detail: str,
+        started: float,
+    ) -> Deployment:
+        dep = Deployment(
+            deployment_id=uuid.uuid4().hex[:16],
+            project=self.project,
+            endpoint=ep.name,
+            version=mv.version,
+            sha=mv.sha,
+            tag=tag,
+            kind=kind,
+            outcome=outcome,
+            detail=detail,
+            started=started,
+            finished=time.time(),
+        )
+        self.store.record_deployment(dep)
+        return dep
+
+    def stop(self, name: str) -> None:
+        state = self.store.endpoint_state(self.project, name)
+        if state is None:
+            raise NotFound(f"endpoint {name} has never been deployed")
+        with self.lock(name, 30):
+            _terminate(state.server_pid)
+            _terminate(state.router_pid)
+            self._write_target(name, None)
+            self.store.put_endpoint_state(
+                replace(state, status="Stopped", router_pid=None, server_pid=None, updated=time.time())
+            )
+
+    def invoke(self, name: str, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+        state = self.store.endpoint_state(self.project, name)
+        if state is None or state.status != "InService" or not state.router_port:
+            raise NotFound(f"endpoint {name} is not running; deploy a version to it first")
+        try:
+            status, headers, data = _http(
+                state.router_port,
+                "POST",
+                "/invocations",
+                body,
+                {"Content-Type": content_type, "Accept": accept},
+                timeout=60,
+            )
+        except OSError as exc:
+            raise EndpointBroken(
+                f"endpoint {name} at {state.url} does not answer ({exc}); `mlops-ci deploy` or `rollback` restarts it"
+            ) from None
+        return status, headers.get("content-type", ""), data
+
+    def listing(self) -> list[dict[str, Any]]:
+        rows = []
+        declared = {e.name for e in self.ws.cfg.endpoints}
+        states = {s.name: s for s in self.store.endpoint_states(self.project)}
+        for name in [e.name for e in self.ws.cfg.endpoints] + sorted(set(states) - declared):
+            st = states.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "declared": name in declared,
+                    "status": self._health(st),
+                    "version": st.version if st and st.status == "InService" else None,
+                    "sha": st.sha if st and st.status == "InService" else None,
+                    "url": st.url if st else None,
+                }
+            )
+        return rows
+
+    def _health(self, st: EndpointState | None) -> str:
+        if st is None:
+            return "NotDeployed"
+        if st.status != "InService":
+            return st.status
+        if not self._router_ok(st):
+            return "Down"
+        live = self._server_version(st.router_port)
+        if live != str(st.version):
+            return "Degraded"
+        return "InService"
+
+    def status(self) -> list[dict[str, Any]]:
+        tags = self.ws.git.tags()
+        rows = []
+        for ep in self.ws.cfg.endpoints:
+            best: tuple[int, str] | None = None
+            for tag, sha in tags.items():
+                try:
+                    routed = self.ws.endpoint_for_tag(tag)
+                except ConfigError:
+                    continue
+                if routed != ep.name:
+                    continue
+                mv = self.store.version_for_sha(self.project, sha)
+                if mv and mv.stage == "approved" and (best is None or mv.version > best[0]):
+                    best = (mv.version, tag)
+            st = self.store.endpoint_state(self.project, ep.name)
+            health = self._health(st)
+            live_version = st.version if st and health == "InService" else None
+            drift = ""
+            if best and live_version != best[0]:
+                drift = f"declared v{best[0]} ({best[1]}) but " + (
+                    f"v{live_version} is live" if live_version else f"endpoint is {health}"
+                )
+            elif not best and live_version:
+                drift = f"v{live_version} is live but no approved tag routes to {ep.name}"
+            elif health in ("Down", "Degraded"):
+                drift = f"endpoint is {health}"
+            rows.append(
+                {
+                    "name": ep.name,
+                    "declared_version": best[0] if best else None,
+                    "declared_tag": best[1] if best else None,
+                    "live_version": live_version,
+                    "live_sha": st.sha if st and live_version else None,
+                    "health": health,
+                    "drift": drift,
+                    "url": st.url if st else None,
+                }
+            )
+        return rows
+
+
+class _StartFailed(Exception):
+    pass

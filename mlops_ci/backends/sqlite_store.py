@@ -1,0 +1,288 @@
+"""The embedded run store: one SQLite file, WAL mode, every record written in one transaction.
+
+A crash (even kill -9) mid-write leaves the previous state: SQLite's journal makes each
+transaction all-or-nothing, and a run is inserted together with its series in one.
+Concurrent writers are serialised by `BEGIN IMMEDIATE` with a busy timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, Transient
+from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE runs (
+  run_id TEXT PRIMARY KEY, project TEXT NOT NULL, sha TEXT NOT NULL, branch TEXT,
+  config_digest TEXT NOT NULL, status TEXT NOT NULL, backend TEXT NOT NULL,
+  started REAL NOT NULL, finished REAL NOT NULL, dirty INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX runs_by_sha ON runs(project, sha, status, finished);
+CREATE INDEX runs_by_time ON runs(project, finished);
+CREATE TABLE series (
+  run_id TEXT NOT NULL REFERENCES runs(run_id), metric TEXT NOT NULL, points TEXT NOT NULL,
+  PRIMARY KEY (run_id, metric)
+);
+CREATE TABLE verdicts (
+  verdict_id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id),
+  created REAL NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX verdicts_by_run ON verdicts(run_id, created);
+CREATE TABLE model_versions (
+  project TEXT NOT NULL, version INTEGER NOT NULL, sha TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (project, version), UNIQUE (project, sha)
+);
+CREATE TABLE deployments (
+  deployment_id TEXT PRIMARY KEY, project TEXT NOT NULL, endpoint TEXT NOT NULL,
+  finished REAL NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX deployments_by_endpoint ON deployments(project, endpoint, finished);
+CREATE TABLE endpoints (
+  project TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (project, name)
+);
+"""
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, allow_nan=True)
+
+
+def path_from_url(url: str, root: Path) -> Path:
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"store '{url}' is not a sqlite:/// URL")
+    p = Path(url[len("sqlite:///") :])
+    return p if p.is_absolute() else root / p
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, timeout: float = 30.0):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the run store {path}: {exc}") from None
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"the run store {path} is not a usable SQLite database ({exc}); "
+                "restore it from a backup or point `store:` elsewhere"
+            ) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        with self._write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the run store {self.path} has schema v{version}, newer than this mlops-ci "
+                    f"understands (v{SCHEMA_VERSION}); upgrade mlops-ci"
+                )
+            if version == 0:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise Transient(f"the run store {self.path} is locked by another process ({exc}); retry") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    # -- runs -------------------------------------------------------------------------------
+    def record_run(self, run: Run, series: dict[str, list[float]]) -> None:
+        body = run.to_dict()
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run.run_id,
+                    run.project,
+                    run.sha,
+                    run.branch,
+                    run.config_digest,
+                    run.status,
+                    run.backend,
+                    run.started,
+                    run.finished,
+                    int(run.dirty),
+                    _dumps(body),
+                ),
+            )
+            c.executemany(
+                "INSERT INTO series VALUES (?,?,?)",
+                [(run.run_id, name, _dumps(points)) for name, points in sorted(series.items())],
+            )
+
+    @staticmethod
+    def _run(row: sqlite3.Row) -> Run:
+        return Run(**json.loads(row["body"]))
+
+    def get_run(self, run_id: str) -> Run | None:  # type: ignore[override]
+        row = self.conn.execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return self._run(row) if row else None
+
+    def runs(self, project: str, *, sha: str | None = None, limit: int = 50) -> list[Run]:
+        if sha:
+            rows = self.conn.execute(
+                "SELECT body FROM runs WHERE project=? AND sha=? ORDER BY finished DESC LIMIT ?",
+                (project, sha, limit),
+            )
+        else:
+            rows = self.conn.execute(
+                "SELECT body FROM runs WHERE project=? ORDER BY finished DESC LIMIT ?", (project, limit)
+            )
+        return [self._run(r) for r in rows]
+
+    def runs_by_prefix(self, prefix: str) -> list[Run]:
+        rows = self.conn.execute(
+            "SELECT body FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 3", (prefix, prefix + "\uffff")
+        )
+        return [self._run(r) for r in rows]
+
+    def latest_completed(self, project: str, sha: str, config_digest: str | None = None) -> Run | None:
+        q = "SELECT body FROM runs WHERE project=? AND sha=? AND status='completed' AND dirty=0"
+        args: list[Any] = [project, sha]
+        if config_digest:
+            q += " AND config_digest=?"
+            args.append(config_digest)
+        row = self.conn.execute(q + " ORDER BY finished DESC LIMIT 1", args).fetchone()
+        return self._run(row) if row else None
+
+    def shas_with_runs(self, project: str, shas: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        batch = list(shas)
+        for i in range(0, len(batch), 500):
+            chunk = batch[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT DISTINCT sha FROM runs WHERE project=? AND status='completed' AND dirty=0 "  # noqa: S608
+                f"AND sha IN ({marks})",  # only '?' placeholders are interpolated
+                [project, *chunk],
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def series(self, run_id: str) -> dict[str, list[float]]:
+        rows = self.conn.execute("SELECT metric, points FROM series WHERE run_id=? ORDER BY metric", (run_id,))
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    # -- verdicts ---------------------------------------------------------------------------
+    def record_verdict(self, verdict: Verdict) -> None:
+        body = verdict.to_dict()
+        body.pop("conclusion")
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO verdicts VALUES (?,?,?,?)",
+                (verdict.verdict_id, verdict.run_id, verdict.created, _dumps(body)),
+            )
+
+    @staticmethod
+    def _verdict(body: str) -> Verdict:
+        d = json.loads(body)
+        d["results"] = tuple(RuleResult(**r) for r in d["results"])
+        return Verdict(**d)
+
+    def latest_verdict(self, run_id: str) -> Verdict | None:
+        row = self.conn.execute(
+            "SELECT body FROM verdicts WHERE run_id=? ORDER BY created DESC LIMIT 1", (run_id,)
+        ).fetchone()
+        return self._verdict(row[0]) if row else None
+
+    def get_verdict(self, verdict_id: str) -> Verdict | None:
+        row = self.conn.execute("SELECT body FROM verdicts WHERE verdict_id=?", (verdict_id,)).fetchone()
+        return self._verdict(row[0]) if row else None
+
+    # -- model versions ---------------------------------------------------------------------
+    def promote(self, make: Callable[[int], ModelVersion], sha: str, project: str) -> tuple[ModelVersion, bool]:
+        """Create the next version for `sha` unless one exists. Returns (version, created)."""
+        with self._write() as c:
+            row = c.execute("SELECT body FROM model_versions WHERE project=? AND sha=?", (project, sha)).fetchone()
+            if row:
+                return ModelVersion(**json.loads(row[0])), False
+            top = c.execute("SELECT MAX(version) FROM model_versions WHERE project=?", (project,)).fetchone()[0]
+            mv = make((top or 0) + 1)
+            c.execute(
+                "INSERT INTO model_versions VALUES (?,?,?,?)", (mv.project, mv.version, mv.sha, _dumps(mv.to_dict()))
+            )
+            return mv, True
+
+    def versions(self, project: str) -> list[ModelVersion]:
+        rows = self.conn.execute("SELECT body FROM model_versions WHERE project=? ORDER BY version", (project,))
+        return [ModelVersion(**json.loads(r[0])) for r in rows]
+
+    def version_for_sha(self, project: str, sha: str) -> ModelVersion | None:
+        row = self.conn.execute("SELECT body FROM model_versions WHERE project=? AND sha=?", (project, sha)).fetchone()
+        return ModelVersion(**json.loads(row[0])) if row else None
+
+    def get_version(self, project: str, version: int) -> ModelVersion | None:
+        row = self.conn.execute(
+            "SELECT body FROM model_versions WHERE project=? AND version=?", (project, version)
+        ).fetchone()
+        return ModelVersion(**json.loads(row[0])) if row else None
+
+    # -- deployments and endpoints ----------------------------------------------------------
+    def record_deployment(self, deployment: Deployment) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO deployments VALUES (?,?,?,?,?)",
+                (
+                    deployment.deployment_id,
+                    deployment.project,
+                    deployment.endpoint,
+                    deployment.finished,
+                    _dumps(deployment.to_dict()),
+                ),
+            )
+
+    def deployments(self, project: str, endpoint: str | None = None) -> list[Deployment]:
+        if endpoint:
+            rows = self.conn.execute(
+                "SELECT body FROM deployments WHERE project=? AND endpoint=? ORDER BY finished, rowid",
+                (project, endpoint),
+            )
+        else:
+            rows = self.conn.execute(
+                "SELECT body FROM deployments WHERE project=? ORDER BY finished, rowid", (project,)
+            )
+        return [Deployment(**json.loads(r[0])) for r in rows]
+
+    def endpoint_state(self, project: str, name: str) -> EndpointState | None:
+        row = self.conn.execute("SELECT body FROM endpoints WHERE project=? AND name=?", (project, name)).fetchone()
+        return EndpointState(**json.loads(row[0])) if row else None
+
+    def endpoint_states(self, project: str) -> list[EndpointState]:
+        rows = self.conn.execute("SELECT body FROM endpoints WHERE project=? ORDER BY name", (project,))
+        return [EndpointState(**json.loads(r[0])) for r in rows]
+
+    def put_endpoint_state(self, state: EndpointState) -> None:
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO endpoints VALUES (?,?,?)",
+                (state.project, state.name, _dumps(state.to_dict())),
+            )

@@ -1,0 +1,155 @@
+"""`mlops-ci` command line: parse, call the core, render, map errors to exit codes.
+
+Kept import-light on purpose: `mlops-ci --version` must start in a few tens of milliseconds,
+so the core, YAML and git are imported only once a command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import EXIT_CODES, INTERNAL, INTERRUPTED, MlopsCiError
+
+
+def _exit_code_epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    return f"exit codes (shared by every command):\n{rows}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops-ci",
+        description="GitOps for machine learning: train, compare, gate, promote and deploy models from git.",
+        epilog=_exit_code_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"mlops-ci {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    p.add_argument("-C", dest="directory", metavar="DIR", help="run as if started in DIR")
+    p.add_argument("--config", help="path to mlops-ci.yaml (env MLOPS_CI_CONFIG)")
+    p.add_argument("--store", help="run store URL, e.g. sqlite:///path.db (env MLOPS_CI_STORE)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("config", help="check or show the resolved configuration")
+    csub = c.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.add_parser("check", help="validate mlops-ci.yaml")
+    cs = csub.add_parser("show", help="print the resolved config (secrets masked)")
+    cs.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train a commit (default HEAD) and record the run")
+    t.add_argument("ref", nargs="?", help="commit, branch or tag (default: HEAD)")
+    t.add_argument("--allow-dirty", action="store_true", help="train uncommitted changes (never promotable)")
+    t.add_argument("--force", action="store_true", help="train again even if this SHA+config has a run")
+    t.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("runs", help="list runs, or show one")
+    r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    r.add_argument("run", nargs="?", help="run id or git ref (for show)")
+    r.add_argument("--limit", type=int, default=20)
+    r.add_argument("--json", action="store_true")
+
+    for name, helptext in (
+        ("report", "compare a commit's run with its baseline and render the PR report"),
+        ("gate", "evaluate the gate rules for a commit's run and record the verdict"),
+    ):
+        g = sub.add_parser(name, help=helptext)
+        g.add_argument("ref", nargs="?", help="commit, branch, tag or run id (default: HEAD / PR head)")
+        g.add_argument("--base", help="base branch to find the baseline on (default: PR base or baseline.branch)")
+        g.add_argument("--baseline", help="explicit baseline: SHA, ref or run id")
+        g.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if name == "report":
+            g.add_argument("--output", "-o", help="also write the markdown (or JSON) to this file")
+
+    pr = sub.add_parser("promote", help="register a gated commit's model as a new approved version")
+    pr.add_argument("ref", nargs="?", help="commit, tag or run id (default: HEAD)")
+    pr.add_argument("--json", action="store_true")
+
+    m = sub.add_parser("models", help="list model versions and where they are live")
+    m.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("deploy", help="deploy the approved model of a tag or SHA (never retrains)")
+    d.add_argument("ref", nargs="?", help="release tag or SHA (default: the tag of HEAD / GITHUB_REF)")
+    d.add_argument("--endpoint", help="endpoint name (default: the endpoint whose tag pattern matches)")
+    d.add_argument("--retry-failed", action="store_true", help="allow re-deploying a SHA that failed here before")
+    d.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for another deploy (default 60)")
+    d.add_argument("--json", action="store_true")
+
+    rb = sub.add_parser("rollback", help="put the previous successful version back on an endpoint")
+    rb.add_argument("endpoint")
+    rb.add_argument("--lock-timeout", type=float, default=60.0)
+    rb.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("endpoints", help="list endpoints: status, live version, URL")
+    e.add_argument("--json", action="store_true")
+
+    ep = sub.add_parser("endpoint", help="operate one endpoint")
+    epsub = ep.add_subparsers(dest="endpoint_command", metavar="ACTION")
+    eps = epsub.add_parser("stop", help="stop an endpoint's servers")
+    eps.add_argument("name")
+
+    inv = sub.add_parser("invoke", help="send a request to an endpoint and print the response")
+    inv.add_argument("name")
+    src = inv.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="request body")
+    src.add_argument("--file", help="read the request body from a file")
+    inv.add_argument("--content-type", default="application/json")
+    inv.add_argument("--accept", default="application/json")
+
+    st = sub.add_parser("status", help="declared vs live state of every endpoint")
+    st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+def _emit_error(exc: MlopsCiError | Exception, message: str, env: os._Environ[str] | dict[str, str]) -> None:
+    one_line = " ".join(message.split())
+    print(f"mlops-ci: error: {one_line}", file=sys.stderr)
+    if env.get("GITHUB_ACTIONS") == "true":
+        props = ""
+        file = getattr(exc, "file", None)
+        line = getattr(exc, "line", None)
+        if file:
+            props = f" file={_escape_prop(file)}" + (f",line={line}" if line else "")
+        print(f"::error{props}::{_escape_data(one_line)}", file=sys.stderr)
+
+
+def _escape_data(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_prop(s: str) -> str:
+    return _escape_data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    env = os.environ
+    try:
+        from . import commands
+
+        return commands.dispatch(args)
+    except MlopsCiError as exc:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        _emit_error(exc, exc.message, env)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mlops-ci: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are turned into exit 3
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        _emit_error(exc, f"internal error: {type(exc).__name__}: {exc} (re-run with -v for the traceback)", env)
+        return INTERNAL

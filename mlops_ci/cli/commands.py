@@ -1,0 +1,351 @@
+"""Command implementations: explicit arguments in, rendered text out, errors raised."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import Drift, GateFailed, NotFound, UsageError
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def out(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def _json(obj: Any) -> None:
+    from ..report import json_safe
+
+    out(json.dumps(json_safe(obj), indent=2, sort_keys=True))
+
+
+@contextmanager
+def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]:
+    from ..pipeline import Workspace
+
+    start = Path(args.directory or ".")
+    ws = Workspace(start, env, config_path=args.config, store=args.store, say=say)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    env = os.environ
+    cmd = args.command
+    if cmd == "config":
+        return config_cmd(
+            args.config_command, Path(args.directory or "."), env, args.config, args.store, getattr(args, "json", False)
+        )
+    with workspace(args, env) as ws:
+        if cmd == "train":
+            return train(ws, args.ref, allow_dirty=args.allow_dirty, force=args.force, as_json=args.json)
+        if cmd == "runs":
+            return runs(ws, args.action, args.run, limit=args.limit, as_json=args.json)
+        if cmd == "report":
+            return report(
+                ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, output=args.output, env=env
+            )
+        if cmd == "gate":
+            return gate(ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json)
+        if cmd == "promote":
+            return promote(ws, args.ref, as_json=args.json)
+        if cmd == "models":
+            return models(ws, as_json=args.json)
+        if cmd == "deploy":
+            return deploy(
+                ws,
+                args.ref,
+                endpoint=args.endpoint,
+                retry_failed=args.retry_failed,
+                lock_timeout=args.lock_timeout,
+                as_json=args.json,
+            )
+        if cmd == "rollback":
+            return rollback(ws, args.endpoint, lock_timeout=args.lock_timeout, as_json=args.json)
+        if cmd == "endpoints":
+            return endpoints(ws, as_json=args.json)
+        if cmd == "endpoint":
+            if args.endpoint_command != "stop":
+                raise UsageError("usage: mlops-ci endpoint stop NAME")
+            ws.endpoints().stop(args.name)
+            out(f"endpoint {args.name} stopped")
+            return 0
+        if cmd == "invoke":
+            body = args.data.encode() if args.data is not None else _read_file(args.file)
+            return invoke(ws, args.name, body, args.content_type, args.accept)
+        if cmd == "status":
+            return status(ws, check=args.check, as_json=args.json)
+    raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse rejects these
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read --file {path}: {exc.strerror}") from None
+
+
+# -- config ---------------------------------------------------------------------------------
+def config_cmd(
+    action: str | None, start: Path, env: Mapping[str, str], config_path: str | None, store: str | None, as_json: bool
+) -> int:
+    from .. import config as config_mod
+
+    if action not in ("check", "show"):
+        raise UsageError("usage: mlops-ci config check|show")
+    cfg = config_mod.load(start, env, config_path=config_path, store=store)
+    if action == "check":
+        out(
+            f"{cfg.file}: ok (project {cfg.project}, {len(cfg.gate.rules)} gate rule(s), "
+            f"{len(cfg.endpoints)} endpoint(s))"
+        )
+        return 0
+    data = cfg.to_display()
+    data["sources"] = cfg.sources
+    if as_json:
+        _json(data)
+    else:
+        import yaml
+
+        out(yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+# -- runs -----------------------------------------------------------------------------------
+def _run_lines(run: Any) -> list[str]:
+    lines = [
+        f"run       {run.run_id}",
+        f"project   {run.project}",
+        f"commit    {run.sha}" + (f" ({run.branch})" if run.branch else "") + (" [dirty]" if run.dirty else ""),
+        f"status    {run.status}",
+        f"backend   {run.backend}, {run.finished - run.started:.1f}s",
+        f"config    {run.config_digest[:16]}",
+    ]
+    if run.params:
+        lines.append("params    " + ", ".join(f"{k}={v}" for k, v in sorted(run.params.items())))
+    if run.metrics:
+        lines.append("metrics   " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(run.metrics.items())))
+    for name, d in sorted(run.data.items()):
+        lines.append(f"data      {name}: {d['uri']} sha256 {d['sha256'][:16]} ({d['source']})")
+    if run.artifact_sha256:
+        lines.append(f"artifact  {run.artifact_uri}")
+        lines.append(f"sha256    {run.artifact_sha256}")
+    if run.failure:
+        lines.append(f"failure   {run.failure.strip().splitlines()[0] if run.failure.strip() else ''}")
+    if run.log_path:
+        lines.append(f"log       {run.log_path}")
+    return lines
+
+
+def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool) -> int:
+    run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force)
+    if reused:
+        say(f"commit {run.sha[:8]} already has run {run.run_id} under this config; reusing it (--force to retrain)")
+    if as_json:
+        _json({"reused": reused, "run": run.to_dict()})
+    else:
+        out("\n".join(_run_lines(run)))
+    return 0
+
+
+def runs(ws: Any, action: str, ref: str | None, *, limit: int, as_json: bool) -> int:
+    if action == "show":
+        run = ws.store.get_run(ref) if ref else None
+        if run is None and ref:
+            matches = ws.store.runs_by_prefix(ref)
+            run = matches[0] if len(matches) == 1 else None
+        if run is None:
+            sha = ws.resolve_sha(ref)
+            found = ws.store.runs(ws.project, sha=sha, limit=1)
+            if not found:
+                raise NotFound(f"no run for {ref or 'HEAD'} ({sha[:8]}); `mlops-ci runs` lists them")
+            run = found[0]
+        if as_json:
+            _json(run.to_dict())
+        else:
+            out("\n".join(_run_lines(run)))
+        return 0
+    items = ws.store.runs(ws.project, limit=limit)
+    if as_json:
+        _json([r.to_dict() for r in items])
+        return 0
+    if not items:
+        out("no runs yet; `mlops-ci train` records one")
+        return 0
+    out(f"{'RUN':<16} {'SHA':<8} {'STATUS':<9} {'BRANCH':<16} {'FINISHED':<19} METRICS")
+    for r in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.finished))
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:4])
+        out(f"{r.run_id:<16} {r.sha[:8]:<8} {r.status:<9} {(r.branch or '-')[:16]:<16} {when:<19} {metrics}")
+    return 0
+
+
+# -- review ---------------------------------------------------------------------------------
+def report(
+    ws: Any,
+    ref: str | None,
+    *,
+    base: str | None,
+    baseline: str | None,
+    as_json: bool,
+    output: str | None,
+    env: Mapping[str, str],
+) -> int:
+    from ..report import render_json, render_markdown
+
+    rv = ws.review(ref, base=base, baseline=baseline)
+    head_ref = ws.ctx.branch if ref is None else ref
+    md = render_markdown(
+        rv.comparison, rv.outcome.results, rv.outcome.passed, head_ref=head_ref, base_ref=rv.baseline.base_ref
+    )
+    text = render_json(rv.comparison, rv.outcome.results, rv.outcome.passed) if as_json else md
+    out(text.rstrip("\n"))
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")
+    return 0
+
+
+def _verdict_table(results: Any) -> list[str]:
+    lines = []
+    for r in results:
+        if r.skipped:
+            status = "SKIP"
+        elif r.passed:
+            status = "PASS"
+        else:
+            status = "FAIL" if r.severity == "fail" else "WARN"
+        where = f" (mlops-ci.yaml:{r.line})" if r.line else ""
+        lines.append(f"{status:<5} {r.rule:<48} {r.reason}{where}")
+    return lines
+
+
+def gate(ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool) -> int:
+    rv = ws.review(ref, base=base, baseline=baseline)
+    verdict = ws.record_verdict(rv)
+    if as_json:
+        _json(verdict.to_dict())
+    else:
+        b = f"baseline {verdict.baseline_sha[:8]}" if verdict.baseline_sha else "no baseline"
+        out(f"gate for {ws.project} at {verdict.sha[:8]} ({b}): {verdict.conclusion}")
+        if verdict.baseline_note:
+            out(f"note: {verdict.baseline_note}")
+        if not verdict.results:
+            out("no gate rules configured (gate.rules in mlops-ci.yaml): nothing to check")
+        out("\n".join(_verdict_table(verdict.results)))
+    if not verdict.passed:
+        failed = [r for r in verdict.results if not r.passed and r.severity == "fail"]
+        raise GateFailed(f"gate failed for {verdict.sha[:8]}: " + "; ".join(f"{r.rule} ({r.reason})" for r in failed))
+    return 0
+
+
+def promote(ws: Any, ref: str | None, *, as_json: bool) -> int:
+    mv, created = ws.promote(ref)
+    if as_json:
+        _json({"created": created, "version": mv.to_dict()})
+    elif created:
+        out(f"promoted {ws.project} v{mv.version} from {mv.sha[:8]} (artifact sha256 {mv.artifact_sha256[:16]}…)")
+    else:
+        out(f"{mv.sha[:8]} is already {ws.project} v{mv.version}; nothing to do")
+    return 0
+
+
+def models(ws: Any, *, as_json: bool) -> int:
+    versions = ws.models()
+    live: dict[int, list[str]] = {}
+    for st in ws.store.endpoint_states(ws.project):
+        if st.status == "InService" and st.version is not None:
+            live.setdefault(st.version, []).append(st.name)
+    if as_json:
+        _json([dict(v.to_dict(), live_on=live.get(v.version, [])) for v in versions])
+        return 0
+    if not versions:
+        out("no model versions yet; `mlops-ci promote` registers one after the gate passes")
+        return 0
+    out(f"{'VERSION':<8} {'SHA':<8} {'STAGE':<9} {'LIVE ON':<20} {'SHA256':<16} METRICS")
+    for v in versions:
+        stage = "deployed" if v.version in live else v.stage
+        metrics = ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())[:3])
+        out(
+            f"v{v.version:<7} {v.sha[:8]:<8} {stage:<9} {','.join(live.get(v.version, [])) or '-':<20} "
+            f"{v.artifact_sha256[:16]:<16} {metrics}"
+        )
+    return 0
+
+
+# -- endpoints ------------------------------------------------------------------------------
+def deploy(
+    ws: Any, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
+) -> int:
+    dep = ws.endpoints().deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
+    if as_json:
+        _json(dep.to_dict())
+    else:
+        out(dep.detail)
+    return 0
+
+
+def rollback(ws: Any, name: str, *, lock_timeout: float, as_json: bool) -> int:
+    dep = ws.endpoints().rollback(name, lock_timeout=lock_timeout)
+    if as_json:
+        _json(dep.to_dict())
+    else:
+        out(dep.detail)
+    return 0
+
+
+def endpoints(ws: Any, *, as_json: bool) -> int:
+    rows = ws.endpoints().listing()
+    if as_json:
+        _json(rows)
+        return 0
+    if not rows:
+        out("no endpoints declared or running")
+        return 0
+    out(f"{'ENDPOINT':<16} {'STATUS':<13} {'VERSION':<8} {'SHA':<8} URL")
+    for r in rows:
+        v = f"v{r['version']}" if r["version"] is not None else "-"
+        out(f"{r['name']:<16} {r['status']:<13} {v:<8} {(r['sha'] or '-')[:8]:<8} {r['url'] or '-'}")
+    return 0
+
+
+def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> int:
+    status, _ctype, data = ws.endpoints().invoke(name, body, content_type, accept)
+    sys.stdout.write(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
+    if status >= 400:
+        raise UsageError(f"endpoint {name} answered HTTP {status}: {data.decode('utf-8', 'replace')[:200]}")
+    return 0
+
+
+def status(ws: Any, *, check: bool, as_json: bool) -> int:
+    rows = ws.endpoints().status()
+    drift = [r for r in rows if r["drift"]]
+    if as_json:
+        _json(rows)
+    else:
+        out(f"{'ENDPOINT':<16} {'DECLARED':<22} {'LIVE':<22} STATE")
+        for r in rows:
+            d = f"v{r['declared_version']} ({r['declared_tag']})" if r["declared_version"] else "-"
+            lv = f"v{r['live_version']} ({(r['live_sha'] or '')[:8]})" if r["live_version"] else "-"
+            out(f"{r['name']:<16} {d:<22} {lv:<22} {'DRIFT: ' + r['drift'] if r['drift'] else 'in sync'}")
+    if check and drift:
+        raise Drift(
+            f"{len(drift)} endpoint(s) differ from the declared state: "
+            + "; ".join(f"{r['name']}: {r['drift']}" for r in drift)
+        )
+    return 0

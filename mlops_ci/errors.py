@@ -1,0 +1,100 @@
+"""One error hierarchy; every verb maps failures to the same exit codes.
+
+The table below is the single source of truth for exit codes (docs/exit-codes.md is
+generated from it by a test that keeps the two in step).
+"""
+
+from __future__ import annotations
+
+OK = 0
+GATE_FAILED = 1
+USAGE = 2
+INTERNAL = 3
+NOT_FOUND = 4
+REFUSED = 5
+TRAINING_FAILED = 6
+DEPLOY_FAILED = 7
+BUSY = 8
+TRANSIENT = 9
+ENDPOINT_BROKEN = 10
+GIT = 11
+DRIFT = 12
+INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    OK: "success",
+    GATE_FAILED: "the gate ran and at least one rule of severity `fail` failed",
+    USAGE: "bad command line or invalid configuration (mlops-ci.yaml)",
+    INTERNAL: "unexpected internal error (a bug: re-run with -v and report it)",
+    NOT_FOUND: "a run, baseline, model version, endpoint or git ref does not exist",
+    REFUSED: "refused by policy: dirty tree, gate not passed, digest mismatch, "
+    "provenance missing, deploy of a SHA that already failed",
+    TRAINING_FAILED: "the training script failed (its output/failure text is shown); the run is recorded as failed",
+    DEPLOY_FAILED: "rollout failed; the previous version is still serving",
+    BUSY: "another process holds the lock (e.g. a deploy to the same endpoint)",
+    TRANSIENT: "a service was unavailable or throttled; retry later",
+    ENDPOINT_BROKEN: "the endpoint is in a failed state and nothing healthy is serving",
+    GIT: "git repository problem (not a repository, shallow history, missing commit)",
+    DRIFT: "`status --check` found live state different from the declared state",
+    INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class MlopsCiError(Exception):
+    """Base of every error a user can hit. The message says what happened and what to do."""
+
+    exit_code: int = INTERNAL
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+
+class ConfigError(MlopsCiError):
+    exit_code = USAGE
+
+
+class UsageError(MlopsCiError):
+    exit_code = USAGE
+
+
+class NotFound(MlopsCiError):
+    exit_code = NOT_FOUND
+
+
+class Refused(MlopsCiError):
+    exit_code = REFUSED
+
+
+class GateFailed(MlopsCiError):
+    exit_code = GATE_FAILED
+
+
+class TrainingFailed(MlopsCiError):
+    exit_code = TRAINING_FAILED
+
+
+class DeployFailed(MlopsCiError):
+    exit_code = DEPLOY_FAILED
+
+
+class Busy(MlopsCiError):
+    exit_code = BUSY
+
+
+class Transient(MlopsCiError):
+    exit_code = TRANSIENT
+
+
+class EndpointBroken(MlopsCiError):
+    exit_code = ENDPOINT_BROKEN
+
+
+class GitError(MlopsCiError):
+    exit_code = GIT
+
+
+class Drift(MlopsCiError):
+    exit_code = DRIFT

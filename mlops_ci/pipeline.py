@@ -1,0 +1,439 @@
+"""The verbs (train, report, gate, promote, deploy, rollback, status) wired to the backends.
+
+Returns plain records; the CLI renders them. Progress goes through ``self.say`` (stderr in the
+CLI) so that stdout carries only results.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import compare as compare_mod
+from . import config as config_mod
+from . import gate as gate_mod
+from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
+from .backends import TrainingSpec
+from .backends.sqlite_store import SqliteStore, path_from_url
+from .context import Git, GitContext, load_context
+from .errors import ConfigError, GateFailed, NotFound, Refused, TrainingFailed
+from .records import Comparison, ModelVersion, Run, Verdict
+
+
+@dataclass(frozen=True)
+class BaselineChoice:
+    run: Run | None
+    state: str
+    note: str
+    base_ref: str | None
+
+
+@dataclass(frozen=True)
+class Review:
+    comparison: Comparison
+    outcome: gate_mod.GateOutcome
+    head: Run
+    baseline: BaselineChoice
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class Workspace:
+    """Config + git + store + the state directory for one project."""
+
+    def __init__(
+        self,
+        start: Path,
+        env: Mapping[str, str],
+        *,
+        config_path: str | None = None,
+        store: str | None = None,
+        say: Callable[[str], None] = _quiet,
+    ):
+        self.env = env
+        self.say = say
+        self.cfg = config_mod.load(start, env, config_path=config_path, store=store)
+        self.root = Path(self.cfg.root)
+        self.git = Git(self.root)
+        self.home = Path(env.get("MLOPS_CI_HOME") or self.root / ".mlops-ci")
+        self._store: SqliteStore | None = None
+        self._ctx: GitContext | None = None
+
+    @property
+    def store(self) -> SqliteStore:
+        if self._store is None:
+            self._store = SqliteStore(path_from_url(self.cfg.store, self.root))
+        return self._store
+
+    @property
+    def ctx(self) -> GitContext:
+        if self._ctx is None:
+            self._ctx = load_context(self.root, self.env, self.git)
+        return self._ctx
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self.git.close()
+
+    @property
+    def project(self) -> str:
+        return self.cfg.project
+
+    # -- resolution -----------------------------------------------------------------------
+    def resolve_sha(self, ref: str | None) -> str:
+        return self.ctx.sha if ref is None else self.git.resolve(ref)
+
+    def head_run(self, ref: str | None) -> Run:
+        """The run a verb works on: a run id, or the newest completed run of a commit
+        (preferring one under the current training config)."""
+        if ref is not None:
+            run = self.store.get_run(ref)
+            if run is not None:
+                if run.project != self.project:
+                    raise NotFound(f"run {ref} belongs to project '{run.project}', not '{self.project}'")
+                return run
+        sha = self.resolve_sha(ref)
+        run = self.store.latest_completed(self.project, sha, self.cfg.training_digest())
+        run = run or self.store.latest_completed(self.project, sha)
+        if run is None:
+            failed = [r for r in self.store.runs(self.project, sha=sha, limit=1) if r.status == "failed"]
+            why = f"its last run {failed[0].run_id} failed" if failed else "it has no completed run"
+            raise NotFound(f"commit {sha[:8]} cannot be used: {why}; train it first (`mlops-ci train {sha[:8]}`)")
+        return run
+
+    # -- train ----------------------------------------------------------------------------
+    def train(self, ref: str | None = None, *, allow_dirty: bool = False, force: bool = False) -> tuple[Run, bool]:
+        """Train the commit `ref` (default HEAD). Returns (run, reused)."""
+        cfg = self.cfg
+        sha = self.resolve_sha(ref)
+        source_rel = self._source_rel()
+        dirty = False
+        if ref is None and self.git.is_dirty([str(self.root)]):
+            if not allow_dirty:
+                raise Refused(
+                    "the work tree has uncommitted changes; commit them (a run must be reproducible "
+                    "from its SHA) or pass --allow-dirty for a throw-away run that can never be promoted"
+                )
+            dirty = True
+        digest = cfg.training_digest()
+        if not force and not dirty:
+            existing = self.store.latest_completed(self.project, sha, digest)
+            if existing:
+                return existing, True
+        run_id = f"{sha[:8]}-{secrets.token_hex(3)}"
+        workdir = self.home / "runs" / run_id
+        workdir.mkdir(parents=True)
+        snapshot = workdir / "src"
+        if dirty:
+            shutil.copytree(self.git.root, snapshot, ignore=shutil.ignore_patterns(".git", ".mlops-ci", "__pycache__"))
+        else:
+            self.git.extract(sha, snapshot)
+        project_dir = snapshot / source_rel
+        code_dir = project_dir / cfg.training.source_dir
+        if not (code_dir / cfg.training.entry_point).is_file():
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise ConfigError(
+                f"{cfg.file}: training.entry_point '{cfg.training.entry_point}' does not exist in "
+                f"{cfg.training.source_dir!r} at commit {sha[:8]}; fix the path or commit the file"
+            )
+        channels, data = self._channels(project_dir)
+        spec = TrainingSpec(
+            job_name=f"{self.project}-{run_id}",
+            code_dir=code_dir,
+            entry_point=cfg.training.entry_point,
+            hyperparameters=dict(cfg.training.hyperparameters),
+            channels=channels,
+            metric_regexes={d.name: d.regex for d in cfg.training.metric_definitions},
+            environment=dict(cfg.training.environment),
+            python=cfg.training.python or sys.executable,
+            max_run=cfg.training.max_run,
+        )
+        from .backends.local_training import LocalTrainingBackend
+
+        backend = LocalTrainingBackend()
+        started = time.time()
+        self.say(f"training {self.project} at {sha[:8]} (run {run_id}, backend {backend.name})")
+        result = backend.run(spec, workdir, lambda line: self.say(f"  | {line}"))
+        finished = time.time()
+        base = dict(
+            run_id=run_id,
+            project=self.project,
+            sha=sha,
+            branch=self.ctx.branch,
+            config_digest=digest,
+            backend=backend.name,
+            started=started,
+            finished=finished,
+            params=dict(cfg.training.hyperparameters),
+            metrics=result.metrics,
+            log_path=str(result.log_path),
+            links={"log": str(result.log_path)},
+            data=data,
+            dirty=dirty,
+        )
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
+        if result.failure is not None or result.exit_code != 0:
+            failure = result.failure or f"exit code {result.exit_code}"
+            run = Run(**base, status="failed", failure=failure)  # type: ignore[arg-type]
+            self.store.record_run(run, result.series)
+            first = failure.strip().splitlines()[0] if failure.strip() else failure
+            raise TrainingFailed(f"training failed: {first} (run {run_id}; full log: {result.log_path})")
+        artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
+        run = Run(**base, status="completed", artifact_uri=artifact.as_uri(), artifact_sha256=digest_art)  # type: ignore[arg-type]
+        self.store.record_run(run, result.series)
+        return run, False
+
+    def _source_rel(self) -> Path:
+        try:
+            return self.root.resolve().relative_to(self.git.root.resolve())
+        except ValueError:
+            return Path()
+
+    def _channels(self, project_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
+        channels: dict[str, Path] = {}
+        data: dict[str, dict[str, str]] = {}
+        for name, raw in self.cfg.training.channels.items():
+            p = Path(raw)
+            committed = not p.is_absolute() and (project_dir / p).exists()
+            src = (project_dir / p) if committed else (p if p.is_absolute() else self.root / p)
+            if not src.exists():
+                raise ConfigError(
+                    f"{self.cfg.file}: training.channels.{name}: '{raw}' does not exist (neither at the "
+                    "commit nor in the work tree); fix the path"
+                )
+            data[name] = {
+                "uri": raw,
+                "sha256": sha256_tree(src),
+                "source": "commit" if committed else "work tree",
+            }
+            channels[name] = src
+        return channels, data
+
+    def _pack(self, model_dir: Path, code_dir: Path, run_id: str) -> tuple[Path, str]:
+        entries = files_under(model_dir)
+        serving = self.cfg.serving
+        wanted = ([serving.entry_point] if serving.entry_point else []) + list(serving.include)
+        for rel in wanted:
+            src = code_dir / rel
+            if src.is_dir():
+                entries += files_under(src, f"code/{rel.rstrip('/')}/")
+            elif src.is_file():
+                entries.append((f"code/{rel}", src))
+            else:
+                raise ConfigError(f"{self.cfg.file}: serving file '{rel}' does not exist in the source at this commit")
+        if not entries:
+            self.say("warning: the training script wrote nothing to SM_MODEL_DIR; the artifact is empty")
+        tmp = self.home / "artifacts" / f".{run_id}.tar.gz"
+        digest = pack_deterministic(entries, tmp)
+        dest = self.home / "artifacts" / digest[:2] / f"{digest}.tar.gz"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dest)
+        return dest, digest
+
+    # -- review ---------------------------------------------------------------------------
+    def find_baseline(self, head: Run, *, base: str | None = None, explicit: str | None = None) -> BaselineChoice:
+        if explicit:
+            run = self.store.get_run(explicit)
+            if run is None:
+                sha = self.git.resolve(explicit)
+                run = self.store.latest_completed(self.project, sha)
+                if run is None:
+                    raise NotFound(f"the explicit baseline {explicit} ({sha[:8]}) has no completed run")
+            return BaselineChoice(run, gate_mod.BASELINE_FOUND, f"baseline set explicitly to {explicit}", explicit)
+        base_ref = base or self.ctx.base_ref or self.cfg.baseline.branch
+        base_sha = None
+        for cand in (base_ref, f"origin/{base_ref}"):
+            try:
+                base_sha = self.git.resolve(cand)
+                break
+            except NotFound:
+                continue
+        if base_sha is None:
+            return BaselineChoice(
+                None,
+                gate_mod.BASELINE_UNKNOWN,
+                f"base branch '{base_ref}' not found locally; fetch it (git fetch origin {base_ref}) "
+                "so a baseline can be chosen",
+                base_ref,
+            )
+        mb = self.git.merge_base(head.sha, base_sha)
+        if mb is None:
+            hint = " (this clone is shallow: check out with fetch-depth: 0)" if self.git.shallow else ""
+            return BaselineChoice(
+                None,
+                gate_mod.BASELINE_UNKNOWN,
+                f"{head.sha[:8]} and '{base_ref}' share no history{hint}",
+                base_ref,
+            )
+        limit = self.cfg.baseline.max_commits
+        history = self.git.first_parents(mb, limit + 1)
+        if mb == head.sha:
+            history = history[1:]  # a commit on the base branch compares with its predecessors
+        else:
+            history = history[:limit]
+        have = self.store.shas_with_runs(self.project, history)
+        for i, sha in enumerate(history):
+            if sha in have:
+                run = self.store.latest_completed(self.project, sha)
+                assert run is not None
+                note = "" if i == 0 else f"nearest run is {i} commit(s) before the merge-base on '{base_ref}'"
+                return BaselineChoice(run, gate_mod.BASELINE_FOUND, note, base_ref)
+        if len(history) >= limit or self.git.shallow:
+            return BaselineChoice(
+                None,
+                gate_mod.BASELINE_UNKNOWN,
+                f"no run found in the {len(history)} commit(s) searched on '{base_ref}'; history may be "
+                "truncated (shallow clone: use fetch-depth: 0) or raise baseline.max_commits",
+                base_ref,
+            )
+        return BaselineChoice(
+            None,
+            gate_mod.BASELINE_NONE,
+            f"no baseline: no earlier commit on '{base_ref}' has a run; only absolute rules apply",
+            base_ref,
+        )
+
+    def review(self, ref: str | None = None, *, base: str | None = None, baseline: str | None = None) -> Review:
+        head = self.head_run(ref)
+        choice = self.find_baseline(head, base=base, explicit=baseline)
+        b = choice.run
+        comparison = compare_mod.compare(
+            self.project,
+            head,
+            b,
+            choice.note,
+            self.cfg.metrics,
+            self.store.series(head.run_id),
+            self.store.series(b.run_id) if b else None,
+        )
+        outcome = gate_mod.evaluate(
+            self.cfg.gate, head.metrics, b.metrics if b else None, choice.state, self.cfg.metrics
+        )
+        return Review(comparison, outcome, head, choice)
+
+    def record_verdict(self, review: Review) -> Verdict:
+        b = review.baseline.run
+        verdict = Verdict(
+            verdict_id=uuid.uuid4().hex[:16],
+            run_id=review.head.run_id,
+            project=self.project,
+            sha=review.head.sha,
+            passed=review.outcome.passed,
+            gate_digest=self.cfg.gate_digest(),
+            baseline_run_id=b.run_id if b else None,
+            baseline_sha=b.sha if b else None,
+            baseline_note=review.baseline.note,
+            results=review.outcome.results,
+            created=time.time(),
+        )
+        if review.head.dirty:
+            raise Refused("this run was trained from a dirty work tree; commit, train and gate again")
+        self.store.record_verdict(verdict)
+        return verdict
+
+    # -- promote --------------------------------------------------------------------------
+    def promote(self, ref: str | None = None) -> tuple[ModelVersion, bool]:
+        run = self.head_run(ref)
+        existing = self.store.version_for_sha(self.project, run.sha)
+        if existing:
+            return existing, False
+        verdict = self.check_provenance(run)
+        self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"run {run.run_id}")
+
+        def make(version: int) -> ModelVersion:
+            assert run.artifact_uri and run.artifact_sha256
+            return ModelVersion(
+                project=self.project,
+                version=version,
+                sha=run.sha,
+                run_id=run.run_id,
+                verdict_id=verdict.verdict_id,
+                artifact_uri=run.artifact_uri,
+                artifact_sha256=run.artifact_sha256,
+                metrics=dict(run.metrics),
+                stage="approved",
+                created=time.time(),
+            )
+
+        return self.store.promote(make, run.sha, self.project)
+
+    def check_provenance(self, run: Run) -> Verdict:
+        """The run's latest verdict, which must have passed under the current gate rules."""
+        if run.dirty:
+            raise Refused(f"run {run.run_id} was trained from a dirty work tree and can never be promoted")
+        verdict = self.store.latest_verdict(run.run_id)
+        if verdict is None:
+            raise Refused(
+                f"commit {run.sha[:8]} never went through the gate (no verdict for run {run.run_id}); "
+                "run `mlops-ci gate` on it first"
+            )
+        if not verdict.passed:
+            failed = "; ".join(
+                r.rule + ": " + r.reason for r in verdict.results if not r.passed and r.severity == "fail"
+            )
+            raise Refused(f"commit {run.sha[:8]} failed the gate ({failed}); fix the model and train again")
+        if verdict.gate_digest != self.cfg.gate_digest():
+            raise Refused(
+                f"the verdict for {run.sha[:8]} was made under different gate rules; "
+                "re-run `mlops-ci gate` under the current mlops-ci.yaml"
+            )
+        return verdict
+
+    def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path:
+        if not uri or not digest:
+            raise Refused(f"{what} has no artifact record; nothing can be promoted or deployed from it")
+        path = _file_from_uri(uri)
+        if not path.is_file():
+            raise Refused(f"the artifact of {what} is missing ({path}); train again")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise Refused(
+                f"artifact digest mismatch for {what}: recorded sha256 {digest[:16]}…, file has "
+                f"{actual[:16]}…; the artifact was modified after training — refusing to use it"
+            )
+        return path
+
+    def models(self) -> list[ModelVersion]:
+        return self.store.versions(self.project)
+
+    # -- deploy / operate ------------------------------------------------------------------
+    def endpoint_for_tag(self, tag: str) -> str:
+        for ep in self.cfg.endpoints:
+            if any(fnmatch.fnmatchcase(tag, pat) for pat in ep.tags):
+                return ep.name
+        raise ConfigError(
+            f"tag '{tag}' matches no endpoint's `tags` patterns in {self.cfg.file}; pass --endpoint or add a pattern"
+        )
+
+    def endpoints(self) -> Any:
+        from .backends.local_endpoints import LocalEndpoints
+
+        return LocalEndpoints(self)
+
+
+def _file_from_uri(uri: str) -> Path:
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    return Path(uri)
+
+
+def require_passed(verdict: Verdict) -> None:
+    if not verdict.passed:
+        failed = [r for r in verdict.results if not r.passed and r.severity == "fail"]
+        names = ", ".join(f"{r.rule} ({r.reason})" for r in failed)
+        raise GateFailed(f"gate failed for {verdict.sha[:8]}: {names}")

@@ -1,0 +1,187 @@
+"""Plain typed data passed between the core, the backends and the renderers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of one commit under one training config."""
+
+    run_id: str
+    project: str
+    sha: str
+    branch: str | None
+    config_digest: str
+    status: str  # completed | failed
+    backend: str
+    started: float
+    finished: float
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact_uri: str | None = None
+    artifact_sha256: str | None = None
+    log_path: str | None = None
+    links: dict[str, str] = field(default_factory=dict)
+    data: dict[str, dict[str, str]] = field(default_factory=dict)
+    failure: str | None = None
+    dirty: bool = False
+
+    @property
+    def short(self) -> str:
+        return self.sha[:8]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    metric: str
+    rule: str  # human description, e.g. "accuracy >= 0.9"
+    kind: str
+    severity: str
+    passed: bool
+    value: float | None
+    baseline: float | None
+    reason: str
+    line: int | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict_id: str
+    run_id: str
+    project: str
+    sha: str
+    passed: bool
+    gate_digest: str
+    baseline_run_id: str | None
+    baseline_sha: str | None
+    baseline_note: str
+    results: tuple[RuleResult, ...]
+    created: float
+
+    @property
+    def conclusion(self) -> str:
+        if not self.passed:
+            return "failure"
+        if any(not r.passed and not r.skipped for r in self.results):
+            return "success-with-warnings"
+        return "success"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["conclusion"] = self.conclusion
+        return d
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    project: str
+    version: int
+    sha: str
+    run_id: str
+    verdict_id: str
+    artifact_uri: str
+    artifact_sha256: str
+    metrics: dict[str, float]
+    stage: str  # approved | retired
+    created: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    deployment_id: str
+    project: str
+    endpoint: str
+    version: int
+    sha: str
+    tag: str | None
+    kind: str  # deploy | rollback
+    outcome: str  # succeeded | failed | noop
+    detail: str
+    started: float
+    finished: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    project: str
+    name: str
+    url: str | None
+    router_pid: int | None
+    router_port: int | None
+    server_pid: int | None
+    server_port: int | None
+    version: int | None
+    sha: str | None
+    status: str  # InService | Stopped
+    updated: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    name: str
+    old: float | None
+    new: float | None
+    delta: float | None
+    rel_delta: float | None
+    goal: str | None
+    direction: str  # better | worse | same | changed | added | removed
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    name: str
+    old: Any
+    new: Any
+    change: str  # added | removed | changed
+
+
+@dataclass(frozen=True)
+class RunRef:
+    run_id: str
+    sha: str
+    branch: str | None
+    config_digest: str
+    artifact_sha256: str | None
+    links: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    project: str
+    head: RunRef
+    baseline: RunRef | None
+    baseline_note: str
+    metrics: tuple[MetricDelta, ...]
+    params: tuple[ParamChange, ...]
+    config_changed: bool
+    series: dict[str, dict[str, list[float]]]
+
+    def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
+        """Shallow, fast conversion (asdict deep-copies every series point). `series`
+        replaces the full series, e.g. with downsampled ones for a report."""
+        return {
+            "project": self.project,
+            "head": asdict(self.head),
+            "baseline": asdict(self.baseline) if self.baseline else None,
+            "baseline_note": self.baseline_note,
+            "metrics": [dict(m.__dict__) for m in self.metrics],
+            "params": [dict(p.__dict__) for p in self.params],
+            "config_changed": self.config_changed,
+            "series": self.series if series is None else series,
+        }

@@ -1,0 +1,297 @@
+"""Comparison + gate outcome → markdown (PR comment, step summary) and JSON.
+
+Every string that came from a user, a commit or a branch is escaped: a hostile branch name or
+metric name cannot inject markdown, HTML or a mention into the comment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .compare import downsample
+from .records import Comparison, MetricDelta, RuleResult
+
+GITHUB_COMMENT_LIMIT = 65536
+BUDGET = 60000  # headroom under GitHub's limit for the truncation note and encodings
+CHART_POINTS = 60
+MAX_CHARTS = 6
+
+# Characters that start markdown constructs (code, emphasis, links, tables, headings, strike).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
+
+
+def marker(project: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", project)
+    return f"<!-- mlops-ci:report project={safe} -->"
+
+
+def esc(value: Any) -> str:
+    """Make arbitrary text inert in GitHub markdown: no HTML, links, code spans, mentions, tables."""
+    text = str(value)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    text = text.replace("@", "&#64;").replace("\r", " ").replace("\n", " ")
+    return text
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.4e}"
+
+
+def fmt_delta(m: MetricDelta) -> str:
+    if m.delta is None:
+        return "—"
+    rel = f" ({m.rel_delta * 100:+.2f}%)" if m.rel_delta is not None and math.isfinite(m.rel_delta) else ""
+    return f"{m.delta:+.4g}{rel}"
+
+
+ICON = {
+    "better": "🟢 better",
+    "worse": "🔴 worse",
+    "same": "⚪ same",
+    "changed": "🔵 changed",
+    "added": "➕ new",
+    "removed": "➖ removed",
+}
+
+
+def _rule_row(r: RuleResult) -> str:
+    if r.skipped:
+        status = "⏭️ skipped"
+    elif r.passed:
+        status = "✅ pass"
+    else:
+        status = "❌ fail" if r.severity == "fail" else "⚠️ warn"
+    return f"| {status} | {esc(r.rule)} | {esc(r.reason)} |"
+
+
+def _short(sha: str | None) -> str:
+    return sha[:8] if sha else "—"
+
+
+def _links(links: dict[str, str]) -> str:
+    parts = []
+    for name, url in sorted(links.items()):
+        if re.match(r"^https?://", url):
+            parts.append(f"[{esc(name)}](<{url.replace('>', '%3E').replace(' ', '%20')}>)")
+        else:
+            parts.append(f"{esc(name)}: `{url.replace('`', '')}`")
+    return ", ".join(parts)
+
+
+def _mermaid(title: str, steps: int, lo: float, hi: float, lines: list[list[float]]) -> str:
+    body = [
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        f"    x-axis 1 --> {steps}",
+        f'    y-axis "value" {lo:.6g} --> {hi:.6g}',
+    ]
+    body += ["    line [" + ", ".join(f"{p:.6g}" for p in pts) + "]" for pts in lines]
+    body.append("```")
+    return "\n".join(body)
+
+
+def _chart(name: str, entry: dict[str, list[float]]) -> str | None:
+    """Mermaid line chart(s) that GitHub renders in place: no image host involved.
+
+    Equal-length series share one chart (baseline first, head second); series of different
+    lengths get a chart each on the same y-range, since one x-axis would misalign them.
+    """
+    series = {k: [p for p in entry[k] if math.isfinite(p)] for k in ("baseline", "head") if entry.get(k)}
+    series = {k: v for k, v in series.items() if len(v) >= 2}
+    if not series:
+        return None
+    values = [p for pts in series.values() for p in pts]
+    lo, hi = min(values), max(values)
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    safe = re.sub(r"[^A-Za-z0-9 _.:/-]", "_", name)[:60]
+    lengths = {len(v) for v in series.values()}
+    if len(lengths) == 1:
+        n = lengths.pop()
+        lines = [downsample(v, CHART_POINTS) for v in series.values()]
+        return _mermaid(f"{safe} ({' vs '.join(series)})", n, lo, hi, lines)
+    return "\n".join(
+        _mermaid(f"{safe} ({key}, {len(pts)} steps)", len(pts), lo, hi, [downsample(pts, CHART_POINTS)])
+        for key, pts in series.items()
+    )
+
+
+def _metric_order(m: MetricDelta, gated: set[str]) -> tuple[int, int, str]:
+    rank = {"worse": 0, "better": 1, "changed": 2, "added": 3, "removed": 3, "same": 4}
+    return (0 if m.name in gated else 1, rank.get(m.direction, 5), m.name)
+
+
+def render_markdown(
+    comparison: Comparison,
+    results: Sequence[RuleResult],
+    passed: bool,
+    *,
+    head_ref: str | None = None,
+    base_ref: str | None = None,
+    limit: int = BUDGET,
+) -> str:
+    """The PR comment. Sections are added in priority order until the size budget is spent."""
+    c = comparison
+    head_label = f"{_short(c.head.sha)}" + (f" ({esc(head_ref)})" if head_ref else "")
+    if c.baseline:
+        base_label = f"{_short(c.baseline.sha)}" + (f" ({esc(base_ref)})" if base_ref else "")
+    else:
+        base_label = "no baseline"
+    out: list[str] = [marker(c.project)]
+    out.append(
+        f"## mlops-ci · {esc(c.project)}: `{_short(c.head.sha)}` vs `{_short(c.baseline.sha) if c.baseline else '—'}`"
+    )
+    out.append("")
+    fails = [r for r in results if not r.passed and not r.skipped and r.severity == "fail"]
+    warns = [r for r in results if not r.passed and not r.skipped and r.severity == "warn"]
+    if not results:
+        verdict = "⚪ **Gate: no rules configured** (add `gate.rules` to mlops-ci.yaml)"
+    elif passed:
+        verdict = "✅ **Gate passed**" + (f" with {len(warns)} warning(s)" if warns else "")
+    else:
+        verdict = f"❌ **Gate failed**: {len(fails)} rule(s) failed"
+    out.append(verdict)
+    out.append("")
+    out.append(f"**Head** {head_label} · **Baseline** {base_label}")
+    if c.baseline_note:
+        out.append("")
+        out.append(f"> {esc(c.baseline_note)}")
+    if c.config_changed:
+        out.append("")
+        out.append("> Training config changed since the baseline (config digest differs).")
+    if results:
+        out += ["", "| | rule | result |", "|---|---|---|", *(_rule_row(r) for r in results)]
+    tail_note = ""
+    used = sum(len(x) + 1 for x in out)
+
+    gated = {r.metric for r in results}
+    rows = sorted(c.metrics, key=lambda m: _metric_order(m, gated))
+    table = ["", "### Metrics", "", "| metric | baseline | head | Δ | |", "|---|---:|---:|---:|---|"]
+    used += sum(len(x) + 1 for x in table)
+    shown = 0
+    for m in rows:
+        row = f"| {esc(m.name)} | {fmt(m.old)} | {fmt(m.new)} | {fmt_delta(m)} | {ICON.get(m.direction, m.direction)} |"
+        if used + len(row) + 1 > limit * 0.6:
+            break
+        table.append(row)
+        used += len(row) + 1
+        shown += 1
+    if not rows:
+        table.append("| _no metrics recorded_ | | | | |")
+    out += table
+    if shown < len(rows):
+        tail_note += f"{len(rows) - shown} more metric(s) not shown (size limit). "
+
+    if c.params:
+        block = [
+            "",
+            f"<details><summary>Hyperparameters changed ({len(c.params)})</summary>",
+            "",
+            "| name | baseline | head |",
+            "|---|---|---|",
+        ]
+        used += sum(len(x) + 1 for x in block)
+        pshown = 0
+        for p in c.params:
+            row = f"| {esc(p.name)} | {esc(_pv(p.old))} | {esc(_pv(p.new))} |"
+            if used + len(row) + 1 > limit * 0.8:
+                break
+            block.append(row)
+            used += len(row) + 1
+            pshown += 1
+        block += ["", "</details>"]
+        out += block
+        if pshown < len(c.params):
+            tail_note += f"{len(c.params) - pshown} more hyperparameter change(s) not shown. "
+
+    charts: list[str] = []
+    names = sorted(c.series, key=lambda n: (0 if n in gated else 1, n))
+    for name in names[:MAX_CHARTS]:
+        chart = _chart(name, c.series[name])
+        if chart is None:
+            continue
+        if used + len(chart) + 200 > limit * 0.95:
+            tail_note += "Some curves not shown (size limit). "
+            break
+        charts.append(chart)
+        used += len(chart) + 1
+    if charts:
+        out += ["", "<details open><summary>Curves (baseline vs head)</summary>", ""]
+        for ch in charts:
+            out += [ch, ""]
+        out.append("</details>")
+    if len(names) > MAX_CHARTS:
+        tail_note += f"{len(names) - MAX_CHARTS} more curve(s) in the JSON report. "
+
+    links = []
+    if c.head.links:
+        links.append(f"head: {_links(c.head.links)}")
+    if c.baseline and c.baseline.links:
+        links.append(f"baseline: {_links(c.baseline.links)}")
+    out += ["", "**Runs** head `" + c.head.run_id + "`" + (f" · baseline `{c.baseline.run_id}`" if c.baseline else "")]
+    if links:
+        out.append(" · ".join(links))
+    digest_line = f"Artifact sha256 head `{(c.head.artifact_sha256 or '—')[:16]}`"
+    if c.baseline:
+        digest_line += f" · baseline `{(c.baseline.artifact_sha256 or '—')[:16]}`"
+    out.append(digest_line)
+    if tail_note:
+        out += ["", f"> _Truncated:_ {tail_note.strip()} Run `mlops-ci report --json` for everything."]
+    text = "\n".join(out) + "\n"
+    if len(text) > GITHUB_COMMENT_LIMIT:  # defensive: never exceed GitHub's hard limit
+        text = text[: GITHUB_COMMENT_LIMIT - 200] + "\n\n> _Truncated to fit GitHub's comment size limit._\n"
+    return text
+
+
+def _pv(v: Any) -> str:
+    if v is None:
+        return "—"
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+JSON_SERIES_POINTS = 500
+
+
+def render_json(
+    comparison: Comparison, results: Sequence[RuleResult], passed: bool, *, series_points: int = JSON_SERIES_POINTS
+) -> str:
+    """The report as JSON. Series are downsampled to `series_points` (the store keeps them
+    whole); non-finite numbers become strings ("nan", "inf") or null in series."""
+    series = {
+        name: {
+            side: [p if math.isfinite(p) else None for p in downsample(pts, series_points)] for side, pts in e.items()
+        }
+        for name, e in comparison.series.items()
+    }
+    c = comparison.to_dict(series={})
+    data: dict[str, Any] = {
+        "schema": "mlops-ci/report/v1",
+        "marker": marker(comparison.project),
+        "gate": {"passed": passed, "results": [r.__dict__ for r in results]},
+        "comparison": c,
+    }
+    data = json_safe(data)
+    data["comparison"]["series"] = series
+    # Compact: with indent, json falls back to its pure-Python encoder (10x slower here).
+    return json.dumps(data, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats with strings so the JSON is standard."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "classifier"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Dev",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test Dev",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def _environ_unchanged() -> Iterator[None]:
+    """Fail any test that leaves os.environ changed (use monkeypatch)."""
+    before = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    yield
+    after = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    if before != after:
+        changed = sorted(set(before.items()) ^ set(after.items()))
+        pytest.fail(f"test changed os.environ: {changed}")
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_actions_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests decide for themselves whether they run "under GitHub Actions".
+    for name in list(os.environ):
+        if name.startswith(("GITHUB_", "MLOPS_CI_")) or name in ("CI", "RUNNER_TEMP"):
+            monkeypatch.delenv(name)
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV, "HOME": str(repo)}
+    out = subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+FAST_TRAIN = textwrap.dedent(
+    '''
+    """A tiny SageMaker script-mode job without heavy imports (keeps the suite fast)."""
+    import argparse
+    import json
+    import os
+    import sys
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quality", type=float, default=0.9)
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--broken", type=int, default=0)
+    p.add_argument("--fail", default="")
+    p.add_argument("--drop", default="")
+    args = p.parse_args()
+
+    rows = open(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "rows.csv")).read().split()
+    if args.fail:
+        with open(os.path.join(os.environ["SM_OUTPUT_DIR"], "failure"), "w") as fh:
+            fh.write(args.fail + "\\nTraceback: more detail here")
+        sys.exit(2)
+    for epoch in range(5):
+        print(f"epoch={epoch} loss={args.scale / (epoch + 1):.4f}")
+    if args.drop != "accuracy":
+        print(f"accuracy={args.quality}")
+    print(f"rows={len(rows)}")
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as fh:
+        json.dump({"scale": args.scale, "broken": args.broken}, fh)
+    '''
+)
+
+FAST_INFERENCE = textwrap.dedent(
+    """
+    import json
+    import os
+
+
+    def model_fn(model_dir):
+        with open(os.path.join(model_dir, "model.json")) as fh:
+            return json.load(fh)
+
+
+    def predict_fn(data, model):
+        if model["broken"]:
+            raise RuntimeError("this model is broken")
+        return [sum(row) * model["scale"] for row in data.tolist()]
+    """
+)
+
+
+def fast_config(
+    *, quality: float = 0.9, scale: float = 1.0, broken: int = 0, fail: str = "", drop: str = "", extra: str = ""
+) -> str:
+    hps = {"quality": quality, "scale": scale, "broken": broken}
+    if fail:
+        hps["fail"] = fail
+    if drop:
+        hps["drop"] = drop
+    return (
+        textwrap.dedent(
+            f"""\
+        project: fast
+        training:
+          entry_point: train.py
+          hyperparameters: {json.dumps(hps)}
+          channels:
+            train: data
+          metric_definitions:
+            - name: accuracy
+              regex: "accuracy=([0-9.]+)"
+            - name: loss
+              regex: "loss=([0-9.]+)"
+            - name: rows
+              regex: "rows=([0-9]+)"
+        metrics:
+          accuracy: {{goal: maximize, tolerance: 0.0001}}
+          loss: {{goal: minimize}}
+        gate:
+          rules:
+            - metric: accuracy
+              min: 0.8
+              max_regression: 5%
+        serving:
+          entry_point: inference.py
+        endpoints:
+          - name: staging
+            tags: ["v*-rc*"]
+            ready_timeout: 30
+            smoke:
+              - body: [[1, 2]]
+          - name: production
+            tags: ["v*"]
+            ready_timeout: 30
+            smoke:
+              - body: [[1, 2]]
+                expect_contains: "3"
+        """
+        )
+        + extra
+    )
+
+
+@dataclass
+class Project:
+    path: Path
+
+    def git(self, *args: str) -> str:
+        return git(self.path, *args)
+
+    def commit(self, message: str = "change", **config: object) -> str:
+        if config:
+            (self.path / "mlops-ci.yaml").write_text(fast_config(**config))  # type: ignore[arg-type]
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        """Run the CLI in-process (same code path as the console script)."""
+        import io
+        from contextlib import redirect_stderr, redirect_stdout
+
+        from mlops_ci.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["-C", str(self.path), *args])
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, *args: str) -> str:
+        code, out, err = self.cli(*args)
+        assert code == 0, f"mlops-ci {' '.join(args)} exited {code}: {err}"
+        return out
+
+    def stop_endpoints(self) -> None:
+        for name in ("staging", "production"):
+            self.cli("endpoint", "stop", name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(FAST_TRAIN)
+    (repo / "inference.py").write_text(FAST_INFERENCE)
+    (repo / "data").mkdir()
+    (repo / "data" / "rows.csv").write_text("1\n2\n3\n")
+    (repo / ".gitignore").write_text(".mlops-ci/\n")
+    (repo / "mlops-ci.yaml").write_text(fast_config())
+    git(repo, "init", "-q", "-b", "main")
+    proj = Project(repo)
+    proj.commit("initial")
+    try:
+        yield proj
+    finally:
+        proj.stop_endpoints()
+
+
+@pytest.fixture
+def example_repo(tmp_path: Path) -> Iterator[Project]:
+    """The shipped scikit-learn example in a fresh git repository."""
+    import shutil
+
+    repo = tmp_path / "classifier"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", ".mlops-ci"))
+    (repo / ".gitignore").write_text(".mlops-ci/\n")
+    git(repo, "init", "-q", "-b", "main")
+    proj = Project(repo)
+    proj.git("add", "-A")
+    proj.git("commit", "-q", "-m", "example")
+    try:
+        yield proj
+    finally:
+        proj.stop_endpoints()
+
+
+def run_module(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_ci", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mlops_ci.backends.sqlite_store import SCHEMA_VERSION, SqliteStore
+from mlops_ci.errors import ConfigError
+from mlops_ci.records import ModelVersion, Run
+
+
+def make_run(run_id: str, sha: str = "a" * 40, status: str = "completed", finished: float = 1.0) -> Run:
+    return Run(
+        run_id=run_id,
+        project="p",
+        sha=sha,
+        branch="main",
+        config_digest="cfg",
+        status=status,
+        backend="local",
+        started=0.0,
+        finished=finished,
+        params={"lr": 0.1},
+        metrics={"acc": 0.9},
+        artifact_uri="file:///x",
+        artifact_sha256="f" * 64,
+    )
+
+
+def test_run_round_trip_with_series(tmp_path: Path):
+    store = SqliteStore(tmp_path / "s.db")
+    run = make_run("r1")
+    store.record_run(run, {"loss": [1.0, 0.5]})
+    assert store.get_run("r1") == run
+    assert store.series("r1") == {"loss": [1.0, 0.5]}
+    assert store.latest_completed("p", "a" * 40, "cfg") == run
+    assert store.latest_completed("p", "a" * 40, "other") is None
+    assert store.shas_with_runs("p", ["a" * 40, "b" * 40]) == {"a" * 40}
+
+
+def test_failed_runs_are_never_baselines(tmp_path: Path):
+    store = SqliteStore(tmp_path / "s.db")
+    store.record_run(make_run("r1", status="failed"), {})
+    assert store.latest_completed("p", "a" * 40) is None
+    assert store.shas_with_runs("p", ["a" * 40]) == set()
+
+
+def test_duplicate_run_id_is_rejected_and_nothing_half_written(tmp_path: Path):
+    store = SqliteStore(tmp_path / "s.db")
+    store.record_run(make_run("r1"), {"loss": [1.0]})
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_run(make_run("r1"), {"other": [2.0]})
+    assert store.series("r1") == {"loss": [1.0]}
+
+
+def _write_runs(args: tuple[str, str, int]) -> None:
+    path, prefix, n = args
+    store = SqliteStore(Path(path))
+    for i in range(n):
+        store.record_run(make_run(f"{prefix}-{i}", finished=float(i)), {"loss": [float(i)]})
+    store.close()
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path):
+    path = str(tmp_path / "s.db")
+    SqliteStore(Path(path)).close()
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_write_runs, [(path, "x", 50), (path, "y", 50)]))
+    store = SqliteStore(Path(path))
+    assert len(store.runs("p", limit=1000)) == 100
+
+
+def _mv(version: int, sha: str) -> ModelVersion:
+    return ModelVersion("p", version, sha, "r", "v", "file:///x", "f" * 64, {}, "approved", 0.0)
+
+
+def test_concurrent_promotes_get_distinct_gapless_versions(tmp_path: Path):
+    SqliteStore(tmp_path / "s.db").close()
+
+    def promote(i: int) -> int:
+        store = SqliteStore(tmp_path / "s.db")
+        try:
+            mv, _ = store.promote(lambda v: _mv(v, f"{i:040d}"), f"{i:040d}", "p")
+            return mv.version
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = sorted(pool.map(promote, range(20)))
+    assert versions == list(range(1, 21))
+
+
+def test_promote_same_sha_twice_is_idempotent(tmp_path: Path):
+    store = SqliteStore(tmp_path / "s.db")
+    first, created = store.promote(lambda v: _mv(v, "a" * 40), "a" * 40, "p")
+    again, created_again = store.promote(lambda v: _mv(v, "a" * 40), "a" * 40, "p")
+    assert (created, created_again) == (True, False)
+    assert first == again and len(store.versions("p")) == 1
+
+
+def test_kill_9_during_writes_leaves_a_consistent_store(tmp_path: Path):
+    db = tmp_path / "s.db"
+    SqliteStore(db).close()
+    writer = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
+        from pathlib import Path
+        from tests.unit.backends.test_sqlite_store import make_run
+        from mlops_ci.backends.sqlite_store import SqliteStore
+        store = SqliteStore(Path({str(db)!r}))
+        print("ready", flush=True)
+        i = 0
+        while True:
+            store.record_run(make_run(f"r{{i}}"), {{"s%d" % k: [float(k)] * 50 for k in range(20)}})
+            i += 1
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    store = SqliteStore(db)
+    runs = store.runs("p", limit=100_000)
+    assert runs, "the writer should have committed some runs before it was killed"
+    for run in runs:  # every visible run is whole: all 20 series were written with it
+        assert len(store.series(run.run_id)) == 20
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_newer_schema_is_refused(tmp_path: Path):
+    db = tmp_path / "s.db"
+    SqliteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer than this mlops-ci understands"):
+        SqliteStore(db)
+
+
+def test_garbage_file_is_a_clear_error(tmp_path: Path):
+    db = tmp_path / "s.db"
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="not a usable SQLite database"):
+        SqliteStore(db)

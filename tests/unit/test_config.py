@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_ci import config
+from mlops_ci.errors import ConfigError
+from tests.conftest import fast_config
+
+
+def parse(text: str):
+    return config.parse(text, "mlops-ci.yaml", "/repo")
+
+
+def test_valid_config_is_typed():
+    cfg = parse(fast_config())
+    assert cfg.project == "fast"
+    assert cfg.training.hyperparameters == {"quality": 0.9, "scale": 1.0, "broken": 0}
+    assert cfg.training.channels == {"train": "data"}
+    assert [d.name for d in cfg.training.metric_definitions] == ["accuracy", "loss", "rows"]
+    kinds = [(r.metric, r.kind, r.threshold, r.relative) for r in cfg.gate.rules]
+    assert kinds == [("accuracy", "min", 0.8, False), ("accuracy", "max_regression", 0.05, True)]
+    assert cfg.gate.rules[0].line == 19
+    assert [e.name for e in cfg.endpoints] == ["staging", "production"]
+    assert cfg.endpoints[1].smoke[0].body == "[[1, 2]]"
+
+
+def test_malformed_yaml_names_file_line_and_column():
+    with pytest.raises(ConfigError) as exc:
+        parse("project: x\ntraining:\n  entry_point: [train.py\n")
+    assert exc.value.message.startswith("mlops-ci.yaml:4:1: malformed YAML")
+    assert exc.value.line == 4
+
+
+def test_unknown_key_suggests_the_right_one_with_its_line():
+    with pytest.raises(ConfigError) as exc:
+        parse("project: x\ntraining:\n  entry_piont: train.py\n")
+    msg = exc.value.message
+    assert msg.startswith("mlops-ci.yaml:3:3: training.entry_piont: unknown key")
+    assert "did you mean 'entry_point'" in msg
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match=r"mlops-ci.yaml:2:1: .*unknown key 'gates'.*did you mean 'gate'"):
+        parse("project: x\ngates: {}\n")
+
+
+def test_duplicate_keys_are_rejected_not_silently_overwritten():
+    with pytest.raises(ConfigError, match=r"mlops-ci.yaml:3: duplicate key 'project'"):
+        parse("project: x\nstore: sqlite:///a.db\nproject: y\n")
+
+
+def test_missing_project():
+    with pytest.raises(ConfigError, match="missing required key 'project'"):
+        parse("training: {}\n")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("gate:\n  rules:\n    - {metric: acc, min: .nan}\n", "expected a finite number"),
+        ("gate:\n  rules:\n    - {metric: acc, min: high}\n", "expected a number, got 'high'"),
+        ("gate:\n  rules:\n    - {metric: acc, max_regression: 2%}\n", "needs to know whether 'acc'"),
+        ("gate:\n  rules:\n    - {metric: acc}\n", "at least one of min, max"),
+        ("gate:\n  rules:\n    - {metric: acc, min: 1, severity: fatal}\n", "'fatal' is not allowed"),
+        ("metrics: {acc: {goal: maximise}}\n", "did you mean 'maximize'"),
+        ("training:\n  metric_definitions:\n    - {name: a, regex: 'a=[0-9'}\n", "invalid regular expression"),
+        ("training:\n  metric_definitions:\n    - {name: a, regex: 'a=[0-9]+'}\n", "needs one capture group"),
+        ("training:\n  hyperparameters: {sagemaker_program: x}\n", "must not start with 'sagemaker_'"),
+        ("training:\n  backend: sagemakr\n", "did you mean 'sagemaker'|allowed: local"),
+        ("endpoints:\n  - {name: a}\n  - {name: a}\n", "declared twice"),
+        ("endpoints:\n  - {name: a, port: 70000}\n", "must be 0"),
+        ("store: postgres://x\n", "not a supported store"),
+    ],
+)
+def test_bad_values_fail_with_location(snippet: str, expected: str):
+    with pytest.raises(ConfigError, match=expected) as exc:
+        parse("project: x\n" + snippet)
+    assert exc.value.message.startswith("mlops-ci.yaml:")
+
+
+def test_percent_and_absolute_regression():
+    cfg = parse(
+        "project: x\nmetrics: {acc: maximize}\ngate:\n  rules:\n"
+        "    - {metric: acc, max_regression: 2.5%}\n    - {metric: acc, max_regression: 0.01}\n"
+    )
+    assert [(r.threshold, r.relative) for r in cfg.gate.rules] == [(0.025, True), (0.01, False)]
+
+
+def test_gate_digest_ignores_layout_but_not_rules():
+    a = parse("project: x\ngate:\n  rules:\n    - {metric: acc, min: 0.5}\n")
+    b = parse("project: x\n\n\ngate:\n  rules:\n\n    - metric: acc\n      min: 0.5\n")
+    c = parse("project: x\ngate:\n  rules:\n    - {metric: acc, min: 0.6}\n")
+    assert a.gate_digest() == b.gate_digest() != c.gate_digest()
+
+
+def test_training_digest_tracks_hyperparameters_not_secret_values():
+    a = parse("project: x\ntraining:\n  environment: {API_TOKEN: one}\n")
+    b = parse("project: x\ntraining:\n  environment: {API_TOKEN: two}\n")
+    c = parse("project: x\ntraining:\n  hyperparameters: {lr: 0.1}\n")
+    assert a.training_digest() == b.training_digest() != c.training_digest()
+
+
+def test_show_masks_secrets():
+    cfg = parse("project: x\ntraining:\n  environment: {COMET_API_KEY: abc123, MODE: fast}\n")
+    env = cfg.to_display()["training"]["environment"]
+    assert env == {"COMET_API_KEY": "***", "MODE": "fast"}
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "mlops-ci.yaml").write_text("project: filename\nstore: sqlite:///file.db\n")
+    cfg = config.load(tmp_path, {})
+    assert (cfg.project, cfg.store) == ("filename", "sqlite:///file.db")
+    env = {"MLOPS_CI_STORE": "sqlite:///env.db", "MLOPS_CI_PROJECT": "fromenv"}
+    cfg = config.load(tmp_path, env)
+    assert (cfg.project, cfg.store) == ("fromenv", "sqlite:///env.db")
+    assert cfg.sources["store"] == "env MLOPS_CI_STORE"
+    cfg = config.load(tmp_path, env, store="sqlite:///flag.db")
+    assert cfg.store == "sqlite:///flag.db"
+    assert cfg.sources["store"] == "flag"
+
+
+def test_missing_config_file_says_how_to_fix(tmp_path: Path):
+    (tmp_path / ".git").mkdir()
+    with pytest.raises(ConfigError, match="no mlops-ci.yaml found"):
+        config.load(tmp_path, {})
