@@ -99,7 +99,14 @@ FAST_INFERENCE = textwrap.dedent(
 
 
 def fast_config(
-    *, quality: float = 0.9, scale: float = 1.0, broken: int = 0, fail: str = "", drop: str = "", extra: str = ""
+    *,
+    quality: float = 0.9,
+    scale: float = 1.0,
+    broken: int = 0,
+    fail: str = "",
+    drop: str = "",
+    smoke_expect: str = "[",
+    extra: str = "",
 ) -> str:
     hps = {"quality": quality, "scale": scale, "broken": broken}
     if fail:
@@ -143,7 +150,7 @@ def fast_config(
             ready_timeout: 30
             smoke:
               - body: [[1, 2]]
-                expect_contains: "3"
+                expect_contains: "{smoke_expect}"
         """
         )
         + extra

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -139,26 +138,40 @@ class LocalEndpoints:
         ready.unlink(missing_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
-        with open(log, "ab") as logf:
-            proc = subprocess.Popen(
+        # A detached server in its own session that outlives the CLI: posix_spawn rather than
+        # Popen, whose handle would complain about a child it never waited for.
+        log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        try:
+            pid = os.posix_spawnp(
+                argv[0],
                 argv,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # survives the CLI exiting
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null_fd, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
             )
+        except OSError as exc:
+            raise _StartFailed(f"could not start {argv[0]}: {exc.strerror}") from None
+        finally:
+            os.close(log_fd)
+            os.close(null_fd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready.is_file():
                 info: dict[str, Any] = json.loads(ready.read_text())
-                info["pid"] = proc.pid
+                info["pid"] = pid
                 return info
-            if proc.poll() is not None:
+            exited, status = os.waitpid(pid, os.WNOHANG)
+            if exited:
+                code = os.waitstatus_to_exitcode(status)
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-                raise _StartFailed(f"exited with code {proc.returncode}: {' '.join(tail) or 'no output'}")
+                raise _StartFailed(f"exited with code {code}: {' '.join(tail) or 'no output'}")
             time.sleep(0.05)
-        _terminate(proc.pid)
+        _terminate(pid)
         raise _StartFailed(f"not ready after {timeout:g}s (see {log})")
 
     def _router_ok(self, state: EndpointState | None) -> bool:

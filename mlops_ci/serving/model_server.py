@@ -200,6 +200,11 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops bursts of concurrent clients
+
+
 def write_ready(path: Path, info: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(info))
@@ -229,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         tar.extractall(model_dir, filter="data")
     model = Model(model_dir, a.entry)
     meta = {"version": a.version, "sha": a.sha, "artifact_sha256": a.sha256}
-    server = ThreadingHTTPServer((a.host, a.port), make_handler(model, meta))
-    server.daemon_threads = True
+    server = Server((a.host, a.port), make_handler(model, meta))
 
     def stop(*_: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -14,11 +14,11 @@ import os
 import signal
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from .model_server import MAX_BODY, write_ready
+from .model_server import MAX_BODY, Server, write_ready
 
 
 class Target:
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     a = p.parse_args(argv)
     target = Target(Path(a.state_dir) / "target.json")
-    server = ThreadingHTTPServer((a.host, a.port), make_handler(target))
-    server.daemon_threads = True
+    server = Server((a.host, a.port), make_handler(target))
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     write_ready(Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid()})
     try:
