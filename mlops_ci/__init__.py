@@ -6,8 +6,6 @@ and :func:`mlops_ci.cli.main` for the command line. Everything else is internal.
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -34,8 +32,9 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy so that `import mlops_ci` (and `mlops-ci --version`) stays cheap.
+def __getattr__(name: str) -> object:
+    # Lazy so that `import mlops_ci` (and `mlops-ci --version`) stays cheap; no `typing`
+    # import either, which alone costs more than the rest of the CLI's start-up.
     if name in _LAZY:
         import importlib
 

@@ -1,0 +1,34 @@
+"""The shipped example and the README's demo command keep working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, Project
+
+
+def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py")], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    for step in range(1, 11):
+        assert f"[{step}/10]" in out
+    assert "✅ **Gate passed**" in out
+    assert "promoted classifier v1" in out
+    assert "production now serves classifier v1" in out
+    prediction = out.split("$ mlops-ci invoke production")[1].splitlines()[1]
+    assert json.loads(prediction) in ([0], [1])
+    assert "endpoint production stopped" in out
+
+
+def test_retraining_a_past_sha_reproduces_its_metrics_and_artifact(example_repo: Project):
+    first = json.loads(example_repo.ok("train", "--json"))["run"]
+    again = json.loads(example_repo.ok("train", first["sha"], "--force", "--json"))["run"]
+    assert again["run_id"] != first["run_id"]
+    assert again["metrics"] == first["metrics"]
+    assert again["artifact_sha256"] == first["artifact_sha256"]
+    assert again["data"] == first["data"]
