@@ -10,10 +10,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~5 ms of start-up
-
 from .. import __version__
 from ..errors import EXIT_CODES, INTERNAL, INTERRUPTED, MlopsCiError
+
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~5 ms of start-up
 
 if TYPE_CHECKING:  # pragma: no cover
     import argparse

@@ -72,7 +72,7 @@ def test_baseline_skips_commits_without_runs(reviewed):
 
 
 def test_explicit_baseline(reviewed):
-    project, main_sha, head = reviewed
+    project, _, head = reviewed
     data = json.loads(project.ok("report", "--json", "--baseline", head))
     assert data["comparison"]["baseline"]["sha"] == head
     code, _, err = project.cli("report", "--baseline", "nosuchref")
@@ -171,4 +171,4 @@ def test_runs_list_and_show(reviewed):
     shown = project.ok("runs", "show", main_sha[:10])
     assert f"commit    {main_sha} (main)" in shown
     code, _, err = project.cli("runs", "show", "deadbeef")
-    assert code == 4
+    assert code == 4 and "deadbeef" in err
