@@ -18,8 +18,8 @@ test:
 
 # Static checks CI runs after `make test` (uses the virtualenv `make test` built).
 lint:
-	$(PY) -m ruff check mlops_ci tests examples benchmarks
-	$(PY) -m ruff format --check mlops_ci tests examples benchmarks
+	$(PY) -m ruff check mlops_ci tests examples
+	$(PY) -m ruff format --check mlops_ci tests examples
 	$(PY) -m mypy
 
 clean:
