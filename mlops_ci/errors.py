@@ -19,6 +19,7 @@ TRANSIENT = 9
 ENDPOINT_BROKEN = 10
 GIT = 11
 DRIFT = 12
+PERMISSION = 13
 INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -36,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
     ENDPOINT_BROKEN: "the endpoint is in a failed state and nothing healthy is serving",
     GIT: "git repository problem (not a repository, shallow history, missing commit)",
     DRIFT: "`status --check` found live state different from the declared state",
+    PERMISSION: "a service rejected the credentials or the token lacks a permission (the message names it)",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -98,3 +100,13 @@ class GitError(MlopsCiError):
 
 class Drift(MlopsCiError):
     exit_code = DRIFT
+
+
+class PermissionDenied(MlopsCiError):
+    """The token may not do this (403): callers may degrade, e.g. fork PRs' read-only token."""
+
+    exit_code = PERMISSION
+
+
+class BadCredentials(PermissionDenied):
+    """The token itself was rejected (401): a misconfiguration, never degraded."""

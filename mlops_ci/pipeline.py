@@ -60,9 +60,13 @@ class Workspace:
         config_path: str | None = None,
         store: str | None = None,
         say: Callable[[str], None] = _quiet,
+        warn: Callable[[str], None] | None = None,
+        token: str | None = None,
     ):
         self.env = env
         self.say = say
+        self.warn = warn or (lambda msg: say(f"warning: {msg}"))
+        self.token = token
         self.cfg = config_mod.load(start, env, config_path=config_path, store=store)
         self.root = Path(self.cfg.root)
         self.git = Git(self.root)
@@ -421,7 +425,83 @@ class Workspace:
     def endpoints(self) -> Any:
         from .backends.local_endpoints import LocalEndpoints
 
-        return LocalEndpoints(self)
+        return LocalEndpoints(self, recorder=self._deployment_recorder())
+
+    # -- GitHub ---------------------------------------------------------------------------
+    def github(self) -> Any:
+        from .backends.github import GitHubClient, GitHubSettings
+
+        return GitHubClient(GitHubSettings.from_env(self.env, self.token))
+
+    def config_path_in_repo(self) -> str:
+        path = Path(self.cfg.root) / Path(self.cfg.file).name
+        try:
+            return path.resolve().relative_to(self.git.root.resolve()).as_posix()
+        except ValueError:
+            return Path(self.cfg.file).name
+
+    def post_report(self, markdown: str, pr: int | None) -> Any:
+        """Upsert the sticky PR comment. A token that may not comment (fork PRs get a read-only
+        token) degrades to a warning: the report is still in the step summary."""
+        from .errors import BadCredentials, PermissionDenied, UsageError
+        from .report import marker
+
+        number = pr or self.ctx.pr_number
+        if number is None:
+            raise UsageError("--post needs a pull request: run on a pull_request event or pass --pr NUMBER")
+        try:
+            return self.github().upsert_comment(number, markdown, marker(self.project))
+        except BadCredentials:
+            raise
+        except PermissionDenied as exc:
+            self.warn(f"{exc.message}. The report was not posted; it is in the job's step summary instead.")
+            return None
+
+    def publish_verdict(self, verdict: Verdict) -> str | None:
+        """The gate as a check run named after the project (or a commit status as fallback)."""
+        from .backends.github import GitHubSettings
+        from .errors import BadCredentials, PermissionDenied
+        from .report import render_check
+
+        title, summary = render_check(self.project, verdict)
+        if not verdict.results:
+            conclusion = "neutral"
+        else:
+            conclusion = "success" if verdict.passed else "failure"
+        path = self.config_path_in_repo()
+        annotations = [
+            {
+                "path": path, "start_line": r.line, "end_line": r.line,
+                "annotation_level": "failure" if r.severity == "fail" else "warning",
+                "title": f"gate rule failed: {r.rule}"[:255], "message": r.reason[:1000],
+            }
+            for r in verdict.results
+            if not r.passed and not r.skipped and r.line
+        ]  # fmt: skip
+        try:
+            return str(
+                self.github().publish_check(
+                    verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
+                    GitHubSettings.from_env(self.env).run_url,
+                )
+            )  # fmt: skip
+        except BadCredentials:
+            raise
+        except PermissionDenied as exc:
+            self.warn(f"{exc.message}. The verdict was not published to GitHub.")
+            return None
+
+    def _deployment_recorder(self) -> Any:
+        if self.env.get("GITHUB_ACTIONS") != "true" or not self.env.get("GITHUB_REPOSITORY"):
+            return None
+        from .backends.github import GitHubDeploymentRecorder
+        from .errors import MlopsCiError
+
+        try:
+            return GitHubDeploymentRecorder(self.github(), self.warn)
+        except MlopsCiError as exc:
+            self.warn(f"no GitHub deployment record: {exc.message}")
+            return None
 
 
 def _file_from_uri(uri: str) -> Path:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .compare import downsample
-from .records import Comparison, MetricDelta, RuleResult
+from .records import Comparison, MetricDelta, RuleResult, Verdict
 
 GITHUB_COMMENT_LIMIT = 65536
 BUDGET = 60000  # headroom under GitHub's limit for the truncation note and encodings
@@ -251,6 +251,24 @@ def render_markdown(
     if len(text) > GITHUB_COMMENT_LIMIT:  # defensive: never exceed GitHub's hard limit
         text = text[: GITHUB_COMMENT_LIMIT - 200] + "\n\n> _Truncated to fit GitHub's comment size limit._\n"
     return text
+
+
+def render_check(project: str, verdict: Verdict) -> tuple[str, str]:
+    """Title and summary of the gate's check run: the per-rule table."""
+    fails = [r for r in verdict.results if not r.passed and not r.skipped and r.severity == "fail"]
+    if not verdict.results:
+        title = "no gate rules configured"
+    elif verdict.passed:
+        title = "gate passed"
+    else:
+        title = f"gate failed: {len(fails)} rule(s)"
+    base = f"`{verdict.baseline_sha[:8]}`" if verdict.baseline_sha else "none"
+    lines = [f"**{esc(project)}** at `{verdict.sha[:8]}` · baseline {base}"]
+    if verdict.baseline_note:
+        lines += ["", f"> {esc(verdict.baseline_note)}"]
+    if verdict.results:
+        lines += ["", "| | rule | result |", "|---|---|---|", *(_rule_row(r) for r in verdict.results)]
+    return title, "\n".join(lines) + "\n"
 
 
 def _pv(v: Any) -> str:

@@ -58,5 +58,12 @@ class TrainingResult:
     duration: float = 0.0
 
 
+class DeploymentRecorder(Protocol):
+    """Mirrors a rollout somewhere visible (e.g. GitHub deployments); never changes its outcome."""
+
+    def begin(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str) -> None: ...
+    def end(self, outcome: str, url: str | None, detail: str) -> None: ...
+
+
 class TrainingBackend(Protocol):
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...

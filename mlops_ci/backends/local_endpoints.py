@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import EndpointConfig
 from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..records import Deployment, EndpointState, ModelVersion
+from . import DeploymentRecorder
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import Workspace
@@ -85,8 +86,9 @@ def _terminate(pid: int | None, grace: float = 5.0) -> None:
 
 
 class LocalEndpoints:
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, recorder: DeploymentRecorder | None = None):
         self.ws = ws
+        self.recorder = recorder
         self.store = ws.store
         self.project = ws.project
         self.base = ws.home / "endpoints"
@@ -329,9 +331,14 @@ class LocalEndpoints:
                 )
             old = f"v{blue_version}" if blue_version else "nothing"
 
+            if self.recorder:
+                self.recorder.begin(ep.name, mv.version, mv.sha, tag, kind)
+
             def fail(reason: str) -> DeployFailed:
                 still = f"v{blue_version} is still serving" if blue_version else "nothing was serving before"
                 self._record(ep, mv, tag, kind, "failed", reason, started)
+                if self.recorder:
+                    self.recorder.end("failed", state.url if state else None, f"{reason}; {still}")
                 return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
 
             router_port, router_pid = self._ensure_router(ep, state)
@@ -409,7 +416,10 @@ class LocalEndpoints:
                 + (f", {tag}" if tag else "")
                 + f") at {url}; was {old}"
             )
-            return self._record(ep, mv, tag, kind, "succeeded", detail, started)
+            dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
+            if self.recorder:
+                self.recorder.end("succeeded", url, detail)
+            return dep
 
     def _confirm(self, router_port: int, version: str) -> bool:
         deadline = time.monotonic() + 5

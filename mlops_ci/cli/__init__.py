@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-C", dest="directory", metavar="DIR", help="run as if started in DIR")
     p.add_argument("--config", help="path to mlops-ci.yaml (env MLOPS_CI_CONFIG)")
     p.add_argument("--store", help="run store URL, e.g. sqlite:///path.db (env MLOPS_CI_STORE)")
+    p.add_argument(
+        "--token", help="GitHub token (prefer env GITHUB_TOKEN or MLOPS_CI_GITHUB_TOKEN: flags show up in `ps`)"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("config", help="check or show the resolved configuration")
@@ -69,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--json", action="store_true", help="print JSON instead of text")
         if name == "report":
             g.add_argument("--output", "-o", help="also write the markdown (or JSON) to this file")
+            g.add_argument("--post", action="store_true", help="upsert the report as the PR's sticky comment")
+            g.add_argument("--pr", type=int, help="pull request number (default: from the Actions event)")
+        else:
+            g.add_argument(
+                "--check", action="store_true", help="publish the verdict as a GitHub check run (or commit status)"
+            )
 
     pr = sub.add_parser("promote", help="register a gated commit's model as a new approved version")
     pr.add_argument("ref", nargs="?", help="commit, tag or run id (default: HEAD)")

@@ -19,6 +19,14 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def warn(msg: str) -> None:
+    one_line = " ".join(msg.split())
+    print(f"mlops-ci: warning: {one_line}", file=sys.stderr, flush=True)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        escaped = one_line.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        print(f"::warning::{escaped}", file=sys.stderr, flush=True)
+
+
 def out(msg: str = "") -> None:
     print(msg, flush=True)
 
@@ -34,7 +42,7 @@ def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]
     from ..pipeline import Workspace
 
     start = Path(args.directory or ".")
-    ws = Workspace(start, env, config_path=args.config, store=args.store, say=say)
+    ws = Workspace(start, env, config_path=args.config, store=args.store, say=say, warn=warn, token=args.token)
     try:
         yield ws
     finally:
@@ -55,10 +63,11 @@ def dispatch(args: argparse.Namespace) -> int:
             return runs(ws, args.action, args.run, limit=args.limit, as_json=args.json)
         if cmd == "report":
             return report(
-                ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, output=args.output, env=env
-            )
+                ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, output=args.output, env=env,
+                post=args.post, pr=args.pr,
+            )  # fmt: skip
         if cmd == "gate":
-            return gate(ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json)
+            return gate(ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, check=args.check)
         if cmd == "promote":
             return promote(ws, args.ref, as_json=args.json)
         if cmd == "models":
@@ -202,6 +211,8 @@ def report(
     as_json: bool,
     output: str | None,
     env: Mapping[str, str],
+    post: bool = False,
+    pr: int | None = None,
 ) -> int:
     from ..report import render_json, render_markdown
 
@@ -218,6 +229,10 @@ def report(
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
+    if post:
+        result = ws.post_report(md, pr)
+        if result is not None:
+            say(f"PR comment {result.action}: {result.html_url}")
     return 0
 
 
@@ -235,9 +250,15 @@ def _verdict_table(results: Any) -> list[str]:
     return lines
 
 
-def gate(ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool) -> int:
+def gate(
+    ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool, check: bool = False
+) -> int:
     rv = ws.review(ref, base=base, baseline=baseline)
     verdict = ws.record_verdict(rv)
+    if check:
+        published = ws.publish_verdict(verdict)
+        if published:
+            say(f"verdict published as a {'check run' if published == 'check' else 'commit status'}")
     if as_json:
         _json(verdict.to_dict())
     else:

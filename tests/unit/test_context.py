@@ -100,3 +100,34 @@ def test_shallow_clone_baseline_fails_closed_with_the_fetch_depth_hint(project: 
     code, out, _ = c.cli("--store", store, "gate", "--base", "origin/main")
     assert code == 1
     assert "shallow" in out and "fetch-depth: 0" in out
+
+
+@pytest.mark.parametrize(
+    ("event_name", "payload", "ref", "expect"),
+    [
+        ("release", {"release": {"tag_name": "v2.0.0"}}, "refs/tags/v2.0.0", ("tag", "v2.0.0")),
+        ("workflow_dispatch", {"inputs": {}}, "refs/heads/main", ("branch", "main")),
+        ("push", {"ref": "refs/heads/dev"}, "refs/heads/dev", ("branch", "dev")),
+    ],
+)
+def test_other_actions_events(project: Project, tmp_path: Path, event_name, payload, ref, expect):
+    sha = project.git("rev-parse", "HEAD")
+    project.git("tag", "v2.0.0")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event_name, "GITHUB_EVENT_PATH": str(event),
+           "GITHUB_SHA": sha, "GITHUB_REF": ref}  # fmt: skip
+    ctx = load_context(project.path, env)
+    assert ctx.sha == sha and getattr(ctx, expect[0]) == expect[1]
+
+
+def test_pull_request_target_payload_names_the_pr_head(project: Project, tmp_path: Path):
+    head = project.git("rev-parse", "HEAD")
+    event = tmp_path / "event.json"
+    event.write_text(
+        json.dumps({"pull_request": {"number": 3, "head": {"sha": head, "ref": "f"}, "base": {"ref": "main"}}})
+    )
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request_target", "GITHUB_EVENT_PATH": str(event),
+           "GITHUB_SHA": "e" * 40}  # fmt: skip
+    ctx = load_context(project.path, env)
+    assert (ctx.sha, ctx.pr_number, ctx.base_ref) == (head, 3, "main")

@@ -1,0 +1,352 @@
+"""GitHub through PyGithub: the sticky PR comment, the gate's check run (or commit status),
+and deployment records. Works against github.com and GitHub Enterprise (`GITHUB_API_URL`).
+
+PyGithub's own retry is switched off: it retries POSTs blindly (a comment stored before a 502
+would be posted twice) and gives up on a 429 without Retry-After. Our policy retries whole
+*operations* instead, so a retried upsert looks for the marker again before writing, honours
+Retry-After and X-RateLimit-Reset, backs off from 60 s on secondary limits, and gives up after
+a bounded total wait with exit code 9.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import __version__
+from ..errors import BadCredentials, MlopsCiError, NotFound, PermissionDenied, Transient, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import github
+
+T = TypeVar("T")
+PER_PAGE = 100
+MAX_ANNOTATIONS_PER_REQUEST = 50  # GitHub's limit for one check-run create/update
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    api_url: str
+    token: str | None
+    repository: str | None
+    server_url: str
+    run_id: str | None
+    run_attempt: str | None
+    write_interval: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], token: str | None = None) -> GitHubSettings:
+        return cls(
+            api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+            token=token or env.get("MLOPS_CI_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None,
+            repository=env.get("GITHUB_REPOSITORY") or None,
+            server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
+            run_id=env.get("GITHUB_RUN_ID") or None,
+            run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
+            write_interval=float(env.get("MLOPS_CI_GITHUB_WRITE_INTERVAL", "1.0")),
+        )
+
+    @property
+    def run_url(self) -> str | None:
+        if not (self.repository and self.run_id):
+            return None
+        url = f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+        return url + (f"/attempts/{self.run_attempt}" if self.run_attempt else "")
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded retries of whole operations. `sleep` and `clock` are injectable (tests use a
+    fake clock: no real sleeping)."""
+
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    max_total_wait: float = 600.0
+    max_attempts: int = 8
+    waits: list[float] = field(default_factory=list)
+
+    def wait_for(self, exc: Exception, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when the error is not transient."""
+        import github
+
+        if not isinstance(exc, github.GithubException):
+            import requests
+
+            if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+                return float(min(2**attempt, 30))
+            return None
+        status = exc.status
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        message = _message(exc).lower()
+        limited = status == 429 or (
+            status == 403 and ("rate limit" in message or "retry-after" in headers
+                               or headers.get("x-ratelimit-remaining") == "0")
+        )  # fmt: skip
+        if not limited and status < 500:
+            return None
+        if "retry-after" in headers:
+            try:
+                return max(float(headers["retry-after"]), 0.0)
+            except ValueError:
+                pass
+        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            try:
+                return max(float(headers["x-ratelimit-reset"]) - self.clock(), 0.0) + 1.0
+            except ValueError:
+                pass
+        if limited:  # secondary limit with no hint: GitHub asks for at least a minute
+            return float(min(60 * 2**attempt, 900))
+        return float(min(2**attempt, 30))  # 5xx
+
+    def call(self, what: str, fn: Callable[[], T], *, permission: str, repository: str | None) -> T:
+        waited = 0.0
+        for attempt in range(self.max_attempts):
+            try:
+                return fn()
+            except MlopsCiError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below
+                wait = self.wait_for(exc, attempt)
+                if wait is None:
+                    raise translate(exc, what, permission, repository) from None
+                if attempt + 1 >= self.max_attempts or waited + wait > self.max_total_wait:
+                    raise Transient(
+                        f"could not {what}: GitHub kept answering {_describe(exc)} after {attempt + 1} attempt(s) "
+                        f"and {waited:.0f}s of waiting; retry later"
+                    ) from None
+                self.waits.append(wait)
+                self.sleep(wait)
+                waited += wait
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _message(exc: Any) -> str:
+    data = getattr(exc, "data", None)
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])
+    return str(getattr(exc, "message", "") or "")
+
+
+def _describe(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    return f"HTTP {status} ({_message(exc)})" if status else type(exc).__name__
+
+
+def translate(exc: Exception, what: str, permission: str, repository: str | None) -> MlopsCiError:
+    """One-line, actionable errors; never includes the token."""
+    status = getattr(exc, "status", None)
+    message = _message(exc)
+    if status == 401:
+        return BadCredentials(
+            f"could not {what}: GitHub rejected the token (401 Bad credentials); check GITHUB_TOKEN "
+            "or MLOPS_CI_GITHUB_TOKEN"
+        )
+    if status == 403:
+        return PermissionDenied(
+            f"could not {what}: the token lacks the `{permission}` permission ({message}); add "
+            f"`permissions: {permission.replace(':', ': ')}` to the workflow job (fork PRs only get a read-only token)"
+        )
+    if status == 404:
+        return NotFound(
+            f"could not {what}: {repository or 'the repository'} or the object was not found, or the token "
+            "cannot see it (it needs `contents: read` on the repository)"
+        )
+    if status == 422:
+        return UsageError(f"could not {what}: GitHub rejected the request: {message}")
+    return MlopsCiError(f"could not {what}: {_describe(exc)}")
+
+
+@dataclass(frozen=True)
+class CommentResult:
+    comment_id: int
+    action: str  # created | updated | unchanged
+    html_url: str
+
+
+class GitHubClient:
+    def __init__(self, settings: GitHubSettings, *, retry: RetryPolicy | None = None):
+        if not settings.token:
+            raise BadCredentials(
+                "no GitHub token: set GITHUB_TOKEN (in a workflow: env: GITHUB_TOKEN: ${{ github.token }}) "
+                "or MLOPS_CI_GITHUB_TOKEN, or pass --token"
+            )
+        if not settings.repository or "/" not in settings.repository:
+            raise UsageError("no GitHub repository: set GITHUB_REPOSITORY=owner/name (Actions sets it)")
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        import github
+
+        self._gh = github.Github(
+            base_url=settings.api_url,
+            auth=github.Auth.Token(settings.token),
+            retry=None,
+            per_page=PER_PAGE,
+            seconds_between_writes=settings.write_interval,
+            seconds_between_requests=0,
+            lazy=True,
+            timeout=30,
+            user_agent=f"mlops-ci/{__version__}",
+        )
+        self.repo = self._gh.get_repo(settings.repository)
+
+    def _call(self, what: str, fn: Callable[[], T], permission: str) -> T:
+        return self.retry.call(what, fn, permission=permission, repository=self.settings.repository)
+
+    # -- sticky comment ----------------------------------------------------------------------
+    def _find(self, issue: github.Issue.Issue, marker: str) -> list[github.IssueComment.IssueComment]:
+        """Comments that start with `marker`, oldest first. Looks at the first page, then (if
+        there are more) from the last page backwards: a sticky comment is created early in a
+        PR's life or, when added to a long PR, near the end."""
+        comments = issue.get_comments()
+        first = comments.get_page(0)
+        found = [c for c in first if (c.body or "").startswith(marker)]
+        if found or len(first) < PER_PAGE:
+            return sorted(found, key=lambda c: c.id)
+        seen = {c.id for c in first}
+        for c in comments.reversed:
+            if c.id in seen:
+                break  # reached page 1 again
+            if (c.body or "").startswith(marker):
+                found.append(c)
+                break
+        return sorted(found, key=lambda c: c.id)
+
+    def upsert_comment(self, number: int, body: str, marker: str) -> CommentResult:
+        """One comment per PR per marker: edited in place; duplicates from concurrent jobs are
+        removed (the oldest survives, so every job agrees on which one)."""
+        import github
+
+        issue = self.repo.get_issue(number)
+
+        def op() -> CommentResult:
+            existing = self._find(issue, marker)
+            if not existing:
+                created = issue.create_comment(body)
+                existing = self._find(issue, marker)
+                if not existing:  # eventual consistency: trust what we just created
+                    return CommentResult(created.id, "created", created.html_url)
+                action = "created" if existing[0].id == created.id else "updated"
+            else:
+                action = "updated"
+            keep, extra = existing[0], existing[1:]
+            for dup in extra:
+                # a concurrent job may have removed it first: the outcome is the same
+                with contextlib.suppress(github.UnknownObjectException):
+                    dup.delete()
+            if keep.body != body:
+                keep.edit(body)
+            elif action == "updated":
+                action = "unchanged"
+            return CommentResult(keep.id, action, keep.html_url)
+
+        return self._call(f"update the comment on PR #{number}", op, "pull-requests:write")
+
+    # -- checks ----------------------------------------------------------------------------
+    def publish_check(
+        self,
+        sha: str,
+        name: str,
+        conclusion: str,
+        title: str,
+        summary: str,
+        annotations: list[dict[str, Any]],
+        details_url: str | None,
+    ) -> str:
+        """Create or update the check run `name` on `sha`; fall back to a commit status when
+        the token cannot write checks. Returns "check" or "status"."""
+
+        def op() -> str:
+            commit = self.repo.get_commit(sha)
+            runs = list(commit.get_check_runs(check_name=name))
+            batches = [annotations[i : i + MAX_ANNOTATIONS_PER_REQUEST]
+                       for i in range(0, len(annotations), MAX_ANNOTATIONS_PER_REQUEST)] or [[]]  # fmt: skip
+            output: dict[str, Any] = {"title": title[:255], "summary": summary[:65535], "annotations": batches[0]}
+            extra: dict[str, Any] = {"details_url": details_url} if details_url else {}
+            if runs:
+                run = runs[0]
+                run.edit(status="completed", conclusion=conclusion, output=output, **extra)
+            else:
+                run = self.repo.create_check_run(
+                    name=name, head_sha=sha, status="completed", conclusion=conclusion, output=output, **extra
+                )
+            for batch in batches[1:]:
+                run.edit(output={"title": output["title"], "summary": output["summary"], "annotations": batch})
+            return "check"
+
+        try:
+            return self._call(f"publish the check run on {sha[:8]}", op, "checks:write")
+        except BadCredentials:
+            raise
+        except PermissionDenied:
+            state = {"success": "success", "neutral": "success", "failure": "failure"}.get(conclusion, "error")
+
+            def status_op() -> str:
+                self.repo.get_commit(sha).create_status(
+                    state=state,
+                    description=title[:140],
+                    context=name,
+                    **({"target_url": details_url} if details_url else {}),
+                )
+                return "status"
+
+            return self._call(f"set the commit status on {sha[:8]}", status_op, "statuses:write")
+
+    # -- deployments -----------------------------------------------------------------------
+    def start_deployment(
+        self, sha: str, environment: str, description: str, payload: dict[str, Any]
+    ) -> github.Deployment.Deployment:
+        def op() -> github.Deployment.Deployment:
+            dep = self.repo.create_deployment(
+                ref=sha, environment=environment, description=description[:140], payload=payload,
+                auto_merge=False, required_contexts=[], transient_environment=False,
+                production_environment=environment in ("production", "prod"),
+            )  # fmt: skip
+            return dep
+
+        dep = self._call(f"create a deployment of {sha[:8]} to {environment}", op, "deployments:write")
+        self.deployment_status(dep, "in_progress", description=description)
+        return dep
+
+    def deployment_status(
+        self, dep: github.Deployment.Deployment, state: str, *, description: str = "", environment_url: str = ""
+    ) -> None:
+        kw: dict[str, Any] = {"description": description[:140]}
+        if self.settings.run_url:
+            kw["target_url"] = self.settings.run_url  # shown as the log URL
+        if environment_url:
+            kw["environment_url"] = environment_url
+        if state == "success":
+            kw["auto_inactive"] = True  # GitHub marks the previous deployments inactive
+        self._call(f"set deployment status {state}", lambda: dep.create_status(state, **kw), "deployments:write")
+
+
+class GitHubDeploymentRecorder:
+    """Mirrors a rollout into a GitHub deployment: in_progress → success | failure. A GitHub
+    failure never breaks or reverts the rollout itself; it is reported as a warning."""
+
+    def __init__(self, client: GitHubClient, warn: Callable[[str], None]):
+        self.client = client
+        self.warn = warn
+        self._dep: Any = None
+
+    def begin(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str) -> None:
+        what = f"{kind} of v{version}" + (f" ({tag})" if tag else "")
+        try:
+            self._dep = self.client.start_deployment(
+                sha, endpoint, what, {"version": version, "tag": tag, "kind": kind}
+            )
+        except MlopsCiError as exc:
+            self._dep = None
+            self.warn(f"GitHub deployment record not created: {exc.message}")
+
+    def end(self, outcome: str, url: str | None, detail: str) -> None:
+        if self._dep is None:
+            return
+        state = "success" if outcome == "succeeded" else "failure"
+        try:
+            self.client.deployment_status(self._dep, state, description=detail, environment_url=url or "")
+        except MlopsCiError as exc:
+            self.warn(f"GitHub deployment status not set: {exc.message}")

@@ -1,0 +1,348 @@
+"""A local, stateful fake of the GitHub REST endpoints mlops-ci uses, served over HTTP so the
+real PyGithub client talks to it exactly as it would to api.github.com or GitHub Enterprise.
+
+Faithful where it matters to us: resource shapes (ids, urls, timestamps), pagination with
+Link headers (`per_page` up to 100), 401 for unknown tokens, 403 "Resource not accessible by
+integration" for a token lacking a permission, and injectable faults (5xx, secondary rate
+limits with Retry-After, 429 without it, a POST that stores and *then* fails).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+ALL_PERMISSIONS = frozenset(
+    {"pull-requests:write", "issues:write", "checks:write", "statuses:write", "deployments:write", "contents:read"}
+)
+READ_ONLY = frozenset({"contents:read"})
+DOCS = "https://docs.github.com/rest"
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = "Server Error"
+    times: int = 1
+    after: bool = False  # perform the request, then answer with the fault (e.g. POST stored, then 502)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class FakeGitHub:
+    def __init__(self, *, prefix: str = "", tokens: dict[str, frozenset[str]] | None = None):
+        self.prefix = prefix.rstrip("/")
+        self.tokens = tokens if tokens is not None else {"test-token": ALL_PERMISSIONS}
+        self.lock = threading.Lock()
+        self.next_id = 1000
+        self.comments: dict[int, dict[str, Any]] = {}
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.deployments: dict[int, dict[str, Any]] = {}
+        self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.faults: list[Fault] = []
+        self.server: ThreadingHTTPServer | None = None
+        self.base_url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> FakeGitHub:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    # -- test helpers ---------------------------------------------------------------------
+    def inject(self, method: str, path: str, status: int, **kw: Any) -> None:
+        self.faults.append(Fault(method, re.compile(path), status, **kw))
+
+    def add_comments(self, repo: str, number: int, n: int, body: str = "lgtm", login: str = "someone") -> None:
+        for i in range(n):
+            self._new_comment(repo, number, f"{body} {i}", login)
+
+    def pr_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
+        return sorted(
+            (c for c in self.comments.values() if c["_repo"] == repo and c["_issue"] == number), key=lambda c: c["id"]
+        )
+
+    def count(self, method: str | None = None, contains: str = "") -> int:
+        return sum(1 for m, p in self.requests if (method is None or m == method) and contains in p)
+
+    def writes(self) -> int:
+        return sum(1 for m, _ in self.requests if m in ("POST", "PATCH", "PUT", "DELETE"))
+
+    # -- state ----------------------------------------------------------------------------
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _new_comment(self, repo: str, number: int, body: str, login: str) -> dict[str, Any]:
+        cid = self._id()
+        c = {
+            "id": cid, "node_id": f"IC_{cid}", "body": body, "url": self._url(f"/repos/{repo}/issues/comments/{cid}"),
+            "html_url": f"https://github.example/{repo}/pull/{number}#issuecomment-{cid}",
+            "issue_url": self._url(f"/repos/{repo}/issues/{number}"), "created_at": _now(), "updated_at": _now(),
+            "user": {"login": login, "id": 1, "type": "Bot" if login.endswith("[bot]") else "User"},
+            "author_association": "NONE", "_repo": repo, "_issue": number,
+        }  # fmt: skip
+        self.comments[cid] = c
+        return c
+
+    @staticmethod
+    def public(obj: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+    # -- HTTP -----------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-GitHub-Request-Id", "FAKE:1")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                parsed = urlparse(self.path)
+                path = parsed.path
+                if fake.prefix and path.startswith(fake.prefix):
+                    path = path[len(fake.prefix) :]
+                query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                with fake.lock:
+                    fake.requests.append((method, path))
+                    fault = next((f for f in fake.faults if f.method == method and f.path.search(path)), None)
+                    if fault:
+                        fault.times -= 1
+                        if fault.times <= 0:
+                            fake.faults.remove(fault)
+                auth = self.headers.get("Authorization", "")
+                token = auth.split(" ", 1)[1] if " " in auth else ""
+                if token not in fake.tokens:
+                    self._reply(401, {"message": "Bad credentials", "documentation_url": DOCS})
+                    return
+                if fault and not fault.after:
+                    self._reply(fault.status, {"message": fault.message, "documentation_url": DOCS}, fault.headers)
+                    return
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    self._reply(400, {"message": "Problems parsing JSON"})
+                    return
+                with fake.lock:
+                    status, payload, headers = fake.route(method, path, query, body, fake.tokens[token])
+                if fault:  # the write happened; the client still sees an error
+                    self._reply(fault.status, {"message": fault.message, "documentation_url": DOCS}, fault.headers)
+                    return
+                self._reply(status, payload, headers)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_PATCH(self) -> None:
+                self._handle("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+        return Handler
+
+    def _forbidden(self) -> tuple[int, Any, dict[str, str]]:
+        return 403, {"message": "Resource not accessible by integration", "documentation_url": DOCS}, {}
+
+    def _page(self, path: str, items: list[dict[str, Any]], query: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        per_page = min(int(query.get("per_page", 30)), 100)
+        page = max(int(query.get("page", 1)), 1)
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        links = []
+
+        def link(p: int, rel: str) -> str:
+            q = dict(query, per_page=str(per_page), page=str(p))
+            return f'<{self._url(path)}?{urlencode(q)}>; rel="{rel}"'
+
+        if page < last:
+            links += [link(page + 1, "next"), link(last, "last")]
+        if page > 1:
+            links += [link(1, "first"), link(page - 1, "prev")]
+        headers = {"Link": ", ".join(links)} if links else {}
+        return 200, [self.public(i) for i in chunk], headers
+
+    def route(
+        self, method: str, path: str, query: dict[str, str], body: dict[str, Any], perms: frozenset[str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        m = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path)
+        if not m:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+        repo, rest = m.group(1), m.group(2) or ""
+        if rest == "" and method == "GET":
+            return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1]}, {}
+
+        if mm := re.fullmatch(r"/issues/(\d+)/comments", rest):
+            number = int(mm.group(1))
+            if method == "GET":
+                return self._page(path, self.pr_comments(repo, number), query)
+            if method == "POST":
+                if not perms & {"pull-requests:write", "issues:write"}:
+                    return self._forbidden()
+                if not isinstance(body.get("body"), str):
+                    return 422, {"message": "Validation Failed"}, {}
+                if len(body["body"]) > 65536:
+                    return 422, {"message": "Validation Failed: body is too long (maximum is 65536 characters)"}, {}
+                return 201, self.public(self._new_comment(repo, number, body["body"], "github-actions[bot]")), {}
+        if mm := re.fullmatch(r"/issues/comments/(\d+)", rest):
+            c = self.comments.get(int(mm.group(1)))
+            if c is None:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            if method == "GET":
+                return 200, self.public(c), {}
+            if not perms & {"pull-requests:write", "issues:write"}:
+                return self._forbidden()
+            if method == "PATCH":
+                if len(body.get("body", "")) > 65536:
+                    return 422, {"message": "Validation Failed: body is too long (maximum is 65536 characters)"}, {}
+                c["body"] = body["body"]
+                c["updated_at"] = _now()
+                return 200, self.public(c), {}
+            if method == "DELETE":
+                del self.comments[c["id"]]
+                return 204, None, {}
+
+        if rest == "/check-runs" and method == "POST":
+            if "checks:write" not in perms:
+                return self._forbidden()
+            cid = self._id()
+            run = {
+                "id": cid, "name": body["name"], "head_sha": body["head_sha"], "status": body.get("status", "queued"),
+                "conclusion": body.get("conclusion"), "output": self._output(body.get("output")),
+                "url": self._url(f"/repos/{repo}/check-runs/{cid}"), "html_url": f"https://github.example/{repo}/runs/{cid}",
+                "details_url": body.get("details_url"), "started_at": _now(), "completed_at": _now(),
+                "_annotations": list((body.get("output") or {}).get("annotations", [])), "_repo": repo,
+            }  # fmt: skip
+            self.check_runs[cid] = run
+            return 201, self.public(run), {}
+        if mm := re.fullmatch(r"/check-runs/(\d+)", rest):
+            run = self.check_runs.get(int(mm.group(1)))
+            if run is None:
+                return 404, {"message": "Not Found"}, {}
+            if method == "PATCH":
+                if "checks:write" not in perms:
+                    return self._forbidden()
+                for k in ("status", "conclusion", "details_url"):
+                    if k in body:
+                        run[k] = body[k]
+                if "output" in body:
+                    run["output"] = self._output(body["output"])
+                    run["_annotations"] += list(body["output"].get("annotations", []))
+                return 200, self.public(run), {}
+            return 200, self.public(run), {}
+        if mm := re.fullmatch(r"/commits/([0-9a-f]{40})/check-runs", rest):
+            runs = [
+                self.public(r)
+                for r in self.check_runs.values()
+                if r["_repo"] == repo
+                and r["head_sha"] == mm.group(1)
+                and ("check_name" not in query or r["name"] == query["check_name"])
+            ]
+            return 200, {"total_count": len(runs), "check_runs": runs}, {}
+        if (mm := re.fullmatch(r"/statuses/([0-9a-f]{40})", rest)) and method == "POST":
+            if "statuses:write" not in perms:
+                return self._forbidden()
+            sid = self._id()
+            st = {
+                "id": sid, "state": body["state"], "description": body.get("description"),
+                "target_url": body.get("target_url"), "context": body.get("context", "default"),
+                "created_at": _now(), "updated_at": _now(),
+                "url": self._url(f"/repos/{repo}/statuses/{mm.group(1)}"), "_sha": mm.group(1),
+            }  # fmt: skip
+            self.statuses.append(st)
+            return 201, self.public(st), {}
+        if rest == "/deployments" and method == "POST":
+            if "deployments:write" not in perms:
+                return self._forbidden()
+            did = self._id()
+            dep = {
+                "id": did, "sha": body["ref"], "ref": body["ref"], "task": body.get("task", "deploy"),
+                "environment": body.get("environment", "production"), "description": body.get("description"),
+                "payload": body.get("payload", {}), "production_environment": body.get("production_environment", False),
+                "transient_environment": body.get("transient_environment", False), "creator": {"login": "bot"},
+                "created_at": _now(), "updated_at": _now(), "url": self._url(f"/repos/{repo}/deployments/{did}"),
+                "statuses_url": self._url(f"/repos/{repo}/deployments/{did}/statuses"),
+                "repository_url": self._url(f"/repos/{repo}"),
+            }  # fmt: skip
+            self.deployments[did] = dep
+            self.deployment_statuses[did] = []
+            return 201, dep, {}
+        if mm := re.fullmatch(r"/deployments/(\d+)/statuses", rest):
+            did = int(mm.group(1))
+            if did not in self.deployments:
+                return 404, {"message": "Not Found"}, {}
+            if method == "GET":
+                return self._page(path, list(reversed(self.deployment_statuses[did])), query)
+            if "deployments:write" not in perms:
+                return self._forbidden()
+            env = self.deployments[did]["environment"]
+            if body.get("state") == "success" and body.get("auto_inactive", True):
+                for other_id, other in self.deployments.items():  # GitHub marks older ones inactive
+                    if other_id != did and other["environment"] == env and self.deployment_statuses[other_id]:
+                        last = self.deployment_statuses[other_id][-1]
+                        if last["state"] == "success":
+                            self.deployment_statuses[other_id].append(dict(last, state="inactive", id=self._id()))
+            sid = self._id()
+            st = {
+                "id": sid, "state": body["state"], "description": body.get("description", ""),
+                "environment": body.get("environment", env), "environment_url": body.get("environment_url", ""),
+                # target_url is the older name of log_url; GitHub accepts both
+                "log_url": body.get("log_url") or body.get("target_url", ""),
+                "created_at": _now(), "updated_at": _now(),
+                "url": self._url(f"/repos/{repo}/deployments/{did}/statuses/{sid}"),
+                "deployment_url": self._url(f"/repos/{repo}/deployments/{did}"),
+            }  # fmt: skip
+            self.deployment_statuses[did].append(st)
+            return 201, st, {}
+        return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+
+    @staticmethod
+    def _output(out: dict[str, Any] | None) -> dict[str, Any]:
+        out = out or {}
+        return {
+            "title": out.get("title"),
+            "summary": out.get("summary"),
+            "text": out.get("text"),
+            "annotations_count": len(out.get("annotations", [])),
+        }

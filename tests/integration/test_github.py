@@ -1,0 +1,347 @@
+"""The GitHub surface through the real PyGithub client against the local fake REST server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_ci.backends.github import GitHubClient, GitHubSettings, RetryPolicy
+from mlops_ci.errors import PermissionDenied, Transient
+from tests.conftest import Project
+from tests.fakes.github_api import ALL_PERMISSIONS, READ_ONLY, FakeGitHub
+
+REPO = "acme/models"
+TOKEN = "ghs_supersecrettoken123"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    gh = FakeGitHub(
+        tokens={TOKEN: ALL_PERMISSIONS, "ro-token": READ_ONLY, "no-checks": ALL_PERMISSIONS - {"checks:write"}}
+    )
+    gh.start()
+    yield gh
+    gh.stop()
+
+
+class Clock:
+    """A fake clock: sleeping advances time instantly."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.slept: list[float] = []
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+    def time(self) -> float:
+        return self.now
+
+
+def client(fake: FakeGitHub, token: str = TOKEN, clock: Clock | None = None) -> GitHubClient:
+    clock = clock or Clock()
+    settings = GitHubSettings(fake.base_url, token, REPO, "https://github.example", "77", "1", write_interval=0)
+    return GitHubClient(settings, retry=RetryPolicy(sleep=clock.sleep, clock=clock.time))
+
+
+def actions_env(monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Path, project: Project,
+                *, token: str = TOKEN, number: int = 7, head_ref: str = "tune") -> Path:  # fmt: skip
+    head = project.git("rev-parse", "HEAD")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({
+        "number": number,
+        "pull_request": {"number": number, "title": "Tune", "head": {"sha": head, "ref": head_ref},
+                         "base": {"ref": "main"}},
+    }))  # fmt: skip
+    summary = tmp_path / "summary.md"
+    summary.touch()
+    for k, v in {
+        "GITHUB_ACTIONS": "true", "GITHUB_API_URL": fake.base_url, "GITHUB_TOKEN": token,
+        "GITHUB_REPOSITORY": REPO, "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event),
+        "GITHUB_SHA": "0" * 40, "GITHUB_REF": f"refs/pull/{number}/merge", "GITHUB_RUN_ID": "77",
+        "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SERVER_URL": "https://github.example", "GITHUB_STEP_SUMMARY": str(summary),
+        "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    return summary
+
+
+@pytest.fixture
+def pr(project: Project) -> Project:
+    project.ok("train")
+    project.git("checkout", "-q", "-b", "tune")
+    project.commit("tune", quality=0.93)
+    project.ok("train")
+    return project
+
+
+def test_report_twice_leaves_one_updated_comment(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr)
+    fake.add_comments(REPO, 7, 3)
+    code, _, err = pr.cli("report", "--post")
+    assert code == 0, err
+    assert "PR comment created" in err
+    calls_first = list(fake.requests)
+    pr.commit("tune more", quality=0.95)
+    pr.ok("train")
+    fake.requests.clear()
+    code, _, err = pr.cli("report", "--post")
+    assert code == 0 and "PR comment updated" in err
+    ours = [c for c in fake.pr_comments(REPO, 7) if c["body"].startswith("<!-- mlops-ci:report project=fast -->")]
+    assert len(ours) == 1
+    assert "| accuracy | 0.9 | 0.95 | +0.05 (+5.56%) | 🟢 better |" in ours[0]["body"]
+    assert len(fake.pr_comments(REPO, 7)) == 4
+    # API calls: GET page 1 + POST + GET (duplicate check) when creating; GET + PATCH when updating
+    assert [m for m, _ in calls_first] == ["GET", "POST", "GET"]
+    assert fake.requests == [
+        ("GET", f"/repos/{REPO}/issues/7/comments"),
+        ("PATCH", f"/repos/{REPO}/issues/comments/{ours[0]['id']}"),
+    ]
+
+
+def test_the_pr_head_not_the_merge_commit_is_reported(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr)
+    pr.git("checkout", "-q", "main")  # the work tree is elsewhere; the event names the PR head
+    data = json.loads(pr.ok("report", "--json"))
+    assert data["comparison"]["head"]["sha"] == pr.git("rev-parse", "tune")
+
+
+def test_hostile_branch_name_is_escaped_in_the_comment(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr, head_ref="x`$(touch /tmp/pwned)`<img src=x onerror=alert(1)>@org/team")
+    pr.ok("report", "--post")
+    (comment,) = fake.pr_comments(REPO, 7)
+    assert "<img" not in comment["body"] and "@org" not in comment["body"]
+    assert "\\`$(touch /tmp/pwned)\\`&lt;img src=x onerror=alert(1)&gt;&#64;org/team" in comment["body"]
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_fork_pr_with_read_only_token_degrades_to_the_step_summary(pr: Project, fake, tmp_path, monkeypatch):
+    summary = actions_env(monkeypatch, fake, tmp_path, pr, token="ro-token")
+    code, _, err = pr.cli("report", "--post")
+    assert code == 0
+    assert "::warning::" in err and "pull-requests: write" in err
+    assert summary.read_text().startswith("<!-- mlops-ci:report project=fast -->")
+    assert fake.pr_comments(REPO, 7) == []
+
+
+def test_bad_token_is_exit_13_and_never_printed(pr: Project, fake, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr, token="ghp_wrongtoken_do_not_print")
+    code, out, err = pr.cli("gate", "--check")
+    assert code == 13
+    assert "401 Bad credentials" in err
+    assert "ghp_wrongtoken_do_not_print" not in out + err
+
+
+def test_gate_check_run_created_then_updated_with_annotations(pr: Project, fake, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr)
+    assert pr.cli("gate", "--check")[0] == 0
+    (run,) = fake.check_runs.values()
+    assert (run["name"], run["conclusion"], run["head_sha"]) == (
+        "mlops-ci / fast",
+        "success",
+        pr.git("rev-parse", "HEAD"),
+    )
+    assert "| ✅ pass | accuracy &gt;= 0.8 |" in run["output"]["summary"]
+    assert run["details_url"] == "https://github.example/acme/models/actions/runs/77/attempts/1"
+
+    pr.commit("worse", quality=0.81)
+    head = pr.git("rev-parse", "HEAD")
+    actions_env(monkeypatch, fake, tmp_path, pr)  # the next push: a new event naming the new head
+    pr.ok("train")
+    for _ in range(2):  # re-running the gate updates the same check run
+        assert pr.cli("gate", "--check")[0] == 1
+    runs = [r for r in fake.check_runs.values() if r["head_sha"] == head]
+    assert len(runs) == 1
+    assert runs[0]["conclusion"] == "failure" and runs[0]["output"]["title"] == "gate failed: 1 rule(s)"
+    (ann,) = runs[0]["_annotations"][:1]
+    assert (ann["path"], ann["start_line"], ann["annotation_level"]) == ("mlops-ci.yaml", 19, "failure")
+    assert "regressed by 10%" in ann["message"]
+
+
+def test_gate_falls_back_to_a_commit_status_without_checks_write(pr: Project, fake, tmp_path, monkeypatch):
+    actions_env(monkeypatch, fake, tmp_path, pr, token="no-checks")
+    code, _, err = pr.cli("gate", "--check")
+    assert code == 0, err
+    assert fake.check_runs == {}
+    (status,) = fake.statuses
+    assert (status["state"], status["context"], status["description"]) == ("success", "mlops-ci / fast", "gate passed")
+
+
+def test_deploy_under_actions_records_a_github_deployment(project: Project, fake, tmp_path, monkeypatch):
+    for tag, config in (("v1.0.0", {}), ("v1.1.0", {"broken": 1})):
+        if config:
+            project.commit("broken", **config)
+        project.ok("train")
+        project.ok("gate")
+        project.ok("promote")
+        project.git("tag", tag)
+    project.git("checkout", "-q", "v1.0.0")
+    actions_env(monkeypatch, fake, tmp_path, project)
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_REF", "refs/tags/v1.0.0")
+    monkeypatch.setenv("GITHUB_SHA", project.git("rev-parse", "HEAD"))
+    monkeypatch.delenv("GITHUB_EVENT_PATH")
+    code, _, err = project.cli("deploy")  # ref and endpoint from GITHUB_REF
+    assert code == 0, err
+    (dep,) = fake.deployments.values()
+    assert (dep["environment"], dep["sha"]) == ("production", project.git("rev-parse", "HEAD"))
+    states = [s["state"] for s in fake.deployment_statuses[dep["id"]]]
+    assert states == ["in_progress", "success"]
+    final = fake.deployment_statuses[dep["id"]][-1]
+    assert final["environment_url"].startswith("http://127.0.0.1:")
+    assert final["log_url"] == "https://github.example/acme/models/actions/runs/77/attempts/1"
+
+    code, _, _ = project.cli("deploy", "v1.1.0")
+    assert code == 7
+    failed = next(d for d in fake.deployments.values() if d["id"] != dep["id"])
+    assert [s["state"] for s in fake.deployment_statuses[failed["id"]]] == ["in_progress", "failure"]
+
+    code, _, _ = project.cli("rollback", "production")  # nothing earlier than v1: not found
+    assert code == 4
+
+
+def test_rollback_is_recorded_and_the_replaced_deployment_goes_inactive(project: Project, fake, tmp_path, monkeypatch):
+    for tag, config in (("v1.0.0", {}), ("v2.0.0", {"scale": 2.0})):
+        if config:
+            project.commit("v2", **config)
+        project.ok("train")
+        project.ok("gate")
+        project.ok("promote")
+        project.git("tag", tag)
+    actions_env(monkeypatch, fake, tmp_path, project)
+    monkeypatch.delenv("GITHUB_EVENT_PATH")
+    project.ok("deploy", "v1.0.0")
+    project.ok("deploy", "v2.0.0")
+    project.ok("rollback", "production")
+    deps = sorted(fake.deployments.values(), key=lambda d: d["id"])
+    assert [d["sha"] for d in deps] == [project.git("rev-parse", t) for t in ("v1.0.0", "v2.0.0", "v1.0.0")]
+    assert "rollback of v1" in deps[2]["description"]
+    last_states = [fake.deployment_statuses[d["id"]][-1]["state"] for d in deps]
+    assert last_states == ["inactive", "inactive", "success"]
+
+
+# -- client-level behaviour: pagination, faults, retries (fake clock) ------------------------
+
+
+def test_marker_on_page_two_of_300_comments(fake: FakeGitHub):
+    fake.add_comments(REPO, 1, 150)
+    fake._new_comment(REPO, 1, "<!-- mlops-ci:report project=p -->\nold", "github-actions[bot]")
+    fake.add_comments(REPO, 1, 150)
+    fake.requests.clear()
+    result = client(fake).upsert_comment(
+        1, "<!-- mlops-ci:report project=p -->\nnew", "<!-- mlops-ci:report project=p -->"
+    )
+    assert result.action == "updated"
+    ours = [c for c in fake.pr_comments(REPO, 1) if c["body"].endswith("new")]
+    assert len(ours) == 1 and len(fake.pr_comments(REPO, 1)) == 301
+    # page 1; page 1 again (PyGithub's `reversed` reads the Link header); pages 4, 3, 2; PATCH
+    assert fake.count("GET") == 5 and fake.count("PATCH") == 1
+
+
+@pytest.mark.parametrize("existing", [10, 500, 3000])
+def test_common_case_costs_a_constant_number_of_calls(fake: FakeGitHub, existing: int):
+    fake._new_comment(REPO, 2, "<!-- m -->\nold", "github-actions[bot]")  # created when the PR opened
+    fake.add_comments(REPO, 2, existing)
+    fake.requests.clear()
+    client(fake).upsert_comment(2, "<!-- m -->\nnew", "<!-- m -->")
+    assert (fake.count("GET"), fake.writes()) == (1, 1)
+
+
+def test_post_that_stores_then_502s_is_not_posted_twice(fake: FakeGitHub):
+    fake.inject("POST", r"/issues/3/comments$", 502, message="Bad Gateway", after=True)
+    clock = Clock()
+    result = client(fake, clock=clock).upsert_comment(3, "<!-- m -->\nbody", "<!-- m -->")
+    assert len(fake.pr_comments(REPO, 3)) == 1
+    assert result.comment_id == fake.pr_comments(REPO, 3)[0]["id"]
+    assert clock.slept == [1.0]
+
+
+def test_transient_502s_are_retried(fake: FakeGitHub):
+    fake.inject("GET", r"/issues/4/comments$", 502, times=2)
+    clock = Clock()
+    client(fake, clock=clock).upsert_comment(4, "<!-- m -->\nx", "<!-- m -->")
+    assert clock.slept == [1.0, 2.0] and len(fake.pr_comments(REPO, 4)) == 1
+
+
+def test_secondary_rate_limit_honours_retry_after(fake: FakeGitHub):
+    fake.inject("POST", r"/check-runs$", 403, message="You have exceeded a secondary rate limit",
+                headers={"Retry-After": "7"})  # fmt: skip
+    clock = Clock()
+    assert client(fake, clock=clock).publish_check("a" * 40, "c", "success", "t", "s", [], None) == "check"
+    assert clock.slept == [7.0] and len(fake.check_runs) == 1
+
+
+def test_rate_limit_reset_header(fake: FakeGitHub):
+    clock = Clock()
+    reset = int(clock.now) + 42
+    fake.inject("GET", r"/comments$", 403, message="API rate limit exceeded",
+                headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})  # fmt: skip
+    client(fake, clock=clock).upsert_comment(5, "<!-- m -->\nx", "<!-- m -->")
+    assert clock.slept == [43.0]
+
+
+def test_429_without_retry_after_backs_off_from_a_minute(fake: FakeGitHub):
+    fake.inject("GET", r"/comments$", 429, message="Too many requests", times=2)
+    clock = Clock()
+    client(fake, clock=clock).upsert_comment(6, "<!-- m -->\nx", "<!-- m -->")
+    assert clock.slept == [60.0, 120.0]
+
+
+def test_endless_throttling_is_bounded_and_transient(fake: FakeGitHub):
+    fake.inject("GET", r"/comments$", 502, times=100)
+    clock = Clock()
+    with pytest.raises(Transient, match=r"kept answering HTTP 502 .* retry later"):
+        client(fake, clock=clock).upsert_comment(8, "<!-- m -->\nx", "<!-- m -->")
+    assert sum(clock.slept) <= 600 and fake.pr_comments(REPO, 8) == []
+
+
+def test_missing_permission_is_not_retried_and_names_it(fake: FakeGitHub):
+    clock = Clock()
+    with pytest.raises(PermissionDenied, match=r"lacks the `pull-requests:write` permission .* pull-requests: write"):
+        client(fake, token="ro-token", clock=clock).upsert_comment(9, "<!-- m -->\nx", "<!-- m -->")
+    assert clock.slept == []
+    assert fake.count("POST") == 1
+
+
+def test_concurrent_posts_leave_one_comment(fake: FakeGitHub):
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def post(i: int) -> None:
+        try:
+            barrier.wait()
+            client(fake).upsert_comment(10, f"<!-- m -->\njob {i}", "<!-- m -->")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    comments = fake.pr_comments(REPO, 10)
+    assert len(comments) == 1 and comments[0]["body"].startswith("<!-- m -->\njob ")
+
+
+def test_github_enterprise_base_path():
+    ghe = FakeGitHub(prefix="/api/v3", tokens={TOKEN: ALL_PERMISSIONS}).start()
+    try:
+        client(ghe).upsert_comment(11, "<!-- m -->\nx", "<!-- m -->")
+        assert len(ghe.pr_comments(REPO, 11)) == 1
+    finally:
+        ghe.stop()
+
+
+def test_more_than_50_annotations_are_sent_in_batches(fake: FakeGitHub):
+    anns = [{"path": "mlops-ci.yaml", "start_line": i, "end_line": i, "annotation_level": "failure", "message": "m"}
+            for i in range(1, 121)]  # fmt: skip
+    client(fake).publish_check("b" * 40, "c", "failure", "t", "s", anns, None)
+    (run,) = fake.check_runs.values()
+    assert len(run["_annotations"]) == 120
+    assert fake.count("POST", "/check-runs") == 1 and fake.count("PATCH", "/check-runs/") == 2
