@@ -21,6 +21,10 @@ lint:
 	$(PY) -m ruff check mlops_ci tests examples
 	$(PY) -m ruff format --check mlops_ci tests examples
 	$(PY) -m mypy
+	$(VENV)/bin/actionlint .github/workflows/*.yml workflow_templates/*.yml
+	$(VENV)/bin/zizmor --offline actions/*/action.yml workflow_templates/*.yml .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows workflow_templates/*.yml .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-actions actions/*/action.yml
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

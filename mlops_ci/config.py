@@ -519,7 +519,7 @@ def find_config(start: Path, explicit: str | None) -> Path:
             path = start / path
         if not path.is_file():
             raise ConfigError(f"config file {explicit} not found; pass an existing file with --config")
-        return path
+        return path.resolve()  # everything else is relative to its directory: never leave it relative
     here = start.resolve()
     for d in (here, *here.parents):
         cand = d / CONFIG_FILE

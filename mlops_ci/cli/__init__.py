@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    ini = sub.add_parser("init", help="write the starter GitHub workflows and mlops-ci.yaml into this repository")
+    ini.add_argument("--force", action="store_true", help="overwrite existing files")
+
     c = sub.add_parser("config", help="check or show the resolved configuration")
     csub = c.add_subparsers(dest="config_command", metavar="ACTION")
     csub.add_parser("check", help="validate mlops-ci.yaml")

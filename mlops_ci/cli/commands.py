@@ -31,6 +31,17 @@ def out(msg: str = "") -> None:
     print(msg, flush=True)
 
 
+def github_output(**values: object) -> None:
+    """Step outputs for GitHub Actions (`$GITHUB_OUTPUT`), when running under a step."""
+    path = os.environ.get("GITHUB_OUTPUT")
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as fh:
+        for key, value in values.items():
+            text = "" if value is None else str(value)
+            fh.write(f"{key.replace('_', '-')}={' '.join(text.split())}\n")
+
+
 def _json(obj: Any) -> None:
     from ..report import json_safe
 
@@ -52,6 +63,8 @@ def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]
 def dispatch(args: argparse.Namespace) -> int:
     env = os.environ
     cmd = args.command
+    if cmd == "init":
+        return init_cmd(Path(args.directory or "."), force=args.force)
     if cmd == "config":
         return config_cmd(
             args.config_command, Path(args.directory or "."), env, args.config, args.store, getattr(args, "json", False)
@@ -104,6 +117,21 @@ def _read_file(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read --file {path}: {exc.strerror}") from None
+
+
+def init_cmd(start: Path, *, force: bool) -> int:
+    from ..context import Git
+    from ..scaffold import init
+
+    git = Git(start)
+    try:
+        written = init(git.root, force=force)
+    finally:
+        git.close()
+    for rel in written:
+        out(f"wrote {rel}")
+    out("next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store), commit")
+    return 0
 
 
 # -- config ---------------------------------------------------------------------------------
@@ -160,6 +188,7 @@ def _run_lines(run: Any) -> list[str]:
 
 def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool) -> int:
     run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force)
+    github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256)
     if reused:
         say(f"commit {run.sha[:8]} already has run {run.run_id} under this config; reusing it (--force to retrain)")
     if as_json:
@@ -233,6 +262,7 @@ def report(
         result = ws.post_report(md, pr)
         if result is not None:
             say(f"PR comment {result.action}: {result.html_url}")
+            github_output(comment_url=result.html_url)
     return 0
 
 
@@ -255,6 +285,8 @@ def gate(
 ) -> int:
     rv = ws.review(ref, base=base, baseline=baseline)
     verdict = ws.record_verdict(rv)
+    github_output(verdict="passed" if verdict.passed else "failed", conclusion=verdict.conclusion, sha=verdict.sha,
+                  run_id=verdict.run_id)  # fmt: skip
     if check:
         published = ws.publish_verdict(verdict)
         if published:
@@ -277,6 +309,7 @@ def gate(
 
 def promote(ws: Any, ref: str | None, *, as_json: bool) -> int:
     mv, created = ws.promote(ref)
+    github_output(model_version=mv.version, sha=mv.sha)
     if as_json:
         _json({"created": created, "version": mv.to_dict()})
     elif created:
@@ -314,6 +347,7 @@ def deploy(
     ws: Any, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
 ) -> int:
     dep = ws.endpoints().deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
+    _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
     else:
@@ -323,11 +357,18 @@ def deploy(
 
 def rollback(ws: Any, name: str, *, lock_timeout: float, as_json: bool) -> int:
     dep = ws.endpoints().rollback(name, lock_timeout=lock_timeout)
+    _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
     else:
         out(dep.detail)
     return 0
+
+
+def _deploy_outputs(ws: Any, dep: Any) -> None:
+    state = ws.store.endpoint_state(ws.project, dep.endpoint)
+    github_output(endpoint=dep.endpoint, endpoint_url=state.url if state else "", model_version=dep.version,
+                  sha=dep.sha, outcome=dep.outcome)  # fmt: skip
 
 
 def endpoints(ws: Any, *, as_json: bool) -> int:

@@ -235,3 +235,12 @@ def test_version_and_module_entry_point(tmp_path: Path):
     assert proc.returncode == 0 and proc.stdout.strip() == f"mlops-ci {mlops_ci.__version__}"
     proc = run_module("--help", cwd=tmp_path)
     assert proc.returncode == 0 and "exit codes (shared by every command)" in proc.stdout
+
+
+def test_relative_config_path_from_env(project: Project, monkeypatch: pytest.MonkeyPatch):
+    """A relative MLOPS_CI_CONFIG must not leave the project root relative (the job runs elsewhere)."""
+    monkeypatch.chdir(project.path)
+    monkeypatch.setenv("MLOPS_CI_CONFIG", "mlops-ci.yaml")
+    from mlops_ci.cli import main
+
+    assert main(["train"]) == 0
