@@ -319,8 +319,17 @@ def parse(text: str, file: str, root: str) -> Config:
 
 
 def _check_store(store: str, r: _Reader | None, path: tuple[str | int, ...]) -> None:
-    if not store.startswith("sqlite:///"):
-        msg = f"'{store}' is not a supported store; use sqlite:///path/to/store.db"
+    msg = None
+    if store.startswith("s3://"):
+        from .backends.s3_store import S3Location
+
+        try:
+            S3Location.parse(store)
+        except ConfigError as exc:
+            msg = exc.message
+    elif not store.startswith("sqlite:///"):
+        msg = f"'{store}' is not a supported store; use sqlite:///path/to/store.db or s3://bucket/prefix"
+    if msg:
         if r is not None:
             raise r.fail(path, msg)
         raise ConfigError(f"store: {msg}")

@@ -20,6 +20,7 @@ ENDPOINT_BROKEN = 10
 GIT = 11
 DRIFT = 12
 PERMISSION = 13
+INTEGRITY = 14
 INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -38,6 +39,7 @@ EXIT_CODES: dict[int, str] = {
     GIT: "git repository problem (not a repository, shallow history, missing commit)",
     DRIFT: "`status --check` found live state different from the declared state",
     PERMISSION: "a service rejected the credentials or the token lacks a permission (the message names it)",
+    INTEGRITY: "`store check` found a problem (digest mismatch, missing artifact, dangling reference)",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -102,6 +104,10 @@ class Drift(MlopsCiError):
     exit_code = DRIFT
 
 
+class AlreadyExists(MlopsCiError):
+    """A create-once record exists already: a lost race or a bug, never silently overwritten."""
+
+
 class PermissionDenied(MlopsCiError):
     """The token may not do this (403): callers may degrade, e.g. fork PRs' read-only token."""
 
@@ -110,3 +116,7 @@ class PermissionDenied(MlopsCiError):
 
 class BadCredentials(PermissionDenied):
     """The token itself was rejected (401): a misconfiguration, never degraded."""
+
+
+class IntegrityError(MlopsCiError):
+    exit_code = INTEGRITY

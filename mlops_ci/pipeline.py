@@ -22,10 +22,9 @@ from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
-from .backends import TrainingSpec
-from .backends.sqlite_store import SqliteStore, path_from_url
+from .backends import Store, TrainingSpec
 from .context import Git, GitContext, load_context
-from .errors import ConfigError, GateFailed, NotFound, Refused, TrainingFailed
+from .errors import ConfigError, NotFound, Refused, TrainingFailed
 from .records import Comparison, ModelVersion, Run, Verdict
 
 
@@ -71,13 +70,13 @@ class Workspace:
         self.root = Path(self.cfg.root)
         self.git = Git(self.root)
         self.home = Path(env.get("MLOPS_CI_HOME") or self.root / ".mlops-ci")
-        self._store: SqliteStore | None = None
+        self._store: Store | None = None
         self._ctx: GitContext | None = None
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
         if self._store is None:
-            self._store = SqliteStore(path_from_url(self.cfg.store, self.root))
+            self._store = open_store(self.cfg.store, self.root, self.project)
         return self._store
 
     @property
@@ -196,7 +195,8 @@ class Workspace:
             first = failure.strip().splitlines()[0] if failure.strip() else failure
             raise TrainingFailed(f"training failed: {first} (run {run_id}; full log: {result.log_path})")
         artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
-        run = Run(**base, status="completed", artifact_uri=artifact.as_uri(), artifact_sha256=digest_art)  # type: ignore[arg-type]
+        uri = self.store.put_artifact(artifact, digest_art)
+        run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
         return run, False
 
@@ -399,7 +399,7 @@ class Workspace:
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path:
         if not uri or not digest:
             raise Refused(f"{what} has no artifact record; nothing can be promoted or deployed from it")
-        path = _file_from_uri(uri)
+        path = self.store.fetch_artifact(uri, self.home / "artifacts" / "cache")
         if not path.is_file():
             raise Refused(f"the artifact of {what} is missing ({path}); train again")
         actual = sha256_file(path)
@@ -504,16 +504,12 @@ class Workspace:
             return None
 
 
-def _file_from_uri(uri: str) -> Path:
-    if uri.startswith("file://"):
-        from urllib.parse import unquote, urlparse
+def open_store(url: str, root: Path, project: str) -> Store:
+    """`sqlite:///path` (relative to the config's directory) or `s3://bucket/prefix?sse=...`."""
+    if url.startswith("s3://"):
+        from .backends.s3_store import S3Location, S3Store
 
-        return Path(unquote(urlparse(uri).path))
-    return Path(uri)
+        return S3Store(S3Location.parse(url), project)
+    from .backends.sqlite_store import SqliteStore, path_from_url
 
-
-def require_passed(verdict: Verdict) -> None:
-    if not verdict.passed:
-        failed = [r for r in verdict.results if not r.passed and r.severity == "fail"]
-        names = ", ".join(f"{r.rule} ({r.reason})" for r in failed)
-        raise GateFailed(f"gate failed for {verdict.sha[:8]}: {names}")
+    return SqliteStore(path_from_url(url, root))

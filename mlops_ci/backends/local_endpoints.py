@@ -9,7 +9,6 @@ A per-endpoint file lock makes concurrent deploys wait or fail naming the holder
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import EndpointConfig
-from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
+from ..errors import ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..records import Deployment, EndpointState, ModelVersion
 from . import DeploymentRecorder
 
@@ -101,40 +100,12 @@ class LocalEndpoints:
 
     @contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
-        locks = self.ws.home / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        path = locks / f"endpoint-{self.project}-{name}.lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held for the duration of the context
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        fh.seek(0)
-                        holder = fh.read().strip() or "another process"
-                        raise Busy(
-                            f"endpoint {name} is locked by {holder}; wait for that deploy to finish "
-                            "or pass a longer --lock-timeout"
-                        ) from None
-                    time.sleep(0.1)
-            fh.seek(0)
-            fh.truncate()
-            run_url = self.ws.env.get("GITHUB_RUN_ID")
-            owner = f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}" + (
-                f" (workflow run {run_url})" if run_url else ""
-            )
-            fh.write(owner)
-            fh.flush()
+        """Deploys to one endpoint are serialised by the store's lock (a file lock for SQLite,
+        a lease object for S3), so jobs on different machines exclude each other too."""
+        from .s3_store import owner_label
+
+        with self.store.lock(f"endpoint {self.project}/{name}", owner_label(self.ws.env), timeout):
             yield
-        finally:
-            try:
-                fh.seek(0)
-                fh.truncate()
-            finally:
-                fh.close()  # closing releases the flock
 
     def _spawn(self, argv: list[str], log: Path, ready: Path, timeout: float) -> dict[str, Any]:
         ready.unlink(missing_ok=True)

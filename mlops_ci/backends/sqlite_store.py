@@ -7,14 +7,17 @@ Concurrent writers are serialised by `BEGIN IMMEDIATE` with a busy timeout.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, Transient
+from ..errors import AlreadyExists, Busy, ConfigError, Transient
 from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
 
 SCHEMA_VERSION = 1
@@ -118,6 +121,8 @@ class SqliteStore:
     def record_run(self, run: Run, series: dict[str, list[float]]) -> None:
         body = run.to_dict()
         with self._write() as c:
+            if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run.run_id,)).fetchone():
+                raise AlreadyExists(f"run {run.run_id} is already recorded")
             c.execute(
                 "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -143,7 +148,7 @@ class SqliteStore:
     def _run(row: sqlite3.Row) -> Run:
         return Run(**json.loads(row["body"]))
 
-    def get_run(self, run_id: str) -> Run | None:  # type: ignore[override]
+    def get_run(self, run_id: str) -> Run | None:
         row = self.conn.execute("SELECT body FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return self._run(row) if row else None
 
@@ -197,6 +202,8 @@ class SqliteStore:
         body = verdict.to_dict()
         body.pop("conclusion")
         with self._write() as c:
+            if c.execute("SELECT 1 FROM verdicts WHERE verdict_id=?", (verdict.verdict_id,)).fetchone():
+                raise AlreadyExists(f"verdict {verdict.verdict_id} is already recorded")
             c.execute(
                 "INSERT INTO verdicts VALUES (?,?,?,?)",
                 (verdict.verdict_id, verdict.run_id, verdict.created, _dumps(body)),
@@ -213,6 +220,23 @@ class SqliteStore:
             "SELECT body FROM verdicts WHERE run_id=? ORDER BY created DESC LIMIT 1", (run_id,)
         ).fetchone()
         return self._verdict(row[0]) if row else None
+
+    def verdicts_for(self, run_id: str) -> list[Verdict]:
+        rows = self.conn.execute("SELECT body FROM verdicts WHERE run_id=? ORDER BY created", (run_id,))
+        return [self._verdict(r[0]) for r in rows]
+
+    def import_version(self, mv: ModelVersion) -> bool:
+        """Insert a version with its number (store import). False when it exists already."""
+        with self._write() as c:
+            if c.execute(
+                "SELECT 1 FROM model_versions WHERE project=? AND (version=? OR sha=?)",
+                (mv.project, mv.version, mv.sha),
+            ).fetchone():
+                return False
+            c.execute(
+                "INSERT INTO model_versions VALUES (?,?,?,?)", (mv.project, mv.version, mv.sha, _dumps(mv.to_dict()))
+            )
+            return True
 
     def get_verdict(self, verdict_id: str) -> Verdict | None:
         row = self.conn.execute("SELECT body FROM verdicts WHERE verdict_id=?", (verdict_id,)).fetchone()
@@ -249,6 +273,8 @@ class SqliteStore:
     # -- deployments and endpoints ----------------------------------------------------------
     def record_deployment(self, deployment: Deployment) -> None:
         with self._write() as c:
+            if c.execute("SELECT 1 FROM deployments WHERE deployment_id=?", (deployment.deployment_id,)).fetchone():
+                raise AlreadyExists(f"deployment {deployment.deployment_id} is already recorded")
             c.execute(
                 "INSERT INTO deployments VALUES (?,?,?,?,?)",
                 (
@@ -286,3 +312,47 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO endpoints VALUES (?,?,?)",
                 (state.project, state.name, _dumps(state.to_dict())),
             )
+
+    @contextmanager
+    def lock(self, name: str, owner: str, timeout: float) -> Iterator[None]:
+        """An exclusive lock next to the database (flock: released even if the holder dies)."""
+        locks = self.path.parent / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", name)
+        fh = open(locks / f"{safe}.lock", "a+")  # noqa: SIM115 - held for the duration of the context
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "another process"
+                        raise Busy(
+                            f"{name} is locked by {holder}; wait for it to finish or pass a longer --lock-timeout"
+                        ) from None
+                    time.sleep(0.1)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{owner} since {time.strftime('%H:%M:%S')}")
+            fh.flush()
+            yield
+        finally:
+            try:
+                fh.seek(0)
+                fh.truncate()
+            finally:
+                fh.close()  # closing releases the flock
+
+    # -- artifacts: local files, content-addressed by the pipeline ---------------------------
+    def put_artifact(self, path: Path, sha256: str) -> str:
+        return path.resolve().as_uri()
+
+    def fetch_artifact(self, uri: str, cache: Path) -> Path:
+        if uri.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            return Path(unquote(urlparse(uri).path))
+        raise ConfigError(f"artifact {uri} is not a local file; this run was recorded by another store")

@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--content-type", default="application/json")
     inv.add_argument("--accept", default="application/json")
 
+    so = sub.add_parser("store", help="export, import or check the run store")
+    sosub = so.add_subparsers(dest="store_command", metavar="ACTION")
+    sx = sosub.add_parser("export", help="write every record as JSON lines")
+    sx.add_argument("--output", "-o", help="file to write (default: stdout)")
+    si = sosub.add_parser("import", help="read JSON lines from `store export` into this store (re-runnable)")
+    si.add_argument("file", help="export file, or - for stdin")
+    sosub.add_parser("check", help="verify artifact digests and references")
+
     st = sub.add_parser("status", help="declared vs live state of every endpoint")
     st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")
     st.add_argument("--json", action="store_true")

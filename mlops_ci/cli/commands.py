@@ -109,6 +109,8 @@ def dispatch(args: argparse.Namespace) -> int:
             return invoke(ws, args.name, body, args.content_type, args.accept)
         if cmd == "status":
             return status(ws, check=args.check, as_json=args.json)
+        if cmd == "store":
+            return store_cmd(ws, args.store_command, getattr(args, "output", None), getattr(args, "file", None))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse rejects these
 
 
@@ -411,3 +413,35 @@ def status(ws: Any, *, check: bool, as_json: bool) -> int:
             + "; ".join(f"{r['name']}: {r['drift']}" for r in drift)
         )
     return 0
+
+
+def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None) -> int:
+    from .. import storeops
+    from ..errors import IntegrityError
+
+    if action == "export":
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                n = storeops.write_export(ws.store, ws.project, fh)
+        else:
+            n = storeops.write_export(ws.store, ws.project, sys.stdout)
+        say(f"exported {n} record(s) of {ws.project} from {ws.cfg.store}")
+        return 0
+    if action == "import":
+        if file is None:
+            raise UsageError("usage: mlops-ci store import FILE")
+        if file == "-":
+            storeops.import_records(ws.store, ws.project, sys.stdin, artifact_cache=ws.home / "artifacts", say=say)
+        else:
+            with open(file, encoding="utf-8") as fh:
+                storeops.import_records(ws.store, ws.project, fh, artifact_cache=ws.home / "artifacts", say=say)
+        return 0
+    if action == "check":
+        problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache")
+        for p in problems:
+            out(p)
+        if problems:
+            raise IntegrityError(f"{len(problems)} problem(s) in {ws.cfg.store}; see above")
+        out(f"{ws.cfg.store}: ok")
+        return 0
+    raise UsageError("usage: mlops-ci store export|import|check")

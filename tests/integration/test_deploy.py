@@ -216,7 +216,7 @@ def test_malformed_payloads_get_4xx_and_the_server_keeps_serving(project: Projec
 
 def test_a_second_deploy_to_the_same_endpoint_waits_then_fails_naming_the_holder(project: Project):
     release(project, "v1.0.0")
-    lock = project.path / ".mlops-ci" / "locks" / "endpoint-fast-production.lock"
+    lock = project.path / ".mlops-ci" / "locks" / "endpoint-fast-production.lock"  # next to the store
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -224,7 +224,7 @@ def test_a_second_deploy_to_the_same_endpoint_waits_then_fails_naming_the_holder
         fh.flush()
         code, _, err = project.cli("deploy", "v1.0.0", "--lock-timeout", "0.3")
     assert code == 8
-    assert "endpoint production is locked by pid 4242 since 12:00:00 (workflow run 99)" in err
+    assert "endpoint fast/production is locked by pid 4242 since 12:00:00 (workflow run 99)" in err
     assert endpoint_state(project, "production")["status"] == "NotDeployed"
     project.ok("deploy", "v1.0.0")  # once released, the deploy goes through
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mlops_ci.backends.sqlite_store import SCHEMA_VERSION, SqliteStore
-from mlops_ci.errors import ConfigError
+from mlops_ci.errors import AlreadyExists, ConfigError
 from mlops_ci.records import ModelVersion, Run
 
 
@@ -56,7 +56,7 @@ def test_failed_runs_are_never_baselines(tmp_path: Path):
 def test_duplicate_run_id_is_rejected_and_nothing_half_written(tmp_path: Path):
     store = SqliteStore(tmp_path / "s.db")
     store.record_run(make_run("r1"), {"loss": [1.0]})
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(AlreadyExists):
         store.record_run(make_run("r1"), {"other": [2.0]})
     assert store.series("r1") == {"loss": [1.0]}
 
