@@ -16,10 +16,16 @@ test:
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[dev]"
 	$(PY) -m pytest
 
+# Benchmarks: a non-editable install (as users get it) plus DVC, the peer compared against.
+bench:
+	$(PYTHON) -m venv --clear .venv-bench
+	.venv-bench/bin/python -m pip install $(PIP_FLAGS) ".[dev]" dvc
+	.venv-bench/bin/python benchmarks/bench.py
+
 # Static checks CI runs after `make test` (uses the virtualenv `make test` built).
 lint:
-	$(PY) -m ruff check mlops_ci tests examples
-	$(PY) -m ruff format --check mlops_ci tests examples
+	$(PY) -m ruff check mlops_ci tests examples benchmarks
+	$(PY) -m ruff format --check mlops_ci tests examples benchmarks
 	$(PY) -m mypy
 	$(VENV)/bin/actionlint .github/workflows/*.yml workflow_templates/*.yml
 	$(VENV)/bin/zizmor --offline actions/*/action.yml workflow_templates/*.yml .github/workflows/*.yml
@@ -27,4 +33,4 @@ lint:
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-actions actions/*/action.yml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench build *.egg-info .pytest_cache .mypy_cache .ruff_cache

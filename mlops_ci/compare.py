@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .config import MetricGoal
@@ -68,8 +69,8 @@ def compare(
     baseline: Run | None,
     baseline_note: str,
     goals: dict[str, MetricGoal],
-    head_series: dict[str, list[float]] | None = None,
-    baseline_series: dict[str, list[float]] | None = None,
+    head_series: Mapping[str, Sequence[float]] | None = None,
+    baseline_series: Mapping[str, Sequence[float]] | None = None,
 ) -> Comparison:
     base_metrics = baseline.metrics if baseline else {}
     metrics = (
@@ -81,7 +82,7 @@ def compare(
         )
     )
     params = diff_params(baseline.params, head.params) if baseline else ()
-    series: dict[str, dict[str, list[float]]] = {}
+    series: dict[str, dict[str, Sequence[float]]] = {}
     hs, bs = head_series or {}, baseline_series or {}
     for name in sorted(set(hs) | set(bs)):
         entry = {}  # shared, not copied: series can be millions of points
@@ -102,7 +103,7 @@ def compare(
     )
 
 
-def downsample(points: list[float], limit: int) -> list[float]:
+def downsample(points: Sequence[float], limit: int) -> list[float]:
     """At most `limit` points, evenly spaced, always keeping the first and the last."""
     n = len(points)
     if n <= limit:

@@ -7,18 +7,18 @@ Every error names ``file:line:col``, the key, and what is allowed; unknown keys 
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from . import _yamlload
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
+if TYPE_CHECKING:
+    from typing import Any
 
 CONFIG_FILE = "mlops-ci.yaml"
 DEFAULT_STORE = "sqlite:///.mlops-ci/store.db"
@@ -177,11 +177,16 @@ class Config:
 
 
 def _digest(payload: Any) -> str:
+    import hashlib  # not at module level: `config check` never needs it
+    import json
+
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _did_you_mean(word: str, options: list[str] | tuple[str, ...]) -> str:
+    import difflib  # only on the error path
+
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -502,6 +507,8 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
                 raise r.fail(sp, "missing 'body' (the request payload to send)")
             body = s["body"]
             if not isinstance(body, str):
+                import json
+
                 body = json.dumps(body)
             smoke.append(
                 SmokeRequest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -170,7 +171,7 @@ class Comparison:
     metrics: tuple[MetricDelta, ...]
     params: tuple[ParamChange, ...]
     config_changed: bool
-    series: dict[str, dict[str, list[float]]]
+    series: dict[str, dict[str, Sequence[float]]]
 
     def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
         """Shallow, fast conversion (asdict deep-copies every series point). `series`
@@ -183,5 +184,7 @@ class Comparison:
             "metrics": [dict(m.__dict__) for m in self.metrics],
             "params": [dict(p.__dict__) for p in self.params],
             "config_changed": self.config_changed,
-            "series": self.series if series is None else series,
+            "series": {n: {k: list(v) for k, v in e.items()} for n, e in self.series.items()}
+            if series is None
+            else series,
         }

@@ -100,7 +100,7 @@ def _mermaid(title: str, steps: int, lo: float, hi: float, lines: list[list[floa
     return "\n".join(body)
 
 
-def _chart(name: str, entry: dict[str, list[float]]) -> str | None:
+def _chart(name: str, entry: dict[str, Sequence[float]]) -> str | None:
     """Mermaid line chart(s) that GitHub renders in place: no image host involved.
 
     Equal-length series share one chart (baseline first, head second); series of different
@@ -139,9 +139,13 @@ def render_markdown(
     head_ref: str | None = None,
     base_ref: str | None = None,
     limit: int = BUDGET,
+    files: bool = False,
 ) -> str:
-    """The PR comment. Sections are added in priority order until the size budget is spent."""
+    """The PR comment. Sections are added in priority order until the size budget is spent.
+    `files`: a store-free diff of two metrics files (`mlops-ci diff`): no gate, no runs."""
     c = comparison
+    if files:
+        return _render_sections(c, [], [f"## mlops-ci diff: {esc(base_ref)} → {esc(head_ref)}"], limit, runs=False)
     head_label = f"{_short(c.head.sha)}" + (f" ({esc(head_ref)})" if head_ref else "")
     if c.baseline:
         base_label = f"{_short(c.baseline.sha)}" + (f" ({esc(base_ref)})" if base_ref else "")
@@ -171,6 +175,10 @@ def render_markdown(
         out.append("> Training config changed since the baseline (config digest differs).")
     if results:
         out += ["", "| | rule | result |", "|---|---|---|", *(_rule_row(r) for r in results)]
+    return _render_sections(c, results, out, limit, runs=True)
+
+
+def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: int, *, runs: bool) -> str:
     tail_note = ""
     used = sum(len(x) + 1 for x in out)
 
@@ -233,6 +241,8 @@ def render_markdown(
     if len(names) > MAX_CHARTS:
         tail_note += f"{len(names) - MAX_CHARTS} more curve(s) in the JSON report. "
 
+    if not runs:
+        return _finish(out, tail_note)
     links = []
     if c.head.links:
         links.append(f"head: {_links(c.head.links)}")
@@ -245,6 +255,10 @@ def render_markdown(
     if c.baseline:
         digest_line += f" · baseline `{(c.baseline.artifact_sha256 or '—')[:16]}`"
     out.append(digest_line)
+    return _finish(out, tail_note)
+
+
+def _finish(out: list[str], tail_note: str) -> str:
     if tail_note:
         out += ["", f"> _Truncated:_ {tail_note.strip()} Run `mlops-ci report --json` for everything."]
     text = "\n".join(out) + "\n"

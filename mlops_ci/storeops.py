@@ -20,7 +20,8 @@ def export(store: Store, project: str) -> Iterator[dict[str, Any]]:
     """Every record of the project as JSON-able dicts, oldest first, runs before their verdicts."""
     yield {"kind": "header", "format": FORMAT, "project": project}
     for run in sorted(store.runs(project, limit=10**9), key=lambda r: (r.finished, r.run_id)):
-        yield {"kind": "run", "run": run.to_dict(), "series": store.series(run.run_id)}
+        series = {k: list(v) for k, v in store.series(run.run_id).items()}
+        yield {"kind": "run", "run": run.to_dict(), "series": series}
         for v in store.verdicts_for(run.run_id):
             d = v.to_dict()
             d.pop("conclusion")

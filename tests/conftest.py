@@ -239,3 +239,8 @@ def run_module(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subp
         text=True,
         check=False,
     )
+
+
+def as_lists(series: dict[str, object]) -> dict[str, list[float]]:
+    """Stores return series as sequences (packed float64 arrays for SQLite)."""
+    return {k: list(v) for k, v in series.items()}  # type: ignore[call-overload]

@@ -19,7 +19,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ class MetricScanner:
 
     def __init__(self, regexes: dict[str, str]):
         self.regexes = {name: re.compile(rx) for name, rx in regexes.items()}
-        self.series: dict[str, list[float]] = {}
+        self.series: dict[str, list[float]] = {}  # appended to while the log streams
 
     def feed(self, line: str) -> None:
         for name, rx in self.regexes.items():
@@ -173,25 +174,27 @@ class MetricScanner:
                 self.series.setdefault(name, []).append(value)
 
 
-def read_metrics_file(path: Path) -> tuple[dict[str, float], dict[str, list[float]]]:
+def read_metrics_file(path: Path) -> tuple[dict[str, float], dict[str, Sequence[float]]]:
     """`{"name": 0.93, "loss": [0.9, 0.5, 0.31]}` → (finals, series). Raises ValueError."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{METRICS_FILE} must hold a JSON object of metric name → number or list of numbers")
     finals: dict[str, float] = {}
-    series: dict[str, list[float]] = {}
+    series: dict[str, Sequence[float]] = {}
     for name, value in data.items():
         if isinstance(value, bool):
             raise ValueError(f"{METRICS_FILE}: metric '{name}' is a boolean, not a number")
         if isinstance(value, int | float):
             finals[name] = float(value)
-        elif (
-            isinstance(value, list)
-            and value
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        ):
-            series[name] = [float(v) for v in value]
-            finals[name] = series[name][-1]
+        elif isinstance(value, list) and value and not any(v is True or v is False for v in value[:1]):
+            try:
+                points = array("d", value)  # converts and type-checks in C: large series stay fast
+            except TypeError:
+                raise ValueError(
+                    f"{METRICS_FILE}: metric '{name}' must be a number or a non-empty list of numbers"
+                ) from None
+            series[name] = points
+            finals[name] = points[-1]
         else:
             raise ValueError(f"{METRICS_FILE}: metric '{name}' must be a number or a non-empty list of numbers")
     return finals, series

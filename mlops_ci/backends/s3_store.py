@@ -27,7 +27,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +183,8 @@ class S3Store:
             token = r["NextContinuationToken"]
 
     # -- runs -------------------------------------------------------------------------------
-    def record_run(self, run: Run, series: dict[str, list[float]]) -> None:
-        self._create(self._key("runs", f"{run.run_id}.series.json"), _dumps(series))
+    def record_run(self, run: Run, series: Mapping[str, Sequence[float]]) -> None:
+        self._create(self._key("runs", f"{run.run_id}.series.json"), _dumps({k: list(v) for k, v in series.items()}))
         self._create(self._key("runs", f"{run.run_id}.json"), _dumps(run.to_dict()))  # the commit point
         summary = {
             "run_id": run.run_id, "sha": run.sha, "status": run.status, "config_digest": run.config_digest,
@@ -232,7 +232,7 @@ class S3Store:
         have = self._index().get("shas", {})
         return {s for s in shas if s in have}
 
-    def series(self, run_id: str) -> dict[str, list[float]]:
+    def series(self, run_id: str) -> dict[str, Sequence[float]]:
         got = self._get(self._key("runs", f"{run_id}.series.json"))
         return got[0] if got else {}
 

@@ -172,3 +172,23 @@ def test_runs_list_and_show(reviewed):
     assert f"commit    {main_sha} (main)" in shown
     code, _, err = project.cli("runs", "show", "deadbeef")
     assert code == 4 and "deadbeef" in err
+
+
+def test_store_free_diff_of_two_metrics_files(project: Project, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"accuracy": 0.8, "loss": [1.0, 0.5], "old": 1}))
+    b.write_text(json.dumps({"accuracy": 0.9, "loss": [1.0, 0.4]}))
+    md = project.ok("diff", str(a), str(b))  # goals come from the project's mlops-ci.yaml
+    assert "| accuracy | 0.8 | 0.9 | +0.1 (+12.50%) | 🟢 better |" in md
+    assert "| loss | 0.5 | 0.4 | -0.1 (-20.00%) | 🟢 better |" in md
+    assert "| old | 1 | — | — | ➖ removed |" in md
+    assert "Gate" not in md and "<!--" not in md
+    data = json.loads(project.ok("diff", str(a), str(b), "--json"))
+    assert {m["name"]: m["direction"] for m in data["comparison"]["metrics"]} == {
+        "accuracy": "better",
+        "loss": "better",
+        "old": "removed",
+    }
+    b.write_text("[1, 2]")
+    code, _, err = project.cli("diff", str(a), str(b))
+    assert code == 2 and "b.json" in err and "JSON object" in err

@@ -7,6 +7,7 @@ import pytest
 
 from mlops_ci.backends import TrainingSpec
 from mlops_ci.backends.local_training import MetricScanner, cmd_args, encode_hyperparameters, layout, read_metrics_file
+from tests.conftest import as_lists
 
 
 def spec(tmp_path: Path, **hps: object) -> TrainingSpec:
@@ -81,8 +82,9 @@ def test_metric_scanner_collects_series_like_metric_definitions():
 def test_metrics_file(tmp_path: Path):
     f = tmp_path / "metrics.json"
     f.write_text(json.dumps({"acc": 0.9, "loss": [1, 0.5]}))
-    assert read_metrics_file(f) == ({"acc": 0.9, "loss": 0.5}, {"loss": [1.0, 0.5]})
-    for bad in ([1, 2], {"acc": "high"}, {"acc": True}, {"acc": []}):
+    finals, series = read_metrics_file(f)
+    assert (finals, as_lists(series)) == ({"acc": 0.9, "loss": 0.5}, {"loss": [1.0, 0.5]})
+    for bad in ([1, 2], {"acc": "high"}, {"acc": True}, {"acc": []}, {"acc": [1, "x"]}, {"acc": [True, 1]}):
         f.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=r"metrics.json"):
             read_metrics_file(f)

@@ -15,6 +15,7 @@ import pytest
 from mlops_ci.backends.sqlite_store import SCHEMA_VERSION, SqliteStore
 from mlops_ci.errors import AlreadyExists, ConfigError
 from mlops_ci.records import ModelVersion, Run
+from tests.conftest import as_lists
 
 
 def make_run(run_id: str, sha: str = "a" * 40, status: str = "completed", finished: float = 1.0) -> Run:
@@ -40,7 +41,7 @@ def test_run_round_trip_with_series(tmp_path: Path):
     run = make_run("r1")
     store.record_run(run, {"loss": [1.0, 0.5]})
     assert store.get_run("r1") == run
-    assert store.series("r1") == {"loss": [1.0, 0.5]}
+    assert as_lists(store.series("r1")) == {"loss": [1.0, 0.5]}
     assert store.latest_completed("p", "a" * 40, "cfg") == run
     assert store.latest_completed("p", "a" * 40, "other") is None
     assert store.shas_with_runs("p", ["a" * 40, "b" * 40]) == {"a" * 40}
@@ -58,7 +59,7 @@ def test_duplicate_run_id_is_rejected_and_nothing_half_written(tmp_path: Path):
     store.record_run(make_run("r1"), {"loss": [1.0]})
     with pytest.raises(AlreadyExists):
         store.record_run(make_run("r1"), {"other": [2.0]})
-    assert store.series("r1") == {"loss": [1.0]}
+    assert as_lists(store.series("r1")) == {"loss": [1.0]}
 
 
 def _write_runs(args: tuple[str, str, int]) -> None:

@@ -1,0 +1,336 @@
+"""mlops-ci's own cost, measured: every figure as median / min / max over repeated runs, the
+ratio to a reference measured in the same run, its budget, and pass/fail.
+
+    python benchmarks/bench.py [--output benchmarks/results.json] [--repeat N]
+
+Run through `make bench`, which installs mlops-ci non-editable in its own virtualenv (an
+editable install adds an import hook to every interpreter start) together with DVC, the peer
+measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MLOPS_CI = str(BIN / "mlops-ci")
+HEAVY = ("boto3", "botocore", "sagemaker", "comet_ml", "github", "git", "numpy")
+GIT_ENV = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x.invalid", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@x.invalid"}  # fmt: skip
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, name: str, samples: list[float], *, unit: str = "s", reference: float | None = None,
+            ref_name: str = "", budget: str = "", ok: bool | None = None, note: str = "") -> None:  # fmt: skip
+        med = statistics.median(samples)
+        row = {
+            "name": name, "unit": unit, "median": med, "min": min(samples), "max": max(samples), "n": len(samples),
+            "reference": reference, "reference_name": ref_name,
+            "ratio": (med / reference) if reference else None, "budget": budget, "pass": ok, "note": note,
+        }  # fmt: skip
+        self.rows.append(row)
+        print(self.format(row), flush=True)
+
+    @staticmethod
+    def format(r: dict[str, Any]) -> str:
+        def v(x: float | None) -> str:
+            if x is None:
+                return "-"
+            return f"{x * 1000:.1f}ms" if r["unit"] == "s" else f"{x:g}"
+
+        ratio = f"{r['ratio']:.2f}x {r['reference_name']}" if r["ratio"] is not None else ""
+        verdict = {True: "PASS", False: "FAIL", None: "info"}[r["pass"]]
+        return (f"{verdict:<5} {r['name']:<58} median {v(r['median']):>9} (min {v(r['min'])}, max {v(r['max'])})"
+                f"  {ratio:<26} budget: {r['budget'] or '-'}  {r['note']}")  # fmt: skip
+
+
+def timed(cmd: list[str], n: int, cwd: Path | None = None, env: dict[str, str] | None = None) -> list[float]:
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        out.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed: {proc.stderr.decode()[-500:]}")
+    return out
+
+
+def peak_rss_mb(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True);"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=cwd, env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return int(out.stdout.strip()) / 1024
+
+
+def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, input=stdin, capture_output=True, check=True
+    ).stdout.decode()
+
+
+# -- 1. start-up -------------------------------------------------------------------------------
+def bench_startup(rep: Report, n: int) -> None:
+    example = ROOT / "examples" / "classifier"
+    base = timed([sys.executable, "-c", "pass"], n)
+    ref = statistics.median(base)
+    rep.add("python -c pass (reference)", base)
+    for args, cwd in ((["--version"], ROOT), (["config", "check"], example)):
+        s = timed([MLOPS_CI, *args], n, cwd=cwd)
+        ratio = statistics.median(s) / ref
+        rep.add(f"mlops-ci {' '.join(args)}", s, reference=ref, ref_name="python -c pass", budget="<= 3x",
+                ok=ratio <= 3.0)  # fmt: skip
+        probe = subprocess.run([sys.executable, "-X", "importtime", MLOPS_CI, *args], cwd=cwd, capture_output=True,
+                               text=True, check=True)  # fmt: skip
+        loaded = {line.split("|")[-1].strip().split(".")[0] for line in probe.stderr.splitlines() if "|" in line}
+        heavy = sorted(set(HEAVY) & loaded)
+        rep.add(f"  heavy SDKs imported by `{' '.join(args)}`", [float(len(heavy))], unit="count", budget="0",
+                ok=not heavy, note=", ".join(heavy))  # fmt: skip
+
+
+# -- 2. diff and report ---------------------------------------------------------------------------
+def write_metrics(path: Path, n_metrics: int, steps: int, shift: float) -> None:
+    if steps:
+        data = {f"metric_{i:04d}": [round((i + j * 0.001) * shift, 6) for j in range(steps)] for i in range(n_metrics)}
+    else:
+        data = {f"metric_{i:04d}": round(i * shift + 0.5, 6) for i in range(n_metrics)}
+    path.write_text(json.dumps(data))
+
+
+def bench_diff(rep: Report, n: int, tmp: Path) -> None:
+    a, b = tmp / "series_a.json", tmp / "series_b.json"
+    write_metrics(a, 1000, 10_000, 1.0)
+    write_metrics(b, 1000, 10_000, 1.01)
+    for fmt in ([], ["--json"]):
+        s = timed([MLOPS_CI, "diff", str(a), str(b), *fmt], n, cwd=tmp)
+        rep.add(f"diff of two 88 MB text files (1,000 x 10,000) -> {'JSON' if fmt else 'markdown'}", s,
+                note="bound by json.loads: ~0.65 s per file")  # fmt: skip
+
+    # The budgeted figure: two stored runs (what `report` compares on a PR).
+    sys.path.insert(0, str(ROOT))
+    from mlops_ci.backends.local_training import read_metrics_file
+    from mlops_ci.backends.sqlite_store import SqliteStore
+    from mlops_ci.records import Run
+
+    repo = tmp / "big-runs"
+    repo.mkdir()
+    (repo / "mlops-ci.yaml").write_text("project: big\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "b")
+    shas = git(repo, "rev-list", "main").split()
+    store = SqliteStore(repo / ".mlops-ci" / "store.db")
+    for i, (sha, path) in enumerate(((shas[1], a), (shas[0], b))):
+        finals, series = read_metrics_file(path)
+        store.record_run(Run(run_id=f"r{i}", project="big", sha=sha, branch="main", config_digest="d",
+                             status="completed", backend="local", started=i, finished=i + 1.0, metrics=finals),
+                         series)  # fmt: skip
+    store.close()
+    for fmt in ([], ["--json"]):
+        s = timed([MLOPS_CI, "report", *fmt], n, cwd=repo)
+        rep.add(f"report, two stored runs, 1,000 metrics x 10,000 steps -> {'JSON' if fmt else 'markdown'}", s,
+                budget="<= 1 s", ok=statistics.median(s) <= 1.0,
+                note=f"peak RSS {peak_rss_mb([MLOPS_CI, 'report', *fmt], repo):.0f} MB")  # fmt: skip
+
+    # Side by side with DVC on the same two scalar metrics files.
+    dvc = BIN / "dvc"
+    repo = tmp / "dvc-repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    sa, sb = tmp / "scalar_a.json", tmp / "scalar_b.json"
+    write_metrics(sa, 1000, 0, 1.0)
+    write_metrics(sb, 1000, 0, 1.01)
+    ours = timed([MLOPS_CI, "diff", str(sa), str(sb)], n, cwd=tmp)
+    if not dvc.exists():
+        rep.add("diff 1,000 scalar metrics (mlops-ci diff --md)", ours, note="DVC not installed: no comparison")
+        return
+    subprocess.run([str(dvc), "init", "-q"], cwd=repo, check=True)
+    shutil.copy(sa, repo / "metrics.json")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "a")
+    shutil.copy(sb, repo / "metrics.json")
+    git(repo, "commit", "-qam", "b")
+    theirs = timed([str(dvc), "metrics", "diff", "HEAD~1", "HEAD", "--targets", "metrics.json", "--md"], n, cwd=repo)
+    ref = statistics.median(theirs)
+    rep.add("dvc metrics diff --md, 1,000 metrics (peer)", theirs)
+    rep.add("mlops-ci diff, same 1,000 metrics", ours, reference=ref, ref_name="DVC", budget="faster than DVC",
+            ok=statistics.median(ours) < ref)  # fmt: skip
+
+
+# -- 3. sticky comment ----------------------------------------------------------------------------
+def bench_comment(rep: Report, n: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from mlops_ci.backends.github import GitHubClient, GitHubSettings, RetryPolicy
+    from tests.fakes.github_api import ALL_PERMISSIONS, FakeGitHub
+
+    fake = FakeGitHub(tokens={"t": ALL_PERMISSIONS}).start()
+    try:
+        settings = GitHubSettings(fake.base_url, "t", "acme/models", "https://github.example", None, None, 0)
+        client = GitHubClient(settings, retry=RetryPolicy())
+        marker = "<!-- mlops-ci:report project=bench -->"
+        for number, existing in ((1, 10), (2, 500), (3, 3000)):
+            fake._new_comment("acme/models", number, marker + "\nfirst", "github-actions[bot]")
+            fake.add_comments("acme/models", number, existing)
+            times, calls = [], []
+            for i in range(n):
+                fake.requests.clear()
+                start = time.perf_counter()
+                client.upsert_comment(number, f"{marker}\nbody {i}", marker)
+                times.append(time.perf_counter() - start)
+                calls.append(len(fake.requests))
+            rep.add(f"sticky comment update, PR with {existing:,} comments: API calls", [float(c) for c in calls],
+                    unit="count", budget="constant (2)", ok=max(calls) == 2)  # fmt: skip
+            rep.add(f"sticky comment update, PR with {existing:,} comments: wall time", times)
+        for number, existing in ((4, 10), (5, 3000)):  # first report on a PR: nothing to find
+            fake.add_comments("acme/models", number, existing)
+            fake.requests.clear()
+            client.upsert_comment(number, f"{marker}\nnew", marker)
+            rep.add(f"sticky comment create, PR with {existing:,} comments: API calls",
+                    [float(len(fake.requests))], unit="count", note="once per PR; scans the pages")  # fmt: skip
+    finally:
+        fake.stop()
+
+
+# -- 4. local training overhead --------------------------------------------------------------------
+def bench_training(rep: Report, n: int, tmp: Path) -> None:
+    repo = tmp / "noop"
+    repo.mkdir()
+    (repo / "train.py").write_text("pass\n")
+    (repo / "mlops-ci.yaml").write_text("project: noop\ntraining:\n  entry_point: train.py\n")
+    (repo / ".gitignore").write_text(".mlops-ci/\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "noop")
+    direct = timed([sys.executable, "train.py"], n, cwd=repo)
+    ours = timed([MLOPS_CI, "train", "--force"], n, cwd=repo)
+    over = statistics.median(ours) - statistics.median(direct)
+    rep.add("python train.py (no-op script, reference)", direct)
+    rep.add("mlops-ci train --force (same script)", ours, reference=statistics.median(direct), ref_name="direct",
+            budget="<= 0.5 s over", ok=over <= 0.5, note=f"overhead {over * 1000:.0f}ms")  # fmt: skip
+
+
+# -- 5. run store at scale -------------------------------------------------------------------------
+def bench_store(rep: Report, n: int, tmp: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from mlops_ci.backends.sqlite_store import SqliteStore
+    from mlops_ci.records import Run
+
+    repo = tmp / "history"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commits = 5000
+    stream = []
+    cfg = "project: big\nmetrics: {m0: maximize}\ngate:\n  rules:\n    - {metric: m0, max_regression: 5%}\n"
+    for i in range(commits):
+        stream.append(f"commit refs/heads/main\nmark :{i + 1}\ncommitter b <b@x.invalid> {1_700_000_000 + i} +0000\n"
+                      f"data {len(str(i))}\n{i}\n")  # fmt: skip
+        if i == 0:
+            stream.append(f"M 644 inline mlops-ci.yaml\ndata {len(cfg)}\n{cfg}\n")
+        body = f"{i}\n"
+        stream.append(f"M 644 inline counter.txt\ndata {len(body)}\n{body}\n")
+    git(repo, "fast-import", "--quiet", stdin="".join(stream).encode())
+    git(repo, "checkout", "-q", "main")
+    shas = git(repo, "rev-list", "main").split()  # newest first
+    store = SqliteStore(repo / ".mlops-ci" / "store.db")
+    t0 = time.perf_counter()
+    for i in range(9_999):  # the newest 500 commits have no run: the baseline walk is long
+        sha = shas[500 + i % (commits - 500)]
+        run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
+                  status="completed", backend="local", started=i, finished=i + 1.0,
+                  metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
+        store.record_run(run, {"loss": [1.0 / (j + 1) for j in range(100)]})
+    head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
+               status="completed", backend="local", started=1e9, finished=1e9 + 1,
+               metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
+    store.record_run(head, {"loss": [0.5] * 100})
+    store.close()
+    rep.add("store setup: 10,000 runs recorded (one transaction each)", [time.perf_counter() - t0],
+            note=f"{commits:,} commits")  # fmt: skip
+    for label, args in (("runs (list)", ["runs"]), ("report (baseline 500 commits back)", ["report", "--json"]),
+                        ("gate (baseline lookup + verdict)", ["gate"])):  # fmt: skip
+        s = timed([MLOPS_CI, *args], n, cwd=repo)
+        mb = peak_rss_mb([MLOPS_CI, *args], repo)
+        rep.add(f"10,000 runs / 5,000 commits: {label}", s, budget="<= 1 s", ok=statistics.median(s) <= 1.0,
+                note=f"peak RSS {mb:.0f} MB")  # fmt: skip
+
+
+# -- 6. S3 upload dedupe ---------------------------------------------------------------------------
+def bench_s3(rep: Report, tmp: Path) -> None:
+    try:
+        import boto3
+        from moto import mock_aws
+    except ImportError:
+        rep.add("S3 artifact upload dedupe", [0.0], unit="bytes", note="moto not installed: skipped")
+        return
+    from mlops_ci._files import sha256_file
+    from mlops_ci.backends.s3_store import S3Location, S3Store
+
+    artifact = tmp / "model.tar.gz"
+    artifact.write_bytes(os.urandom(8 * 1024 * 1024))
+    digest = sha256_file(artifact)
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bench")
+        store = S3Store(S3Location("bench", "p"), "bench", client)
+        store.put_artifact(artifact, digest)
+        first = store.uploaded_bytes
+        store.put_artifact(artifact, digest)
+        second = store.uploaded_bytes - first
+    rep.add("S3 artifact upload, first time (8 MiB)", [float(first)], unit="bytes")
+    rep.add("S3 artifact upload, unchanged artifact", [float(second)], unit="bytes", budget="0", ok=second == 0,
+            note="the SageMaker source upload will use the same content addressing")  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
+    p.add_argument("--repeat", type=int, default=15, help="runs per start-up figure (others use a third)")
+    a = p.parse_args()
+    rep = Report()
+    n_small = max(3, a.repeat // 3)
+    with tempfile.TemporaryDirectory(prefix="mlops-ci-bench-") as d:
+        tmp = Path(d)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("start-up", lambda: bench_startup(rep, a.repeat)),
+            ("diff and report", lambda: bench_diff(rep, n_small, tmp)),
+            ("sticky comment", lambda: bench_comment(rep, n_small)),
+            ("local training", lambda: bench_training(rep, n_small, tmp)),
+            ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
+            ("S3 dedupe", lambda: bench_s3(rep, tmp)),
+        ]
+        for title, fn in steps:
+            print(f"\n== {title}", flush=True)
+            fn()
+    failed = [r["name"] for r in rep.rows if r["pass"] is False]
+    result = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "figures": rep.rows,
+        "failed": failed,
+    }
+    Path(a.output).write_text(json.dumps(result, indent=2))
+    print(f"\n{len(rep.rows)} figures, {len(failed)} over budget; JSON: {a.output}")
+    for name in failed:
+        print(f"  over budget: {name}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
