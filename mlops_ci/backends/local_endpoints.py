@@ -478,6 +478,12 @@ class LocalEndpoints:
             raise EndpointBroken(
                 f"endpoint {name} at {state.url} does not answer ({exc}); `mlops-ci deploy` or `rollback` restarts it"
             ) from None
+        if status in (502, 503) and headers.get("server", "").startswith("mlops-ci-router"):
+            # the router is up, but no healthy model server is behind it
+            raise EndpointBroken(
+                f"endpoint {name} at {state.url} has no healthy model server "
+                f"({data.decode('utf-8', 'replace')[:200]}); `mlops-ci deploy` or `rollback` starts one"
+            )
         return status, headers.get("content-type", ""), data
 
     def listing(self) -> list[dict[str, Any]]:

@@ -82,7 +82,8 @@ class S3Store:
             from botocore.config import Config
 
             # boto3 honours AWS_ENDPOINT_URL(_S3), AWS_REGION and the OIDC web-identity variables
-            client = boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+            # standard retry mode: throttling and 5xx retried with backoff (AWS_MAX_ATTEMPTS, default 3)
+            client = boto3.client("s3", config=Config(retries={"mode": "standard"}))
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
