@@ -328,13 +328,16 @@ class S3Store:
             raise MlopsCiError(f"the claim on {sha[:8]} was taken over while promoting; v{n} exists, run `store check`")
         return mv, True
 
-    def versions(self, project: str) -> list[ModelVersion]:
-        self._check_project(project)
-        out = []
-        for key in self._list(self._key("versions") + "/"):
+    def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every JSON object under `prefix` (a listing, then one GET each)."""
+        for key in self._list(prefix):
             got = self._get(key)
             if got:
-                out.append(ModelVersion(**got[0]))
+                yield got[0]
+
+    def versions(self, project: str) -> list[ModelVersion]:
+        self._check_project(project)
+        out = [ModelVersion(**d) for d in self._objects(self._key("versions") + "/")]
         return sorted(out, key=lambda v: v.version)
 
     def version_for_sha(self, project: str, sha: str) -> ModelVersion | None:
@@ -357,11 +360,7 @@ class S3Store:
     def deployments(self, project: str, endpoint: str | None = None) -> list[Deployment]:
         self._check_project(project)
         prefix = self._key("deployments", endpoint) + "/" if endpoint else self._key("deployments") + "/"
-        out = []
-        for key in self._list(prefix):
-            got = self._get(key)
-            if got:
-                out.append(Deployment(**got[0]))
+        out = [Deployment(**d) for d in self._objects(prefix)]
         return sorted(out, key=lambda d: (d.finished, d.deployment_id))
 
     def endpoint_state(self, project: str, name: str) -> EndpointState | None:
@@ -371,11 +370,7 @@ class S3Store:
 
     def endpoint_states(self, project: str) -> list[EndpointState]:
         self._check_project(project)
-        out = []
-        for key in self._list(self._key("endpoints") + "/"):
-            got = self._get(key)
-            if got:
-                out.append(EndpointState(**got[0]))
+        out = [EndpointState(**d) for d in self._objects(self._key("endpoints") + "/")]
         return sorted(out, key=lambda s: s.name)
 
     def put_endpoint_state(self, state: EndpointState) -> None:

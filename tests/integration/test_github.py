@@ -47,13 +47,13 @@ def client(fake: FakeGitHub, token: str = TOKEN, clock: Clock | None = None) -> 
     return GitHubClient(settings, retry=RetryPolicy(sleep=clock.sleep, clock=clock.time))
 
 
-def actions_env(monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Path, project: Project,
-                *, token: str = TOKEN, number: int = 7, head_ref: str = "tune") -> Path:  # fmt: skip
+def actions_env(monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Path, project: Project, *,
+                token: str = TOKEN, number: int = 7, head_ref: str = "tune", title: str = "Tune") -> Path:  # fmt: skip
     head = project.git("rev-parse", "HEAD")
     event = tmp_path / "event.json"
     event.write_text(json.dumps({
         "number": number,
-        "pull_request": {"number": number, "title": "Tune", "head": {"sha": head, "ref": head_ref},
+        "pull_request": {"number": number, "title": title, "head": {"sha": head, "ref": head_ref},
                          "base": {"ref": "main"}},
     }))  # fmt: skip
     summary = tmp_path / "summary.md"
@@ -110,12 +110,15 @@ def test_the_pr_head_not_the_merge_commit_is_reported(pr: Project, fake: FakeGit
 
 
 def test_hostile_branch_name_is_escaped_in_the_comment(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
-    actions_env(monkeypatch, fake, tmp_path, pr, head_ref="x`$(touch /tmp/pwned)`<img src=x onerror=alert(1)>@org/team")
+    hostile_title = "`$(touch /tmp/pwned-title)` <script>alert(1)</script> @everyone"
+    actions_env(monkeypatch, fake, tmp_path, pr, head_ref="x`$(touch /tmp/pwned)`<img src=x onerror=alert(1)>@org/team",
+                title=hostile_title)  # fmt: skip
     pr.ok("report", "--post")
     (comment,) = fake.pr_comments(REPO, 7)
     assert "<img" not in comment["body"] and "@org" not in comment["body"]
     assert "\\`$(touch /tmp/pwned)\\`&lt;img src=x onerror=alert(1)&gt;&#64;org/team" in comment["body"]
-    assert not Path("/tmp/pwned").exists()
+    assert not Path("/tmp/pwned").exists() and not Path("/tmp/pwned-title").exists()
+    assert "<script>" not in comment["body"] and "@everyone" not in comment["body"]
 
 
 def test_gate_check_run_created_then_updated_with_annotations(pr: Project, fake, tmp_path, monkeypatch):
