@@ -61,7 +61,10 @@ class Workspace:
         say: Callable[[str], None] = _quiet,
         warn: Callable[[str], None] | None = None,
         token: str | None = None,
+        dry_run: bool = False,
     ):
+        self.dry_run = dry_run
+        self.plan: list[dict[str, Any]] = []  # what a --dry-run would have done, in order
         self.env = env
         self.say = say
         self.warn = warn or (lambda msg: say(f"warning: {msg}"))
@@ -94,6 +97,10 @@ class Workspace:
     def project(self) -> str:
         return self.cfg.project
 
+    def would(self, target: str, action: str, **detail: Any) -> None:
+        """Record a step a dry run skips: `target` is local, store or github."""
+        self.plan.append({"target": target, "action": action, **detail})
+
     # -- resolution -----------------------------------------------------------------------
     def resolve_sha(self, ref: str | None) -> str:
         return self.ctx.sha if ref is None else self.git.resolve(ref)
@@ -117,8 +124,10 @@ class Workspace:
         return run
 
     # -- train ----------------------------------------------------------------------------
-    def train(self, ref: str | None = None, *, allow_dirty: bool = False, force: bool = False) -> tuple[Run, bool]:
-        """Train the commit `ref` (default HEAD). Returns (run, reused)."""
+    def train(
+        self, ref: str | None = None, *, allow_dirty: bool = False, force: bool = False
+    ) -> tuple[Run | None, bool]:
+        """Train the commit `ref` (default HEAD). Returns (run, reused); (None, False) on a dry run."""
         cfg = self.cfg
         sha = self.resolve_sha(ref)
         source_rel = self._source_rel()
@@ -136,6 +145,11 @@ class Workspace:
             if existing:
                 return existing, True
         run_id = f"{sha[:8]}-{secrets.token_hex(3)}"
+        if self.dry_run:  # resolve everything in a throw-away directory, record nothing
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="mlops-ci-dry-run-") as tmp:
+                return self._train_plan(sha, dirty, digest, Path(tmp), run_id)
         workdir = self.home / "runs" / run_id
         workdir.mkdir(parents=True)
         snapshot = workdir / "src"
@@ -199,6 +213,33 @@ class Workspace:
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
         return run, False
+
+    def _train_plan(self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str) -> tuple[None, bool]:
+        from .backends.local_training import cmd_args
+
+        cfg = self.cfg
+        snapshot = workdir / "src"
+        if dirty:
+            shutil.copytree(self.git.root, snapshot, ignore=shutil.ignore_patterns(".git", ".mlops-ci", "__pycache__"))
+        else:
+            self.git.extract(sha, snapshot)
+        project_dir = snapshot / self._source_rel()
+        if not (project_dir / cfg.training.source_dir / cfg.training.entry_point).is_file():
+            raise ConfigError(
+                f"{cfg.file}: training.entry_point '{cfg.training.entry_point}' does not exist in "
+                f"{cfg.training.source_dir!r} at commit {sha[:8]}; fix the path or commit the file"
+            )
+        _, data = self._channels(project_dir)
+        self.would(
+            "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
+            job_name=f"{self.project}-{run_id}",
+            command=[cfg.training.python or "python", cfg.training.entry_point,
+                     *cmd_args(cfg.training.hyperparameters)],
+            channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
+        )  # fmt: skip
+        self.would("store", "put artifact", key="artifacts/<sha256 of model.tar.gz>", store=cfg.store)
+        self.would("store", "record run", run_id=f"{sha[:8]}-<random>", sha=sha, store=cfg.store)
+        return None, False
 
     def _source_rel(self) -> Path:
         try:
@@ -345,6 +386,10 @@ class Workspace:
         )
         if review.head.dirty:
             raise Refused("this run was trained from a dirty work tree; commit, train and gate again")
+        if self.dry_run:
+            self.would("store", "record verdict", run_id=verdict.run_id, passed=verdict.passed,
+                       baseline_run_id=verdict.baseline_run_id, gate_digest=verdict.gate_digest)  # fmt: skip
+            return verdict
         self.store.record_verdict(verdict)
         return verdict
 
@@ -372,6 +417,11 @@ class Workspace:
                 created=time.time(),
             )
 
+        if self.dry_run:
+            mv = make(max((v.version for v in self.store.versions(self.project)), default=0) + 1)
+            self.would("store", "register model version", version=mv.version, sha=mv.sha,
+                       artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
+            return mv, True
         return self.store.promote(make, run.sha, self.project)
 
     def check_provenance(self, run: Run) -> Verdict:
@@ -450,6 +500,10 @@ class Workspace:
         if number is None:
             raise UsageError("--post needs a pull request: run on a pull_request event or pass --pr NUMBER")
         try:
+            if self.dry_run:
+                for req in self.github().plan_comment(number, markdown, marker(self.project)):
+                    self.would("github", "request", **req)
+                return None
             return self.github().upsert_comment(number, markdown, marker(self.project))
         except BadCredentials:
             raise
@@ -479,6 +533,14 @@ class Workspace:
             if not r.passed and not r.skipped and r.line
         ]  # fmt: skip
         try:
+            if self.dry_run:
+                plan = self.github().plan_check(
+                    verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
+                    GitHubSettings.from_env(self.env).run_url,
+                )  # fmt: skip
+                for req in plan:
+                    self.would("github", "request", **req)
+                return None
             return str(
                 self.github().publish_check(
                     verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,

@@ -72,6 +72,8 @@ class DeploymentRecorder(Protocol):
 
     def begin(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str) -> None: ...
     def end(self, outcome: str, url: str | None, detail: str) -> None: ...
+    def plan(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str, url: str, detail: str
+             ) -> list[dict[str, Any]]: ...  # fmt: skip
 
 
 class TrainingBackend(Protocol):

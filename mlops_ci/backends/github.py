@@ -195,6 +195,88 @@ class GitHubClient:
     def _call(self, what: str, fn: Callable[[], T], permission: str) -> T:
         return self.retry.call(what, fn, permission=permission, repository=self.settings.repository)
 
+    def _path(self, *parts: object) -> str:
+        return "/".join([f"/repos/{self.settings.repository}", *(str(p) for p in parts)])
+
+    # The request bodies below are shared by the real calls and the dry-run plan, so a plan
+    # shows exactly what the real run sends.
+    def _deployment_args(self, sha: str, environment: str, description: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ref": sha, "environment": environment, "description": description[:140], "payload": payload,
+            "auto_merge": False, "required_contexts": [], "transient_environment": False,
+            "production_environment": environment in ("production", "prod"),
+        }  # fmt: skip
+
+    def _status_args(self, state: str, description: str, environment_url: str) -> dict[str, Any]:
+        kw: dict[str, Any] = {"description": description[:140]}
+        if self.settings.run_url:
+            kw["target_url"] = self.settings.run_url  # shown as the log URL
+        if environment_url:
+            kw["environment_url"] = environment_url
+        if state == "success":
+            kw["auto_inactive"] = True  # GitHub marks the previous deployments inactive
+        return kw
+
+    @staticmethod
+    def _check_batches(title: str, summary: str, annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        batches = [annotations[i : i + MAX_ANNOTATIONS_PER_REQUEST]
+                   for i in range(0, len(annotations), MAX_ANNOTATIONS_PER_REQUEST)] or [[]]  # fmt: skip
+        return [{"title": title[:255], "summary": summary[:65535], "annotations": b} for b in batches]
+
+    # -- dry-run plans: reads happen (to know what would be edited), writes are only described --
+    def plan_comment(self, number: int, body: str, marker: str) -> list[dict[str, Any]]:
+        issue = self.repo.get_issue(number)
+        existing = self._call(
+            f"read the comments of PR #{number}", lambda: self._find(issue, marker), "pull-requests:read"
+        )
+        if not existing:
+            return [{"method": "POST", "path": self._path("issues", number, "comments"), "body": {"body": body}}]
+        reqs: list[dict[str, Any]] = [
+            {"method": "DELETE", "path": self._path("issues", "comments", d.id)} for d in existing[1:]
+        ]
+        if existing[0].body != body:
+            reqs.append(
+                {"method": "PATCH", "path": self._path("issues", "comments", existing[0].id), "body": {"body": body}}
+            )
+        return reqs
+
+    def plan_check(
+        self, sha: str, name: str, conclusion: str, title: str, summary: str,
+        annotations: list[dict[str, Any]], details_url: str | None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        runs = self._call(
+            f"read the check runs of {sha[:8]}",
+            lambda: list(self.repo.get_commit(sha).get_check_runs(check_name=name)),
+            "checks:read",
+        )
+        outputs = self._check_batches(title, summary, annotations)
+        extra: dict[str, Any] = {"details_url": details_url} if details_url else {}
+        body = {"status": "completed", "conclusion": conclusion, "output": outputs[0], **extra}
+        if runs:
+            path = self._path("check-runs", runs[0].id)
+            reqs = [{"method": "PATCH", "path": path, "body": body}]
+        else:
+            path = self._path("check-runs", "{id}")
+            reqs = [
+                {"method": "POST", "path": self._path("check-runs"), "body": {"name": name, "head_sha": sha, **body}}
+            ]
+        reqs += [{"method": "PATCH", "path": path, "body": {"output": o}} for o in outputs[1:]]
+        return reqs
+
+    def plan_deployment(
+        self, sha: str, environment: str, description: str, payload: dict[str, Any], environment_url: str,
+        final_description: str,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        statuses = self._path("deployments", "{id}", "statuses")
+        return [
+            {"method": "POST", "path": self._path("deployments"),
+             "body": self._deployment_args(sha, environment, description, payload)},
+            {"method": "POST", "path": statuses,
+             "body": {"state": "in_progress", **self._status_args("in_progress", description, "")}},
+            {"method": "POST", "path": statuses,
+             "body": {"state": "success", **self._status_args("success", final_description, environment_url)}},
+        ]  # fmt: skip
+
     # -- sticky comment ----------------------------------------------------------------------
     def _find(self, issue: github.Issue.Issue, marker: str) -> list[github.IssueComment.IssueComment]:
         """Comments that start with `marker`, oldest first. Looks at the first page, then (if
@@ -261,19 +343,17 @@ class GitHubClient:
         def op() -> str:
             commit = self.repo.get_commit(sha)
             runs = list(commit.get_check_runs(check_name=name))
-            batches = [annotations[i : i + MAX_ANNOTATIONS_PER_REQUEST]
-                       for i in range(0, len(annotations), MAX_ANNOTATIONS_PER_REQUEST)] or [[]]  # fmt: skip
-            output: dict[str, Any] = {"title": title[:255], "summary": summary[:65535], "annotations": batches[0]}
+            outputs = self._check_batches(title, summary, annotations)
             extra: dict[str, Any] = {"details_url": details_url} if details_url else {}
             if runs:
                 run = runs[0]
-                run.edit(status="completed", conclusion=conclusion, output=output, **extra)
+                run.edit(status="completed", conclusion=conclusion, output=outputs[0], **extra)
             else:
                 run = self.repo.create_check_run(
-                    name=name, head_sha=sha, status="completed", conclusion=conclusion, output=output, **extra
+                    name=name, head_sha=sha, status="completed", conclusion=conclusion, output=outputs[0], **extra
                 )
-            for batch in batches[1:]:
-                run.edit(output={"title": output["title"], "summary": output["summary"], "annotations": batch})
+            for output in outputs[1:]:
+                run.edit(output=output)
             return "check"
 
         try:
@@ -299,12 +379,7 @@ class GitHubClient:
         self, sha: str, environment: str, description: str, payload: dict[str, Any]
     ) -> github.Deployment.Deployment:
         def op() -> github.Deployment.Deployment:
-            dep = self.repo.create_deployment(
-                ref=sha, environment=environment, description=description[:140], payload=payload,
-                auto_merge=False, required_contexts=[], transient_environment=False,
-                production_environment=environment in ("production", "prod"),
-            )  # fmt: skip
-            return dep
+            return self.repo.create_deployment(**self._deployment_args(sha, environment, description, payload))
 
         dep = self._call(f"create a deployment of {sha[:8]} to {environment}", op, "deployments:write")
         self.deployment_status(dep, "in_progress", description=description)
@@ -313,13 +388,7 @@ class GitHubClient:
     def deployment_status(
         self, dep: github.Deployment.Deployment, state: str, *, description: str = "", environment_url: str = ""
     ) -> None:
-        kw: dict[str, Any] = {"description": description[:140]}
-        if self.settings.run_url:
-            kw["target_url"] = self.settings.run_url  # shown as the log URL
-        if environment_url:
-            kw["environment_url"] = environment_url
-        if state == "success":
-            kw["auto_inactive"] = True  # GitHub marks the previous deployments inactive
+        kw = self._status_args(state, description, environment_url)
         self._call(f"set deployment status {state}", lambda: dep.create_status(state, **kw), "deployments:write")
 
 
@@ -332,12 +401,19 @@ class GitHubDeploymentRecorder:
         self.warn = warn
         self._dep: Any = None
 
+    @staticmethod
+    def describe(version: int, tag: str | None, kind: str) -> tuple[str, dict[str, Any]]:
+        return f"{kind} of v{version}" + (f" ({tag})" if tag else ""), {"version": version, "tag": tag, "kind": kind}
+
+    def plan(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str, url: str, detail: str
+             ) -> list[dict[str, Any]]:  # fmt: skip
+        what, payload = self.describe(version, tag, kind)
+        return self.client.plan_deployment(sha, endpoint, what, payload, url, detail)
+
     def begin(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str) -> None:
-        what = f"{kind} of v{version}" + (f" ({tag})" if tag else "")
+        what, payload = self.describe(version, tag, kind)
         try:
-            self._dep = self.client.start_deployment(
-                sha, endpoint, what, {"version": version, "tag": tag, "kind": kind}
-            )
+            self._dep = self.client.start_deployment(sha, endpoint, what, payload)
         except MlopsCiError as exc:
             self._dep = None
             self.warn(f"GitHub deployment record not created: {exc.message}")

@@ -272,34 +272,78 @@ class LocalEndpoints:
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         return self._rollout(ep, mv, target.tag, "rollback", lock_timeout)
 
+    def _success_detail(
+        self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str
+    ) -> str:
+        where = f"{mv.sha[:8]}" + (f", {tag}" if tag else "")
+        return f"{kind}: {ep.name} now serves {self.project} v{mv.version} ({where}) at {url}; was {old}"
+
+    def _live(self, state: EndpointState | None) -> tuple[int | None, int | None, int | None]:
+        """(port, pid, version) of the model server actually serving, or Nones."""
+        if not state or state.status != "InService" or self._server_version(state.server_port) is None:
+            return None, None, None
+        return state.server_port, state.server_pid, state.version
+
+    def _noop(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None,
+              started: float) -> Deployment:  # fmt: skip
+        return Deployment(
+            deployment_id="-", project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha, tag=tag,
+            kind=kind, outcome="noop", started=started, finished=time.time(),
+            detail=f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {url}; nothing to do",
+        )  # fmt: skip
+
+    def _plan_rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
+        """--dry-run: the same decisions as a rollout, recorded instead of made (no lock taken)."""
+        started = time.time()
+        state = self.store.endpoint_state(self.project, ep.name)
+        _, _, blue_version = self._live(state)
+        router_up = self._router_ok(state)
+        if blue_version == mv.version and router_up:
+            assert state is not None
+            return self._noop(ep, mv, tag, kind, state.url, started)
+        old = f"v{blue_version}" if blue_version else "nothing"
+        if router_up:
+            assert state is not None and state.url is not None
+            url = state.url
+        else:
+            port = ep.port or (state.router_port if state and state.router_port else None)
+            url = f"http://127.0.0.1:{port or '<free port>'}"
+        detail = self._success_detail(kind, ep, mv, tag, url, old)
+        github = self.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if self.recorder else []
+        would = self.ws.would
+        for req in github[:2]:
+            would("github", "request", **req)
+        would("local", "lock endpoint", endpoint=ep.name)
+        if not router_up:
+            would("local", "start router", endpoint=ep.name, url=url)
+        would("local", "start model server", version=mv.version, sha=mv.sha, artifact=mv.artifact_uri,
+              artifact_sha256=mv.artifact_sha256, entry=self.ws.cfg.serving.entry_point)  # fmt: skip
+        would("local", "smoke requests", requests=[s.body for s in ep.smoke])
+        would("local", "switch traffic", endpoint=ep.name, to_version=mv.version, from_version=blue_version)
+        if blue_version is not None:
+            would("local", "stop model server", version=blue_version)
+        would("store", "record deployment", endpoint=ep.name, version=mv.version, kind=kind, outcome="succeeded")
+        would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
+        for req in github[2:]:
+            would("github", "request", **req)
+        return Deployment(
+            deployment_id="-", project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha, tag=tag,
+            kind=kind, outcome="planned", started=started, finished=time.time(), detail=f"dry run: would {detail}",
+        )  # fmt: skip
+
     def _rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
     ) -> Deployment:
+        if self.ws.dry_run:
+            return self._plan_rollout(ep, mv, tag, kind)
         say = self.ws.say
         started = time.time()
         with self.lock(ep.name, lock_timeout):
             state = self.store.endpoint_state(self.project, ep.name)
-            blue_port = state.server_port if state and state.status == "InService" else None
-            blue_pid = state.server_pid if state and state.status == "InService" else None
-            blue_version = state.version if state and state.status == "InService" else None
-            if self._server_version(blue_port) is None:
-                blue_port = blue_pid = blue_version = None
+            blue_port, blue_pid, blue_version = self._live(state)
             if blue_version == mv.version and self._router_ok(state):
                 assert state is not None
-                return Deployment(
-                    deployment_id="-",
-                    project=self.project,
-                    endpoint=ep.name,
-                    version=mv.version,
-                    sha=mv.sha,
-                    tag=tag,
-                    kind=kind,
-                    outcome="noop",
-                    started=started,
-                    finished=time.time(),
-                    detail=f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {state.url}; "
-                    "nothing to do",
-                )
+                return self._noop(ep, mv, tag, kind, state.url, started)
             old = f"v{blue_version}" if blue_version else "nothing"
 
             if self.recorder:
@@ -382,11 +426,7 @@ class LocalEndpoints:
             if blue_pid and blue_pid != green_pid:
                 time.sleep(0.2)  # let requests already forwarded to blue finish
                 _terminate(blue_pid)
-            detail = (
-                f"{kind}: {ep.name} now serves {self.project} v{mv.version} ({mv.sha[:8]}"
-                + (f", {tag}" if tag else "")
-                + f") at {url}; was {old}"
-            )
+            detail = self._success_detail(kind, ep, mv, tag, url, old)
             dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
             if self.recorder:
                 self.recorder.end("succeeded", url, detail)

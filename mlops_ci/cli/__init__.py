@@ -25,6 +25,7 @@ def _exit_code_epilog() -> str:
     return f"exit codes (shared by every command):\n{rows}"
 
 
+DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
     "endpoints", "endpoint", "invoke", "diff", "store", "status",
@@ -97,6 +98,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--allow-dirty", action="store_true", help="train uncommitted changes (never promotable)")
     t.add_argument("--force", action="store_true", help="train again even if this SHA+config has a run")
     t.add_argument("--json", action="store_true")
+    t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     r = sub.add_parser("runs", help="list runs, or show one")
     r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
@@ -113,6 +115,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--base", help="base branch to find the baseline on (default: PR base or baseline.branch)")
         g.add_argument("--baseline", help="explicit baseline: SHA, ref or run id")
         g.add_argument("--json", action="store_true", help="print JSON instead of text")
+        g.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
         if name == "report":
             g.add_argument("--output", "-o", help="also write the markdown (or JSON) to this file")
             g.add_argument("--post", action="store_true", help="upsert the report as the PR's sticky comment")
@@ -125,6 +128,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     pr = sub.add_parser("promote", help="register a gated commit's model as a new approved version")
     pr.add_argument("ref", nargs="?", help="commit, tag or run id (default: HEAD)")
     pr.add_argument("--json", action="store_true")
+    pr.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     m = sub.add_parser("models", help="list model versions and where they are live")
     m.add_argument("--json", action="store_true")
@@ -135,11 +139,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--retry-failed", action="store_true", help="allow re-deploying a SHA that failed here before")
     d.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for another deploy (default 60)")
     d.add_argument("--json", action="store_true")
+    d.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     rb = sub.add_parser("rollback", help="put the previous successful version back on an endpoint")
     rb.add_argument("endpoint")
     rb.add_argument("--lock-timeout", type=float, default=60.0)
     rb.add_argument("--json", action="store_true")
+    rb.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     e = sub.add_parser("endpoints", help="list endpoints: status, live version, URL")
     e.add_argument("--json", action="store_true")

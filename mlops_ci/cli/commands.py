@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from ..errors import Drift, GateFailed, NotFound, UsageError
@@ -56,11 +57,54 @@ def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]
     from ..pipeline import Workspace
 
     start = Path(args.directory or ".")
-    ws = Workspace(start, env, config_path=args.config, store=args.store, say=say, warn=warn, token=args.token)
+    dry_run = bool(getattr(args, "dry_run", False))
+    as_json = bool(getattr(args, "json", False))
+    ws = Workspace(start, env, config_path=args.config, store=args.store, say=say, warn=warn, token=args.token,
+                   dry_run=dry_run)  # fmt: skip
+    if not dry_run:
+        try:
+            yield ws
+        finally:
+            ws.close()
+        return
+    # A dry run prints the verb's own output, then the plan; with --json, one document holding both.
+    buf = io.StringIO()
+    planned = False
     try:
-        yield ws
+        with redirect_stdout(buf) if as_json else nullcontext():
+            yield ws
+        planned = True
+    except GateFailed:
+        planned = True  # the verdict is part of what a dry run tells
+        raise
     finally:
-        ws.close()
+        try:
+            if planned:
+                print_plan(ws.plan, as_json=as_json, result=_parsed(buf.getvalue()) if as_json else None)
+        finally:
+            ws.close()
+
+
+def _parsed(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        return text
+
+
+def print_plan(plan: list[dict[str, Any]], *, as_json: bool, result: Any = None) -> None:
+    """The steps and requests a dry run skipped, in the order the real run makes them."""
+    if as_json:
+        _json({"dry_run": True, "result": result, "plan": plan})
+        return
+    out("dry run: nothing was changed." + (" The real run would:" if plan else " The real run would change nothing."))
+    for i, step in enumerate(plan, start=1):
+        if step["target"] == "github":
+            body = f" {json.dumps(step['body'], sort_keys=True)}" if "body" in step else ""
+            out(f"{i:>3}. GitHub {step['method']} {step['path']}{body}")
+        else:
+            rest = {k: v for k, v in step.items() if k not in ("target", "action")}
+            out(f"{i:>3}. {step['target']}: {step['action']} {json.dumps(rest, sort_keys=True)}")
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -195,6 +239,8 @@ def _run_lines(run: Any) -> list[str]:
 
 def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool) -> int:
     run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force)
+    if run is None:  # dry run: the plan is printed by the caller
+        return 0
     github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256)
     if reused:
         say(f"commit {run.sha[:8]} already has run {run.run_id} under this config; reusing it (--force to retrain)")

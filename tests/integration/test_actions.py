@@ -159,3 +159,11 @@ def test_setup_python_step_is_pinned_and_used_by_default(project: Project, tmp_p
     result = h.run(action("train"), {})
     assert result.returncode == 0, result.log
     assert result.skipped_uses == ["actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b"]
+
+
+def test_dry_run_input_changes_nothing(project: Project, tmp_path: Path, gh: FakeGitHub):
+    h = harness(project, tmp_path, gh, GITHUB_SHA=project.git("rev-parse", "HEAD"), GITHUB_REF="refs/heads/main")
+    result = h.run(action("train"), {"python-version": "", "dry-run": "true"})
+    assert result.returncode == 0, result.log
+    assert "dry run: nothing was changed" in result.log
+    assert json.loads(project.ok("runs", "--json")) == []
