@@ -21,7 +21,7 @@ GIT_ID = ["-c", "user.name=Demo Dev", "-c", "user.email=demo@example.invalid", "
 
 
 def step(n: int, text: str) -> None:
-    print(f"\n\033[1m[{n}/10] {text}\033[0m", flush=True)
+    print(f"\n\033[1m[{n}/11] {text}\033[0m", flush=True)
 
 
 def sh(repo: Path, *args: str) -> None:
@@ -86,7 +86,10 @@ def main() -> int:
         step(9, "the whole story of the run, from the store")
         cli(repo, "runs")
 
-        step(10, "stop the endpoint the demo started")
+        step(10, "lineage: from the endpoint back to the commit, its data and verdict (artifact verified now)")
+        cli(repo, "lineage", "production")
+
+        step(11, "stop the endpoint the demo started")
         cli(repo, "endpoint", "stop", "production")
     finally:
         subprocess.run(

@@ -152,6 +152,10 @@ class Git:
         name, email, when, subject = [*out.split("\x00"), "", "", "", ""][:4]
         return {"author": name, "email": email, "time": when, "subject": subject}
 
+    def show_file(self, sha: str, path: str) -> str:
+        """A file's text as of `sha`."""
+        return self._git("show", f"{sha}:{path}")
+
     def extract(self, sha: str, dest: Path) -> None:
         """Write the tree of `sha` (not the working tree) into `dest`."""
         data = self.repo.git.execute(["git", "archive", "--format=tar", sha], stdout_as_string=False)

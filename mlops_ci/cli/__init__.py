@@ -28,7 +28,7 @@ def _exit_code_epilog() -> str:
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
-    "endpoints", "endpoint", "invoke", "diff", "store", "status",
+    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage",
 )  # fmt: skip
 _GLOBAL_WITH_VALUE = ("-C", "--config", "--store", "--token")
 
@@ -167,6 +167,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     df.add_argument("old", help="baseline metrics JSON: {name: number | [numbers]}")
     df.add_argument("new", help="new metrics JSON")
     df.add_argument("--json", action="store_true", help="JSON instead of markdown")
+
+    li = sub.add_parser("lineage", help="the whole chain of a model: endpoint, version, commit, data, run, verdict")
+    li.add_argument("target", help="endpoint name, model version (v3), tag or SHA")
+    li.add_argument("--json", action="store_true")
 
     so = sub.add_parser("store", help="export, import or check the run store")
     sosub = so.add_subparsers(dest="store_command", metavar="ACTION")

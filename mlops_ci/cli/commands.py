@@ -158,6 +158,8 @@ def dispatch(args: argparse.Namespace) -> int:
             return invoke(ws, args.name, body, args.content_type, args.accept)
         if cmd == "status":
             return status(ws, check=args.check, as_json=args.json)
+        if cmd == "lineage":
+            return lineage_cmd(ws, args.target, as_json=args.json)
         if cmd == "store":
             return store_cmd(ws, args.store_command, getattr(args, "output", None), getattr(args, "file", None))
     raise UsageError(f"unknown command {cmd}")  # pragma: no cover - argparse rejects these
@@ -532,4 +534,19 @@ def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, config_path: str
         out(render_json(c, [], True))
     else:
         out(render_markdown(c, [], True, head_ref=new, base_ref=old, files=True).rstrip("\n"))
+    return 0
+
+
+def lineage_cmd(ws: Any, target: str, *, as_json: bool) -> int:
+    from .. import lineage
+    from ..errors import IntegrityError
+
+    doc = lineage.lineage(ws, target)
+    if as_json:
+        _json(doc)
+    else:
+        out(lineage.render(doc))
+    artifact = doc["artifact"]
+    if artifact and not artifact["verified"]:
+        raise IntegrityError(f"the artifact of {target} failed verification: {artifact['problem']}")
     return 0

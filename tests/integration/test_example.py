@@ -15,13 +15,16 @@ def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
-    for step in range(1, 11):
-        assert f"[{step}/10]" in out
+    for step in range(1, 12):
+        assert f"[{step}/11]" in out
     assert "✅ **Gate passed**" in out
     assert "promoted classifier v1" in out
     assert "production now serves classifier v1" in out
     prediction = out.split("$ mlops-ci invoke production")[1].splitlines()[1]
     assert json.loads(prediction) in ([0], [1])
+    lineage = out.split("$ mlops-ci lineage production")[1]
+    assert "[v1.0.0]" in lineage and "n_estimators=80" in lineage and "(verified now)" in lineage
+    assert "verdict    success" in lineage and "deployed   deploy to production: succeeded (v1.0.0)" in lineage
     assert "endpoint production stopped" in out
 
 

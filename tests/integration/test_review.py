@@ -174,3 +174,38 @@ def test_store_free_diff_of_two_metrics_files(project: Project, tmp_path):
     b.write_text("[1, 2]")
     code, _, err = project.cli("diff", str(a), str(b))
     assert code == 2 and "b.json" in err and "JSON object" in err
+
+
+def test_lineage_of_an_endpoint_names_the_whole_chain_and_verifies_the_artifact(project: Project):
+    from tests.integration.test_deploy import release
+
+    sha = release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    doc = json.loads(project.ok("lineage", "production", "--json"))
+    assert doc["endpoint"]["name"] == "production" and doc["model_version"]["version"] == 1
+    assert doc["commit"]["sha"] == sha and doc["commit"]["tags"] == ["v1.0.0"]
+    assert doc["commit"]["subject"] == "initial"
+    assert doc["run"]["hyperparameters"] == {"quality": 0.9, "scale": 1.0, "broken": 0}
+    assert doc["run"]["data"]["train"]["source"] == "commit"
+    assert doc["config"]["training_digest"] == doc["run"]["config_digest"]
+    assert doc["artifact"]["verified"] is True
+    assert doc["verdict"]["passed"] is True and doc["verdict"]["rules"][0]["rule"] == "accuracy >= 0.8"
+    assert [(d["endpoint"], d["outcome"], d["tag"]) for d in doc["deployments"]] == [
+        ("production", "succeeded", "v1.0.0")
+    ]
+    assert json.loads(project.ok("lineage", "v1", "--json"))["commit"]["sha"] == sha  # a model version
+    assert json.loads(project.ok("lineage", sha[:10], "--json"))["model_version"]["version"] == 1  # a SHA
+
+    with open(doc["artifact"]["uri"].removeprefix("file://"), "ab") as fh:
+        fh.write(b"tampered")
+    code, out, err = project.cli("lineage", "production")
+    assert code == 14
+    assert "VERIFICATION FAILED: digest mismatch" in out and "failed verification" in err
+
+
+def test_lineage_of_an_ungated_commit(project: Project):
+    project.ok("train")
+    out = project.ok("lineage", "HEAD")
+    assert "verdict    none: this commit never went through the gate" in out
+    code, _, err = project.cli("lineage", "nosuchthing")
+    assert code == 4 and "nosuchthing" in err

@@ -1,0 +1,170 @@
+"""`mlops-ci lineage`: the whole chain of a model, from an endpoint back to the commit and its
+data, and forward to its deployments, with the artifact digest verified now."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from ._files import sha256_file
+from .errors import MlopsCiError, NotFound
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import Workspace
+    from .records import ModelVersion, Run
+
+
+def resolve(ws: Workspace, target: str) -> tuple[str, ModelVersion | None, str | None]:
+    """`target` (endpoint, vN / N, tag, SHA) → (sha, model version or None, endpoint or None)."""
+    names = {e.name for e in ws.cfg.endpoints} | {s.name for s in ws.store.endpoint_states(ws.project)}
+    if target in names:
+        state = ws.store.endpoint_state(ws.project, target)
+        if state is None or state.version is None:
+            raise NotFound(f"endpoint {target} has never had a version deployed")
+        mv = ws.store.get_version(ws.project, state.version)
+        if mv is None:
+            raise NotFound(f"endpoint {target} serves v{state.version}, which is not in the registry")
+        return mv.sha, mv, target
+    m = re.fullmatch(r"v?(\d+)", target)
+    if m and target not in ws.git.tags():
+        mv = ws.store.get_version(ws.project, int(m.group(1)))
+        if mv is not None:
+            return mv.sha, mv, None
+    sha = ws.git.resolve(target)
+    return sha, ws.store.version_for_sha(ws.project, sha), None
+
+
+def lineage(ws: Workspace, target: str) -> dict[str, Any]:
+    sha, mv, endpoint = resolve(ws, target)
+    run: Run | None = None
+    if mv is not None:
+        run = ws.store.get_run(mv.run_id)
+    if run is None:
+        runs = ws.store.runs(ws.project, sha=sha, limit=1)
+        run = runs[0] if runs else None
+    commit = ws.git.commit_info(sha)
+    doc: dict[str, Any] = {
+        "target": target,
+        "project": ws.project,
+        "endpoint": None,
+        "commit": {"sha": sha, "tags": ws.git.tags_at(sha), **commit},
+        "config": _config_at(ws, sha),
+        "run": None,
+        "artifact": None,
+        "verdict": None,
+        "model_version": mv.to_dict() if mv else None,
+        "deployments": [],
+    }
+    if endpoint:
+        st = ws.store.endpoint_state(ws.project, endpoint)
+        doc["endpoint"] = st.to_dict() if st else None
+    if run is not None:
+        doc["run"] = {
+            "run_id": run.run_id, "status": run.status, "backend": run.backend, "branch": run.branch,
+            "duration_s": round(run.finished - run.started, 3), "config_digest": run.config_digest,
+            "hyperparameters": run.params, "data": run.data, "metrics": run.metrics, "log": run.log_path,
+            "links": run.links, "failure": run.failure, "dirty": run.dirty,
+        }  # fmt: skip
+        doc["artifact"] = _verify(ws, run.artifact_uri, run.artifact_sha256)
+        verdict = ws.store.get_verdict(mv.verdict_id) if mv else ws.store.latest_verdict(run.run_id)
+        if verdict is not None:
+            v = verdict.to_dict()
+            keys = ("verdict_id", "passed", "conclusion", "baseline_sha", "baseline_run_id", "baseline_note",
+                    "gate_digest", "created")  # fmt: skip
+            doc["verdict"] = {k: v[k] for k in keys}
+            doc["verdict"]["rules"] = [
+                {"rule": r["rule"], "passed": r["passed"], "skipped": r["skipped"], "reason": r["reason"]}
+                for r in v["results"]
+            ]
+    if mv is not None:
+        doc["deployments"] = [asdict(d) for d in ws.store.deployments(ws.project) if d.version == mv.version]
+    return doc
+
+
+def _verify(ws: Workspace, uri: str | None, digest: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"uri": uri, "sha256": digest, "verified": False, "problem": None}
+    if not uri or not digest:
+        out["problem"] = "no artifact recorded"
+        return out
+    try:
+        path = ws.store.fetch_artifact(uri, ws.home / "artifacts" / "cache")
+    except MlopsCiError as exc:
+        out["problem"] = exc.message
+        return out
+    if not path.is_file():
+        out["problem"] = "artifact missing"
+    else:
+        actual = sha256_file(path)
+        out["verified"] = actual == digest
+        if not out["verified"]:
+            out["problem"] = f"digest mismatch: the file now has sha256 {actual}"
+    return out
+
+
+def _config_at(ws: Workspace, sha: str) -> dict[str, Any]:
+    """The mlops-ci.yaml of that commit, resolved (secrets masked), or why it cannot be read."""
+    from . import config as config_mod
+
+    rel = ws.config_path_in_repo()
+    try:
+        text = ws.git.show_file(sha, rel)
+    except MlopsCiError as exc:
+        return {"path": rel, "error": exc.message}
+    try:
+        cfg = config_mod.parse(text, f"{rel}@{sha[:8]}", str(ws.root))
+    except MlopsCiError as exc:
+        return {"path": rel, "error": exc.message}
+    return {"path": rel, "training_digest": cfg.training_digest(), "gate_digest": cfg.gate_digest(),
+            "resolved": cfg.to_display()}  # fmt: skip
+
+
+def render(doc: dict[str, Any]) -> str:
+    c, r, a, v, mv = doc["commit"], doc["run"], doc["artifact"], doc["verdict"], doc["model_version"]
+    lines = [f"lineage of {doc['target']} ({doc['project']})"]
+    if doc["endpoint"]:
+        e = doc["endpoint"]
+        serving = "serving" if e["status"] == "InService" else "last served"
+        lines.append(f"endpoint   {e['name']}: {e['status']} at {e['url']}, {serving} v{e['version']}")
+    if mv:
+        lines.append(f"version    v{mv['version']} ({mv['stage']}), promoted with verdict {mv['verdict_id']}")
+    tags = f" [{', '.join(c['tags'])}]" if c["tags"] else ""
+    lines.append(f"commit     {c['sha']}{tags}")
+    lines.append(f"           {c['author']} <{c['email']}>: {c['subject']}")
+    cfg = doc["config"]
+    if "error" in cfg:
+        lines.append(f"config     {cfg['path']}: {cfg['error']}")
+    else:
+        lines.append(f"config     {cfg['path']} training digest {cfg['training_digest'][:16]}, gate digest "
+                     f"{cfg['gate_digest'][:16]}")  # fmt: skip
+    if r is None:
+        lines.append("run        none recorded for this commit")
+    else:
+        lines.append(
+            f"run        {r['run_id']} ({r['status']}, {r['backend']}, {r['duration_s']:.1f}s), log {r['log']}"
+        )
+        hps = ", ".join(f"{k}={val}" for k, val in sorted(r["hyperparameters"].items()))
+        lines.append(f"params     {hps or '-'}")
+        for name, d in sorted(r["data"].items()):
+            lines.append(f"data       {name}: {d['uri']} sha256 {d['sha256'][:16]} ({d['source']})")
+        metrics = ", ".join(f"{k}={val:.6g}" for k, val in sorted(r["metrics"].items()))
+        lines.append(f"metrics    {metrics or '-'}")
+    if a:
+        state = "verified now" if a["verified"] else f"VERIFICATION FAILED: {a['problem']}"
+        lines.append(f"artifact   {a['uri']}")
+        lines.append(f"sha256     {a['sha256']} ({state})")
+    if v:
+        base = v["baseline_sha"][:8] if v["baseline_sha"] else "none"
+        lines.append(f"verdict    {v['conclusion']} (baseline {base}) {v['verdict_id']}")
+        for rule in v["rules"]:
+            mark = "skip" if rule["skipped"] else ("pass" if rule["passed"] else "FAIL")
+            lines.append(f"             {mark:<4} {rule['rule']}: {rule['reason']}")
+    else:
+        lines.append("verdict    none: this commit never went through the gate")
+    for d in doc["deployments"]:
+        lines.append(
+            f"deployed   {d['kind']} to {d['endpoint']}: {d['outcome']}" + (f" ({d['tag']})" if d["tag"] else "")
+        )
+    if mv and not doc["deployments"]:
+        lines.append("deployed   never")
+    return "\n".join(lines)
