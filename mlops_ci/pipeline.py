@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -575,3 +576,38 @@ def open_store(url: str, root: Path, project: str) -> Store:
     from .backends.sqlite_store import SqliteStore, path_from_url
 
     return SqliteStore(path_from_url(url, root))
+
+
+def publish_report_artifact(
+    env: Mapping[str, str], path: Path, *, token: str | None, pr: int | None, expected_head_sha: str | None
+) -> Any:
+    """Second stage of the fork-safe pattern: post a report artifact from an unprivileged run.
+    The artifact is validated as data and re-rendered; its PR number must name a PR whose head
+    is the commit the run built (passed by the privileged workflow from its own event)."""
+    from .artifact import load_report
+    from .backends.github import GitHubClient, GitHubSettings
+    from .errors import UsageError
+    from .report import marker, render_markdown
+
+    if not expected_head_sha or not re.fullmatch(r"[0-9a-f]{40}", expected_head_sha):
+        raise UsageError(
+            "pass the SHA the unprivileged run built: --expect-head-sha or MLOPS_CI_EXPECTED_HEAD_SHA "
+            "(in the workflow: github.event.workflow_run.head_sha, through env:)"
+        )
+    comparison, results, passed, ctx = load_report(path)
+    number = pr or ctx["pr"]
+    if number is None:
+        raise Refused("the report artifact names no pull request; pass --pr")
+    if comparison.head.sha != expected_head_sha:
+        raise Refused(
+            f"the report is about {comparison.head.sha[:8]}, but the run built {expected_head_sha[:8]}; refusing it"
+        )
+    client = GitHubClient(GitHubSettings.from_env(env, token))
+    head = client.pr_head_sha(number)
+    if head != expected_head_sha:
+        raise Refused(
+            f"PR #{number} has head {head[:8]}, not {expected_head_sha[:8]} (the commit the run built); "
+            "refusing to post a report to another pull request"
+        )
+    md = render_markdown(comparison, results, passed, head_ref=ctx["head_ref"], base_ref=ctx["base_ref"])
+    return client.upsert_comment(number, md, marker(comparison.project))

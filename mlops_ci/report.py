@@ -295,7 +295,12 @@ JSON_SERIES_POINTS = 500
 
 
 def render_json(
-    comparison: Comparison, results: Sequence[RuleResult], passed: bool, *, series_points: int = JSON_SERIES_POINTS
+    comparison: Comparison,
+    results: Sequence[RuleResult],
+    passed: bool,
+    *,
+    series_points: int = JSON_SERIES_POINTS,
+    context: dict[str, Any] | None = None,
 ) -> str:
     """The report as JSON. Series are downsampled to `series_points` (the store keeps them
     whole); non-finite numbers become strings ("nan", "inf") or null in series."""
@@ -311,6 +316,7 @@ def render_json(
         "marker": marker(comparison.project),
         "gate": {"passed": passed, "results": [r.__dict__ for r in results]},
         "comparison": c,
+        "context": context or {},
     }
     data = json_safe(data)
     data["comparison"]["series"] = series

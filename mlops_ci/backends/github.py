@@ -277,6 +277,9 @@ class GitHubClient:
              "body": {"state": "success", **self._status_args("success", final_description, environment_url)}},
         ]  # fmt: skip
 
+    def pr_head_sha(self, number: int) -> str:
+        return str(self._call(f"read PR #{number}", lambda: self.repo.get_pull(number).head.sha, "pull-requests:read"))
+
     # -- sticky comment ----------------------------------------------------------------------
     def _find(self, issue: github.Issue.Issue, marker: str) -> list[github.IssueComment.IssueComment]:
         """Comments that start with `marker`, oldest first. Looks at the first page, then (if

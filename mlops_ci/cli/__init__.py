@@ -28,7 +28,7 @@ def _exit_code_epilog() -> str:
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
-    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage",
+    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment",
 )  # fmt: skip
 _GLOBAL_WITH_VALUE = ("-C", "--config", "--store", "--token")
 
@@ -167,6 +167,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     df.add_argument("old", help="baseline metrics JSON: {name: number | [numbers]}")
     df.add_argument("new", help="new metrics JSON")
     df.add_argument("--json", action="store_true", help="JSON instead of markdown")
+
+    cm = sub.add_parser("comment", help="post a report artifact from a fork PR's run (workflow_run stage)")
+    cm.add_argument("--from-artifact", required=True, metavar="FILE", help="report JSON from `report --json`")
+    cm.add_argument("--pr", type=int, help="pull request number (default: the one in the artifact)")
+    cm.add_argument("--expect-head-sha", help="the SHA the run built (env MLOPS_CI_EXPECTED_HEAD_SHA)")
 
     li = sub.add_parser("lineage", help="the whole chain of a model: endpoint, version, commit, data, run, verdict")
     li.add_argument("target", help="endpoint name, model version (v3), tag or SHA")

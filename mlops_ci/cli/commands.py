@@ -112,6 +112,15 @@ def dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "diff":
         return diff_cmd(Path(args.directory or "."), args.old, args.new, as_json=args.json, config_path=args.config)
+    if cmd == "comment":
+        from ..pipeline import publish_report_artifact
+
+        result = publish_report_artifact(
+            env, Path(args.from_artifact), token=args.token, pr=args.pr,
+            expected_head_sha=args.expect_head_sha or env.get("MLOPS_CI_EXPECTED_HEAD_SHA"),
+        )  # fmt: skip
+        out(f"PR comment {result.action}: {result.html_url}")
+        return 0
     if cmd == "init":
         return init_cmd(Path(args.directory or "."), force=args.force)
     if cmd == "config":
@@ -305,7 +314,8 @@ def report(
     md = render_markdown(
         rv.comparison, rv.outcome.results, rv.outcome.passed, head_ref=head_ref, base_ref=rv.baseline.base_ref
     )
-    text = render_json(rv.comparison, rv.outcome.results, rv.outcome.passed) if as_json else md
+    context = {"pr": ws.ctx.pr_number, "head_ref": head_ref, "base_ref": rv.baseline.base_ref}
+    text = render_json(rv.comparison, rv.outcome.results, rv.outcome.passed, context=context) if as_json else md
     out(text.rstrip("\n"))
     if output:
         Path(output).write_text(text, encoding="utf-8")

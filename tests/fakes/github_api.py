@@ -52,6 +52,7 @@ class FakeGitHub:
         self.deployments: dict[int, dict[str, Any]] = {}
         self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.pulls: dict[tuple[str, int], str] = {}  # (repo, number) → head sha
         self.faults: list[Fault] = []
         self.server: ThreadingHTTPServer | None = None
         self.base_url = ""
@@ -213,6 +214,15 @@ class FakeGitHub:
         if rest == "" and method == "GET":
             return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1]}, {}
 
+        if (mm := re.fullmatch(r"/pulls/(\d+)", rest)) and method == "GET":
+            head = self.pulls.get((repo, int(mm.group(1))))
+            if head is None:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            n = int(mm.group(1))
+            return 200, {
+                "number": n, "state": "open", "url": self._url(f"/repos/{repo}/pulls/{n}"),
+                "head": {"sha": head, "ref": "feature"}, "base": {"sha": "0" * 40, "ref": "main"},
+            }, {}  # fmt: skip
         if mm := re.fullmatch(r"/issues/(\d+)/comments", rest):
             number = int(mm.group(1))
             if method == "GET":

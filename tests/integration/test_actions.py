@@ -78,7 +78,7 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     git(tmp_path, "init", "-q")
     p = Project(tmp_path)
     out = p.ok("init")
-    assert out.splitlines()[:4] == [f"wrote {f}" for f in sorted(
+    assert out.splitlines()[: len(WORKFLOWS) + 1] == [f"wrote {f}" for f in sorted(
         [f".github/workflows/{w}" for w in WORKFLOWS] + ["mlops-ci.yaml"])]  # fmt: skip
     assert p.ok("config", "check").startswith("mlops-ci.yaml: ok")
     assert ".mlops-ci/" in (tmp_path / ".gitignore").read_text()

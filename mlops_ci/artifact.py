@@ -1,0 +1,187 @@
+"""Report artifacts from untrusted runs (fork PRs), treated strictly as data.
+
+The second stage of the fork-safe pattern downloads the JSON report that the unprivileged
+`pull_request` run uploaded. Everything in it may be forged, so it is size-capped, parsed
+into typed records with every field checked, and the comment is re-rendered from those
+records with the usual escaping: no markdown or HTML from the artifact is ever posted as is,
+and no code from it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import Refused
+from .records import Comparison, MetricDelta, ParamChange, RuleResult, RunRef
+
+MAX_BYTES = 20 * 1024 * 1024
+MAX_METRICS = 5000
+MAX_PARAMS = 5000
+MAX_SERIES_POINTS = 1000
+MAX_TEXT = 2000
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DIRECTIONS = {"better", "worse", "same", "changed", "added", "removed"}
+
+
+class _Bad(Exception):
+    pass
+
+
+def _obj(v: Any, where: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise _Bad(f"{where} must be an object")
+    extra = set(v) - keys
+    if extra:
+        raise _Bad(f"{where} has unexpected field(s) {', '.join(sorted(extra)[:5])}")
+    return v
+
+
+def _str(v: Any, where: str, *, optional: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        raise _Bad(f"{where} must be a string of at most {MAX_TEXT} characters")
+    if pattern and not pattern.match(v):
+        raise _Bad(f"{where} is not valid")
+    return v
+
+
+def _num(v: Any, where: str, *, optional: bool = True) -> float | None:
+    if v is None and optional:
+        return None
+    if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _Bad(f"{where} must be a number")
+    return float(v)
+
+
+def _scalar(v: Any, where: str) -> Any:
+    if v is None or isinstance(v, bool | int | float):
+        return v
+    return _str(v, where)
+
+
+def _ref(v: Any, where: str) -> RunRef:
+    d = _obj(v, where, {"run_id", "sha", "branch", "config_digest", "artifact_sha256", "links"})
+    links = _obj(d.get("links") or {}, f"{where}.links", set((d.get("links") or {}).keys()))
+    if len(links) > 20:
+        raise _Bad(f"{where}.links has too many entries")
+    return RunRef(
+        run_id=str(_str(d.get("run_id"), f"{where}.run_id")),
+        sha=str(_str(d.get("sha"), f"{where}.sha", pattern=_SHA)),
+        branch=_str(d.get("branch"), f"{where}.branch", optional=True),
+        config_digest=str(_str(d.get("config_digest"), f"{where}.config_digest")),
+        artifact_sha256=_str(d.get("artifact_sha256"), f"{where}.artifact_sha256", optional=True),
+        links={str(_str(k, f"{where}.links")): str(_str(val, f"{where}.links")) for k, val in links.items()},
+    )
+
+
+def load_report(path: Path) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any]]:
+    """Validate a `mlops-ci report --json` artifact. Raises Refused naming the first problem."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise Refused(f"cannot read the report artifact {path}: {exc.strerror}") from None
+    if size > MAX_BYTES:
+        raise Refused(f"the report artifact is {size} bytes, over the {MAX_BYTES}-byte limit; refusing it")
+    try:
+        data = json.loads(path.read_bytes())
+        return _parse(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused(f"the report artifact is not valid JSON ({str(exc)[:100]}); refusing it") from None
+    except (_Bad, RecursionError) as exc:
+        raise Refused(f"the report artifact is malformed: {exc}; refusing it") from None
+
+
+def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any]]:
+    top = _obj(data, "the report", {"schema", "marker", "gate", "comparison", "context"})
+    if top.get("schema") != "mlops-ci/report/v1":
+        raise _Bad("schema must be mlops-ci/report/v1")
+    gate = _obj(top.get("gate"), "gate", {"passed", "results"})
+    if not isinstance(gate.get("passed"), bool) or not isinstance(gate.get("results"), list):
+        raise _Bad("gate needs passed (boolean) and results (list)")
+    if len(gate["results"]) > 500:
+        raise _Bad("too many gate results")
+    results = []
+    for i, r in enumerate(gate["results"]):
+        w = f"gate.results[{i}]"
+        d = _obj(
+            r, w, {"metric", "rule", "kind", "severity", "passed", "value", "baseline", "reason", "line", "skipped"}
+        )
+        if not isinstance(d.get("passed"), bool) or not isinstance(d.get("skipped", False), bool):
+            raise _Bad(f"{w}.passed and .skipped must be booleans")
+        line = d.get("line")
+        if line is not None and (isinstance(line, bool) or not isinstance(line, int)):
+            raise _Bad(f"{w}.line must be a whole number")
+        results.append(RuleResult(
+            metric=str(_str(d.get("metric"), f"{w}.metric")), rule=str(_str(d.get("rule"), f"{w}.rule")),
+            kind=str(_str(d.get("kind"), f"{w}.kind")), severity=str(_str(d.get("severity"), f"{w}.severity")),
+            passed=d["passed"], value=_num(d.get("value"), f"{w}.value"),
+            baseline=_num(d.get("baseline"), f"{w}.baseline"),
+            reason=str(_str(d.get("reason"), f"{w}.reason")), line=line, skipped=d.get("skipped", False),
+        ))  # fmt: skip
+    fields = {"project", "head", "baseline", "baseline_note", "metrics", "params", "config_changed", "series"}
+    c = _obj(top.get("comparison"), "comparison", fields)
+    project = str(_str(c.get("project"), "comparison.project", pattern=_PROJECT))
+    metrics_raw, params_raw = c.get("metrics"), c.get("params")
+    if not isinstance(metrics_raw, list) or len(metrics_raw) > MAX_METRICS:
+        raise _Bad(f"comparison.metrics must be a list of at most {MAX_METRICS}")
+    if not isinstance(params_raw, list) or len(params_raw) > MAX_PARAMS:
+        raise _Bad(f"comparison.params must be a list of at most {MAX_PARAMS}")
+    metrics = []
+    for i, m in enumerate(metrics_raw):
+        w = f"comparison.metrics[{i}]"
+        d = _obj(m, w, {"name", "old", "new", "delta", "rel_delta", "goal", "direction"})
+        if d.get("direction") not in DIRECTIONS:
+            raise _Bad(f"{w}.direction is not valid")
+        metrics.append(MetricDelta(
+            name=str(_str(d.get("name"), f"{w}.name")), old=_num(d.get("old"), f"{w}.old"),
+            new=_num(d.get("new"), f"{w}.new"), delta=_num(d.get("delta"), f"{w}.delta"),
+            rel_delta=_num(d.get("rel_delta"), f"{w}.rel_delta"), goal=_str(d.get("goal"), f"{w}.goal", optional=True),
+            direction=d["direction"],
+        ))  # fmt: skip
+    params = []
+    for i, p in enumerate(params_raw):
+        w = f"comparison.params[{i}]"
+        d = _obj(p, w, {"name", "old", "new", "change"})
+        if d.get("change") not in ("added", "removed", "changed"):
+            raise _Bad(f"{w}.change is not valid")
+        params.append(ParamChange(str(_str(d.get("name"), f"{w}.name")), _scalar(d.get("old"), f"{w}.old"),
+                                  _scalar(d.get("new"), f"{w}.new"), d["change"]))  # fmt: skip
+    series_raw = c.get("series") or {}
+    if not isinstance(series_raw, dict) or len(series_raw) > MAX_METRICS:
+        raise _Bad("comparison.series must be an object of at most 5000 series")
+    series: dict[str, dict[str, Sequence[float]]] = {}
+    for name, entry in series_raw.items():
+        e = _obj(entry, f"comparison.series[{_str(name, 'series name')!r}]", {"head", "baseline"})
+        series[name] = {}
+        for side, pts in e.items():
+            if not isinstance(pts, list) or len(pts) > MAX_SERIES_POINTS:
+                raise _Bad(f"series {name!r}.{side} must be a list of at most {MAX_SERIES_POINTS} points")
+            series[name][side] = [math.nan if p is None else float(_num(p, "series point", optional=False) or 0.0)
+                                  for p in pts]  # fmt: skip
+    if not isinstance(c.get("config_changed"), bool):
+        raise _Bad("comparison.config_changed must be a boolean")
+    comparison = Comparison(
+        project=project, head=_ref(c.get("head"), "comparison.head"),
+        baseline=_ref(c["baseline"], "comparison.baseline") if c.get("baseline") is not None else None,
+        baseline_note=str(_str(c.get("baseline_note", ""), "comparison.baseline_note")),
+        metrics=tuple(metrics), params=tuple(params), config_changed=c["config_changed"], series=series,
+    )  # fmt: skip
+    ctx = _obj(top.get("context") or {}, "context", {"pr", "head_ref", "base_ref"})
+    pr = ctx.get("pr")
+    if pr is not None and (isinstance(pr, bool) or not isinstance(pr, int) or pr <= 0):
+        raise _Bad("context.pr must be a positive whole number")
+    context = {
+        "pr": pr,
+        "head_ref": _str(ctx.get("head_ref"), "context.head_ref", optional=True),
+        "base_ref": _str(ctx.get("base_ref"), "context.base_ref", optional=True),
+    }
+    return comparison, results, gate["passed"], context
