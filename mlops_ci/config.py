@@ -162,9 +162,6 @@ class Config:
         payload = {"rules": rules, "goals": goals, "require_baseline": self.gate.require_baseline}
         return _digest(payload)
 
-    def store_url(self) -> str:
-        return self.store
-
     def to_display(self) -> dict[str, Any]:
         """The resolved config with secrets masked, for `config show`."""
         data = asdict(self)

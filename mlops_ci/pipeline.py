@@ -23,7 +23,7 @@ from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
-from .backends import Store, TrainingSpec
+from .backends import Store, TrainingBackend, TrainingSpec
 from .context import Git, GitContext, load_context
 from .errors import ConfigError, NotFound, Refused, TrainingFailed
 from .records import Comparison, ModelVersion, Run, Verdict
@@ -180,7 +180,7 @@ class Workspace:
         )
         from .backends.local_training import LocalTrainingBackend
 
-        backend = LocalTrainingBackend()
+        backend: TrainingBackend = LocalTrainingBackend()
         started = time.time()
         self.say(f"training {self.project} at {sha[:8]} (run {run_id}, backend {backend.name})")
         result = backend.run(spec, workdir, lambda line: self.say(f"  | {line}"))

@@ -30,10 +30,6 @@ class Run:
     failure: str | None = None
     dirty: bool = False
 
-    @property
-    def short(self) -> str:
-        return self.sha[:8]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -77,4 +77,6 @@ class DeploymentRecorder(Protocol):
 
 
 class TrainingBackend(Protocol):
+    name: str
+
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...
