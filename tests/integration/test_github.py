@@ -11,6 +11,7 @@ import pytest
 from mlops_ci.backends.github import GitHubClient, GitHubSettings, RetryPolicy
 from tests.conftest import Project
 from tests.fakes.github_api import ALL_PERMISSIONS, READ_ONLY, FakeGitHub
+from tests.integration.test_deploy import release
 
 REPO = "acme/models"
 TOKEN = "ghs_supersecrettoken123"
@@ -157,13 +158,8 @@ def test_gate_falls_back_to_a_commit_status_without_checks_write(pr: Project, fa
 
 
 def test_deploy_under_actions_records_a_github_deployment(project: Project, fake, tmp_path, monkeypatch):
-    for tag, config in (("v1.0.0", {}), ("v1.1.0", {"broken": 1})):
-        if config:
-            project.commit("broken", **config)
-        project.ok("train")
-        project.ok("gate")
-        project.ok("promote")
-        project.git("tag", tag)
+    release(project, "v1.0.0")
+    release(project, "v1.1.0", broken=1)
     project.git("checkout", "-q", "v1.0.0")
     actions_env(monkeypatch, fake, tmp_path, project)
     monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
@@ -190,13 +186,8 @@ def test_deploy_under_actions_records_a_github_deployment(project: Project, fake
 
 
 def test_rollback_is_recorded_and_the_replaced_deployment_goes_inactive(project: Project, fake, tmp_path, monkeypatch):
-    for tag, config in (("v1.0.0", {}), ("v2.0.0", {"scale": 2.0})):
-        if config:
-            project.commit("v2", **config)
-        project.ok("train")
-        project.ok("gate")
-        project.ok("promote")
-        project.git("tag", tag)
+    release(project, "v1.0.0")
+    release(project, "v2.0.0", scale=2.0)
     actions_env(monkeypatch, fake, tmp_path, project)
     monkeypatch.delenv("GITHUB_EVENT_PATH")
     project.ok("deploy", "v1.0.0")
