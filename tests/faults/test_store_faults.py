@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from mlops_ci.backends.sqlite_store import SqliteStore
+from tests.conftest import Project
 from tests.unit.backends.test_sqlite_store import make_run
 
 
@@ -62,3 +63,32 @@ def test_kill_9_during_writes_leaves_a_consistent_store(tmp_path: Path):
     for run in runs:  # every visible run is whole: all 20 series were written with it
         assert len(store.series(run.run_id)) == 20
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_store_check_finds_a_tampered_artifact_and_a_lost_verdict(project: Project):
+    import json
+    import sqlite3
+
+    project.ok("train")
+    project.ok("gate")
+    project.ok("promote")
+    assert project.ok("store", "check").strip().endswith(": ok")
+    run = json.loads(project.ok("runs", "show", "--json"))
+    with open(run["artifact_uri"].removeprefix("file://"), "ab") as fh:
+        fh.write(b"bit rot")
+    db = sqlite3.connect(project.path / ".mlops-ci" / "store.db")
+    db.execute("DELETE FROM verdicts")
+    db.commit()
+    db.close()
+    code, out, err = project.cli("store", "check")
+    assert (code == 14 and "2 problem(s)" in err) or "3 problem(s)" in err
+    assert f"run {run['run_id']}: artifact" in out and "does not match its sha256" in out
+    assert "v1: its verdict" in out and "provenance missing" in out
+
+
+def test_the_lease_owner_is_the_workflow_run_url():
+    from mlops_ci.backends.s3_store import owner_label
+
+    env = {"GITHUB_SERVER_URL": "https://ghe.example", "GITHUB_REPOSITORY": "acme/models", "GITHUB_RUN_ID": "42"}
+    assert owner_label(env) == "https://ghe.example/acme/models/actions/runs/42"
+    assert owner_label({}).startswith("pid ")
