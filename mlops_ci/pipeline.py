@@ -131,7 +131,6 @@ class Workspace:
         """Train the commit `ref` (default HEAD). Returns (run, reused); (None, False) on a dry run."""
         cfg = self.cfg
         sha = self.resolve_sha(ref)
-        source_rel = self._source_rel()
         dirty = False
         if ref is None and self.git.is_dirty([str(self.root)]):
             if not allow_dirty:
@@ -154,19 +153,13 @@ class Workspace:
         workdir = self.home / "runs" / run_id
         workdir.mkdir(parents=True)
         snapshot = workdir / "src"
-        if dirty:
-            shutil.copytree(self.git.root, snapshot, ignore=shutil.ignore_patterns(".git", ".mlops-ci", "__pycache__"))
-        else:
-            self.git.extract(sha, snapshot)
-        project_dir = snapshot / source_rel
+        try:
+            project_dir = self._snapshot(sha, dirty, snapshot)
+            channels, data = self._channels(project_dir)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)  # nothing is left of a run that never started
+            raise
         code_dir = project_dir / cfg.training.source_dir
-        if not (code_dir / cfg.training.entry_point).is_file():
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise ConfigError(
-                f"{cfg.file}: training.entry_point '{cfg.training.entry_point}' does not exist in "
-                f"{cfg.training.source_dir!r} at commit {sha[:8]}; fix the path or commit the file"
-            )
-        channels, data = self._channels(project_dir)
         spec = TrainingSpec(
             job_name=f"{self.project}-{run_id}",
             code_dir=code_dir,
@@ -215,22 +208,27 @@ class Workspace:
         self.store.record_run(run, result.series)
         return run, False
 
-    def _train_plan(self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str) -> tuple[None, bool]:
-        from .backends.local_training import cmd_args
-
+    def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:
+        """The project directory as of `sha` (the work tree for a dirty run) under `dest`,
+        with its entry point checked."""
         cfg = self.cfg
-        snapshot = workdir / "src"
         if dirty:
-            shutil.copytree(self.git.root, snapshot, ignore=shutil.ignore_patterns(".git", ".mlops-ci", "__pycache__"))
+            shutil.copytree(self.git.root, dest, ignore=shutil.ignore_patterns(".git", ".mlops-ci", "__pycache__"))
         else:
-            self.git.extract(sha, snapshot)
-        project_dir = snapshot / self._source_rel()
+            self.git.extract(sha, dest)
+        project_dir = dest / self._source_rel()
         if not (project_dir / cfg.training.source_dir / cfg.training.entry_point).is_file():
             raise ConfigError(
                 f"{cfg.file}: training.entry_point '{cfg.training.entry_point}' does not exist in "
                 f"{cfg.training.source_dir!r} at commit {sha[:8]}; fix the path or commit the file"
             )
-        _, data = self._channels(project_dir)
+        return project_dir
+
+    def _train_plan(self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str) -> tuple[None, bool]:
+        from .backends.local_training import cmd_args
+
+        cfg = self.cfg
+        _, data = self._channels(self._snapshot(sha, dirty, workdir / "src"))
         self.would(
             "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
             job_name=f"{self.project}-{run_id}",

@@ -69,6 +69,7 @@ def test_missing_channel_path(project: Project):
     project.commit("bad channel")
     code, _, err = project.cli("train")
     assert code == 2 and "training.channels.train: 'nowhere' does not exist" in err
+    assert list((project.path / ".mlops-ci" / "runs").iterdir()) == []  # no leftover run directory
 
 
 def test_actions_annotation_points_at_the_config_line(project: Project, monkeypatch: pytest.MonkeyPatch):
