@@ -361,6 +361,7 @@ class LocalEndpoints:
             slot = f"v{mv.version}-{uuid.uuid4().hex[:6]}"
             workdir = d / "versions" / slot
             workdir.mkdir(parents=True)
+            # Hashed again under the lock: the file may have changed while this deploy waited.
             artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
             python = self.ws.cfg.serving.python or sys.executable
             argv = [
