@@ -512,7 +512,6 @@ class Workspace:
 
     def publish_verdict(self, verdict: Verdict) -> str | None:
         """The gate as a check run named after the project (or a commit status as fallback)."""
-        from .backends.github import GitHubSettings
         from .errors import BadCredentials, PermissionDenied
         from .report import render_check
 
@@ -532,20 +531,14 @@ class Workspace:
             if not r.passed and not r.skipped and r.line
         ]  # fmt: skip
         try:
+            client = self.github()
+            check = (verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
+                     client.settings.run_url)  # fmt: skip
             if self.dry_run:
-                plan = self.github().plan_check(
-                    verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
-                    GitHubSettings.from_env(self.env).run_url,
-                )  # fmt: skip
-                for req in plan:
+                for req in client.plan_check(*check):
                     self.would("github", "request", **req)
                 return None
-            return str(
-                self.github().publish_check(
-                    verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
-                    GitHubSettings.from_env(self.env).run_url,
-                )
-            )  # fmt: skip
+            return str(client.publish_check(*check))
         except BadCredentials:
             raise
         except PermissionDenied as exc:

@@ -117,30 +117,30 @@ def check(store: Store, project: str, cache: Path) -> list[str]:
     """Problems found: artifacts missing or not matching their digest, dangling references."""
     problems: list[str] = []
     runs = {r.run_id: r for r in store.runs(project, limit=10**9)}
-    verified: dict[str, bool] = {}
+    versions = store.versions(project)
+    checked: set[tuple[str, str]] = set()  # an artifact shared by a run and its version: checked, reported once
 
     def artifact_ok(uri: str | None, digest: str | None, what: str) -> None:
         if not uri or not digest:
             problems.append(f"{what}: no artifact recorded")
             return
-        if uri not in verified:
-            try:
-                path = store.fetch_artifact(uri, cache)
-                verified[uri] = path.is_file() and sha256_file(path) == digest
-                if not path.is_file():
-                    problems.append(f"{what}: artifact {uri} is missing")
-                    verified[uri] = True  # reported once
-                elif not verified[uri]:
-                    problems.append(f"{what}: artifact {uri} does not match its sha256 {digest[:16]}…")
-                    verified[uri] = True
-            except MlopsCiError as exc:
-                problems.append(f"{what}: {exc.message}")
-                verified[uri] = True
+        if (uri, digest) in checked:
+            return
+        checked.add((uri, digest))
+        try:
+            path = store.fetch_artifact(uri, cache)
+        except MlopsCiError as exc:
+            problems.append(f"{what}: {exc.message}")
+            return
+        if not path.is_file():
+            problems.append(f"{what}: artifact {uri} is missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{what}: artifact {uri} does not match its sha256 {digest[:16]}…")
 
     for run in runs.values():
         if run.status == "completed":
             artifact_ok(run.artifact_uri, run.artifact_sha256, f"run {run.run_id}")
-    for mv in store.versions(project):
+    for mv in versions:
         what = f"v{mv.version}"
         if mv.run_id not in runs:
             problems.append(f"{what}: its run {mv.run_id} is not in the store")
@@ -150,8 +150,8 @@ def check(store: Store, project: str, cache: Path) -> list[str]:
         elif not v.passed:
             problems.append(f"{what}: its verdict {mv.verdict_id} did not pass")
         artifact_ok(mv.artifact_uri, mv.artifact_sha256, what)
-    versions = {mv.version for mv in store.versions(project)}
+    numbers = {mv.version for mv in versions}
     for dep in store.deployments(project):
-        if dep.version not in versions:
+        if dep.version not in numbers:
             problems.append(f"deployment {dep.deployment_id}: v{dep.version} is not in the registry")
     return problems

@@ -3,6 +3,7 @@ lazily by the pipeline, so the CLI never pays for an SDK it does not use."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -80,3 +81,12 @@ class TrainingBackend(Protocol):
     name: str
 
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...
+
+
+def owner_label(env: Mapping[str, str]) -> str:
+    """Who holds a lock, for the message a waiting job prints: the workflow run URL under
+    GitHub Actions, else this process."""
+    server, repo, run = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY"), env.get("GITHUB_RUN_ID")
+    if repo and run:
+        return f"{server or 'https://github.com'}/{repo}/actions/runs/{run}"
+    return f"pid {os.getpid()} on {os.uname().nodename}"

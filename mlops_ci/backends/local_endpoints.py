@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import EndpointConfig
 from ..errors import ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..records import Deployment, EndpointState, ModelVersion
-from . import DeploymentRecorder
+from . import DeploymentRecorder, owner_label
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import Workspace
@@ -102,8 +102,6 @@ class LocalEndpoints:
     def lock(self, name: str, timeout: float) -> Iterator[None]:
         """Deploys to one endpoint are serialised by the store's lock (a file lock for SQLite,
         a lease object for S3), so jobs on different machines exclude each other too."""
-        from .s3_store import owner_label
-
         with self.store.lock(f"endpoint {self.project}/{name}", owner_label(self.ws.env), timeout):
             yield
 
@@ -284,13 +282,17 @@ class LocalEndpoints:
             return None, None, None
         return state.server_port, state.server_pid, state.version
 
+    def _deployment(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, outcome: str,
+                    detail: str, started: float, deployment_id: str = "-") -> Deployment:  # fmt: skip
+        return Deployment(
+            deployment_id=deployment_id, project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha,
+            tag=tag, kind=kind, outcome=outcome, detail=detail, started=started, finished=time.time(),
+        )  # fmt: skip
+
     def _noop(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None,
               started: float) -> Deployment:  # fmt: skip
-        return Deployment(
-            deployment_id="-", project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha, tag=tag,
-            kind=kind, outcome="noop", started=started, finished=time.time(),
-            detail=f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {url}; nothing to do",
-        )  # fmt: skip
+        detail = f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {url}; nothing to do"
+        return self._deployment(ep, mv, tag, kind, "noop", detail, started)
 
     def _plan_rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
         """--dry-run: the same decisions as a rollout, recorded instead of made (no lock taken)."""
@@ -326,10 +328,7 @@ class LocalEndpoints:
         would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
         for req in github[2:]:
             would("github", "request", **req)
-        return Deployment(
-            deployment_id="-", project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha, tag=tag,
-            kind=kind, outcome="planned", started=started, finished=time.time(), detail=f"dry run: would {detail}",
-        )  # fmt: skip
+        return self._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
 
     def _rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
@@ -474,19 +473,7 @@ class LocalEndpoints:
         detail: str,
         started: float,
     ) -> Deployment:
-        dep = Deployment(
-            deployment_id=uuid.uuid4().hex[:16],
-            project=self.project,
-            endpoint=ep.name,
-            version=mv.version,
-            sha=mv.sha,
-            tag=tag,
-            kind=kind,
-            outcome=outcome,
-            detail=detail,
-            started=started,
-            finished=time.time(),
-        )
+        dep = self._deployment(ep, mv, tag, kind, outcome, detail, started, uuid.uuid4().hex[:16])
         self.store.record_deployment(dep)
         return dep
 

@@ -449,10 +449,3 @@ class S3Store:
             except self._errors as exc:  # a lease we no longer hold expires on its own
                 if self._code(exc) not in ("PreconditionFailed", "NoSuchKey"):
                     raise self._error(exc, f"release the lock {key}") from None
-
-
-def owner_label(env: Mapping[str, str]) -> str:
-    server, repo, run = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY"), env.get("GITHUB_RUN_ID")
-    if repo and run:
-        return f"{server or 'https://github.com'}/{repo}/actions/runs/{run}"
-    return f"pid {os.getpid()} on {os.uname().nodename}"

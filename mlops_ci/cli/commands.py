@@ -27,8 +27,9 @@ def warn(msg: str) -> None:
     one_line = " ".join(msg.split())
     print(f"mlops-ci: warning: {one_line}", file=sys.stderr, flush=True)
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        escaped = one_line.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        print(f"::warning::{escaped}", file=sys.stderr, flush=True)
+        from . import _escape_data
+
+        print(f"::warning::{_escape_data(one_line)}", file=sys.stderr, flush=True)
 
 
 def out(msg: str = "") -> None:

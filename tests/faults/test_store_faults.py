@@ -87,7 +87,7 @@ def test_store_check_finds_a_tampered_artifact_and_a_lost_verdict(project: Proje
 
 
 def test_the_lease_owner_is_the_workflow_run_url():
-    from mlops_ci.backends.s3_store import owner_label
+    from mlops_ci.backends import owner_label
 
     env = {"GITHUB_SERVER_URL": "https://ghe.example", "GITHUB_REPOSITORY": "acme/models", "GITHUB_RUN_ID": "42"}
     assert owner_label(env) == "https://ghe.example/acme/models/actions/runs/42"
