@@ -46,6 +46,58 @@ class TrainingConfig:
     environment: dict[str, str] = field(default_factory=dict)
     python: str | None = None
     max_run: int = 3600
+    sagemaker: SageMakerTraining | None = None
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """Where SageMaker work happens: region, the execution role SageMaker assumes, and the
+    bucket (under `prefix`) for sources, job output and model data."""
+
+    region: str | None = None
+    role: str | None = None
+    bucket: str | None = None
+    prefix: str = "mlops-ci"
+    kms_key: str | None = None
+    retry_mode: str = "adaptive"
+    max_attempts: int = 10
+    poll_seconds: float = 30.0  # how often a wait asks SageMaker for news
+
+
+@dataclass(frozen=True)
+class SageMakerTraining:
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    volume_size: int = 30
+    image_uri: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    py_version: str = "py3"
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    spot: bool = False
+    max_wait: int | None = None
+    checkpoint_s3_uri: str | None = None
+    keep_alive: int = 0
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    backend: str = "local"
+    model_package_group: str | None = None
+    approval: str = "Approved"
+
+
+@dataclass(frozen=True)
+class SageMakerDeployment:
+    """Blue/green traffic shifting for a SageMaker endpoint update."""
+
+    strategy: str = "all_at_once"  # all_at_once | canary | linear
+    percent: int = 10  # canary size, or linear step
+    wait_seconds: int = 300
+    termination_wait_seconds: int = 0
+    max_execution_timeout: int | None = None
+    alarms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +147,8 @@ class ServingConfig:
     entry_point: str | None = None
     include: tuple[str, ...] = ()
     python: str | None = None
+    image_uri: str | None = None  # SageMaker inference image (default: from training.sagemaker's framework)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,6 +167,10 @@ class EndpointConfig:
     port: int = 0
     smoke: tuple[SmokeRequest, ...] = ()
     ready_timeout: float = 60.0
+    backend: str = "local"
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    deployment: SageMakerDeployment = field(default_factory=SageMakerDeployment)
 
 
 @dataclass(frozen=True)
@@ -133,6 +191,8 @@ class Config:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     endpoints: tuple[EndpointConfig, ...] = ()
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     sources: dict[str, str] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> EndpointConfig:
@@ -152,7 +212,15 @@ class Config:
         t["environment"] = {
             k: ("<secret>" if _SECRET_KEY.search(k) else v) for k, v in self.training.environment.items()
         }
-        payload = {"project": self.project, "training": t, "serving": asdict(self.serving)}
+        payload: dict[str, Any] = {"project": self.project, "training": t, "serving": asdict(self.serving)}
+        if self.training.sagemaker is not None:  # where it runs and as whom is part of what ran
+            payload["training"]["sagemaker"] = asdict(self.training.sagemaker)
+            payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
+        else:
+            payload["training"].pop("sagemaker")
+        for key in ("image_uri", "environment"):  # unset new keys leave the digests of older runs as they were
+            if not payload["serving"][key]:
+                payload["serving"].pop(key)
         return _digest(payload)
 
     def gate_digest(self) -> str:
@@ -274,7 +342,13 @@ def _kind(value: Any) -> str:
     return f"'{value}'"
 
 
-TOP_KEYS = ("project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints")
+TOP_KEYS = (
+    "project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints", "aws",
+    "registry",
+)  # fmt: skip
+_ARN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
 
 def parse(text: str, file: str, root: str) -> Config:
@@ -304,6 +378,9 @@ def parse(text: str, file: str, root: str) -> Config:
     )
     serving = _parse_serving(r, top.get("serving"))
     endpoints = _parse_endpoints(r, top.get("endpoints"))
+    aws = _parse_aws(r, top.get("aws"))
+    registry = _parse_registry(r, top.get("registry"))
+    _check_aws_needed(r, training, registry, endpoints, aws, serving)
     return Config(
         project=project,
         file=file,
@@ -316,6 +393,8 @@ def parse(text: str, file: str, root: str) -> Config:
         baseline=baseline,
         serving=serving,
         endpoints=endpoints,
+        aws=aws,
+        registry=registry,
         sources=dict.fromkeys(top, "file"),
     )
 
@@ -349,6 +428,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         "environment",
         "python",
         "max_run",
+        "sagemaker",
     )
     t = r.mapping(raw, p, keys)
     hps_raw = t.get("hyperparameters") or {}
@@ -382,8 +462,22 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         if compiled.groups < 1:
             raise r.fail((*dp, "regex"), "needs one capture group around the number, e.g. 'loss=([0-9.]+)'")
         defs.append(MetricDefinition(name=r.string(dm["name"], (*dp, "name")), regex=regex))
+    backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker"))
+    sagemaker = None
+    if backend == "sagemaker":
+        sagemaker = _parse_sm_training(r, t.get("sagemaker"), (*p, "sagemaker"))
+        for name, uri in channels.items():
+            if not _S3_URI.match(uri):
+                raise r.fail(
+                    (*p, "channels", name),
+                    f"'{uri}' is not an S3 URI; SageMaker reads its channels from S3 (s3://bucket/prefix): "
+                    f"upload the data (aws s3 sync {uri} s3://...) and give its URI",
+                )
+    elif t.get("sagemaker") is not None:
+        raise r.fail((*p, "sagemaker"), "only applies with training.backend: sagemaker")
     return TrainingConfig(
-        backend=r.string(t.get("backend", "local"), (*p, "backend"), choices=("local",)),
+        backend=backend,
+        sagemaker=sagemaker,
         entry_point=r.string(t.get("entry_point", "train.py"), (*p, "entry_point")),
         source_dir=r.string(t.get("source_dir", "."), (*p, "source_dir")),
         hyperparameters=dict(hps_raw),
@@ -393,6 +487,114 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         python=r.string(t["python"], (*p, "python")) if t.get("python") is not None else None,
         max_run=r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1),
     )
+
+
+def _strings(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:
+    return tuple(r.string(v, (*path, i)) for i, v in enumerate(r.seq(raw, path)))
+
+
+def _opt_string(r: _Reader, m: dict[str, Any], key: str, path: tuple[str | int, ...]) -> str | None:
+    return r.string(m[key], (*path, key)) if m.get(key) is not None else None
+
+
+def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMakerTraining:
+    keys = tuple(SageMakerTraining.__dataclass_fields__)
+    m = r.mapping(raw, p, keys)
+    d = SageMakerTraining()
+    image_uri = _opt_string(r, m, "image_uri", p)
+    framework = _opt_string(r, m, "framework", p)
+    version = str(m["framework_version"]) if m.get("framework_version") is not None else None
+    if image_uri is None and (framework is None or version is None):
+        raise r.fail(p, "give image_uri, or framework and framework_version (e.g. framework: sklearn, "
+                        "framework_version: '1.2-1') to pick a SageMaker training image")  # fmt: skip
+    spot = r.boolean(m.get("spot", False), (*p, "spot"))
+    max_wait = r.integer(m["max_wait"], (*p, "max_wait"), minimum=1) if m.get("max_wait") is not None else None
+    if spot and max_wait is None:
+        raise r.fail((*p, "spot"), "managed spot training needs max_wait (seconds, >= training.max_run)")
+    if not spot and max_wait is not None:
+        raise r.fail((*p, "max_wait"), "only applies with spot: true")
+    checkpoint = _opt_string(r, m, "checkpoint_s3_uri", p)
+    if checkpoint and not _S3_URI.match(checkpoint):
+        raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
+    return SageMakerTraining(
+        instance_type=r.string(m.get("instance_type", d.instance_type), (*p, "instance_type")),
+        instance_count=r.integer(m.get("instance_count", 1), (*p, "instance_count"), minimum=1),
+        volume_size=r.integer(m.get("volume_size", d.volume_size), (*p, "volume_size"), minimum=1),
+        image_uri=image_uri,
+        framework=framework,
+        framework_version=version,
+        py_version=r.string(m.get("py_version", "py3"), (*p, "py_version")),
+        subnets=_strings(r, m.get("subnets"), (*p, "subnets")),
+        security_group_ids=_strings(r, m.get("security_group_ids"), (*p, "security_group_ids")),
+        spot=spot,
+        max_wait=max_wait,
+        checkpoint_s3_uri=checkpoint,
+        keep_alive=r.integer(m.get("keep_alive", 0), (*p, "keep_alive")),
+    )
+
+
+def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:
+    p: tuple[str | int, ...] = ("aws",)
+    m = r.mapping(raw, p, tuple(AwsConfig.__dataclass_fields__))
+    role = _opt_string(r, m, "role", p)
+    if role and not _ARN_ROLE.match(role):
+        raise r.fail((*p, "role"), f"'{role}' is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+    bucket = _opt_string(r, m, "bucket", p)
+    if bucket and not _BUCKET.match(bucket):
+        raise r.fail((*p, "bucket"), f"'{bucket}' is not a bucket name (give the name, not an s3:// URI)")
+    return AwsConfig(
+        region=_opt_string(r, m, "region", p),
+        role=role,
+        bucket=bucket,
+        prefix=r.string(m.get("prefix", "mlops-ci"), (*p, "prefix")).strip("/"),
+        kms_key=_opt_string(r, m, "kms_key", p),
+        retry_mode=r.string(m.get("retry_mode", "adaptive"), (*p, "retry_mode"), choices=("standard", "adaptive")),
+        max_attempts=r.integer(m.get("max_attempts", 10), (*p, "max_attempts"), minimum=1),
+        poll_seconds=r.number(m.get("poll_seconds", 30.0), (*p, "poll_seconds")),
+    )
+
+
+def _parse_registry(r: _Reader, raw: Any) -> RegistryConfig:
+    p: tuple[str | int, ...] = ("registry",)
+    m = r.mapping(raw, p, tuple(RegistryConfig.__dataclass_fields__))
+    group = _opt_string(r, m, "model_package_group", p)
+    if group and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", group):
+        raise r.fail((*p, "model_package_group"), "use 1-63 letters, digits or '-'")
+    return RegistryConfig(
+        backend=r.string(m.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker")),
+        model_package_group=group,
+        approval=r.string(m.get("approval", "Approved"), (*p, "approval"),
+                          choices=("Approved", "PendingManualApproval")),
+    )  # fmt: skip
+
+
+def _check_aws_needed(
+    r: _Reader,
+    training: TrainingConfig,
+    registry: RegistryConfig,
+    endpoints: tuple[EndpointConfig, ...],
+    aws: AwsConfig,
+    serving: ServingConfig,
+) -> None:
+    """Anything on SageMaker needs the role and the bucket; say so where the user wrote it."""
+    users: list[tuple[str | int, ...]] = []
+    if training.backend == "sagemaker":
+        users.append(("training", "backend"))
+    if registry.backend == "sagemaker":
+        users.append(("registry", "backend"))
+    users += [("endpoints", i, "backend") for i, e in enumerate(endpoints) if e.backend == "sagemaker"]
+    if not users:
+        return
+    for key in ("role", "bucket"):
+        if getattr(aws, key) is None:
+            where = users[0]
+            raise r.fail(where, f"SageMaker needs aws.{key} in {r.loaded.file} (the execution role ARN and the "
+                                "S3 bucket for sources, output and models)")  # fmt: skip
+    sm_endpoints = [("endpoints", i) for i, e in enumerate(endpoints) if e.backend == "sagemaker"]
+    sm = training.sagemaker
+    if sm_endpoints and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
+        raise r.fail(sm_endpoints[0], "a SageMaker endpoint needs an inference image: set serving.image_uri, or "
+                                      "training.sagemaker.framework to use that framework's image")  # fmt: skip
 
 
 def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:
@@ -467,7 +669,7 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
 
 
 def _parse_serving(r: _Reader, raw: Any) -> ServingConfig:
-    s = r.mapping(raw, ("serving",), ("entry_point", "include", "python"))
+    s = r.mapping(raw, ("serving",), ("entry_point", "include", "python", "image_uri", "environment"))
     include = tuple(
         r.string(v, ("serving", "include", i)) for i, v in enumerate(r.seq(s.get("include"), ("serving", "include")))
     )
@@ -475,6 +677,8 @@ def _parse_serving(r: _Reader, raw: Any) -> ServingConfig:
         entry_point=r.string(s["entry_point"], ("serving", "entry_point")) if s.get("entry_point") else None,
         include=include,
         python=r.string(s["python"], ("serving", "python")) if s.get("python") else None,
+        image_uri=_opt_string(r, s, "image_uri", ("serving",)),
+        environment=r.str_map(s.get("environment"), ("serving", "environment")),
     )
 
 
@@ -483,7 +687,8 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
     seen: set[str] = set()
     for i, item in enumerate(r.seq(raw, ("endpoints",))):
         ep = ("endpoints", i)
-        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout"))
+        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout", "backend", "instance_type",
+                                 "instance_count", "deployment"))  # fmt: skip
         if "name" not in m:
             raise r.fail(ep, "missing 'name'")
         name = r.string(m["name"], (*ep, "name"))
@@ -520,9 +725,43 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
                     ),
                 )
             )
-        ready = r.number(m.get("ready_timeout", 60), (*ep, "ready_timeout"))
-        out.append(EndpointConfig(name=name, tags=tags, port=port, smoke=tuple(smoke), ready_timeout=ready))
+        backend = r.string(m.get("backend", "local"), (*ep, "backend"), choices=("local", "sagemaker"))
+        sm = backend == "sagemaker"
+        if sm and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", name):
+            raise r.fail((*ep, "name"), "a SageMaker endpoint name uses letters, digits and '-' only")
+        for key in ("instance_type", "instance_count", "deployment"):
+            if not sm and key in m:
+                raise r.fail((*ep, key), "only applies with backend: sagemaker")
+        if sm and "port" in m:
+            raise r.fail((*ep, "port"), "only applies to a local endpoint")
+        ready = r.number(m.get("ready_timeout", 3600 if sm else 60), (*ep, "ready_timeout"))
+        out.append(
+            EndpointConfig(
+                name=name, tags=tags, port=port, smoke=tuple(smoke), ready_timeout=ready, backend=backend,
+                instance_type=r.string(m.get("instance_type", "ml.m5.large"), (*ep, "instance_type")),
+                instance_count=r.integer(m.get("instance_count", 1), (*ep, "instance_count"), minimum=1),
+                deployment=_parse_deployment(r, m.get("deployment"), (*ep, "deployment")),
+            )
+        )  # fmt: skip
     return tuple(out)
+
+
+def _parse_deployment(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMakerDeployment:
+    m = r.mapping(raw, p, tuple(SageMakerDeployment.__dataclass_fields__))
+    percent = r.integer(m.get("percent", 10), (*p, "percent"), minimum=1)
+    if percent > 100:
+        raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
+    timeout = m.get("max_execution_timeout")
+    return SageMakerDeployment(
+        strategy=r.string(m.get("strategy", "all_at_once"), (*p, "strategy"),
+                          choices=("all_at_once", "canary", "linear")),
+        percent=percent,
+        wait_seconds=r.integer(m.get("wait_seconds", 300), (*p, "wait_seconds")),
+        termination_wait_seconds=r.integer(m.get("termination_wait_seconds", 0), (*p, "termination_wait_seconds")),
+        max_execution_timeout=r.integer(timeout, (*p, "max_execution_timeout"), minimum=600)
+        if timeout is not None else None,
+        alarms=_strings(r, m.get("alarms"), (*p, "alarms")),
+    )  # fmt: skip
 
 
 def find_config(start: Path, explicit: str | None) -> Path:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._files import sha256_file
 from .errors import MlopsCiError, NotFound
+from .records import data_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Workspace
@@ -146,7 +147,7 @@ def render(doc: dict[str, Any]) -> str:
         hps = ", ".join(f"{k}={val}" for k, val in sorted(r["hyperparameters"].items()))
         lines.append(f"params     {hps or '-'}")
         for name, d in sorted(r["data"].items()):
-            lines.append(f"data       {name}: {d['uri']} sha256 {d['sha256'][:16]} ({d['source']})")
+            lines.append(f"data       {name}: {data_summary(d)}")
         metrics = ", ".join(f"{k}={val:.6g}" for k, val in sorted(r["metrics"].items()))
         lines.append(f"metrics    {metrics or '-'}")
     if a:

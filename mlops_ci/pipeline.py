@@ -23,7 +23,7 @@ from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
-from .backends import Store, TrainingBackend, TrainingSpec
+from .backends import Store, TrainingSpec, run_url
 from .context import Git, GitContext, load_context
 from .errors import ConfigError, NotFound, Refused, TrainingFailed
 from .records import Comparison, ModelVersion, Run, Verdict
@@ -76,6 +76,7 @@ class Workspace:
         self.home = Path(env.get("MLOPS_CI_HOME") or self.root / ".mlops-ci")
         self._store: Store | None = None
         self._ctx: GitContext | None = None
+        self._aws: Any = None
 
     @property
     def store(self) -> Store:
@@ -126,13 +127,22 @@ class Workspace:
 
     # -- train ----------------------------------------------------------------------------
     def train(
-        self, ref: str | None = None, *, allow_dirty: bool = False, force: bool = False
+        self,
+        ref: str | None = None,
+        *,
+        allow_dirty: bool = False,
+        force: bool = False,
+        no_wait: bool = False,
+        attach_only: bool = False,
+        cancel_superseded: bool = False,
     ) -> tuple[Run | None, bool]:
-        """Train the commit `ref` (default HEAD). Returns (run, reused); (None, False) on a dry run."""
+        """Train the commit `ref` (default HEAD). Returns (run, reused); (None, False) on a dry
+        run or when a remote job was started with `no_wait`. `attach_only` (the `wait` verb)
+        follows a job started earlier and never starts one."""
         cfg = self.cfg
         sha = self.resolve_sha(ref)
         dirty = False
-        if ref is None and self.git.is_dirty([str(self.root)]):
+        if ref is None and not attach_only and self.git.is_dirty([str(self.root)]):
             if not allow_dirty:
                 raise Refused(
                     "the work tree has uncommitted changes; commit them (a run must be reproducible "
@@ -144,39 +154,46 @@ class Workspace:
             existing = self.store.latest_completed(self.project, sha, digest)
             if existing:
                 return existing, True
+        remote = cfg.training.backend == "sagemaker"
+        if (no_wait or attach_only or cancel_superseded) and not remote:
+            raise ConfigError("--no-wait, --cancel-superseded and `wait` need training.backend: sagemaker")
         run_id = f"{sha[:8]}-{secrets.token_hex(3)}"
         if self.dry_run:  # resolve everything in a throw-away directory, record nothing
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="mlops-ci-dry-run-") as tmp:
-                return self._train_plan(sha, dirty, digest, Path(tmp), run_id)
+                return self._train_plan(sha, dirty, digest, Path(tmp), run_id, force)
         workdir = self.home / "runs" / run_id
         workdir.mkdir(parents=True)
         snapshot = workdir / "src"
         try:
             project_dir = self._snapshot(sha, dirty, snapshot)
-            channels, data = self._channels(project_dir)
+            backend = self._trainer()
+            channels, data = self._channels(project_dir, backend)
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels)
+            if cancel_superseded and self.ctx.branch:
+                for job in backend.cancel_superseded(self.project, self.ctx.branch, sha):
+                    self.say(f"stopped {job}: superseded by {sha[:8]} on {self.ctx.branch}")
+            if attach_only:
+                jobs = backend.jobs_of(self.project, sha, digest)
+                if not jobs:
+                    raise NotFound(
+                        f"no training job of {sha[:8]} under the current config; start one with `mlops-ci train`"
+                    )
+                name = jobs[-1]["TrainingJobName"]
+            elif remote:
+                name = backend.start(spec, workdir, self.project, fresh=force)
+            if no_wait:
+                self.say(f"training job {name} runs on; `mlops-ci wait {sha[:8]}` records it when it ends")
+                shutil.rmtree(workdir, ignore_errors=True)
+                return None, False
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)  # nothing is left of a run that never started
             raise
-        code_dir = project_dir / cfg.training.source_dir
-        spec = TrainingSpec(
-            job_name=f"{self.project}-{run_id}",
-            code_dir=code_dir,
-            entry_point=cfg.training.entry_point,
-            hyperparameters=dict(cfg.training.hyperparameters),
-            channels=channels,
-            metric_regexes={d.name: d.regex for d in cfg.training.metric_definitions},
-            environment=dict(cfg.training.environment),
-            python=cfg.training.python or sys.executable,
-            max_run=cfg.training.max_run,
-        )
-        from .backends.local_training import LocalTrainingBackend
-
-        backend: TrainingBackend = LocalTrainingBackend()
         started = time.time()
         self.say(f"training {self.project} at {sha[:8]} (run {run_id}, backend {backend.name})")
-        result = backend.run(spec, workdir, lambda line: self.say(f"  | {line}"))
+        log = lambda line: self.say(f"  | {line}")  # noqa: E731
+        result = backend.wait(name, spec, workdir, log) if remote else backend.run(spec, workdir, log)
         finished = time.time()
         base = dict(
             run_id=run_id,
@@ -190,9 +207,10 @@ class Workspace:
             params=dict(cfg.training.hyperparameters),
             metrics=result.metrics,
             log_path=str(result.log_path),
-            links={"log": str(result.log_path)},
+            links={"log": str(result.log_path), **result.links},
             data=data,
             dirty=dirty,
+            cost=result.cost,
         )
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
@@ -207,6 +225,39 @@ class Workspace:
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
         return run, False
+
+    def _trainer(self) -> Any:
+        if self.cfg.training.backend == "sagemaker":
+            from .backends.sagemaker import SageMakerTrainer
+
+            return SageMakerTrainer(self.aws(), self.cfg, self.say)
+        from .backends.local_training import LocalTrainingBackend
+
+        return LocalTrainingBackend()
+
+    def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
+              channels: dict[str, Path]) -> TrainingSpec:  # fmt: skip
+        cfg = self.cfg
+        tags = {
+            "mlops-ci:project": self.project, "mlops-ci:sha": sha, "mlops-ci:branch": self.ctx.branch or "",
+            "mlops-ci:repository": self.ctx.repository or "", "mlops-ci:config-digest": digest,
+            "mlops-ci:run-url": run_url(self.env) or "", "mlops-ci:dirty": "true" if dirty else "",
+        }  # fmt: skip
+        return TrainingSpec(
+            job_name=f"{self.project}-{run_id}",
+            code_dir=project_dir / cfg.training.source_dir,
+            entry_point=cfg.training.entry_point,
+            hyperparameters=dict(cfg.training.hyperparameters),
+            channels=channels,
+            metric_regexes={d.name: d.regex for d in cfg.training.metric_definitions},
+            environment=dict(cfg.training.environment),
+            python=cfg.training.python or sys.executable,
+            max_run=cfg.training.max_run,
+            sha=sha,
+            config_digest=digest,
+            tags={k: v for k, v in tags.items() if v},
+            channel_uris=dict(cfg.training.channels) if cfg.training.backend == "sagemaker" else {},
+        )
 
     def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:
         """The project directory as of `sha` (the work tree for a dirty run) under `dest`,
@@ -224,18 +275,35 @@ class Workspace:
             )
         return project_dir
 
-    def _train_plan(self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str) -> tuple[None, bool]:
-        from .backends.local_training import cmd_args
-
+    def _train_plan(
+        self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str, force: bool = False
+    ) -> tuple[None, bool]:
         cfg = self.cfg
-        _, data = self._channels(self._snapshot(sha, dirty, workdir / "src"))
-        self.would(
-            "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
-            job_name=f"{self.project}-{run_id}",
-            command=[cfg.training.python or "python", cfg.training.entry_point,
-                     *cmd_args(cfg.training.hyperparameters)],
-            channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
-        )  # fmt: skip
+        project_dir = self._snapshot(sha, dirty, workdir / "src")
+        backend = self._trainer()
+        channels, data = self._channels(project_dir, backend)
+        if cfg.training.backend == "sagemaker":
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels)
+            name, exists = backend.next_job(spec, self.project, fresh=force)
+            if exists:
+                self.would("sagemaker", "attach to training job", job_name=name)
+            else:
+                _, src_digest = backend.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
+                uri = backend.source_uri(src_digest)
+                head = self.aws().s3_head(uri)
+                if head is None or head.get("Metadata", {}).get("sha256") != src_digest:
+                    self.would("sagemaker", "s3:PutObject", uri=uri, sha256=src_digest)
+                self.would("sagemaker", "CreateTrainingJob", request=backend.request(spec, name, uri))
+        else:
+            from .backends.local_training import cmd_args
+
+            self.would(
+                "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
+                job_name=f"{self.project}-{run_id}",
+                command=[cfg.training.python or "python", cfg.training.entry_point,
+                         *cmd_args(cfg.training.hyperparameters)],
+                channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
+            )  # fmt: skip
         self.would("store", "put artifact", key="artifacts/<sha256 of model.tar.gz>", store=cfg.store)
         self.would("store", "record run", run_id=f"{sha[:8]}-<random>", sha=sha, store=cfg.store)
         return None, False
@@ -246,7 +314,9 @@ class Workspace:
         except ValueError:
             return Path()
 
-    def _channels(self, project_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
+    def _channels(self, project_dir: Path, backend: Any) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
+        if self.cfg.training.backend == "sagemaker":
+            return {}, backend.channel_data(self.cfg.training.channels)
         channels: dict[str, Path] = {}
         data: dict[str, dict[str, str]] = {}
         for name, raw in self.cfg.training.channels.items():
@@ -397,6 +467,8 @@ class Workspace:
         run = self.head_run(ref)
         existing = self.store.version_for_sha(self.project, run.sha)
         if existing:
+            if self.cfg.registry.backend == "sagemaker":  # a promote cut short before registering: finish it
+                self.register_package(existing)
             return existing, False
         verdict = self.check_provenance(run)
         self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"run {run.run_id}")
@@ -420,8 +492,39 @@ class Workspace:
             mv = make(max((v.version for v in self.store.versions(self.project)), default=0) + 1)
             self.would("store", "register model version", version=mv.version, sha=mv.sha,
                        artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
+            if self.cfg.registry.backend == "sagemaker":
+                self.register_package(mv)
             return mv, True
-        return self.store.promote(make, run.sha, self.project)
+        mv, created = self.store.promote(make, run.sha, self.project)
+        if self.cfg.registry.backend == "sagemaker":
+            self.register_package(mv)
+        return mv, created
+
+    def register_package(self, mv: ModelVersion) -> str | None:
+        """The version as a model package in the SageMaker registry (idempotent by SHA);
+        only ever called behind a passed gate."""
+        from .backends.sagemaker import SageMakerRegistry, model_data_uri
+
+        reg = SageMakerRegistry(self.aws(), self.cfg)
+        found = reg.package_for(mv.sha)
+        if found is not None:
+            self.say(f"model package {found['ModelPackageArn']} ({found.get('ModelApprovalStatus')})")
+            return str(found["ModelPackageArn"])
+        if self.dry_run:
+            data, upload = model_data_uri(self.aws(), mv, None)
+            if upload:
+                self.would("sagemaker", "s3:PutObject", uri=data, sha256=mv.artifact_sha256)
+            group = self.aws().describe("describe_model_package_group", "describe the model package group",
+                                        ModelPackageGroupName=reg.group)  # fmt: skip
+            if group is None:
+                self.would("sagemaker", "CreateModelPackageGroup", request=reg.group_request())
+            self.would("sagemaker", "CreateModelPackage", request=reg.package_request(mv, data))
+            return None
+        path = self.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
+        data, _ = model_data_uri(self.aws(), mv, path)
+        arn, _ = reg.register(mv, data)
+        self.say(f"registered model package {arn} ({self.cfg.registry.approval})")
+        return arn
 
     def check_provenance(self, run: Run) -> Verdict:
         """The run's latest verdict, which must have passed under the current gate rules."""
@@ -470,6 +573,14 @@ class Workspace:
         raise ConfigError(
             f"tag '{tag}' matches no endpoint's `tags` patterns in {self.cfg.file}; pass --endpoint or add a pattern"
         )
+
+    def aws(self) -> Any:
+        """The boto3 session for SageMaker (created once)."""
+        if self._aws is None:
+            from .backends.sagemaker import Aws
+
+            self._aws = Aws(self.cfg.aws, self.env)
+        return self._aws
 
     def endpoints(self) -> Any:
         from .backends.local_endpoints import LocalEndpoints

@@ -29,9 +29,18 @@ class Run:
     data: dict[str, dict[str, str]] = field(default_factory=dict)
     failure: str | None = None
     dirty: bool = False
+    cost: dict[str, Any] = field(default_factory=dict)  # remote training: instance, billable seconds, spot
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def data_summary(d: dict[str, str]) -> str:
+    """One input channel as recorded by a run: a local tree's sha256, or an S3 prefix's
+    object count and the digest of its keys and ETags."""
+    if "sha256" in d:
+        return f"{d['uri']} sha256 {d['sha256'][:16]} ({d.get('source', '?')})"
+    return f"{d['uri']} {d.get('objects', '?')} object(s), ETags sha256 {d.get('s3_etags_sha256', '?')[:16]}"
 
 
 @dataclass(frozen=True)

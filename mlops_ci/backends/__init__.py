@@ -54,6 +54,10 @@ class TrainingSpec:
     environment: dict[str, str]
     python: str
     max_run: int
+    sha: str = ""
+    config_digest: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # git provenance, for remote jobs
+    channel_uris: dict[str, str] = field(default_factory=dict)  # remote backends read data from here
 
 
 @dataclass
@@ -66,6 +70,8 @@ class TrainingResult:
     series: dict[str, Sequence[float]] = field(default_factory=dict)
     failure: str | None = None
     duration: float = 0.0
+    links: dict[str, str] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
 
 
 class DeploymentRecorder(Protocol):
@@ -83,10 +89,13 @@ class TrainingBackend(Protocol):
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...
 
 
+def run_url(env: Mapping[str, str]) -> str | None:
+    """The GitHub Actions workflow run this process belongs to, if any."""
+    server, repo, run = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY"), env.get("GITHUB_RUN_ID")
+    return f"{server or 'https://github.com'}/{repo}/actions/runs/{run}" if repo and run else None
+
+
 def owner_label(env: Mapping[str, str]) -> str:
     """Who holds a lock, for the message a waiting job prints: the workflow run URL under
     GitHub Actions, else this process."""
-    server, repo, run = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY"), env.get("GITHUB_RUN_ID")
-    if repo and run:
-        return f"{server or 'https://github.com'}/{repo}/actions/runs/{run}"
-    return f"pid {os.getpid()} on {os.uname().nodename}"
+    return run_url(env) or f"pid {os.getpid()} on {os.uname().nodename}"

@@ -333,6 +333,12 @@ class LocalEndpoints:
     def _rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
     ) -> Deployment:
+        if ep.backend == "sagemaker":
+            remote = self._sagemaker()
+            dep: Deployment = (
+                remote.plan(ep, mv, tag, kind) if self.ws.dry_run else remote.rollout(ep, mv, tag, kind, lock_timeout)
+            )
+            return dep
         if self.ws.dry_run:
             return self._plan_rollout(ep, mv, tag, kind)
         say = self.ws.say
@@ -477,8 +483,23 @@ class LocalEndpoints:
         self.store.record_deployment(dep)
         return dep
 
+    def _sagemaker(self) -> Any:
+        from .sagemaker import SageMakerRollout
+
+        return SageMakerRollout(self, self.ws.aws())
+
+    def _declared(self, name: str) -> EndpointConfig | None:
+        return next((e for e in self.ws.cfg.endpoints if e.name == name), None)
+
     def stop(self, name: str) -> None:
+        ep = self._declared(name)
         state = self.store.endpoint_state(self.project, name)
+        if ep is not None and ep.backend == "sagemaker":
+            with self.lock(name, 30):
+                self._sagemaker().stop(ep)
+                if state is not None:
+                    self.store.put_endpoint_state(replace(state, status="Stopped", updated=time.time()))
+            return
         if state is None:
             raise NotFound(f"endpoint {name} has never been deployed")
         with self.lock(name, 30):
@@ -490,6 +511,10 @@ class LocalEndpoints:
             )
 
     def invoke(self, name: str, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+        ep = self._declared(name)
+        if ep is not None and ep.backend == "sagemaker":
+            result: tuple[int, str, bytes] = self._sagemaker().endpoint(ep).invoke(body, content_type, accept)
+            return result
         state = self.store.endpoint_state(self.project, name)
         if state is None or state.status != "InService" or not state.router_port:
             raise NotFound(f"endpoint {name} is not running; deploy a version to it first")
@@ -520,6 +545,14 @@ class LocalEndpoints:
         states = {s.name: s for s in self.store.endpoint_states(self.project)}
         for name in [e.name for e in self.ws.cfg.endpoints] + sorted(set(states) - declared):
             st = states.get(name)
+            ep = self._declared(name)
+            if ep is not None and ep.backend == "sagemaker":
+                live = self._sagemaker().health(ep)
+                serving = live["status"] == "InService"
+                rows.append({"name": name, "declared": True, "status": live["status"],
+                             "version": live.get("version") if serving else None,
+                             "sha": live.get("sha") if serving else None, "url": st.url if st else None})  # fmt: skip
+                continue
             rows.append(
                 {
                     "name": name,
@@ -560,8 +593,20 @@ class LocalEndpoints:
                 if mv and mv.stage == "approved" and (best is None or mv.version > best[0]):
                     best = (mv.version, tag)
             st = self.store.endpoint_state(self.project, ep.name)
-            health = self._health(st)
-            live_version = st.version if st and health == "InService" else None
+            extra = ""
+            if ep.backend == "sagemaker":
+                live = self._sagemaker().health(ep)
+                health = live["status"]
+                live_version = live.get("version") if health == "InService" else None
+                live_sha = live.get("sha") if health == "InService" else None
+                declared = (ep.instance_type, ep.instance_count)
+                actual = (live.get("instance_type"), live.get("instance_count"))
+                if health == "InService" and actual != declared:
+                    extra = f"runs {actual[1]} x {actual[0]} but {declared[1]} x {declared[0]} is declared"
+            else:
+                health = self._health(st)
+                live_version = st.version if st and health == "InService" else None
+                live_sha = st.sha if st and live_version else None
             drift = ""
             if best and live_version != best[0]:
                 drift = f"declared v{best[0]} ({best[1]}) but " + (
@@ -569,15 +614,16 @@ class LocalEndpoints:
                 )
             elif not best and live_version:
                 drift = f"v{live_version} is live but no approved tag routes to {ep.name}"
-            elif health in ("Down", "Degraded"):
+            elif health in ("Down", "Degraded", "Failed", "OutOfService"):
                 drift = f"endpoint is {health}"
+            drift = "; ".join(x for x in (drift, extra) if x)
             rows.append(
                 {
                     "name": ep.name,
                     "declared_version": best[0] if best else None,
                     "declared_tag": best[1] if best else None,
                     "live_version": live_version,
-                    "live_sha": st.sha if st and live_version else None,
+                    "live_sha": live_sha,
                     "health": health,
                     "drift": drift,
                     "url": st.url if st else None,

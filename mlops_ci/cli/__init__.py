@@ -27,7 +27,7 @@ def _exit_code_epilog() -> str:
 
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
-    "init", "config", "train", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
+    "init", "config", "train", "wait", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
     "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment",
 )  # fmt: skip
 _GLOBAL_WITH_VALUE = ("-C", "--config", "--store", "--token")
@@ -99,6 +99,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="train again even if this SHA+config has a run")
     t.add_argument("--json", action="store_true")
     t.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
+    t.add_argument("--no-wait", action="store_true", help="SageMaker: start the job and return (`mlops-ci wait` later)")
+    t.add_argument(
+        "--cancel-superseded", action="store_true", help="SageMaker: stop running jobs of older commits on this branch"
+    )
+    w = sub.add_parser("wait", help="follow a SageMaker training job started with --no-wait and record its run")
+    w.add_argument("ref", nargs="?", help="commit, branch or tag (default: HEAD)")
+    w.add_argument("--json", action="store_true")
 
     r = sub.add_parser("runs", help="list runs, or show one")
     r.add_argument("action", nargs="?", choices=("list", "show"), default="list")

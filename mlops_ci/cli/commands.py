@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from ..errors import Drift, GateFailed, NotFound, UsageError
+from ..records import data_summary
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -130,7 +131,10 @@ def dispatch(args: argparse.Namespace) -> int:
         )
     with workspace(args, env) as ws:
         if cmd == "train":
-            return train(ws, args.ref, allow_dirty=args.allow_dirty, force=args.force, as_json=args.json)
+            return train(ws, args.ref, allow_dirty=args.allow_dirty, force=args.force, as_json=args.json,
+                         no_wait=args.no_wait, cancel_superseded=args.cancel_superseded)  # fmt: skip
+        if cmd == "wait":
+            return train(ws, args.ref, allow_dirty=False, force=False, as_json=args.json, attach_only=True)
         if cmd == "runs":
             return runs(ws, args.action, args.run, limit=args.limit, as_json=args.json)
         if cmd == "report":
@@ -238,7 +242,7 @@ def _run_lines(run: Any) -> list[str]:
     if run.metrics:
         lines.append("metrics   " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(run.metrics.items())))
     for name, d in sorted(run.data.items()):
-        lines.append(f"data      {name}: {d['uri']} sha256 {d['sha256'][:16]} ({d['source']})")
+        lines.append(f"data      {name}: {data_summary(d)}")
     if run.artifact_sha256:
         lines.append(f"artifact  {run.artifact_uri}")
         lines.append(f"sha256    {run.artifact_sha256}")
@@ -249,9 +253,11 @@ def _run_lines(run: Any) -> list[str]:
     return lines
 
 
-def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool) -> int:
-    run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force)
-    if run is None:  # dry run: the plan is printed by the caller
+def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
+          cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
+    run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
+                           cancel_superseded=cancel_superseded, attach_only=attach_only)  # fmt: skip
+    if run is None:  # dry run (the plan is printed by the caller), or a job left running
         return 0
     github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256)
     if reused:

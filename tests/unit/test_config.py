@@ -126,3 +126,59 @@ def test_missing_config_file_says_how_to_fix(tmp_path: Path):
     (tmp_path / ".git").mkdir()
     with pytest.raises(ConfigError, match="no mlops-ci.yaml found"):
         config.load(tmp_path, {})
+
+
+SM = (
+    "aws: {role: 'arn:aws:iam::123456789012:role/sm', bucket: ml-bucket, region: us-east-1}\n"
+    "training:\n  backend: sagemaker\n  sagemaker: {framework: sklearn, framework_version: '1.2-1'}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected", "line"),
+    [
+        ("training:\n  backend: sagemaker\n  sagemaker: {image_uri: x}\n", "SageMaker needs aws.role", 2),
+        ("aws: {role: admin}\n", "is not an IAM role ARN", 1),
+        ("aws: {bucket: 's3://b'}\n", "not a bucket name", 1),
+        (SM.replace("framework: sklearn, ", ""), "give image_uri, or framework and framework_version", 4),
+        (SM.replace("'1.2-1'}", "'1.2-1', spot: true}"), "managed spot training needs max_wait", 4),
+        (SM.replace("'1.2-1'}", "'1.2-1', max_wait: 60}"), "only applies with spot: true", 4),
+        (SM.replace("'1.2-1'}", "'1.2-1', instance_typ: ml.m5.large}"), "did you mean 'instance_type'", 4),
+        (SM + "  channels: {train: data/}\n", "SageMaker reads its channels from S3", 5),
+        ("training:\n  sagemaker: {image_uri: x}\n", "only applies with training.backend: sagemaker", 2),
+        ("endpoints:\n  - {name: a, instance_type: ml.m5.large}\n", "only applies with backend: sagemaker", 2),
+        (SM + "endpoints:\n  - {name: a_b, backend: sagemaker}\n", "letters, digits and '-' only", 6),
+        (SM + "endpoints:\n  - name: a\n    backend: sagemaker\n    deployment: {strategy: canary, percent: 150}\n",
+         "1-100", 8),
+        (SM + "endpoints:\n  - name: a\n    backend: sagemaker\n    deployment: {strategy: blue}\n",
+         "'blue' is not allowed", 8),
+        ("registry: {backend: sagemaker, approval: Yes}\n", "not allowed|expected a non-empty string", 1),
+    ],
+)  # fmt: skip
+def test_bad_sagemaker_settings_fail_with_location(snippet: str, expected: str, line: int):
+    with pytest.raises(ConfigError, match=expected) as exc:
+        parse("project: x\n" + snippet)
+    assert exc.value.message.startswith(f"mlops-ci.yaml:{line + 1}:"), exc.value.message
+
+
+def test_sagemaker_settings_parse_and_enter_the_training_digest():
+    cfg = parse("project: x\n" + SM + "endpoints:\n  - {name: prod, backend: sagemaker, instance_count: 2}\n")
+    assert cfg.training.sagemaker is not None and cfg.training.sagemaker.instance_type == "ml.m5.large"
+    assert cfg.endpoints[0].instance_count == 2 and cfg.endpoints[0].ready_timeout == 3600
+    bigger = parse("project: x\n" + SM.replace("'1.2-1'}", "'1.2-1', instance_type: ml.m5.4xlarge}"))
+    polled = parse("project: x\n" + SM.replace("region: us-east-1", "region: us-east-1, poll_seconds: 5"))
+    assert cfg.training_digest() != bigger.training_digest()
+    assert cfg.training_digest() == polled.training_digest()  # how often we ask is not what ran
+
+
+def test_local_training_digest_is_unchanged_by_the_new_settings():
+    """Runs recorded before SageMaker support keep matching their config."""
+    import hashlib
+    import json
+
+    cfg = parse("project: x\n")
+    old = {"project": "x", "training": {"backend": "local", "entry_point": "train.py", "source_dir": ".",
+           "hyperparameters": {}, "channels": {}, "metric_definitions": [], "environment": {}, "python": None,
+           "max_run": 3600}, "serving": {"entry_point": None, "include": [], "python": None}}  # fmt: skip
+    text = json.dumps(old, sort_keys=True, separators=(",", ":"), default=str)
+    assert cfg.training_digest() == hashlib.sha256(text.encode()).hexdigest()

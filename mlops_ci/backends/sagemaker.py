@@ -1,0 +1,984 @@
+"""Amazon SageMaker: training jobs, the model registry and endpoints, through boto3.
+
+Imported only when the config names SageMaker (`pip install mlops-ci[sagemaker]`). Every request
+is built by a pure function, so that a dry run prints exactly what the real run then sends.
+Names are derived from content (commit, config digest, version, artifact digest), so that a
+re-run finds what an earlier run created instead of creating it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._files import files_under, pack_deterministic
+from ..config import AwsConfig, Config, EndpointConfig, SageMakerTraining
+from ..errors import (
+    BadCredentials,
+    Busy,
+    ConfigError,
+    DeployFailed,
+    MlopsCiError,
+    NotFound,
+    PermissionDenied,
+    Refused,
+    Transient,
+)
+from . import TrainingResult, TrainingSpec
+from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
+
+if TYPE_CHECKING:
+    from ..records import ModelVersion
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TERMINAL = ("Completed", "Failed", "Stopped")
+BUSY_STATES = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed")
+VARIANT = "AllTraffic"
+
+# Registries of the SageMaker scikit-learn images (the SDK's image_uris table); other frameworks
+# resolve through the SageMaker SDK when it is installed, or take an explicit image_uri.
+_SKLEARN_ACCOUNTS = {
+    "us-east-1": "683313688378",
+    "us-east-2": "257758044811",
+    "us-west-1": "746614075791",
+    "us-west-2": "246618743249",
+    "eu-west-1": "141502667606",
+}
+
+
+def _slug(text: str) -> str:
+    """A SageMaker resource name part: letters, digits and single dashes."""
+    return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", text)).strip("-") or "x"
+
+
+def _short_hash(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def job_name(project: str, sha: str, config_digest: str, attempt: int) -> str:
+    """Deterministic: a workflow re-run of the same commit and config finds the same job."""
+    tail = f"-{sha[:8]}-{config_digest[:8]}-{attempt}"
+    return _slug(project)[: 63 - len(tail)].rstrip("-") + tail
+
+
+def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, what: str) -> str:
+    if explicit:
+        return explicit
+    if sm is not None and sm.image_uri:
+        return sm.image_uri
+    if sm is None or sm.framework is None or sm.framework_version is None:
+        raise ConfigError(f"no {what} image: set an image_uri, or training.sagemaker.framework and framework_version")
+    cpu = "gpu" if re.match(r"ml\.(p|g)\d", sm.instance_type) else "cpu"
+    if sm.framework == "sklearn" and region in _SKLEARN_ACCOUNTS:
+        return (f"{_SKLEARN_ACCOUNTS[region]}.dkr.ecr.{region}.amazonaws.com/sagemaker-scikit-learn:"
+                f"{sm.framework_version}-{cpu}-{sm.py_version}")  # fmt: skip
+    try:
+        from sagemaker.core import image_uris  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError(
+            f"cannot resolve the {sm.framework} {sm.framework_version} image in {region} without the SageMaker "
+            "SDK; set training.sagemaker.image_uri (and serving.image_uri) or install mlops-ci[sagemaker]"
+        ) from None
+    scope = "training" if what == "training" else "inference"
+    uri: str = image_uris.retrieve(sm.framework, region, version=sm.framework_version, py_version=sm.py_version,
+                                   instance_type=sm.instance_type, image_scope=scope)  # fmt: skip
+    return uri
+
+
+def console_url(region: str, kind: str, name: str) -> str:
+    return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
+
+
+def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    # Tag values: up to 256 characters of letters, digits, spaces and _.:/=+-@
+    return [{"Key": k, "Value": re.sub(r"[^\w.:/=+\-@ ]", "_", v)[:256]} for k, v in sorted(tags.items()) if v]
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+# -- the session ---------------------------------------------------------------------------
+class Aws:
+    """boto3 clients with the configured region and retry mode, and error translation."""
+
+    def __init__(self, cfg: AwsConfig, env: Mapping[str, str]):
+        import boto3
+        from botocore.config import Config as BotoConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self.cfg = cfg
+        region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ConfigError("no AWS region: set aws.region in mlops-ci.yaml or AWS_REGION")
+        self.region: str = region
+        self.session = boto3.session.Session(region_name=region)
+        # standard/adaptive retry: throttling and 5xx are retried with backoff (adaptive also
+        # rate-limits this client), so a busy account slows a deploy down instead of failing it.
+        self._config = BotoConfig(retries={"mode": cfg.retry_mode, "max_attempts": cfg.max_attempts})
+        self._clients: dict[str, Any] = {}
+        self.errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service, config=self._config)
+        return self._clients[service]
+
+    @staticmethod
+    def code(exc: Exception) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+    @staticmethod
+    def message(exc: Exception) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")) or str(exc)
+
+    def error(self, exc: Exception, what: str) -> MlopsCiError:
+        code, msg = self.code(exc), self.message(exc)
+        name = type(exc).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            return BadCredentials(
+                f"no AWS credentials to {what}; in GitHub Actions use OIDC (aws-actions/configure-aws-credentials "
+                "with role-to-assume), locally AWS_PROFILE (docs/sagemaker.md)"
+            )
+        if code in ("UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
+                    "InvalidAccessKeyId", "SignatureDoesNotMatch"):  # fmt: skip
+            return BadCredentials(f"AWS rejected the credentials while trying to {what} ({code}); refresh them")
+        if code in ("AccessDenied", "AccessDeniedException"):
+            return PermissionDenied(
+                f"AWS denied the runner's role permission to {what} ({msg}); grant it (docs/sagemaker.md has the "
+                "least-privilege policy)"
+            )
+        if code in ("ThrottlingException", "Throttling", "TooManyRequestsException", "SlowDown",
+                    "ServiceUnavailable", "InternalFailure", "InternalError") or not code:  # fmt: skip
+            return Transient(
+                f"AWS did not answer while trying to {what} ({code or msg}), even after retries; retry later"
+            )
+        if code == "ResourceLimitExceeded":
+            return Refused(f"SageMaker quota reached while trying to {what}: {msg}; ask for a quota increase")
+        return MlopsCiError(f"SageMaker refused to {what}: {code}: {msg}")
+
+    def call(self, service: str, op: str, what: str, **params: Any) -> Any:
+        try:
+            return getattr(self.client(service), op)(**params)
+        except self.errors as exc:
+            raise self.error(exc, what) from None
+
+    def missing(self, exc: Exception) -> bool:
+        """SageMaker says 'not found' as a ValidationException ("Could not find ...")."""
+        code, msg = self.code(exc), self.message(exc)
+        return code in ("ResourceNotFound", "ResourceNotFoundException", "404", "NoSuchKey", "NotFound") or (
+            code == "ValidationException" and ("Could not find" in msg or "does not exist" in msg)
+        )
+
+    def describe(self, op: str, what: str, **params: Any) -> dict[str, Any] | None:
+        """A SageMaker Describe* call; None when the resource does not exist."""
+        try:
+            out: dict[str, Any] = getattr(self.client("sagemaker"), op)(**params)
+            return out
+        except self.errors as exc:
+            if self.missing(exc):
+                return None
+            raise self.error(exc, what) from None
+
+    def s3_head(self, uri: str) -> dict[str, Any] | None:
+        bucket, key = _split_s3(uri)
+        try:
+            out: dict[str, Any] = self.client("s3").head_object(Bucket=bucket, Key=key)
+            return out
+        except self.errors as exc:
+            if self.missing(exc):
+                return None
+            raise self.error(exc, f"read {uri}") from None
+
+    def upload_once(self, path: Path, uri: str, sha256: str) -> bool:
+        """Upload `path` to `uri` unless an object with this sha256 is there. True if uploaded."""
+        head = self.s3_head(uri)
+        if head is not None and head.get("Metadata", {}).get("sha256") == sha256:
+            return False
+        bucket, key = _split_s3(uri)
+        extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
+        if self.cfg.kms_key:
+            extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self.cfg.kms_key)
+        try:
+            self.client("s3").upload_file(str(path), bucket, key, ExtraArgs=extra)
+        except self.errors as exc:
+            raise self.error(exc, f"upload {uri}") from None
+        return True
+
+    def download(self, uri: str, dest: Path) -> bool:
+        bucket, key = _split_s3(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client("s3").download_file(bucket, key, str(dest))
+        except self.errors as exc:
+            if self.missing(exc):
+                return False
+            raise self.error(exc, f"download {uri}") from None
+        return True
+
+    def s3_uri(self, *parts: str) -> str:
+        key = "/".join(p.strip("/") for p in (self.cfg.prefix, *parts) if p)
+        return f"s3://{self.cfg.bucket}/{key}"
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    """Unpack a job's tarball, refusing links and paths that leave `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+# -- training ------------------------------------------------------------------------------
+class SageMakerTrainer:
+    """A TrainingBackend: the commit's source as a script-mode training job."""
+
+    name = "sagemaker"
+
+    def __init__(self, aws: Aws, cfg: Config, say: Callable[[str], None]):
+        assert cfg.training.sagemaker is not None
+        self.aws = aws
+        self.cfg = cfg
+        self.sm = cfg.training.sagemaker
+        self.say = say
+        self.uploaded_bytes = 0
+
+    # pure parts ------------------------------------------------------------------------
+    def pack_source(self, code_dir: Path, dest: Path) -> tuple[Path, str]:
+        entries = [(rel, p) for rel, p in files_under(code_dir) if "__pycache__" not in rel]
+        digest = pack_deterministic(entries, dest)
+        return dest, digest
+
+    def source_uri(self, digest: str) -> str:
+        return self.aws.s3_uri("source", digest, "sourcedir.tar.gz")
+
+    def request(self, spec: TrainingSpec, name: str, source_uri: str) -> dict[str, Any]:
+        """The CreateTrainingJob request, as the SageMaker SDK builds it for script mode."""
+        sm, aws = self.sm, self.aws
+        hps = encode_hyperparameters(spec.hyperparameters)
+        hps.update(encode_hyperparameters({
+            "sagemaker_program": spec.entry_point,
+            "sagemaker_submit_directory": source_uri,
+            "sagemaker_container_log_level": 20,
+            "sagemaker_job_name": name,
+            "sagemaker_region": aws.region,
+        }))  # fmt: skip
+        resource: dict[str, Any] = {
+            "InstanceType": sm.instance_type, "InstanceCount": sm.instance_count, "VolumeSizeInGB": sm.volume_size,
+        }  # fmt: skip
+        if aws.cfg.kms_key:
+            resource["VolumeKmsKeyId"] = aws.cfg.kms_key
+        if sm.keep_alive:
+            resource["KeepAlivePeriodInSeconds"] = sm.keep_alive
+        output: dict[str, Any] = {"S3OutputPath": aws.s3_uri("output")}
+        if aws.cfg.kms_key:
+            output["KmsKeyId"] = aws.cfg.kms_key
+        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": spec.max_run}
+        req: dict[str, Any] = {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {
+                "TrainingImage": image_for(sm, None, aws.region, "training"),
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": k, "Regex": v} for k, v in spec.metric_regexes.items()],
+            },
+            "RoleArn": aws.cfg.role,
+            "HyperParameters": hps,
+            "InputDataConfig": [
+                {
+                    "ChannelName": ch,
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": uri,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+                for ch, uri in sorted(spec.channel_uris.items())
+            ],
+            "OutputDataConfig": output,
+            "ResourceConfig": resource,
+            "StoppingCondition": stopping,
+            "Environment": dict(spec.environment),
+            "Tags": _tags(spec.tags),
+        }
+        if not req["InputDataConfig"]:
+            del req["InputDataConfig"]
+        if not req["Environment"]:
+            del req["Environment"]
+        if sm.subnets or sm.security_group_ids:
+            req["VpcConfig"] = {"Subnets": list(sm.subnets), "SecurityGroupIds": list(sm.security_group_ids)}
+        if sm.spot:
+            req["EnableManagedSpotTraining"] = True
+            stopping["MaxWaitTimeInSeconds"] = sm.max_wait
+            req["CheckpointConfig"] = {"S3Uri": sm.checkpoint_s3_uri or aws.s3_uri("checkpoints", name)}
+        return req
+
+    def channel_data(self, channels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+        """What each S3 channel held when the job was created: a digest over its objects'
+        keys and ETags (the data itself never passes through this machine)."""
+        data: dict[str, dict[str, str]] = {}
+        for name, uri in channels.items():
+            bucket, prefix = _split_s3(uri)
+            h = hashlib.sha256()
+            count = 0
+            try:
+                for page in (
+                    self.aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                ):
+                    for obj in page.get("Contents", []):
+                        h.update(f"{obj['Key']}\0{obj['ETag']}\0{obj['Size']}\n".encode())
+                        count += 1
+            except self.aws.errors as exc:
+                raise self.aws.error(exc, f"list training channel {name} ({uri})") from None
+            if count == 0:
+                raise ConfigError(f"training.channels.{name}: {uri} holds no objects; upload the data or fix the URI")
+            data[name] = {"uri": uri, "s3_etags_sha256": h.hexdigest(), "objects": str(count), "source": "s3"}
+        return data
+
+    # jobs ------------------------------------------------------------------------------
+    def jobs_of(self, project: str, sha: str, digest: str) -> list[dict[str, Any]]:
+        """The attempts at this commit and config, oldest first."""
+        stem = job_name(project, sha, digest, 0)[:-1]
+        found: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"NameContains": stem, "MaxResults": 100}
+        while True:
+            page = self.aws.call("sagemaker", "list_training_jobs", "list training jobs", **kwargs)
+            found += [j for j in page.get("TrainingJobSummaries", []) if j["TrainingJobName"].startswith(stem)]
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+
+        def attempt(j: dict[str, Any]) -> int:
+            tail = j["TrainingJobName"][len(stem) :]
+            return int(tail) if tail.isdigit() else 0
+
+        return sorted(found, key=attempt)
+
+    def next_job(self, spec: TrainingSpec, project: str, fresh: bool = False) -> tuple[str, bool]:
+        """(job name, exists): the running or completed attempt to attach to, else a new name
+        (always a new one when `fresh`: --force)."""
+        jobs = self.jobs_of(project, spec.sha, spec.config_digest)
+        if not fresh and jobs and jobs[-1]["TrainingJobStatus"] in ("InProgress", "Stopping", "Completed"):
+            return jobs[-1]["TrainingJobName"], True
+        return job_name(project, spec.sha, spec.config_digest, len(jobs) + 1), False
+
+    def start(self, spec: TrainingSpec, workdir: Path, project: str, fresh: bool = False) -> str:
+        """Create the job unless this commit and config already has a live or finished one."""
+        if spec.tags.get("mlops-ci:dirty"):  # a throw-away run: its own name, never attached to
+            name, exists = _slug(spec.job_name)[:63], False
+        else:
+            name, exists = self.next_job(spec, project, fresh)
+        if exists:
+            self.say(f"attaching to training job {name} (started earlier for this commit and config)")
+            return name
+        tarball, digest = self.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
+        uri = self.source_uri(digest)
+        if self.aws.upload_once(tarball, uri, digest):
+            self.uploaded_bytes += tarball.stat().st_size
+            self.say(f"uploaded the source ({tarball.stat().st_size} bytes) to {uri}")
+        else:
+            self.say(f"source unchanged, already at {uri}")
+        req = self.request(spec, name, uri)
+        try:
+            self.aws.client("sagemaker").create_training_job(**req)
+        except self.aws.errors as exc:
+            if self.aws.code(exc) == "ResourceInUse":  # another runner created it a moment ago
+                self.say(f"training job {name} was just created by another run; attaching to it")
+                return name
+            raise self.aws.error(exc, f"create training job {name}") from None
+        self.say(f"created training job {name}: {console_url(self.aws.region, 'jobs', name)}")
+        return name
+
+    def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult:
+        project = spec.tags.get("mlops-ci:project", "")
+        name = self.start(spec, workdir, project)
+        return self.wait(name, spec, workdir, log)
+
+    def wait(self, name: str, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult:
+        """Follow the job to its end: status changes, secondary status, and its CloudWatch log
+        (with the MetricDefinitions applied to it, for the curves)."""
+        started = time.monotonic()
+        log_path = workdir / "train.log"
+        base = workdir / "opt_ml"
+        result = TrainingResult(exit_code=-1, model_dir=base / "model", output_dir=base / "output", log_path=log_path)
+        scanner = MetricScanner(spec.metric_regexes)
+        logs = _LogTail(self.aws, name)
+        seen: tuple[str, str] = ("", "")
+        desc: dict[str, Any] = {}
+        with open(log_path, "a", encoding="utf-8") as logf:
+            while True:
+                desc = self.aws.call("sagemaker", "describe_training_job", f"describe training job {name}",
+                                     TrainingJobName=name)  # fmt: skip
+                status, secondary = desc["TrainingJobStatus"], desc.get("SecondaryStatus", "")
+                if (status, secondary) != seen:
+                    transitions = desc.get("SecondaryStatusTransitions") or [{}]
+                    message = transitions[-1].get("StatusMessage", "")
+                    self.say(f"{name}: {status} / {secondary}" + (f" - {message}" if message else ""))
+                    seen = (status, secondary)
+                for line in logs.poll():
+                    logf.write(line + "\n")
+                    scanner.feed(line)
+                    log(line)
+                if status in TERMINAL:
+                    for line in logs.poll():  # what arrived between the last poll and the end
+                        logf.write(line + "\n")
+                        scanner.feed(line)
+                        log(line)
+                    break
+                time.sleep(self.aws.cfg.poll_seconds)
+        result.duration = time.monotonic() - started
+        result.links = {
+            "training_job": desc["TrainingJobArn"],
+            "console": console_url(self.aws.region, "jobs", name),
+            "log": log_path.as_posix(),
+            "cloudwatch": f"https://{self.aws.region}.console.aws.amazon.com/cloudwatch/home?region="
+            f"{self.aws.region}#logsV2:log-groups/log-group/$252Faws$252Fsagemaker$252FTrainingJobs",
+        }
+        result.cost = _cost_facts(desc)
+        result.series = dict(scanner.series)
+        if status != "Completed":
+            result.exit_code = 1
+            reason = desc.get("FailureReason") or f"the job ended {status}"
+            result.failure = f"SageMaker training job {name} {status}: {reason}"
+            return result
+        result.exit_code = 0
+        result.metrics = {k: v[-1] for k, v in scanner.series.items()}
+        for m in desc.get("FinalMetricDataList", []):  # SageMaker's own reading of the same regexes
+            if m.get("MetricName") in spec.metric_regexes:
+                result.metrics[m["MetricName"]] = float(m["Value"])
+        model_uri = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if not model_uri or not self.aws.download(model_uri, workdir / "model.tar.gz"):
+            result.exit_code = 1
+            result.failure = f"training job {name} completed but its model artifact {model_uri} is missing"
+            return result
+        _extract(workdir / "model.tar.gz", result.model_dir)
+        output_uri = model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+        if self.aws.download(output_uri, workdir / "output.tar.gz"):
+            _extract(workdir / "output.tar.gz", result.output_dir / "data")
+            mfile = result.output_dir / "data" / METRICS_FILE
+            if mfile.is_file():
+                try:
+                    finals, series = read_metrics_file(mfile)
+                except ValueError as exc:
+                    result.exit_code, result.failure = 1, str(exc)
+                    return result
+                for k, v in finals.items():
+                    result.metrics.setdefault(k, v)
+                for k, s in series.items():
+                    result.series.setdefault(k, s)
+        code = base / "code"  # the serving files packed into the artifact come from the source
+        shutil.copytree(spec.code_dir, code, dirs_exist_ok=True)
+        return result
+
+    def cancel_superseded(self, project: str, branch: str, sha: str) -> list[str]:
+        """Stop jobs of this project still running for older commits on `branch`."""
+        stopped = []
+        kwargs: dict[str, Any] = {"StatusEquals": "InProgress", "NameContains": _slug(project)[:40], "MaxResults": 100}
+        while True:
+            page = self.aws.call("sagemaker", "list_training_jobs", "list training jobs", **kwargs)
+            for job in page.get("TrainingJobSummaries", []):
+                tags = self.aws.call(
+                    "sagemaker", "list_tags", "read training job tags", ResourceArn=job["TrainingJobArn"]
+                )
+                t = {x["Key"]: x["Value"] for x in tags.get("Tags", [])}
+                same_branch = t.get("mlops-ci:branch") == _tags({"b": branch})[0]["Value"]
+                if t.get("mlops-ci:project") == project and same_branch and t.get("mlops-ci:sha") != sha:
+                    self.aws.call("sagemaker", "stop_training_job", f"stop {job['TrainingJobName']}",
+                                  TrainingJobName=job["TrainingJobName"])  # fmt: skip
+                    stopped.append(job["TrainingJobName"])
+            if not page.get("NextToken"):
+                return stopped
+            kwargs["NextToken"] = page["NextToken"]
+
+
+def _cost_facts(desc: Mapping[str, Any]) -> dict[str, Any]:
+    rc = desc.get("ResourceConfig", {})
+    facts: dict[str, Any] = {
+        "instance_type": rc.get("InstanceType"),
+        "instance_count": rc.get("InstanceCount", 1),
+        "spot": bool(desc.get("EnableManagedSpotTraining")),
+    }
+    if desc.get("BillableTimeInSeconds") is not None:
+        facts["billable_seconds"] = int(desc["BillableTimeInSeconds"])
+    if desc.get("TrainingTimeInSeconds") is not None:
+        facts["training_seconds"] = int(desc["TrainingTimeInSeconds"])
+    return facts
+
+
+class _LogTail:
+    """New lines of a job's CloudWatch log streams (one per instance) since the last poll."""
+
+    def __init__(self, aws: Aws, job: str):
+        self.aws, self.job = aws, job
+        self.tokens: dict[str, str | None] = {}
+
+    def poll(self) -> Iterator[str]:
+        logs = self.aws.client("logs")
+        try:
+            streams = logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=self.job + "/")
+        except self.aws.errors as exc:
+            if self.aws.missing(exc):
+                return  # the group or stream appears once the instances start
+            raise self.aws.error(exc, f"read the log of {self.job}") from None
+        for s in sorted(streams.get("logStreams", []), key=lambda s: s["logStreamName"]):
+            stream = s["logStreamName"]
+            while True:
+                kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+                if self.tokens.get(stream):
+                    kwargs["nextToken"] = self.tokens[stream]
+                try:
+                    page = logs.get_log_events(**kwargs)
+                except self.aws.errors as exc:
+                    raise self.aws.error(exc, f"read the log of {self.job}") from None
+                for ev in page.get("events", []):
+                    yield str(ev["message"]).rstrip("\n")
+                token = page.get("nextForwardToken")
+                if not page.get("events") or token == self.tokens.get(stream):
+                    self.tokens[stream] = token
+                    break
+                self.tokens[stream] = token
+
+
+# -- model registry ------------------------------------------------------------------------
+class SageMakerRegistry:
+    """A model package group per project; one package per promoted commit."""
+
+    def __init__(self, aws: Aws, cfg: Config):
+        self.aws, self.cfg = aws, cfg
+        self.group = cfg.registry.model_package_group or _slug(cfg.project)[:63]
+
+    def group_request(self) -> dict[str, Any]:
+        return {"ModelPackageGroupName": self.group,
+                "ModelPackageGroupDescription": f"mlops-ci models of {self.cfg.project}"[:1024],
+                "Tags": _tags({"mlops-ci:project": self.cfg.project})}  # fmt: skip
+
+    def package_request(self, mv: ModelVersion, model_data: str) -> dict[str, Any]:
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
+        metrics = json.dumps({k: round(v, 6) for k, v in sorted(mv.metrics.items())})
+        meta = {
+            "git_sha": mv.sha,
+            "artifact_sha256": mv.artifact_sha256,
+            "verdict_id": mv.verdict_id,
+            "gate": "passed",
+            "mlops_ci_version": str(mv.version),
+            "run_id": mv.run_id,
+            "metrics": metrics if len(metrics) <= 256 else metrics[:253] + "...",
+        }
+        return {
+            "ModelPackageGroupName": self.group,
+            "ModelPackageDescription": f"{self.cfg.project} v{mv.version} from commit {mv.sha[:12]}",
+            "InferenceSpecification": {
+                "Containers": [
+                    {"Image": image, "ModelDataUrl": model_data, "Environment": _serving_env(self.cfg, self.aws.region)}
+                ],
+                "SupportedContentTypes": ["application/json", "text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "ModelApprovalStatus": self.cfg.registry.approval,
+            "CustomerMetadataProperties": meta,
+            "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha}),
+        }
+
+    def packages(self) -> Iterator[dict[str, Any]]:
+        """Every package of the group, described (newest first)."""
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, "MaxResults": 100, "SortOrder": "Descending"}
+        while True:
+            try:
+                page = self.aws.client("sagemaker").list_model_packages(**kwargs)
+            except self.aws.errors as exc:
+                if self.aws.missing(exc):
+                    return
+                raise self.aws.error(exc, f"list model packages of {self.group}") from None
+            for s in page.get("ModelPackageSummaryList", []):
+                d = self.aws.describe("describe_model_package", "describe a model package",
+                                      ModelPackageName=s["ModelPackageArn"])  # fmt: skip
+                if d is not None:
+                    yield d
+            if not page.get("NextToken"):
+                return
+            kwargs["NextToken"] = page["NextToken"]
+
+    def package_for(self, sha: str) -> dict[str, Any] | None:
+        for d in self.packages():
+            if d.get("CustomerMetadataProperties", {}).get("git_sha") == sha:
+                return d
+        return None
+
+    def register(self, mv: ModelVersion, model_data: str) -> tuple[str, bool]:
+        """(package ARN, created). Idempotent by commit SHA."""
+        existing = self.package_for(mv.sha)
+        if existing is not None:
+            return str(existing["ModelPackageArn"]), False
+        if self.aws.describe("describe_model_package_group", "describe the model package group",
+                             ModelPackageGroupName=self.group) is None:  # fmt: skip
+            self.aws.call("sagemaker", "create_model_package_group", f"create model package group {self.group}",
+                          **self.group_request())  # fmt: skip
+        out = self.aws.call("sagemaker", "create_model_package", f"register {self.cfg.project} v{mv.version}",
+                            **self.package_request(mv, model_data))  # fmt: skip
+        return str(out["ModelPackageArn"]), True
+
+
+def _serving_env(cfg: Config, region: str) -> dict[str, str]:
+    """The framework containers' script-mode serving contract: code/ inside model.tar.gz."""
+    env = {"SAGEMAKER_CONTAINER_LOG_LEVEL": "20", "SAGEMAKER_REGION": region}
+    if cfg.serving.entry_point:
+        env["SAGEMAKER_PROGRAM"] = Path(cfg.serving.entry_point).name
+        env["SAGEMAKER_SUBMIT_DIRECTORY"] = "/opt/ml/model/code"
+    env.update(cfg.serving.environment)
+    return env
+
+
+def model_data_uri(aws: Aws, mv: ModelVersion, path: Path | None) -> tuple[str, bool]:
+    """Where SageMaker reads the model from: the artifact itself when the store keeps it in S3,
+    else a content-addressed copy under the configured bucket. (uri, would upload)."""
+    if mv.artifact_uri.startswith("s3://"):
+        return mv.artifact_uri, False
+    uri = aws.s3_uri("models", mv.artifact_sha256, "model.tar.gz")
+    if path is None:
+        head = aws.s3_head(uri)
+        return uri, head is None or head.get("Metadata", {}).get("sha256") != mv.artifact_sha256
+    return uri, aws.upload_once(path, uri, mv.artifact_sha256)
+
+
+# -- endpoints -----------------------------------------------------------------------------
+class SageMakerEndpoint:
+    """One declared SageMaker endpoint: blue/green updates with SageMaker's deployment guardrails."""
+
+    def __init__(self, aws: Aws, cfg: Config, ep: EndpointConfig, say: Callable[[str], None]):
+        self.aws, self.cfg, self.ep, self.say = aws, cfg, ep, say
+
+    def names(self, mv: ModelVersion, model_data: str) -> tuple[str, str]:
+        """Model and EndpointConfig names carry the version and a digest of their content, so a
+        name is never reused for anything else."""
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
+        env = _serving_env(self.cfg, self.aws.region)
+        model = _slug(f"{self.cfg.project}-v{mv.version}")[:54] + "-" + _short_hash(
+            image, model_data, mv.artifact_sha256, env, self.aws.cfg.role)  # fmt: skip
+        config = _slug(f"{self.ep.name}-v{mv.version}")[:54] + "-" + _short_hash(
+            model, self.ep.instance_type, self.ep.instance_count, self.aws.cfg.kms_key)  # fmt: skip
+        return model, config
+
+    def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, Any]:
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
+        req: dict[str, Any] = {
+            "ModelName": model,
+            "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data,
+                                 "Environment": _serving_env(self.cfg, self.aws.region)},
+            "ExecutionRoleArn": self.aws.cfg.role,
+            "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha,
+                           "mlops-ci:version": str(mv.version), "mlops-ci:artifact-sha256": mv.artifact_sha256}),
+        }  # fmt: skip
+        sm = self.cfg.training.sagemaker
+        if sm and (sm.subnets or sm.security_group_ids):
+            req["VpcConfig"] = {"Subnets": list(sm.subnets), "SecurityGroupIds": list(sm.security_group_ids)}
+        return req
+
+    def config_request(self, mv: ModelVersion, model: str, config: str) -> dict[str, Any]:
+        req: dict[str, Any] = {
+            "EndpointConfigName": config,
+            "ProductionVariants": [{"VariantName": VARIANT, "ModelName": model, "InstanceType": self.ep.instance_type,
+                                    "InitialInstanceCount": self.ep.instance_count, "InitialVariantWeight": 1.0}],
+            "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha,
+                           "mlops-ci:version": str(mv.version)}),
+        }  # fmt: skip
+        if self.aws.cfg.kms_key:
+            req["KmsKeyId"] = self.aws.cfg.kms_key
+        return req
+
+    def deployment_config(self) -> dict[str, Any]:
+        d = self.ep.deployment
+        routing: dict[str, Any] = {"Type": d.strategy.upper(), "WaitIntervalInSeconds": d.wait_seconds}
+        if d.strategy == "canary":
+            routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": d.percent}
+        elif d.strategy == "linear":
+            routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": d.percent}
+        policy: dict[str, Any] = {"TrafficRoutingConfiguration": routing,
+                                  "TerminationWaitInSeconds": d.termination_wait_seconds}  # fmt: skip
+        if d.max_execution_timeout:
+            policy["MaximumExecutionTimeoutInSeconds"] = d.max_execution_timeout
+        out: dict[str, Any] = {"BlueGreenUpdatePolicy": policy}
+        if d.alarms:
+            out["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in d.alarms]}
+        return out
+
+    def endpoint_request(self, config: str, mv: ModelVersion, exists: bool) -> tuple[str, dict[str, Any]]:
+        if exists:
+            return "UpdateEndpoint", {"EndpointName": self.ep.name, "EndpointConfigName": config,
+                                      "DeploymentConfig": self.deployment_config()}  # fmt: skip
+        return "CreateEndpoint", {"EndpointName": self.ep.name, "EndpointConfigName": config,
+                                  "DeploymentConfig": self.deployment_config(),
+                                  "Tags": _tags({"mlops-ci:project": self.cfg.project})}  # fmt: skip
+
+    # live state ------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any] | None:
+        return self.aws.describe("describe_endpoint", f"describe endpoint {self.ep.name}", EndpointName=self.ep.name)
+
+    def live(self) -> dict[str, Any]:
+        """status, config, version, sha, instance type and count of what the endpoint serves."""
+        d = self.describe()
+        if d is None:
+            return {"status": "NotDeployed"}
+        out: dict[str, Any] = {"status": d["EndpointStatus"], "config": d.get("EndpointConfigName"),
+                               "failure": d.get("FailureReason")}  # fmt: skip
+        cfg = self.aws.describe("describe_endpoint_config", "describe an endpoint config",
+                                EndpointConfigName=d["EndpointConfigName"])  # fmt: skip
+        if cfg:
+            variant = (cfg.get("ProductionVariants") or [{}])[0]
+            out["instance_type"] = variant.get("InstanceType")
+            out["instance_count"] = variant.get("InitialInstanceCount")
+            tags = self.aws.call("sagemaker", "list_tags", "read endpoint config tags",
+                                 ResourceArn=cfg["EndpointConfigArn"]).get("Tags", [])  # fmt: skip
+            t = {x["Key"]: x["Value"] for x in tags}
+            out["version"] = int(t["mlops-ci:version"]) if t.get("mlops-ci:version", "").isdigit() else None
+            out["sha"] = t.get("mlops-ci:sha")
+        return out
+
+    def wait(self, want: str, timeout: float) -> dict[str, Any]:
+        """Poll until the endpoint settles (InService or Failed); report status changes."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            d = self.describe()
+            if d is None:
+                raise DeployFailed(f"endpoint {self.ep.name} disappeared while waiting for it")
+            status = d["EndpointStatus"]
+            if status != last:
+                self.say(f"{self.ep.name}: {status}" + (f" ({d['FailureReason']})" if d.get("FailureReason") else ""))
+                last = status
+            if status in ("InService", "Failed", "OutOfService", "UpdateRollbackFailed"):
+                return d
+            if time.monotonic() > deadline:
+                raise DeployFailed(
+                    f"endpoint {self.ep.name} still {status} after {timeout:g}s (waiting for {want}); it keeps "
+                    "going in SageMaker: check the console, then `mlops-ci status`"
+                )
+            time.sleep(self.aws.cfg.poll_seconds)
+
+    def create_once(self, kind: str, request: dict[str, Any]) -> bool:
+        """CreateModel / CreateEndpointConfig unless it exists (same name = same content)."""
+        op = {
+            "Model": ("describe_model", "ModelName", "create_model"),
+            "EndpointConfig": ("describe_endpoint_config", "EndpointConfigName", "create_endpoint_config"),
+        }[kind]
+        name = request[op[1]]
+        if self.aws.describe(op[0], f"describe {kind} {name}", **{op[1]: name}) is not None:
+            return False
+        try:
+            getattr(self.aws.client("sagemaker"), op[2])(**request)
+        except self.aws.errors as exc:
+            if "already exist" in self.aws.message(exc):
+                return False
+            raise self.aws.error(exc, f"create {kind} {name}") from None
+        return True
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
+        try:
+            r = self.aws.client("sagemaker-runtime").invoke_endpoint(
+                EndpointName=self.ep.name, Body=body, ContentType=content_type, Accept=accept)  # fmt: skip
+        except self.aws.errors as exc:
+            code = self.aws.code(exc)
+            if code == "ModelError":
+                resp = getattr(exc, "response", {})
+                status = int(resp.get("OriginalStatusCode") or 500)
+                return status, "text/plain", str(resp.get("OriginalMessage") or self.aws.message(exc)).encode()
+            if code == "ValidationError" or self.aws.missing(exc):
+                raise NotFound(f"endpoint {self.ep.name} is not serving: {self.aws.message(exc)}") from None
+            raise self.aws.error(exc, f"invoke endpoint {self.ep.name}") from None
+        return 200, str(r.get("ContentType", "")), r["Body"].read()
+
+    def smoke(self) -> str | None:
+        for i, s in enumerate(self.ep.smoke, start=1):
+            status, _, data = self.invoke(s.body.encode(), s.content_type, s.accept)
+            text = data.decode("utf-8", "replace")
+            if status != s.expect_status:
+                return f"smoke request {i} got HTTP {status} (expected {s.expect_status}): {text[:200]}"
+            if s.expect_contains is not None and s.expect_contains not in text:
+                return f"smoke request {i}: response does not contain {s.expect_contains!r}: {text[:200]}"
+        return None
+
+    def busy(self, d: Mapping[str, Any]) -> None:
+        if d["EndpointStatus"] in BUSY_STATES:
+            raise Busy(f"endpoint {self.ep.name} is {d['EndpointStatus']} (another deploy, or SageMaker itself); "
+                       "wait for it to settle, then deploy again")  # fmt: skip
+
+
+def runtime_url(region: str, name: str) -> str:
+    return f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{name}/invocations"
+
+
+class SageMakerRollout:
+    """deploy / rollback onto a SageMaker endpoint, for the endpoints front end (`host`),
+    which owns resolution, the lock and the deployment history."""
+
+    def __init__(self, host: Any, aws: Aws):
+        self.host, self.aws = host, aws
+        self.ws = host.ws
+        self.cfg: Config = host.ws.cfg
+
+    def endpoint(self, ep: EndpointConfig) -> SageMakerEndpoint:
+        return SageMakerEndpoint(self.aws, self.cfg, ep, self.ws.say)
+
+    def approved_package(self, mv: ModelVersion) -> str | None:
+        """With the SageMaker registry, its package must exist and be Approved (a human may be
+        the approver: registry.approval: PendingManualApproval)."""
+        if self.cfg.registry.backend != "sagemaker":
+            return None
+        pkg = SageMakerRegistry(self.aws, self.cfg).package_for(mv.sha)
+        if pkg is None:
+            raise Refused(f"{self.cfg.project} v{mv.version} is not in the SageMaker model registry; run "
+                          f"`mlops-ci promote {mv.sha[:8]}` to register it")  # fmt: skip
+        if pkg.get("ModelApprovalStatus") != "Approved":
+            raise Refused(
+                f"model package {pkg['ModelPackageArn']} is {pkg.get('ModelApprovalStatus')}, not Approved; approve "
+                "it in SageMaker (aws sagemaker update-model-package --model-approval-status Approved) and deploy again"
+            )
+        return str(pkg["ModelPackageArn"])
+
+    def plan(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Any:
+        host, would = self.host, self.ws.would
+        started = time.time()
+        self.approved_package(mv)
+        sme = self.endpoint(ep)
+        data, upload = model_data_uri(self.aws, mv, None)
+        model, config = sme.names(mv, data)
+        d = sme.describe()
+        if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
+            return host._noop(ep, mv, tag, kind, runtime_url(self.aws.region, ep.name), started)
+        url = runtime_url(self.aws.region, ep.name)
+        old = self._old(d)
+        detail = host._success_detail(kind, ep, mv, tag, url, old)
+        github = host.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if host.recorder else []
+        for req in github[:2]:
+            would("github", "request", **req)
+        would("local", "lock endpoint", endpoint=ep.name)
+        if upload:
+            would("sagemaker", "s3:PutObject", uri=data, sha256=mv.artifact_sha256)
+        if self.aws.describe("describe_model", "describe a model", ModelName=model) is None:
+            would("sagemaker", "CreateModel", request=sme.model_request(mv, model, data))
+        if self.aws.describe("describe_endpoint_config", "describe an endpoint config",
+                             EndpointConfigName=config) is None:  # fmt: skip
+            would("sagemaker", "CreateEndpointConfig", request=sme.config_request(mv, model, config))
+        if d is not None and d["EndpointStatus"] == "Failed":
+            would("sagemaker", "DeleteEndpoint", request={"EndpointName": ep.name})
+            d = None
+        op, req = sme.endpoint_request(config, mv, d is not None)
+        would("sagemaker", op, request=req)
+        would("sagemaker", "InvokeEndpoint", endpoint=ep.name, requests=[s.body for s in ep.smoke])
+        would("store", "record deployment", endpoint=ep.name, version=mv.version, kind=kind, outcome="succeeded")
+        would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
+        for req in github[2:]:
+            would("github", "request", **req)
+        return host._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
+
+    def _old(self, d: Mapping[str, Any] | None) -> str:
+        if d is None:
+            return "nothing"
+        return f"endpoint config {d.get('EndpointConfigName')}"
+
+    def rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float) -> Any:
+        from ..records import EndpointState
+
+        host, say = self.host, self.ws.say
+        self.approved_package(mv)
+        started = time.time()
+        sme = self.endpoint(ep)
+        url = runtime_url(self.aws.region, ep.name)
+        with host.lock(ep.name, lock_timeout):
+            # Hashed again under the lock: the file may have changed while this deploy waited.
+            artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
+            data, uploaded = model_data_uri(self.aws, mv, artifact)
+            if uploaded:
+                say(f"uploaded the model ({artifact.stat().st_size} bytes) to {data}")
+            model, config = sme.names(mv, data)
+            d = sme.describe()
+            if d is not None:
+                sme.busy(d)
+                if d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
+                    return host._noop(ep, mv, tag, kind, url, started)
+            state = host.store.endpoint_state(self.cfg.project, ep.name)
+            old_version = state.version if state and state.status == "InService" and d is not None else None
+            old = f"v{old_version}" if old_version else self._old(d)
+            old_config = d.get("EndpointConfigName") if d is not None and d["EndpointStatus"] == "InService" else None
+            if host.recorder:
+                host.recorder.begin(ep.name, mv.version, mv.sha, tag, kind)
+
+            def fail(reason: str, still: str) -> DeployFailed:
+                host._record(ep, mv, tag, kind, "failed", reason, started)
+                if host.recorder:
+                    host.recorder.end("failed", url, f"{reason}; {still}")
+                return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
+
+            still = f"{old} is still serving" if old_config else "nothing was serving before"
+            if sme.create_once("Model", sme.model_request(mv, model, data)):
+                say(f"{ep.name}: created model {model}")
+            if sme.create_once("EndpointConfig", sme.config_request(mv, model, config)):
+                say(f"{ep.name}: created endpoint config {config}")
+            if d is not None and d["EndpointStatus"] in ("Failed", "OutOfService"):
+                say(f"{ep.name}: deleting the {d['EndpointStatus']} endpoint so that it can be created again")
+                self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+                self._gone(ep.name)
+                d = None
+            op, req = sme.endpoint_request(config, mv, d is not None)
+            say(f"{ep.name}: {op} to {config} ({ep.deployment.strategy.replace('_', '-')} blue/green) from {old}")
+            try:
+                getattr(self.aws.client("sagemaker"), "update_endpoint" if d is not None else "create_endpoint")(**req)
+            except self.aws.errors as exc:
+                raise fail(self.aws.error(exc, f"{op} {ep.name}").message, still) from None
+            final = sme.wait("InService", ep.ready_timeout)
+            if final["EndpointStatus"] != "InService" or final.get("EndpointConfigName") != config:
+                reason = final.get("FailureReason") or f"the endpoint ended {final['EndpointStatus']}"
+                if d is None and final["EndpointStatus"] != "InService":
+                    self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+                    still = "the failed endpoint was deleted; nothing was serving before"
+                elif final.get("EndpointConfigName") == old_config:
+                    still = f"SageMaker rolled back: {old} is still serving"
+                raise fail(reason, still)
+            problem = sme.smoke()
+            if problem:
+                if old_config:
+                    say(f"{ep.name}: smoke failed; rolling back to {old_config}")
+                    self.aws.call("sagemaker", "update_endpoint", f"roll {ep.name} back", EndpointName=ep.name,
+                                  EndpointConfigName=old_config)  # fmt: skip
+                    back = sme.wait("the rollback", ep.ready_timeout)
+                    still = (f"rolled back: {old} is serving again" if back.get("EndpointConfigName") == old_config
+                             else f"the rollback ended {back['EndpointStatus']}: check the endpoint")  # fmt: skip
+                else:
+                    self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+                    still = "the new endpoint was deleted; nothing was serving before"
+                raise fail(problem, still)
+            host.store.put_endpoint_state(
+                EndpointState(project=self.cfg.project, name=ep.name, url=url, router_pid=None, router_port=None,
+                              server_pid=None, server_port=None, version=mv.version, sha=mv.sha, status="InService",
+                              updated=time.time())
+            )  # fmt: skip
+            detail = host._success_detail(kind, ep, mv, tag, url, old)
+            dep = host._record(ep, mv, tag, kind, "succeeded", detail, started)
+            if host.recorder:
+                host.recorder.end("succeeded", url, detail)
+            return dep
+
+    def _gone(self, name: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.aws.describe("describe_endpoint", f"describe endpoint {name}", EndpointName=name) is not None:
+            if time.monotonic() > deadline:
+                raise DeployFailed(f"endpoint {name} is still being deleted after {timeout:g}s; try again later")
+            time.sleep(self.aws.cfg.poll_seconds)
+
+    def stop(self, ep: EndpointConfig) -> None:
+        """Delete the endpoint (its models and configs stay, so a rollback can recreate it)."""
+        if self.endpoint(ep).describe() is None:
+            raise NotFound(f"endpoint {ep.name} does not exist in SageMaker")
+        self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+
+    def health(self, ep: EndpointConfig) -> dict[str, Any]:
+        return self.endpoint(ep).live()
