@@ -62,6 +62,7 @@ class AwsConfig:
     retry_mode: str = "adaptive"
     max_attempts: int = 10
     poll_seconds: float = 30.0  # how often a wait asks SageMaker for news
+    prices: dict[str, float] = field(default_factory=dict)  # instance type → USD/hour, for cost estimates
 
 
 @dataclass(frozen=True)
@@ -464,8 +465,12 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         defs.append(MetricDefinition(name=r.string(dm["name"], (*dp, "name")), regex=regex))
     backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker"))
     sagemaker = None
+    max_run = r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1)
     if backend == "sagemaker":
         sagemaker = _parse_sm_training(r, t.get("sagemaker"), (*p, "sagemaker"))
+        if sagemaker.max_wait is not None and sagemaker.max_wait < max_run:
+            raise r.fail((*p, "sagemaker", "max_wait"), f"must be >= training.max_run ({max_run}): it is the "
+                         "whole wait for spot capacity plus the training time")  # fmt: skip
         for name, uri in channels.items():
             if not _S3_URI.match(uri):
                 raise r.fail(
@@ -485,7 +490,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         metric_definitions=tuple(defs),
         environment=r.str_map(t.get("environment"), (*p, "environment")),
         python=r.string(t["python"], (*p, "python")) if t.get("python") is not None else None,
-        max_run=r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1),
+        max_run=max_run,
     )
 
 
@@ -551,7 +556,22 @@ def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:
         retry_mode=r.string(m.get("retry_mode", "adaptive"), (*p, "retry_mode"), choices=("standard", "adaptive")),
         max_attempts=r.integer(m.get("max_attempts", 10), (*p, "max_attempts"), minimum=1),
         poll_seconds=r.number(m.get("poll_seconds", 30.0), (*p, "poll_seconds")),
+        prices=_prices(r, m.get("prices"), (*p, "prices")),
     )
+
+
+def _prices(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise r.fail(p, f"expected a mapping of instance types to USD per hour, got {_kind(raw)}")
+    out = {}
+    for itype, price in raw.items():
+        value = r.number(price, (*p, itype))
+        if value < 0:
+            raise r.fail((*p, itype), "must be >= 0")
+        out[str(itype)] = value
+    return out
 
 
 def _parse_registry(r: _Reader, raw: Any) -> RegistryConfig:
@@ -752,15 +772,22 @@ def _parse_deployment(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMak
     if percent > 100:
         raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
     timeout = m.get("max_execution_timeout")
+    strategy = r.string(m.get("strategy", "all_at_once"), (*p, "strategy"), choices=("all_at_once", "canary", "linear"))
+    alarms = _strings(r, m.get("alarms"), (*p, "alarms"))
+    if strategy != "all_at_once" and not alarms:
+        raise r.fail(
+            (*p, "strategy"),
+            f"a {strategy} rollout only protects anything with CloudWatch alarms to roll back on: add "
+            "deployment.alarms (e.g. the endpoint's 5xx and latency alarms) or use strategy: all_at_once",
+        )
     return SageMakerDeployment(
-        strategy=r.string(m.get("strategy", "all_at_once"), (*p, "strategy"),
-                          choices=("all_at_once", "canary", "linear")),
+        strategy=strategy,
         percent=percent,
         wait_seconds=r.integer(m.get("wait_seconds", 300), (*p, "wait_seconds")),
         termination_wait_seconds=r.integer(m.get("termination_wait_seconds", 0), (*p, "termination_wait_seconds")),
         max_execution_timeout=r.integer(timeout, (*p, "max_execution_timeout"), minimum=600)
         if timeout is not None else None,
-        alarms=_strings(r, m.get("alarms"), (*p, "alarms")),
+        alarms=alarms,
     )  # fmt: skip
 
 
