@@ -68,8 +68,29 @@ def _scalar(v: Any, where: str) -> Any:
     return _str(v, where)
 
 
+_COST_NUMBERS = ("instance_count", "billable_seconds", "training_seconds", "spot_savings_pct", "usd_per_hour", "usd",
+                 "on_demand_usd")  # fmt: skip
+_COST_TEXT = ("instance_type", "price_source")
+
+
+def _cost(v: Any, where: str) -> dict[str, Any]:
+    d = _obj(v, where, {*_COST_NUMBERS, *_COST_TEXT, "spot"})
+    out: dict[str, Any] = {}
+    for k in _COST_NUMBERS:
+        if d.get(k) is not None:
+            out[k] = _num(d[k], f"{where}.{k}")
+    for k in _COST_TEXT:
+        if d.get(k) is not None:
+            out[k] = _str(d[k], f"{where}.{k}")
+    if "spot" in d:
+        if not isinstance(d["spot"], bool):
+            raise _Bad(f"{where}.spot must be true or false")
+        out["spot"] = d["spot"]
+    return out
+
+
 def _ref(v: Any, where: str) -> RunRef:
-    d = _obj(v, where, {"run_id", "sha", "branch", "config_digest", "artifact_sha256", "links"})
+    d = _obj(v, where, {"run_id", "sha", "branch", "config_digest", "artifact_sha256", "links", "cost"})
     links = _obj(d.get("links") or {}, f"{where}.links", set((d.get("links") or {}).keys()))
     if len(links) > 20:
         raise _Bad(f"{where}.links has too many entries")
@@ -80,6 +101,7 @@ def _ref(v: Any, where: str) -> RunRef:
         config_digest=str(_str(d.get("config_digest"), f"{where}.config_digest")),
         artifact_sha256=_str(d.get("artifact_sha256"), f"{where}.artifact_sha256", optional=True),
         links={str(_str(k, f"{where}.links")): str(_str(val, f"{where}.links")) for k, val in links.items()},
+        cost=_cost(d.get("cost") or {}, f"{where}.cost"),
     )
 
 

@@ -18,6 +18,7 @@ def ref(run: Run) -> RunRef:
         config_digest=run.config_digest,
         artifact_sha256=run.artifact_sha256,
         links=dict(run.links),
+        cost=dict(run.cost),
     )
 
 

@@ -25,7 +25,7 @@ from . import gate as gate_mod
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
 from .backends import Store, TrainingSpec, run_url
 from .context import Git, GitContext, load_context
-from .errors import ConfigError, NotFound, Refused, TrainingFailed
+from .errors import ConfigError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
 
 
@@ -155,8 +155,11 @@ class Workspace:
             if existing:
                 return existing, True
         remote = cfg.training.backend == "sagemaker"
-        if (no_wait or attach_only or cancel_superseded) and not remote:
-            raise ConfigError("--no-wait, --cancel-superseded and `wait` need training.backend: sagemaker")
+        if (no_wait or attach_only) and not remote:
+            raise UsageError(
+                "--no-wait and `wait` need training.backend: sagemaker (a local run ends with the command)"
+            )
+        cancel_superseded = cancel_superseded and remote  # a local run ends with its runner: nothing to stop
         run_id = f"{sha[:8]}-{secrets.token_hex(3)}"
         if self.dry_run:  # resolve everything in a throw-away directory, record nothing
             import tempfile
@@ -210,7 +213,7 @@ class Workspace:
             links={"log": str(result.log_path), **result.links},
             data=data,
             dirty=dirty,
-            cost=result.cost,
+            cost=self._cost(result.cost),
         )
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
@@ -225,6 +228,13 @@ class Workspace:
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
         return run, False
+
+    def _cost(self, facts: dict[str, Any]) -> dict[str, Any]:
+        if not facts:
+            return {}
+        from .pricing import estimate
+
+        return estimate(facts, self.cfg.aws.prices)
 
     def _trainer(self) -> Any:
         if self.cfg.training.backend == "sagemaker":

@@ -165,6 +165,7 @@ class RunRef:
     config_digest: str
     artifact_sha256: str | None
     links: dict[str, str]
+    cost: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

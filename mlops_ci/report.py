@@ -178,6 +178,50 @@ def render_markdown(
     return _render_sections(c, results, out, limit, runs=True)
 
 
+def _cost_table(c: Comparison) -> list[str]:
+    """What training cost, next to what it bought: SageMaker's billable time, spot savings and
+    an estimate from the price table (docs: an estimate, not a bill)."""
+    head, base = c.head.cost, c.baseline.cost if c.baseline else {}
+
+    def instance(k: dict[str, Any]) -> str:
+        if not k.get("instance_type"):
+            return "—"
+        return f"{int(k.get('instance_count') or 1)} × {esc(str(k['instance_type']))}" + (
+            " (spot)" if k.get("spot") else ""
+        )
+
+    def seconds(k: dict[str, Any]) -> str:
+        b = k.get("billable_seconds")
+        return "—" if b is None else f"{int(b) // 60}m {int(b) % 60:02d}s"
+
+    def savings(k: dict[str, Any]) -> str:
+        return "—" if k.get("spot_savings_pct") is None else f"{k['spot_savings_pct']:g}%"
+
+    def money(x: float) -> str:
+        return f"${x:,.2f}" if abs(x) >= 1 else f"${x:.4f}"
+
+    def usd(k: dict[str, Any]) -> str:
+        return "—" if k.get("usd") is None else money(k["usd"])
+
+    delta = ""
+    if head.get("usd") is not None and base.get("usd") is not None:
+        d = head["usd"] - base["usd"]
+        delta = ("+" if d >= 0 else "−") + money(abs(d))
+    rows = [
+        "", "### Training cost (estimate)", "", "| | baseline | head | Δ |", "|---|---:|---:|---:|",
+        f"| instances | {instance(base)} | {instance(head)} | |",
+        f"| billable time | {seconds(base)} | {seconds(head)} | |",
+        f"| spot savings | {savings(base)} | {savings(head)} | |",
+        f"| estimated cost | {usd(base)} | {usd(head)} | {delta} |",
+    ]  # fmt: skip
+    sources = {k.get("price_source") for k in (head, base) if k.get("usd") is not None}
+    if sources:
+        table = " / ".join(sorted(esc(str(x)) for x in sources))
+        rows += ["", f"_Estimated from SageMaker's billable seconds × {table} on-demand prices (aws.prices "
+                 "overrides); not a bill._"]  # fmt: skip
+    return rows
+
+
 def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: int, *, runs: bool) -> str:
     tail_note = ""
     used = sum(len(x) + 1 for x in out)
@@ -199,6 +243,11 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
     out += table
     if shown < len(rows):
         tail_note += f"{len(rows) - shown} more metric(s) not shown (size limit). "
+
+    if runs and (c.head.cost or (c.baseline and c.baseline.cost)):
+        block = _cost_table(c)
+        used += sum(len(x) + 1 for x in block)
+        out += block
 
     if c.params:
         block = [

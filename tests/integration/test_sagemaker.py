@@ -21,8 +21,9 @@ DATA = "s3://ml-data/rows/"
 SKLEARN = f"683313688378.dkr.ecr.{REGION}.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
 
-def sm_config(*, quality: float = 0.9, registry: str = "sagemaker", approval: str = "Approved",
-              instance_count: int = 1, strategy: str = "canary") -> str:  # fmt: skip
+def sm_config(*, quality: float = 0.9, registry: str = "sagemaker", approval: str = "Approved", instance_count: int = 1,
+              strategy: str = "canary", spot: bool = True, prices: str = "{}") -> str:  # fmt: skip
+    spot_lines = "spot: true\n            max_wait: 7200" if spot else "spot: false"
     return textwrap.dedent(
         f"""\
         project: fast
@@ -33,6 +34,7 @@ def sm_config(*, quality: float = 0.9, registry: str = "sagemaker", approval: st
           poll_seconds: 0.01
           retry_mode: standard
           max_attempts: 5
+          prices: {prices}
         training:
           backend: sagemaker
           entry_point: train.py
@@ -48,8 +50,7 @@ def sm_config(*, quality: float = 0.9, registry: str = "sagemaker", approval: st
             framework: sklearn
             framework_version: "1.2-1"
             instance_type: ml.m5.xlarge
-            spot: true
-            max_wait: 7200
+            {spot_lines}
             subnets: [subnet-1]
             security_group_ids: [sg-1]
         metrics:
@@ -341,3 +342,24 @@ def test_status_reports_instance_drift(repo: Repo, fake: FakeSageMaker):
     proc = repo.run("status", "--check")
     assert proc.returncode == 12
     assert "runs 1 x ml.m5.large but 2 x ml.m5.large is declared" in proc.stdout + proc.stderr
+
+
+def test_the_pr_report_shows_what_training_cost_next_to_the_metric_deltas(repo: Repo, fake: FakeSageMaker):
+    repo.ok("train")  # baseline on main: 120 s of spot training billed as 36 s
+    repo.git("checkout", "-q", "-b", "bigger")
+    (repo.path / "mlops-ci.yaml").write_text(sm_config(spot=False, prices="{ml.m5.xlarge: 0.5}"))
+    repo.commit("no spot, longer training")
+    fake.script = JobScript(training_seconds=3600, log=["loss=0.2", "accuracy=0.93"])
+    repo.ok("train")
+    report = json.loads(repo.ok("report", "--base", "main", "--json"))
+    head, base = report["comparison"]["head"]["cost"], report["comparison"]["baseline"]["cost"]
+    assert base["spot"] is True and base["billable_seconds"] == 36 and base["spot_savings_pct"] == 70.0
+    assert base["usd_per_hour"] == 0.23 and base["price_source"] == "package table"  # shipped price table
+    assert head["spot"] is False and head["billable_seconds"] == 3600 and "spot_savings_pct" not in head
+    assert head["usd"] == 0.5 and head["price_source"] == "config"  # aws.prices overrides the table
+    md = repo.ok("report", "--base", "main")
+    assert "### Training cost (estimate)" in md
+    assert "| instances | 1 × ml.m5.xlarge (spot) | 1 × ml.m5.xlarge | |" in md
+    assert "| spot savings | 70% | — | |" in md
+    assert "| estimated cost | $0.0023 | $0.5000 | +$0.4977 |" in md
+    assert md.index("### Metrics") < md.index("### Training cost")
