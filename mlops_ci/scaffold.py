@@ -8,7 +8,9 @@ from pathlib import Path
 from . import __version__
 from .errors import Refused
 
-WORKFLOWS = ("mlops-ci-train.yml", "mlops-ci-pr.yml", "mlops-ci-pr-comment.yml", "mlops-ci-release.yml")
+WORKFLOWS = (
+    "mlops-ci-train.yml", "mlops-ci-pr.yml", "mlops-ci-pr-comment.yml", "mlops-ci-fork-train.yml", "mlops-ci-release.yml",
+)  # fmt: skip
 TEMPLATE_VERSION = 'MLOPS_CI_VERSION: "0.1.0"'
 
 

@@ -214,3 +214,15 @@ def test_relative_config_path_from_env(project: Project, monkeypatch: pytest.Mon
     from mlops_ci.cli import main
 
     assert main(["train"]) == 0
+
+
+def test_a_commit_is_trained_with_the_config_in_the_work_tree_not_the_one_it_carries(project: Project):
+    """The fork-training workflow's guarantee: it copies the base branch's mlops-ci.yaml over the
+    PR's and trains the PR's SHA; the fork's own config (other hyperparameters, another role)
+    is never what runs."""
+    trusted = (project.path / "mlops-ci.yaml").read_text()
+    fork = project.commit("fork: my own config", quality=0.99, fail="pwned")
+    (project.path / "mlops-ci.yaml").write_text(trusted)  # what the workflow's `cp` does
+    out = json.loads(project.ok("train", fork, "--json"))
+    assert out["run"]["sha"] == fork
+    assert out["run"]["params"]["quality"] == 0.9 and "fail" not in out["run"]["params"]
