@@ -586,6 +586,8 @@ class SageMakerRegistry:
             },
             "ModelApprovalStatus": self.cfg.registry.approval,
             "CustomerMetadataProperties": meta,
+            # SageMaker's own idempotency: a promote retried after a lost answer registers once
+            "ClientToken": hashlib.sha256(f"{self.group}/{mv.sha}/{mv.artifact_sha256}".encode()).hexdigest()[:36],
             "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha}),
         }
 

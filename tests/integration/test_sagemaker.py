@@ -363,3 +363,23 @@ def test_the_pr_report_shows_what_training_cost_next_to_the_metric_deltas(repo: 
     assert "| spot savings | 70% | — | |" in md
     assert "| estimated cost | $0.0023 | $0.5000 | +$0.4977 |" in md
     assert md.index("### Metrics") < md.index("### Training cost")
+
+
+def test_dry_runs_of_train_and_promote_print_the_requests_the_real_runs_send(repo: Repo, fake: FakeSageMaker):
+    proc = repo.run("train", "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert fake.mutating() == [] and source_objects(fake) == []
+    plan = [p for p in json.loads(proc.stdout)["plan"] if p["target"] == "sagemaker"]
+    assert [p["action"] for p in plan] == ["s3:PutObject", "CreateTrainingJob"]
+    repo.ok("train")
+    assert fake.calls("CreateTrainingJob") == [plan[1]["request"]]
+    assert source_objects(fake)[0]["Key"] == plan[0]["uri"].split(f"s3://{BUCKET}/", 1)[1]
+    repo.ok("gate")
+    proc = repo.run("promote", "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = [p for p in json.loads(proc.stdout)["plan"] if p["target"] == "sagemaker"]
+    assert [p["action"] for p in plan] == ["s3:PutObject", "CreateModelPackageGroup", "CreateModelPackage"]
+    assert not fake.calls("CreateModelPackage")
+    repo.ok("promote")
+    assert fake.calls("CreateModelPackageGroup") == [plan[1]["request"]]
+    assert fake.calls("CreateModelPackage") == [plan[2]["request"]]
