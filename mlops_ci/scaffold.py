@@ -9,8 +9,12 @@ from . import __version__
 from .errors import Refused
 
 WORKFLOWS = (
-    "mlops-ci-train.yml", "mlops-ci-pr.yml", "mlops-ci-pr-comment.yml", "mlops-ci-fork-train.yml", "mlops-ci-release.yml",
-)  # fmt: skip
+    "mlops-ci-train.yml",
+    "mlops-ci-pr.yml",
+    "mlops-ci-pr-comment.yml",
+    "mlops-ci-fork-train.yml",
+    "mlops-ci-release.yml",
+)
 TEMPLATE_VERSION = 'MLOPS_CI_VERSION: "0.1.0"'
 
 

@@ -397,8 +397,20 @@ def models(ws: Any, *, as_json: bool) -> int:
     for st in ws.store.endpoint_states(ws.project):
         if st.status == "InService" and st.version is not None:
             live.setdefault(st.version, []).append(st.name)
+    packages: dict[str, dict[str, str]] = {}  # sha → the SageMaker registry's view, when it is used
+    if ws.cfg.registry.backend == "sagemaker" and versions:
+        from ..backends.sagemaker import SageMakerRegistry
+
+        for d in SageMakerRegistry(ws.aws(), ws.cfg).packages():
+            sha = d.get("CustomerMetadataProperties", {}).get("git_sha")
+            if sha:
+                packages[sha] = {"arn": d["ModelPackageArn"], "approval": d.get("ModelApprovalStatus", "")}
     if as_json:
-        _json([dict(v.to_dict(), live_on=live.get(v.version, [])) for v in versions])
+        rows = [dict(v.to_dict(), live_on=live.get(v.version, [])) for v in versions]
+        if ws.cfg.registry.backend == "sagemaker":
+            for row in rows:
+                row["model_package"] = packages.get(row["sha"])
+        _json(rows)
         return 0
     if not versions:
         out("no model versions yet; `mlops-ci promote` registers one after the gate passes")
@@ -411,6 +423,10 @@ def models(ws: Any, *, as_json: bool) -> int:
             f"v{v.version:<7} {v.sha[:8]:<8} {stage:<9} {','.join(live.get(v.version, [])) or '-':<20} "
             f"{v.artifact_sha256[:16]:<16} {metrics}"
         )
+        if ws.cfg.registry.backend == "sagemaker":
+            pkg = packages.get(v.sha)
+            out(f"         SageMaker: {pkg['arn']} ({pkg['approval']})" if pkg else
+                "         SageMaker: not registered (run `mlops-ci promote` again to register it)")  # fmt: skip
     return 0
 
 

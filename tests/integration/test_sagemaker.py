@@ -260,6 +260,9 @@ def test_promote_and_deploy_then_a_failed_update_leaves_the_old_config_serving(r
     assert pkg["CustomerMetadataProperties"]["artifact_sha256"] == run["artifact_sha256"]
     repo.ok("promote")  # idempotent by SHA
     assert len(fake.calls("CreateModelPackage")) == 1
+    (listed,) = json.loads(repo.ok("models", "--json"))
+    assert listed["model_package"] == {"arn": pkg["ModelPackageArn"], "approval": "Approved"}
+    assert f"SageMaker: {pkg['ModelPackageArn']} (Approved)" in repo.ok("models")
 
     proc = repo.run("deploy", "v1.0.0")
     assert proc.returncode == 0, proc.stderr
