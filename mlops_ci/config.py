@@ -176,7 +176,16 @@ class EndpointConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
+    """Where data scientists look at experiments. `comet`: every run becomes a Comet experiment
+    tagged with its commit, and the PR report reads its numbers back from Comet."""
+
     backend: str = "local"
+    workspace: str | None = None
+    project_name: str | None = None  # default: the mlops-ci project
+    api_key_env: str = "COMET_API_KEY"  # the environment variable that holds the key (never the key)
+    mode: str = "auto"  # auto (online when the key is set) | online | offline
+    summary: str = "last"  # which value of a logged series is compared: last | best (per the metric's goal)
+    compare_url: str = "{server}/{workspace}/{project}/compare?experiment-a={baseline}&experiment-b={head}"
 
 
 @dataclass(frozen=True)
@@ -235,11 +244,14 @@ class Config:
         """The resolved config with secrets masked, for `config show`."""
         data = asdict(self)
         data.pop("sources")
-        env = data["training"]["environment"]
-        for k in env:
-            if _SECRET_KEY.search(k):
-                env[k] = "***"
+        data["training"]["environment"] = mask_secrets(self.training.environment)
+        data["serving"]["environment"] = mask_secrets(self.serving.environment)
         return data
+
+
+def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """An environment with the values of secret-looking names (…KEY, …TOKEN, …SECRET) masked."""
+    return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in env.items()}
 
 
 def _digest(payload: Any) -> str:
@@ -366,10 +378,7 @@ def parse(text: str, file: str, root: str) -> Config:
     _check_store(store, r, ("store",))
 
     training = _parse_training(r, top.get("training"))
-    tracking_raw = r.mapping(top.get("tracking"), ("tracking",), ("backend",))
-    tracking = TrackingConfig(
-        backend=r.string(tracking_raw.get("backend", "local"), ("tracking", "backend"), choices=("local",))
-    )
+    tracking = _parse_tracking(r, top.get("tracking"))
     metrics = _parse_metrics(r, top.get("metrics"))
     gate = _parse_gate(r, top.get("gate"), metrics)
     baseline_raw = r.mapping(top.get("baseline"), ("baseline",), ("branch", "max_commits"))
@@ -535,6 +544,32 @@ def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMa
         max_wait=max_wait,
         checkpoint_s3_uri=checkpoint,
         keep_alive=r.integer(m.get("keep_alive", 0), (*p, "keep_alive")),
+    )
+
+
+def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
+    p: tuple[str | int, ...] = ("tracking",)
+    m = r.mapping(raw, p, tuple(TrackingConfig.__dataclass_fields__))
+    d = TrackingConfig()
+    backend = r.string(m.get("backend", "local"), (*p, "backend"), choices=("local", "comet"))
+    if backend == "local":
+        extra = sorted(set(m) - {"backend"})
+        if extra:
+            raise r.fail((*p, extra[0]), "only applies with tracking.backend: comet")
+        return d
+    if "workspace" not in m:
+        raise r.fail(p, "Comet needs tracking.workspace (the Comet workspace the experiments go to)")
+    key_env = r.string(m.get("api_key_env", d.api_key_env), (*p, "api_key_env"))
+    if not re.match(r"^[A-Z_][A-Z0-9_]*$", key_env):
+        raise r.fail((*p, "api_key_env"), "is the NAME of an environment variable (e.g. COMET_API_KEY), never the key")
+    return TrackingConfig(
+        backend=backend,
+        workspace=r.string(m["workspace"], (*p, "workspace")),
+        project_name=_opt_string(r, m, "project_name", p),
+        api_key_env=key_env,
+        mode=r.string(m.get("mode", "auto"), (*p, "mode"), choices=("auto", "online", "offline")),
+        summary=r.string(m.get("summary", "last"), (*p, "summary"), choices=("last", "best")),
+        compare_url=r.string(m.get("compare_url", d.compare_url), (*p, "compare_url")),
     )
 
 

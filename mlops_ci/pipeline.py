@@ -6,6 +6,7 @@ CLI) so that stdout carries only results.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
@@ -14,7 +15,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class Workspace:
         self._store: Store | None = None
         self._ctx: GitContext | None = None
         self._aws: Any = None
+        self._comet: Any = None
 
     @property
     def store(self) -> Store:
@@ -173,7 +175,7 @@ class Workspace:
             project_dir = self._snapshot(sha, dirty, snapshot)
             backend = self._trainer()
             channels, data = self._channels(project_dir, backend)
-            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels)
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
             if cancel_superseded and self.ctx.branch:
                 for job in backend.cancel_superseded(self.project, self.ctx.branch, sha):
                     self.say(f"stopped {job}: superseded by {sha[:8]} on {self.ctx.branch}")
@@ -198,6 +200,13 @@ class Workspace:
         log = lambda line: self.say(f"  | {line}")  # noqa: E731
         result = backend.wait(name, spec, workdir, log) if remote else backend.run(spec, workdir, log)
         finished = time.time()
+        links = {"log": str(result.log_path), **result.links}
+        if cfg.tracking.backend == "comet":
+            job = name if remote else spec.job_name
+            links.update(self.comet().collect(self.comet().experiment_key(job), result.output_dir, self.home / "comet"))
+            if "comet_archive" in links:
+                self.say(f"Comet: offline experiment {links['comet_archive']}; upload it later with "
+                         f"`comet upload {links['comet_archive']}` (COMET_API_KEY set)")  # fmt: skip
         base = dict(
             run_id=run_id,
             project=self.project,
@@ -210,7 +219,7 @@ class Workspace:
             params=dict(cfg.training.hyperparameters),
             metrics=result.metrics,
             log_path=str(result.log_path),
-            links={"log": str(result.log_path), **result.links},
+            links=links,
             data=data,
             dirty=dirty,
             cost=self._cost(result.cost),
@@ -227,7 +236,47 @@ class Workspace:
         uri = self.store.put_artifact(artifact, digest_art)
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
+        if cfg.tracking.backend == "comet" and self.comet().online:
+            self._tag_experiment(run, spec, name if remote else spec.job_name)
         return run, False
+
+    def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:
+        """A script that made its own experiment (no helper) still gets the commit: online,
+        mlops-ci adds it afterwards. Never fails the run."""
+        from .errors import MlopsCiError
+        from .tracking import provenance, tags
+
+        env = spec.job_env(job) if spec.job_env else {}
+        try:
+            self.comet().tag(run, provenance(env), tags(env))
+        except MlopsCiError as exc:
+            self.warn(f"the Comet experiment of run {run.run_id} was not tagged with its commit: {exc.message}")
+
+    def comet(self) -> Any:
+        if self._comet is None:
+            from .backends.comet import Comet
+
+            self._comet = Comet(self.cfg, self.env)
+        return self._comet
+
+    def _provenance(self, sha: str, run_id: str, job: str) -> dict[str, str]:
+        ctx = self.ctx
+        return {
+            "MLOPS_CI_GIT_SHA": sha, "MLOPS_CI_GIT_BRANCH": ctx.branch or "",
+            "MLOPS_CI_REPOSITORY": ctx.repository or "", "MLOPS_CI_PR": str(ctx.pr_number or ""),
+            "MLOPS_CI_JOB": job, "MLOPS_CI_RUN": run_id,
+        }  # fmt: skip
+
+    def _tracking_env(self, sha: str, run_id: str, workdir: Path) -> Any:
+        """The job's Comet environment, once its name is known."""
+        comet = self.comet()
+        remote = self.cfg.training.backend == "sagemaker"
+        offline_dir = "/opt/ml/output/data/comet" if remote else str(workdir / "opt_ml" / "output" / "data" / "comet")
+
+        def env_for(job: str) -> dict[str, str]:
+            return dict(comet.job_env(comet.experiment_key(job), self._provenance(sha, run_id, job), offline_dir))
+
+        return env_for
 
     def _cost(self, facts: dict[str, Any]) -> dict[str, Any]:
         if not facts:
@@ -246,7 +295,7 @@ class Workspace:
         return LocalTrainingBackend()
 
     def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
-              channels: dict[str, Path]) -> TrainingSpec:  # fmt: skip
+              channels: dict[str, Path], workdir: Path) -> TrainingSpec:  # fmt: skip
         cfg = self.cfg
         tags = {
             "mlops-ci:project": self.project, "mlops-ci:sha": sha, "mlops-ci:branch": self.ctx.branch or "",
@@ -267,6 +316,7 @@ class Workspace:
             config_digest=digest,
             tags={k: v for k, v in tags.items() if v},
             channel_uris=dict(cfg.training.channels) if cfg.training.backend == "sagemaker" else {},
+            job_env=self._tracking_env(sha, run_id, workdir) if cfg.tracking.backend == "comet" else None,
         )
 
     def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:
@@ -293,7 +343,7 @@ class Workspace:
         backend = self._trainer()
         channels, data = self._channels(project_dir, backend)
         if cfg.training.backend == "sagemaker":
-            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels)
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
             name, exists = backend.next_job(spec, self.project, fresh=force)
             if exists:
                 self.would("sagemaker", "attach to training job", job_name=name)
@@ -303,7 +353,10 @@ class Workspace:
                 head = self.aws().s3_head(uri)
                 if head is None or head.get("Metadata", {}).get("sha256") != src_digest:
                     self.would("sagemaker", "s3:PutObject", uri=uri, sha256=src_digest)
-                self.would("sagemaker", "CreateTrainingJob", request=backend.request(spec, name, uri))
+                req = backend.request(spec, name, uri)
+                if "Environment" in req:  # the plan is printed: secrets stay masked
+                    req["Environment"] = config_mod.mask_secrets(req["Environment"])
+                self.would("sagemaker", "CreateTrainingJob", request=req)
         else:
             from .backends.local_training import cmd_args
 
@@ -434,19 +487,36 @@ class Workspace:
         head = self.head_run(ref)
         choice = self.find_baseline(head, base=base, explicit=baseline)
         b = choice.run
-        comparison = compare_mod.compare(
-            self.project,
-            head,
-            b,
-            choice.note,
-            self.cfg.metrics,
-            self.store.series(head.run_id),
-            self.store.series(b.run_id) if b else None,
-        )
+        head_series = self.store.series(head.run_id)
+        base_series = self.store.series(b.run_id) if b else None
+        if self.cfg.tracking.backend == "comet":  # Comet's numbers, for the report and the gate alike
+            head, head_series = self._from_comet(head, head_series)
+            if b is not None and base_series is not None:
+                b, base_series = self._from_comet(b, base_series)
+                choice = dataclasses.replace(choice, run=b)
+                hk, bk = head.links.get("comet_experiment_key"), b.links.get("comet_experiment_key")
+                if hk and bk and self.comet().online:
+                    links = {**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
+                    head = dataclasses.replace(head, links=links)
+        comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
         outcome = gate_mod.evaluate(
             self.cfg.gate, head.metrics, b.metrics if b else None, choice.state, self.cfg.metrics
         )
         return Review(comparison, outcome, head, choice)
+
+    def _from_comet(self, run: Run, series: dict[str, Sequence[float]]) -> tuple[Run, dict[str, Sequence[float]]]:
+        found = self.comet().numbers(run, self.cfg.metrics)
+        if found is None:
+            self.warn(
+                f"no Comet experiment found for run {run.run_id} ({run.sha[:8]}), neither by its key nor by its "
+                "commit; its numbers are the ones recorded at training"
+            )
+            return run, series
+        metrics, comet_series, params, where = found
+        links = dict(run.links)
+        if where.startswith("http"):
+            links["comet"] = where
+        return dataclasses.replace(run, metrics=metrics, params=params, links=links), dict(comet_series) or series
 
     def record_verdict(self, review: Review) -> Verdict:
         b = review.baseline.run

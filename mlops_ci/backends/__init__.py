@@ -58,6 +58,8 @@ class TrainingSpec:
     config_digest: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # git provenance, for remote jobs
     channel_uris: dict[str, str] = field(default_factory=dict)  # remote backends read data from here
+    # more environment once the job's name is known (e.g. the Comet experiment key derived from it)
+    job_env: Callable[[str], dict[str, str]] | None = None
 
 
 @dataclass

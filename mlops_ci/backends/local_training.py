@@ -216,7 +216,8 @@ class LocalTrainingBackend:
         if not entry.is_file():
             result.failure = f"entry point {spec.entry_point} not found in the source at this commit"
             return result
-        env = {**os.environ, **spec.environment, **env_sm, "PYTHONUNBUFFERED": "1"}
+        extra = spec.job_env(spec.job_name) if spec.job_env else {}
+        env = {**os.environ, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
         argv = [spec.python, str(entry), *cmd_args(spec.hyperparameters)]
         scanner = MetricScanner(spec.metric_regexes)

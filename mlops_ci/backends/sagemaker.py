@@ -308,7 +308,7 @@ class SageMakerTrainer:
             "OutputDataConfig": output,
             "ResourceConfig": resource,
             "StoppingCondition": stopping,
-            "Environment": dict(spec.environment),
+            "Environment": {**spec.environment, **(spec.job_env(name) if spec.job_env else {})},
             "Tags": _tags(spec.tags),
         }
         if not req["InputDataConfig"]:

@@ -250,6 +250,19 @@ def _run_lines(run: Any) -> list[str]:
         lines.append(f"failure   {run.failure.strip().splitlines()[0] if run.failure.strip() else ''}")
     if run.log_path:
         lines.append(f"log       {run.log_path}")
+    for name, target in sorted(run.links.items()):
+        if name != "log":
+            lines.append(f"link      {name}: {target}")
+    if run.cost:
+        c = run.cost
+        cost = f"cost      {c.get('instance_count', 1)} x {c.get('instance_type')}" + (
+            " (spot)" if c.get("spot") else ""
+        )
+        if c.get("billable_seconds") is not None:
+            cost += f", {c['billable_seconds']} billable s"
+        if c.get("usd") is not None:
+            cost += f", ~${c['usd']:.4f} (estimate)"
+        lines.append(cost)
     return lines
 
 

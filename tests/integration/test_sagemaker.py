@@ -386,3 +386,35 @@ def test_dry_runs_of_train_and_promote_print_the_requests_the_real_runs_send(rep
     repo.ok("promote")
     assert fake.calls("CreateModelPackageGroup") == [plan[1]["request"]]
     assert fake.calls("CreateModelPackage") == [plan[2]["request"]]
+
+
+def test_a_comet_key_reaches_the_job_environment_only_and_is_masked_in_plans(repo: Repo, fake: FakeSageMaker):
+    from tests.fakes.comet import FakeComet
+    from tests.fakes.comet import serve as serve_comet
+
+    secret = "comet-secret-key-42"
+    text = sm_config().replace("project: fast\n", "project: fast\ntracking: {backend: comet, workspace: acme}\n")
+    (repo.path / "mlops-ci.yaml").write_text(text)
+    repo.commit("track in comet")
+    comet = FakeComet(api_key=secret)
+    with serve_comet(comet) as url:
+        env = {"COMET_API_KEY": secret, "COMET_URL_OVERRIDE": f"{url}/clientlib/"}
+        base = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": repo.url,
+                "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+        plan = run_module("train", "--dry-run", "--json", cwd=repo.path, env={**base, **env})
+        assert plan.returncode == 0, plan.stderr
+        assert secret not in plan.stdout + plan.stderr
+        (req,) = [p["request"] for p in json.loads(plan.stdout)["plan"] if p["action"] == "CreateTrainingJob"]
+        assert req["Environment"]["COMET_API_KEY"] == "***" and req["Environment"]["COMET_WORKSPACE"] == "acme"
+        proc = run_module("train", cwd=repo.path, env={**base, **env})
+        assert proc.returncode == 0, proc.stderr
+        assert secret not in proc.stdout + proc.stderr
+    (sent,) = fake.calls("CreateTrainingJob")
+    assert sent["Environment"]["COMET_API_KEY"] == secret  # the job needs it: environment only
+    assert sent["Environment"]["COMET_OFFLINE_DIRECTORY"] == "/opt/ml/output/data/comet"
+    key = sent["Environment"]["MLOPS_CI_COMET_EXPERIMENT_KEY"]
+    assert sent["Environment"]["MLOPS_CI_GIT_SHA"] == repo.git("rev-parse", "HEAD")
+    assert secret not in json.dumps(sent["HyperParameters"]) and secret not in json.dumps(sent["Tags"])
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    assert run["links"]["comet_experiment_key"] == key and run["links"]["comet"].endswith(f"/acme/fast/{key}")
+    assert secret not in json.dumps(run)

@@ -1,0 +1,243 @@
+"""Comet's REST API (the part `comet_ml.API` uses to read experiments), on 127.0.0.1.
+
+comet_ml is pointed at it with Comet's own setting, COMET_URL_OVERRIDE=<url>/clientlib/. The
+shapes follow Comet's v2 REST API as comet_ml parses it: values of metrics and parameters are
+strings, a missing experiment is 404, a wrong API key is 401. Experiments get here the way they
+get to Comet from an offline run: `upload()` ingests a comet_ml offline archive, as
+`comet upload` does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+BACKEND_VERSION = "4.20.500"
+
+
+@dataclass
+class Experiment:
+    key: str
+    workspace: str
+    project: str
+    metrics: dict[str, list[tuple[int, float, int]]] = field(default_factory=dict)  # name → (step, value, ms)
+    params: dict[str, Any] = field(default_factory=dict)
+    others: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    start: int = 0
+    end: int = 0
+
+
+class FakeComet:
+    def __init__(self, api_key: str = "comet-test-key-0123456789"):
+        self.api_key = api_key
+        self.experiments: dict[str, Experiment] = {}
+        self.projects: dict[tuple[str, str], str] = {}  # (workspace, project) → project id
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        self.lock = threading.Lock()
+        self.url = ""
+
+    # -- seeding -------------------------------------------------------------------------
+    def project(self, workspace: str, project: str) -> str:
+        return self.projects.setdefault((workspace, project), uuid.uuid4().hex)
+
+    def upload(self, archive: Path) -> Experiment:
+        """What `comet upload <archive>` does: the offline experiment appears in the project."""
+        with zipfile.ZipFile(archive) as z:
+            meta = json.loads(z.read("experiment.json"))
+            lines = z.read("messages.json").decode().splitlines()
+        exp = Experiment(meta["offline_id"], meta["workspace"], meta["project_name"], tags=list(meta.get("tags") or []),
+                         start=meta.get("start_time", 0), end=meta.get("stop_time", 0))  # fmt: skip
+        self.project(exp.workspace, exp.project)
+        for line in lines:
+            msg = json.loads(line)
+            payload = msg.get("payload") or {}
+            if msg["type"] == "metric_msg":
+                m = payload["metric"]
+                step = m.get("step") if m.get("step") is not None else len(exp.metrics.get(m["metricName"], []))
+                exp.metrics.setdefault(m["metricName"], []).append(
+                    (step, float(m["metricValue"]), payload.get("local_timestamp", 0))
+                )
+            elif msg["type"] == "parameter_msg":
+                p = payload["param"]
+                exp.params[p["paramName"]] = p["paramValue"]
+            elif msg["type"] == "log_other":
+                exp.others[payload["key"]] = payload["value"]
+        with self.lock:
+            self.experiments[exp.key] = exp
+        return exp
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any, auth: str | None) -> tuple[int, Any]:
+        with self.lock:
+            self.requests.append((method, path, auth))
+        if path == "/clientlib/isAlive/ver":
+            return 200, {"msg": "", "code": 200, "data": None, "sdk_error_code": 0, "version": BACKEND_VERSION}
+        if auth != self.api_key:
+            return 401, {"msg": "Invalid apiKey", "code": 401, "data": None, "sdk_error_code": 90212}
+        route = path.removeprefix("/api/rest/v2/")
+        handler = getattr(self, "_" + route.replace("/", "_").replace("-", "_"), None)
+        if handler is None:
+            return 404, {"msg": f"no such endpoint {path}", "code": 404, "data": None, "sdk_error_code": 0}
+        result: tuple[int, Any] = handler(query, body)
+        return result
+
+    def _experiment(self, query: dict[str, str]) -> Experiment | None:
+        return self.experiments.get(query.get("experimentKey", ""))
+
+    def _missing(self) -> tuple[int, Any]:
+        return 404, {"msg": "Experiment not found", "code": 404, "data": None, "sdk_error_code": 90403}
+
+    def _experiment_metadata(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self._experiment(query)
+        if e is None:
+            return self._missing()
+        return 200, {
+            "archived": False, "durationMillis": e.end - e.start, "endTimeMillis": e.end, "experimentKey": e.key,
+            "experimentName": None, "fileName": None, "filePath": None, "optimizationId": None,
+            "projectId": self.project(e.workspace, e.project), "projectName": e.project, "running": False,
+            "startTimeMillis": e.start, "throttle": False, "workspaceName": e.workspace,
+        }  # fmt: skip
+
+    def _experiment_metrics_summary(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self._experiment(query)
+        if e is None:
+            return self._missing()
+        values = []
+        for name, pts in sorted(e.metrics.items()):
+            hi = max(pts, key=lambda p: p[1])
+            lo = min(pts, key=lambda p: p[1])
+            cur = pts[-1]
+            values.append({
+                "name": name, "valueMax": repr(hi[1]), "valueMin": repr(lo[1]), "valueCurrent": repr(cur[1]),
+                "timestampMax": hi[2], "timestampMin": lo[2], "timestampCurrent": cur[2],
+                "stepMax": hi[0], "stepMin": lo[0], "stepCurrent": cur[0], "editable": False,
+            })  # fmt: skip
+        return 200, {"values": values}
+
+    def _experiment_metrics_get_metric(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self._experiment(query)
+        if e is None:
+            return self._missing()
+        name = query.get("metricName", "")
+        rows = [{"metricName": name, "metricValue": repr(v), "timestamp": ts, "step": step, "epoch": None,
+                 "runContext": None, "offset": i} for i, (step, v, ts) in enumerate(e.metrics.get(name, []))]  # fmt: skip
+        return 200, {"experimentKey": e.key, "metrics": rows}
+
+    def _experiment_parameters(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self._experiment(query)
+        if e is None:
+            return self._missing()
+        now = int(time.time() * 1000)
+        values = [{"name": k, "valueMax": str(v), "valueMin": str(v), "valueCurrent": json.dumps(v)
+                   if not isinstance(v, str) else v, "timestampMax": now, "timestampMin": now,
+                   "timestampCurrent": now, "editable": False} for k, v in sorted(e.params.items())]  # fmt: skip
+        return 200, {"values": values}
+
+    def _project(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        ws, name = query.get("workspaceName", ""), query.get("projectName", "")
+        pid = self.projects.get((ws, name))
+        if pid is None:
+            return 404, {"msg": "Project not found", "code": 404, "data": None, "sdk_error_code": 0}
+        count = sum(1 for e in self.experiments.values() if (e.workspace, e.project) == (ws, name))
+        return 200, {"projectId": pid, "projectName": name, "ownerUserName": ws, "projectDescription": "",
+                     "workspaceName": ws, "isPublic": False, "numberOfExperiments": count,
+                     "lastUpdated": int(time.time() * 1000)}  # fmt: skip
+
+    def _project_column_names(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        key = (query.get("workspaceName", ""), query.get("projectName", ""))
+        if key not in self.projects:
+            return 404, {"msg": "Project not found", "code": 404, "data": None, "sdk_error_code": 0}
+        others = sorted({k for e in self.experiments.values() if (e.workspace, e.project) == key for k in e.others})
+        return 200, {"columns": [{"name": k, "source": "log_other", "type": "string"} for k in others]}
+
+    def _project_query(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        ws, proj = body["workspaceName"], body["projectName"]
+        keys = []
+        for e in self.experiments.values():
+            if (e.workspace, e.project) != (ws, proj):
+                continue
+            if all(_matches(e, pred) for pred in body["predicates"]):
+                keys.append(e.key)
+        return 200, {"experimentKeys": keys}
+
+    def _write_experiment_log_other(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        e.others[body["key"]] = body["value"]
+        return 200, {"msg": "OK", "code": 200, "data": None, "sdk_error_code": 0}
+
+    def _write_experiment_tags(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        e.tags += [t for t in body.get("addedTags", []) if t not in e.tags]
+        return 200, {"msg": "OK", "code": 200, "data": None, "sdk_error_code": 0}
+
+    def _experiment_tags(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self._experiment(query)
+        if e is None:
+            return self._missing()
+        return 200, {"tags": list(e.tags)}
+
+
+def _matches(e: Experiment, pred: dict[str, Any]) -> bool:
+    q = pred["query"]
+    results = []
+    for rule in q["rules"]:
+        if "rules" in rule:
+            results.append(_matches(e, {"source": pred["source"], "query": rule}))
+            continue
+        source = rule.get("source", pred["source"])
+        values = {"log_other": e.others, "params": e.params}.get(source, {})
+        actual = values.get(rule["field"])
+        if rule["operator"] == "equal":
+            results.append(actual is not None and str(actual) == str(rule["value"]))
+        else:
+            raise NotImplementedError(f"operator {rule['operator']} is not faked")
+    return all(results) if q.get("condition", "AND") == "AND" else any(results)
+
+
+@contextmanager
+def serve(fake: FakeComet) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def _do(self) -> None:
+            u = urlparse(self.path)
+            query = {k: v[0] for k, v in parse_qs(u.query).items()}
+            n = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(n) if n else b""
+            body = json.loads(raw) if raw else None
+            status, payload = fake.handle(self.command, u.path, query, body, self.headers.get("Authorization"))
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _do  # noqa: N815
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield fake.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

@@ -1,0 +1,212 @@
+"""Comet tracking: the logging side with comet_ml in offline mode (real archives), the query side
+through comet_ml.API against the fake Comet REST API (tests/fakes/comet.py), pointed at with
+Comet's own COMET_URL_OVERRIDE. Every verb is a fresh `mlops-ci` process."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import git, run_module
+from tests.fakes.comet import FakeComet, serve
+
+KEY = "comet-test-key-0123456789"
+
+TRAIN = textwrap.dedent(
+    '''
+    """Logs the same numbers to the log (for MetricDefinitions) and to Comet (the helper)."""
+    import argparse
+    import json
+    import os
+
+    from mlops_ci.tracking import experiment
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quality", type=float, default=0.9)
+    p.add_argument("--epochs", type=int, default=3)
+    args = p.parse_args()
+
+    exp = experiment(auto_output_logging=False, log_code=False, log_env_details=False, display_summary_level=0)
+    for epoch in range(args.epochs):
+        loss = 1.0 / (epoch + 1) / args.quality
+        print(f"epoch={epoch} loss={loss:.6f}")
+        exp.log_metric("loss", round(loss, 6), step=epoch)
+    print(f"accuracy={args.quality}")
+    exp.log_metric("accuracy", args.quality, step=args.epochs)
+    exp.end()
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as fh:
+        json.dump({"quality": args.quality}, fh)
+    '''
+)
+
+
+def config(quality: float = 0.9, tracking: str = "comet", mode: str = "auto") -> str:
+    track = f"tracking: {{backend: comet, workspace: acme, mode: {mode}}}" if tracking == "comet" else ""
+    return textwrap.dedent(
+        f"""\
+        project: fast
+        {track}
+        training:
+          entry_point: train.py
+          hyperparameters: {{quality: {quality}, epochs: 3}}
+          metric_definitions:
+            - {{name: accuracy, regex: "accuracy=([0-9.]+)"}}
+            - {{name: loss, regex: "loss=([0-9.]+)"}}
+        metrics:
+          accuracy: {{goal: maximize}}
+          loss: {{goal: minimize}}
+        gate:
+          rules:
+            - {{metric: accuracy, min: 0.8, max_regression: 5%}}
+        """
+    )
+
+
+class Repo:
+    def __init__(self, path: Path, comet_url: str):
+        self.path, self.comet_url = path, comet_url
+
+    def git(self, *args: str) -> str:
+        return git(self.path, *args)
+
+    def commit(self, message: str, **kw: Any) -> str:
+        (self.path / "mlops-ci.yaml").write_text(config(**kw))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def run(self, *args: str, online: bool = False, key: str = KEY) -> Any:
+        env = {"COMET_URL_OVERRIDE": f"{self.comet_url}/clientlib/", "COMET_API_KEY": key if online else ""}
+        return run_module(*args, cwd=self.path, env=env)
+
+    def ok(self, *args: str, online: bool = False) -> str:
+        proc = self.run(*args, online=online)
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
+        assert KEY not in proc.stdout + proc.stderr
+        return str(proc.stdout)
+
+
+@pytest.fixture
+def comet() -> Iterator[FakeComet]:
+    fake = FakeComet(api_key=KEY)
+    with serve(fake):
+        yield fake
+
+
+@pytest.fixture
+def repo(tmp_path: Path, comet: FakeComet) -> Repo:
+    path = tmp_path / "repo"
+    path.mkdir()
+    (path / "train.py").write_text(TRAIN)
+    (path / ".gitignore").write_text(".mlops-ci/\n")
+    git(path, "init", "-q", "-b", "main")
+    r = Repo(path, comet.url)
+    r.commit("initial")
+    return r
+
+
+def _archive(run: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with zipfile.ZipFile(run["links"]["comet_archive"]) as z:
+        meta = json.loads(z.read("experiment.json"))
+        messages = [json.loads(line) for line in z.read("messages.json").decode().splitlines()]
+    return meta, messages
+
+
+def test_the_helper_logs_an_offline_experiment_tagged_with_the_commit(repo: Repo):
+    sha = repo.git("rev-parse", "HEAD")
+    proc = repo.run("train")
+    assert proc.returncode == 0, proc.stderr
+    assert "comet upload" in proc.stderr  # how to upload the offline experiment later
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    key = run["links"]["comet_experiment_key"]
+    assert len(key) == 32 and run["links"]["comet_archive"].endswith(f"{key}.zip")
+    meta, messages = _archive(run)
+    assert meta["workspace"] == "acme" and meta["project_name"] == "fast" and meta["offline_id"] == key
+    assert sha in meta["tags"] and "branch:main" in meta["tags"]
+    others = {m["payload"]["key"]: m["payload"]["value"] for m in messages if m["type"] == "log_other"}
+    assert others["git_sha"] == sha and others["git_branch"] == "main" and others["mlops_ci_run"] == run["run_id"]
+    params = {m["payload"]["param"]["paramName"]: m["payload"]["param"]["paramValue"]
+              for m in messages if m["type"] == "parameter_msg"}  # fmt: skip
+    assert params["quality"] == 0.9 and params["epochs"] == 3  # the job's hyperparameters (SM_HPS)
+    text = repo.ok("runs", "show")
+    assert key in text and "comet_archive" in text
+
+
+def _deltas(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    return {m["name"]: (m["old"], m["new"], m["delta"]) for m in report["comparison"]["metrics"]}
+
+
+def test_the_report_from_comet_shows_the_store_deltas_plus_comet_links(repo: Repo, comet: FakeComet):
+    repo.ok("train")
+    base = json.loads(repo.ok("runs", "show", "--json"))
+    repo.git("checkout", "-q", "-b", "better")
+    repo.commit("better features", quality=0.95)
+    repo.ok("train")
+    head = json.loads(repo.ok("runs", "show", "--json"))
+
+    (repo.path / "mlops-ci.yaml").write_text(config(quality=0.95, tracking="local"))
+    from_store = json.loads(repo.ok("report", "--base", "main", "--json"))
+    (repo.path / "mlops-ci.yaml").write_text(config(quality=0.95))
+
+    for run in (base, head):  # the offline experiments reach Comet as `comet upload` sends them
+        comet.upload(Path(run["links"]["comet_archive"]))
+    from_comet = json.loads(repo.ok("report", "--base", "main", "--json", online=True))
+    assert _deltas(from_comet) == _deltas(from_store)
+    assert _deltas(from_comet)["accuracy"][:2] == (0.9, 0.95)
+    hk, bk = head["links"]["comet_experiment_key"], base["links"]["comet_experiment_key"]
+    links = from_comet["comparison"]["head"]["links"]
+    assert links["comet"] == f"{comet.url}/acme/fast/{hk}"
+    assert from_comet["comparison"]["baseline"]["links"]["comet"] == f"{comet.url}/acme/fast/{bk}"
+    assert links["comet_compare"] == f"{comet.url}/acme/fast/compare?experiment-a={bk}&experiment-b={hk}"
+    assert ("GET", "/api/rest/v2/experiment/metrics/summary", KEY) in comet.requests
+    md = repo.ok("report", "--base", "main", online=True)
+    assert f"[comet](<{comet.url}/acme/fast/{hk}>)" in md and "[comet\\_compare](<" in md
+    assert "| accuracy | 0.9 | 0.95 |" in md
+    # offline, the same numbers come from the archives
+    assert _deltas(json.loads(repo.ok("report", "--base", "main", "--json"))) == _deltas(from_store)
+
+
+def test_a_run_is_found_by_its_commit_when_the_key_is_unknown(repo: Repo, comet: FakeComet):
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    exp = comet.upload(Path(run["links"]["comet_archive"]))
+    comet.experiments["0" * 32] = exp  # Comet knows it under another key (e.g. re-uploaded)
+    del comet.experiments[exp.key]
+    exp.key = "0" * 32
+    report = json.loads(repo.ok("report", "--json", online=True))
+    assert report["comparison"]["head"]["links"]["comet"].endswith("/acme/fast/" + "0" * 32)
+    assert any(path == "/api/rest/v2/project/query" for _, path, _ in comet.requests)
+
+
+def test_comet_tells_a_wrong_key_and_a_wrong_workspace_apart(repo: Repo, comet: FakeComet):
+    repo.ok("train")
+    proc = repo.run("report", online=True, key="not-the-key")
+    assert proc.returncode == 13
+    assert "Comet rejected the API key in $COMET_API_KEY" in proc.stderr and "not-the-key" not in proc.stderr
+    (repo.path / "mlops-ci.yaml").write_text(config().replace("workspace: acme", "workspace: acmee"))
+    proc = repo.run("report", online=True)
+    assert proc.returncode == 2
+    assert "no project 'fast' in workspace 'acmee'" in proc.stderr
+
+
+def test_the_api_key_never_reaches_records_reports_or_the_job_arguments(repo: Repo, comet: FakeComet):
+    proc = repo.run("config", "show", "--json", online=True)
+    assert proc.returncode == 0 and KEY not in proc.stdout and "COMET_API_KEY" in proc.stdout  # the name only
+    repo.ok("train", "--dry-run", "--json", online=True)
+    proc = repo.run("train", online=True, key="")  # offline: the key never reaches the job
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    repo.ok("report", "--json")
+    db = sqlite3.connect(repo.path / ".mlops-ci" / "store.db")
+    dump = "\n".join(db.iterdump())
+    assert KEY not in dump
+    hps = json.loads((Path(run["log_path"]).parent / "opt_ml" / "input" / "config" / "hyperparameters.json")
+                     .read_text())  # fmt: skip
+    assert not any("COMET" in k or KEY in v for k, v in hps.items())
