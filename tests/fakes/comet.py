@@ -226,7 +226,7 @@ def serve(fake: FakeComet) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = _do  # noqa: N815
+        do_GET = do_POST = _do
 
         def log_message(self, *args: Any) -> None:
             pass
