@@ -130,8 +130,9 @@ class FakeComet:
         if e is None:
             return self._missing()
         name = query.get("metricName", "")
+        points = enumerate(e.metrics.get(name, []))
         rows = [{"metricName": name, "metricValue": repr(v), "timestamp": ts, "step": step, "epoch": None,
-                 "runContext": None, "offset": i} for i, (step, v, ts) in enumerate(e.metrics.get(name, []))]  # fmt: skip
+                 "runContext": None, "offset": i} for i, (step, v, ts) in points]  # fmt: skip
         return 200, {"experimentKey": e.key, "metrics": rows}
 
     def _experiment_parameters(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
