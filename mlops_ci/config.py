@@ -186,6 +186,8 @@ class TrackingConfig:
     mode: str = "auto"  # auto (online when the key is set) | online | offline
     summary: str = "last"  # which value of a logged series is compared: last | best (per the metric's goal)
     compare_url: str = "{server}/{workspace}/{project}/compare?experiment-a={baseline}&experiment-b={head}"
+    model_name: str | None = None  # set: promote registers versions in Comet's model registry under this name
+    deployed_status: str = "Production"  # the registry status a deployed version gets
 
 
 @dataclass(frozen=True)
@@ -570,6 +572,8 @@ def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
         mode=r.string(m.get("mode", "auto"), (*p, "mode"), choices=("auto", "online", "offline")),
         summary=r.string(m.get("summary", "last"), (*p, "summary"), choices=("last", "best")),
         compare_url=r.string(m.get("compare_url", d.compare_url), (*p, "compare_url")),
+        model_name=_opt_string(r, m, "model_name", p),
+        deployed_status=r.string(m.get("deployed_status", d.deployed_status), (*p, "deployed_status")),
     )
 
 

@@ -549,6 +549,7 @@ class Workspace:
         if existing:
             if self.cfg.registry.backend == "sagemaker":  # a promote cut short before registering: finish it
                 self.register_package(existing)
+            self._register_comet(existing, self.store.get_run(existing.run_id) or run)
             return existing, False
         verdict = self.check_provenance(run)
         self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"run {run.run_id}")
@@ -574,11 +575,43 @@ class Workspace:
                        artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
             if self.cfg.registry.backend == "sagemaker":
                 self.register_package(mv)
+            self._register_comet(mv, run)
             return mv, True
         mv, created = self.store.promote(make, run.sha, self.project)
         if self.cfg.registry.backend == "sagemaker":
             self.register_package(mv)
+        self._register_comet(mv, run)
         return mv, created
+
+    def _register_comet(self, mv: ModelVersion, run: Run) -> None:
+        """Comet's model registry, beside the store's (and SageMaker's), never instead of the gate."""
+        t = self.cfg.tracking
+        if t.backend != "comet" or not t.model_name:
+            return
+        comet = self.comet()
+        version = comet.registry_version(mv)
+        if not comet.online:
+            self.warn(f"{t.model_name} {version} is not registered in Comet: no API key in ${t.api_key_env} (offline)")
+            return
+        if self.dry_run:
+            self.would("comet", "register model version", model=t.model_name, version=version,
+                       experiment_key=run.links.get("comet_experiment_key"))  # fmt: skip
+            return
+        label, created = comet.register(mv, run)
+        self.say(f"Comet model registry: {label}" + ("" if created else " (already registered)"))
+
+    def deployed(self, mv: ModelVersion, endpoint: str) -> None:
+        """After a successful rollout: the Comet registry version gets the deployed status."""
+        t = self.cfg.tracking
+        if t.backend != "comet" or not t.model_name or not self.comet().online:
+            return
+        from .errors import MlopsCiError
+
+        try:
+            self.comet().mark_deployed(mv, endpoint)
+            self.say(f"Comet model registry: {t.model_name} {mv.version}.0.0 is {t.deployed_status} on {endpoint}")
+        except MlopsCiError as exc:
+            self.warn(f"the deploy succeeded, but Comet's registry was not updated: {exc.message}")
 
     def register_package(self, mv: ModelVersion) -> str | None:
         """The version as a model package in the SageMaker registry (idempotent by SHA);

@@ -83,7 +83,26 @@ def experiment(**kwargs: Any) -> Any:
     else:
         exp = comet_ml.Experiment(api_key=env["COMET_API_KEY"], **options)
     link(exp, env)
+    _log_model_on_end(exp, env)
     return exp
+
+
+def _log_model_on_end(exp: Any, env: Mapping[str, str]) -> None:
+    """With a Comet model registry configured, the model the job wrote (SM_MODEL_DIR) is logged
+    as the experiment's model when the experiment ends, so that `mlops-ci promote` can register
+    that exact model after the gate."""
+    name, model_dir = env.get("MLOPS_CI_COMET_MODEL_NAME"), env.get("SM_MODEL_DIR")
+    if not name or not model_dir:
+        return
+    end = exp.end
+
+    def end_with_model(*args: Any, **kwargs: Any) -> Any:
+        directory = Path(model_dir)
+        if directory.is_dir() and any(directory.iterdir()):
+            exp.log_model(name, str(directory))
+        return end(*args, **kwargs)
+
+    exp.end = end_with_model
 
 
 def link(exp: Any, env: Mapping[str, str] = os.environ) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import Config, MetricGoal
 from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Transient
-from ..records import Run
+from ..records import ModelVersion, Run
 
 CLOUD = "https://www.comet.com"
 SYSTEM_METRICS = ("sys.", "process duration")  # logged by comet_ml itself, not by the model
@@ -66,6 +66,8 @@ class Comet:
             "COMET_OFFLINE_DIRECTORY": offline_dir,
             **{k: v for k, v in provenance.items() if v},
         }
+        if self.t.model_name:
+            env["MLOPS_CI_COMET_MODEL_NAME"] = self.t.model_name
         if self.online:
             assert self.api_key is not None
             env["COMET_API_KEY"] = self.api_key
@@ -122,11 +124,15 @@ class Comet:
             return BadCredentials(
                 f"Comet rejected the API key in ${self.t.api_key_env} while trying to {what}; set a valid key"
             )
-        if status == 404 or "not found" in text.lower():
-            return ConfigError(
-                f"Comet has no project '{self.project}' in workspace '{self.workspace}' (while trying to {what}); "
-                "fix tracking.workspace / tracking.project_name"
-            )
+        if isinstance(status, int) and 400 <= status < 500:
+            body = getattr(getattr(exc, "response", None), "text", "") or ""
+            try:
+                detail = str(json.loads(body).get("msg") or body)
+            except ValueError:
+                detail = body
+            if status == 404:
+                return NotFound(f"Comet found nothing while trying to {what}: {detail[:300]}")
+            return MlopsCiError(f"Comet refused to {what}: {detail[:300] or status}")
         return Transient(f"Comet did not answer while trying to {what} ({type(exc).__name__}); retry later")
 
     def find(self, run: Run) -> Any:
@@ -202,6 +208,62 @@ class Comet:
                 exp.add_tags(tags)
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, "tag the experiment") from None
+
+    # -- model registry ---------------------------------------------------------------------
+    @staticmethod
+    def registry_version(mv: ModelVersion) -> str:
+        return f"{mv.version}.0.0"
+
+    def _model(self) -> Any:
+        """The registry model, or None if it has no version yet."""
+        self.api()
+        from comet_ml.api_objects.model import Model
+
+        try:
+            return Model.from_registry(self.workspace, str(self.t.model_name), api_key=self.api_key)
+        except Exception as exc:  # noqa: BLE001 - a model that does not exist yet is an error response too
+            if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                return None
+            raise self._error(exc, f"open registry model {self.t.model_name}") from None
+
+    def register(self, mv: ModelVersion, run: Run) -> tuple[str, bool]:
+        """Register the run's experiment model as version N.0.0 of `tracking.model_name`, with the
+        commit and the artifact digest; idempotent by version. Only called behind a passed gate."""
+        name, version = str(self.t.model_name), self.registry_version(mv)
+        model = self._model()
+        try:
+            if model is not None and version in model.find_versions():
+                return f"{name} {version}", False
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise self._error(exc, f"list the versions of {name}") from None
+        exp = self.find(run)
+        if exp is None:
+            hint = run.links.get("comet_archive")
+            raise NotFound(
+                f"run {run.run_id} has no experiment in Comet to register"
+                + (f"; upload it first (`comet upload {hint}`) and promote again" if hint else "")
+            )
+        try:
+            exp.register_model(
+                name, version=version, registry_name=name,
+                description=f"{self.cfg.project}, registered by mlops-ci behind its gate",
+                comment=f"{self.cfg.project} v{mv.version} from commit {mv.sha}; artifact sha256 {mv.artifact_sha256}",
+                tags=[mv.sha, f"sha256:{mv.artifact_sha256[:16]}"],
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise self._error(exc, f"register {name} {version}") from None
+        return f"{name} {version}", True
+
+    def mark_deployed(self, mv: ModelVersion, endpoint: str) -> None:
+        version = self.registry_version(mv)
+        model = self._model()
+        if model is None:
+            raise NotFound(f"{self.t.model_name} is not in Comet's model registry")
+        try:
+            model.set_status(version, self.t.deployed_status)
+            model.add_tag(version, f"deployed:{endpoint}")
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise self._error(exc, f"mark {self.t.model_name} {version} as deployed") from None
 
 
 def _float(v: Any) -> float:

@@ -252,7 +252,7 @@ class LocalEndpoints:
                     f"{sha[:8]} already failed to deploy to {ep.name} ({history[-1].detail}); it is not "
                     "retried automatically: fix it with a new commit, or pass --retry-failed"
                 )
-        return self._rollout(ep, mv, tag, "deploy", lock_timeout)
+        return self._announce(self._rollout(ep, mv, tag, "deploy", lock_timeout), mv)
 
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)
@@ -268,7 +268,12 @@ class LocalEndpoints:
         if mv is None:
             raise NotFound(f"{self.project} v{target.version} is no longer in the registry")
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
-        return self._rollout(ep, mv, target.tag, "rollback", lock_timeout)
+        return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
+
+    def _announce(self, dep: Deployment, mv: ModelVersion) -> Deployment:
+        if dep.outcome == "succeeded":
+            self.ws.deployed(mv, dep.endpoint)
+        return dep
 
     def _success_detail(
         self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str

@@ -36,6 +36,7 @@ class Experiment:
     tags: list[str] = field(default_factory=list)
     start: int = 0
     end: int = 0
+    models: set[str] = field(default_factory=set)  # experiment models (log_model), registrable
 
 
 class FakeComet:
@@ -46,6 +47,8 @@ class FakeComet:
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
         self.lock = threading.Lock()
         self.url = ""
+        self.registry: dict[tuple[str, str], dict[str, Any]] = {}  # (workspace, model) → id and versions
+        self.statuses = ("None", "Development", "Staging", "Production")  # an organisation's allowed values
 
     # -- seeding -------------------------------------------------------------------------
     def project(self, workspace: str, project: str) -> str:
@@ -73,6 +76,8 @@ class FakeComet:
                 exp.params[p["paramName"]] = p["paramValue"]
             elif msg["type"] == "log_other":
                 exp.others[payload["key"]] = payload["value"]
+            elif msg["type"] == "file_upload" and payload.get("upload_type") == "model-element":
+                exp.models.add(payload["additional_params"]["groupingName"])
         with self.lock:
             self.experiments[exp.key] = exp
         return exp
@@ -191,6 +196,84 @@ class FakeComet:
         if e is None:
             return self._missing()
         return 200, {"tags": list(e.tags)}
+
+    # -- model registry (the backend API comet_ml uses from 4.x on) ---------------------------
+    def _bad(self, msg: str) -> tuple[int, Any]:
+        return 400, {"msg": msg, "code": 400, "data": None, "sdk_error_code": 0}
+
+    def _not_found(self, msg: str) -> tuple[int, Any]:
+        return 404, {"msg": msg, "code": 404, "data": None, "sdk_error_code": 0}
+
+    def _reg(self, query: dict[str, str]) -> dict[str, Any] | None:
+        return self.registry.get((query.get("workspaceName", ""), query.get("modelName", "")))
+
+    def _registry_model_compact_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        reg = self._reg(query)
+        return (200, {"registryModelId": reg["id"]}) if reg else self._not_found("Registry model not found")
+
+    def _registry_model_items(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        reg = self._reg(query)
+        if reg is None:
+            return self._not_found("Registry model not found")
+        items = sorted(reg["versions"].values(), key=lambda v: [int(x) for x in v["version"].split(".")], reverse=True)
+        return 200, {"items": items}
+
+    def _registry_model_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        reg = self._reg(query)
+        if reg is None:
+            return self._not_found("Registry model not found")
+        return 200, {
+            "registryModelId": reg["id"],
+            "modelName": query["modelName"],
+            "versions": list(reg["versions"].values()),
+        }
+
+    def _registry_model_item_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        reg = self._reg(query)
+        item = reg["versions"].get(query.get("version", "")) if reg else None
+        return (200, item) if item else self._not_found("Registry model version not found")
+
+    def _write_registry_model_item_create(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        if body["experimentModelName"] not in e.models:
+            return self._bad(f"Experiment {e.key} has no model named {body['experimentModelName']}")
+        reg = self.registry.setdefault(
+            (e.workspace, body["registryModelName"]), {"id": uuid.uuid4().hex, "versions": {}}
+        )
+        if body["version"] in reg["versions"]:
+            return self._bad(f"Version {body['version']} already exists")
+        item = {"registryModelItemId": uuid.uuid4().hex, "version": body["version"], "experimentKey": e.key,
+                "experimentModelName": body["experimentModelName"], "comment": body.get("versionComment"),
+                "tags": list(body.get("tags") or []), "status": body.get("status") or "None",
+                "createdAt": int(time.time() * 1000)}  # fmt: skip
+        reg["versions"][body["version"]] = item
+        return 200, {"registryModelId": reg["id"], "registryModelItemId": item["registryModelItemId"]}
+
+    def _item(self, item_id: str) -> dict[str, Any] | None:
+        for reg in self.registry.values():
+            for item in reg["versions"].values():
+                if item["registryModelItemId"] == item_id:
+                    return item  # type: ignore[no-any-return]
+        return None
+
+    def _write_registry_model_item_status(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        item = self._item(body.get("modelItemId", ""))
+        if item is None:
+            return self._not_found("Registry model version not found")
+        if body["status"] not in self.statuses:
+            return self._bad(f"Status {body['status']} is not allowed; allowed: {', '.join(self.statuses)}")
+        item["status"] = body["status"]
+        return 200, {}
+
+    def _write_registry_model_item_stage(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        item = self._item(query.get("modelItemId", ""))
+        if item is None:
+            return self._not_found("Registry model version not found")
+        if query["stage"] not in item["tags"]:
+            item["tags"].append(query["stage"])
+        return 200, {}
 
 
 def _matches(e: Experiment, pred: dict[str, Any]) -> bool:

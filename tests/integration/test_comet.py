@@ -40,9 +40,9 @@ TRAIN = textwrap.dedent(
         exp.log_metric("loss", round(loss, 6), step=epoch)
     print(f"accuracy={args.quality}")
     exp.log_metric("accuracy", args.quality, step=args.epochs)
-    exp.end()
     with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as fh:
         json.dump({"quality": args.quality}, fh)
+    exp.end()
     '''
 )
 
@@ -210,3 +210,86 @@ def test_the_api_key_never_reaches_records_reports_or_the_job_arguments(repo: Re
     hps = json.loads((Path(run["log_path"]).parent / "opt_ml" / "input" / "config" / "hyperparameters.json")
                      .read_text())  # fmt: skip
     assert not any("COMET" in k or KEY in v for k, v in hps.items())
+
+
+INFERENCE = textwrap.dedent(
+    """
+    import json
+    import os
+
+
+    def model_fn(model_dir):
+        with open(os.path.join(model_dir, "model.json")) as fh:
+            return json.load(fh)
+
+
+    def predict_fn(data, model):
+        return [model["quality"] for _ in data.tolist()]
+    """
+)
+
+REGISTRY = """\
+serving:
+  entry_point: inference.py
+endpoints:
+  - name: production
+    tags: ["v*"]
+    ready_timeout: 30
+    smoke:
+      - body: [[1, 2]]
+"""
+
+
+def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, comet: FakeComet):
+    (repo.path / "inference.py").write_text(INFERENCE)
+    text = config().replace("mode: auto}", "mode: auto, model_name: fast-model}") + REGISTRY
+    (repo.path / "mlops-ci.yaml").write_text(text)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "serve it")
+    sha = repo.git("rev-parse", "HEAD")
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    repo.ok("gate")
+    comet.project("acme", "fast")
+    proc = repo.run("promote", online=True)  # the experiment is not in Comet yet: nothing to register
+    assert proc.returncode == 4 and "comet upload" in proc.stderr
+    comet.upload(Path(run["links"]["comet_archive"]))  # the helper logged the job's model with it
+    assert comet.experiments[run["links"]["comet_experiment_key"]].models == {"fast-model"}
+    dry = json.loads(repo.ok("promote", "--dry-run", "--json", online=True))
+    assert {"target": "comet", "action": "register model version", "model": "fast-model", "version": "1.0.0",
+            "experiment_key": run["links"]["comet_experiment_key"]} in dry["plan"]  # fmt: skip
+    assert ("acme", "fast-model") not in comet.registry
+    repo.ok("promote", online=True)  # the store's v1 exists: this finishes the Comet part
+    item = comet.registry[("acme", "fast-model")]["versions"]["1.0.0"]
+    assert item["experimentKey"] == run["links"]["comet_experiment_key"]
+    assert sha in item["tags"] and f"sha256:{run['artifact_sha256'][:16]}" in item["tags"]
+    assert run["artifact_sha256"] in item["comment"] and sha in item["comment"]
+    creates = [r for r in comet.requests if r[1].endswith("/write/registry-model/item/create")]
+    repo.ok("promote", online=True)
+    assert len([r for r in comet.requests if r[1].endswith("/write/registry-model/item/create")]) == len(creates)
+    repo.git("tag", "v1.0.0")
+    try:
+        proc = repo.run("deploy", "v1.0.0", online=True)
+        assert proc.returncode == 0, proc.stderr
+        assert item["status"] == "Production" and "deployed:production" in item["tags"]
+    finally:
+        repo.run("endpoint", "stop", "production")
+
+
+def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: Repo, comet: FakeComet):
+    (repo.path / "inference.py").write_text(INFERENCE)
+    text = config().replace("mode: auto}", "mode: auto, model_name: fast-model, deployed_status: Live}") + REGISTRY
+    (repo.path / "mlops-ci.yaml").write_text(text)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "serve it")
+    repo.ok("train")
+    comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
+    repo.ok("gate")
+    repo.ok("promote", online=True)
+    repo.git("tag", "v1.0.0")
+    try:
+        proc = repo.run("deploy", "v1.0.0", online=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "Comet's registry was not updated" in proc.stderr and "Status Live is not allowed" in proc.stderr
+    finally:
+        repo.run("endpoint", "stop", "production")
