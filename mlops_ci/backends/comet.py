@@ -62,6 +62,7 @@ class Comet:
             "COMET_WORKSPACE": self.workspace,
             "COMET_PROJECT_NAME": self.project,
             "MLOPS_CI_COMET_EXPERIMENT_KEY": key,
+            "COMET_EXPERIMENT_KEY": key,  # comet_ml's own setting: a script's own experiment gets the key too
             "COMET_ERROR_TRACKING_ENABLE": "false",
             "COMET_OFFLINE_DIRECTORY": offline_dir,
             **{k: v for k, v in provenance.items() if v},
@@ -75,6 +76,7 @@ class Comet:
                 env["COMET_URL_OVERRIDE"] = self.env["COMET_URL_OVERRIDE"]
         else:
             env["COMET_MODE"] = "offline"
+            env["COMET_START_ONLINE"] = "false"  # comet_ml.start() writes an offline archive
         return env
 
     def url(self, key: str) -> str:
@@ -88,10 +90,12 @@ class Comet:
     def collect(self, key: str, output_dir: Path, keep: Path) -> dict[str, str]:
         """After a run: links for the record; an offline archive is kept under `keep`."""
         links = {"comet_experiment_key": key}
-        archive = output_dir / "data" / "comet" / f"{key}.zip"
-        if archive.is_file():
+        # `<key>.zip`, or `<key>-<suffix>.zip` when comet_ml.start() named it
+        found = sorted((output_dir / "data" / "comet").glob(f"{key}*.zip"), key=lambda p: p.stat().st_mtime)
+        if found:
+            archive = found[-1]
             keep.mkdir(parents=True, exist_ok=True)
-            dest = keep / archive.name
+            dest = keep / f"{key}.zip"
             shutil.copyfile(archive, dest)
             links["comet_archive"] = str(dest)
         if self.online:

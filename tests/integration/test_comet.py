@@ -293,3 +293,26 @@ def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: R
         assert "Comet's registry was not updated" in proc.stderr and "Status Live is not allowed" in proc.stderr
     finally:
         repo.run("endpoint", "stop", "production")
+
+
+def test_a_script_that_makes_its_own_experiment_is_linked_without_code_changes(repo: Repo):
+    (repo.path / "train.py").write_text(textwrap.dedent(
+        """
+        import os
+        import comet_ml
+
+        exp = comet_ml.start(experiment_config=comet_ml.ExperimentConfig(
+            auto_output_logging=False, log_code=False, log_env_details=False, display_summary_level=0))
+        print("accuracy=0.9")
+        exp.log_metric("accuracy", 0.9)
+        open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w").write("{}")
+        exp.end()
+        """
+    ))  # fmt: skip
+    repo.git("commit", "-qam", "plain comet_ml")
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    meta, messages = _archive(run)  # found under the key mlops-ci gave the job
+    assert meta["offline_id"] == run["links"]["comet_experiment_key"]
+    assert meta["workspace"] == "acme" and meta["project_name"] == "fast"
+    assert any(m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "accuracy" for m in messages)

@@ -182,3 +182,30 @@ def test_local_training_digest_is_unchanged_by_the_new_settings():
            "max_run": 3600}, "serving": {"entry_point": None, "include": [], "python": None}}  # fmt: skip
     text = json.dumps(old, sort_keys=True, separators=(",", ":"), default=str)
     assert cfg.training_digest() == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("tracking: {backend: comet}\n", "Comet needs tracking.workspace"),
+        ("tracking: {backend: comet, workspace: w, api_key_env: 'abc123secret'}\n", "NAME of an environment variable"),
+        ("tracking: {backend: comet, workspace: w, mode: sometimes}\n", "'sometimes' is not allowed"),
+        ("tracking: {backend: comet, workspace: w, summary: mean}\n", "'mean' is not allowed"),
+        ("tracking: {backend: local, workspace: w}\n", "only applies with tracking.backend: comet"),
+        ("tracking: {backend: comet, workspace: w, api_key: k}\n", "unknown key 'api_key'"),
+    ],
+)
+def test_bad_tracking_settings_fail_with_location(snippet: str, expected: str):
+    with pytest.raises(ConfigError, match=expected) as exc:
+        parse("project: x\n" + snippet)
+    assert exc.value.message.startswith("mlops-ci.yaml:2:")
+
+
+def test_comet_settings_parse_and_leave_the_training_digest_alone():
+    cfg = parse("project: x\ntracking: {backend: comet, workspace: acme, model_name: churn}\n")
+    assert (cfg.tracking.workspace, cfg.tracking.model_name, cfg.tracking.api_key_env) == (
+        "acme",
+        "churn",
+        "COMET_API_KEY",
+    )
+    assert cfg.training_digest() == parse("project: x\n").training_digest()  # where numbers go is not what ran
