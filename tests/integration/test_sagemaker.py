@@ -374,8 +374,11 @@ def test_dry_runs_of_train_and_promote_print_the_requests_the_real_runs_send(rep
     assert fake.mutating() == [] and source_objects(fake) == []
     plan = [p for p in json.loads(proc.stdout)["plan"] if p["target"] == "sagemaker"]
     assert [p["action"] for p in plan] == ["s3:PutObject", "CreateTrainingJob"]
+    assert "do-not-leak" not in proc.stdout and plan[1]["request"]["Environment"]["COMET_API_KEY"] == "***"
     repo.ok("train")
-    assert fake.calls("CreateTrainingJob") == [plan[1]["request"]]
+    (sent,) = fake.calls("CreateTrainingJob")
+    assert sent["Environment"]["COMET_API_KEY"] == "do-not-leak"  # the job gets it; the printed plan never
+    assert {**sent, "Environment": {**sent["Environment"], "COMET_API_KEY": "***"}} == plan[1]["request"]
     assert source_objects(fake)[0]["Key"] == plan[0]["uri"].split(f"s3://{BUCKET}/", 1)[1]
     repo.ok("gate")
     proc = repo.run("promote", "--dry-run", "--json")
