@@ -240,13 +240,18 @@ endpoints:
 """
 
 
-def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, comet: FakeComet):
+def _served(repo: Repo, registry: str) -> str:
+    """Commit a config with a Comet registry (`registry`: extra tracking keys) and an endpoint."""
     (repo.path / "inference.py").write_text(INFERENCE)
-    text = config().replace("mode: auto}", "mode: auto, model_name: fast-model}") + REGISTRY
+    text = config().replace("mode: auto}", f"mode: auto, {registry}}}") + REGISTRY
     (repo.path / "mlops-ci.yaml").write_text(text)
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "serve it")
-    sha = repo.git("rev-parse", "HEAD")
+    return repo.git("rev-parse", "HEAD")
+
+
+def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, comet: FakeComet):
+    sha = _served(repo, "model_name: fast-model")
     repo.ok("train")
     run = json.loads(repo.ok("runs", "show", "--json"))
     repo.ok("gate")
@@ -277,11 +282,7 @@ def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, com
 
 
 def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: Repo, comet: FakeComet):
-    (repo.path / "inference.py").write_text(INFERENCE)
-    text = config().replace("mode: auto}", "mode: auto, model_name: fast-model, deployed_status: Live}") + REGISTRY
-    (repo.path / "mlops-ci.yaml").write_text(text)
-    repo.git("add", "-A")
-    repo.git("commit", "-q", "-m", "serve it")
+    _served(repo, "model_name: fast-model, deployed_status: Live")
     repo.ok("train")
     comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
     repo.ok("gate")
