@@ -649,11 +649,15 @@ def _check_aws_needed(
             where = users[0]
             raise r.fail(where, f"SageMaker needs aws.{key} in {r.loaded.file} (the execution role ARN and the "
                                 "S3 bucket for sources, output and models)")  # fmt: skip
-    sm_endpoints = [("endpoints", i) for i, e in enumerate(endpoints) if e.backend == "sagemaker"]
+    serving_users: list[tuple[str | int, ...]] = [
+        ("endpoints", i) for i, e in enumerate(endpoints) if e.backend == "sagemaker"
+    ]
+    if registry.backend == "sagemaker":
+        serving_users.append(("registry", "backend"))
     sm = training.sagemaker
-    if sm_endpoints and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
-        raise r.fail(sm_endpoints[0], "a SageMaker endpoint needs an inference image: set serving.image_uri, or "
-                                      "training.sagemaker.framework to use that framework's image")  # fmt: skip
+    if serving_users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
+        raise r.fail(serving_users[0], "SageMaker serving needs an inference image: set serving.image_uri, or "
+                                       "training.sagemaker.framework to use that framework's image")  # fmt: skip
 
 
 def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:

@@ -65,8 +65,8 @@ def _short_hash(*parts: Any) -> str:
 
 def job_name(project: str, sha: str, config_digest: str, attempt: int) -> str:
     """Deterministic: a workflow re-run of the same commit and config finds the same job."""
-    tail = f"-{sha[:8]}-{config_digest[:8]}-{attempt}"
-    return _slug(project)[: 63 - len(tail)].rstrip("-") + tail
+    # The project part has a fixed length, so that every attempt shares one prefix (`jobs_of`).
+    return f"{_slug(project)[:40].rstrip('-')}-{sha[:8]}-{config_digest[:8]}-{attempt}"
 
 
 def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, what: str) -> str:
@@ -145,6 +145,8 @@ class Aws:
     def error(self, exc: Exception, what: str) -> MlopsCiError:
         code, msg = self.code(exc), self.message(exc)
         name = type(exc).__name__
+        if name == "ParamValidationError":  # boto3 refused the request before sending it
+            return ConfigError(f"invalid request to {what}: {exc}; check the SageMaker settings in mlops-ci.yaml")
         if name in ("NoCredentialsError", "PartialCredentialsError"):
             return BadCredentials(
                 f"no AWS credentials to {what}; in GitHub Actions use OIDC (aws-actions/configure-aws-credentials "
@@ -235,7 +237,15 @@ def _extract(archive: Path, dest: Path) -> None:
     """Unpack a job's tarball, refusing links and paths that leave `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = dest.resolve()  # Python < 3.10.12: the same checks by hand
+        for member in tar.getmembers():
+            target = (dest / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                raise MlopsCiError(f"{archive.name}: refusing {member.name!r} (a link, a device or outside the target)")
+        tar.extractall(dest)  # noqa: S202 - every member checked above
 
 
 # -- training ------------------------------------------------------------------------------
