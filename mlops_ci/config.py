@@ -361,9 +361,10 @@ TOP_KEYS = (
     "project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints", "aws",
     "registry",
 )  # fmt: skip
-_ARN_ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+# patterns compiled on first use (re caches them): a local-only config never pays for them
+_ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 
 
 def parse(text: str, file: str, root: str) -> Config:
@@ -483,7 +484,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
             raise r.fail((*p, "sagemaker", "max_wait"), f"must be >= training.max_run ({max_run}): it is the "
                          "whole wait for spot capacity plus the training time")  # fmt: skip
         for name, uri in channels.items():
-            if not _S3_URI.match(uri):
+            if not re.match(_S3_URI, uri):
                 raise r.fail(
                     (*p, "channels", name),
                     f"'{uri}' is not an S3 URI; SageMaker reads its channels from S3 (s3://bucket/prefix): "
@@ -530,7 +531,7 @@ def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMa
     if not spot and max_wait is not None:
         raise r.fail((*p, "max_wait"), "only applies with spot: true")
     checkpoint = _opt_string(r, m, "checkpoint_s3_uri", p)
-    if checkpoint and not _S3_URI.match(checkpoint):
+    if checkpoint and not re.match(_S3_URI, checkpoint):
         raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
     return SageMakerTraining(
         instance_type=r.string(m.get("instance_type", d.instance_type), (*p, "instance_type")),
@@ -581,10 +582,10 @@ def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:
     p: tuple[str | int, ...] = ("aws",)
     m = r.mapping(raw, p, tuple(AwsConfig.__dataclass_fields__))
     role = _opt_string(r, m, "role", p)
-    if role and not _ARN_ROLE.match(role):
+    if role and not re.match(_ARN_ROLE, role):
         raise r.fail((*p, "role"), f"'{role}' is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
     bucket = _opt_string(r, m, "bucket", p)
-    if bucket and not _BUCKET.match(bucket):
+    if bucket and not re.match(_BUCKET, bucket):
         raise r.fail((*p, "bucket"), f"'{bucket}' is not a bucket name (give the name, not an s3:// URI)")
     return AwsConfig(
         region=_opt_string(r, m, "region", p),

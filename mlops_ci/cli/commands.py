@@ -13,7 +13,6 @@ from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from ..errors import Drift, GateFailed, NotFound, UsageError
-from ..records import data_summary
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -229,6 +228,8 @@ def config_cmd(
 
 # -- runs -----------------------------------------------------------------------------------
 def _run_lines(run: Any) -> list[str]:
+    from ..records import data_summary  # not at module level: `config check` never needs records
+
     lines = [
         f"run       {run.run_id}",
         f"project   {run.project}",
