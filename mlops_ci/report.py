@@ -78,12 +78,12 @@ def _short(sha: str | None) -> str:
 
 
 def _links(links: dict[str, str]) -> str:
+    """Only web links: a path on the machine that trained (a log, an offline archive) means
+    nothing to a reviewer; `--json` and `runs show` keep every link."""
     parts = []
     for name, url in sorted(links.items()):
         if re.match(r"^https?://", url):
             parts.append(f"[{esc(name)}](<{url.replace('>', '%3E').replace(' ', '%20')}>)")
-        else:
-            parts.append(f"{esc(name)}: `{url.replace('`', '')}`")
     return ", ".join(parts)
 
 
@@ -293,9 +293,9 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
     if not runs:
         return _finish(out, tail_note)
     links = []
-    if c.head.links:
+    if _links(c.head.links):
         links.append(f"head: {_links(c.head.links)}")
-    if c.baseline and c.baseline.links:
+    if c.baseline and _links(c.baseline.links):
         links.append(f"baseline: {_links(c.baseline.links)}")
     out += ["", "**Runs** head `" + c.head.run_id + "`" + (f" · baseline `{c.baseline.run_id}`" if c.baseline else "")]
     if links:

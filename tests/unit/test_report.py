@@ -49,6 +49,7 @@ def test_verdict_first_then_table_chart_and_marker():
     assert "```mermaid\nxychart-beta" in md
     assert "line [1, 0.6, 0.4]" in md and "line [1, 0.5, 0.3]" in md
     assert "[tracking](<https://example.com/exp/1>)" in md
+    assert "/tmp/x.log" not in md  # a path on the training machine means nothing in a PR comment
 
 
 def test_series_of_different_lengths_get_separate_charts():
