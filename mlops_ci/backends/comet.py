@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..compare import downsample
 from ..config import Config, MetricGoal
 from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Transient
 from ..records import ModelVersion, Run
@@ -194,7 +195,7 @@ class Comet:
                 points = exp.get_metrics(name) or []
                 values = [_float(p["metricValue"]) for p in sorted(points, key=lambda p: p.get("step") or 0)]
                 if len(values) > 1:
-                    series[name] = _downsample(values)
+                    series[name] = downsample(values, MAX_POINTS)
             url = str(exp.url)
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read the experiment of run {run.run_id}") from None
@@ -293,13 +294,6 @@ def _pick(m: Mapping[str, Any], goal: MetricGoal | None, mode: str) -> float:
     return _float(m.get("valueCurrent"))
 
 
-def _downsample(values: list[float]) -> list[float]:
-    if len(values) <= MAX_POINTS:
-        return values
-    step = len(values) / MAX_POINTS
-    return [values[int(i * step)] for i in range(MAX_POINTS - 1)] + [values[-1]]
-
-
 def read_archive(
     path: Path, goals: Mapping[str, MetricGoal], mode: str
 ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
@@ -342,5 +336,5 @@ def read_archive(
         else:
             metrics[name] = values[-1]
         if len(values) > 1:
-            series[name] = _downsample(values)
+            series[name] = downsample(values, MAX_POINTS)
     return metrics, series, params
