@@ -200,9 +200,9 @@ class Workspace:
         log = lambda line: self.say(f"  | {line}")  # noqa: E731
         result = backend.wait(name, spec, workdir, log) if remote else backend.run(spec, workdir, log)
         finished = time.time()
+        job = name if remote else spec.job_name
         links = {"log": str(result.log_path), **result.links}
         if cfg.tracking.backend == "comet":
-            job = name if remote else spec.job_name
             links.update(self.comet().collect(self.comet().experiment_key(job), result.output_dir, self.home / "comet"))
             if "comet_archive" in links:
                 self.say(f"Comet: offline experiment {links['comet_archive']}; upload it later with "
@@ -237,7 +237,7 @@ class Workspace:
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         self.store.record_run(run, result.series)
         if cfg.tracking.backend == "comet" and self.comet().online:
-            self._tag_experiment(run, spec, name if remote else spec.job_name)
+            self._tag_experiment(run, spec, job)
         return run, False
 
     def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:
@@ -350,8 +350,7 @@ class Workspace:
             else:
                 _, src_digest = backend.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
                 uri = backend.source_uri(src_digest)
-                head = self.aws().s3_head(uri)
-                if head is None or head.get("Metadata", {}).get("sha256") != src_digest:
+                if not self.aws().has_object(uri, src_digest):
                     self.would("sagemaker", "s3:PutObject", uri=uri, sha256=src_digest)
                 req = backend.request(spec, name, uri)
                 if "Environment" in req:  # the plan is printed: secrets stay masked

@@ -97,9 +97,13 @@ def console_url(region: str, kind: str, name: str) -> str:
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/{kind}/{name}"
 
 
+def _tag_value(value: str) -> str:
+    """A tag value as AWS accepts it: up to 256 letters, digits, spaces and _.:/=+-@."""
+    return re.sub(r"[^\w.:/=+\-@ ]", "_", value)[:256]
+
+
 def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
-    # Tag values: up to 256 characters of letters, digits, spaces and _.:/=+-@
-    return [{"Key": k, "Value": re.sub(r"[^\w.:/=+\-@ ]", "_", v)[:256]} for k, v in sorted(tags.items()) if v]
+    return [{"Key": k, "Value": _tag_value(v)} for k, v in sorted(tags.items()) if v]
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -202,10 +206,14 @@ class Aws:
                 return None
             raise self.error(exc, f"read {uri}") from None
 
+    def has_object(self, uri: str, sha256: str) -> bool:
+        """Whether `uri` already holds the object with this sha256 (uploads record it as metadata)."""
+        head = self.s3_head(uri)
+        return head is not None and head.get("Metadata", {}).get("sha256") == sha256
+
     def upload_once(self, path: Path, uri: str, sha256: str) -> bool:
         """Upload `path` to `uri` unless an object with this sha256 is there. True if uploaded."""
-        head = self.s3_head(uri)
-        if head is not None and head.get("Metadata", {}).get("sha256") == sha256:
+        if self.has_object(uri, sha256):
             return False
         bucket, key = _split_s3(uri)
         extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
@@ -260,7 +268,6 @@ class SageMakerTrainer:
         self.cfg = cfg
         self.sm = cfg.training.sagemaker
         self.say = say
-        self.uploaded_bytes = 0
 
     # pure parts ------------------------------------------------------------------------
     def pack_source(self, code_dir: Path, dest: Path) -> tuple[Path, str]:
@@ -394,7 +401,6 @@ class SageMakerTrainer:
         tarball, digest = self.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
         uri = self.source_uri(digest)
         if self.aws.upload_once(tarball, uri, digest):
-            self.uploaded_bytes += tarball.stat().st_size
             self.say(f"uploaded the source ({tarball.stat().st_size} bytes) to {uri}")
         else:
             self.say(f"source unchanged, already at {uri}")
@@ -426,6 +432,13 @@ class SageMakerTrainer:
         seen: tuple[str, str] = ("", "")
         desc: dict[str, Any] = {}
         with open(log_path, "a", encoding="utf-8") as logf:
+
+            def follow() -> None:
+                for line in logs.poll():
+                    logf.write(line + "\n")
+                    scanner.feed(line)
+                    log(line)
+
             while True:
                 desc = self.aws.call("sagemaker", "describe_training_job", f"describe training job {name}",
                                      TrainingJobName=name)  # fmt: skip
@@ -435,15 +448,9 @@ class SageMakerTrainer:
                     message = transitions[-1].get("StatusMessage", "")
                     self.say(f"{name}: {status} / {secondary}" + (f" - {message}" if message else ""))
                     seen = (status, secondary)
-                for line in logs.poll():
-                    logf.write(line + "\n")
-                    scanner.feed(line)
-                    log(line)
+                follow()
                 if status in TERMINAL:
-                    for line in logs.poll():  # what arrived between the last poll and the end
-                        logf.write(line + "\n")
-                        scanner.feed(line)
-                        log(line)
+                    follow()  # what arrived between the last poll and the end
                     break
                 time.sleep(self.aws.cfg.poll_seconds)
         result.duration = time.monotonic() - started
@@ -501,7 +508,7 @@ class SageMakerTrainer:
                     "sagemaker", "list_tags", "read training job tags", ResourceArn=job["TrainingJobArn"]
                 )
                 t = {x["Key"]: x["Value"] for x in tags.get("Tags", [])}
-                same_branch = t.get("mlops-ci:branch") == _tags({"b": branch})[0]["Value"]
+                same_branch = t.get("mlops-ci:branch") == _tag_value(branch)
                 if t.get("mlops-ci:project") == project and same_branch and t.get("mlops-ci:sha") != sha:
                     self.aws.call("sagemaker", "stop_training_job", f"stop {job['TrainingJobName']}",
                                   TrainingJobName=job["TrainingJobName"])  # fmt: skip
@@ -657,8 +664,7 @@ def model_data_uri(aws: Aws, mv: ModelVersion, path: Path | None) -> tuple[str, 
         return mv.artifact_uri, False
     uri = aws.s3_uri("models", mv.artifact_sha256, "model.tar.gz")
     if path is None:
-        head = aws.s3_head(uri)
-        return uri, head is None or head.get("Metadata", {}).get("sha256") != mv.artifact_sha256
+        return uri, not aws.has_object(uri, mv.artifact_sha256)
     return uri, aws.upload_once(path, uri, mv.artifact_sha256)
 
 
