@@ -493,6 +493,12 @@ class LocalEndpoints:
 
         return SageMakerRollout(self, self.ws.aws())
 
+    def _remote_view(self, ep: EndpointConfig) -> tuple[str, int | None, str | None, dict[str, Any]]:
+        """(status, live version, live sha, the whole description) of a SageMaker endpoint."""
+        live: dict[str, Any] = self._sagemaker().health(ep)
+        serving = live["status"] == "InService"
+        return live["status"], live.get("version") if serving else None, live.get("sha") if serving else None, live
+
     def _declared(self, name: str) -> EndpointConfig | None:
         return next((e for e in self.ws.cfg.endpoints if e.name == name), None)
 
@@ -552,11 +558,9 @@ class LocalEndpoints:
             st = states.get(name)
             ep = self._declared(name)
             if ep is not None and ep.backend == "sagemaker":
-                live = self._sagemaker().health(ep)
-                serving = live["status"] == "InService"
-                rows.append({"name": name, "declared": True, "status": live["status"],
-                             "version": live.get("version") if serving else None,
-                             "sha": live.get("sha") if serving else None, "url": st.url if st else None})  # fmt: skip
+                status, version, sha, _ = self._remote_view(ep)
+                rows.append({"name": name, "declared": True, "status": status, "version": version, "sha": sha,
+                             "url": st.url if st else None})  # fmt: skip
                 continue
             rows.append(
                 {
@@ -600,10 +604,7 @@ class LocalEndpoints:
             st = self.store.endpoint_state(self.project, ep.name)
             extra = ""
             if ep.backend == "sagemaker":
-                live = self._sagemaker().health(ep)
-                health = live["status"]
-                live_version = live.get("version") if health == "InService" else None
-                live_sha = live.get("sha") if health == "InService" else None
+                health, live_version, live_sha, live = self._remote_view(ep)
                 declared = (ep.instance_type, ep.instance_count)
                 actual = (live.get("instance_type"), live.get("instance_count"))
                 if health == "InService" and actual != declared:
