@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "mlops-ci.yaml"
 DEFAULT_STORE = "sqlite:///.mlops-ci/store.db"
+DEFAULT_EXCLUDE = ("*.md", "docs/", ".github/", ".gitignore", ".gitattributes", "LICENSE*")
 GOALS = ("maximize", "minimize")
 SEVERITIES = ("fail", "warn")
 _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
@@ -47,6 +48,9 @@ class TrainingConfig:
     python: str | None = None
     max_run: int = 3600
     sagemaker: SageMakerTraining | None = None
+    # Files of source_dir that training never reads: left out of the job's source and of the
+    # inputs digest, so a commit that changes only these reuses the model of an earlier one.
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,17 @@ class Config:
             + f"; declared: {', '.join(names) or 'none'}"
         )
 
+    def extras(self) -> list[str]:
+        """The package extras this configuration needs (for `pip install 'mlops-ci[...]'`)."""
+        needed = set()
+        if "sagemaker" in (self.training.backend, self.registry.backend, *(e.backend for e in self.endpoints)):
+            needed.add("sagemaker")
+        if self.store.startswith("s3://"):
+            needed.add("s3")
+        if self.tracking.backend == "comet":
+            needed.add("comet")
+        return sorted(needed)
+
     def training_digest(self) -> str:
         """What determines a training run: same digest on the same SHA → same run."""
         t = asdict(self.training)
@@ -230,6 +245,8 @@ class Config:
             payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
         else:
             payload["training"].pop("sagemaker")
+        if self.training.exclude == DEFAULT_EXCLUDE:  # unset, it leaves older runs' digests as they were
+            payload["training"].pop("exclude")
         for key in ("image_uri", "environment"):  # unset new keys leave the digests of older runs as they were
             if not payload["serving"][key]:
                 payload["serving"].pop(key)
@@ -442,6 +459,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         "python",
         "max_run",
         "sagemaker",
+        "exclude",
     )
     t = r.mapping(raw, p, keys)
     hps_raw = t.get("hyperparameters") or {}
@@ -503,7 +521,18 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         environment=r.str_map(t.get("environment"), (*p, "environment")),
         python=r.string(t["python"], (*p, "python")) if t.get("python") is not None else None,
         max_run=max_run,
+        exclude=_excludes(r, t, p),
     )
+
+
+def _excludes(r: _Reader, t: dict[str, Any], p: tuple[str | int, ...]) -> tuple[str, ...]:
+    if "exclude" not in t:
+        return DEFAULT_EXCLUDE
+    pats = _strings(r, t["exclude"], (*p, "exclude"))
+    for i, pat in enumerate(pats):
+        if not pat or pat.startswith("/") or ".." in pat.split("/") or any(ord(c) < 32 for c in pat):
+            raise r.fail((*p, "exclude", i), f"{pat!r} is not a relative path pattern (e.g. 'docs/' or '*.md')")
+    return pats
 
 
 def _strings(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,25 @@ from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
-from .backends import Store, TrainingSpec, run_url
+from .backends import Store, TrainingSpec, owner_label, run_url
 from .context import Git, GitContext, load_context
-from .errors import ConfigError, NotFound, Refused, TrainingFailed, UsageError
+from .errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
+
+
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """`rel` (a posix path under source_dir) matches a `training.exclude` pattern: 'dir/' is a
+    directory at any depth, anything else an fnmatch pattern on the path or its file name."""
+    parts = rel.split("/")
+    for pat in patterns:
+        if pat.endswith("/"):
+            name = pat.rstrip("/")
+            if any(fnmatch.fnmatchcase("/".join(parts[: i + 1]), name) or fnmatch.fnmatchcase(p, name)
+                   for i, p in enumerate(parts[:-1])):  # fmt: skip
+                return True
+        elif fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(parts[-1], pat):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -120,7 +136,7 @@ class Workspace:
                 return run
         sha = self.resolve_sha(ref)
         run = self.store.latest_completed(self.project, sha, self.cfg.training_digest())
-        run = run or self.store.latest_completed(self.project, sha)
+        run = run or self.store.latest_completed(self.project, sha) or self._attach(sha)
         if run is None:
             failed = [r for r in self.store.runs(self.project, sha=sha, limit=1) if r.status == "failed"]
             why = f"its last run {failed[0].run_id} failed" if failed else "it has no completed run"
@@ -161,6 +177,14 @@ class Workspace:
             raise UsageError(
                 "--no-wait and `wait` need training.backend: sagemaker (a local run ends with the command)"
             )
+        if not remote and self.env.get("MLOPS_CI_REMOTE_ONLY") == "true":
+            raise Refused(
+                "training.backend is local, which would run the commit's code on this runner, and this job "
+                "allows only remote training (MLOPS_CI_REMOTE_ONLY=true, e.g. fork training with cloud "
+                "credentials); set training.backend: sagemaker in the base branch's mlops-ci.yaml"
+            )
+        if ref is None and not attach_only:
+            self._check_checkout(sha)
         cancel_superseded = cancel_superseded and remote  # a local run ends with its runner: nothing to stop
         run_id = f"{sha[:8]}-{secrets.token_hex(3)}"
         if self.dry_run:  # resolve everything in a throw-away directory, record nothing
@@ -175,6 +199,45 @@ class Workspace:
             project_dir = self._snapshot(sha, dirty, snapshot)
             backend = self._trainer()
             channels, data = self._channels(project_dir, backend)
+            inputs = self._inputs_digest(project_dir, data, digest)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)  # nothing is left of a run that never started
+            raise
+        if dirty or force or attach_only:
+            return self._train(sha, ref, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
+                               force=force, no_wait=no_wait, attach_only=attach_only,
+                               cancel_superseded=cancel_superseded)  # fmt: skip
+        # Single flight: the push and the PR job of one commit (or two commits with the same
+        # inputs) train once; the second waits for the first and reuses its run.
+        lock = f"train-{self.project}-{inputs[:32]}"
+        with ExitStack() as held:
+            try:
+                try:
+                    held.enter_context(self.store.lock(lock, owner_label(self.env), 0))
+                except Busy as exc:
+                    self.say(f"waiting: {exc.message.split(';')[0]} (same training inputs); its run will be reused")
+                    held.enter_context(self.store.lock(lock, owner_label(self.env), cfg.training.max_run + 900))
+                existing = self.store.latest_completed(self.project, sha, digest)
+                original = None if existing else self.store.latest_by_inputs(self.project, inputs)
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            if existing or original:
+                shutil.rmtree(workdir, ignore_errors=True)
+                return existing or self._record_reuse(original, sha, digest), True  # type: ignore[arg-type]
+            return self._train(sha, ref, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
+                               force=force, no_wait=no_wait, attach_only=attach_only,
+                               cancel_superseded=cancel_superseded)  # fmt: skip
+
+    def _train(self, sha: str, ref: str | None, run_id: str, workdir: Path, project_dir: Path, backend: Any,
+               channels: dict[str, Path], data: dict[str, dict[str, str]], inputs: str, *, dirty: bool,
+               force: bool, no_wait: bool, attach_only: bool,
+               cancel_superseded: bool) -> tuple[Run | None, bool]:  # fmt: skip
+        cfg = self.cfg
+        digest = cfg.training_digest()
+        remote = cfg.training.backend == "sagemaker"
+        snapshot = workdir / "src"
+        try:
             spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
             if cancel_superseded and self.ctx.branch:
                 for job in backend.cancel_superseded(self.project, self.ctx.branch, sha):
@@ -223,6 +286,7 @@ class Workspace:
             data=data,
             dirty=dirty,
             cost=self._cost(result.cost),
+            inputs_digest="" if dirty else inputs,
         )
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
@@ -292,7 +356,7 @@ class Workspace:
             return SageMakerTrainer(self.aws(), self.cfg, self.say)
         from .backends.local_training import LocalTrainingBackend
 
-        return LocalTrainingBackend()
+        return LocalTrainingBackend(venv_cache=self.home / "venvs")
 
     def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
               channels: dict[str, Path], workdir: Path) -> TrainingSpec:  # fmt: skip
@@ -328,12 +392,94 @@ class Workspace:
         else:
             self.git.extract(sha, dest)
         project_dir = dest / self._source_rel()
+        self._exclude(project_dir)
         if not (project_dir / cfg.training.source_dir / cfg.training.entry_point).is_file():
             raise ConfigError(
                 f"{cfg.file}: training.entry_point '{cfg.training.entry_point}' does not exist in "
                 f"{cfg.training.source_dir!r} at commit {sha[:8]}; fix the path or commit the file"
             )
         return project_dir
+
+    def _exclude(self, project_dir: Path) -> None:
+        """Remove what training never reads (`training.exclude`, the config file itself: its
+        training part is in the config digest) from the job's source."""
+        code = project_dir / self.cfg.training.source_dir
+        config = (project_dir / Path(self.cfg.file).name).resolve()
+        for f in sorted(code.rglob("*"), reverse=True):
+            if not (f.is_file() or f.is_symlink()):
+                continue
+            rel = f.relative_to(code).as_posix()
+            if f.resolve() == config or excluded(rel, self.cfg.training.exclude):
+                f.unlink()
+
+    def _inputs_digest(self, project_dir: Path, data: dict[str, dict[str, str]], config_digest: str) -> str:
+        """What training reads: the job's source, the channels' digests, the training config."""
+        import hashlib
+        import json
+
+        source = sha256_tree(project_dir / self.cfg.training.source_dir)
+        payload = {"source": source, "channels": data, "training": config_digest}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _record_reuse(self, original: Run, sha: str, config_digest: str) -> Run:
+        """`sha` trains exactly what `original` trained: record its run (and its verdict under
+        the current gate rules) against `sha`, pointing at the run that really trained."""
+        now = time.time()
+        root = original.reused_from or original.run_id
+        run = dataclasses.replace(
+            original, run_id=f"{sha[:8]}-{secrets.token_hex(3)}", sha=sha, branch=self.ctx.branch,
+            config_digest=config_digest, started=now, finished=now, reused_from=root,
+        )  # fmt: skip
+        self.store.record_run(run, self.store.series(original.run_id))
+        verdict = self.store.latest_verdict(original.run_id)
+        if verdict is not None and verdict.gate_digest == self.cfg.gate_digest():
+            self.store.record_verdict(dataclasses.replace(
+                verdict, verdict_id=uuid.uuid4().hex[:16], run_id=run.run_id, sha=sha, created=now,
+                reused_from=verdict.verdict_id,
+            ))  # fmt: skip
+        self.say(
+            f"commit {sha[:8]} has the same training inputs as {original.sha[:8]}: reusing run {root} "
+            f"(model sha256 {(original.artifact_sha256 or '')[:12]}), recorded as run {run.run_id}; not training"
+        )
+        return run
+
+    def _attach(self, sha: str) -> Run | None:
+        """A commit with no run of its own whose training inputs equal an earlier run's (a merge
+        or squash commit, a docs-only change) gets that run, without training."""
+        import tempfile
+
+        if self.dry_run or (self.git.is_dirty([str(self.root)]) and sha == self.git.head_sha()):
+            return None
+        with tempfile.TemporaryDirectory(prefix="mlops-ci-inputs-") as tmp:
+            try:
+                project_dir = self._snapshot(sha, False, Path(tmp) / "src")
+                _, data = self._channels(project_dir, self._trainer())
+            except ConfigError:
+                return None  # not trainable as configured: nothing to reuse either
+            inputs = self._inputs_digest(project_dir, data, self.cfg.training_digest())
+        original = self.store.latest_by_inputs(self.project, inputs)
+        return self._record_reuse(original, sha, self.cfg.training_digest()) if original else None
+
+    def _check_checkout(self, sha: str) -> None:
+        """Under Actions, the config read from the work tree must be the one of the commit whose
+        run is recorded (a PR job that checked out the merge ref would mix two commits)."""
+        if self.env.get("GITHUB_ACTIONS") != "true":
+            return
+        head = self.git.head_sha()
+        if head == sha:
+            return
+        rel = self.config_path_in_repo()
+        try:
+            committed: str | None = self.git.show_file(sha, rel)
+        except GitError:
+            committed = None
+        current = Path(self.cfg.file).read_text(encoding="utf-8")
+        if committed is None or committed.rstrip("\n") != current.rstrip("\n"):
+            raise Refused(
+                f"the checkout is at {head[:8]}, but the commit to work on is {sha[:8]} and its {rel} differs; "
+                "check out that commit (on pull_request: actions/checkout with "
+                "ref: ${{ github.event.pull_request.head.sha }})"
+            )
 
     def _train_plan(
         self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str, force: bool = False
@@ -357,7 +503,7 @@ class Workspace:
                     req["Environment"] = config_mod.mask_secrets(req["Environment"])
                 self.would("sagemaker", "CreateTrainingJob", request=req)
         else:
-            from .backends.local_training import cmd_args
+            from .backends.local_training import cmd_args, requirements_digest
 
             self.would(
                 "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
@@ -365,6 +511,8 @@ class Workspace:
                 command=[cfg.training.python or "python", cfg.training.entry_point,
                          *cmd_args(cfg.training.hyperparameters)],
                 channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
+                requirements=requirements_digest(project_dir / cfg.training.source_dir,
+                                                 cfg.training.python or sys.executable),
             )  # fmt: skip
         self.would("store", "put artifact", key="artifacts/<sha256 of model.tar.gz>", store=cfg.store)
         self.would("store", "record run", run_id=f"{sha[:8]}-<random>", sha=sha, store=cfg.store)
@@ -483,6 +631,8 @@ class Workspace:
         )
 
     def review(self, ref: str | None = None, *, base: str | None = None, baseline: str | None = None) -> Review:
+        if ref is None:
+            self._check_checkout(self.ctx.sha)
         head = self.head_run(ref)
         choice = self.find_baseline(head, base=base, explicit=baseline)
         b = choice.run

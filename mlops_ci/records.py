@@ -30,6 +30,10 @@ class Run:
     failure: str | None = None
     dirty: bool = False
     cost: dict[str, Any] = field(default_factory=dict)  # remote training: instance, billable seconds, spot
+    # digest of everything training reads (source under source_dir, channel digests, training
+    # config); equal digests mean the same model, so a later commit reuses the run
+    inputs_digest: str = ""
+    reused_from: str | None = None  # the run that actually trained this model (same inputs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +74,7 @@ class Verdict:
     baseline_note: str
     results: tuple[RuleResult, ...]
     created: float
+    reused_from: str | None = None  # the verdict copied, when the run reuses another commit's run
 
     @property
     def conclusion(self) -> str:

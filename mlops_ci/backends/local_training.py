@@ -4,12 +4,15 @@ The job gets the same layout and environment a SageMaker training container give
 ``$SAGEMAKER_BASE_DIR`` with ``input/config/{hyperparameters,resourceconfig,inputdataconfig}.json``,
 ``input/data/<channel>/``, ``model/``, ``output/data/``, ``output/failure``, the ``SM_*``
 variables, and hyperparameters as ``--name value`` arguments, so a script (or the
-``sagemaker-training`` toolkit) cannot tell the difference.
+``sagemaker-training`` toolkit) cannot tell the difference. A ``requirements.txt`` in the source
+directory is installed first, as the toolkit does, into a cached virtualenv (see ensure_venv).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -17,13 +20,17 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from . import TrainingResult, TrainingSpec
 
 HOST = "algo-1"
@@ -201,9 +208,17 @@ def read_metrics_file(path: Path) -> tuple[dict[str, float], dict[str, Sequence[
 
 
 class LocalTrainingBackend:
-    """Runs the entry point in a subprocess with the SageMaker layout under `workdir`."""
+    """Runs the entry point in a subprocess with the SageMaker layout under `workdir`.
+
+    A ``requirements.txt`` in the source directory is installed before the script runs, as the
+    training toolkit does in the container, but into a cached virtualenv under `venv_cache`
+    (default: :func:`default_venv_cache`) so the configured interpreter is never modified.
+    """
 
     name = "local"
+
+    def __init__(self, venv_cache: Path | None = None) -> None:
+        self.venv_cache = venv_cache
 
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult:
         base = workdir / "opt_ml"
@@ -219,55 +234,49 @@ class LocalTrainingBackend:
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
         env = {**os.environ, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
-        argv = [spec.python, str(entry), *cmd_args(spec.hyperparameters)]
+        python = spec.python
         scanner = MetricScanner(spec.metric_regexes)
-        start = time.monotonic()
         with open(log_path, "w", encoding="utf-8") as logf:
-            proc = subprocess.Popen(
-                argv,
-                cwd=code,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                start_new_session=True,
-            )
-            timed_out = threading.Event()
+            if (spec.code_dir / REQUIREMENTS).is_file():
 
-            def on_timeout() -> None:
-                timed_out.set()
-                _kill_group(proc)
+                def note(line: str) -> None:
+                    logf.write(f"{PIP_LOG_PREFIX}{line}\n")
+                    log(f"{PIP_LOG_PREFIX}{line}")
 
-            timer = threading.Timer(spec.max_run, on_timeout)
-            timer.daemon = True
-            timer.start()
-            assert proc.stdout is not None
-            try:
-                for line in proc.stdout:
-                    logf.write(line)
-                    scanner.feed(line)
-                    log(line.rstrip("\n"))
-                proc.wait()
-            except BaseException:  # Ctrl-C or a failing log sink: never leave the job running
-                _kill_group(proc)
-                proc.wait()
-                raise
-            finally:
-                timer.cancel()
-                proc.stdout.close()
+                # pip sees the job's configured environment (PIP_INDEX_URL & co. in
+                # training.environment), as the toolkit's pip sees the container's
+                pip_env = {**os.environ, **spec.environment, "PYTHONUNBUFFERED": "1"}
+                cache = self.venv_cache or default_venv_cache()
+                try:
+                    venv = ensure_venv(cache, spec.code_dir, spec.python, pip_env, spec.max_run, note)
+                except RequirementsFailed as exc:
+                    # what the toolkit does with an InstallRequirementsError: failure file, exit 1
+                    (base / "output" / "failure").write_text(exc.message + "\n", encoding="utf-8")
+                    result.exit_code = 1
+                    result.failure = exc.message
+                    return result
+                python = str(venv / "bin" / "python")
+                # console scripts the requirements bring are on PATH, as they are in the container
+                env["PATH"] = os.pathsep.join(p for p in (str(venv / "bin"), env.get("PATH", "")) if p)
+
+            def on_line(line: str) -> None:
+                logf.write(line)
+                scanner.feed(line)
+                log(line.rstrip("\n"))
+
+            start = time.monotonic()
+            argv = [python, str(entry), *cmd_args(spec.hyperparameters)]
+            returncode, timed_out = _stream(argv, cwd=code, env=env, timeout=spec.max_run, on_line=on_line)
         result.duration = time.monotonic() - start
-        result.exit_code = proc.returncode
+        result.exit_code = returncode
         result.series = dict(scanner.series)
         result.metrics = {k: v[-1] for k, v in scanner.series.items()}
         failure_file = base / "output" / "failure"
-        if proc.returncode != 0:
+        if returncode != 0:
             text = failure_file.read_text(encoding="utf-8", errors="replace").strip() if failure_file.is_file() else ""
-            if timed_out.is_set():
+            if timed_out:
                 text = f"stopped after max_run={spec.max_run}s"
-            result.failure = text or f"the script exited with code {proc.returncode} (see {log_path})"
+            result.failure = text or f"the script exited with code {returncode} (see {log_path})"
             return result
         mfile = base / "output" / "data" / METRICS_FILE
         if mfile.is_file():
@@ -283,6 +292,253 @@ class LocalTrainingBackend:
         for k in bad:
             log(f"mlops-ci: warning: metric {k} is {result.metrics[k]} (not finite); gates on it will fail")
         return result
+
+
+def _stream(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float, on_line: Callable[[str], None]
+) -> tuple[int, bool]:
+    """Run `argv` in its own process group, feeding each output line (stdout and stderr merged)
+    to `on_line`; kill the whole group after `timeout` seconds. Returns (exit code, timed out)."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        start_new_session=True,
+    )
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(max(timeout, 0.0), on_timeout)
+    timer.daemon = True
+    timer.start()
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            on_line(line)
+        proc.wait()
+    except BaseException:  # Ctrl-C or a failing log sink: never leave the job running
+        _kill_group(proc)
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+    return proc.returncode, timed_out.is_set()
+
+
+# -- requirements.txt -----------------------------------------------------------------------
+# The toolkit runs `python -m pip install -r requirements.txt` (cwd = the code dir) before a
+# script entry point. Locally the configured interpreter must stay untouched, so the install goes
+# into a virtualenv made from it, cached by what determines its content.
+
+REQUIREMENTS = "requirements.txt"
+PIP_LOG_PREFIX = "[requirements.txt] "  # marks install output in the job's log
+_TAIL_LINES = 15
+
+# What identifies the base interpreter, and the site-packages of a venv it lives in: a venv made
+# from a venv's python is based on the *underlying* installation, so --system-site-packages alone
+# would hide the packages of the configured venv.
+_PROBE = (
+    "import json, site, sys; venv = sys.prefix != sys.base_prefix; "
+    "print(json.dumps({'version': sys.version, 'prefix': sys.prefix, "
+    "'site': site.getsitepackages([sys.prefix]) if venv else []}))"
+)
+
+
+class RequirementsFailed(Exception):
+    """requirements.txt could not be installed; `message` is the run's failure text."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class _Interpreter:
+    version: str
+    prefix: str
+    site: tuple[str, ...]  # site-packages of the venv the interpreter runs in, else empty
+
+
+def default_venv_cache() -> Path:
+    """`$XDG_CACHE_HOME/mlops-ci/venvs`, else `~/.cache/mlops-ci/venvs`."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec says a relative value is invalid and must be ignored
+    root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return root / "mlops-ci" / "venvs"
+
+
+def _probe(python: str) -> _Interpreter:
+    try:
+        out = subprocess.run(
+            [python, "-c", _PROBE], check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RequirementsFailed(f"{REQUIREMENTS}: cannot run the training interpreter {python!r}: {exc}") from None
+    try:
+        if out.returncode != 0:
+            last = out.stderr.strip().splitlines()[-1:]
+            raise ValueError(last[0] if last else f"exit code {out.returncode}")
+        facts = json.loads(out.stdout.strip().splitlines()[-1])
+        return _Interpreter(str(facts["version"]), str(facts["prefix"]), tuple(str(d) for d in facts["site"]))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise RequirementsFailed(f"{REQUIREMENTS}: cannot query the training interpreter {python!r}: {exc}") from None
+
+
+def _venv_key(requirements: bytes, interpreter: _Interpreter) -> str:
+    """sha256 over the requirements file and the base interpreter's version and prefix."""
+    h = hashlib.sha256()
+    for part in (requirements, interpreter.version.encode(), interpreter.prefix.encode()):
+        h.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two inputs hash alike
+        h.update(part)
+    return h.hexdigest()
+
+
+def requirements_digest(code_dir: Path, python: str) -> str | None:
+    """The venv cache key of `code_dir`'s requirements.txt under `python` (None without one); the
+    venv is `<cache>/<first 16 hex digits>`. For plans: it runs `python` once, installs nothing."""
+    req = code_dir / REQUIREMENTS
+    if not req.is_file():
+        return None
+    try:
+        return _venv_key(req.read_bytes(), _probe(python))
+    except RequirementsFailed as exc:
+        raise ConfigError(f"training.python: {exc.message}") from None
+
+
+def ensure_venv(
+    cache: Path,
+    code_dir: Path,
+    python: str,
+    env: Mapping[str, str],
+    timeout: float,
+    note: Callable[[str], None],
+) -> Path:
+    """The venv for `code_dir`'s requirements.txt on top of `python`, built on first use.
+
+    `<cache>/<key16>` only ever appears complete: the venv is built in `<key16>.venv-*` and a
+    symlink to it is renamed into place on success. The venv directory is not itself renamed
+    because a venv is not relocatable (pip writes absolute paths into the console scripts it
+    installs). Builds of one key are serialised by an flock on `<key16>.lock`."""
+    requirements = (code_dir / REQUIREMENTS).read_bytes()
+    interpreter = _probe(python)
+    key = _venv_key(requirements, interpreter)[:16]
+    venv = cache / key
+    if _complete(venv):
+        note(f"reusing {venv} (same requirements.txt and interpreter)")
+        return venv
+    cache.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cache / f"{key}.lock"):
+        if _complete(venv):
+            note(f"reusing {venv}, built by a concurrent run")
+            return venv
+        _clear(cache, key)  # leftovers of a build that was killed
+        build = Path(tempfile.mkdtemp(prefix=f"{key}.venv-", dir=cache))
+        link = cache / f"{key}.link"
+        try:
+            _build(build, code_dir, python, interpreter, env, timeout, note)
+            link.symlink_to(build.name)  # relative: the target sits next to it
+            os.replace(link, venv)
+        except BaseException:
+            link.unlink(missing_ok=True)
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+    note(f"installed into {venv}")
+    return venv
+
+
+def _complete(venv: Path) -> bool:
+    return (venv / "pyvenv.cfg").is_file() and (venv / "bin" / "python").exists()
+
+
+def _clear(cache: Path, key: str) -> None:
+    for stale in (cache / key, cache / f"{key}.link"):
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink()
+        elif stale.is_dir():
+            shutil.rmtree(stale)
+    for build in cache.glob(f"{key}.venv-*"):  # only reached when no complete venv links to one
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _build(
+    build: Path,
+    code_dir: Path,
+    python: str,
+    interpreter: _Interpreter,
+    env: Mapping[str, str],
+    timeout: float,
+    note: Callable[[str], None],
+) -> None:
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    deadline = time.monotonic() + timeout  # one max_run bound for creation and install together
+
+    def on_line(line: str) -> None:
+        line = line.rstrip("\n")
+        tail.append(line)
+        note(line)
+
+    def step(argv: list[str], what: str) -> None:
+        note("$ " + " ".join(argv))
+        rc, timed_out = _stream(argv, cwd=code_dir, env=env, timeout=deadline - time.monotonic(), on_line=on_line)
+        if timed_out:
+            raise RequirementsFailed(_install_failure(f"{what} stopped after max_run={timeout:g}s", tail))
+        if rc != 0:
+            raise RequirementsFailed(_install_failure(f"{what} failed with exit code {rc}", tail))
+
+    note(f"creating a virtualenv on top of {python}")
+    # --system-site-packages: the base's packages stay importable, as a container's preinstalled
+    # framework packages do; the requirements go on top
+    step([python, "-m", "venv", "--system-site-packages", str(build)], "creating the virtualenv")
+    if interpreter.site:
+        line = "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in interpreter.site)
+        for site_packages in build.glob("lib/python*/site-packages"):
+            (site_packages / "_mlops_ci_base_venv.pth").write_text(line + "\n", encoding="utf-8")
+    pip = [str(build / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-r", REQUIREMENTS]
+    step(pip, f"pip install -r {REQUIREMENTS}")
+
+
+def _install_failure(what: str, tail: deque[str]) -> str:
+    # the first line is what `mlops-ci train` prints: give it pip's own verdict when there is one
+    errors = [ln for ln in tail if ln.startswith("ERROR:")]
+    reason = errors[-1] if errors else next((ln for ln in reversed(tail) if ln.strip()), "")
+    head = f"{REQUIREMENTS}: {what}" + (f": {reason.strip()}" if reason else "")
+    return head + "\nlast lines of its output:\n" + "\n".join(f"  {ln}" for ln in tail)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, removed on release so no lock files pile up. A waiter
+    that wakes on a file its holder removed locks the new file instead (checked by inode)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = path.stat().st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still holding it: see the inode check above
+        os.close(fd)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

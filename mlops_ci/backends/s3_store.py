@@ -189,7 +189,7 @@ class S3Store:
         self._create(self._key("runs", f"{run.run_id}.json"), _dumps(run.to_dict()))  # the commit point
         summary = {
             "run_id": run.run_id, "sha": run.sha, "status": run.status, "config_digest": run.config_digest,
-            "finished": run.finished, "dirty": run.dirty,
+            "finished": run.finished, "dirty": run.dirty, "inputs_digest": run.inputs_digest,
         }  # fmt: skip
 
         def add(index: dict[str, Any]) -> dict[str, Any]:
@@ -225,6 +225,12 @@ class S3Store:
     def latest_completed(self, project: str, sha: str, config_digest: str | None = None) -> Run | None:
         for s in self._summaries(project, sha):
             if s["status"] == "completed" and not s["dirty"] and config_digest in (None, s["config_digest"]):
+                return self.get_run(s["run_id"])
+        return None
+
+    def latest_by_inputs(self, project: str, inputs_digest: str) -> Run | None:
+        for s in self._summaries(project) if inputs_digest else []:
+            if s["status"] == "completed" and not s["dirty"] and s.get("inputs_digest") == inputs_digest:
                 return self.get_run(s["run_id"])
         return None
 

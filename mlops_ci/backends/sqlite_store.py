@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import AlreadyExists, Busy, ConfigError, Transient
 from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -54,6 +54,12 @@ CREATE INDEX deployments_by_endpoint ON deployments(project, endpoint, finished)
 CREATE TABLE endpoints (
   project TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (project, name)
 );
+"""
+# v2: runs are also found by the digest of their training inputs (reuse across commits)
+_V2 = """
+ALTER TABLE runs ADD COLUMN inputs_digest TEXT NOT NULL DEFAULT '';
+UPDATE runs SET inputs_digest = coalesce(json_extract(body, '$.inputs_digest'), '');
+CREATE INDEX runs_by_inputs ON runs(project, inputs_digest, status, finished);
 """
 
 
@@ -117,10 +123,12 @@ class SqliteStore:
                     f"the run store {self.path} has schema v{version}, newer than this mlops-ci "
                     f"understands (v{SCHEMA_VERSION}); upgrade mlops-ci"
                 )
-            if version == 0:
-                for stmt in _SCHEMA.split(";"):
+            steps = ([_SCHEMA] if version == 0 else []) + ([_V2] if version < 2 else [])
+            for script in steps:
+                for stmt in script.split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+            if steps:
                 self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -144,7 +152,7 @@ class SqliteStore:
             if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run.run_id,)).fetchone():
                 raise AlreadyExists(f"run {run.run_id} is already recorded")
             c.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run.run_id,
                     run.project,
@@ -157,6 +165,7 @@ class SqliteStore:
                     run.finished,
                     int(run.dirty),
                     _dumps(body),
+                    run.inputs_digest,
                 ),
             )
             c.executemany(
@@ -197,6 +206,16 @@ class SqliteStore:
             q += " AND config_digest=?"
             args.append(config_digest)
         row = self.conn.execute(q + " ORDER BY finished DESC LIMIT 1", args).fetchone()
+        return self._run(row) if row else None
+
+    def latest_by_inputs(self, project: str, inputs_digest: str) -> Run | None:
+        if not inputs_digest:
+            return None
+        row = self.conn.execute(
+            "SELECT body FROM runs WHERE project=? AND inputs_digest=? AND status='completed' AND dirty=0 "
+            "ORDER BY finished DESC LIMIT 1",
+            (project, inputs_digest),
+        ).fetchone()
         return self._run(row) if row else None
 
     def shas_with_runs(self, project: str, shas: Iterable[str]) -> set[str]:
@@ -341,10 +360,12 @@ class SqliteStore:
         safe = re.sub(r"[^A-Za-z0-9._-]", "-", name)
         fh = open(locks / f"{safe}.lock", "a+")  # noqa: SIM115 - held for the duration of the context
         deadline = time.monotonic() + timeout
+        acquired = False
         try:
             while True:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    acquired = True
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -361,8 +382,9 @@ class SqliteStore:
             yield
         finally:
             try:
-                fh.seek(0)
-                fh.truncate()
+                if acquired:  # a waiter that gave up leaves the holder's name in place
+                    fh.seek(0)
+                    fh.truncate()
             finally:
                 fh.close()  # closing releases the flock
 

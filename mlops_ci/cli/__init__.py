@@ -90,6 +90,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="check or show the resolved configuration")
     csub = c.add_subparsers(dest="config_command", metavar="ACTION")
     csub.add_parser("check", help="validate mlops-ci.yaml")
+    csub.add_parser("extras", help="print the package extras the configuration needs (e.g. sagemaker,comet)")
     cs = csub.add_parser("show", help="print the resolved config (secrets masked)")
     cs.add_argument("--json", action="store_true")
 

@@ -206,9 +206,12 @@ def config_cmd(
 ) -> int:
     from .. import config as config_mod
 
-    if action not in ("check", "show"):
-        raise UsageError("usage: mlops-ci config check|show")
+    if action not in ("check", "show", "extras"):
+        raise UsageError("usage: mlops-ci config check|show|extras")
     cfg = config_mod.load(start, env, config_path=config_path, store=store)
+    if action == "extras":  # what actions/install.sh installs with extras: auto
+        out(",".join(cfg.extras()))
+        return 0
     if action == "check":
         out(
             f"{cfg.file}: ok (project {cfg.project}, {len(cfg.gate.rules)} gate rule(s), "
