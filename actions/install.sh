@@ -17,7 +17,9 @@ marker="${RUNNER_TEMP:-${TMPDIR:-/tmp}}/mlops-ci-installed"
 install() { # $1: extras
   local spec="$root"
   if [[ -n "$1" ]]; then spec="$root[$1]"; fi
-  python -m pip install --disable-pip-version-check --quiet "$spec"
+  # from the action's own directory: `python -m` imports from the current directory first, and
+  # the working directory may hold a pull request's files
+  (cd "$root" && python -m pip install --disable-pip-version-check --quiet "$spec")
 }
 
 have="$(mlops-ci --version 2>/dev/null || true)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one mlops-ci verb with the action's inputs. Every input arrives through env: (INPUT_*),
 # never inside the script text, and none of them is echoed: an input is data, not a command.
-#   run.sh VERB   (VERB: train, report, gate, promote, deploy)
+#   run.sh VERB   (VERB: train, report, gate, promote, deploy, comment)
 set -euo pipefail
 
 verb="${1:-}"
@@ -26,17 +26,21 @@ case "$verb" in
   promote)
     args=(promote)
     ;;
+  comment)
+    args=(comment --from-artifact "${INPUT_ARTIFACT:-}")
+    if [[ -n "${INPUT_PR:-}" ]]; then args+=(--pr "$INPUT_PR"); fi
+    ;;
   deploy)
     args=(deploy)
     if [[ -n "${INPUT_ENDPOINT:-}" ]]; then args+=(--endpoint "$INPUT_ENDPOINT"); fi
     ;;
   *)
-    echo "::error::the command input must be one of: train, report, gate, promote, deploy"
+    echo "::error::the command input must be one of: train, report, gate, promote, deploy, comment"
     exit 2
     ;;
 esac
-if on INPUT_DRY_RUN; then args+=(--dry-run); fi
-if [[ -n "${INPUT_REF:-}" ]]; then args+=(-- "$INPUT_REF"); fi
+if on INPUT_DRY_RUN && [[ "$verb" != comment ]]; then args+=(--dry-run); fi
+if [[ -n "${INPUT_REF:-}" && "$verb" != comment ]]; then args+=(-- "$INPUT_REF"); fi
 
 if [[ "$verb" == report ]]; then
   # the markdown goes to the PR comment and the step summary; the JSON is for the artifact

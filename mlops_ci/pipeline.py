@@ -99,8 +99,23 @@ class Workspace:
     @property
     def store(self) -> Store:
         if self._store is None:
+            if not self.cfg.store.startswith("s3://"):
+                self.runner_guard(
+                    f"the run store is {self.cfg.store}, a file on this runner's disk: every CI job runs on a "
+                    "fresh machine, so no job would see another's runs (every PR 'no baseline', no release); "
+                    "set the repository variable MLOPS_CI_STORE to a shared store (s3://bucket/prefix)",
+                    "MLOPS_CI_ALLOW_RUNNER_STORE",
+                )
             self._store = open_store(self.cfg.store, self.root, self.project)
         return self._store
+
+    def runner_guard(self, why: str, allow: str) -> None:
+        """Under GitHub Actions, refuse state that dies with the runner unless `allow` is set
+        (a self-hosted runner whose disk persists, a throw-away self-test)."""
+        if self.env.get("GITHUB_ACTIONS") == "true" and self.env.get(allow) != "true":
+            kind = self.env.get("RUNNER_ENVIRONMENT") or "this"
+            raise ConfigError(f"{why}. On a self-hosted runner whose disk persists, set {allow}=true "
+                              f"({kind} runner)")  # fmt: skip
 
     @property
     def ctx(self) -> GitContext:

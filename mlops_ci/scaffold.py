@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
-from .errors import Refused
+from . import _pin
+from .errors import Refused, UsageError
 
 WORKFLOWS = (
     "mlops-ci-train.yml",
@@ -15,26 +16,46 @@ WORKFLOWS = (
     "mlops-ci-fork-train.yml",
     "mlops-ci-release.yml",
 )
-TEMPLATE_VERSION = 'MLOPS_CI_VERSION: "0.1.0"'
+# `uses: <repository>/actions/<verb>@<ref> # v<version>` in the templates
+USES = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)/actions/(?P<verb>[a-z]+)@(?P<ref>[0-9a-f]{40}) # v(?P<version>[\w.+-]+)")
+_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_REF = re.compile(r"^[0-9a-f]{40}$")
 
 
 def template(name: str) -> str:
     return resources.files("mlops_ci").joinpath("templates", name).read_text(encoding="utf-8")
 
 
-def planned_files() -> dict[str, str]:
-    """Relative path → content. Workflows pin the CLI to the version that wrote them."""
+def pin(text: str, repository: str, ref: str, version: str) -> str:
+    """The workflow `text` with every mlops-ci action pinned to `repository` at commit `ref`."""
+    if not _REPO.match(repository):
+        raise UsageError(
+            f"--action-repo must be OWNER/REPO (the repository holding mlops-ci's actions/), got {repository!r}"
+        )
+    if not _REF.match(ref):
+        raise UsageError(
+            "--action-ref must be a full 40-hex commit SHA of that repository (tags move; "
+            f"zizmor and GitHub's own hardening guide ask for SHAs), got {ref!r}"
+        )
+    return USES.sub(lambda m: f"{repository}/actions/{m['verb']}@{ref} # v{version}", text)
+
+
+def planned_files(repository: str | None = None, ref: str | None = None) -> dict[str, str]:
+    """Relative path → content. Workflows use mlops-ci's composite actions at one commit: the
+    release this package was built from, unless `repository`/`ref` say otherwise."""
     files = {}
     for name in WORKFLOWS:
         text = template(f"workflows/{name}")
-        files[f".github/workflows/{name}"] = text.replace(TEMPLATE_VERSION, f'MLOPS_CI_VERSION: "{__version__}"')
+        files[f".github/workflows/{name}"] = pin(
+            text, repository or _pin.ACTION_REPOSITORY, ref or _pin.ACTION_SHA, _pin.ACTION_VERSION
+        )
     files["mlops-ci.yaml"] = template("mlops-ci.yaml")
     return files
 
 
-def init(root: Path, *, force: bool = False) -> list[str]:
+def init(root: Path, *, force: bool = False, repository: str | None = None, ref: str | None = None) -> list[str]:
     """Write the files, all or none: an existing file stops everything unless `force`."""
-    files = planned_files()
+    files = planned_files(repository, ref)
     existing = [rel for rel in files if (root / rel).exists()]
     if existing and not force:
         raise Refused(f"{', '.join(existing)} already exist(s); nothing was written. Pass --force to overwrite")

@@ -244,6 +244,7 @@ class LocalEndpoints:
         self, ref: str | None, *, endpoint: str | None = None, retry_failed: bool = False, lock_timeout: float = 60.0
     ) -> Deployment:
         sha, tag, ep = self._resolve(ref, endpoint)
+        self._runner_guard(ep)
         mv = self.approved_version(sha)
         if not retry_failed:
             history = [d for d in self.store.deployments(self.project, ep.name) if d.sha == sha]
@@ -256,6 +257,7 @@ class LocalEndpoints:
 
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)
+        self._runner_guard(ep)
         state = self.store.endpoint_state(self.project, name)
         live = state.version if state and state.status == "InService" else None
         previous = [
@@ -269,6 +271,14 @@ class LocalEndpoints:
             raise NotFound(f"{self.project} v{target.version} is no longer in the registry")
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
+
+    def _runner_guard(self, ep: EndpointConfig) -> None:
+        if ep.backend == "local":
+            self.ws.runner_guard(
+                f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "
+                "job while its deployment record says it is live; use backend: sagemaker for CI deploys",
+                "MLOPS_CI_ALLOW_RUNNER_ENDPOINTS",
+            )
 
     def _announce(self, dep: Deployment, mv: ModelVersion) -> Deployment:
         if dep.outcome == "succeeded":

@@ -86,6 +86,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     ini = sub.add_parser("init", help="write the starter GitHub workflows and mlops-ci.yaml into this repository")
     ini.add_argument("--force", action="store_true", help="overwrite existing files")
+    ini.add_argument("--action-repo", metavar="OWNER/REPO", help="where the workflows take mlops-ci's actions from")
+    ini.add_argument("--action-ref", metavar="SHA", help="the commit of those actions (default: this release's)")
 
     c = sub.add_parser("config", help="check or show the resolved configuration")
     csub = c.add_subparsers(dest="config_command", metavar="ACTION")

@@ -121,9 +121,11 @@ def dispatch(args: argparse.Namespace) -> int:
             expected_head_sha=args.expect_head_sha or env.get("MLOPS_CI_EXPECTED_HEAD_SHA"),
         )  # fmt: skip
         out(f"PR comment {result.action}: {result.html_url}")
+        github_output(comment_url=result.html_url)
         return 0
     if cmd == "init":
-        return init_cmd(Path(args.directory or "."), force=args.force)
+        return init_cmd(Path(args.directory or "."), force=args.force, action_repo=args.action_repo,
+                        action_ref=args.action_ref)  # fmt: skip
     if cmd == "config":
         return config_cmd(
             args.config_command, Path(args.directory or "."), env, args.config, args.store, getattr(args, "json", False)
@@ -185,18 +187,21 @@ def _read_file(path: str) -> bytes:
         raise UsageError(f"cannot read --file {path}: {exc.strerror}") from None
 
 
-def init_cmd(start: Path, *, force: bool) -> int:
+def init_cmd(start: Path, *, force: bool, action_repo: str | None = None, action_ref: str | None = None) -> int:
     from ..context import Git
     from ..scaffold import init
 
     git = Git(start)
     try:
-        written = init(git.root, force=force)
+        written = init(git.root, force=force, repository=action_repo, ref=action_ref)
     finally:
         git.close()
     for rel in written:
         out(f"wrote {rel}")
-    out("next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store), commit")
+    out(
+        "next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store, e.g. "
+        "s3://bucket/prefix: CI jobs run on throw-away machines), commit"
+    )
     return 0
 
 
@@ -276,7 +281,8 @@ def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: 
                            cancel_superseded=cancel_superseded, attach_only=attach_only)  # fmt: skip
     if run is None:  # dry run (the plan is printed by the caller), or a job left running
         return 0
-    github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256)
+    github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256,
+                  reused_from=run.reused_from or "")  # fmt: skip
     if reused:
         say(f"commit {run.sha[:8]} already has run {run.run_id} under this config; reusing it (--force to retrain)")
     if as_json:

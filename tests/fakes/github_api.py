@@ -10,6 +10,7 @@ limits with Retry-After, 429 without it, a POST that stores and *then* fails).
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -19,7 +20,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 ALL_PERMISSIONS = frozenset(
-    {"pull-requests:write", "issues:write", "checks:write", "statuses:write", "deployments:write", "contents:read"}
+    {"pull-requests:write", "issues:write", "checks:write", "statuses:write", "deployments:write", "contents:read",
+     "actions:read"}
 )
 READ_ONLY = frozenset({"contents:read"})
 DOCS = "https://docs.github.com/rest"
@@ -53,6 +55,8 @@ class FakeGitHub:
         self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str]] = []
         self.pulls: dict[tuple[str, int], str] = {}  # (repo, number) → head sha
+        # workflow-run artifacts another run uploaded: id → {name, repo, run_id, zip (a file path)}
+        self.artifacts: dict[int, dict[str, Any]] = {}
         self.faults: list[Fault] = []
         self.server: ThreadingHTTPServer | None = None
         self.base_url = ""
@@ -142,6 +146,17 @@ class FakeGitHub:
                 if fake.prefix and path.startswith(fake.prefix):
                     path = path[len(fake.prefix) :]
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                if method == "GET" and (blob := re.fullmatch(r"/_blobs/(\d+)\.zip", path)):
+                    # where GET .../artifacts/{id}/zip redirects to: a pre-signed blob URL on
+                    # GitHub, fetched without the API token (download-artifact streams it)
+                    art = fake.artifacts.get(int(blob.group(1)))
+                    data = open(art["zip"], "rb").read() if art else b""  # noqa: SIM115
+                    self.send_response(200 if art else 404)
+                    self.send_header("Content-Type", "application/zip")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 with fake.lock:
                     fake.requests.append((method, path))
                     fault = next((f for f in fake.faults if f.method == method and f.path.search(path)), None)
@@ -214,6 +229,26 @@ class FakeGitHub:
         if rest == "" and method == "GET":
             return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1]}, {}
 
+        # Artifacts of another workflow run, as actions/download-artifact v4 reads them with a
+        # run-id: GET .../actions/runs/{run_id}/artifacts?name=N (listWorkflowRunArtifacts),
+        # then GET .../actions/artifacts/{id}/zip answered with 302 to the blob (its code
+        # requires exactly 302: dist/index.js of the kit's download-artifact@fa0a91b).
+        if (mm := re.fullmatch(r"/actions/runs/(\d+)/artifacts", rest)) and method == "GET":
+            if "actions:read" not in perms:
+                return self._forbidden()
+            found = [
+                {"id": i, "name": a["name"], "size_in_bytes": os.path.getsize(a["zip"]), "created_at": _now(),
+                 "expired": False, "workflow_run": {"id": a["run_id"]}}
+                for i, a in sorted(self.artifacts.items())
+                if a["repo"] == repo and a["run_id"] == int(mm.group(1)) and query.get("name") in (None, a["name"])
+            ]  # fmt: skip
+            return 200, {"total_count": len(found), "artifacts": found}, {}
+        if (mm := re.fullmatch(r"/actions/artifacts/(\d+)/zip", rest)) and method == "GET":
+            if "actions:read" not in perms:
+                return self._forbidden()
+            if int(mm.group(1)) not in self.artifacts:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            return 302, None, {"Location": f"{self.base_url}/_blobs/{mm.group(1)}.zip"}
         if (mm := re.fullmatch(r"/pulls/(\d+)", rest)) and method == "GET":
             head = self.pulls.get((repo, int(mm.group(1))))
             if head is None:

@@ -1,0 +1,7 @@
+"""Where the starter workflows get mlops-ci from: this repository's composite actions at one
+commit (never a package-index name the project does not control). `make pin` sets these after
+a release tag; `mlops-ci init --action-ref` overrides them for one repository."""
+
+ACTION_REPOSITORY = "mlops-ci/mlops-ci"
+ACTION_SHA = "753c201dcf78235b35cb0041322f00b50e187179"
+ACTION_VERSION = "0.1.0"

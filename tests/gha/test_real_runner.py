@@ -1,0 +1,345 @@
+"""The starter workflows and composite actions under a real Actions runner (nektos/act in host
+mode, from ../shared/gha-kit), on a repository made with `mlops-ci init`, against the fake
+GitHub API and moto_server (the S3 run store) on 127.0.0.1.
+
+Each workflow runs as GitHub would run it for the event: the `uses:` steps included
+(actions/setup-python, upload/download-artifact, and mlops-ci's own composite actions at the
+commit the workflows pin, mapped to a copy of this checkout). What act cannot do (OIDC, enforced
+`permissions:`, environments) is said where it matters.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlops_ci import _pin
+from tests.conftest import FAST_TRAIN, ROOT, Project, fast_config, git
+from tests.fakes.github_api import ALL_PERMISSIONS, READ_ONLY, FakeGitHub
+
+KIT = ROOT.parent / "shared" / "gha-kit"
+pytestmark = [
+    pytest.mark.skipif(
+        not (KIT / "act-offline").is_file(),
+        reason="needs ../shared/gha-kit (the offline Actions runner kit beside the project; CI has it)",
+    ),
+    pytest.mark.skipif(shutil.which("node") is None, reason="act runs JavaScript actions with node; none on PATH"),
+]
+
+REPO = "acme/models"
+FORK = "forker/models"
+ACTION = f"{_pin.ACTION_REPOSITORY}@{_pin.ACTION_SHA}"
+
+# No numpy on a fresh runner: the model's own hooks read and write JSON.
+PURE_INFERENCE = textwrap.dedent(
+    """
+    import json
+    import os
+
+
+    def model_fn(model_dir):
+        with open(os.path.join(model_dir, "model.json")) as fh:
+            return json.load(fh)
+
+
+    def input_fn(body, content_type):
+        return json.loads(body)
+
+
+    def predict_fn(data, model):
+        return [sum(row) * model["scale"] for row in data]
+
+
+    def output_fn(prediction, accept):
+        return json.dumps(prediction)
+    """
+)
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Act:
+    gh: FakeGitHub
+    moto: str
+    action_copy: Path
+    logs: Path
+    git_root: Path  # served over git's dumb HTTP protocol: actions/checkout really fetches
+    git_url: str
+
+    def publish(self, repo: Path) -> None:
+        """What `git push` does before GitHub runs a workflow: the remote has the commits."""
+        bare = self.git_root / REPO
+        if not bare.exists():
+            bare.mkdir(parents=True)
+            subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+        git(repo, "push", "-q", "--mirror", "--force", str(bare))
+        subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
+
+    def run(
+        self, repo: Path, event: str, workflow: str, payload: dict[str, object], *, store: str, token: str = "tok-write",
+        env: dict[str, str] | None = None,
+    ) -> tuple[int, str]:  # fmt: skip
+        if (repo / ".git").exists() and git(repo, "remote", "get-url", "origin").endswith(f"{REPO}.git"):
+            self.publish(repo)
+        event_file = repo.parent / f"event-{time.monotonic_ns()}.json"
+        event_file.write_text(json.dumps(payload))
+        extra = {
+            "GITHUB_API_URL": self.gh.base_url, "AWS_ENDPOINT_URL": self.moto, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2",
+            "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0",
+            # actions/checkout fetches https://github.com/OWNER/REPO; git sends it to the local
+            # server instead (GITHUB_SERVER_URL must stay github.com: upload-artifact v4 refuses
+            # any other host as GHES)
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"url.{self.git_url}/.insteadOf",
+            "GIT_CONFIG_VALUE_0": "https://github.com/",
+            **(env or {}),
+        }  # fmt: skip
+        cmd = [str(KIT / "act-offline"), event, "-W", f".github/workflows/{workflow}", "-e", str(event_file),
+               "--local-repository", f"{ACTION}={self.action_copy}", "-s", f"GITHUB_TOKEN={token}",
+               "--var", f"MLOPS_CI_STORE={store}"]  # fmt: skip
+        for k, v in extra.items():
+            cmd += ["--env", f"{k}={v}"]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLOPS_CI_", "AWS_"))}
+        proc = subprocess.run(cmd, cwd=repo, env=environ, capture_output=True, text=True, timeout=900, check=False)
+        log = proc.stdout + proc.stderr
+        (self.logs / f"{len(list(self.logs.iterdir())):02d}-{workflow}.log").write_text(log)
+        return proc.returncode, log
+
+
+@pytest.fixture(scope="module")
+def act(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Act]:
+    base = tmp_path_factory.mktemp("act")
+    # The action's checkout: this work tree as it is (uncommitted changes included), mapped to
+    # the exact `uses:` ref the workflows pin.
+    copy = base / "mlops-ci"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")  # fmt: skip
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, copy / rel)
+    port = _port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    gh = FakeGitHub(tokens={"tok-write": ALL_PERMISSIONS, "tok-fork": READ_ONLY}).start()
+    git_root = base / "git"
+    git_root.mkdir()
+    handler = functools.partial(_QuietFiles, directory=str(git_root))
+    files_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files_server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")  # fmt: skip
+        for _ in range(100):
+            try:
+                s3.create_bucket(Bucket="team-store")
+                break
+            except Exception:
+                time.sleep(0.1)
+        logs = base / "logs"
+        logs.mkdir()
+        yield Act(gh, url, copy, logs, git_root, f"http://127.0.0.1:{files_server.server_address[1]}")
+    finally:
+        files_server.shutdown()
+        files_server.server_close()
+        gh.stop()
+        moto.terminate()
+        moto.wait(10)
+
+
+def user_repo(path: Path) -> Project:
+    """What a new user has after `mlops-ci init` and adapting mlops-ci.yaml."""
+    path.mkdir()
+    (path / "train.py").write_text(FAST_TRAIN)
+    (path / "inference.py").write_text(PURE_INFERENCE)
+    (path / "data").mkdir()
+    (path / "data" / "rows.csv").write_text("1\n2\n3\n")
+    git(path, "init", "-q", "-b", "main")
+    git(path, "remote", "add", "origin", f"https://github.com/{REPO}.git")
+    p = Project(path)
+    p.ok("init")
+    (path / "mlops-ci.yaml").write_text(fast_config())
+    (path / "README.md").write_text("# models\n")
+    p.commit("initial")
+    return p
+
+
+def repository(full_name: str = REPO) -> dict[str, object]:
+    owner, name = full_name.split("/")
+    return {"full_name": full_name, "name": name, "owner": {"login": owner}, "default_branch": "main"}
+
+
+def push(p: Project, ref: str) -> dict[str, object]:
+    sha = p.git("rev-parse", "HEAD")
+    return {"ref": ref, "before": "0" * 40, "after": sha, "deleted": False, "head_commit": {"id": sha},
+            "repository": repository()}  # fmt: skip
+
+
+def pull_request(p: Project, number: int, head_ref: str, *, head_repo: str = REPO,
+                 action: str = "opened") -> dict[str, object]:  # fmt: skip
+    sha = p.git("rev-parse", "HEAD")
+    base = p.git("rev-parse", "main")
+    return {
+        "action": action, "number": number,
+        "pull_request": {
+            "number": number, "state": "open", "html_url": f"https://github.com/{REPO}/pull/{number}",
+            "head": {"sha": sha, "ref": head_ref, "repo": {"full_name": head_repo}},
+            "base": {"sha": base, "ref": "main", "repo": {"full_name": REPO}},
+        },
+        "repository": repository(),
+    }  # fmt: skip
+
+
+def ok(result: tuple[int, str], *expected: str) -> str:
+    code, log = result
+    assert code == 0, "\n".join(log.splitlines()[-60:])
+    for text in expected:
+        assert text in log, f"{text!r} not in the act log:\n" + "\n".join(log.splitlines()[-60:])
+    return log
+
+
+def ours(gh: FakeGitHub, number: int) -> list[dict[str, object]]:
+    return [c for c in gh.pr_comments(REPO, number) if str(c["body"]).startswith("<!-- mlops-ci:report")]
+
+
+def checks_for(gh: FakeGitHub, sha: str) -> list[dict[str, object]]:
+    return [c for c in gh.check_runs.values() if c["head_sha"] == sha]
+
+
+def release(act: Act, p: Project, tag: str, store: str, *, env: dict[str, str] | None = None) -> str:
+    p.git("tag", tag)
+    return ok(
+        act.run(p.path, "push", "mlops-ci-release.yml", push(p, f"refs/tags/{tag}"), store=store,
+                env={"MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true", **(env or {})}),  # a self-hosted runner's opt-in
+        "Job succeeded",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("merge", ["merge-commit", "squash"])
+def test_push_pr_merge_tag_deploy(act: Act, tmp_path: Path, merge: str) -> None:
+    p = user_repo(tmp_path / "models")
+    store = f"s3://team-store/{merge}"
+    number = 7 if merge == "merge-commit" else 8
+    try:
+        ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store),
+           "training fast at", "): success", "Job succeeded")  # fmt: skip
+
+        p.git("checkout", "-q", "-b", "tune")
+        head = p.commit("better model", quality=0.95)
+        ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/tune"), store=store),
+           "training fast at", "Job succeeded")  # fmt: skip
+        act.gh.pulls[(REPO, number)] = head
+        log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, number, "tune"), store=store),
+                 "Job succeeded")  # fmt: skip
+        assert "training fast at" not in log, "the PR job trained again what the push job had trained"
+        (comment,) = ours(act.gh, number)
+        assert "| accuracy | 0.9 | 0.95 |" in str(comment["body"])
+        (check,) = checks_for(act.gh, head)
+        assert check["conclusion"] == "success" and check["name"] == "mlops-ci / fast"
+
+        # The PR is updated with a docs-only commit: no training, the same sticky comment.
+        (p.path / "README.md").write_text("# models\n\nHow to use the model.\n")
+        docs = p.commit("docs")
+        act.gh.pulls[(REPO, number)] = docs
+        log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml",
+                         pull_request(p, number, "tune", action="synchronize"), store=store),
+                 "same training inputs as", "Job succeeded")  # fmt: skip
+        assert "training fast at" not in log
+        assert [c["id"] for c in ours(act.gh, number)] == [comment["id"]], "one sticky comment, edited in place"
+        assert checks_for(act.gh, docs)[0]["conclusion"] == "success"
+
+        p.git("checkout", "-q", "main")
+        if merge == "squash":
+            p.git("merge", "-q", "--squash", "tune")
+            p.git("commit", "-q", "-m", "Tune the model (#8)")
+        else:
+            p.git("merge", "-q", "--no-ff", "-m", "Merge pull request #7 from acme/tune", "tune")
+        merged = p.git("rev-parse", "HEAD")
+        assert merged not in (head, docs)
+        log = ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store),
+                 "same training inputs as", "): success", "Job succeeded")  # fmt: skip
+        assert "training fast at" not in log, "the merge commit was trained again"
+
+        log = release(act, p, "v1.0.0", store)
+        (dep,) = [d for d in act.gh.deployments.values() if d["sha"] == merged]
+        assert dep["environment"] == "production"
+        states = [s["state"] for s in act.gh.deployment_statuses[dep["id"]]]
+        assert states[0] == "in_progress" and states[-1] == "success", states
+        assert "training fast at" not in log, "a release never trains"
+        assert "now serves fast v1" in log
+    finally:
+        p.stop_endpoints()
+
+
+def test_a_hosted_runner_refuses_a_store_on_its_own_disk(act: Act, tmp_path: Path) -> None:
+    p = user_repo(tmp_path / "models")
+    code, log = act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store="")
+    assert code != 0
+    assert "MLOPS_CI_STORE" in log and "exit status 2" in log
+    assert "training fast at" not in log
+
+
+def test_fork_pr_two_stage_comment(act: Act, tmp_path: Path) -> None:
+    p = user_repo(tmp_path / "models")
+    store = "s3://team-store/fork"
+    ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store), "Job succeeded")
+    p.git("checkout", "-q", "-b", "fork-idea")
+    head = p.commit("a fork's change", quality=0.93)
+    act.gh.pulls[(REPO, 9)] = head
+    # Stage 1: the fork's pull_request run: read-only token, no secrets (none are passed).
+    log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, 9, "fork-idea", head_repo=FORK),
+                     store=store, token="tok-fork"), "Job succeeded")  # fmt: skip
+    assert "::warning" in log or "warning" in log.lower()
+    assert ours(act.gh, 9) == [] and checks_for(act.gh, head) == []  # 403: nothing written with that token
+    zips = sorted(Path(line.split("run folder ", 1)[1].split(" ")[0].strip()).glob("artifacts/*/mlops-ci-report/*")
+                  for line in log.splitlines() if "run folder " in line and "(artifacts" in line)  # fmt: skip
+    (artifact,) = [z for found in zips for z in found]
+    act.gh.artifacts[77] = {"name": "mlops-ci-report", "repo": REPO, "run_id": 4242, "zip": str(artifact)}
+    with zipfile.ZipFile(artifact) as z:
+        assert z.namelist() == ["mlops-ci-report.json"]
+
+    # Stage 2: workflow_run in the base repository, with pull-requests: write, no checkout.
+    event = {"action": "completed", "repository": repository(), "workflow": {"name": "mlops-ci review"},
+             "workflow_run": {"id": 4242, "event": "pull_request", "head_sha": head, "conclusion": "success",
+                              "head_repository": {"full_name": FORK}, "repository": {"full_name": REPO}}}  # fmt: skip
+    empty = tmp_path / "no-checkout"
+    empty.mkdir()
+    git(empty, "init", "-q", "-b", "main")
+    git(empty, "remote", "add", "origin", f"https://github.com/{REPO}.git")
+    (empty / ".github").mkdir()
+    shutil.copytree(p.path / ".github" / "workflows", empty / ".github" / "workflows")
+    Project(empty).commit("workflows only")
+    log = ok(act.run(empty, "workflow_run", "mlops-ci-pr-comment.yml", event, store=store), "Job succeeded")
+    (comment,) = ours(act.gh, 9)
+    assert "| accuracy | 0.9 | 0.93 |" in str(comment["body"])
+    assert "train.py" not in log  # no code of the fork ran in the privileged job
