@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean pin
 
 demo:
 	$(PYTHON) -m venv --clear $(VENV)
@@ -34,3 +34,7 @@ lint:
 
 clean:
 	rm -rf $(VENV) .venv-bench build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Point the starter workflows at the actions of commit REF (after a release tag; docs/releasing.md).
+pin:
+	$(PY) -m mlops_ci.scaffold --pin $(REF)

@@ -65,8 +65,13 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
             "run_id": run.run_id, "status": run.status, "backend": run.backend, "branch": run.branch,
             "duration_s": round(run.finished - run.started, 3), "config_digest": run.config_digest,
             "hyperparameters": run.params, "data": run.data, "metrics": run.metrics, "log": run.log_path,
-            "links": run.links, "failure": run.failure, "dirty": run.dirty,
+            "links": run.links, "failure": run.failure, "dirty": run.dirty, "inputs_digest": run.inputs_digest,
+            "reused_from": None,
         }  # fmt: skip
+        if run.reused_from:  # the commit that really trained this model (same training inputs)
+            orig = ws.store.get_run(run.reused_from)
+            doc["run"]["reused_from"] = {"run_id": run.reused_from, "sha": orig.sha if orig else None,
+                                         "branch": orig.branch if orig else None}  # fmt: skip
         doc["artifact"] = _verify(ws, run.artifact_uri, run.artifact_sha256)
         verdict = ws.store.get_verdict(mv.verdict_id) if mv else ws.store.latest_verdict(run.run_id)
         if verdict is not None:
@@ -144,6 +149,9 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(
             f"run        {r['run_id']} ({r['status']}, {r['backend']}, {r['duration_s']:.1f}s), log {r['log']}"
         )
+        if r.get("reused_from"):
+            o = r["reused_from"]
+            lines.append(f"reused     the model of run {o['run_id']} ({(o['sha'] or '?')[:8]}): same training inputs")
         hps = ", ".join(f"{k}={val}" for k, val in sorted(r["hyperparameters"].items()))
         lines.append(f"params     {hps or '-'}")
         for name, d in sorted(r["data"].items()):

@@ -420,10 +420,14 @@ class Workspace:
         training part is in the config digest) from the job's source."""
         code = project_dir / self.cfg.training.source_dir
         config = (project_dir / Path(self.cfg.file).name).resolve()
+        serving = self.cfg.serving
+        kept = [p.rstrip("/") for p in ([serving.entry_point] if serving.entry_point else []) + list(serving.include)]
         for f in sorted(code.rglob("*"), reverse=True):
             if not (f.is_file() or f.is_symlink()):
                 continue
             rel = f.relative_to(code).as_posix()
+            if any(rel == k or rel.startswith(k + "/") for k in kept):
+                continue  # packed with the model: never excluded
             if f.resolve() == config or excluded(rel, self.cfg.training.exclude):
                 f.unlink()
 
@@ -488,7 +492,7 @@ class Workspace:
             committed: str | None = self.git.show_file(sha, rel)
         except GitError:
             committed = None
-        current = Path(self.cfg.file).read_text(encoding="utf-8")
+        current = (Path(self.cfg.root) / Path(self.cfg.file).name).read_text(encoding="utf-8")
         if committed is None or committed.rstrip("\n") != current.rstrip("\n"):
             raise Refused(
                 f"the checkout is at {head[:8]}, but the commit to work on is {sha[:8]} and its {rel} differs; "

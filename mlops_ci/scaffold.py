@@ -73,3 +73,28 @@ def init(root: Path, *, force: bool = False, repository: str | None = None, ref:
                 fh.write("\n")
             fh.write(".mlops-ci/\n")
     return sorted(files)
+
+
+def repin(root: Path, ref: str) -> list[str]:
+    """`make pin`: point _pin.py and the starter workflows (packaged and workflow_templates/)
+    at the actions of commit `ref`. Returns the files written."""
+    pin_file = root / "mlops_ci" / "_pin.py"
+    text = pin_file.read_text(encoding="utf-8")
+    pin(text, _pin.ACTION_REPOSITORY, ref, _pin.ACTION_VERSION)  # validates ref
+    pin_file.write_text(re.sub(r'ACTION_SHA = "[0-9a-f]{40}"', f'ACTION_SHA = "{ref}"', text), encoding="utf-8")
+    written = [str(pin_file)]
+    for name in WORKFLOWS:
+        for path in (root / "mlops_ci" / "templates" / "workflows" / name, root / "workflow_templates" / name):
+            path.write_text(pin(path.read_text(encoding="utf-8"), _pin.ACTION_REPOSITORY, ref, _pin.ACTION_VERSION),
+                            encoding="utf-8")  # fmt: skip
+            written.append(str(path))
+    return written
+
+
+if __name__ == "__main__":  # python -m mlops_ci.scaffold --pin SHA (make pin)
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "--pin":
+        sys.exit("usage: python -m mlops_ci.scaffold --pin SHA")
+    for f in repin(Path.cwd(), sys.argv[2]):
+        print(f"wrote {f}")

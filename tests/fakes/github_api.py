@@ -16,12 +16,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
 ALL_PERMISSIONS = frozenset(
-    {"pull-requests:write", "issues:write", "checks:write", "statuses:write", "deployments:write", "contents:read",
-     "actions:read"}
+    {
+        "pull-requests:write",
+        "issues:write",
+        "checks:write",
+        "statuses:write",
+        "deployments:write",
+        "contents:read",
+        "actions:read",
+    }
 )
 READ_ONLY = frozenset({"contents:read"})
 DOCS = "https://docs.github.com/rest"
@@ -130,7 +138,10 @@ class FakeGitHub:
             def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
+                # An empty answer (204, the artifact download's 302) is not JSON: octokit parses a
+                # body as JSON whenever the content type says so, and fails on an empty one.
+                self.send_header("Content-Type", "text/html; charset=utf-8" if body is None else
+                                 "application/json; charset=utf-8")  # fmt: skip
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("X-GitHub-Request-Id", "FAKE:1")
                 for k, v in (headers or {}).items():
@@ -150,7 +161,7 @@ class FakeGitHub:
                     # where GET .../artifacts/{id}/zip redirects to: a pre-signed blob URL on
                     # GitHub, fetched without the API token (download-artifact streams it)
                     art = fake.artifacts.get(int(blob.group(1)))
-                    data = open(art["zip"], "rb").read() if art else b""  # noqa: SIM115
+                    data = Path(art["zip"]).read_bytes() if art else b""
                     self.send_response(200 if art else 404)
                     self.send_header("Content-Type", "application/zip")
                     self.send_header("Content-Length", str(len(data)))

@@ -101,8 +101,8 @@ class Act:
         subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
 
     def run(
-        self, repo: Path, event: str, workflow: str, payload: dict[str, object], *, store: str, token: str = "tok-write",
-        env: dict[str, str] | None = None,
+        self, repo: Path, event: str, workflow: str, payload: dict[str, object], *, store: str,
+        token: str = "tok-write", env: dict[str, str] | None = None,
     ) -> tuple[int, str]:  # fmt: skip
         if (repo / ".git").exists() and git(repo, "remote", "get-url", "origin").endswith(f"{REPO}.git"):
             self.publish(repo)
@@ -166,6 +166,7 @@ def act(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Act]:
                 break
             except Exception:
                 time.sleep(0.1)
+        s3.close()
         logs = base / "logs"
         logs.mkdir()
         yield Act(gh, url, copy, logs, git_root, f"http://127.0.0.1:{files_server.server_address[1]}")
@@ -343,3 +344,61 @@ def test_fork_pr_two_stage_comment(act: Act, tmp_path: Path) -> None:
     (comment,) = ours(act.gh, 9)
     assert "| accuracy | 0.9 | 0.93 |" in str(comment["body"])
     assert "train.py" not in log  # no code of the fork ran in the privileged job
+
+
+HOSTILE_WORKFLOW = """\
+name: hostile inputs
+on:
+  workflow_dispatch:
+    inputs:
+      value: {required: true}
+permissions: {}
+jobs:
+  hostile:
+    runs-on: ubuntu-latest
+    permissions: {contents: read}
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with: {persist-credentials: false}
+      - {id: ref, continue-on-error: true, uses: "ACTION/actions/train@SHA", with: {ref: "${{ inputs.value }}"}}
+      - id: endpoint
+        continue-on-error: true
+        uses: "ACTION/actions/deploy@SHA"
+        with: {endpoint: "${{ inputs.value }}", ref: HEAD, python-version: ""}
+      - id: config
+        continue-on-error: true
+        uses: "ACTION/actions/train@SHA"
+        with: {config: "${{ inputs.value }}", python-version: ""}
+      - id: base
+        continue-on-error: true
+        uses: "ACTION/actions/gate@SHA"
+        with: {base: "${{ inputs.value }}", check: "false", python-version: ""}
+      - id: extras
+        continue-on-error: true
+        uses: "ACTION/actions/train@SHA"
+        with: {extras: "${{ inputs.value }}", python-version: ""}
+      - name: outcomes
+        env:
+          OUTCOMES: >-
+            ${{ steps.ref.outcome }} ${{ steps.endpoint.outcome }} ${{ steps.config.outcome }}
+            ${{ steps.base.outcome }} ${{ steps.extras.outcome }}
+        run: echo "outcomes=$OUTCOMES"
+"""
+
+
+def test_hostile_inputs_are_taken_literally(act: Act, tmp_path: Path) -> None:
+    """Action inputs are data: shell metacharacters never run, option-looking values are not
+    options; each step fails with mlops-ci's own error."""
+    p = user_repo(tmp_path / "models")
+    wf = HOSTILE_WORKFLOW.replace("ACTION", _pin.ACTION_REPOSITORY).replace("SHA", _pin.ACTION_SHA)
+    (p.path / ".github" / "workflows" / "hostile.yml").write_text(wf)
+    p.commit("hostile")
+    canary = tmp_path / "pwned"
+    hostile = (f"$(touch {canary})", f"x'; touch {canary}; '`touch {canary}`", f"--config=/dev/null; touch {canary}")
+    for value in hostile:
+        log = ok(act.run(p.path, "workflow_dispatch", "hostile.yml", {"inputs": {"value": value}},
+                         store="s3://team-store/hostile"), "Job succeeded")  # fmt: skip
+        assert "outcomes=failure failure failure failure failure" in log, log[-3000:]
+        assert "does not name a commit" in log or "is not a git ref" in log
+        assert "extras must be a comma-separated list" in log
+        assert not canary.exists()

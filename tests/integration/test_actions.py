@@ -1,5 +1,5 @@
-"""The composite actions, starter workflows and `mlops-ci init`: static safety rules, and the
-actions' own steps executed locally (see tests/actions_harness.py for why not `act`)."""
+"""The composite actions, starter workflows and `mlops-ci init`: static safety rules. They run
+under a real Actions runner in tests/gha/test_real_runner.py."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import pytest
 import yaml
 
 import mlops_ci
-from mlops_ci.scaffold import WORKFLOWS
-from tests.actions_harness import Harness, runner_env
+from mlops_ci import _pin
+from mlops_ci.scaffold import USES, WORKFLOWS
 from tests.conftest import ROOT, Project
-from tests.fakes.github_api import ALL_PERMISSIONS, FakeGitHub
 
-ACTIONS = sorted((ROOT / "actions").glob("*/action.yml"))
+ACTIONS = [*sorted((ROOT / "actions").glob("*/action.yml")), ROOT / "action.yml"]
 WORKFLOW_FILES = sorted((ROOT / "workflow_templates").glob("*.yml")) + sorted(
     (ROOT / ".github" / "workflows").glob("*.yml")
 )
@@ -57,10 +56,13 @@ def test_workflows_have_least_privilege(path: Path):
     if "pull_request_target" in doc.get(True, doc.get("on", {})):
         # only the fork-training workflow, each job behind an approval, with the base's config
         assert path.name == "mlops-ci-fork-train.yml"
+        assert doc["env"]["MLOPS_CI_REMOTE_ONLY"] == "true"  # mlops-ci refuses to train on the runner
         for job in doc["jobs"].values():
             assert job["environment"] == "fork-training"
-            assert job["steps"][-1]["run"].startswith("cp ../trusted/mlops-ci.yaml mlops-ci.yaml\n")
-            assert all("run" not in step or "mlops-ci" in step["run"] for step in job["steps"])
+            runs = [i for i, step in enumerate(job["steps"]) if "run" in step]
+            assert [job["steps"][i]["run"] for i in runs] == ["cp trusted/mlops-ci.yaml pr/mlops-ci.yaml"]
+            first_mlops = min(i for i, st in enumerate(job["steps"]) if "mlops-ci/actions/" in st.get("uses", ""))
+            assert runs[0] < first_mlops  # the base branch's config is in place before any mlops-ci step
 
 
 def test_workflow_templates_are_the_packaged_ones_with_properties():
@@ -69,13 +71,50 @@ def test_workflow_templates_are_the_packaged_ones_with_properties():
         assert (ROOT / "workflow_templates" / name).read_text() == shipped
         props = json.loads((ROOT / "workflow_templates" / name.replace(".yml", ".properties.json")).read_text())
         assert props["name"] and props["description"] and props["filePatterns"]
-        assert f'MLOPS_CI_VERSION: "{mlops_ci.__version__}"' in shipped
+
+
+def test_workflows_get_mlops_ci_from_its_actions_at_the_pinned_commit_never_from_an_index():
+    for path in ACTIONS + WORKFLOW_FILES + sorted((ROOT / "actions").glob("*.sh")):
+        text = path.read_text()
+        assert not re.search(r"pip install[^\n]*mlops-ci[^\n]*==", text), f"{path.name} installs mlops-ci by name"
+    for name in WORKFLOWS:
+        text = (ROOT / "workflow_templates" / name).read_text()
+        pins = {(m["repo"], m["ref"], m["version"]) for m in USES.finditer(text)}
+        assert pins == {(_pin.ACTION_REPOSITORY, _pin.ACTION_SHA, _pin.ACTION_VERSION)}, name
+        assert "mlops-ci/actions/" in text
+    assert mlops_ci.__version__ == _pin.ACTION_VERSION
+
+
+def test_the_pinned_commit_has_the_actions_of_this_tree():
+    """The pin names a commit whose actions/ are these (so the templates call what is tested)."""
+    import subprocess
+
+    known = subprocess.run(["git", "cat-file", "-e", f"{_pin.ACTION_SHA}^{{commit}}"], cwd=ROOT, check=False)
+    if known.returncode != 0:
+        pytest.skip(f"{_pin.ACTION_SHA[:12]} is not in this clone's history")
+    for rel in ["action.yml", *(str(p.relative_to(ROOT)) for p in (ROOT / "actions").rglob("*") if p.is_file())]:
+        old = subprocess.run(["git", "show", f"{_pin.ACTION_SHA}:{rel}"], cwd=ROOT, capture_output=True, check=False)
+        assert old.returncode == 0 and old.stdout == (ROOT / rel).read_bytes(), f"{rel} changed since the pin: make pin"
 
 
 def test_release_workflow_never_cancels_a_deploy_in_flight():
     doc = yaml.safe_load((ROOT / "workflow_templates" / "mlops-ci-release.yml").read_text())
     assert doc["concurrency"]["cancel-in-progress"] is False
     assert "environment" in doc["jobs"]["deploy"]
+
+
+def test_init_pins_the_actions_to_a_given_commit_and_refuses_tags(tmp_path: Path):
+    from tests.conftest import git
+
+    git(tmp_path, "init", "-q")
+    p = Project(tmp_path)
+    sha = "ab" * 20
+    p.ok("init", "--action-repo", "acme/mlops-ci-fork", "--action-ref", sha)
+    text = (tmp_path / ".github" / "workflows" / "mlops-ci-pr.yml").read_text()
+    assert f"acme/mlops-ci-fork/actions/train@{sha} # v{mlops_ci.__version__}" in text
+    assert _pin.ACTION_SHA not in text
+    code, _, err = p.cli("init", "--force", "--action-ref", "v1")
+    assert code == 2 and "40-hex commit SHA" in err
 
 
 def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Path):
@@ -94,82 +133,3 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     assert (tmp_path / "mlops-ci.yaml").read_text() == "project: mine\n"  # nothing overwritten
     p.ok("init", "--force")
     assert (tmp_path / "mlops-ci.yaml").read_text().startswith("# mlops-ci configuration")
-
-
-# -- executing the actions' own steps ---------------------------------------------------------
-
-REPO = "acme/models"
-
-
-@pytest.fixture
-def gh() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub(tokens={"tok": ALL_PERMISSIONS}).start()
-    yield fake
-    fake.stop()
-
-
-def harness(project: Project, tmp_path: Path, gh: FakeGitHub, **extra: str) -> Harness:
-    summary = tmp_path / "summary.md"
-    summary.touch()
-    env = runner_env({
-        "GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": "tok", "GITHUB_REPOSITORY": REPO,
-        "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_RUN_ID": "5", "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0", **extra,
-    })  # fmt: skip
-    (tmp_path / "h").mkdir(exist_ok=True)
-    return Harness(env, project.path, tmp_path / "h")
-
-
-def action(verb: str) -> Path:
-    return ROOT / "actions" / verb
-
-
-def test_train_report_gate_through_the_actions_own_steps(project: Project, tmp_path: Path, gh: FakeGitHub):
-    main_sha = project.git("rev-parse", "HEAD")
-    push = harness(project, tmp_path, gh, GITHUB_SHA=main_sha, GITHUB_REF="refs/heads/main", GITHUB_EVENT_NAME="push")
-    trained = push.run(action("train"), {"python-version": ""})
-    assert trained.returncode == 0, trained.log
-    assert trained.outputs["sha"] == main_sha and trained.outputs["run-id"].startswith(main_sha[:8])
-    assert "mlops-ci " + mlops_ci.__version__ + " already installed" in trained.log
-
-    project.git("checkout", "-q", "-b", "tune")
-    head = project.commit("tune", quality=0.95)
-    event = tmp_path / "event.json"
-    event.write_text(json.dumps({"number": 12, "pull_request": {
-        "number": 12, "head": {"sha": head, "ref": "tune"}, "base": {"ref": "main"}}}))  # fmt: skip
-    pr = harness(project, tmp_path, gh, GITHUB_SHA="f" * 40, GITHUB_REF="refs/pull/12/merge",
-                 GITHUB_EVENT_NAME="pull_request", GITHUB_EVENT_PATH=str(event))  # fmt: skip
-    assert pr.run(action("train"), {"python-version": ""}).outputs["sha"] == head
-    reported = pr.run(action("report"), {"python-version": ""})
-    assert reported.returncode == 0, reported.log
-    assert reported.outputs["comment-url"].endswith(f"#issuecomment-{gh.pr_comments(REPO, 12)[0]['id']}")
-    assert "| accuracy | 0.9 | 0.95 |" in gh.pr_comments(REPO, 12)[0]["body"]
-    gated = pr.run(action("gate"), {"python-version": ""})
-    assert gated.returncode == 0, gated.log
-    assert (gated.outputs["verdict"], gated.outputs["conclusion"]) == ("passed", "success")
-    (check,) = gh.check_runs.values()
-    assert check["conclusion"] == "success" and check["head_sha"] == head
-    assert gated.skipped_uses == []  # python-version "" skips setup-python via `if:`
-
-    promoted = pr.run(action("promote"), {"python-version": "", "ref": head})
-    assert promoted.returncode == 0 and promoted.outputs["model-version"] == "1"
-
-    project.commit("worse", quality=0.5)
-    push2 = harness(project, tmp_path, gh, GITHUB_SHA=project.git("rev-parse", "HEAD"), GITHUB_REF="refs/heads/tune")
-    push2.run(action("train"), {"python-version": ""})
-    failed = push2.run(action("gate"), {"python-version": "", "check": "false", "base": "main"})
-    assert failed.returncode == 1 and failed.outputs["verdict"] == "failed"
-
-
-def test_setup_python_step_is_pinned_and_used_by_default(project: Project, tmp_path: Path, gh: FakeGitHub):
-    h = harness(project, tmp_path, gh, GITHUB_SHA=project.git("rev-parse", "HEAD"), GITHUB_REF="refs/heads/main")
-    result = h.run(action("train"), {})
-    assert result.returncode == 0, result.log
-    assert result.skipped_uses == ["actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90a2b"]
-
-
-def test_dry_run_input_changes_nothing(project: Project, tmp_path: Path, gh: FakeGitHub):
-    h = harness(project, tmp_path, gh, GITHUB_SHA=project.git("rev-parse", "HEAD"), GITHUB_REF="refs/heads/main")
-    result = h.run(action("train"), {"python-version": "", "dry-run": "true"})
-    assert result.returncode == 0, result.log
-    assert "dry run: nothing was changed" in result.log
-    assert json.loads(project.ok("runs", "--json")) == []

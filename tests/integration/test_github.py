@@ -64,7 +64,8 @@ def actions_env(monkeypatch: pytest.MonkeyPatch, fake: FakeGitHub, tmp_path: Pat
         "GITHUB_REPOSITORY": REPO, "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event),
         "GITHUB_SHA": "0" * 40, "GITHUB_REF": f"refs/pull/{number}/merge", "GITHUB_RUN_ID": "77",
         "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SERVER_URL": "https://github.example", "GITHUB_STEP_SUMMARY": str(summary),
-        "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0",
+        "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0", "MLOPS_CI_ALLOW_RUNNER_STORE": "true",
+        "MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true",
     }.items():  # fmt: skip
         monkeypatch.setenv(k, v)
     return summary
