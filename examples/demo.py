@@ -66,9 +66,11 @@ def main() -> int:
         step(4, "the gate: thresholds and regression limits from mlops-ci.yaml")
         cli(repo, "gate", "--base", "main")
 
-        step(5, "merge, then promote the gated model to the registry")
+        step(5, "merge (a merge commit, as GitHub makes it), then promote the gated model to the registry")
         sh(repo, "checkout", "-q", "main")
-        sh(repo, "merge", "-q", "--ff-only", "more-trees")
+        sh(repo, "merge", "-q", "--no-ff", "-m", "Merge pull request #1 from more-trees", "more-trees")
+        cli(repo, "train")  # the push to main: same training inputs as the PR head, so its run is reused
+        cli(repo, "gate")  # every commit of main is gated too
         cli(repo, "promote")
         cli(repo, "models")
 

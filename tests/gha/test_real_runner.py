@@ -10,10 +10,12 @@ commit the workflows pin, mapped to a copy of this checkout). What act cannot do
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -237,13 +239,54 @@ def checks_for(gh: FakeGitHub, sha: str) -> list[dict[str, object]]:
     return [c for c in gh.check_runs.values() if c["head_sha"] == sha]
 
 
+def _processes_of(folder: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if folder.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def stop_servers(act: Act, log: str, store: str | None, subdir: str = ".") -> None:
+    """A local endpoint outlives its job (that is why CI deploys to one are opt-in): stop the
+    ones this run started, in the job's workspace, as a user would."""
+    folders = [line.split("run folder ", 1)[1].split(" ")[0] for line in log.splitlines() if "run folder " in line]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLOPS_CI_"))},
+           "AWS_ENDPOINT_URL": act.moto, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    if store:
+        env["MLOPS_CI_STORE"] = store
+    for folder in set(folders):
+        for work in Path(folder).glob(f"actcache/*/hostexecutor/{subdir}"):
+            for name in ("staging", "production"):
+                subprocess.run([sys.executable, "-m", "mlops_ci", "endpoint", "stop", name], cwd=work, env=env,
+                               capture_output=True, check=False, timeout=60)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (left := _processes_of(folder)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in left:  # whatever `endpoint stop` did not know of: never leak a process
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes of {folder} outlived `mlops-ci endpoint stop`: {left}"
+
+
 def release(act: Act, p: Project, tag: str, store: str, *, env: dict[str, str] | None = None) -> str:
     p.git("tag", tag)
-    return ok(
-        act.run(p.path, "push", "mlops-ci-release.yml", push(p, f"refs/tags/{tag}"), store=store,
-                env={"MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true", **(env or {})}),  # a self-hosted runner's opt-in
-        "Job succeeded",
-    )  # fmt: skip
+    result = act.run(
+        p.path,
+        "push",
+        "mlops-ci-release.yml",
+        push(p, f"refs/tags/{tag}"),
+        store=store,
+        env={"MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true", **(env or {})},
+    )  # a self-hosted runner's opt-in
+    try:
+        return ok(result, "Job succeeded")
+    finally:
+        stop_servers(act, result[1], store)  # fmt: skip
 
 
 @pytest.mark.parametrize("merge", ["merge-commit", "squash"])
@@ -299,7 +342,7 @@ def test_push_pr_merge_tag_deploy(act: Act, tmp_path: Path, merge: str) -> None:
         assert "training fast at" not in log, "a release never trains"
         assert "now serves fast v1" in log
     finally:
-        p.stop_endpoints()
+        p.stop_endpoints()  # nothing of the runner's is here; for a failure before any act run
 
 
 def test_a_hosted_runner_refuses_a_store_on_its_own_disk(act: Act, tmp_path: Path) -> None:
@@ -402,3 +445,21 @@ def test_hostile_inputs_are_taken_literally(act: Act, tmp_path: Path) -> None:
         assert "does not name a commit" in log or "is not a git ref" in log
         assert "extras must be a comma-separated list" in log
         assert not canary.exists()
+
+
+def test_the_actions_self_test_workflow(act: Act, tmp_path: Path) -> None:
+    """.github/workflows/selftest.yml, this repository's own use of `uses: ./actions/<verb>` on
+    the example project (scikit-learn from the package index, once per cache)."""
+    work = tmp_path / "mlops-ci"
+    shutil.copytree(act.action_copy, work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", "https://github.com/mlops-ci/mlops-ci.git")
+    Project(work).commit("self-test")
+    result = act.run(work, "push", "selftest.yml", {**push(Project(work), "refs/heads/main"),
+                     "repository": repository("mlops-ci/mlops-ci")}, store="")  # fmt: skip
+    try:
+        log = ok(result, "Job succeeded")
+    finally:
+        stop_servers(act, result[1], None, "examples/classifier")
+    assert "gate passed" in log or "): success" in log
+    assert "model v1 at http://127.0.0.1:" in log
