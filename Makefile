@@ -28,9 +28,9 @@ lint:
 	$(PY) -m ruff format --check mlops_ci tests examples benchmarks
 	$(PY) -m mypy
 	$(VENV)/bin/actionlint .github/workflows/*.yml workflow_templates/*.yml
-	$(VENV)/bin/zizmor --offline actions/*/action.yml workflow_templates/*.yml .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline action.yml actions/*/action.yml workflow_templates/*.yml .github/workflows/*.yml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows workflow_templates/*.yml .github/workflows/*.yml
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-actions actions/*/action.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-actions action.yml actions/*/action.yml
 
 clean:
 	rm -rf $(VENV) .venv-bench build *.egg-info .pytest_cache .mypy_cache .ruff_cache

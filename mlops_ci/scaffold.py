@@ -75,6 +75,28 @@ def init(root: Path, *, force: bool = False, repository: str | None = None, ref:
     return sorted(files)
 
 
+# The starter workflows that also ship as reusable workflows (`on: workflow_call`) in this
+# repository's .github/workflows/, for teams that adopt with a few lines (docs/reusable-workflows.md).
+REUSABLE = {"mlops-ci-train.yml": "train.yml", "mlops-ci-pr.yml": "review.yml", "mlops-ci-release.yml": "release.yml"}
+_CALL = """on:
+  # Reusable: call it from a workflow of your repository (docs/reusable-workflows.md). The jobs,
+  # their conditions and permissions are the starter workflow's; grant the caller's job the same.
+  workflow_call:
+    secrets:
+      COMET_API_KEY:
+        description: Comet API key, for tracking backend comet (optional).
+        required: false
+
+"""
+
+
+def reusable(starter: str, name: str) -> str:
+    """The reusable form of a starter workflow: the same jobs behind `on: workflow_call`."""
+    head, rest = starter.split("\non:\n", 1)
+    _, jobs = rest.split("\n\n", 1)  # drop the trigger block, keep the rest as it is
+    return f"# Generated from workflow_templates/{name} by `make pin`; edit that file.\n{head}\n{_CALL}{jobs}"
+
+
 def repin(root: Path, ref: str) -> list[str]:
     """`make pin`: point _pin.py and the starter workflows (packaged and workflow_templates/)
     at the actions of commit `ref`. Returns the files written."""
@@ -88,6 +110,11 @@ def repin(root: Path, ref: str) -> list[str]:
             path.write_text(pin(path.read_text(encoding="utf-8"), _pin.ACTION_REPOSITORY, ref, _pin.ACTION_VERSION),
                             encoding="utf-8")  # fmt: skip
             written.append(str(path))
+    for name, target in REUSABLE.items():
+        path = root / ".github" / "workflows" / target
+        path.write_text(reusable((root / "workflow_templates" / name).read_text(encoding="utf-8"), name),
+                        encoding="utf-8")  # fmt: skip
+        written.append(str(path))
     return written
 
 

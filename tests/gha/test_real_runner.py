@@ -250,27 +250,27 @@ def _processes_of(folder: str) -> list[int]:
     return found
 
 
-def stop_servers(act: Act, log: str, store: str | None, subdir: str = ".") -> None:
+def stop_servers(act: Act, log: str, store: str | None, cwd: Path) -> None:
     """A local endpoint outlives its job (that is why CI deploys to one are opt-in): stop the
-    ones this run started, in the job's workspace, as a user would."""
-    folders = [line.split("run folder ", 1)[1].split(" ")[0] for line in log.splitlines() if "run folder " in line]
+    ones this run started. act deletes the job's workspace when the job ends, so `endpoint stop`
+    runs in the user's clone, reading the endpoint's state from the shared store."""
+    folders = {line.split("run folder ", 1)[1].split(" ")[0] for line in log.splitlines() if "run folder " in line}
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLOPS_CI_"))},
            "AWS_ENDPOINT_URL": act.moto, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
     if store:
         env["MLOPS_CI_STORE"] = store
-    for folder in set(folders):
-        for work in Path(folder).glob(f"actcache/*/hostexecutor/{subdir}"):
-            for name in ("staging", "production"):
-                subprocess.run([sys.executable, "-m", "mlops_ci", "endpoint", "stop", name], cwd=work, env=env,
-                               capture_output=True, check=False, timeout=60)  # fmt: skip
-        deadline = time.monotonic() + 10
+        for name in ("staging", "production"):
+            subprocess.run([sys.executable, "-m", "mlops_ci", "endpoint", "stop", name], cwd=cwd, env=env,
+                           capture_output=True, check=False, timeout=60)  # fmt: skip
+    for folder in folders:
+        deadline = time.monotonic() + (10 if store else 0)
         while (left := _processes_of(folder)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        for pid in left:  # whatever `endpoint stop` did not know of: never leak a process
+        for pid in left:  # never leak a process, whatever `endpoint stop` knew of
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        assert not left, f"processes of {folder} outlived `mlops-ci endpoint stop`: {left}"
+        assert not (store and left), f"processes of {folder} outlived `mlops-ci endpoint stop`: {left}"
 
 
 def release(act: Act, p: Project, tag: str, store: str, *, env: dict[str, str] | None = None) -> str:
@@ -286,7 +286,7 @@ def release(act: Act, p: Project, tag: str, store: str, *, env: dict[str, str] |
     try:
         return ok(result, "Job succeeded")
     finally:
-        stop_servers(act, result[1], store)  # fmt: skip
+        stop_servers(act, result[1], store, p.path)  # fmt: skip
 
 
 @pytest.mark.parametrize("merge", ["merge-commit", "squash"])
@@ -460,6 +460,35 @@ def test_the_actions_self_test_workflow(act: Act, tmp_path: Path) -> None:
     try:
         log = ok(result, "Job succeeded")
     finally:
-        stop_servers(act, result[1], None, "examples/classifier")
+        stop_servers(act, result[1], None, work)  # its SQLite store was in the job's workspace
     assert "gate passed" in log or "): success" in log
     assert "model v1 at http://127.0.0.1:" in log
+
+
+def test_reusable_workflow_callers_from_the_docs(act: Act, tmp_path: Path) -> None:
+    """The three callers in docs/reusable-workflows.md, as written, on a fresh repository."""
+    import re
+
+    doc = (ROOT / "docs" / "reusable-workflows.md").read_text()
+    callers = dict(re.findall(r"```yaml\n# \.github/workflows/(\S+)\n(.*?)```", doc, re.S))
+    assert sorted(callers) == ["mlops-ci-pr.yml", "mlops-ci-release.yml", "mlops-ci-train.yml"]
+    p = user_repo(tmp_path / "models")
+    for name in list((p.path / ".github" / "workflows").iterdir()):
+        name.unlink()
+    for name, text in callers.items():
+        assert len(text.strip().splitlines()) <= 11
+        (p.path / ".github" / "workflows" / name).write_text(text.replace("<sha>", _pin.ACTION_SHA))
+    p.commit("adopt with reusable workflows")
+    store = "s3://team-store/reusable"
+    ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store),
+       "training fast at", "): success", "Job succeeded")  # fmt: skip
+    p.git("checkout", "-q", "-b", "tune")
+    head = p.commit("better", quality=0.97)
+    act.gh.pulls[(REPO, 11)] = head
+    ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, 11, "tune"), store=store), "Job succeeded")
+    assert "| accuracy | 0.9 | 0.97 |" in str(ours(act.gh, 11)[0]["body"])
+    assert checks_for(act.gh, head)[0]["conclusion"] == "success"
+    p.git("checkout", "-q", "main")
+    p.git("merge", "-q", "--no-ff", "-m", "Merge #11", "tune")
+    ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store), "Job succeeded")
+    assert "now serves fast v1" in release(act, p, "v2.0.0", store)

@@ -133,3 +133,13 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     assert (tmp_path / "mlops-ci.yaml").read_text() == "project: mine\n"  # nothing overwritten
     p.ok("init", "--force")
     assert (tmp_path / "mlops-ci.yaml").read_text().startswith("# mlops-ci configuration")
+
+
+def test_reusable_workflows_are_the_starter_workflows_behind_workflow_call():
+    from mlops_ci.scaffold import REUSABLE, reusable
+
+    for name, target in REUSABLE.items():
+        shipped = (ROOT / ".github" / "workflows" / target).read_text()
+        assert shipped == reusable((ROOT / "workflow_templates" / name).read_text(), name), f"{target}: make pin"
+        doc = yaml.safe_load(shipped)
+        assert list(doc[True]) == ["workflow_call"]

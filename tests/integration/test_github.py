@@ -88,6 +88,7 @@ def test_report_twice_leaves_one_updated_comment(pr: Project, fake: FakeGitHub, 
     assert "PR comment created" in err
     calls_first = list(fake.requests)
     pr.commit("tune more", quality=0.95)
+    actions_env(monkeypatch, fake, tmp_path, pr)  # the synchronize event names the new head
     pr.ok("train")
     fake.requests.clear()
     code, _, err = pr.cli("report", "--post")
@@ -106,9 +107,11 @@ def test_report_twice_leaves_one_updated_comment(pr: Project, fake: FakeGitHub, 
 
 def test_the_pr_head_not_the_merge_commit_is_reported(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
     actions_env(monkeypatch, fake, tmp_path, pr)
-    pr.git("checkout", "-q", "main")  # the work tree is elsewhere; the event names the PR head
+    # the work tree is GitHub's merge ref (same mlops-ci.yaml as the head); the event names the head
+    pr.git("checkout", "-q", "--detach", "main")
+    pr.git("merge", "-q", "--no-ff", "-m", "Merge tune into main", "tune")
     data = json.loads(pr.ok("report", "--json"))
-    assert data["comparison"]["head"]["sha"] == pr.git("rev-parse", "tune")
+    assert data["comparison"]["head"]["sha"] == pr.git("rev-parse", "tune") != pr.git("rev-parse", "HEAD")
 
 
 def test_hostile_branch_name_is_escaped_in_the_comment(pr: Project, fake: FakeGitHub, tmp_path, monkeypatch):
