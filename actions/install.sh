@@ -7,9 +7,19 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${MLOPS_CI_EXTRAS-auto}"
-if [[ ! "$extras" =~ ^[a-z][a-z0-9,-]*$|^$ ]]; then
-  echo "::error::extras must be a comma-separated list of extra names (e.g. sagemaker,comet) or auto"
-  exit 2
+known=" s3 sagemaker comet example dev "
+if [[ ! "$extras" =~ ^[a-z0-9,]*$ ]]; then
+  extras="-" # not a list of names (a newline, a quote, a bracket): refused below, never echoed
+fi
+if [[ "$extras" != auto ]]; then
+  IFS=, read -r -a wanted <<< "$extras"
+  for extra in "${wanted[@]}"; do
+    if [[ "$known" != *" $extra "* ]]; then
+      # the value is not echoed: it is an input, and could carry a workflow command
+      echo "::error::extras must be auto or a comma-separated list of:${known% }"
+      exit 2
+    fi
+  done
 fi
 want="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/mlops_ci/__init__.py")"
 marker="${RUNNER_TEMP:-${TMPDIR:-/tmp}}/mlops-ci-installed"
@@ -23,7 +33,8 @@ install() { # $1: extras
 }
 
 have="$(mlops-ci --version 2>/dev/null || true)"
-if [[ "$have" != "mlops-ci $want" ]] || [[ "$(cat "$marker" 2>/dev/null)" != "$root"* ]]; then
+installed="$(cat "$marker" 2>/dev/null || true)"
+if [[ "$have" != "mlops-ci $want" ]] || [[ "${installed% \[*}" != "$root" ]]; then
   install ""
 fi
 if [[ "$extras" == auto ]]; then
@@ -31,7 +42,7 @@ if [[ "$extras" == auto ]]; then
   extras="$(mlops-ci config extras 2>/dev/null || true)"
 fi
 key="$root [$extras]"
-if [[ -n "$extras" && "$(cat "$marker" 2>/dev/null)" != "$key" ]]; then
+if [[ -n "$extras" && "$installed" != "$key" ]]; then
   install "$extras"
 fi
 echo "$key" > "$marker"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = "mlops-ci.yaml"
 DEFAULT_STORE = "sqlite:///.mlops-ci/store.db"
-DEFAULT_EXCLUDE = ("*.md", "docs/", ".github/", ".gitignore", ".gitattributes", "LICENSE*")
+DEFAULT_EXCLUDE = ("*.md", "docs/", ".github/", ".gitignore", ".gitattributes", "LICENSE", "LICENSE.txt")
 GOALS = ("maximize", "minimize")
 SEVERITIES = ("fail", "warn")
 _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)

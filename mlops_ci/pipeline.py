@@ -32,18 +32,31 @@ from .records import Comparison, ModelVersion, Run, Verdict
 
 
 def excluded(rel: str, patterns: Sequence[str]) -> bool:
-    """`rel` (a posix path under source_dir) matches a `training.exclude` pattern: 'dir/' is a
-    directory at any depth, anything else an fnmatch pattern on the path or its file name."""
-    parts = rel.split("/")
+    """`rel` (a posix path under source_dir) matches a `training.exclude` pattern. Patterns are
+    anchored at source_dir, as in .gitignore with a leading slash: `*` and `?` stay within one
+    path segment, `**` crosses them, and a trailing `/` names a directory and all below it
+    (`docs/` is the top-level docs only; `**/docs/` is any)."""
     for pat in patterns:
-        if pat.endswith("/"):
-            name = pat.rstrip("/")
-            if any(fnmatch.fnmatchcase("/".join(parts[: i + 1]), name) or fnmatch.fnmatchcase(p, name)
-                   for i, p in enumerate(parts[:-1])):  # fmt: skip
-                return True
-        elif fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(parts[-1], pat):
+        body = _glob_re(pat.rstrip("/"))
+        if re.fullmatch(body + ("/.*" if pat.endswith("/") else ""), rel):
             return True
     return False
+
+
+def _glob_re(pat: str) -> str:
+    out, i = "", 0
+    while i < len(pat):
+        if pat.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pat.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pat[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pat[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pat[i]), i + 1
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,19 +108,25 @@ class Workspace:
         self._ctx: GitContext | None = None
         self._aws: Any = None
         self._comet: Any = None
+        self._left_out: list[str] = []  # source files training.exclude removed from the job's source
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            if not self.cfg.store.startswith("s3://"):
-                self.runner_guard(
-                    f"the run store is {self.cfg.store}, a file on this runner's disk: every CI job runs on a "
-                    "fresh machine, so no job would see another's runs (every PR 'no baseline', no release); "
-                    "set the repository variable MLOPS_CI_STORE to a shared store (s3://bucket/prefix)",
-                    "MLOPS_CI_ALLOW_RUNNER_STORE",
-                )
             self._store = open_store(self.cfg.store, self.root, self.project)
         return self._store
+
+    def guard_store(self) -> None:
+        """The verbs of the CI loop (train, report, gate, promote, deploy) refuse a store that
+        dies with the runner; reading one (runs, lineage, store export) and dry runs do not."""
+        if self.dry_run or self.cfg.store.startswith("s3://"):
+            return
+        self.runner_guard(
+            f"the run store is {self.cfg.store}, a file on this runner's disk: every CI job runs on a "
+            "fresh machine, so no job would see another's runs (every PR 'no baseline', no release); "
+            "set the repository variable MLOPS_CI_STORE to a shared store (s3://bucket/prefix)",
+            "MLOPS_CI_ALLOW_RUNNER_STORE",
+        )
 
     def runner_guard(self, why: str, allow: str) -> None:
         """Under GitHub Actions, refuse state that dies with the runner unless `allow` is set
@@ -173,6 +192,7 @@ class Workspace:
         run or when a remote job was started with `no_wait`. `attach_only` (the `wait` verb)
         follows a job started earlier and never starts one."""
         cfg = self.cfg
+        self.guard_store()
         sha = self.resolve_sha(ref)
         dirty = False
         if ref is None and not attach_only and self.git.is_dirty([str(self.root)]):
@@ -227,11 +247,13 @@ class Workspace:
         lock = f"train-{self.project}-{inputs[:32]}"
         with ExitStack() as held:
             try:
+                # the lease outlives the longest training (max_run) plus packing and upload
+                longest = cfg.training.max_run + 900
                 try:
-                    held.enter_context(self.store.lock(lock, owner_label(self.env), 0))
+                    held.enter_context(self.store.lock(lock, owner_label(self.env), 0, ttl=longest))
                 except Busy as exc:
                     self.say(f"waiting: {exc.message.split(';')[0]} (same training inputs); its run will be reused")
-                    held.enter_context(self.store.lock(lock, owner_label(self.env), cfg.training.max_run + 900))
+                    held.enter_context(self.store.lock(lock, owner_label(self.env), longest, ttl=longest))
                 existing = self.store.latest_completed(self.project, sha, digest)
                 original = None if existing else self.store.latest_by_inputs(self.project, inputs)
             except BaseException:
@@ -310,7 +332,11 @@ class Workspace:
             run = Run(**base, status="failed", failure=failure)  # type: ignore[arg-type]
             self.store.record_run(run, result.series)
             first = failure.strip().splitlines()[0] if failure.strip() else failure
-            raise TrainingFailed(f"training failed: {first} (run {run_id}; full log: {result.log_path})")
+            hint = ""
+            if self._left_out:  # a script that reads an excluded file fails without saying why
+                names = ", ".join(sorted(self._left_out)[:5]) + (", …" if len(self._left_out) > 5 else "")
+                hint = f"; training.exclude left {len(self._left_out)} file(s) out of the job's source: {names}"
+            raise TrainingFailed(f"training failed: {first} (run {run_id}; full log: {result.log_path}){hint}")
         artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
         uri = self.store.put_artifact(artifact, digest_art)
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
@@ -422,6 +448,7 @@ class Workspace:
         config = (project_dir / Path(self.cfg.file).name).resolve()
         serving = self.cfg.serving
         kept = [p.rstrip("/") for p in ([serving.entry_point] if serving.entry_point else []) + list(serving.include)]
+        self._left_out = []
         for f in sorted(code.rglob("*"), reverse=True):
             if not (f.is_file() or f.is_symlink()):
                 continue
@@ -430,6 +457,8 @@ class Workspace:
                 continue  # packed with the model: never excluded
             if f.resolve() == config or excluded(rel, self.cfg.training.exclude):
                 f.unlink()
+                if f.resolve() != config:
+                    self._left_out.append(rel)
 
     def _inputs_digest(self, project_dir: Path, data: dict[str, dict[str, str]], config_digest: str) -> str:
         """What training reads: the job's source, the channels' digests, the training config."""
@@ -451,7 +480,7 @@ class Workspace:
         )  # fmt: skip
         self.store.record_run(run, self.store.series(original.run_id))
         verdict = self.store.latest_verdict(original.run_id)
-        if verdict is not None and verdict.gate_digest == self.cfg.gate_digest():
+        if verdict is not None and verdict.gate_digest == self.cfg.gate_digest() and self._same_baseline(run, verdict):
             self.store.record_verdict(dataclasses.replace(
                 verdict, verdict_id=uuid.uuid4().hex[:16], run_id=run.run_id, sha=sha, created=now,
                 reused_from=verdict.verdict_id,
@@ -462,6 +491,28 @@ class Workspace:
         )
         return run
 
+    def _same_baseline(self, run: Run, verdict: Verdict) -> bool:
+        """A verdict is relative to its baseline: it carries over to `run` (same model, other
+        commit) only if `run`'s own baseline is that run, or one with the same inputs. A revert
+        to an older model is compared with what it reverts, so it is gated afresh."""
+        choice = self.find_baseline(run)
+        if choice.run is None:
+            return verdict.baseline_run_id is None and choice.state == gate_mod.BASELINE_NONE
+        if choice.run.run_id == verdict.baseline_run_id:
+            return True
+        before = self.store.get_run(verdict.baseline_run_id) if verdict.baseline_run_id else None
+        return before is not None and bool(before.inputs_digest) and before.inputs_digest == choice.run.inputs_digest
+
+    def _config_matches(self, sha: str) -> bool:
+        """The work tree's mlops-ci.yaml is the one committed at `sha`."""
+        rel = self.config_path_in_repo()
+        try:
+            committed: str | None = self.git.show_file(sha, rel)
+        except GitError:
+            committed = None
+        current = (Path(self.cfg.root) / Path(self.cfg.file).name).read_text(encoding="utf-8")
+        return committed is not None and committed.rstrip("\n") == current.rstrip("\n")
+
     def _attach(self, sha: str) -> Run | None:
         """A commit with no run of its own whose training inputs equal an earlier run's (a merge
         or squash commit, a docs-only change) gets that run, without training."""
@@ -469,6 +520,8 @@ class Workspace:
 
         if self.dry_run or (self.git.is_dirty([str(self.root)]) and sha == self.git.head_sha()):
             return None
+        if not self._config_matches(sha):
+            return None  # its inputs would be computed with another commit's training config
         with tempfile.TemporaryDirectory(prefix="mlops-ci-inputs-") as tmp:
             try:
                 project_dir = self._snapshot(sha, False, Path(tmp) / "src")
@@ -487,13 +540,8 @@ class Workspace:
         head = self.git.head_sha()
         if head == sha:
             return
-        rel = self.config_path_in_repo()
-        try:
-            committed: str | None = self.git.show_file(sha, rel)
-        except GitError:
-            committed = None
-        current = (Path(self.cfg.root) / Path(self.cfg.file).name).read_text(encoding="utf-8")
-        if committed is None or committed.rstrip("\n") != current.rstrip("\n"):
+        if not self._config_matches(sha):
+            rel = self.config_path_in_repo()
             raise Refused(
                 f"the checkout is at {head[:8]}, but the commit to work on is {sha[:8]} and its {rel} differs; "
                 "check out that commit (on pull_request: actions/checkout with "
@@ -650,6 +698,7 @@ class Workspace:
         )
 
     def review(self, ref: str | None = None, *, base: str | None = None, baseline: str | None = None) -> Review:
+        self.guard_store()
         if ref is None:
             self._check_checkout(self.ctx.sha)
         head = self.head_run(ref)
@@ -712,6 +761,7 @@ class Workspace:
 
     # -- promote --------------------------------------------------------------------------
     def promote(self, ref: str | None = None) -> tuple[ModelVersion, bool]:
+        self.guard_store()
         run = self.head_run(ref)
         existing = self.store.version_for_sha(self.project, run.sha)
         if existing:

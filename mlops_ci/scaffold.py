@@ -100,14 +100,24 @@ def reusable(starter: str, name: str) -> str:
 def repin(root: Path, ref: str) -> list[str]:
     """`make pin`: point _pin.py and the starter workflows (packaged and workflow_templates/)
     at the actions of commit `ref`. Returns the files written."""
+    import subprocess
+
     pin_file = root / "mlops_ci" / "_pin.py"
     text = pin_file.read_text(encoding="utf-8")
     pin(text, _pin.ACTION_REPOSITORY, ref, _pin.ACTION_VERSION)  # validates ref
-    pin_file.write_text(re.sub(r'ACTION_SHA = "[0-9a-f]{40}"', f'ACTION_SHA = "{ref}"', text), encoding="utf-8")
+    # the version of the pinned commit (the `# vX.Y.Z` comment Dependabot reads), not this tree's
+    shown = subprocess.run(["git", "show", f"{ref}:mlops_ci/__init__.py"], cwd=root, capture_output=True,
+                           text=True, check=False)  # fmt: skip
+    found = re.search(r'^__version__ = "([^"]+)"$', shown.stdout, re.M)
+    if not found:
+        raise UsageError(f"{ref} is not a commit of this repository with mlops_ci/__init__.py")
+    version = found.group(1)
+    text = re.sub(r'ACTION_SHA = "[0-9a-f]{40}"', f'ACTION_SHA = "{ref}"', text)
+    pin_file.write_text(re.sub(r'ACTION_VERSION = "[^"]+"', f'ACTION_VERSION = "{version}"', text), encoding="utf-8")
     written = [str(pin_file)]
     for name in WORKFLOWS:
         for path in (root / "mlops_ci" / "templates" / "workflows" / name, root / "workflow_templates" / name):
-            path.write_text(pin(path.read_text(encoding="utf-8"), _pin.ACTION_REPOSITORY, ref, _pin.ACTION_VERSION),
+            path.write_text(pin(path.read_text(encoding="utf-8"), _pin.ACTION_REPOSITORY, ref, version),
                             encoding="utf-8")  # fmt: skip
             written.append(str(path))
     for name, target in REUSABLE.items():

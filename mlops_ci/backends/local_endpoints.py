@@ -273,7 +273,8 @@ class LocalEndpoints:
         return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
 
     def _runner_guard(self, ep: EndpointConfig) -> None:
-        if ep.backend == "local":
+        self.ws.guard_store()
+        if ep.backend == "local" and not self.ws.dry_run:
             self.ws.runner_guard(
                 f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "
                 "job while its deployment record says it is live; use backend: sagemaker for CI deploys",

@@ -429,6 +429,7 @@ class S3Store:
         key = self._key("locks", re.sub(r"[^A-Za-z0-9._-]", "-", name) + ".json")
         deadline = self.clock() + timeout
         me: dict[str, Any] = {"owner": owner, "token": uuid.uuid4().hex}
+        wait = 0.1
         while True:
             me["expires"] = self.clock() + ttl
             got = self._get(key)
@@ -446,7 +447,8 @@ class S3Store:
                     )
             if etag is not None:
                 break
-            time.sleep(0.1)
+            time.sleep(wait)
+            wait = min(wait * 2, 2.0)  # a long wait (a training in flight) polls gently
         try:
             yield
         finally:

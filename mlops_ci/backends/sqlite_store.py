@@ -353,7 +353,7 @@ class SqliteStore:
             )
 
     @contextmanager
-    def lock(self, name: str, owner: str, timeout: float) -> Iterator[None]:
+    def lock(self, name: str, owner: str, timeout: float, ttl: float = 3600.0) -> Iterator[None]:
         """An exclusive lock next to the database (flock: released even if the holder dies)."""
         locks = self.path.parent / "locks"
         locks.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,9 @@ def test_remote_only_jobs_refuse_local_training(project: Project, monkeypatch: p
     code, _, err = project.cli("train")
     assert code == 5 and "run the commit's code on this runner" in err
     assert runs(project) == []
+    assert not (project.path / ".mlops-ci" / "runs").exists() or not any(
+        (project.path / ".mlops-ci" / "runs").iterdir()
+    )
 
 
 def test_under_actions_a_store_on_the_runner_is_an_error_unless_allowed(project: Project, monkeypatch):

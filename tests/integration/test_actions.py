@@ -60,7 +60,9 @@ def test_workflows_have_least_privilege(path: Path):
         for job in doc["jobs"].values():
             assert job["environment"] == "fork-training"
             runs = [i for i, step in enumerate(job["steps"]) if "run" in step]
-            assert [job["steps"][i]["run"] for i in runs] == ["cp trusted/mlops-ci.yaml pr/mlops-ci.yaml"]
+            assert [job["steps"][i]["run"] for i in runs] == [
+                "rm -f pr/mlops-ci.yaml && cp trusted/mlops-ci.yaml pr/mlops-ci.yaml"
+            ]
             first_mlops = min(i for i, st in enumerate(job["steps"]) if "mlops-ci/actions/" in st.get("uses", ""))
             assert runs[0] < first_mlops  # the base branch's config is in place before any mlops-ci step
 

@@ -77,3 +77,31 @@ def test_config_extras_names_what_the_action_installs(project: Project, monkeypa
     assert project.ok("config", "extras").strip() == ""
     monkeypatch.setenv("MLOPS_CI_STORE", "s3://bucket/prefix")
     assert project.ok("config", "extras").strip() == "s3"
+
+
+def test_a_revert_to_an_earlier_model_is_gated_afresh(project: Project):
+    """The verdict of A is relative to A's baseline: a revert R to A's model, whose baseline is
+    the better model it reverts, does not inherit it."""
+    project.ok("train")
+    project.ok("gate")
+    project.commit("better", quality=0.95)
+    project.ok("train")
+    project.ok("gate")
+    project.git("revert", "--no-edit", "HEAD")
+    code, _, err = project.cli("train")
+    assert code == 0 and "same training inputs as" in err
+    code, _, err = project.cli("promote")
+    assert code == 5 and "never went through the gate" in err
+    assert project.cli("gate")[0] == 1  # its own verdict: a 5.26% regression against the better model
+
+
+def test_no_reuse_for_a_commit_whose_config_is_not_the_checkouts(project: Project):
+    project.ok("train")
+    project.ok("gate")
+    project.git("checkout", "-q", "-b", "exp")
+    exp = project.commit("only the config", quality=0.81)
+    project.git("checkout", "-q", "main")
+    # from main's checkout, exp's inputs would be computed with main's config: never attached
+    code, _, err = project.cli("promote", exp)
+    assert code == 4 and "has no completed run" in err
+    assert [r["sha"] for r in runs(project)] == [project.git("rev-parse", "main")]
