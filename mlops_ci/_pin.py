@@ -3,5 +3,5 @@ commit (never a package-index name the project does not control). `make pin` set
 a release tag; `mlops-ci init --action-ref` overrides them for one repository."""
 
 ACTION_REPOSITORY = "mlops-ci/mlops-ci"
-ACTION_SHA = "8a41d3606193eb3c991c4e790ee1caa5eb8ecab8"
+ACTION_SHA = "1de3b0d1f054948341280dc6c8d936ccb38a0381"
 ACTION_VERSION = "0.1.0"
