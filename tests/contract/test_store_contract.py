@@ -71,6 +71,21 @@ def test_run_round_trip_and_lookups(make: Factory):
     assert [r.run_id for r in s.runs_by_prefix("bbbb")] == ["bbbbbbbb-1"]
 
 
+def test_runs_are_found_by_their_training_inputs(make: Factory):
+    import dataclasses
+
+    s = make()
+    d = "d" * 64
+    s.record_run(dataclasses.replace(run("aaaaaaaa-1", finished=1.0), inputs_digest=d), {})
+    s.record_run(dataclasses.replace(run("aaaaaaaa-2", finished=2.0), inputs_digest=d), {})
+    s.record_run(dataclasses.replace(run("bbbbbbbb-1", "b" * 40, finished=3.0, status="failed"), inputs_digest=d), {})
+    s.record_run(dataclasses.replace(run("cccccccc-1", "c" * 40, finished=4.0, dirty=True), inputs_digest=d), {})
+    s.record_run(dataclasses.replace(run("dddddddd-1", "d" * 40, finished=5.0), inputs_digest="e" * 64), {})
+    assert s.latest_by_inputs("p", d).run_id == "aaaaaaaa-2"  # newest completed, never failed or dirty
+    assert s.latest_by_inputs("p", "f" * 64) is None
+    assert s.latest_by_inputs("p", "") is None  # runs recorded before digests existed are never matched
+
+
 def test_failed_and_dirty_runs_are_never_baselines(make: Factory):
     s = make()
     s.record_run(run("r1", status="failed"), {})

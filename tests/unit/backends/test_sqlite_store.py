@@ -99,3 +99,31 @@ def test_garbage_file_is_a_clear_error(tmp_path: Path):
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="not a usable SQLite database"):
         SqliteStore(db)
+
+
+def test_a_v1_store_is_migrated_in_place_and_found_by_inputs(tmp_path: Path):
+    """A store written by the release before runs had an inputs digest (schema v1)."""
+    import dataclasses
+    import json
+
+    from mlops_ci.backends import sqlite_store
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(sqlite_store._SCHEMA)
+    conn.execute("PRAGMA user_version=1")
+    old = dataclasses.asdict(make_run("r-old"))
+    for key in ("inputs_digest", "reused_from"):  # a v1 body has neither
+        old.pop(key)
+    row = ("r-old", "p", "a" * 40, "main", "cfg", "completed", "local", 0.0, 1.0, 0, json.dumps(old))
+    conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store.get_run("r-old") == make_run("r-old")  # read back with the new fields' defaults
+    assert store.latest_by_inputs("p", "") is None  # an old run has no digest: never reused
+    new = dataclasses.replace(make_run("r-new", sha="b" * 40), inputs_digest="d" * 64)
+    store.record_run(new, {})
+    assert store.latest_by_inputs("p", "d" * 64) == new
+    assert store.latest_by_inputs("other", "d" * 64) is None
