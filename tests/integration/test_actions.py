@@ -94,7 +94,8 @@ def test_the_pinned_commit_has_the_actions_of_this_tree():
     known = subprocess.run(["git", "cat-file", "-e", f"{_pin.ACTION_SHA}^{{commit}}"], cwd=ROOT, check=False)
     if known.returncode != 0:
         pytest.skip(f"{_pin.ACTION_SHA[:12]} is not in this clone's history")
-    for rel in ["action.yml", *(str(p.relative_to(ROOT)) for p in (ROOT / "actions").rglob("*") if p.is_file())]:
+    code = [p for p in (ROOT / "actions").rglob("*") if p.is_file() and p.suffix in (".yml", ".sh")]
+    for rel in ["action.yml", *(str(p.relative_to(ROOT)) for p in code)]:
         old = subprocess.run(["git", "show", f"{_pin.ACTION_SHA}:{rel}"], cwd=ROOT, capture_output=True, check=False)
         assert old.returncode == 0 and old.stdout == (ROOT / rel).read_bytes(), f"{rel} changed since the pin: make pin"
 
@@ -145,3 +146,12 @@ def test_reusable_workflows_are_the_starter_workflows_behind_workflow_call():
         assert shipped == reusable((ROOT / "workflow_templates" / name).read_text(), name), f"{target}: make pin"
         doc = yaml.safe_load(shipped)
         assert list(doc[True]) == ["workflow_call"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "actions").glob("*/action.yml")), ids=lambda p: p.parent.name)
+def test_each_action_has_a_readme_with_every_input_and_output(path: Path):
+    doc = yaml.safe_load(path.read_text())
+    readme = (path.parent / "README.md").read_text()
+    assert f"mlops-ci/mlops-ci/actions/{path.parent.name}@" in readme
+    for name in [*doc["inputs"], *doc["outputs"]]:
+        assert f"| `{name}` |" in readme, f"{path.parent.name}/README.md does not document {name}"
