@@ -109,6 +109,7 @@ class Workspace:
         self._aws: Any = None
         self._comet: Any = None
         self._left_out: list[str] = []  # source files training.exclude removed from the job's source
+        self._planned_verdicts: dict[str, Verdict] = {}  # a dry run's reused verdicts, by run id
 
     @property
     def store(self) -> Store:
@@ -478,13 +479,22 @@ class Workspace:
             original, run_id=f"{sha[:8]}-{secrets.token_hex(3)}", sha=sha, branch=self.ctx.branch,
             config_digest=config_digest, started=now, finished=now, reused_from=root,
         )  # fmt: skip
-        self.store.record_run(run, self.store.series(original.run_id))
         verdict = self.store.latest_verdict(original.run_id)
+        copy = None
         if verdict is not None and verdict.gate_digest == self.cfg.gate_digest() and self._same_baseline(run, verdict):
-            self.store.record_verdict(dataclasses.replace(
+            copy = dataclasses.replace(
                 verdict, verdict_id=uuid.uuid4().hex[:16], run_id=run.run_id, sha=sha, created=now,
                 reused_from=verdict.verdict_id,
-            ))  # fmt: skip
+            )  # fmt: skip
+        if self.dry_run:  # the plan says what the real run records; later steps of it see them
+            self.would("store", "record run (reused)", run_id=f"{sha[:8]}-<random>", sha=sha, reused_from=root)
+            if copy is not None:
+                self.would("store", "record verdict (reused)", reused_from=copy.reused_from, passed=copy.passed)
+                self._planned_verdicts[run.run_id] = copy
+        else:
+            self.store.record_run(run, self.store.series(original.run_id))
+            if copy is not None:
+                self.store.record_verdict(copy)
         self.say(
             f"commit {sha[:8]} has the same training inputs as {original.sha[:8]}: reusing run {root} "
             f"(model sha256 {(original.artifact_sha256 or '')[:12]}), recorded as run {run.run_id}; not training"
@@ -518,7 +528,7 @@ class Workspace:
         or squash commit, a docs-only change) gets that run, without training."""
         import tempfile
 
-        if self.dry_run or (self.git.is_dirty([str(self.root)]) and sha == self.git.head_sha()):
+        if self.git.is_dirty([str(self.root)]) and sha == self.git.head_sha():
             return None
         if not self._config_matches(sha):
             return None  # its inputs would be computed with another commit's training config
@@ -555,6 +565,11 @@ class Workspace:
         project_dir = self._snapshot(sha, dirty, workdir / "src")
         backend = self._trainer()
         channels, data = self._channels(project_dir, backend)
+        if not (dirty or force):
+            original = self.store.latest_by_inputs(self.project, self._inputs_digest(project_dir, data, digest))
+            if original is not None:
+                self._record_reuse(original, sha, digest)
+                return None, False
         if cfg.training.backend == "sagemaker":
             spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
             name, exists = backend.next_job(spec, self.project, fresh=force)
@@ -861,7 +876,7 @@ class Workspace:
         """The run's latest verdict, which must have passed under the current gate rules."""
         if run.dirty:
             raise Refused(f"run {run.run_id} was trained from a dirty work tree and can never be promoted")
-        verdict = self.store.latest_verdict(run.run_id)
+        verdict = self.store.latest_verdict(run.run_id) or self._planned_verdicts.get(run.run_id)
         if verdict is None:
             raise Refused(
                 f"commit {run.sha[:8]} never went through the gate (no verdict for run {run.run_id}); "

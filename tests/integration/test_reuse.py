@@ -105,3 +105,21 @@ def test_no_reuse_for_a_commit_whose_config_is_not_the_checkouts(project: Projec
     code, _, err = project.cli("promote", exp)
     assert code == 4 and "has no completed run" in err
     assert [r["sha"] for r in runs(project)] == [project.git("rev-parse", "main")]
+
+
+def test_dry_runs_tell_the_reuse_the_real_runs_make(project: Project):
+    project.ok("train")
+    project.git("checkout", "-q", "-b", "tune")
+    project.commit("better", quality=0.95)
+    project.ok("train")
+    project.ok("gate", "--base", "main")
+    (project.path / "README.md").write_text("# prose\n")
+    project.commit("docs only")
+    train_plan = json.loads(project.ok("train", "--dry-run", "--json"))["plan"]
+    assert [step["action"] for step in train_plan] == ["record run (reused)", "record verdict (reused)"]
+    promote_plan = json.loads(project.ok("promote", "--dry-run", "--json"))["plan"]
+    assert [step["action"] for step in promote_plan] == [
+        "record run (reused)", "record verdict (reused)", "register model version"]  # fmt: skip
+    assert len(runs(project)) == 2  # the dry runs recorded nothing
+    version = json.loads(project.ok("promote", "--json"))["version"]
+    assert version["version"] == 1 and len(runs(project)) == 3
