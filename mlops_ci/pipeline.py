@@ -133,9 +133,9 @@ class Workspace:
         """Under GitHub Actions, refuse state that dies with the runner unless `allow` is set
         (a self-hosted runner whose disk persists, a throw-away self-test)."""
         if self.env.get("GITHUB_ACTIONS") == "true" and self.env.get(allow) != "true":
-            kind = self.env.get("RUNNER_ENVIRONMENT") or "this"
-            raise ConfigError(f"{why}. On a self-hosted runner whose disk persists, set {allow}=true "
-                              f"({kind} runner)")  # fmt: skip
+            kind = self.env.get("RUNNER_ENVIRONMENT")  # github-hosted or self-hosted, on GitHub
+            where = f" (this runner is {kind})" if kind in ("github-hosted", "self-hosted") else ""
+            raise ConfigError(f"{why}. On a self-hosted runner whose disk persists, set {allow}=true{where}")
 
     @property
     def ctx(self) -> GitContext:

@@ -409,6 +409,7 @@ jobs:
   hostile:
     runs-on: ubuntu-latest
     permissions: {contents: read}
+    env: {MLOPS_CI_STORE: "${{ vars.MLOPS_CI_STORE }}"}
     steps:
       - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
         with: {persist-credentials: false}
