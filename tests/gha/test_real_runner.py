@@ -37,6 +37,7 @@ from tests.fakes.github_api import ALL_PERMISSIONS, READ_ONLY, FakeGitHub
 
 KIT = ROOT.parent / "shared" / "gha-kit"
 pytestmark = [
+    pytest.mark.gha,
     pytest.mark.skipif(
         not (KIT / "act-offline").is_file(),
         reason="needs ../shared/gha-kit (the offline Actions runner kit beside the project; CI has it)",
