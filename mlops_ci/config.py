@@ -250,14 +250,14 @@ class Config:
         for key in ("image_uri", "environment"):  # unset new keys leave the digests of older runs as they were
             if not payload["serving"][key]:
                 payload["serving"].pop(key)
-        return _digest(payload)
+        return digest(payload)
 
     def gate_digest(self) -> str:
         """What determines a verdict: a promote needs a verdict under the current digest."""
         rules = [{k: v for k, v in asdict(r).items() if k != "line"} for r in self.gate.rules]
         goals = {k: asdict(v) for k, v in sorted(self.metrics.items())}
         payload = {"rules": rules, "goals": goals, "require_baseline": self.gate.require_baseline}
-        return _digest(payload)
+        return digest(payload)
 
     def to_display(self) -> dict[str, Any]:
         """The resolved config with secrets masked, for `config show`."""
@@ -273,7 +273,8 @@ def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in env.items()}
 
 
-def _digest(payload: Any) -> str:
+def digest(payload: Any) -> str:
+    """sha256 of `payload`'s canonical JSON: the config digests, and the run's inputs digest."""
     import hashlib  # not at module level: `config check` never needs it
     import json
 

@@ -232,15 +232,12 @@ class Workspace:
         workdir.mkdir(parents=True)
         snapshot = workdir / "src"
         try:
-            project_dir = self._snapshot(sha, dirty, snapshot)
-            backend = self._trainer()
-            channels, data = self._channels(project_dir, backend)
-            inputs = self._inputs_digest(project_dir, data, digest)
+            project_dir, backend, channels, data, inputs = self._prepare(sha, dirty, snapshot)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)  # nothing is left of a run that never started
             raise
         if dirty or force or attach_only:
-            return self._train(sha, ref, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
+            return self._train(sha, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
                                force=force, no_wait=no_wait, attach_only=attach_only,
                                cancel_superseded=cancel_superseded)  # fmt: skip
         # Single flight: the push and the PR job of one commit (or two commits with the same
@@ -263,11 +260,11 @@ class Workspace:
             if existing or original:
                 shutil.rmtree(workdir, ignore_errors=True)
                 return existing or self._record_reuse(original, sha, digest), True  # type: ignore[arg-type]
-            return self._train(sha, ref, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
+            return self._train(sha, run_id, workdir, project_dir, backend, channels, data, inputs, dirty=dirty,
                                force=force, no_wait=no_wait, attach_only=attach_only,
                                cancel_superseded=cancel_superseded)  # fmt: skip
 
-    def _train(self, sha: str, ref: str | None, run_id: str, workdir: Path, project_dir: Path, backend: Any,
+    def _train(self, sha: str, run_id: str, workdir: Path, project_dir: Path, backend: Any,
                channels: dict[str, Path], data: dict[str, dict[str, str]], inputs: str, *, dirty: bool,
                force: bool, no_wait: bool, attach_only: bool,
                cancel_superseded: bool) -> tuple[Run | None, bool]:  # fmt: skip
@@ -456,19 +453,23 @@ class Workspace:
             rel = f.relative_to(code).as_posix()
             if any(rel == k or rel.startswith(k + "/") for k in kept):
                 continue  # packed with the model: never excluded
-            if f.resolve() == config or excluded(rel, self.cfg.training.exclude):
+            is_config = f.resolve() == config
+            if is_config or excluded(rel, self.cfg.training.exclude):
                 f.unlink()
-                if f.resolve() != config:
+                if not is_config:
                     self._left_out.append(rel)
 
-    def _inputs_digest(self, project_dir: Path, data: dict[str, dict[str, str]], config_digest: str) -> str:
-        """What training reads: the job's source, the channels' digests, the training config."""
-        import hashlib
-        import json
-
+    def _prepare(
+        self, sha: str, dirty: bool, dest: Path
+    ) -> tuple[Path, Any, dict[str, Path], dict[str, dict[str, str]], str]:
+        """The job's source under `dest`, the backend, its channels and their records, and the
+        digest of what training reads: that source, the channels' digests, the training config."""
+        project_dir = self._snapshot(sha, dirty, dest)
+        backend = self._trainer()
+        channels, data = self._channels(project_dir, backend)
         source = sha256_tree(project_dir / self.cfg.training.source_dir)
-        payload = {"source": source, "channels": data, "training": config_digest}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        inputs = config_mod.digest({"source": source, "channels": data, "training": self.cfg.training_digest()})
+        return project_dir, backend, channels, data, inputs
 
     def _record_reuse(self, original: Run, sha: str, config_digest: str) -> Run:
         """`sha` trains exactly what `original` trained: record its run (and its verdict under
@@ -534,11 +535,9 @@ class Workspace:
             return None  # its inputs would be computed with another commit's training config
         with tempfile.TemporaryDirectory(prefix="mlops-ci-inputs-") as tmp:
             try:
-                project_dir = self._snapshot(sha, False, Path(tmp) / "src")
-                _, data = self._channels(project_dir, self._trainer())
+                inputs = self._prepare(sha, False, Path(tmp) / "src")[4]
             except ConfigError:
                 return None  # not trainable as configured: nothing to reuse either
-            inputs = self._inputs_digest(project_dir, data, self.cfg.training_digest())
         original = self.store.latest_by_inputs(self.project, inputs)
         return self._record_reuse(original, sha, self.cfg.training_digest()) if original else None
 
@@ -562,11 +561,9 @@ class Workspace:
         self, sha: str, dirty: bool, digest: str, workdir: Path, run_id: str, force: bool = False
     ) -> tuple[None, bool]:
         cfg = self.cfg
-        project_dir = self._snapshot(sha, dirty, workdir / "src")
-        backend = self._trainer()
-        channels, data = self._channels(project_dir, backend)
+        project_dir, backend, channels, data, inputs = self._prepare(sha, dirty, workdir / "src")
         if not (dirty or force):
-            original = self.store.latest_by_inputs(self.project, self._inputs_digest(project_dir, data, digest))
+            original = self.store.latest_by_inputs(self.project, inputs)
             if original is not None:
                 self._record_reuse(original, sha, digest)
                 return None, False

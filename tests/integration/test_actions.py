@@ -155,3 +155,10 @@ def test_each_action_has_a_readme_with_every_input_and_output(path: Path):
     assert f"mlops-ci/mlops-ci/actions/{path.parent.name}@" in readme
     for name in [*doc["inputs"], *doc["outputs"]]:
         assert f"| `{name}` |" in readme, f"{path.parent.name}/README.md does not document {name}"
+
+
+def test_install_sh_knows_exactly_the_package_extras():
+    section = (ROOT / "pyproject.toml").read_text().split("[project.optional-dependencies]\n", 1)[1].split("\n[", 1)[0]
+    extras = set(re.findall(r"^([a-z0-9-]+) = \[", section, re.M))
+    known = re.search(r'^known=" (.*) "$', (ROOT / "actions" / "install.sh").read_text(), re.M)
+    assert known and set(known.group(1).split()) == extras
