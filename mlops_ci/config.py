@@ -139,6 +139,9 @@ class Rule:
 class GateConfig:
     rules: tuple[Rule, ...] = ()
     require_baseline: bool = False
+    # an AWS KMS asymmetric key (id, ARN or alias): verdicts and versions are signed with it and
+    # a deploy verifies both; not part of the gate digest (it decides who may judge, not how)
+    signing_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -715,7 +718,7 @@ _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 
 
 def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateConfig:
-    g = r.mapping(raw, ("gate",), ("rules", "require_baseline"))
+    g = r.mapping(raw, ("gate",), ("rules", "require_baseline", "signing_key"))
     rules: list[Rule] = []
     for i, item in enumerate(r.seq(g.get("rules"), ("gate", "rules"))):
         rp: tuple[str | int, ...] = ("gate", "rules", i)
@@ -759,6 +762,7 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
     return GateConfig(
         rules=tuple(rules),
         require_baseline=r.boolean(g.get("require_baseline", False), ("gate", "require_baseline")),
+        signing_key=_opt_string(r, g, "signing_key", ("gate",)),
     )
 
 

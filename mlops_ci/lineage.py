@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from . import integrity
 from ._files import sha256_file
 from .errors import MlopsCiError, NotFound
 from .records import data_summary
@@ -56,6 +57,7 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
         "verdict": None,
         "model_version": mv.to_dict() if mv else None,
         "deployments": [],
+        "integrity": [],  # every broken seal or link among the records shown (exit 14)
     }
     if endpoint:
         st = ws.store.endpoint_state(ws.project, endpoint)
@@ -74,6 +76,8 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
                                          "branch": orig.branch if orig else None}  # fmt: skip
         doc["artifact"] = _verify(ws, run.artifact_uri, run.artifact_sha256)
         verdict = ws.store.get_verdict(mv.verdict_id) if mv else ws.store.latest_verdict(run.run_id)
+        doc["integrity"] = integrity.link_problems(run=run, series=ws.store.series(run.run_id), verdict=verdict,
+                                                   version=mv)  # fmt: skip
         if verdict is not None:
             v = verdict.to_dict()
             keys = ("verdict_id", "passed", "conclusion", "baseline_sha", "baseline_run_id", "baseline_note",
@@ -84,7 +88,10 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
                 for r in v["results"]
             ]
     if mv is not None:
-        doc["deployments"] = [asdict(d) for d in ws.store.deployments(ws.project) if d.version == mv.version]
+        deployments = [d for d in ws.store.deployments(ws.project) if d.version == mv.version]
+        doc["deployments"] = [asdict(d) for d in deployments]
+        for d in deployments:
+            doc["integrity"] += [p for p in integrity.link_problems(deployment=d, version=mv) if d.deployment_id in p]
     return doc
 
 
@@ -176,4 +183,8 @@ def render(doc: dict[str, Any]) -> str:
         )
     if mv and not doc["deployments"]:
         lines.append("deployed   never")
+    for problem in doc["integrity"]:
+        lines.append(f"INTEGRITY  {problem}")
+    if not doc["integrity"] and r is not None:
+        lines.append("integrity  every record above matches its digest and its links")
     return "\n".join(lines)

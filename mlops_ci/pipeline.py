@@ -24,8 +24,10 @@ from typing import Any
 from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
+from . import integrity
 from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
 from .backends import Store, TrainingSpec, owner_label, run_url
+from .config import Config
 from .context import Git, GitContext, load_context
 from .errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
@@ -73,6 +75,8 @@ class Review:
     outcome: gate_mod.GateOutcome
     head: Run
     baseline: BaselineChoice
+    policy: Config  # the committed config whose gate rules decided
+    source: str  # where it came from, "<sha8>:mlops-ci.yaml"
 
 
 def _quiet(_: str) -> None:
@@ -110,6 +114,8 @@ class Workspace:
         self._comet: Any = None
         self._left_out: list[str] = []  # source files training.exclude removed from the job's source
         self._planned_verdicts: dict[str, Verdict] = {}  # a dry run's reused verdicts, by run id
+        self._policies: dict[str, tuple[Config, str]] = {}  # committed configs, by commit
+        self._signers: dict[str, integrity.Signer] = {}
 
     @property
     def store(self) -> Store:
@@ -327,7 +333,7 @@ class Workspace:
         shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
         if result.failure is not None or result.exit_code != 0:
             failure = result.failure or f"exit code {result.exit_code}"
-            run = Run(**base, status="failed", failure=failure)  # type: ignore[arg-type]
+            run = integrity.seal_run(Run(**base, status="failed", failure=failure), result.series)  # type: ignore[arg-type]
             self.store.record_run(run, result.series)
             first = failure.strip().splitlines()[0] if failure.strip() else failure
             hint = ""
@@ -338,6 +344,7 @@ class Workspace:
         artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
         uri = self.store.put_artifact(artifact, digest_art)
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
+        run = integrity.seal_run(run, result.series)
         self.store.record_run(run, result.series)
         if cfg.tracking.backend == "comet" and self.comet().online:
             self._tag_experiment(run, spec, job)
@@ -476,24 +483,28 @@ class Workspace:
         the current gate rules) against `sha`, pointing at the run that really trained."""
         now = time.time()
         root = original.reused_from or original.run_id
-        run = dataclasses.replace(
+        series = self.store.series(original.run_id)
+        integrity.require(integrity.link_problems(run=original, series=series), f"reuse run {original.run_id}")
+        run = integrity.seal_run(dataclasses.replace(
             original, run_id=f"{sha[:8]}-{secrets.token_hex(3)}", sha=sha, branch=self.ctx.branch,
             config_digest=config_digest, started=now, finished=now, reused_from=root,
-        )  # fmt: skip
+        ), series)  # fmt: skip
         verdict = self.store.latest_verdict(original.run_id)
         copy = None
-        if verdict is not None and verdict.gate_digest == self.cfg.gate_digest() and self._same_baseline(run, verdict):
-            copy = dataclasses.replace(
+        policy, source = self.policy(sha)
+        if (verdict is not None and not integrity.link_problems(run=original, verdict=verdict)
+                and verdict.gate_digest == policy.gate_digest() and self._same_baseline(run, verdict)):  # fmt: skip
+            copy = self._sealed_verdict(dataclasses.replace(
                 verdict, verdict_id=uuid.uuid4().hex[:16], run_id=run.run_id, sha=sha, created=now,
-                reused_from=verdict.verdict_id,
-            )  # fmt: skip
+                reused_from=verdict.verdict_id, run_digest=run.digest, gate_source=source,
+            ), policy)  # fmt: skip
         if self.dry_run:  # the plan says what the real run records; later steps of it see them
             self.would("store", "record run (reused)", run_id=f"{sha[:8]}-<random>", sha=sha, reused_from=root)
             if copy is not None:
                 self.would("store", "record verdict (reused)", reused_from=copy.reused_from, passed=copy.passed)
                 self._planned_verdicts[run.run_id] = copy
         else:
-            self.store.record_run(run, self.store.series(original.run_id))
+            self.store.record_run(run, series)
             if copy is not None:
                 self.store.record_verdict(copy)
         self.say(
@@ -718,6 +729,11 @@ class Workspace:
         b = choice.run
         head_series = self.store.series(head.run_id)
         base_series = self.store.series(b.run_id) if b else None
+        problems = integrity.link_problems(run=head, series=head_series)
+        if b is not None and base_series is not None:
+            problems += integrity.link_problems(run=b, series=base_series)
+        integrity.require(problems, f"judge commit {head.sha[:8]}")
+        policy, source = self.policy(head.sha) if not head.dirty else (self.cfg, "the work tree")
         if self.cfg.tracking.backend == "comet":  # Comet's numbers, for the report and the gate alike
             head, head_series = self._from_comet(head, head_series)
             if b is not None and base_series is not None:
@@ -728,10 +744,13 @@ class Workspace:
                     links = {**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
                     head = dataclasses.replace(head, links=links)
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
-        outcome = gate_mod.evaluate(
-            self.cfg.gate, head.metrics, b.metrics if b else None, choice.state, self.cfg.metrics
-        )
-        return Review(comparison, outcome, head, choice)
+        outcome = gate_mod.evaluate(policy.gate, head.metrics, b.metrics if b else None, choice.state, policy.metrics)
+        if policy is not self.cfg and policy.gate_digest() != self.cfg.gate_digest():
+            self.warn(
+                f"the gate rules in your work tree differ from the ones committed at {source}; the committed "
+                "ones decide (commit your change for it to apply)"
+            )
+        return Review(comparison, outcome, head, choice, policy, source)
 
     def _from_comet(self, run: Run, series: dict[str, Sequence[float]]) -> tuple[Run, dict[str, Sequence[float]]]:
         found = self.comet().numbers(run, self.cfg.metrics)
@@ -749,25 +768,30 @@ class Workspace:
 
     def record_verdict(self, review: Review) -> Verdict:
         b = review.baseline.run
+        if review.head.dirty:
+            raise Refused("this run was trained from a dirty work tree; commit, train and gate again")
         verdict = Verdict(
             verdict_id=uuid.uuid4().hex[:16],
             run_id=review.head.run_id,
             project=self.project,
             sha=review.head.sha,
             passed=review.outcome.passed,
-            gate_digest=self.cfg.gate_digest(),
+            gate_digest=review.policy.gate_digest(),
             baseline_run_id=b.run_id if b else None,
             baseline_sha=b.sha if b else None,
             baseline_note=review.baseline.note,
             results=review.outcome.results,
             created=time.time(),
+            gate_source=review.source,
+            run_digest=review.head.digest,  # the stored run's, even where Comet's numbers replaced its metrics
+            baseline_digest=b.digest if b else None,
         )
-        if review.head.dirty:
-            raise Refused("this run was trained from a dirty work tree; commit, train and gate again")
         if self.dry_run:
             self.would("store", "record verdict", run_id=verdict.run_id, passed=verdict.passed,
-                       baseline_run_id=verdict.baseline_run_id, gate_digest=verdict.gate_digest)  # fmt: skip
+                       baseline_run_id=verdict.baseline_run_id, gate_digest=verdict.gate_digest,
+                       gate_source=verdict.gate_source)  # fmt: skip
             return verdict
+        verdict = self._sealed_verdict(verdict, review.policy)
         self.store.record_verdict(verdict)
         return verdict
 
@@ -797,6 +821,8 @@ class Workspace:
                 metrics=dict(run.metrics),
                 stage="approved",
                 created=time.time(),
+                run_digest=run.digest,
+                verdict_digest=verdict.digest,
             )
 
         if self.dry_run:
@@ -807,7 +833,13 @@ class Workspace:
                 self.register_package(mv)
             self._register_comet(mv, run)
             return mv, True
-        mv, created = self.store.promote(make, run.sha, self.project)
+        signer = self.signer(run.sha)
+
+        def sealed(version: int) -> ModelVersion:
+            mv = integrity.seal(make(version))
+            return dataclasses.replace(mv, signature=signer.sign(mv, self.env)) if signer else mv
+
+        mv, created = self.store.promote(sealed, run.sha, self.project)
         if self.cfg.registry.backend == "sagemaker":
             self.register_package(mv)
         self._register_comet(mv, run)
@@ -884,12 +916,97 @@ class Workspace:
                 r.rule + ": " + r.reason for r in verdict.results if not r.passed and r.severity == "fail"
             )
             raise Refused(f"commit {run.sha[:8]} failed the gate ({failed}); fix the model and train again")
-        if verdict.gate_digest != self.cfg.gate_digest():
+        policy, source = self.policy(run.sha)
+        if verdict.gate_digest != policy.gate_digest():
             raise Refused(
-                f"the verdict for {run.sha[:8]} was made under different gate rules; "
-                "re-run `mlops-ci gate` under the current mlops-ci.yaml"
+                f"the verdict for {run.sha[:8]} was made under other gate rules than the ones committed at "
+                f"{source}; re-run `mlops-ci gate` on that commit"
             )
+        if verdict.verdict_id in {v.verdict_id for v in self._planned_verdicts.values()}:
+            return verdict  # a dry run's planned copy: never stored, so nothing to verify yet
+        baseline = self.store.get_run(verdict.baseline_run_id) if verdict.baseline_run_id else None
+        problems = integrity.link_problems(run=run, verdict=verdict, baseline=baseline)
+        signer = self.signer(run.sha)
+        if signer and not problems and (bad := signer.check(verdict)):
+            problems.append(bad)
+        integrity.require(problems, f"use the verdict on commit {run.sha[:8]}")
         return verdict
+
+    def verify_version(self, mv: ModelVersion) -> None:
+        """The whole chain behind a model version, before it is deployed: its seal and signature,
+        its verdict's, its run's, and the links between them (exit 14 naming the first broken one)."""
+        run = self.store.get_run(mv.run_id)
+        verdict = self.store.get_verdict(mv.verdict_id)
+        problems = integrity.link_problems(version=mv, verdict=verdict, run=run)
+        if run is None or verdict is None:
+            missing = f"run {mv.run_id}" if run is None else f"verdict {mv.verdict_id}"
+            problems.append(f"{integrity.describe(mv)} rests on {missing}, which is not in the store")
+        signer = self.signer(mv.sha)
+        if signer and not problems:
+            problems += [p for r in (verdict, mv) if r is not None and (p := signer.check(r))]
+        integrity.require(problems, f"deploy {integrity.describe(mv)}")
+
+    # -- policy: the committed rules that decide promotion ---------------------------------
+    def policy(self, sha: str) -> tuple[Config, str]:
+        """The config whose gate rules decide for `sha`, and where it came from: the one committed
+        at `sha` or, under Actions on a pull request, the base branch's, so a PR cannot loosen its
+        own gate. Never the work tree: an uncommitted edit must not decide what gets promoted."""
+        src = sha
+        if self.env.get("GITHUB_ACTIONS") == "true" and self.ctx.pr_number is not None and self.ctx.base_ref:
+            base = self.ctx.base_ref
+            for cand in (f"origin/{base}", base):
+                try:
+                    src = self.git.resolve(cand)
+                    break
+                except NotFound:
+                    continue
+            else:
+                raise GitError(
+                    f"the gate rules of a pull request come from its base branch '{base}', which is not in this "
+                    f"clone; fetch it (actions/checkout with fetch-depth: 0, or git fetch origin {base})"
+                )
+        if src in self._policies:
+            return self._policies[src]
+        rel = self.config_path_in_repo()
+        try:
+            text = self.git.show_file(src, rel)
+        except (GitError, NotFound):
+            raise Refused(
+                f"{rel} is not committed at {src[:8]}: the gate rules that decide promotion come from a commit, "
+                "never from uncommitted files; commit it"
+            ) from None
+        where = f"{src[:8]}:{rel}"
+        found = (config_mod.parse(text, where, self.cfg.root), where)
+        self._policies[src] = found
+        return found
+
+    def signer(self, sha: str) -> integrity.Signer | None:
+        """The KMS signer of the committed policy's gate.signing_key, or None when unsigned."""
+        key = self.policy(sha)[0].gate.signing_key
+        if not key:
+            return None
+        if key not in self._signers:
+            aws = self.aws()
+            self._signers[key] = integrity.Signer(key, aws.client("kms"), aws.errors, aws.error)
+        return self._signers[key]
+
+    def signature_problem(self, record: Verdict | ModelVersion) -> str | None:
+        """For `store check`: why the record's signature fails under its commit's policy, if signed."""
+        from .errors import MlopsCiError
+
+        try:
+            signer = self.signer(record.sha)
+        except MlopsCiError as exc:
+            return f"{integrity.describe(record)}: its signature cannot be checked: {exc.message}"
+        return signer.check(record) if signer else None
+
+    def _sealed_verdict(self, verdict: Verdict, policy: Config) -> Verdict:
+        verdict = integrity.seal(verdict)
+        if not policy.gate.signing_key or self.dry_run:
+            return verdict
+        signer = self.signer(verdict.sha)
+        assert signer is not None
+        return dataclasses.replace(verdict, signature=signer.sign(verdict, self.env))
 
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path:
         if not uri or not digest:

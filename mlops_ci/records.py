@@ -34,6 +34,8 @@ class Run:
     # config); equal digests mean the same model, so a later commit reuses the run
     inputs_digest: str = ""
     reused_from: str | None = None  # the run that actually trained this model (same inputs)
+    series_sha256: str = ""  # digest of the metric curves, which the store keeps apart
+    digest: str = ""  # sha256 of everything above (integrity.py); "" = never sealed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,11 @@ class Verdict:
     results: tuple[RuleResult, ...]
     created: float
     reused_from: str | None = None  # the verdict copied, when the run reuses another commit's run
+    gate_source: str = ""  # where the rules came from: "<sha8>:<path>" of a committed mlops-ci.yaml
+    run_digest: str = ""  # the digest of the run judged, and of its baseline: the chain's links
+    baseline_digest: str | None = None
+    digest: str = ""
+    signature: dict[str, str] = field(default_factory=dict)  # KMS signature of `digest` (optional)
 
     @property
     def conclusion(self) -> str:
@@ -102,6 +109,10 @@ class ModelVersion:
     metrics: dict[str, float]
     stage: str  # approved | retired
     created: float
+    run_digest: str = ""
+    verdict_digest: str = ""
+    digest: str = ""
+    signature: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +131,8 @@ class Deployment:
     detail: str
     started: float
     finished: float
+    version_digest: str = ""
+    digest: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from . import integrity
 from ._files import sha256_file
 from .backends import Store
-from .errors import AlreadyExists, ConfigError, MlopsCiError
+from .errors import AlreadyExists, ConfigError, IntegrityError, MlopsCiError
 from .records import Deployment, ModelVersion, RuleResult, Run, Verdict
 
 FORMAT = "mlops-ci/store-export/v1"
@@ -61,9 +62,15 @@ def import_records(
             if rec.get("project") != project:
                 raise ConfigError(f"the export is of project {rec.get('project')!r}, not {project!r}")
             continue
+
+        def sealed(record: integrity.R, i: int = i) -> integrity.R:
+            if (bad := integrity.problem(record)) is not None:  # an import must not launder a forgery
+                raise IntegrityError(f"line {i} of the export: {bad}")
+            return record
+
         try:
             if kind == "run":
-                run = Run(**rec["run"])
+                run = sealed(Run(**rec["run"]))
                 run = replace(
                     run, artifact_uri=_carry(store, run.artifact_uri, run.artifact_sha256, uris, artifact_cache)
                 )
@@ -71,9 +78,9 @@ def import_records(
             elif kind == "verdict":
                 d = rec["verdict"]
                 d["results"] = tuple(RuleResult(**r) for r in d["results"])
-                store.record_verdict(Verdict(**d))
+                store.record_verdict(sealed(Verdict(**d)))
             elif kind == "version":
-                mv = ModelVersion(**rec["version"])
+                mv = sealed(ModelVersion(**rec["version"]))
                 mv = replace(
                     mv, artifact_uri=_carry(store, mv.artifact_uri, mv.artifact_sha256, uris, artifact_cache) or ""
                 )
@@ -81,7 +88,7 @@ def import_records(
                     counts["skipped"] += 1
                     continue
             elif kind == "deployment":
-                store.record_deployment(Deployment(**rec["deployment"]))
+                store.record_deployment(sealed(Deployment(**rec["deployment"])))
             else:
                 raise ConfigError(f"line {i}: unknown record kind {kind!r}")
         except AlreadyExists:
@@ -113,11 +120,38 @@ def _carry(store: Store, uri: str | None, digest: str | None, done: dict[str, st
     return uri
 
 
-def check(store: Store, project: str, cache: Path) -> list[str]:
-    """Problems found: artifacts missing or not matching their digest, dangling references."""
+def check(
+    store: Store,
+    project: str,
+    cache: Path,
+    signature: Callable[[Verdict | ModelVersion], str | None] | None = None,
+) -> list[str]:
+    """Problems found: records that no longer match their digest or whose links are broken,
+    bad signatures (with `signature`), artifacts missing or not matching their digest, dangling
+    references."""
     problems: list[str] = []
     runs = {r.run_id: r for r in store.runs(project, limit=10**9)}
     versions = store.versions(project)
+    verdicts: dict[str, Verdict] = {}
+    for run in runs.values():
+        problems += integrity.link_problems(run=run, series=store.series(run.run_id))
+        for judged in store.verdicts_for(run.run_id):
+            verdicts[judged.verdict_id] = judged
+            base = runs.get(judged.baseline_run_id) if judged.baseline_run_id else None
+            found = integrity.link_problems(verdict=judged, run=run, baseline=base)
+            found = [p for p in found if judged.verdict_id in p]
+            if signature is not None and not found and (bad := signature(judged)):
+                found.append(bad)
+            problems += found
+    by_number = {mv.version: mv for mv in versions}
+    for mv in versions:
+        found = integrity.link_problems(version=mv, verdict=verdicts.get(mv.verdict_id), run=runs.get(mv.run_id))
+        problems += [p for p in found if p.startswith(integrity.describe(mv))]
+        if signature is not None and not found and (bad := signature(mv)):
+            problems.append(bad)
+    for dep in store.deployments(project):
+        found = integrity.link_problems(deployment=dep, version=by_number.get(dep.version))
+        problems += [p for p in found if p.startswith(integrity.describe(dep))]
     checked: set[tuple[str, str]] = set()  # an artifact shared by a run and its version: checked, reported once
 
     def artifact_ok(uri: str | None, digest: str | None, what: str) -> None:

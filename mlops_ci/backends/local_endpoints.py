@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import integrity
 from ..config import EndpointConfig
 from ..errors import ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..records import Deployment, EndpointState, ModelVersion
@@ -236,6 +237,7 @@ class LocalEndpoints:
                 f"{self.project} v{mv.version} has no passing gate verdict on record (provenance missing); "
                 "refusing to deploy"
             )
+        ws.verify_version(mv)
         ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         return mv
 
@@ -269,6 +271,8 @@ class LocalEndpoints:
         mv = self.store.get_version(self.project, target.version)
         if mv is None:
             raise NotFound(f"{self.project} v{target.version} is no longer in the registry")
+        integrity.require(integrity.link_problems(deployment=target, version=mv), f"roll {name} back")
+        self.ws.verify_version(mv)
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
 
@@ -300,10 +304,11 @@ class LocalEndpoints:
 
     def _deployment(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, outcome: str,
                     detail: str, started: float, deployment_id: str = "-") -> Deployment:  # fmt: skip
-        return Deployment(
+        return integrity.seal(Deployment(
             deployment_id=deployment_id, project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha,
             tag=tag, kind=kind, outcome=outcome, detail=detail, started=started, finished=time.time(),
-        )  # fmt: skip
+            version_digest=mv.digest,
+        ))  # fmt: skip
 
     def _noop(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None,
               started: float) -> Deployment:  # fmt: skip

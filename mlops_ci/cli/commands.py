@@ -546,7 +546,7 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
                 storeops.import_records(ws.store, ws.project, fh, artifact_cache=ws.home / "artifacts", say=say)
         return 0
     if action == "check":
-        problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache")
+        problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache", ws.signature_problem)
         for p in problems:
             out(p)
         if problems:
@@ -602,6 +602,8 @@ def lineage_cmd(ws: Any, target: str, *, as_json: bool) -> int:
         _json(doc)
     else:
         out(lineage.render(doc))
+    if doc["integrity"]:
+        raise IntegrityError(f"the records of {target} fail verification: {doc['integrity'][0]}")
     artifact = doc["artifact"]
     if artifact and not artifact["verified"]:
         raise IntegrityError(f"the artifact of {target} failed verification: {artifact['problem']}")
