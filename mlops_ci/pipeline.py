@@ -61,6 +61,11 @@ def _glob_re(pat: str) -> str:
     return out
 
 
+# Never training data: kernel and device views of this machine (a channel there would copy, say,
+# /proc/self/environ with its secrets into the job).
+_SYSTEM_DIRS = tuple(Path(d) for d in ("/proc", "/sys", "/dev", "/run", "/boot", "/etc"))
+
+
 @dataclass(frozen=True)
 class BaselineChoice:
     run: Run | None
@@ -621,18 +626,25 @@ class Workspace:
         data: dict[str, dict[str, str]] = {}
         for name, raw in self.cfg.training.channels.items():
             p = Path(raw)
-            committed = not p.is_absolute() and (project_dir / p).exists()
-            src = (project_dir / p) if committed else (p if p.is_absolute() else self.root / p)
+            where = f"{self.cfg.file}: training.channels.{name}: '{raw}'"
+            if p.is_absolute():
+                src, source = p, "host"
+                if any(p.resolve().is_relative_to(d) for d in _SYSTEM_DIRS):
+                    raise ConfigError(f"{where} is a system directory, not data; point it at a dataset")
+            else:
+                committed = (project_dir / p).exists()
+                src, base = (project_dir / p, project_dir) if committed else (self.root / p, self.root)
+                source = "commit" if committed else "work tree"
+                # a relative channel stays inside the repository: '../..' (or a link) reaching out
+                # would record the host's files as the work tree's
+                if not src.resolve().is_relative_to(base.resolve()):
+                    raise ConfigError(
+                        f"{where} leaves the repository; use a path inside it, or an absolute path for data "
+                        "kept elsewhere on this machine (recorded as a host path)"
+                    )
             if not src.exists():
-                raise ConfigError(
-                    f"{self.cfg.file}: training.channels.{name}: '{raw}' does not exist (neither at the "
-                    "commit nor in the work tree); fix the path"
-                )
-            data[name] = {
-                "uri": raw,
-                "sha256": sha256_tree(src),
-                "source": "commit" if committed else "work tree",
-            }
+                raise ConfigError(f"{where} does not exist (neither at the commit nor in the work tree); fix the path")
+            data[name] = {"uri": raw, "sha256": sha256_tree(src), "source": source}
             channels[name] = src
         return channels, data
 

@@ -247,6 +247,8 @@ class LocalEndpoints:
     ) -> Deployment:
         sha, tag, ep = self._resolve(ref, endpoint)
         self._runner_guard(ep)
+        if tag is not None:
+            self._check_tag_not_moved(tag, sha)
         mv = self.approved_version(sha)
         if not retry_failed:
             history = [d for d in self.store.deployments(self.project, ep.name) if d.sha == sha]
@@ -256,6 +258,19 @@ class LocalEndpoints:
                     "retried automatically: fix it with a new commit, or pass --retry-failed"
                 )
         return self._announce(self._rollout(ep, mv, tag, "deploy", lock_timeout), mv)
+
+    def _check_tag_not_moved(self, tag: str, sha: str) -> None:
+        """A release tag names one commit forever: one that was deployed (or was live) as another
+        commit has been force-moved, and deploying it would ship a different model under the same
+        version name without anyone deciding to."""
+        before = [d for d in self.store.deployments(self.project) if d.tag == tag and d.outcome != "failed"]
+        if before and before[-1].sha != sha:
+            d = before[-1]
+            raise Refused(
+                f"release tag {tag} now points at {sha[:8]}, but deployment {d.deployment_id} deployed {tag} as "
+                f"{d.sha[:8]} to {d.endpoint}: the tag was moved; release tags are immutable, so tag "
+                f"{sha[:8]} with a new version"
+            )
 
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)

@@ -245,3 +245,42 @@ def test_signed_verdicts_and_versions_deploy_and_forgeries_do_not(project: Proje
     assert len(json.loads(project.ok("models", "--json"))) == 1
     code, out, _ = project.cli("store", "check")
     assert code == 14 and f"verdict {verdict.verdict_id}" in out
+
+
+# -- smaller ones ----------------------------------------------------------------------------
+def test_a_force_moved_release_tag_is_refused(project: Project):
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    project.commit("v2", scale=2.0)
+    project.ok("train")
+    project.ok("gate", "--base", "main")
+    project.ok("promote")
+    project.git("tag", "-f", "v1.0.0")
+    code, _, err = project.cli("deploy", "v1.0.0")
+    assert code == 5 and "release tag v1.0.0 now points at" in err and "the tag was moved" in err
+    assert endpoint_state(project, "production")["version"] == 1
+    assert invoke(project, "production") == [3.0, 7.0]
+    project.git("tag", "v2.0.0")
+    project.ok("deploy", "v2.0.0")  # a new tag for the new commit is the way
+    assert endpoint_state(project, "production")["version"] == 2
+
+
+@pytest.mark.parametrize("channel", ["../outside", "data/../../outside", "/proc/self", "/etc"])
+def test_a_channel_outside_the_repository_or_on_a_system_directory_is_refused(project: Project, channel: str):
+    (project.path.parent / "outside").mkdir(exist_ok=True)
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("train: data", f"train: {channel}"))
+    project.commit("channel")
+    code, _, err = project.cli("train")
+    assert code == 2, err
+    assert "leaves the repository" in err or "is a system directory" in err
+
+
+def test_an_absolute_data_directory_is_recorded_as_a_host_path(project: Project, tmp_path: Path):
+    data = tmp_path / "datasets" / "rows"
+    data.mkdir(parents=True)
+    (data / "rows.csv").write_text("1\n2\n")
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("train: data", f"train: {data}"))
+    project.commit("host data")
+    project.ok("train")
+    run = json.loads(project.ok("runs", "show", "--json"))
+    assert run["data"]["train"]["source"] == "host"
