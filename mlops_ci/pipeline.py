@@ -732,7 +732,11 @@ class Workspace:
             base_ref,
         )
 
-    def review(self, ref: str | None = None, *, base: str | None = None, baseline: str | None = None) -> Review:
+    def review(
+        self, ref: str | None = None, *, base: str | None = None, baseline: str | None = None, deciding: bool = False
+    ) -> Review:
+        """Compare a run with its baseline and evaluate the gate. `deciding` (the gate verb): the
+        rules must be committed; a report alone may preview uncommitted ones, and says so."""
         self.guard_store()
         if ref is None:
             self._check_checkout(self.ctx.sha)
@@ -745,7 +749,13 @@ class Workspace:
         if b is not None and base_series is not None:
             problems += integrity.link_problems(run=b, series=base_series)
         integrity.require(problems, f"judge commit {head.sha[:8]}")
-        policy, source = self.policy(head.sha) if not head.dirty else (self.cfg, "the work tree")
+        try:
+            policy, source = self.policy(head.sha) if not head.dirty else (self.cfg, "the work tree")
+        except Refused as exc:
+            if deciding:
+                raise
+            policy, source = self.cfg, "the work tree"
+            self.warn(f"{exc.message}. This report previews the work tree's rules; `mlops-ci gate` will refuse")
         if self.cfg.tracking.backend == "comet":  # Comet's numbers, for the report and the gate alike
             head, head_series = self._from_comet(head, head_series)
             if b is not None and base_series is not None:

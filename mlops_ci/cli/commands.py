@@ -378,7 +378,7 @@ def _verdict_table(results: Any) -> list[str]:
 def gate(
     ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool, check: bool = False
 ) -> int:
-    rv = ws.review(ref, base=base, baseline=baseline)
+    rv = ws.review(ref, base=base, baseline=baseline, deciding=True)
     verdict = ws.record_verdict(rv)
     github_output(verdict="passed" if verdict.passed else "failed", conclusion=verdict.conclusion, sha=verdict.sha,
                   run_id=verdict.run_id)  # fmt: skip

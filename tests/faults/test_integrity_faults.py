@@ -284,3 +284,14 @@ def test_an_absolute_data_directory_is_recorded_as_a_host_path(project: Project,
     project.ok("train")
     run = json.loads(project.ok("runs", "show", "--json"))
     assert run["data"]["train"]["source"] == "host"
+
+
+def test_rules_never_committed_are_previewed_by_report_and_refused_by_gate(project: Project):
+    project.git("rm", "-q", "--cached", "mlops-ci.yaml")
+    project.git("commit", "-q", "-m", "config not committed (a first hour)")
+    project.ok("train")
+    code, out, err = project.cli("report")
+    assert code == 0 and "mlops-ci:report" in out
+    assert "is not committed at" in err and "previews the work tree's rules" in err
+    code, _, err = project.cli("gate")
+    assert code == 5 and "mlops-ci.yaml is not committed at" in err and "commit it" in err
