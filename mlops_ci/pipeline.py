@@ -902,7 +902,10 @@ class Workspace:
         only ever called behind a passed gate."""
         from .backends.sagemaker import SageMakerRegistry, model_data_uri
 
-        reg = SageMakerRegistry(self.aws(), self.cfg)
+        # Whether a package needs a human's approval is policy: the committed config's, like the gate's
+        approval = self.policy(mv.sha)[0].registry.approval
+        cfg = dataclasses.replace(self.cfg, registry=dataclasses.replace(self.cfg.registry, approval=approval))
+        reg = SageMakerRegistry(self.aws(), cfg)
         found = reg.package_for(mv.sha)
         if found is not None:
             self.say(f"model package {found['ModelPackageArn']} ({found.get('ModelApprovalStatus')})")
@@ -920,7 +923,7 @@ class Workspace:
         path = self.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         data, _ = model_data_uri(self.aws(), mv, path)
         arn, _ = reg.register(mv, data)
-        self.say(f"registered model package {arn} ({self.cfg.registry.approval})")
+        self.say(f"registered model package {arn} ({approval})")
         return arn
 
     def check_provenance(self, run: Run) -> Verdict:

@@ -338,6 +338,18 @@ def test_pending_manual_approval_blocks_the_deploy(repo: Repo, fake: FakeSageMak
     assert not fake.calls("CreateEndpoint")
 
 
+def test_an_uncommitted_approval_change_does_not_skip_the_manual_approval(repo: Repo, fake: FakeSageMaker):
+    sha = repo.commit("needs approval", approval="PendingManualApproval")
+    repo.ok("train")
+    repo.ok("gate")
+    (repo.path / "mlops-ci.yaml").write_text(sm_config())  # approval: Approved, not committed
+    repo.ok("promote")
+    repo.git("tag", "v1.0.0", sha)
+    proc = repo.run("deploy", "v1.0.0")
+    assert proc.returncode == 5 and "PendingManualApproval, not Approved" in proc.stderr
+    assert not fake.calls("CreateEndpoint")
+
+
 def test_status_reports_instance_drift(repo: Repo, fake: FakeSageMaker):
     _released(repo, "v1.0.0")
     repo.ok("deploy", "v1.0.0")
