@@ -55,3 +55,23 @@ def test_the_oidc_trust_policy_is_scoped_to_one_repository():
     assert st["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
     subs = st["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
     assert subs and all(s.startswith("repo:OWNER/REPO:") for s in subs)
+
+
+def test_the_signing_key_policy_covers_the_kms_calls_and_reserves_sign_for_the_gating_role():
+    policy = json.loads((ROOT / "docs" / "iam" / "signing-key-policy.json").read_text())
+    text = (ROOT / "mlops_ci" / "integrity.py").read_text()
+    called = {f"kms:{op}" for op in ("Sign", "Verify", "GetPublicKey") if f'"{_snake(op)}"' in text}
+    assert called == {"kms:Sign", "kms:Verify", "kms:GetPublicKey"}
+    granted: dict[str, set[str]] = {}
+    for st in policy["Statement"]:
+        assert st["Effect"] == "Allow"
+        principals = st["Principal"]["AWS"]
+        for action in st["Action"]:
+            granted.setdefault(action, set()).update([principals] if isinstance(principals, str) else principals)
+    assert called <= set(granted)
+    assert granted["kms:Sign"] == {"arn:aws:iam::ACCOUNT_ID:role/GATING_ROLE"}
+    assert not any(a in ("kms:*", "kms:Sign*") for a in granted)
+
+
+def _snake(op: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
