@@ -208,8 +208,9 @@ class Signer:
             **{f"identity.{k}": v for k, v in identity.items()},
         }
 
-    def check(self, record: Verdict | ModelVersion) -> str | None:
-        """Why `record`'s signature does not hold under the configured key, or None."""
+    def check(self, record: Verdict | ModelVersion, env: Mapping[str, str]) -> str | None:
+        """Why `record`'s signature does not hold under the configured key, or None. Under
+        Actions, a signature made by a workflow of another repository does not hold either."""
         sig = record.signature
         if not sig.get("value"):
             return (
@@ -226,6 +227,12 @@ class Signer:
             Message=_message(_KIND[type(record)], record.digest, identity), MessageType="RAW",
             Signature=raw or b"\0", SigningAlgorithm=self.algorithm(),  # the key's, never the record's say
         )  # fmt: skip
+        signed_in = identity.get("GITHUB_REPOSITORY")
+        here = env.get("GITHUB_REPOSITORY") if env.get("GITHUB_ACTIONS") == "true" else None
+        if out.get("SignatureValid") and signed_in and here and signed_in != here:
+            return (
+                f"{describe(record)} was signed by a workflow of {signed_in}, not of {here}; gate it in this repository"
+            )
         if not out.get("SignatureValid"):
             return (
                 f"the signature of {describe(record)} does not verify with KMS key {self.key_id}: the record "

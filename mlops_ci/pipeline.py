@@ -952,7 +952,7 @@ class Workspace:
         baseline = self.store.get_run(verdict.baseline_run_id) if verdict.baseline_run_id else None
         problems = integrity.link_problems(run=run, verdict=verdict, baseline=baseline)
         signer = self.signer(run.sha)
-        if signer and not problems and (bad := signer.check(verdict)):
+        if signer and not problems and (bad := signer.check(verdict, self.env)):
             problems.append(bad)
         integrity.require(problems, f"use the verdict on commit {run.sha[:8]}")
         return verdict
@@ -968,7 +968,7 @@ class Workspace:
             problems.append(f"{integrity.describe(mv)} rests on {missing}, which is not in the store")
         signer = self.signer(mv.sha)
         if signer and not problems:
-            problems += [p for r in (verdict, mv) if r is not None and (p := signer.check(r))]
+            problems += [p for r in (verdict, mv) if r is not None and (p := signer.check(r, self.env))]
         integrity.require(problems, f"deploy {integrity.describe(mv)}")
 
     # -- policy: the committed rules that decide promotion ---------------------------------
@@ -1023,7 +1023,7 @@ class Workspace:
             signer = self.signer(record.sha)
         except MlopsCiError as exc:
             return f"{integrity.describe(record)}: its signature cannot be checked: {exc.message}"
-        return signer.check(record) if signer else None
+        return signer.check(record, self.env) if signer else None
 
     def _sealed_verdict(self, verdict: Verdict, policy: Config) -> Verdict:
         verdict = integrity.seal(verdict)

@@ -295,3 +295,29 @@ def test_rules_never_committed_are_previewed_by_report_and_refused_by_gate(proje
     assert "is not committed at" in err and "previews the work tree's rules" in err
     code, _, err = project.cli("gate")
     assert code == 5 and "mlops-ci.yaml is not committed at" in err and "commit it" in err
+
+
+def test_a_signature_binds_the_workflow_that_gated(project: Project, kms: Any, monkeypatch: pytest.MonkeyPatch):
+    """Under Actions the signed message names the repository and workflow run that gated: a
+    verdict signed in another repository does not pass here, and editing the recorded identity
+    breaks the signature."""
+    key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
+    (project.path / "mlops-ci.yaml").write_text(_signed_config(key))
+    project.commit("sign the gate")
+    project.ok("train")
+    actions = {"GITHUB_ACTIONS": "true", "MLOPS_CI_ALLOW_RUNNER_STORE": "true", "GITHUB_REPOSITORY": "other/fork",
+               "GITHUB_WORKFLOW_REF": "other/fork/.github/workflows/gate.yml@refs/heads/main", "GITHUB_RUN_ID": "42",
+               "GITHUB_REF": "refs/heads/main", "GITHUB_SHA": project.git("rev-parse", "HEAD")}  # fmt: skip
+    for k, v in actions.items():
+        monkeypatch.setenv(k, v)
+    project.ok("gate")
+    verdict = _verdict_of(project, _run_id(project))
+    assert verdict.signature["identity.GITHUB_WORKFLOW_REF"].startswith("other/fork/")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "owner/model")
+    code, _, err = project.cli("promote")
+    assert code == 14 and "signed by a workflow of other/fork, not of owner/model" in err
+    relabelled = dict(verdict.signature, **{"identity.GITHUB_REPOSITORY": "owner/model"})
+    _put(project, "verdicts", "verdict_id", dataclasses.replace(verdict, signature=relabelled))
+    code, _, err = project.cli("promote")
+    assert code == 14 and "does not verify" in err
+    assert json.loads(project.ok("models", "--json")) == []
