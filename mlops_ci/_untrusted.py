@@ -122,6 +122,7 @@ def guard(text: str, env: Mapping[str, str] | None = None) -> str:
     with a fresh token; elsewhere unchanged."""
     if not under_actions(env) or not text:
         return text
+    end_block()  # the runner has one stop state: a block inside an open one would be ignored
     body = neutralise(text)
     token = _token(body)
     return f"::stop-commands::{token}\n{body}\n::{token}::"
