@@ -28,6 +28,7 @@ Outside Actions nothing is wrapped or rewritten.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import re
@@ -144,6 +145,9 @@ def end_block() -> None:
     while _open:
         say, token = _open.pop()
         say(f"::{token}::")
+
+
+atexit.register(end_block)  # for library callers too: never leave the step's commands stopped
 
 
 class Echo:

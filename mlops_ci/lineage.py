@@ -137,7 +137,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"version    v{mv['version']} ({mv['stage']}), promoted with verdict {mv['verdict_id']}")
     tags = f" [{', '.join(c['tags'])}]" if c["tags"] else ""
     lines.append(f"commit     {c['sha']}{tags}")
-    lines.append(f"           {c['author']} <{c['email']}>: {c['subject']}")
+    lines.append(f"           {inline(c['author'])} <{inline(c['email'])}>: {inline(c['subject'])}")
     cfg = doc["config"]
     if "error" in cfg:
         lines.append(f"config     {cfg['path']}: {cfg['error']}")
