@@ -26,8 +26,9 @@ DEFAULT_EXCLUDE = ("*.md", "docs/", ".github/", ".gitignore", ".gitattributes", 
 GOALS = ("maximize", "minimize")
 SEVERITIES = ("fail", "warn")
 _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+# \Z, not $: `$` also matches before a trailing newline, so "prod\n" passed as a name.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,9 @@ class Config:
         data = asdict(self)
         data.pop("sources")
         data["training"]["environment"] = mask_secrets(self.training.environment)
+        from ._untrusted import mask_params
+
+        data["training"]["hyperparameters"] = mask_params(self.training.hyperparameters)
         data["serving"]["environment"] = mask_secrets(self.serving.environment)
         return data
 
@@ -300,7 +304,9 @@ class _Reader:
 
     def fail(self, path: tuple[str | int, ...], msg: str) -> ConfigError:
         where = self.loaded.where(path)
-        key = ".".join(str(p) for p in path) or "<top level>"
+        from ._untrusted import inline  # a hostile key is shown, escaped, on the error's one line
+
+        key = ".".join(inline(p) for p in path) or "<top level>"
         return ConfigError(f"{where}: {key}: {msg}", file=self.loaded.file, line=self.loaded.line(path))
 
     def mapping(self, value: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -383,9 +389,9 @@ TOP_KEYS = (
     "registry",
 )  # fmt: skip
 # patterns compiled on first use (re caches them): a local-only config never pays for them
-_ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$"
-_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-_S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+_ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z"
+_S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z"
 
 
 def parse(text: str, file: str, root: str) -> Config:
@@ -470,7 +476,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
     if not isinstance(hps_raw, dict):
         raise r.fail((*p, "hyperparameters"), f"expected a mapping of names to values, got {_kind(hps_raw)}")
     for name, value in hps_raw.items():
-        if not _HP_NAME.match(name) or name.startswith("sagemaker_"):
+        if not isinstance(name, str) or not _HP_NAME.match(name) or name.startswith("sagemaker_"):
             raise r.fail(
                 (*p, "hyperparameters", name),
                 "hyperparameter names are letters, digits, '_' or '-' and must not start with "
@@ -480,9 +486,10 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
             raise r.fail((*p, "hyperparameters", name), "has no value; give it one or remove it")
     channels = r.str_map(t.get("channels"), (*p, "channels"))
     for name in channels:
-        if not re.match(r"^[A-Za-z0-9_-]+$", name):
+        if not re.match(r"^[A-Za-z0-9_-]+\Z", name):
             raise r.fail((*p, "channels", name), "channel names are letters, digits, '_' or '-'")
     defs = []
+    first: dict[str, int | None] = {}  # metric name → line of its first definition
     for i, d in enumerate(r.seq(t.get("metric_definitions"), (*p, "metric_definitions"))):
         dp = (*p, "metric_definitions", i)
         dm = r.mapping(d, dp, ("name", "regex"))
@@ -496,7 +503,13 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
             raise r.fail((*dp, "regex"), f"invalid regular expression: {exc}") from None
         if compiled.groups < 1:
             raise r.fail((*dp, "regex"), "needs one capture group around the number, e.g. 'loss=([0-9.]+)'")
-        defs.append(MetricDefinition(name=r.string(dm["name"], (*dp, "name")), regex=regex))
+        name = _metric_name(r, dm["name"], (*dp, "name"))
+        if name in first:
+            # keeping the last one silently would gate on a regex the author may not expect
+            raise r.fail((*dp, "name"), f"metric '{name}' is defined twice (lines {first[name]} and "
+                         f"{r.loaded.line((*dp, 'name'))}); keep one definition per metric")  # fmt: skip
+        first[name] = r.loaded.line((*dp, "name"))
+        defs.append(MetricDefinition(name=name, regex=regex))
     backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker"))
     sagemaker = None
     max_run = r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1)
@@ -527,6 +540,19 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
         max_run=max_run,
         exclude=_excludes(r, t, p),
     )
+
+
+def _metric_name(r: _Reader, value: Any, path: tuple[str | int, ...]) -> str:
+    """A metric name: any text on one line. Line breaks and control characters would let it
+    forge lines of our output (e.g. a GitHub workflow command); mlops_ci/_untrusted.py."""
+    from ._untrusted import bad_name_chars
+
+    name = r.string(value, path)
+    bad = bad_name_chars(name)
+    if bad:
+        raise r.fail(path, f"metric names must not contain line breaks or control characters "
+                     f"(found {', '.join(dict.fromkeys(bad))}); rename it")  # fmt: skip
+    return name
 
 
 def _excludes(r: _Reader, t: dict[str, Any], p: tuple[str | int, ...]) -> tuple[str, ...]:
@@ -702,6 +728,7 @@ def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:
     out = {}
     for name, spec in raw.items():
         mp = ("metrics", name)
+        _metric_name(r, name, mp)
         if isinstance(spec, str):
             spec = {"goal": spec}
         m = r.mapping(spec, mp, ("goal", "tolerance"))
@@ -725,7 +752,7 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
         m = r.mapping(item, rp, ("metric", "min", "max", "max_regression", "required", "severity"))
         if "metric" not in m:
             raise r.fail(rp, "missing 'metric' (the metric this rule checks)")
-        metric = r.string(m["metric"], (*rp, "metric"))
+        metric = _metric_name(r, m["metric"], (*rp, "metric"))
         severity = r.string(m.get("severity", "fail"), (*rp, "severity"), choices=SEVERITIES)
         line = r.loaded.line(rp)
         kinds = [k for k in ("min", "max", "max_regression", "required") if k in m]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import integrity
 from ._files import sha256_file
+from ._untrusted import inline, mask_params
 from .errors import MlopsCiError, NotFound
 from .records import data_summary
 
@@ -66,7 +67,7 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
         doc["run"] = {
             "run_id": run.run_id, "status": run.status, "backend": run.backend, "branch": run.branch,
             "duration_s": round(run.finished - run.started, 3), "config_digest": run.config_digest,
-            "hyperparameters": run.params, "data": run.data, "metrics": run.metrics, "log": run.log_path,
+            "hyperparameters": mask_params(run.params), "data": run.data, "metrics": run.metrics, "log": run.log_path,
             "links": run.links, "failure": run.failure, "dirty": run.dirty, "inputs_digest": run.inputs_digest,
             "reused_from": None,
         }  # fmt: skip
@@ -143,7 +144,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"version    v{mv['version']} ({mv['stage']}), promoted with verdict {mv['verdict_id']}")
     tags = f" [{', '.join(c['tags'])}]" if c["tags"] else ""
     lines.append(f"commit     {c['sha']}{tags}")
-    lines.append(f"           {c['author']} <{c['email']}>: {c['subject']}")
+    lines.append(f"           {inline(c['author'])} <{inline(c['email'])}>: {inline(c['subject'])}")
     cfg = doc["config"]
     if "error" in cfg:
         lines.append(f"config     {cfg['path']}: {cfg['error']}")
@@ -159,11 +160,11 @@ def render(doc: dict[str, Any]) -> str:
         if r.get("reused_from"):
             o = r["reused_from"]
             lines.append(f"reused     the model of run {o['run_id']} ({(o['sha'] or '?')[:8]}): same training inputs")
-        hps = ", ".join(f"{k}={val}" for k, val in sorted(r["hyperparameters"].items()))
+        hps = ", ".join(f"{inline(k)}={inline(val)}" for k, val in sorted(r["hyperparameters"].items()))
         lines.append(f"params     {hps or '-'}")
         for name, d in sorted(r["data"].items()):
             lines.append(f"data       {name}: {data_summary(d)}")
-        metrics = ", ".join(f"{k}={val:.6g}" for k, val in sorted(r["metrics"].items()))
+        metrics = ", ".join(f"{inline(k)}={val:.6g}" for k, val in sorted(r["metrics"].items()))
         lines.append(f"metrics    {metrics or '-'}")
     if a:
         state = "verified now" if a["verified"] else f"VERIFICATION FAILED: {a['problem']}"

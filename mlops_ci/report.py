@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ._untrusted import MASK, mask_params, secret_name
 from .compare import downsample
 from .records import Comparison, MetricDelta, RuleResult, Verdict
 
@@ -260,7 +261,8 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
         used += sum(len(x) + 1 for x in block)
         pshown = 0
         for p in c.params:
-            row = f"| {esc(p.name)} | {esc(_pv(p.old))} | {esc(_pv(p.new))} |"
+            old, new = (MASK, MASK) if secret_name(p.name) else (_pv(p.old), _pv(p.new))
+            row = f"| {esc(p.name)} | {esc(old)} | {esc(new)} |"
             if used + len(row) + 1 > limit * 0.8:
                 break
             block.append(row)
@@ -343,6 +345,18 @@ def _pv(v: Any) -> str:
 JSON_SERIES_POINTS = 500
 
 
+def _mask_secret_params(c: dict[str, Any]) -> None:
+    """Secret-looking hyperparameters (mlops_ci._untrusted.secret_name) as `***` in the JSON
+    report: it is uploaded as an artifact and posted by a later job."""
+    for p in c["params"]:
+        if secret_name(p["name"]):
+            p["old"] = MASK if p["old"] is not None else None
+            p["new"] = MASK if p["new"] is not None else None
+    for side in ("head", "baseline"):
+        if c.get(side) and c[side].get("params"):
+            c[side]["params"] = mask_params(c[side]["params"])
+
+
 def render_json(
     comparison: Comparison,
     results: Sequence[RuleResult],
@@ -360,6 +374,7 @@ def render_json(
         for name, e in comparison.series.items()
     }
     c = comparison.to_dict(series={})
+    _mask_secret_params(c)
     data: dict[str, Any] = {
         "schema": "mlops-ci/report/v1",
         "marker": marker(comparison.project),

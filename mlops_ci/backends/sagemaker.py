@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._files import files_under, pack_deterministic
+from .._untrusted import guard, inline
 from ..config import AwsConfig, Config, EndpointConfig, SageMakerTraining
 from ..errors import (
     BadCredentials,
@@ -446,7 +447,8 @@ class SageMakerTrainer:
                 if (status, secondary) != seen:
                     transitions = desc.get("SecondaryStatusTransitions") or [{}]
                     message = transitions[-1].get("StatusMessage", "")
-                    self.say(f"{name}: {status} / {secondary}" + (f" - {message}" if message else ""))
+                    # StatusMessage can quote the script's failure: inert under Actions, on one line
+                    self.say(guard(f"{name}: {status} / {secondary}" + (f" - {inline(message)}" if message else "")))
                     seen = (status, secondary)
                 follow()
                 if status in TERMINAL:
@@ -771,7 +773,8 @@ class SageMakerEndpoint:
                 raise DeployFailed(f"endpoint {self.ep.name} disappeared while waiting for it")
             status = d["EndpointStatus"]
             if status != last:
-                self.say(f"{self.ep.name}: {status}" + (f" ({d['FailureReason']})" if d.get("FailureReason") else ""))
+                reason = f" ({inline(d['FailureReason'])})" if d.get("FailureReason") else ""
+                self.say(guard(f"{self.ep.name}: {status}{reason}"))
                 last = status
             if status in ("InService", "Failed", "OutOfService", "UpdateRollbackFailed"):
                 return d

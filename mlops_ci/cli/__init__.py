@@ -202,8 +202,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _emit_error(exc: MlopsCiError | Exception, message: str, env: os._Environ[str] | dict[str, str]) -> None:
+    from .._untrusted import end_block, guard, inline
+
     one_line = " ".join(message.split())
-    print(f"mlops-ci: error: {one_line}", file=sys.stderr)
+    end_block()  # our ::error:: must not land inside an open log-echo block
+    # The message may quote a training script's output: inert under Actions (mlops_ci/_untrusted.py).
+    print(guard(f"mlops-ci: error: {inline(one_line)}", env), file=sys.stderr)
     if env.get("GITHUB_ACTIONS") == "true":
         props = ""
         file = getattr(exc, "file", None)
@@ -236,7 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from . import commands
 
-        return commands.dispatch(args)
+        code = commands.dispatch(args)
+        from .._untrusted import end_block
+
+        end_block()  # a training log's stop-commands block ends before the step does
+        return code
     except MlopsCiError as exc:
         if args.verbose:
             import traceback
@@ -245,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit_error(exc, exc.message, env)
         return exc.exit_code
     except KeyboardInterrupt:
+        from .._untrusted import end_block
+
+        end_block()
         print("mlops-ci: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are turned into exit 3

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
+from .._untrusted import end_block, guard, inline, json_text, mask_params
 from ..errors import Drift, GateFailed, NotFound, UsageError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
@@ -25,7 +26,8 @@ def say(msg: str) -> None:
 
 def warn(msg: str) -> None:
     one_line = " ".join(msg.split())
-    print(f"mlops-ci: warning: {one_line}", file=sys.stderr, flush=True)
+    end_block()  # our ::warning:: must not land inside an open log-echo block
+    print(guard(f"mlops-ci: warning: {inline(one_line)}"), file=sys.stderr, flush=True)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from . import _escape_data
 
@@ -33,6 +35,15 @@ def warn(msg: str) -> None:
 
 
 def out(msg: str = "") -> None:
+    """Print a rendered result: it holds names and values from the config and the store, so
+    under GitHub Actions it goes out inside its own stop-commands block (mlops_ci/_untrusted.py)."""
+    end_block()
+    print(guard(msg), flush=True)
+
+
+def _plain(msg: str) -> None:
+    """Print text that is entirely ours (and that scripts capture, e.g. `config extras`)."""
+    end_block()
     print(msg, flush=True)
 
 
@@ -47,10 +58,17 @@ def github_output(**values: object) -> None:
             fh.write(f"{key.replace('_', '-')}={' '.join(text.split())}\n")
 
 
+class _JsonLinesOut(io.TextIOBase):
+    """stdout for JSON lines (`store export`): inert under Actions, as `_json`'s output is."""
+
+    def write(self, s: str) -> int:
+        return sys.stdout.write(json_text(s))
+
+
 def _json(obj: Any) -> None:
     from ..report import json_safe
 
-    out(json.dumps(json_safe(obj), indent=2, sort_keys=True))
+    _plain(json_text(json.dumps(json_safe(obj), indent=2, sort_keys=True)))
 
 
 @contextmanager
@@ -98,14 +116,16 @@ def print_plan(plan: list[dict[str, Any]], *, as_json: bool, result: Any = None)
     if as_json:
         _json({"dry_run": True, "result": result, "plan": plan})
         return
-    out("dry run: nothing was changed." + (" The real run would:" if plan else " The real run would change nothing."))
+    tail = " The real run would:" if plan else " The real run would change nothing."
+    lines = ["dry run: nothing was changed." + tail]
     for i, step in enumerate(plan, start=1):
         if step["target"] == "github":
             body = f" {json.dumps(step['body'], sort_keys=True)}" if "body" in step else ""
-            out(f"{i:>3}. GitHub {step['method']} {step['path']}{body}")
+            lines.append(f"{i:>3}. GitHub {step['method']} {inline(step['path'])}{body}")
         else:
             rest = {k: v for k, v in step.items() if k not in ("target", "action")}
-            out(f"{i:>3}. {step['target']}: {step['action']} {json.dumps(rest, sort_keys=True)}")
+            lines.append(f"{i:>3}. {step['target']}: {step['action']} {json.dumps(rest, sort_keys=True)}")
+    out("\n".join(lines))
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -196,8 +216,8 @@ def init_cmd(start: Path, *, force: bool, action_repo: str | None = None, action
         written = init(git.root, force=force, repository=action_repo, ref=action_ref)
     finally:
         git.close()
-    for rel in written:
-        out(f"wrote {rel}")
+    if written:
+        out("\n".join(f"wrote {rel}" for rel in written))
     out(
         "next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store, e.g. "
         "s3://bucket/prefix: CI jobs run on throw-away machines), commit"
@@ -215,7 +235,7 @@ def config_cmd(
         raise UsageError("usage: mlops-ci config check|show|extras")
     cfg = config_mod.load(start, env, config_path=config_path, store=store)
     if action == "extras":  # what actions/install.sh installs with extras: auto
-        out(",".join(cfg.extras()))
+        _plain(",".join(cfg.extras()))  # actions/install.sh captures it
         return 0
     if action == "check":
         out(
@@ -238,30 +258,33 @@ def config_cmd(
 def _run_lines(run: Any) -> list[str]:
     from ..records import data_summary  # not at module level: `config check` never needs records
 
+    # Names and values come from mlops-ci.yaml, the training script and the store: each is
+    # shown on its own line (inline), secret-looking hyperparameters masked.
     lines = [
         f"run       {run.run_id}",
         f"project   {run.project}",
-        f"commit    {run.sha}" + (f" ({run.branch})" if run.branch else "") + (" [dirty]" if run.dirty else ""),
+        f"commit    {run.sha}" + (f" ({inline(run.branch)})" if run.branch else "") + (" [dirty]" if run.dirty else ""),
         f"status    {run.status}",
         f"backend   {run.backend}, {run.finished - run.started:.1f}s",
         f"config    {run.config_digest[:16]}",
     ]
     if run.params:
-        lines.append("params    " + ", ".join(f"{k}={v}" for k, v in sorted(run.params.items())))
+        params = mask_params(run.params)
+        lines.append("params    " + ", ".join(f"{inline(k)}={inline(v)}" for k, v in sorted(params.items())))
     if run.metrics:
-        lines.append("metrics   " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(run.metrics.items())))
+        lines.append("metrics   " + ", ".join(f"{inline(k)}={v:.6g}" for k, v in sorted(run.metrics.items())))
     for name, d in sorted(run.data.items()):
-        lines.append(f"data      {name}: {data_summary(d)}")
+        lines.append(f"data      {inline(name)}: {inline(data_summary(d))}")
     if run.artifact_sha256:
-        lines.append(f"artifact  {run.artifact_uri}")
+        lines.append(f"artifact  {inline(run.artifact_uri)}")
         lines.append(f"sha256    {run.artifact_sha256}")
     if run.failure:
-        lines.append(f"failure   {run.failure.strip().splitlines()[0] if run.failure.strip() else ''}")
+        lines.append(f"failure   {inline(run.failure.strip().splitlines()[0]) if run.failure.strip() else ''}")
     if run.log_path:
-        lines.append(f"log       {run.log_path}")
+        lines.append(f"log       {inline(run.log_path)}")
     for name, target in sorted(run.links.items()):
         if name != "log":
-            lines.append(f"link      {name}: {target}")
+            lines.append(f"link      {inline(name)}: {inline(target)}")
     if run.cost:
         c = run.cost
         cost = f"cost      {c.get('instance_count', 1)} x {c.get('instance_type')}" + (
@@ -275,6 +298,14 @@ def _run_lines(run: Any) -> list[str]:
     return lines
 
 
+def _run_dict(run: Any) -> dict[str, Any]:
+    """A run for --json output: secret-looking hyperparameters masked, as in the text views
+    (`store export` alone keeps them: it must restore the store exactly)."""
+    d: dict[str, Any] = run.to_dict()
+    d["params"] = mask_params(d.get("params") or {})
+    return d
+
+
 def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
           cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
     run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
@@ -286,7 +317,7 @@ def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: 
     if reused:
         say(f"commit {run.sha[:8]} already has run {run.run_id} under this config; reusing it (--force to retrain)")
     if as_json:
-        _json({"reused": reused, "run": run.to_dict()})
+        _json({"reused": reused, "run": _run_dict(run)})
     else:
         out("\n".join(_run_lines(run)))
     return 0
@@ -305,22 +336,24 @@ def runs(ws: Any, action: str, ref: str | None, *, limit: int, as_json: bool) ->
                 raise NotFound(f"no run for {ref or 'HEAD'} ({sha[:8]}); `mlops-ci runs` lists them")
             run = found[0]
         if as_json:
-            _json(run.to_dict())
+            _json(_run_dict(run))
         else:
             out("\n".join(_run_lines(run)))
         return 0
     items = ws.store.runs(ws.project, limit=limit)
     if as_json:
-        _json([r.to_dict() for r in items])
+        _json([_run_dict(r) for r in items])
         return 0
     if not items:
         out("no runs yet; `mlops-ci train` records one")
         return 0
-    out(f"{'RUN':<16} {'SHA':<8} {'STATUS':<9} {'BRANCH':<16} {'FINISHED':<19} METRICS")
+    lines = [f"{'RUN':<16} {'SHA':<8} {'STATUS':<9} {'BRANCH':<16} {'FINISHED':<19} METRICS"]
     for r in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.finished))
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:4])
-        out(f"{r.run_id:<16} {r.sha[:8]:<8} {r.status:<9} {(r.branch or '-')[:16]:<16} {when:<19} {metrics}")
+        metrics = ", ".join(f"{inline(k)}={v:.4g}" for k, v in sorted(r.metrics.items())[:4])
+        lines.append(f"{r.run_id:<16} {r.sha[:8]:<8} {r.status:<9} {inline(r.branch or '-')[:16]:<16} {when:<19} "
+                     f"{metrics}")  # fmt: skip
+    out("\n".join(lines))
     return 0
 
 
@@ -346,7 +379,10 @@ def report(
     )
     context = {"pr": ws.ctx.pr_number, "head_ref": head_ref, "base_ref": rv.baseline.base_ref}
     text = render_json(rv.comparison, rv.outcome.results, rv.outcome.passed, context=context) if as_json else md
-    out(text.rstrip("\n"))
+    if as_json:
+        _plain(json_text(text))
+    else:
+        out(text.rstrip("\n"))
     if output:
         Path(output).write_text(text, encoding="utf-8")
     summary = env.get("GITHUB_STEP_SUMMARY")
@@ -371,7 +407,7 @@ def _verdict_table(results: Any) -> list[str]:
         else:
             status = "FAIL" if r.severity == "fail" else "WARN"
         where = f" (mlops-ci.yaml:{r.line})" if r.line else ""
-        lines.append(f"{status:<5} {r.rule:<48} {r.reason}{where}")
+        lines.append(f"{status:<5} {inline(r.rule):<48} {inline(r.reason)}{where}")
     return lines
 
 
@@ -390,12 +426,12 @@ def gate(
         _json(verdict.to_dict())
     else:
         b = f"baseline {verdict.baseline_sha[:8]}" if verdict.baseline_sha else "no baseline"
-        out(f"gate for {ws.project} at {verdict.sha[:8]} ({b}): {verdict.conclusion}")
+        lines = [f"gate for {ws.project} at {verdict.sha[:8]} ({b}): {verdict.conclusion}"]
         if verdict.baseline_note:
-            out(f"note: {verdict.baseline_note}")
+            lines.append(f"note: {inline(verdict.baseline_note)}")
         if not verdict.results:
-            out("no gate rules configured (gate.rules in mlops-ci.yaml): nothing to check")
-        out("\n".join(_verdict_table(verdict.results)))
+            lines.append("no gate rules configured (gate.rules in mlops-ci.yaml): nothing to check")
+        out("\n".join(lines + _verdict_table(verdict.results)))
     if not verdict.passed:
         failed = [r for r in verdict.results if not r.passed and r.severity == "fail"]
         raise GateFailed(f"gate failed for {verdict.sha[:8]}: " + "; ".join(f"{r.rule} ({r.reason})" for r in failed))
@@ -438,18 +474,22 @@ def models(ws: Any, *, as_json: bool) -> int:
     if not versions:
         out("no model versions yet; `mlops-ci promote` registers one after the gate passes")
         return 0
-    out(f"{'VERSION':<8} {'SHA':<8} {'STAGE':<9} {'LIVE ON':<20} {'SHA256':<16} METRICS")
+    lines = [f"{'VERSION':<8} {'SHA':<8} {'STAGE':<9} {'LIVE ON':<20} {'SHA256':<16} METRICS"]
     for v in versions:
         stage = "deployed" if v.version in live else v.stage
-        metrics = ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())[:3])
-        out(
+        metrics = ", ".join(f"{inline(k)}={x:.4g}" for k, x in sorted(v.metrics.items())[:3])
+        lines.append(
             f"v{v.version:<7} {v.sha[:8]:<8} {stage:<9} {','.join(live.get(v.version, [])) or '-':<20} "
             f"{v.artifact_sha256[:16]:<16} {metrics}"
         )
         if ws.cfg.registry.backend == "sagemaker":
             pkg = packages.get(v.sha)
-            out(f"         SageMaker: {pkg['arn']} ({pkg['approval']})" if pkg else
-                "         SageMaker: not registered (run `mlops-ci promote` again to register it)")  # fmt: skip
+            lines.append(
+                f"         SageMaker: {pkg['arn']} ({pkg['approval']})"
+                if pkg
+                else "         SageMaker: not registered (run `mlops-ci promote` again to register it)"
+            )
+    out("\n".join(lines))
     return 0
 
 
@@ -490,10 +530,11 @@ def endpoints(ws: Any, *, as_json: bool) -> int:
     if not rows:
         out("no endpoints declared or running")
         return 0
-    out(f"{'ENDPOINT':<16} {'STATUS':<13} {'VERSION':<8} {'SHA':<8} URL")
+    lines = [f"{'ENDPOINT':<16} {'STATUS':<13} {'VERSION':<8} {'SHA':<8} URL"]
     for r in rows:
         v = f"v{r['version']}" if r["version"] is not None else "-"
-        out(f"{r['name']:<16} {r['status']:<13} {v:<8} {(r['sha'] or '-')[:8]:<8} {r['url'] or '-'}")
+        lines.append(f"{r['name']:<16} {r['status']:<13} {v:<8} {(r['sha'] or '-')[:8]:<8} {r['url'] or '-'}")
+    out("\n".join(lines))
     return 0
 
 
@@ -511,11 +552,12 @@ def status(ws: Any, *, check: bool, as_json: bool) -> int:
     if as_json:
         _json(rows)
     else:
-        out(f"{'ENDPOINT':<16} {'DECLARED':<22} {'LIVE':<22} STATE")
+        lines = [f"{'ENDPOINT':<16} {'DECLARED':<22} {'LIVE':<22} STATE"]
         for r in rows:
             d = f"v{r['declared_version']} ({r['declared_tag']})" if r["declared_version"] else "-"
             lv = f"v{r['live_version']} ({(r['live_sha'] or '')[:8]})" if r["live_version"] else "-"
-            out(f"{r['name']:<16} {d:<22} {lv:<22} {'DRIFT: ' + r['drift'] if r['drift'] else 'in sync'}")
+            lines.append(f"{r['name']:<16} {d:<22} {lv:<22} {'DRIFT: ' + r['drift'] if r['drift'] else 'in sync'}")
+        out("\n".join(lines))
     if check and drift:
         raise Drift(
             f"{len(drift)} endpoint(s) differ from the declared state: "
@@ -533,7 +575,8 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
             with open(output, "w", encoding="utf-8") as fh:
                 n = storeops.write_export(ws.store, ws.project, fh)
         else:
-            n = storeops.write_export(ws.store, ws.project, sys.stdout)
+            end_block()
+            n = storeops.write_export(ws.store, ws.project, _JsonLinesOut())  # type: ignore[arg-type]
         say(f"exported {n} record(s) of {ws.project} from {ws.cfg.store}")
         return 0
     if action == "import":
@@ -547,9 +590,8 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
         return 0
     if action == "check":
         problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache", ws.signature_problem)
-        for p in problems:
-            out(p)
         if problems:
+            out("\n".join(inline(p) for p in problems))
             raise IntegrityError(f"{len(problems)} problem(s) in {ws.cfg.store}; see above")
         out(f"{ws.cfg.store}: ok")
         return 0
@@ -587,7 +629,7 @@ def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, config_path: str
     (a, sa), (b, sb) = load(old), load(new)
     c = compare("diff", b, a, "", goals, sb, sa)
     if as_json:
-        out(render_json(c, [], True))
+        _plain(json_text(render_json(c, [], True)))
     else:
         out(render_markdown(c, [], True, head_ref=new, base_ref=old, files=True).rstrip("\n"))
     return 0
