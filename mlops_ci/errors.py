@@ -39,7 +39,8 @@ EXIT_CODES: dict[int, str] = {
     GIT: "git repository problem (not a repository, shallow history, missing commit)",
     DRIFT: "`status --check` found live state different from the declared state",
     PERMISSION: "a service rejected the credentials or the token lacks a permission (the message names it)",
-    INTEGRITY: "`store check` found a problem (digest mismatch, missing artifact, dangling reference)",
+    INTEGRITY: "a record or the store failed verification (digest mismatch, broken link in the run → verdict → "
+    "version → deployment chain, bad signature, damaged store file, missing artifact); nothing was changed",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -129,7 +129,9 @@ def check(
     """Problems found: records that no longer match their digest or whose links are broken,
     bad signatures (with `signature`), artifacts missing or not matching their digest, dangling
     references."""
-    problems: list[str] = []
+    problems = store.integrity_problems()
+    if problems:
+        return problems  # the file itself is damaged: reading records from it would only mislead
     runs = {r.run_id: r for r in store.runs(project, limit=10**9)}
     versions = store.versions(project)
     verdicts: dict[str, Verdict] = {}

@@ -94,6 +94,11 @@ class S3Store:
     def close(self) -> None:
         pass
 
+    def integrity_problems(self) -> list[str]:
+        """Nothing beyond the records themselves: each object is whole (S3 writes are atomic) and
+        every record is checked against its digest by `store check`."""
+        return []
+
     # -- low level --------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
         return "/".join((self.root, *parts))

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlreadyExists, Busy, ConfigError, Transient
+from ..errors import AlreadyExists, Busy, ConfigError, IntegrityError, Transient
 from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
 
 SCHEMA_VERSION = 2
@@ -92,30 +92,89 @@ def path_from_url(url: str, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+_RESTORE = (
+    "restore it from a backup (or `mlops-ci store import` an export into a new file), and keep the "
+    "damaged file for inspection; mlops-ci will not write to it or re-create it"
+)
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> IntegrityError | ConfigError | Transient:
+    """What a DatabaseError from the store's file means for the user (exit 14, 2 or 9)."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return Transient(f"the run store {path} is locked by another process ({text}); retry")
+    if "readonly" in text or "unable to open" in text:
+        return ConfigError(f"cannot write the run store {path} ({text}); check the file's and its folder's permissions")
+    return IntegrityError(f"the run store {path} is damaged ({text}); {_RESTORE}")
+
+
+class _Connection(sqlite3.Connection):
+    """Every statement's database error names the store file and means what `damaged` says."""
+
+    store_path: Path = Path()
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.store_path, exc) from None
+
+    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.store_path, exc) from None
+
+
 class SqliteStore:
     def __init__(self, path: Path, *, timeout: float = 30.0):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_file()
         try:
-            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, factory=_Connection)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the run store {path}: {exc}") from None
+        self.conn.store_path = path  # type: ignore[attr-defined]
         self.conn.row_factory = sqlite3.Row
+        self._checked = False
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _check_file(self) -> None:
+        """A file that exists must be a SQLite database: an empty or foreign one is never silently
+        replaced by a new, empty store (every endpoint would then look NotDeployed)."""
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(
-                f"the run store {path} is not a usable SQLite database ({exc}); "
-                "restore it from a backup or point `store:` elsewhere"
-            ) from None
+            with open(self.path, "rb") as fh:
+                head = fh.read(len(_HEADER))
+        except FileNotFoundError:
+            return  # first use: SQLite creates it
+        except OSError as exc:
+            raise ConfigError(f"cannot read the run store {self.path} ({exc}); check its permissions") from None
+        wal = Path(f"{self.path}-wal")
+        if not head and wal.is_file() and wal.stat().st_size > 0:
+            return  # everything still in the write-ahead log: SQLite reads it from there
+        if head != _HEADER:
+            what = "is empty (0 bytes)" if not head else "is not a SQLite database (wrong header)"
+            raise IntegrityError(f"the run store {self.path} {what}; {_RESTORE}")
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own consistency check of every page (`store check`)."""
+        rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        found = [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        return [f"the run store {self.path} is damaged: {m}" for m in found[:5]] + (
+            [f"… and {len(found) - 5} more problem(s) from PRAGMA quick_check"] if len(found) > 5 else []
+        )
 
     def close(self) -> None:
         self.conn.close()
 
     def _migrate(self) -> None:
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # nothing to write: opening for `store check` works on a damaged file too
         with self._write():
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -133,10 +192,12 @@ class SqliteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise Transient(f"the run store {self.path} is locked by another process ({exc}); retry") from None
+        if not self._checked:  # once per process, before its first write: never write into a damaged file
+            self._checked = True
+            problems = self.integrity_problems()
+            if problems:
+                raise IntegrityError(f"{problems[0]}; {_RESTORE} (`mlops-ci store check` lists all)")
+        self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
         except BaseException:

@@ -6,12 +6,13 @@ so the core, YAML and git are imported only once a command needs them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import EXIT_CODES, INTERNAL, INTERRUPTED, MlopsCiError
+from ..errors import EXIT_CODES, INTERNAL, INTERRUPTED, OK, MlopsCiError
 
 TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~5 ms of start-up
 
@@ -113,7 +114,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("runs", help="list runs, or show one")
     r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
     r.add_argument("run", nargs="?", help="run id or git ref (for show)")
-    r.add_argument("--limit", type=int, default=20)
+    r.add_argument("--limit", type=_count, default=20)
     r.add_argument("--json", action="store_true")
 
     for name, helptext in (
@@ -129,7 +130,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if name == "report":
             g.add_argument("--output", "-o", help="also write the markdown (or JSON) to this file")
             g.add_argument("--post", action="store_true", help="upsert the report as the PR's sticky comment")
-            g.add_argument("--pr", type=int, help="pull request number (default: from the Actions event)")
+            g.add_argument("--pr", type=_count, help="pull request number (default: from the Actions event)")
         else:
             g.add_argument(
                 "--check", action="store_true", help="publish the verdict as a GitHub check run (or commit status)"
@@ -147,13 +148,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("ref", nargs="?", help="release tag or SHA (default: the tag of HEAD / GITHUB_REF)")
     d.add_argument("--endpoint", help="endpoint name (default: the endpoint whose tag pattern matches)")
     d.add_argument("--retry-failed", action="store_true", help="allow re-deploying a SHA that failed here before")
-    d.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for another deploy (default 60)")
+    d.add_argument(
+        "--lock-timeout", type=_seconds, default=60.0, help="seconds to wait for another deploy (default 60)"
+    )
     d.add_argument("--json", action="store_true")
     d.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     rb = sub.add_parser("rollback", help="put the previous successful version back on an endpoint")
     rb.add_argument("endpoint")
-    rb.add_argument("--lock-timeout", type=float, default=60.0)
+    rb.add_argument("--lock-timeout", type=_seconds, default=60.0)
     rb.add_argument("--json", action="store_true")
     rb.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
@@ -180,7 +183,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     cm = sub.add_parser("comment", help="post a report artifact from a fork PR's run (workflow_run stage)")
     cm.add_argument("--from-artifact", required=True, metavar="FILE", help="report JSON from `report --json`")
-    cm.add_argument("--pr", type=int, help="pull request number (default: the one in the artifact)")
+    cm.add_argument("--pr", type=_count, help="pull request number (default: the one in the artifact)")
     cm.add_argument("--expect-head-sha", help="the SHA the run built (env MLOPS_CI_EXPECTED_HEAD_SHA)")
 
     li = sub.add_parser("lineage", help="the whole chain of a model: endpoint, version, commit, data, run, verdict")
@@ -199,6 +202,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")
     st.add_argument("--json", action="store_true")
     return p
+
+
+def _seconds(text: str) -> float:
+    """A duration: finite and >= 0 (float() takes 'nan' and 'inf', and a nan deadline never comes)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return value
 
 
 def _emit_error(exc: MlopsCiError | Exception, message: str, env: os._Environ[str] | dict[str, str]) -> None:
@@ -252,6 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _emit_error(exc, exc.message, env)
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (`mlops-ci runs | head -1`): what it wanted it got. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again (Python docs, "Note on
+        # SIGPIPE"), and end quietly: a pipeline under `set -o pipefail` must not fail for it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, sys.stdout.fileno())
+        return OK
     except KeyboardInterrupt:
         from .._untrusted import end_block
 
@@ -259,6 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mlops-ci: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are turned into exit 3
+        import sqlite3
+
+        if isinstance(exc, sqlite3.DatabaseError):  # raised while reading rows, past the store's own mapping
+            from ..errors import IntegrityError
+
+            _emit_error(exc, f"the run store is damaged ({exc}); run `mlops-ci store check`, restore a backup", env)
+            return IntegrityError.exit_code
         if args.verbose:
             import traceback
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops_ci.backends.sqlite_store import SCHEMA_VERSION, SqliteStore
-from mlops_ci.errors import AlreadyExists, ConfigError
+from mlops_ci.errors import AlreadyExists, ConfigError, IntegrityError
 from mlops_ci.records import ModelVersion, Run
 from tests.conftest import as_lists
 
@@ -97,7 +97,7 @@ def test_newer_schema_is_refused(tmp_path: Path):
 def test_garbage_file_is_a_clear_error(tmp_path: Path):
     db = tmp_path / "s.db"
     db.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(ConfigError, match="not a usable SQLite database"):
+    with pytest.raises(IntegrityError, match="is not a SQLite database"):  # exit 14: the store's code
         SqliteStore(db)
 
 
