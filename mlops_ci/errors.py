@@ -41,7 +41,7 @@ EXIT_CODES: dict[int, str] = {
     PERMISSION: "a service rejected the credentials or the token lacks a permission (the message names it)",
     INTEGRITY: "a record or the store failed verification (digest mismatch, broken link in the run → verdict → "
     "version → deployment chain, bad signature, damaged store file, missing artifact); nothing was changed",
-    INTERRUPTED: "interrupted (Ctrl-C)",
+    INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM as a cancelled workflow sends)",
 }
 
 

@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -298,14 +299,21 @@ def _stream(
     argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float, on_line: Callable[[str], None]
 ) -> tuple[int, bool]:
     """Run `argv` in its own process group, feeding each output line (stdout and stderr merged)
-    to `on_line`; kill the whole group after `timeout` seconds. Returns (exit code, timed out)."""
+    to `on_line`; kill the whole group after `timeout` seconds. Returns (exit code, timed out).
+
+    The job runs under `_watchdog` (the group's leader), which holds a pipe from this process:
+    if this process dies, even by SIGKILL, the watchdog stops the group, and it enforces the
+    deadline itself (a little after ours) should this process be alive but stuck."""
+    from . import _watchdog
+
+    backstop = max(timeout, 0.0) + 2.0  # ours fires first; this one only if we are stuck
     proc = subprocess.Popen(
-        argv,
+        [sys.executable, "-I", str(Path(_watchdog.__file__).resolve()), f"{backstop:.3f}", "--", *argv],
         cwd=cwd,
         env=dict(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,  # the lifeline: never written, closed only by our exit
         text=True,
         encoding="utf-8",
         errors="replace",
@@ -332,6 +340,8 @@ def _stream(
     finally:
         timer.cancel()
         proc.stdout.close()
+        if proc.stdin is not None:
+            proc.stdin.close()
     return proc.returncode, timed_out.is_set()
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .. import __version__
 from ..errors import EXIT_CODES, INTERNAL, INTERRUPTED, OK, MlopsCiError
@@ -266,6 +267,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     env = os.environ
+    with _sigterm_interrupts():
+        return _run(args, env)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cancelled workflow's second signal, `kill`, a container stop) unwinds like Ctrl-C:
+    a training job is stopped with its group and nothing half-done is recorded."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _run(args: argparse.Namespace, env: os._Environ[str]) -> int:
     try:
         from . import commands
 

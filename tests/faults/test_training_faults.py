@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from tests.conftest import Project
 
@@ -62,3 +68,88 @@ def test_interrupting_training_stops_the_job_and_records_nothing(project: Projec
     else:
         raise AssertionError("the training job survived the interruption")
     assert json.loads(project.ok("runs", "--json")) == []
+
+
+# -- the job dies with its CLI ---------------------------------------------------------------
+_FAMILY = """\
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])  # a worker of the job
+open(os.environ["PIDFILE"], "w").write(f"{os.getpid()} {child.pid}")
+if os.path.exists(os.environ["SLOWFLAG"]):
+    time.sleep(300)
+child.kill()
+print("accuracy=0.9"); print("loss=0.2"); print("rows=3")
+os.makedirs(os.environ["SM_MODEL_DIR"], exist_ok=True)
+open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w").write("m")
+"""
+
+
+def _family_project(project: Project, tmp_path: Path, *, max_run: int | None = None) -> tuple[Path, Path]:
+    pidfile, flag = tmp_path / "job.pids", tmp_path / "slow"
+    flag.write_text("on")
+    (project.path / "train.py").write_text(_FAMILY)
+    cfg = project.path / "mlops-ci.yaml"
+    extra = f"  max_run: {max_run}\n" if max_run else ""
+    cfg.write_text(cfg.read_text().replace(
+        "  channels:", f"  environment: {{PIDFILE: '{pidfile}', SLOWFLAG: '{flag}'}}\n{extra}  channels:"))  # fmt: skip
+    project.commit("a job with a worker")
+    return pidfile, flag
+
+
+def _start_cli(project: Project, pidfile: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_ci", "train"], cwd=project.path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and " " in pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc, [int(p) for p in pidfile.read_text().split()]
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_to_the_cli_stops_the_training_job_and_its_children(project: Project, tmp_path: Path):
+    pidfile, _ = _family_project(project, tmp_path)
+    proc, pids = _start_cli(project, pidfile)
+    proc.send_signal(signal.SIGTERM)  # a cancelled workflow's second signal, a container stop
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert _gone(pids, 10), "the job or its worker survived SIGTERM to the CLI"
+    assert json.loads(project.ok("runs", "--json")) == []
+
+
+def test_kill_9_of_the_cli_kills_the_job_and_a_rerun_finds_no_orphan(project: Project, tmp_path: Path):
+    pidfile, flag = _family_project(project, tmp_path)
+    proc, pids = _start_cli(project, pidfile)
+    proc.kill()  # SIGKILL: no handler of the CLI runs
+    proc.communicate(timeout=30)
+    assert _gone(pids, 10), "the job or its worker outlived a CLI killed with SIGKILL"
+    flag.unlink()
+    pidfile.unlink()
+    project.ok("train")  # no stale lock, no orphan in the way: the rerun trains
+    runs = json.loads(project.ok("runs", "--json"))
+    assert [r["status"] for r in runs] == ["completed"]
+
+
+def test_max_run_is_enforced_even_when_the_cli_is_stuck(project: Project, tmp_path: Path):
+    pidfile, _ = _family_project(project, tmp_path, max_run=1)
+    proc, pids = _start_cli(project, pidfile)
+    proc.send_signal(signal.SIGSTOP)  # the CLI is alive but cannot act (its timer cannot fire)
+    try:
+        assert _gone(pids, 15), "nobody enforced max_run while the CLI was stopped"
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.communicate(timeout=30)
