@@ -272,9 +272,8 @@ class GitHubClient:
         if me is None:
             raise PermissionDenied(
                 f"could not tell which account the GitHub token acts as ({'; '.join(problems)}), so no PR "
-                "comment was edited, deleted or posted (only comments by the token's own account are ever "
-                "touched); use GITHUB_TOKEN, a GitHub App installation token or a personal access token, "
-                "and let the token reach the GraphQL API (GraphQL `viewer`) or GET /user"
+                "comment was touched (only the token's own comments ever are); use GITHUB_TOKEN, a GitHub App "
+                "token or a personal access token, allowed to ask GraphQL `viewer` or GET /user"
             )
         return me
 
