@@ -248,8 +248,9 @@ class GitHubClient:
                 problems.append(f"{where}: {_describe(exc)}")
                 return None
             errors = data.get("errors") if isinstance(data, dict) else None
-            if errors and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors):
-                # GraphQL reports its primary rate limit as HTTP 200 with an error of this type
+            if errors and any(isinstance(e, dict) and e.get("type") in ("RATE_LIMITED", "RATE_LIMIT") for e in errors):
+                # GraphQL reports its primary rate limit as HTTP 200 with an error of type RATE_LIMITED
+                # (github/docs#22607) or RATE_LIMIT (yanyongyu/githubkit#271); its headers carry the reset
                 raise github.GithubException(403, {"message": "API rate limit exceeded (GraphQL)"}, headers)
             found = pick(data) if isinstance(data, dict) and not errors else None
             if isinstance(found, dict) and isinstance(found.get("login"), str) and found["login"] \

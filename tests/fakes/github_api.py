@@ -67,6 +67,7 @@ class Fault:
     message: str = "Server Error"
     times: int = 1
     after: bool = False  # perform the request, then answer with the fault (e.g. POST stored, then 502)
+    payload: dict[str, Any] | None = None  # answer this body instead of {"message": ...}
 
 
 def _now() -> str:
@@ -228,7 +229,8 @@ class FakeGitHub:
                     self._reply(401, {"message": "Bad credentials", "documentation_url": DOCS})
                     return
                 if fault and not fault.after:
-                    self._reply(fault.status, {"message": fault.message, "documentation_url": DOCS}, fault.headers)
+                    answer = fault.payload or {"message": fault.message, "documentation_url": DOCS}
+                    self._reply(fault.status, answer, fault.headers)
                     return
                 try:
                     body = json.loads(raw) if raw else {}

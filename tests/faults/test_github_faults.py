@@ -17,18 +17,23 @@ M = "<!-- mlops-ci:report project=p -->"
 # A contributor's comment that starts with the marker and mimics a report, with workflow
 # commands and markup in it: it must never be edited, deleted or mistaken for ours.
 MIMIC = f"{M}\n## mlops-ci report\n::error::gate failed\n##[group]x\n<details><img src=x onerror=alert(1)>`$(id)`"
-PAT, APP = "pat-alice", "app-token"
 ALICE = Account("alice", 501, installation=False)
 MY_APP = Account("my-app[bot]", 9_100_001, installation=True)
 
 
 @pytest.fixture
 def accounts() -> Iterator[FakeGitHub]:
-    """A fake where the token kinds differ: GITHUB_TOKEN (TOKEN), a PAT, a GitHub App token."""
-    gh = FakeGitHub(tokens={TOKEN: ALL_PERMISSIONS, PAT: ALL_PERMISSIONS, APP: ALL_PERMISSIONS},
-                    accounts={PAT: ALICE, APP: MY_APP}).start()  # fmt: skip
+    """A fake where the token kinds differ: GITHUB_TOKEN (TOKEN), a PAT, a GitHub App token.
+    Tokens are new to this process, so each test sees the identity question asked."""
+    pat, app = f"github_pat_{uuid.uuid4().hex}", f"ghs_{uuid.uuid4().hex}"
+    gh = FakeGitHub(tokens={TOKEN: ALL_PERMISSIONS, pat: ALL_PERMISSIONS, app: ALL_PERMISSIONS},
+                    accounts={pat: ALICE, app: MY_APP}).start()  # fmt: skip
     yield gh
     gh.stop()
+
+
+def token_of(fake: FakeGitHub, account: Account) -> str:
+    return next(t for t, a in fake.accounts.items() if a == account)
 
 
 def bodies(fake: FakeGitHub, number: int) -> list[tuple[str, str]]:
@@ -212,18 +217,19 @@ def test_identity_is_asked_once_per_process():
 def test_an_app_token_is_known_by_graphql_viewer_and_leaves_github_actions_comments_alone(accounts: FakeGitHub):
     old = accounts._new_comment(REPO, 40, f"{M}\nfrom GITHUB_TOKEN days", "github-actions[bot]")
     mine = accounts._new_comment(REPO, 40, f"{M}\nold", "my-app[bot]")
-    result = client(accounts, token=APP).upsert_comment(40, f"{M}\nnew", M)
+    result = client(accounts, token=token_of(accounts, MY_APP)).upsert_comment(40, f"{M}\nnew", M)
     assert result.comment_id == mine["id"] and result.action == "updated"
     assert bodies(accounts, 40) == [("github-actions[bot]", old["body"]), ("my-app[bot]", f"{M}\nnew")]
+    assert len(accounts.graphql) == 1  # the viewer question
     assert ("GET", "/user") not in accounts.requests  # installation tokens may not ask REST who they are
-    assert client(accounts, token=APP).identity().login == "my-app[bot]"
+    assert client(accounts, token=token_of(accounts, MY_APP)).identity().login == "my-app[bot]"
 
 
 def test_a_pat_is_known_by_get_user_when_graphql_is_unavailable(accounts: FakeGitHub):
     accounts.inject("POST", r"^/graphql$", 403, message="Resource not accessible by personal access token")
     accounts._new_comment(REPO, 41, f"{M}\nbot's", "github-actions[bot]")
     mine = accounts._new_comment(REPO, 41, f"{M}\nold", "alice")
-    result = client(accounts, token=PAT).upsert_comment(41, f"{M}\nnew", M)
+    result = client(accounts, token=token_of(accounts, ALICE)).upsert_comment(41, f"{M}\nnew", M)
     assert result.comment_id == mine["id"]
     assert bodies(accounts, 41) == [("github-actions[bot]", f"{M}\nbot's"), ("alice", f"{M}\nnew")]
     assert accounts.count("GET", "/user") == 1
@@ -232,8 +238,19 @@ def test_a_pat_is_known_by_get_user_when_graphql_is_unavailable(accounts: FakeGi
 def test_identity_5xx_is_retried_then_succeeds(accounts: FakeGitHub):
     accounts.inject("POST", r"^/graphql$", 502, times=2)
     clock = Clock()
-    client(accounts, token=APP, clock=clock).upsert_comment(42, f"{M}\nx", M)
+    client(accounts, token=token_of(accounts, MY_APP), clock=clock).upsert_comment(42, f"{M}\nx", M)
     assert clock.slept == [1.0, 2.0] and bodies(accounts, 42) == [("my-app[bot]", f"{M}\nx")]
+
+
+def test_graphql_rate_limit_on_the_identity_question_waits_for_the_reset(accounts: FakeGitHub):
+    clock = Clock()
+    # GraphQL's primary limit is HTTP 200 with a RATE_LIMITED error (github/docs#22607)
+    accounts.inject("POST", r"^/graphql$", 200, payload={"data": None, "errors": [
+        {"type": "RATE_LIMITED", "message": "API rate limit exceeded for installation ID 1."}]},
+        headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(clock.now) + 30)})  # fmt: skip
+    client(accounts, token=token_of(accounts, MY_APP), clock=clock).upsert_comment(46, f"{M}\nx", M)
+    assert clock.slept == [31.0] and bodies(accounts, 46) == [("my-app[bot]", f"{M}\nx")]
+    assert accounts.count("GET", "/user") == 0  # a limit is waited out, not taken for "no identity"
 
 
 def test_identity_that_keeps_failing_is_transient_exit_9_and_touches_nothing():
@@ -272,7 +289,7 @@ def test_unknown_identity_is_exit_13_from_the_client(accounts: FakeGitHub):
     accounts.inject("POST", r"^/graphql$", 404, message="Not Found", times=100)
     clock = Clock()
     with pytest.raises(PermissionDenied, match=r"could not tell which account .* so no PR comment was touched") as err:
-        client(accounts, token=APP, clock=clock).upsert_comment(44, f"{M}\nx", M)
+        client(accounts, token=token_of(accounts, MY_APP), clock=clock).upsert_comment(44, f"{M}\nx", M)
     assert err.value.exit_code == 13 and not isinstance(err.value, BadCredentials)
     assert clock.slept == [] and accounts.writes() == 0
 
