@@ -205,6 +205,9 @@ def bench_comment(rep: Report, n: int) -> None:
             client.upsert_comment(number, f"{marker}\nnew", marker)
             rep.add(f"sticky comment create, PR with {existing:,} comments: API calls",
                     [float(len(fake.requests))], unit="count", note="once per PR; scans the pages")  # fmt: skip
+        # who the token is (GraphQL viewer) is asked once per process, not per comment
+        rep.add("sticky comment: identity questions in the whole run", [float(len(fake.graphql))], unit="count",
+                budget="1 per process", ok=len(fake.graphql) == 1)  # fmt: skip
     finally:
         fake.stop()
 

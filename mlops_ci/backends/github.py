@@ -6,11 +6,16 @@ would be posted twice) and gives up on a 429 without Retry-After. Our policy ret
 *operations* instead, so a retried upsert looks for the marker again before writing, honours
 Retry-After and X-RateLimit-Reset, backs off from 60 s on secondary limits, and gives up after
 a bounded total wait with exit code 9.
+
+The sticky comment is found by its marker *and* its author: only comments written by the
+token's own account are edited or deleted (anyone who can comment can also type the marker).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -160,6 +165,29 @@ def translate(exc: Exception, what: str, permission: str, repository: str | None
 
 
 @dataclass(frozen=True)
+class Identity:
+    """The account a token acts as. Comments are matched on `id`, never on the login: GraphQL
+    spells bot logins without `[bot]` in places where REST keeps it (fullsend-ai/fullsend#6205),
+    and a human may hold the login `github-actions` while the Actions bot is
+    `github-actions[bot]`; account ids are unique and the same in REST and GraphQL."""
+
+    login: str
+    id: int
+
+
+# GraphQL `viewer` answers for every token kind: a PAT's user, and for installation tokens
+# (GITHUB_TOKEN included) the App's bot user, login with `[bot]` and its user id as
+# `databaseId` (verbatim `{"viewer":{"login":"github-actions[bot]"}}` from an Actions run in
+# basiltt/CandleViewer docs/plan/27-adrs/ADR-0017-board-automation.md; `fullsend-ai-coder[bot]`
+# with its databaseId in fullsend-ai/fullsend#1953). REST GET /user answers only PATs:
+# installation tokens get 403 "Resource not accessible by integration"
+# (actions/create-github-app-token#258), so it is the fallback, not the first question.
+VIEWER_QUERY = "query { viewer { login databaseId } }"
+_IDENTITIES: dict[tuple[str, str], Identity] = {}  # (API URL, token digest) → account; asked once a process
+_IDENTITY_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
 class CommentResult:
     comment_id: int
     action: str  # created | updated | unchanged
@@ -195,6 +223,61 @@ class GitHubClient:
     def _call(self, what: str, fn: Callable[[], T], permission: str) -> T:
         return self.retry.call(what, fn, permission=permission, repository=self.settings.repository)
 
+    def identity(self) -> Identity:
+        """Who the token is, asked once per process and token (concurrent jobs in one process
+        wait for the first answer rather than each asking)."""
+        assert self.settings.token is not None
+        key = (self.settings.api_url, hashlib.sha256(self.settings.token.encode()).hexdigest())
+        with _IDENTITY_LOCK:
+            if key not in _IDENTITIES:
+                _IDENTITIES[key] = self._ask_identity()
+            return _IDENTITIES[key]
+
+    def _ask_identity(self) -> Identity:
+        import github
+
+        requester = self._gh.requester
+        problems: list[str] = []
+
+        def ask(where: str, verb: str, url: str, body: Any, pick: Callable[[Any], Any]) -> Identity | None:
+            try:
+                headers, data = requester.requestJsonAndCheck(verb, url, input=body)
+            except github.GithubException as exc:
+                if exc.status == 401 or self.retry.wait_for(exc, 0) is not None:
+                    raise  # bad token, or transient: the retry policy decides
+                problems.append(f"{where}: {_describe(exc)}")
+                return None
+            errors = data.get("errors") if isinstance(data, dict) else None
+            if errors and any(isinstance(e, dict) and e.get("type") in ("RATE_LIMITED", "RATE_LIMIT") for e in errors):
+                # GraphQL reports its primary rate limit as HTTP 200 with an error of type RATE_LIMITED
+                # (github/docs#22607) or RATE_LIMIT (yanyongyu/githubkit#271); its headers carry the reset
+                raise github.GithubException(403, {"message": "API rate limit exceeded (GraphQL)"}, headers)
+            found = pick(data) if isinstance(data, dict) and not errors else None
+            if isinstance(found, dict) and isinstance(found.get("login"), str) and found["login"] \
+                    and isinstance(found.get("id"), int) and not isinstance(found["id"], bool):  # fmt: skip
+                return Identity(found["login"], found["id"])
+            problems.append(f"{where}: no account in the answer")
+            return None
+
+        def viewer(data: dict[str, Any]) -> Any:
+            v = (data.get("data") or {}).get("viewer") or {}
+            return {"login": v.get("login"), "id": v.get("databaseId")} if isinstance(v, dict) else None
+
+        def op() -> Identity | None:
+            problems.clear()
+            return ask("GraphQL viewer", "POST", requester.graphql_url,
+                       {"query": VIEWER_QUERY, "variables": {}}, viewer) \
+                or ask("GET /user", "GET", "/user", None, lambda d: d)  # fmt: skip
+
+        me = self._call("ask GitHub which account the token acts as", op, "metadata:read")
+        if me is None:
+            raise PermissionDenied(
+                f"could not tell which account the GitHub token acts as ({'; '.join(problems)}), so no PR "
+                "comment was touched (only the token's own comments ever are); use GITHUB_TOKEN, a GitHub App "
+                "token or a personal access token, allowed to ask GraphQL `viewer` or GET /user"
+            )
+        return me
+
     def _path(self, *parts: object) -> str:
         return "/".join([f"/repos/{self.settings.repository}", *(str(p) for p in parts)])
 
@@ -226,8 +309,9 @@ class GitHubClient:
     # -- dry-run plans: reads happen (to know what would be edited), writes are only described --
     def plan_comment(self, number: int, body: str, marker: str) -> list[dict[str, Any]]:
         issue = self.repo.get_issue(number)
+        me = self.identity()
         existing = self._call(
-            f"read the comments of PR #{number}", lambda: self._find(issue, marker), "pull-requests:read"
+            f"read the comments of PR #{number}", lambda: self._find(issue, marker, me), "pull-requests:read"
         )
         if not existing:
             return [{"method": "POST", "path": self._path("issues", number, "comments"), "body": {"body": body}}]
@@ -281,36 +365,43 @@ class GitHubClient:
         return str(self._call(f"read PR #{number}", lambda: self.repo.get_pull(number).head.sha, "pull-requests:read"))
 
     # -- sticky comment ----------------------------------------------------------------------
-    def _find(self, issue: github.Issue.Issue, marker: str) -> list[github.IssueComment.IssueComment]:
-        """Comments that start with `marker`, oldest first. Looks at the first page, then (if
-        there are more) from the last page backwards: a sticky comment is created early in a
-        PR's life or, when added to a long PR, near the end."""
+    def _find(self, issue: github.Issue.Issue, marker: str, me: Identity) -> list[github.IssueComment.IssueComment]:
+        """Our comments (author is the token's own account) that start with `marker`, oldest
+        first. Others' comments carrying the marker are ignored: never edited, never deleted.
+        Looks at the first page, then (if there are more) from the last page backwards: a
+        sticky comment is created early in a PR's life or, when added to a long PR, near the end."""
+
+        def ours(c: github.IssueComment.IssueComment) -> bool:
+            return c.user is not None and c.user.id == me.id and (c.body or "").startswith(marker)
+
         comments = issue.get_comments()
         first = comments.get_page(0)
-        found = [c for c in first if (c.body or "").startswith(marker)]
+        found = [c for c in first if ours(c)]
         if found or len(first) < PER_PAGE:
             return sorted(found, key=lambda c: c.id)
         seen = {c.id for c in first}
         for c in comments.reversed:
             if c.id in seen:
                 break  # reached page 1 again
-            if (c.body or "").startswith(marker):
+            if ours(c):
                 found.append(c)
                 break
         return sorted(found, key=lambda c: c.id)
 
     def upsert_comment(self, number: int, body: str, marker: str) -> CommentResult:
-        """One comment per PR per marker: edited in place; duplicates from concurrent jobs are
-        removed (the oldest survives, so every job agrees on which one)."""
+        """One comment of ours per PR per marker: edited in place; our duplicates from concurrent
+        jobs are removed (the oldest survives, so every job agrees on which one). Comments by
+        anyone else are never touched, whatever they contain."""
         import github
 
         issue = self.repo.get_issue(number)
+        me = self.identity()  # before any write: an unknown author means no write at all
 
         def op() -> CommentResult:
-            existing = self._find(issue, marker)
+            existing = self._find(issue, marker, me)
             if not existing:
                 created = issue.create_comment(body)
-                existing = self._find(issue, marker)
+                existing = self._find(issue, marker, me)
                 if not existing:  # eventual consistency: trust what we just created
                     return CommentResult(created.id, "created", created.html_url)
                 action = "created" if existing[0].id == created.id else "updated"

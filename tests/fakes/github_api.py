@@ -5,6 +5,9 @@ Faithful where it matters to us: resource shapes (ids, urls, timestamps), pagina
 Link headers (`per_page` up to 100), 401 for unknown tokens, 403 "Resource not accessible by
 integration" for a token lacking a permission, and injectable faults (5xx, secondary rate
 limits with Retry-After, 429 without it, a POST that stores and *then* fails).
+
+Each token also acts as an account, answering "who am I" the way GitHub does for its kind
+(see `Account`), and comments carry that account as their author.
 """
 
 from __future__ import annotations
@@ -33,6 +36,26 @@ ALL_PERMISSIONS = frozenset(
 )
 READ_ONLY = frozenset({"contents:read"})
 DOCS = "https://docs.github.com/rest"
+USER_DOCS = "https://docs.github.com/rest/users/users#get-the-authenticated-user"
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a token acts as. `installation` tokens (GITHUB_TOKEN, a GitHub App's token) act as
+    the App's bot user: GET /user answers 403 "Resource not accessible by integration"
+    (verbatim in actions/create-github-app-token#258), GraphQL `viewer` answers the bot's login
+    *with* `[bot]` and its user id as databaseId (`{"viewer":{"login":"github-actions[bot]"}}`
+    from an Actions run, basiltt/CandleViewer docs/plan/27-adrs/ADR-0017-board-automation.md;
+    fullsend-ai/fullsend#1953). A PAT acts as its user: both questions answer it."""
+
+    login: str
+    id: int
+    installation: bool
+
+
+# github-actions[bot]'s user id, as in its noreply address 41898282+github-actions[bot]@users.noreply.github.com
+# (actions/checkout#1707)
+ACTIONS_BOT = Account("github-actions[bot]", 41898282, installation=True)
 
 
 @dataclass
@@ -44,6 +67,7 @@ class Fault:
     message: str = "Server Error"
     times: int = 1
     after: bool = False  # perform the request, then answer with the fault (e.g. POST stored, then 502)
+    payload: dict[str, Any] | None = None  # answer this body instead of {"message": ...}
 
 
 def _now() -> str:
@@ -51,9 +75,17 @@ def _now() -> str:
 
 
 class FakeGitHub:
-    def __init__(self, *, prefix: str = "", tokens: dict[str, frozenset[str]] | None = None):
+    def __init__(self, *, prefix: str = "", tokens: dict[str, frozenset[str]] | None = None,
+                 accounts: dict[str, Account] | None = None):  # fmt: skip
         self.prefix = prefix.rstrip("/")
         self.tokens = tokens if tokens is not None else {"test-token": ALL_PERMISSIONS}
+        # token → account; a token not named here is a GITHUB_TOKEN (acts as github-actions[bot])
+        self.accounts = dict(accounts or {})
+        self.user_ids: dict[str, int] = {ACTIONS_BOT.login: ACTIONS_BOT.id}
+        for a in self.accounts.values():
+            self.user_ids[a.login] = a.id
+        # GraphQL queries, kept apart from `requests`: they are reads although sent as POST
+        self.graphql: list[str] = []
         self.lock = threading.Lock()
         self.next_id = 1000
         self.comments: dict[int, dict[str, Any]] = {}
@@ -109,13 +141,22 @@ class FakeGitHub:
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
+    def account(self, token: str) -> Account:
+        return self.accounts.get(token, ACTIONS_BOT)
+
+    def user_id(self, login: str) -> int:
+        """One id per login, like GitHub: `github-actions` (a user) and `github-actions[bot]` differ."""
+        if login not in self.user_ids:
+            self.user_ids[login] = 7_000_000 + len(self.user_ids)
+        return self.user_ids[login]
+
     def _new_comment(self, repo: str, number: int, body: str, login: str) -> dict[str, Any]:
         cid = self._id()
         c = {
             "id": cid, "node_id": f"IC_{cid}", "body": body, "url": self._url(f"/repos/{repo}/issues/comments/{cid}"),
             "html_url": f"https://github.example/{repo}/pull/{number}#issuecomment-{cid}",
             "issue_url": self._url(f"/repos/{repo}/issues/{number}"), "created_at": _now(), "updated_at": _now(),
-            "user": {"login": login, "id": 1, "type": "Bot" if login.endswith("[bot]") else "User"},
+            "user": {"login": login, "id": self.user_id(login), "type": "Bot" if login.endswith("[bot]") else "User"},
             "author_association": "NONE", "_repo": repo, "_issue": number,
         }  # fmt: skip
         self.comments[cid] = c
@@ -157,6 +198,10 @@ class FakeGitHub:
                 if fake.prefix and path.startswith(fake.prefix):
                     path = path[len(fake.prefix) :]
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                # GraphQL lives at /graphql, on GitHub Enterprise at /api/graphql next to /api/v3
+                graphql = parsed.path == fake.prefix.removesuffix("/v3") + "/graphql"
+                if graphql:
+                    path = "/graphql"
                 if method == "GET" and (blob := re.fullmatch(r"/_blobs/(\d+)\.zip", path)):
                     # where GET .../artifacts/{id}/zip redirects to: a pre-signed blob URL on
                     # GitHub, fetched without the API token (download-artifact streams it)
@@ -169,7 +214,10 @@ class FakeGitHub:
                     self.wfile.write(data)
                     return
                 with fake.lock:
-                    fake.requests.append((method, path))
+                    if graphql:
+                        fake.graphql.append(str((json.loads(raw) if raw else {}).get("query", "")))
+                    else:
+                        fake.requests.append((method, path))
                     fault = next((f for f in fake.faults if f.method == method and f.path.search(path)), None)
                     if fault:
                         fault.times -= 1
@@ -181,7 +229,8 @@ class FakeGitHub:
                     self._reply(401, {"message": "Bad credentials", "documentation_url": DOCS})
                     return
                 if fault and not fault.after:
-                    self._reply(fault.status, {"message": fault.message, "documentation_url": DOCS}, fault.headers)
+                    answer = fault.payload or {"message": fault.message, "documentation_url": DOCS}
+                    self._reply(fault.status, answer, fault.headers)
                     return
                 try:
                     body = json.loads(raw) if raw else {}
@@ -189,7 +238,11 @@ class FakeGitHub:
                     self._reply(400, {"message": "Problems parsing JSON"})
                     return
                 with fake.lock:
-                    status, payload, headers = fake.route(method, path, query, body, fake.tokens[token])
+                    if graphql:
+                        status, payload, headers = fake.graphql_route(method, body, fake.account(token))
+                    else:
+                        status, payload, headers = fake.route(method, path, query, body, fake.tokens[token],
+                                                              fake.account(token))  # fmt: skip
                 if fault:  # the write happened; the client still sees an error
                     self._reply(fault.status, {"message": fault.message, "documentation_url": DOCS}, fault.headers)
                     return
@@ -230,9 +283,28 @@ class FakeGitHub:
         headers = {"Link": ", ".join(links)} if links else {}
         return 200, [self.public(i) for i in chunk], headers
 
+    @staticmethod
+    def graphql_route(method: str, body: dict[str, Any], who: Account) -> tuple[int, Any, dict[str, str]]:
+        """Only the `viewer` question is answered; anything else is a GraphQL error (HTTP 200)."""
+        if method != "POST":
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+        if re.fullmatch(r"\s*(query\s*)?\{\s*viewer\s*\{\s*login\s+databaseId\s*\}\s*\}\s*", body.get("query", "")):
+            return 200, {"data": {"viewer": {"login": who.login, "databaseId": who.id}}}, {}
+        return 200, {"errors": [{"message": "the fake answers only `viewer { login databaseId }`"}]}, {}
+
     def route(
-        self, method: str, path: str, query: dict[str, str], body: dict[str, Any], perms: frozenset[str]
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        body: dict[str, Any],
+        perms: frozenset[str],
+        who: Account = ACTIONS_BOT,
     ) -> tuple[int, Any, dict[str, str]]:
+        if path == "/user" and method == "GET":
+            if who.installation:
+                return 403, {"message": "Resource not accessible by integration", "documentation_url": USER_DOCS}, {}
+            return 200, {"login": who.login, "id": who.id, "type": "User", "url": self._url("/user")}, {}
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path)
         if not m:
             return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
@@ -280,7 +352,7 @@ class FakeGitHub:
                     return 422, {"message": "Validation Failed"}, {}
                 if len(body["body"]) > 65536:
                     return 422, {"message": "Validation Failed: body is too long (maximum is 65536 characters)"}, {}
-                return 201, self.public(self._new_comment(repo, number, body["body"], "github-actions[bot]")), {}
+                return 201, self.public(self._new_comment(repo, number, body["body"], who.login)), {}
         if mm := re.fullmatch(r"/issues/comments/(\d+)", rest):
             c = self.comments.get(int(mm.group(1)))
             if c is None:
