@@ -56,5 +56,40 @@ def pack_deterministic(entries: list[tuple[str, Path]], dest: Path) -> str:
     return sha256_file(dest)
 
 
+class LinkOutside(ValueError):
+    """A symbolic link under a directory being packed that would bring in something else."""
+
+    def __init__(self, link: Path, root: Path, why: str):
+        self.link, self.root = link, root
+        try:
+            target = str(link.readlink())
+        except OSError:
+            target = "?"
+        super().__init__(f"{link.relative_to(root).as_posix()} is a symbolic link to {target} ({why})")
+
+
 def files_under(root: Path, prefix: str = "") -> list[tuple[str, Path]]:
-    return [(prefix + p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*")) if p.is_file()]
+    """(arcname, path) of every file under `root`, sorted. A link to a file or directory inside
+    `root` is packed as that content; a link that leaves `root`, dangles or loops raises
+    LinkOutside, never followed: packing it would put a host file (credentials,
+    /proc/self/environ) into an artifact others download."""
+    base = root.resolve()
+    found: list[tuple[str, Path]] = []
+
+    def walk(here: Path, entered: tuple[Path, ...]) -> None:
+        for entry in sorted(here.iterdir()):
+            target = entry.resolve()
+            if entry.is_symlink():
+                if not entry.exists():
+                    raise LinkOutside(entry, root, "a dangling link")
+                if not target.is_relative_to(base):
+                    raise LinkOutside(entry, root, "outside it")
+            if entry.is_dir():
+                if target in entered or any(target in p.parents for p in entered):
+                    raise LinkOutside(entry, root, "a loop")
+                walk(entry, (*entered, target))
+            elif entry.is_file():  # sockets, fifos: not content
+                found.append((prefix + entry.relative_to(root).as_posix(), entry))
+
+    walk(root, (base,))
+    return sorted(found)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import GitError, NotFound
+from .errors import GitError, NotFound, Refused
 
 if TYPE_CHECKING:  # pragma: no cover
     import git
@@ -162,7 +162,13 @@ class Git:
         assert isinstance(data, bytes)
         dest.mkdir(parents=True, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(dest, filter="data")
+            try:
+                tar.extractall(dest, filter="data")
+            except tarfile.FilterError as err:  # a committed link to /etc/passwd, ../../.aws, …
+                raise Refused(
+                    f"commit {sha[:8]}: {err} outside the repository; mlops-ci never follows it into a job or "
+                    "an artifact. Commit the file itself or a link that stays inside the repository"
+                ) from None
 
 
 def load_context(start: Path, env: Mapping[str, str], git_: Git | None = None) -> GitContext:

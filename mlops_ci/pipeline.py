@@ -25,7 +25,7 @@ from . import _untrusted, integrity
 from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
-from ._files import files_under, pack_deterministic, sha256_file, sha256_tree
+from ._files import LinkOutside, files_under, pack_deterministic, sha256_file, sha256_tree
 from .backends import Store, TrainingSpec, owner_label, run_url
 from .config import Config
 from .context import Git, GitContext, load_context
@@ -346,7 +346,15 @@ class Workspace:
                 names = ", ".join(sorted(self._left_out)[:5]) + (", …" if len(self._left_out) > 5 else "")
                 hint = f"; training.exclude left {len(self._left_out)} file(s) out of the job's source: {names}"
             raise TrainingFailed(f"training failed: {first} (run {run_id}; full log: {result.log_path}){hint}")
-        artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
+        try:
+            artifact, digest_art = self._pack(result.model_dir, workdir / "opt_ml" / "code", run_id)
+        except LinkOutside as err:
+            failure = f"SM_MODEL_DIR/{err}: it is not packed (it would carry a file of this machine into the artifact)"
+            run = integrity.seal_run(Run(**base, status="failed", failure=failure), result.series)  # type: ignore[arg-type]
+            self.store.record_run(run, result.series)
+            raise TrainingFailed(
+                f"training failed: {failure}; write the file itself into SM_MODEL_DIR, not a link (run {run_id})"
+            ) from None
         uri = self.store.put_artifact(artifact, digest_art)
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         run = integrity.seal_run(run, result.series)
@@ -655,7 +663,10 @@ class Workspace:
         for rel in wanted:
             src = code_dir / rel
             if src.is_dir():
-                entries += files_under(src, f"code/{rel.rstrip('/')}/")
+                try:
+                    entries += files_under(src, f"code/{rel.rstrip('/')}/")
+                except LinkOutside as err:
+                    raise Refused(f"{self.cfg.file}: serving file '{rel}': {err}; commit the file itself") from None
             elif src.is_file():
                 entries.append((f"code/{rel}", src))
             else:

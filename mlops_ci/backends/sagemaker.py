@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._files import files_under, pack_deterministic
+from .._files import LinkOutside, files_under, pack_deterministic
 from .._untrusted import guard, inline
 from ..config import AwsConfig, Config, EndpointConfig, SageMakerTraining
 from ..errors import (
@@ -272,7 +272,10 @@ class SageMakerTrainer:
 
     # pure parts ------------------------------------------------------------------------
     def pack_source(self, code_dir: Path, dest: Path) -> tuple[Path, str]:
-        entries = [(rel, p) for rel, p in files_under(code_dir) if "__pycache__" not in rel]
+        try:
+            entries = [(rel, p) for rel, p in files_under(code_dir) if "__pycache__" not in rel]
+        except LinkOutside as err:
+            raise Refused(f"training.source_dir: {err}; it is not uploaded. Commit the file itself") from None
         digest = pack_deterministic(entries, dest)
         return dest, digest
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -153,3 +155,44 @@ def test_max_run_is_enforced_even_when_the_cli_is_stuck(project: Project, tmp_pa
     finally:
         proc.send_signal(signal.SIGCONT)
         proc.communicate(timeout=30)
+
+
+# -- links that would carry a file of this machine into an artifact ----------------------------
+def test_a_symlink_out_of_the_model_dir_is_not_packed(project: Project, tmp_path):
+    host = tmp_path / "host-secret"
+    host.write_text("AWS_SECRET_ACCESS_KEY=do-not-ship\n")
+    train = project.path / "train.py"
+    script = train.read_text() + (
+        "\nimport os\nmodel = os.environ['SM_MODEL_DIR']\n"
+        "open(os.path.join(model, 'inside.txt'), 'w').write('ok')\n"
+        "os.symlink('inside.txt', os.path.join(model, 'alias.txt'))\n"
+    )
+    train.write_text(script + f"os.symlink({str(host)!r}, os.path.join(model, 'extra.txt'))\n")
+    project.commit("a link to a host file in the model dir")
+    code, _, err = project.cli("train")
+    assert code == 6, err
+    line = err.strip().splitlines()[-1]
+    assert f"SM_MODEL_DIR/extra.txt is a symbolic link to {host} (outside it)" in line and "not a link" in line
+    (run,) = json.loads(project.ok("runs", "--json"))
+    assert run["status"] == "failed" and run["artifact_sha256"] is None and "extra.txt" in run["failure"]
+    blobs = [p for p in (project.path / ".mlops-ci").rglob("*.gz") if p.is_file()]
+    assert not any(b"do-not-ship" in gzip.decompress(p.read_bytes()) for p in blobs)
+    # a link that stays inside the model dir is packed as its content
+    train.write_text(script)
+    project.commit("only the inner link")
+    run = json.loads(project.ok("train", "--json"))["run"]
+    blob = next((project.path / ".mlops-ci").rglob(f"{run['artifact_sha256']}.tar.gz"))
+    with tarfile.open(blob) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        alias = tar.extractfile("alias.txt")
+        assert members["alias.txt"].isfile() and alias is not None and alias.read() == b"ok"
+        assert "extra.txt" not in members
+
+
+def test_a_committed_link_out_of_the_repository_is_refused(project: Project):
+    (project.path / "credentials").symlink_to(Path.home() / ".aws" / "credentials")
+    project.commit("a link to the user's AWS credentials")
+    code, _, err = project.cli("train")
+    assert code == 5, err
+    assert "'credentials' is a link to an absolute path outside the repository" in err.strip().splitlines()[-1]
+    assert json.loads(project.ok("runs", "--json")) == []
