@@ -22,10 +22,12 @@ import sys
 import tarfile
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from ._http import Server, linger, reply
 
 MAX_BODY = 6 * 1024 * 1024  # SageMaker real-time endpoints accept payloads up to 6 MB
 JSON = "application/json"
@@ -60,6 +62,8 @@ def default_input_fn(body: bytes, content_type: str) -> Any:
             return np.load(io.BytesIO(body), allow_pickle=False)
     except (ValueError, UnicodeDecodeError, TypeError) as exc:
         raise BadRequest(400, f"could not parse the {ctype} payload: {exc}") from None
+    except RecursionError:  # [[[[…]]]] 100,000 deep: the caller's input, not a server fault
+        raise BadRequest(400, f"could not parse the {ctype} payload: nested too deeply") from None
     raise BadRequest(415, f"unsupported content type {ctype}; send {JSON}, {CSV} or {NPY}")
 
 
@@ -149,12 +153,7 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
         def _send(self, status: int, body: bytes, ctype: str = JSON) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("X-Mlops-Ci-Version", str(meta.get("version", "")))
-            self.end_headers()
-            self.wfile.write(body)
+            reply(self, status, body, {"Content-Type": ctype, "X-Mlops-Ci-Version": str(meta.get("version", ""))})
 
         def _error(self, status: int, message: str) -> None:
             self._send(status, json.dumps({"error": message}).encode())
@@ -178,8 +177,9 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
                 self._error(411, "Content-Length is required")
                 return
             if length > MAX_BODY:
-                self._error(413, f"payload of {length} bytes exceeds the {MAX_BODY}-byte limit")
                 self.close_connection = True
+                self._error(413, f"payload of {length} bytes exceeds the {MAX_BODY}-byte limit")
+                linger(self.connection, length)
                 return
             body = self.rfile.read(length)
             try:
@@ -198,11 +198,6 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
             self._send(200, payload, ctype)
 
     return Handler
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default backlog of 5 drops bursts of concurrent clients
 
 
 def write_ready(path: Path, info: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from .model_server import MAX_BODY, Server, write_ready
+from ._http import Server, linger, reply
+from .model_server import MAX_BODY, write_ready
 
 
 class Target:
@@ -43,7 +44,61 @@ class Target:
             return self._value
 
 
+class Upstream:
+    """Keep-alive connections to the model servers, one per worker thread and port. A reused
+    connection the server has closed meanwhile (idle timeout, a drained old version) fails
+    before any answer: the request is sent again once, on a fresh connection to the *current*
+    target, so a blue/green switch loses no request."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _conn(self, port: int) -> tuple[http.client.HTTPConnection, bool]:
+        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get(port)
+        if conn is not None:
+            return conn, True
+        for old in conns.values():  # the target moved: the old server is going away
+            old.close()
+        conns.clear()
+        conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        return conn, False
+
+    def drop(self, port: int) -> None:
+        conn = self._local.__dict__.get("conns", {}).pop(port, None)
+        if conn is not None:
+            conn.close()
+
+    def send(
+        self, target: Target, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPResponse, bytes, dict[str, Any]]:
+        for attempt in (1, 2):
+            t = target.get()
+            if not t:
+                raise LookupError("no model is deployed on this endpoint")
+            port = int(t["port"])
+            conn, reused = self._conn(port)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionRefusedError):
+                self.drop(port)
+                if attempt == 1 and (reused or target.get() != t):
+                    continue  # nothing was answered: the server closed an idle connection or went away
+                raise
+            except OSError:
+                self.drop(port)
+                raise
+            if resp.will_close:
+                self.drop(port)
+            return resp, data, t
+        raise AssertionError("unreachable")
+
+
 def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
+    upstream = Upstream()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mlops-ci-router"
@@ -52,33 +107,24 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
         def _send(self, status: int, body: bytes, ctype: str, version: str = "") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
+            headers = {"Content-Type": ctype}
             if version:
-                self.send_header("X-Mlops-Ci-Version", version)
-            self.end_headers()
-            self.wfile.write(body)
+                headers["X-Mlops-Ci-Version"] = version
+            reply(self, status, body, headers)
 
         def _forward(self, method: str, body: bytes | None) -> None:
-            t = target.get()
-            if not t:
-                self._send(503, b'{"error": "no model is deployed on this endpoint"}', "application/json")
-                return
-            conn = http.client.HTTPConnection("127.0.0.1", int(t["port"]), timeout=60)
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
             if body is not None:
                 headers["Content-Length"] = str(len(body))
             try:
-                conn.request(method, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                resp, data, t = upstream.send(target, method, self.path, body, headers)
+            except LookupError as exc:
+                self._send(503, json.dumps({"error": str(exc)}).encode(), "application/json")
+                return
             except OSError as exc:
                 msg = json.dumps({"error": f"model server unreachable: {exc}"}).encode()
                 self._send(502, msg, "application/json")
                 return
-            finally:
-                conn.close()
             version = resp.getheader("X-Mlops-Ci-Version") or str(t.get("version", ""))
             self._send(resp.status, data, resp.getheader("Content-Type") or "application/octet-stream", version)
 
@@ -97,8 +143,13 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
                 self._send(411, b'{"error": "Content-Length is required"}', "application/json")
                 return
             if length > MAX_BODY:
-                self._send(413, b'{"error": "payload too large"}', "application/json")
                 self.close_connection = True
+                self._send(
+                    413,
+                    json.dumps({"error": f"payload of {length} bytes exceeds the {MAX_BODY}-byte limit"}).encode(),
+                    "application/json",
+                )
+                linger(self.connection, length)
                 return
             self._forward("POST", self.rfile.read(length))
 

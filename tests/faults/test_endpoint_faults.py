@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
+import socket
 import threading
+import time
 import urllib.request
 
 from tests.conftest import Project
@@ -151,4 +154,77 @@ def test_a_server_killed_by_hand_shows_as_drift_and_a_broken_endpoint(project: P
     code, _, err = project.cli("invoke", "production", "--data", "[[1, 2]]")
     assert code == 10 and "no healthy model server" in err
     project.ok("deploy", "v1.0.0")  # a deploy repairs it
+    assert invoke(project, "production") == [3.0, 7.0]
+
+
+# -- the router and the model server under hostile or careless clients --------------------------
+def _port(project: Project) -> int:
+    from urllib.parse import urlparse
+
+    port = urlparse(str(endpoint_state(project, "production")["url"])).port
+    assert port is not None
+    return port
+
+
+def _post(port: int, body: bytes, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+        resp = c.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if conn is None:
+            c.close()
+
+
+def test_thousands_of_idle_connections_neither_hold_nor_freeze_the_endpoint(project: Project):
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    port = _port(project)
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(1500)]
+    half = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    for s in half:
+        s.sendall(b"POST /invocations HTTP/1.1\r\nContent-Le")  # a head that never ends
+    started = time.monotonic()
+    assert _post(port, b"[[1, 2]]") == (200, b"[3.0]")
+    for s in idle + half:
+        s.close()  # all at once
+    keep = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    assert [_post(port, b"[[1, 1]]", keep) for _ in range(50)] == [(200, b"[2.0]")] * 50
+    keep.close()
+    # before: 1,000 dropped at once froze the endpoint for 34 s (a thread each)
+    assert time.monotonic() - started < 10
+    assert invoke(project, "production") == [3.0, 7.0]
+
+
+def test_a_request_head_that_never_ends_is_closed_with_408(project: Project):
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    s = socket.create_connection(("127.0.0.1", _port(project)), timeout=30)
+    s.sendall(b"POST /invocations HTTP/1.1\r\n")
+    for _ in range(3):
+        time.sleep(1)
+        s.sendall(b"X-Slow: 1\r\n")  # a byte now and then never extends the head's deadline
+    with s:
+        answer = s.recv(1000)
+        assert answer.startswith(b"HTTP/1.1 408 ") and s.recv(1000) == b""
+
+
+def test_invoke_with_a_body_over_6_mb_reports_the_endpoints_413(project: Project, tmp_path):
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    big = tmp_path / "big.json"
+    big.write_bytes(b"[" + b"1," * (7 * 1024 * 1024 // 2) + b"1]")
+    code, _, err = project.cli("invoke", "production", "--file", str(big))
+    assert code == 2, err
+    assert "endpoint production answered HTTP 413" in err and "exceeds the 6291456-byte limit" in err
+    assert "does not answer" not in err
+    assert invoke(project, "production") == [3.0, 7.0]
+
+
+def test_json_nested_100000_deep_is_400_not_500(project: Project):
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    status, body = _post(_port(project), b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and b"nested too deeply" in body
     assert invoke(project, "production") == [3.0, 7.0]
