@@ -19,7 +19,7 @@ test:
 # Benchmarks: a non-editable install (as users get it) plus DVC, the peer compared against.
 bench:
 	$(PYTHON) -m venv --clear .venv-bench
-	.venv-bench/bin/python -m pip install $(PIP_FLAGS) ".[dev]" dvc
+	.venv-bench/bin/python -m pip install $(PIP_FLAGS) ".[dev]" dvc gunicorn
 	.venv-bench/bin/python benchmarks/bench.py
 
 # Static checks CI runs after `make test` (uses the virtualenv `make test` built).

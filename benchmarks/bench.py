@@ -302,10 +302,202 @@ def bench_s3(rep: Report, tmp: Path) -> None:
             note="the SageMaker source upload will use the same content addressing")  # fmt: skip
 
 
+
+# -- 7. endpoint serving through the router, beside gunicorn ----------------------------------------
+_WSGI = """\
+# The peer: what SageMaker's sklearn image runs (gunicorn in front of the user's model_fn and
+# predict_fn), reduced to a minimal WSGI app over the same artifact.
+import json, os, sys
+import numpy as np
+MODEL_DIR = os.environ["BENCH_MODEL_DIR"]
+sys.path.insert(0, os.path.join(MODEL_DIR, "code"))
+import inference
+model = inference.model_fn(MODEL_DIR)
+predict = getattr(inference, "predict_fn", lambda data, m: m.predict(data))
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/ping":
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+        return [b"{}"]
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    data = json.loads(body)
+    out = json.dumps(np.asarray(predict(np.asarray(data, dtype=float), model)).tolist()).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
+"""
+_ROW = b"[[0.1, -0.5, 1.2, 0.3, -1.1, 0.4, 0.0, -0.7]]"
+
+
+def _load(port: int, clients: int, seconds: float, keep_alive: bool = True) -> dict[str, Any]:
+    """`clients` threads POST one row for `seconds`; requests/s, p50/p99 latency, failures and
+    the versions that answered (X-Mlops-Ci-Version)."""
+    import http.client
+    import threading
+
+    stop = time.monotonic() + seconds
+    lat: list[float] = []
+    failures: list[str] = []
+    versions: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def one() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        seen: dict[str, int] = {}
+        bad: list[str] = []
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/invocations", body=_ROW, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200 or not data.startswith(b"["):
+                    bad.append(f"HTTP {resp.status}: {data[:80]!r}")
+                v = resp.getheader("X-Mlops-Ci-Version") or ""
+                seen[v] = seen.get(v, 0) + 1
+            except (OSError, http.client.HTTPException) as exc:
+                bad.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            mine.append(time.perf_counter() - t)
+            if not keep_alive:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.close()
+        with lock:
+            lat.extend(mine)
+            failures.extend(bad)
+            for k, n in seen.items():
+                versions[k] = versions.get(k, 0) + n
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {"rps": len(lat) / wall, "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)],
+            "n": len(lat), "failures": failures, "versions": versions}  # fmt: skip
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(port: int, path: str = "/ping", seconds: float = 60) -> None:
+    import http.client
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def bench_serving(rep: Report, tmp: Path, seconds: float) -> None:
+    import tarfile
+
+    gunicorn = shutil.which("gunicorn", path=str(BIN))
+    repo = tmp / "serve"
+    shutil.copytree(ROOT / "examples" / "classifier", repo, ignore=shutil.ignore_patterns("__pycache__", ".mlops-ci"))
+    env = {**os.environ, **GIT_ENV}
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([MLOPS_CI, *args], cwd=repo, env=env, check=True, capture_output=True, text=True)
+        return out.stdout
+
+    cfg = repo / "mlops-ci.yaml"
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
+    cli("train")
+    for n_trees, tag in ((41, "v1.0.0"), (42, "v1.1.0")):
+        cfg.write_text(cfg.read_text().replace(f"n_estimators: {n_trees - 1}", f"n_estimators: {n_trees}"))
+        git(repo, "commit", "-qam", tag)
+        cli("train")
+        cli("gate")
+        cli("promote")
+        git(repo, "tag", tag)
+    cli("deploy", "v1.0.0")
+    try:
+        (live,) = [e for e in json.loads(cli("endpoints", "--json")) if e["name"] == "production"]
+        router = int(live["url"].rsplit(":", 1)[1])
+        figures: dict[str, dict[str, Any]] = {}
+        for clients, keep in ((1, True), (1, False), (32, True)):
+            label = f"{clients} {'keep-alive' if keep else 'new-connection'} client{'s' if clients > 1 else ''}"
+            figures[f"router {label}"] = _load(router, clients, seconds, keep)
+        peer = None
+        if gunicorn:
+            model_dir = tmp / "peer-model"
+            model_dir.mkdir()
+            (mv,) = [m for m in json.loads(cli("models", "--json")) if m["version"] == 1]
+            artifact = Path(mv["artifact_uri"].removeprefix("file://"))
+            with tarfile.open(artifact) as tar:
+                tar.extractall(model_dir, filter="data")
+            (tmp / "peer_app.py").write_text(_WSGI)
+            port = _free_port()
+            workers = str(os.cpu_count() or 1)
+            peer = subprocess.Popen([gunicorn, "-k", "gthread", "-w", workers, "--threads", "8", "--keep-alive", "60",
+                                     "-b", f"127.0.0.1:{port}", "--chdir", str(tmp), "peer_app:app"],
+                                    env={**env, "BENCH_MODEL_DIR": str(model_dir)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            _wait_http(port)
+            for clients, keep in ((1, True), (1, False), (32, True)):
+                label = f"{clients} {'keep-alive' if keep else 'new-connection'} client{'s' if clients > 1 else ''}"
+                figures[f"gunicorn {label}"] = _load(port, clients, seconds, keep)
+            peer.terminate()
+            peer.wait(30)
+        for name, f in figures.items():
+            rep.add(f"serving, {name}: requests/s", [f["rps"]], unit="req/s",
+                    note=f"p50 {f['p50'] * 1000:.2f} ms, p99 {f['p99'] * 1000:.2f} ms, {len(f['failures'])} failed")  # fmt: skip
+        ka, new = figures["router 1 keep-alive client"], figures["router 1 new-connection client"]
+        rep.add("serving: 1 keep-alive client vs a new connection per request", [ka["rps"]], unit="req/s",
+                reference=new["rps"], ref_name="new connection", budget=">= 1x", ok=ka["rps"] >= new["rps"])  # fmt: skip
+        many = figures["router 32 keep-alive clients"]
+        if "gunicorn 32 keep-alive clients" in figures:
+            g = figures["gunicorn 32 keep-alive clients"]
+            rep.add("serving: 32 keep-alive clients, router vs gunicorn", [many["rps"]], unit="req/s",
+                    reference=g["rps"], ref_name="gunicorn (gthread)", budget=">= 0.5x gunicorn",
+                    ok=many["rps"] >= 0.5 * g["rps"], note=f"gunicorn -w {os.cpu_count()} --threads 8")  # fmt: skip
+        else:
+            rep.add("serving: 32 keep-alive clients, router vs gunicorn", [many["rps"]], unit="req/s",
+                    budget=">= 0.5x gunicorn", ok=False, note="gunicorn is not installed: `make bench` installs it")  # fmt: skip
+        # Deploy during load: two blue/green switches under 8 keep-alive clients.
+        import threading
+
+        result: dict[str, Any] = {}
+        loader = threading.Thread(target=lambda: result.update(_load(router, 8, seconds * 4)))
+        loader.start()
+        time.sleep(seconds / 2)
+        cli("deploy", "v1.1.0")
+        cli("rollback", "production")
+        loader.join()
+        rep.add("deploy during load (8 clients, 2 switches): failed requests", [float(len(result["failures"]))],
+                unit="count", budget="0", ok=not result["failures"] and len(result["versions"]) >= 2,
+                note=f"{result['n']} requests, versions answering {result['versions']}"
+                + (f"; first failure {result['failures'][0]}" if result["failures"] else ""))  # fmt: skip
+    finally:
+        subprocess.run([MLOPS_CI, "endpoint", "stop", "production"], cwd=repo, env=env, capture_output=True,
+                       check=False)  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results.json"))
     p.add_argument("--repeat", type=int, default=15, help="runs per start-up figure (others use a third)")
+    p.add_argument("--seconds", type=float, default=3.0, help="duration of each serving load")
+    p.add_argument("--only", help="run only the steps whose title contains this")
     a = p.parse_args()
     rep = Report()
     n_small = max(3, a.repeat // 3)
@@ -318,8 +510,11 @@ def main() -> int:
             ("local training", lambda: bench_training(rep, n_small, tmp)),
             ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
             ("S3 dedupe", lambda: bench_s3(rep, tmp)),
+            ("endpoint serving", lambda: bench_serving(rep, tmp, a.seconds)),
         ]
         for title, fn in steps:
+            if a.only and a.only not in title:
+                continue
             print(f"\n== {title}", flush=True)
             fn()
     failed = [r["name"] for r in rep.rows if r["pass"] is False]

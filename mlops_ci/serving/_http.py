@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import selectors
+import signal
 import socket
 import socketserver
 import threading
@@ -143,7 +145,12 @@ class Server(socketserver.TCPServer):
         self.handler_class = handler
         self.workers, self.max_connections = workers, min(max_connections, _raise_fd_limit() - 64)
         self.idle_timeout, self.head_timeout, self.body_timeout = idle_timeout, head_timeout, body_timeout
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="http")
+        self.children: list[int] = []
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """What each process has for itself (after prefork, a child makes its own)."""
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="http")
         self._back: deque[_Conn] = deque()  # connections a worker handed back
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -193,7 +200,8 @@ class Server(socketserver.TCPServer):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # EMFILE and friends: make room, try again next round
-                self._evict(sel)
+                if not self._evict(sel):
+                    time.sleep(0.01)  # nothing idle to close: do not spin
                 return
             if self.open_connections >= self.max_connections and not self._evict(sel):
                 sock.close()
@@ -330,8 +338,30 @@ class Server(socketserver.TCPServer):
         return h
 
     # life --------------------------------------------------------------------------------
+    def prefork(self, processes: int) -> bool:
+        """Fork `processes - 1` copies that accept on the same listening socket (the model is
+        loaded once, before, and shared copy-on-write), as SageMaker's serving containers run
+        one worker per CPU. Call before any thread starts. True in a child, which dies with its
+        parent: a killed server never leaves workers behind."""
+        parent = os.getpid()
+        for _ in range(processes - 1):
+            pid = os.fork()
+            if pid == 0:
+                self.children = []
+                self._init_state()
+                _die_with(parent)
+                return True
+            self.children.append(pid)
+        return False
+
+    def stop_children(self, sig: int = signal.SIGTERM) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
     def shutdown(self) -> None:
         """Stop accepting; idle connections close; requests being served finish."""
+        self.stop_children()
         self._stop.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -342,6 +372,31 @@ class Server(socketserver.TCPServer):
         self._pool.shutdown(wait=True)
         for s in (self._wake_r, self._wake_w):
             s.close()
+        deadline = time.monotonic() + 10
+        for pid in self.children:
+            while True:
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.02)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: the kernel sends SIGTERM to this process when its parent dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
 
 
 def _raise_fd_limit() -> int:

@@ -230,17 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     model = Model(model_dir, a.entry)
     meta = {"version": a.version, "sha": a.sha, "artifact_sha256": a.sha256}
     server = Server((a.host, a.port), make_handler(model, meta))
+    child = server.prefork(_processes()) if hasattr(os, "fork") and sys.platform == "linux" else False
 
     def stop(*_: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    write_ready(Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid()})
+    if not child:
+        write_ready(
+            Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid(), "workers": server.children}
+        )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+    if child:
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def _processes() -> int:
+    """One worker process per CPU, or SAGEMAKER_MODEL_SERVER_WORKERS, as SageMaker's containers."""
+    raw = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "")
+    try:
+        return max(1, min(64, int(raw))) if raw else max(1, os.cpu_count() or 1)
+    except ValueError:
+        return max(1, os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ Run as ``python -m mlops_ci.serving.router --state-dir D --ready-file F [--port 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -44,6 +44,75 @@ class Target:
             return self._value
 
 
+class Unanswered(ConnectionError):
+    """The model server closed the connection before answering anything."""
+
+
+class Answer:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+
+class Link:
+    """One keep-alive connection to a model server, spoken to directly: our model server always
+    answers with a Content-Length, and http.client's generic parsing was most of the router's
+    cost per request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def exchange(self, head: bytes, body: bytes) -> tuple[Answer, bool]:
+        """Send one request; the answer and whether the connection can be used again."""
+        self.sock.sendall(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.sock.sendall(body)
+        buf = self.buf
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                if buf:
+                    raise ConnectionError("the model server closed the connection mid-answer")
+                raise Unanswered("the model server closed the connection")
+            buf += chunk
+            if len(buf) > 65536:
+                raise ConnectionError("the model server sent an answer head over 64 KiB")
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        try:
+            status = int(lines[0].split(" ", 2)[1])
+        except (IndexError, ValueError):
+            raise ConnectionError(f"the model server sent a malformed status line {lines[0][:80]!r}") from None
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        rest = buf[end + 4 :]
+        keep = headers.get("connection", "").lower() != "close"
+        if "content-length" in headers:
+            size = int(headers["content-length"])
+            while len(rest) < size:
+                chunk = self.sock.recv(max(65536, size - len(rest)))
+                if not chunk:
+                    raise ConnectionError("the model server closed the connection mid-answer")
+                rest += chunk
+            data, self.buf = rest[:size], rest[size:]
+        elif status < 200 or status in (204, 304):
+            data, self.buf = b"", rest
+        else:  # no length: the body runs to the end of the connection
+            chunks = [rest]
+            while chunk := self.sock.recv(65536):
+                chunks.append(chunk)
+            data, self.buf, keep = b"".join(chunks), b"", False
+        return Answer(status, headers, data), keep
+
+
 class Upstream:
     """Keep-alive connections to the model servers, one per worker thread and port. A reused
     connection the server has closed meanwhile (idle timeout, a drained old version) fails
@@ -53,36 +122,38 @@ class Upstream:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _conn(self, port: int) -> tuple[http.client.HTTPConnection, bool]:
-        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
-        conn = conns.get(port)
-        if conn is not None:
-            return conn, True
-        for old in conns.values():  # the target moved: the old server is going away
+    def _link(self, port: int) -> tuple[Link, bool]:
+        links: dict[int, Link] = self._local.__dict__.setdefault("links", {})
+        link = links.get(port)
+        if link is not None:
+            return link, True
+        for old in links.values():  # the target moved: the old server is going away
             old.close()
-        conns.clear()
-        conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        return conn, False
+        links.clear()
+        link = links[port] = Link(port)
+        return link, False
 
     def drop(self, port: int) -> None:
-        conn = self._local.__dict__.get("conns", {}).pop(port, None)
-        if conn is not None:
-            conn.close()
+        link = self._local.__dict__.get("links", {}).pop(port, None)
+        if link is not None:
+            link.close()
 
     def send(
-        self, target: Target, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPResponse, bytes, dict[str, Any]]:
+        self, target: Target, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[Answer, dict[str, Any]]:
+        # a folded header value keeps its line break: never let one reach the upstream head
+        fields = "".join(f"{k}: {' '.join(v.split())}\r\n" for k, v in headers.items())
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{fields}Content-Length: {len(body)}\r\n\r\n"
         for attempt in (1, 2):
             t = target.get()
             if not t:
                 raise LookupError("no model is deployed on this endpoint")
             port = int(t["port"])
-            conn, reused = self._conn(port)
+            reused = False
             try:
-                conn.request(method, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionRefusedError):
+                link, reused = self._link(port)
+                answer, keep = link.exchange(head.encode("latin-1"), body)
+            except (Unanswered, ConnectionResetError, BrokenPipeError, ConnectionRefusedError):
                 self.drop(port)
                 if attempt == 1 and (reused or target.get() != t):
                     continue  # nothing was answered: the server closed an idle connection or went away
@@ -90,9 +161,9 @@ class Upstream:
             except OSError:
                 self.drop(port)
                 raise
-            if resp.will_close:
+            if not keep:
                 self.drop(port)
-            return resp, data, t
+            return answer, t
         raise AssertionError("unreachable")
 
 
@@ -114,10 +185,8 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, method: str, body: bytes | None) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
-            if body is not None:
-                headers["Content-Length"] = str(len(body))
             try:
-                resp, data, t = upstream.send(target, method, self.path, body, headers)
+                answer, t = upstream.send(target, method, self.path, body or b"", headers)
             except LookupError as exc:
                 self._send(503, json.dumps({"error": str(exc)}).encode(), "application/json")
                 return
@@ -125,8 +194,9 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
                 msg = json.dumps({"error": f"model server unreachable: {exc}"}).encode()
                 self._send(502, msg, "application/json")
                 return
-            version = resp.getheader("X-Mlops-Ci-Version") or str(t.get("version", ""))
-            self._send(resp.status, data, resp.getheader("Content-Type") or "application/octet-stream", version)
+            version = answer.headers.get("x-mlops-ci-version") or str(t.get("version", ""))
+            ctype = answer.headers.get("content-type") or "application/octet-stream"
+            self._send(answer.status, answer.body, ctype, version)
 
         def do_GET(self) -> None:
             if self.path == "/_mlops_ci/router":
@@ -165,12 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     target = Target(Path(a.state_dir) / "target.json")
     server = Server((a.host, a.port), make_handler(target))
+    # one process per CPU (up to 8) accepting on the one port: a single Python process
+    # forwarding for 32 clients is bound by its interpreter lock
+    processes = max(1, min(8, os.cpu_count() or 1))
+    child = server.prefork(processes) if hasattr(os, "fork") and sys.platform == "linux" else False
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    write_ready(Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid()})
+    if not child:
+        write_ready(Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid()})
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+    if child:
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
