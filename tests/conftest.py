@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -191,6 +193,25 @@ class Project:
     def stop_endpoints(self) -> None:
         for name in ("staging", "production"):
             self.cli("endpoint", "stop", name)
+        # The harness's own safety net (a test that damaged the store cannot `endpoint stop`):
+        # no serving process of this project outlives its test.
+        for pid in serving_processes(self.path / ".mlops-ci"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def serving_processes(under: Path) -> list[int]:
+    """Routers and model servers whose command line names a path under `under` (Linux)."""
+    found = []
+    mark = os.fsencode(str(under))
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.startswith(b"mlops_ci.serving.") for a in args) and any(a.startswith(mark) for a in args):
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import integrity
 from ..config import EndpointConfig
-from ..errors import ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
+from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..records import Deployment, EndpointState, ModelVersion
 from . import DeploymentRecorder, owner_label
 
@@ -87,6 +87,40 @@ def _terminate(pid: int | None, grace: float = 5.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _serving_processes(d: Path) -> dict[int, int]:
+    """{pid: parent pid} of every mlops-ci router or model server of the endpoint whose
+    directory is `d`, found by its command line (`--state-dir d`, `--workdir d/versions/…`):
+    a server whose deploy was killed before its pid was written anywhere is found too.
+    Linux (/proc); elsewhere the records written at spawn are all there is."""
+    found: dict[int, int] = {}
+    proc = Path("/proc")
+    if not (proc / "self" / "cmdline").exists():
+        return found
+    mark = os.fsencode(str(d))
+    inside = mark + os.fsencode(os.sep)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if not any(a in (b"mlops_ci.serving.router", b"mlops_ci.serving.model_server") for a in args):
+            continue
+        if any(a == mark or a.startswith(inside) for a in args):
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def _pause(point: str) -> None:
+    """Fault-injection point for the kill tests (tests/faults): with MLOPS_CI_TEST_PAUSE=point
+    the deploying process says so in MLOPS_CI_TEST_PAUSE_FILE and waits there to be killed."""
+    if os.environ.get("MLOPS_CI_TEST_PAUSE") == point and os.environ.get("MLOPS_CI_TEST_PAUSE_FILE"):
+        Path(os.environ["MLOPS_CI_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
+        time.sleep(600)
+
+
 class LocalEndpoints:
     def __init__(self, ws: Workspace, recorder: DeploymentRecorder | None = None):
         self.ws = ws
@@ -108,8 +142,15 @@ class LocalEndpoints:
         with self.store.lock(f"endpoint {self.project}/{name}", owner_label(self.ws.env), timeout):
             yield
 
-    def _spawn(self, argv: list[str], log: Path, ready: Path, timeout: float) -> dict[str, Any]:
+    def _spawn(self, d: Path, argv: list[str], log: Path, ready: Path, timeout: float) -> dict[str, Any]:
         ready.unlink(missing_ok=True)
+        # Written before the process exists, its pid right after: a deploy killed at any point
+        # leaves a record (and on Linux the command line names the endpoint) for the next
+        # operation on the endpoint to reap.
+        records = d / "processes"
+        records.mkdir(exist_ok=True)
+        record = records / f"{uuid.uuid4().hex[:12]}.json"
+        record.write_text(json.dumps({"argv": argv, "pid": None, "since": time.time()}))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
         # A detached server in its own session that outlives the CLI: posix_spawn rather than
@@ -133,6 +174,7 @@ class LocalEndpoints:
         finally:
             os.close(log_fd)
             os.close(null_fd)
+        record.write_text(json.dumps({"argv": argv, "pid": pid, "since": time.time()}))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if ready.is_file():
@@ -147,6 +189,101 @@ class LocalEndpoints:
             time.sleep(0.05)
         _terminate(pid)
         raise _StartFailed(f"not ready after {timeout:g}s (see {log})")
+
+    # -- processes: nothing a killed deploy started outlives the next operation ----------------
+    def _processes(self, name: str) -> dict[int, int]:
+        """{pid: parent pid} of every serving process of endpoint `name` alive now: those
+        found by command line, and those recorded at spawn (all there is off Linux)."""
+        d = self._dir(name)
+        found = _serving_processes(d)
+        scanned = (Path("/proc") / "self" / "cmdline").exists()
+        for rec in sorted((d / "processes").glob("*.json")):
+            try:
+                info = json.loads(rec.read_text())
+            except (OSError, ValueError):
+                info = {}
+            pid = info.get("pid")
+            if isinstance(pid, int) and _alive(pid) and (pid in found or not scanned):
+                found.setdefault(pid, 0)
+            elif pid is not None or time.time() - float(info.get("since", 0)) > 60:
+                rec.unlink(missing_ok=True)  # exited, or a spawn that never happened
+        return found
+
+    def _kept(self, name: str, state: EndpointState | None) -> set[int]:
+        """The processes that are the endpoint: its router and the server the router targets."""
+        d = self._dir(name)
+        keep = {p for p in (state.router_pid, state.server_pid) if p} if state else set()
+        for f in (d / "router.ready", d / "target.json"):
+            try:
+                pid = json.loads(f.read_text()).get("pid")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(pid, int):
+                keep.add(pid)
+        return keep
+
+    def orphans(self, name: str) -> list[int]:
+        """Serving processes of `name` that nothing tracks (a deploy killed mid-way), with the
+        workers of each (a model server runs one per CPU)."""
+        keep = self._kept(name, self.store.endpoint_state(self.project, name))
+        procs = self._processes(name)
+        return sorted(pid for pid, parent in procs.items() if pid not in keep and parent not in keep)
+
+    def strays(self) -> dict[str, list[int]]:
+        """Untracked serving processes of every local endpoint of this project (one being
+        deployed right now is skipped: its new server is not yet the endpoint)."""
+        found: dict[str, list[int]] = {}
+        if not self.base.is_dir():
+            return found
+        for d in sorted(p for p in self.base.iterdir() if p.is_dir()):
+            try:
+                with self.lock(d.name, 0):
+                    stray = self.orphans(d.name)
+            except Busy:
+                continue
+            if stray:
+                found[d.name] = stray
+        return found
+
+    def _reap(self, name: str) -> None:
+        """Under the endpoint's lock: finish or undo a switch a killed deploy left half done,
+        then stop every serving process that is not the endpoint."""
+        self._recover(name)
+        for pid in self.orphans(name):
+            self.ws.say(f"{name}: stopping untracked model server or router (pid {pid}) a killed deploy left running")
+            _terminate(pid)
+
+    def _recover(self, name: str) -> None:
+        intent_file = self._dir(name) / "intent.json"
+        try:
+            intent = json.loads(intent_file.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            intent_file.unlink(missing_ok=True)
+            return
+        try:
+            target = json.loads((self._dir(name) / "target.json").read_text())
+        except (OSError, ValueError):
+            target = None
+        green = intent["green"]
+        if isinstance(target, dict) and target.get("pid") == green["pid"] and _alive(green["pid"]):
+            # the switch happened: what the killed deploy did not get to write, write now
+            mv = self.store.get_version(self.project, int(intent["version"]))
+            self.store.put_endpoint_state(
+                EndpointState(project=self.project, name=name, url=intent["url"], router_pid=intent["router"]["pid"],
+                              router_port=intent["router"]["port"], server_pid=green["pid"],
+                              server_port=green["port"], version=int(intent["version"]), sha=intent["sha"],
+                              status="InService", updated=time.time())
+            )  # fmt: skip
+            ep = self._declared(name)
+            done = [d for d in self.store.deployments(self.project, name) if d.started == intent["started"]]
+            if mv is not None and ep is not None and not done:
+                self._record(ep, mv, intent["tag"], intent["kind"], "succeeded",
+                             f"{intent['detail']} (recorded by the next operation on {name}: the deploying "
+                             "process was stopped after switching traffic)", float(intent["started"]))  # fmt: skip
+            self.ws.say(f"{name}: completed the record of an interrupted {intent['kind']} of v{intent['version']}")
+        intent_file.unlink(missing_ok=True)
 
     def _router_ok(self, state: EndpointState | None) -> bool:
         if not state or not state.router_port or not _alive(state.router_pid):
@@ -184,7 +321,7 @@ class LocalEndpoints:
             str(port),
         ]
         try:
-            info = self._spawn(argv, d / "router.log", d / "router.ready", 15)
+            info = self._spawn(d, argv, d / "router.log", d / "router.ready", 15)
         except _StartFailed as exc:
             raise DeployFailed(f"could not start the router of endpoint {ep.name} on port {port}: {exc}") from None
         return int(info["port"]), int(info["pid"])
@@ -277,6 +414,9 @@ class LocalEndpoints:
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)
         self._runner_guard(ep)
+        if ep.backend == "local" and not self.ws.dry_run:
+            with self.lock(name, lock_timeout):  # "previous" is only known once a killed deploy is recorded
+                self._recover(name)
         state = self.store.endpoint_state(self.project, name)
         live = state.version if state and state.status == "InService" else None
         previous = [
@@ -382,6 +522,7 @@ class LocalEndpoints:
         say = self.ws.say
         started = time.time()
         with self.lock(ep.name, lock_timeout):
+            self._reap(ep.name)
             state = self.store.endpoint_state(self.project, ep.name)
             blue_port, blue_pid, blue_version = self._live(state)
             if blue_version == mv.version and self._router_ok(state):
@@ -428,10 +569,11 @@ class LocalEndpoints:
                 argv += ["--entry", self.ws.cfg.serving.entry_point]
             say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
             try:
-                info = self._spawn(argv, workdir / "server.log", workdir / "ready", ep.ready_timeout)
+                info = self._spawn(d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout)
             except _StartFailed as exc:
                 raise fail(f"the new model server {exc}") from None
             green_port, green_pid = int(info["port"]), int(info["pid"])
+            _pause("green started")
             if self._server_version(green_port) != str(mv.version):
                 _terminate(green_pid)
                 raise fail("the new model server did not answer /ping")
@@ -441,17 +583,29 @@ class LocalEndpoints:
                     _terminate(green_pid)
                     raise fail(f"smoke request {i} {problem}")
             say(f"{ep.name}: v{mv.version} healthy, {len(ep.smoke)} smoke request(s) passed; switching traffic")
-            self._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha})
+            url = f"http://127.0.0.1:{router_port}"
+            detail = self._success_detail(kind, ep, mv, tag, url, old)
+            # The switch, the endpoint state and the deployment record are three writes: an
+            # intent written first lets the next operation finish them if this process dies.
+            intent = d / "intent.json"
+            intent.write_text(json.dumps({
+                "version": mv.version, "sha": mv.sha, "tag": tag, "kind": kind, "started": started, "url": url,
+                "detail": detail, "green": {"pid": green_pid, "port": green_port},
+                "router": {"pid": router_pid, "port": router_port},
+            }))  # fmt: skip
+            _pause("before switch")
+            self._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha, "pid": green_pid})
+            _pause("switched")
             if not self._confirm(router_port, str(mv.version)):
                 self._write_target(
                     ep.name,
-                    {"port": blue_port, "version": blue_version, "sha": state.sha if state else None}
+                    {"port": blue_port, "version": blue_version, "sha": state.sha if state else None, "pid": blue_pid}
                     if blue_port
                     else None,
                 )
+                intent.unlink(missing_ok=True)
                 _terminate(green_pid)
                 raise fail("the router did not switch to the new version")
-            url = f"http://127.0.0.1:{router_port}"
             self.store.put_endpoint_state(
                 EndpointState(
                     project=self.project,
@@ -467,11 +621,12 @@ class LocalEndpoints:
                     updated=time.time(),
                 )
             )
+            _pause("state written")
+            dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
+            intent.unlink(missing_ok=True)
             if blue_pid and blue_pid != green_pid:
                 time.sleep(0.2)  # let requests already forwarded to blue finish
                 _terminate(blue_pid)
-            detail = self._success_detail(kind, ep, mv, tag, url, old)
-            dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
             if self.recorder:
                 self.recorder.end("succeeded", url, detail)
             return dep
@@ -547,8 +702,12 @@ class LocalEndpoints:
         if state is None:
             raise NotFound(f"endpoint {name} has never been deployed")
         with self.lock(name, 30):
+            self._recover(name)
+            state = self.store.endpoint_state(self.project, name) or state
             _terminate(state.server_pid)
             _terminate(state.router_pid)
+            for pid in self._processes(name):  # and whatever a killed deploy left running
+                _terminate(pid)
             self._write_target(name, None)
             self.store.put_endpoint_state(
                 replace(state, status="Stopped", router_pid=None, server_pid=None, updated=time.time())
@@ -655,6 +814,11 @@ class LocalEndpoints:
                 drift = f"v{live_version} is live but no approved tag routes to {ep.name}"
             elif health in ("Down", "Degraded", "Failed", "OutOfService"):
                 drift = f"endpoint is {health}"
+            stray = self.strays().get(ep.name, []) if ep.backend == "local" else []
+            if stray:
+                extra = "; ".join(x for x in (extra, f"{len(stray)} untracked serving process(es) running (pid "
+                    f"{', '.join(map(str, stray))}) that a killed deploy left; the next deploy, rollback or "
+                    f"`mlops-ci endpoint stop {ep.name}` stops them") if x)  # fmt: skip
             drift = "; ".join(x for x in (drift, extra) if x)
             rows.append(
                 {

@@ -590,6 +590,11 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
         return 0
     if action == "check":
         problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache", ws.signature_problem)
+        if not problems:  # processes are not records: a warning, not a failed check
+            for name, pids in ws.endpoints().strays().items():
+                listed = ", ".join(map(str, pids))
+                say(f"warning: endpoint {name}: {len(pids)} untracked serving process(es) running (pid {listed}); "
+                    f"`mlops-ci endpoint stop {name}` or its next deploy stops them")  # fmt: skip
         if problems:
             out("\n".join(inline(p) for p in problems))
             raise IntegrityError(f"{len(problems)} problem(s) in {ws.cfg.store}; see above")

@@ -5,12 +5,18 @@ from __future__ import annotations
 import fcntl
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
-from tests.conftest import Project
+import pytest
+
+from tests.conftest import Project, serving_processes
 from tests.integration.test_deploy import endpoint_state, invoke, release
 
 
@@ -228,3 +234,88 @@ def test_json_nested_100000_deep_is_400_not_500(project: Project):
     status, body = _post(_port(project), b"[" * 100_000 + b"]" * 100_000)
     assert status == 400 and b"nested too deeply" in body
     assert invoke(project, "production") == [3.0, 7.0]
+
+
+# -- a deploy killed at any point: nothing leaks, no history is lost ------------------------------
+def _deploy_killed_at(project: Project, point: str, tmp_path: Path, ref: str = "v1.1.0") -> None:
+    """Run `mlops-ci deploy ref` in its own process, let it reach `point`, then SIGKILL it."""
+    paused = tmp_path / f"paused-at-{point.replace(' ', '-')}"
+    env = {**os.environ, "MLOPS_CI_TEST_PAUSE": point, "MLOPS_CI_TEST_PAUSE_FILE": str(paused)}
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_ci", "-C", str(project.path), "deploy", ref], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not paused.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, f"the deploy never reached {point!r}"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+def _history(project: Project) -> list[dict[str, object]]:
+    """The endpoint's deployment records, as `store export` gives them."""
+    lines = [json.loads(line) for line in project.ok("store", "export").splitlines() if line.strip()]
+    return [r["deployment"] for r in lines if r["kind"] == "deployment" and r["deployment"]["endpoint"] == "production"]
+
+
+def _endpoint_processes(project: Project) -> list[int]:
+    return serving_processes(project.path / ".mlops-ci" / "endpoints" / "production")
+
+
+def _released_twice(project: Project) -> None:
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    release(project, "v1.1.0", scale=2.0)
+
+
+@pytest.mark.parametrize("point", ["green started", "before switch"])
+def test_a_deploy_killed_before_the_switch_leaks_no_server(project: Project, tmp_path, point):
+    _released_twice(project)
+    before = _endpoint_processes(project)
+    _deploy_killed_at(project, point, tmp_path)
+    assert len(_endpoint_processes(project)) > len(before)  # the killed deploy's new server, untracked
+    code, out, _ = project.cli("status", "--check")
+    assert code == 12 and "untracked serving process(es)" in out and "a killed deploy left" in out
+    code, _, err = project.cli("store", "check")
+    assert code == 0 and "untracked serving process(es) running" in err
+    assert invoke(project, "production") == [3.0, 7.0]  # v1 kept serving throughout
+    deployed = json.loads(project.ok("deploy", "v1.1.0", "--json"))  # the next operation reaps, then deploys
+    assert deployed["outcome"] == "succeeded" and invoke(project, "production") == [6.0, 14.0]
+    live = endpoint_state(project, "production")
+    assert live["version"] == 2
+    assert "untracked" not in project.ok("status")
+    assert [d["outcome"] for d in _history(project)] == ["succeeded", "succeeded"]
+    project.ok("endpoint", "stop", "production")
+    assert _endpoint_processes(project) == []
+
+
+@pytest.mark.parametrize("point", ["switched", "state written"])
+def test_a_deploy_killed_after_the_switch_is_recorded_by_the_next_operation(project: Project, tmp_path, point):
+    _released_twice(project)
+    _deploy_killed_at(project, point, tmp_path)
+    assert invoke(project, "production") == [6.0, 14.0]  # traffic is on v2 already
+    project.ok("rollback", "production")  # the next operation: records v2 first, so it rolls back to v1
+    assert invoke(project, "production") == [3.0, 7.0]
+    history = _history(project)
+    assert [(d["version"], d["kind"], d["outcome"]) for d in history] == [
+        (1, "deploy", "succeeded"), (2, "deploy", "succeeded"), (1, "rollback", "succeeded")
+    ]  # fmt: skip
+    assert "the deploying process was stopped after switching traffic" in str(history[1]["detail"])
+    project.ok("store", "check")  # the recovered record is sealed and links to its version
+    project.ok("endpoint", "stop", "production")
+    assert _endpoint_processes(project) == []  # the old server, the new one, the router: all stopped
+
+
+def test_a_deploy_killed_after_the_switch_then_redeployed_keeps_one_server(project: Project, tmp_path):
+    _released_twice(project)
+    _deploy_killed_at(project, "switched", tmp_path)
+    again = json.loads(project.ok("deploy", "v1.1.0", "--json"))  # recovery records v2; v2 is live
+    assert again["outcome"] == "noop"
+    assert [(d["version"], d["outcome"]) for d in _history(project)] == [(1, "succeeded"), (2, "succeeded")]
+    assert endpoint_state(project, "production")["version"] == 2
+    assert "untracked" not in project.ok("status")
+    # router + the live server and its workers: nothing of v1 is left
+    workdirs = [p for p in _endpoint_processes(project) if b"versions/v1-" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert workdirs == []
