@@ -302,7 +302,6 @@ def bench_s3(rep: Report, tmp: Path) -> None:
             note="the SageMaker source upload will use the same content addressing")  # fmt: skip
 
 
-
 # -- 7. endpoint serving through the router, beside gunicorn ----------------------------------------
 _WSGI = """\
 # The peer: what SageMaker's sklearn image runs (gunicorn in front of the user's model_fn and
@@ -459,11 +458,12 @@ def bench_serving(rep: Report, tmp: Path, seconds: float) -> None:
             peer.terminate()
             peer.wait(30)
         for name, f in figures.items():
-            rep.add(f"serving, {name}: requests/s", [f["rps"]], unit="req/s",
-                    note=f"p50 {f['p50'] * 1000:.2f} ms, p99 {f['p99'] * 1000:.2f} ms, {len(f['failures'])} failed")  # fmt: skip
+            note = f"p50 {f['p50'] * 1000:.2f} ms, p99 {f['p99'] * 1000:.2f} ms, {len(f['failures'])} failed"
+            rep.add(f"serving, {name}: requests/s", [f["rps"]], unit="req/s", note=note)
         ka, new = figures["router 1 keep-alive client"], figures["router 1 new-connection client"]
         rep.add("serving: 1 keep-alive client vs a new connection per request", [ka["rps"]], unit="req/s",
-                reference=new["rps"], ref_name="new connection", budget=">= 1x", ok=ka["rps"] >= new["rps"])  # fmt: skip
+                reference=new["rps"], ref_name="new connection", budget=">= 1x",
+                ok=ka["rps"] >= new["rps"])  # fmt: skip
         many = figures["router 32 keep-alive clients"]
         if "gunicorn 32 keep-alive clients" in figures:
             g = figures["gunicorn 32 keep-alive clients"]
@@ -472,7 +472,8 @@ def bench_serving(rep: Report, tmp: Path, seconds: float) -> None:
                     ok=many["rps"] >= 0.5 * g["rps"], note=f"gunicorn -w {os.cpu_count()} --threads 8")  # fmt: skip
         else:
             rep.add("serving: 32 keep-alive clients, router vs gunicorn", [many["rps"]], unit="req/s",
-                    budget=">= 0.5x gunicorn", ok=False, note="gunicorn is not installed: `make bench` installs it")  # fmt: skip
+                    budget=">= 0.5x gunicorn", ok=False,
+                    note="gunicorn is not installed: `make bench` installs it")  # fmt: skip
         # Deploy during load: two blue/green switches under 8 keep-alive clients.
         import threading
 
