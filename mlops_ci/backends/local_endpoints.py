@@ -76,7 +76,7 @@ def _terminate(pid: int | None, grace: float = 5.0) -> None:
     assert pid is not None
     try:
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # gone, or not ours to stop
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
@@ -209,23 +209,37 @@ class LocalEndpoints:
                 rec.unlink(missing_ok=True)  # exited, or a spawn that never happened
         return found
 
-    def _kept(self, name: str, state: EndpointState | None) -> set[int]:
-        """The processes that are the endpoint: its router and the server the router targets."""
+    def _target(self, name: str) -> dict[str, Any] | None:
+        try:
+            target = json.loads((self._dir(name) / "target.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return target if isinstance(target, dict) else None
+
+    def _kept(self, name: str, state: EndpointState | None) -> set[int] | None:
+        """The processes that are the endpoint: its router and the server the router targets;
+        None when that cannot be told (a target written by an mlops-ci that did not record pids)."""
         d = self._dir(name)
         keep = {p for p in (state.router_pid, state.server_pid) if p} if state else set()
-        for f in (d / "router.ready", d / "target.json"):
-            try:
-                pid = json.loads(f.read_text()).get("pid")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(pid, int):
-                keep.add(pid)
+        target = self._target(name)
+        if target is not None and not isinstance(target.get("pid"), int):
+            return None
+        if target is not None:
+            keep.add(int(target["pid"]))
+        try:
+            pid = json.loads((d / "router.ready").read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            pid = None
+        if isinstance(pid, int):
+            keep.add(pid)
         return keep
 
     def orphans(self, name: str) -> list[int]:
         """Serving processes of `name` that nothing tracks (a deploy killed mid-way), with the
         workers of each (a model server runs one per CPU)."""
         keep = self._kept(name, self.store.endpoint_state(self.project, name))
+        if keep is None:
+            return []  # never stop what might be the live server
         procs = self._processes(name)
         return sorted(pid for pid, parent in procs.items() if pid not in keep and parent not in keep)
 
@@ -262,12 +276,10 @@ class LocalEndpoints:
         except (OSError, ValueError):
             intent_file.unlink(missing_ok=True)
             return
-        try:
-            target = json.loads((self._dir(name) / "target.json").read_text())
-        except (OSError, ValueError):
-            target = None
+        target = self._target(name)
         green = intent["green"]
-        if isinstance(target, dict) and target.get("pid") == green["pid"] and _alive(green["pid"]):
+        switched = target is not None and target.get("pid") == green["pid"] and _alive(green["pid"])
+        if switched and self._confirm(int(intent["router"]["port"]), str(intent["version"])):
             # the switch happened: what the killed deploy did not get to write, write now
             mv = self.store.get_version(self.project, int(intent["version"]))
             self.store.put_endpoint_state(
@@ -288,8 +300,14 @@ class LocalEndpoints:
     def _router_ok(self, state: EndpointState | None) -> bool:
         if not state or not state.router_port or not _alive(state.router_pid):
             return False
+        return self._router_answers(state.router_port)
+
+    @staticmethod
+    def _router_answers(port: int) -> bool:
         try:
-            status, _, _ = _http(state.router_port, "GET", "/_mlops_ci/router", timeout=2)
+            status, _, _ = _http(port, "GET", "/_mlops_ci/router", timeout=5)
+        except TimeoutError:
+            return True  # accepted, but every worker is busy: up and loaded, not down
         except OSError:
             return False
         return status == 200
@@ -308,6 +326,14 @@ class LocalEndpoints:
             assert state.router_port and state.router_pid
             return state.router_port, state.router_pid
         d = self._dir(ep.name)
+        try:  # a router a killed deploy started: the store does not know it, its ready file does
+            ready = json.loads((d / "router.ready").read_text())
+            port, pid = int(ready["port"]), int(ready["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        else:
+            if pid in self._processes(ep.name) and self._router_answers(port):
+                return port, pid
         port = ep.port or (state.router_port if state and state.router_port else 0)
         argv = [
             sys.executable,
@@ -454,9 +480,13 @@ class LocalEndpoints:
         return f"{kind}: {ep.name} now serves {self.project} v{mv.version} ({where}) at {url}; was {old}"
 
     def _live(self, state: EndpointState | None) -> tuple[int | None, int | None, int | None]:
-        """(port, pid, version) of the model server actually serving, or Nones."""
+        """(port, pid, version) of the model server actually serving, or Nones: the one the
+        store names, if the router targets it too and it answers."""
         if not state or state.status != "InService" or self._server_version(state.server_port) is None:
             return None, None, None
+        target = self._target(state.name)
+        if target is not None and target.get("port") != state.server_port:
+            return None, None, None  # the router serves something else: a full rollout sets it right
         return state.server_port, state.server_pid, state.version
 
     def _deployment(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, outcome: str,
@@ -625,8 +655,8 @@ class LocalEndpoints:
             dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
             intent.unlink(missing_ok=True)
             if blue_pid and blue_pid != green_pid:
-                time.sleep(0.2)  # let requests already forwarded to blue finish
-                _terminate(blue_pid)
+                time.sleep(0.2)  # requests already forwarded to blue finish: it drains on SIGTERM
+                _terminate(blue_pid, grace=15)
             if self.recorder:
                 self.recorder.end("succeeded", url, detail)
             return dep
@@ -704,9 +734,12 @@ class LocalEndpoints:
         with self.lock(name, 30):
             self._recover(name)
             state = self.store.endpoint_state(self.project, name) or state
-            _terminate(state.server_pid)
-            _terminate(state.router_pid)
-            for pid in self._processes(name):  # and whatever a killed deploy left running
+            ours = self._processes(name)
+            scanned = (Path("/proc") / "self" / "cmdline").exists()
+            for pid in (state.server_pid, state.router_pid):
+                if pid and (pid in ours or not scanned):  # a recorded pid reused by another process is not ours
+                    _terminate(pid, grace=15)
+            for pid in ours:  # and whatever a killed deploy left running
                 _terminate(pid)
             self._write_target(name, None)
             self.store.put_endpoint_state(
@@ -734,7 +767,12 @@ class LocalEndpoints:
             raise EndpointBroken(
                 f"endpoint {name} at {state.url} does not answer ({exc}); `mlops-ci deploy` or `rollback` restarts it"
             ) from None
-        if status in (502, 503) and headers.get("server", "").startswith("mlops-ci-router"):
+        said = data.decode("utf-8", "replace")
+        if (
+            status in (502, 503)
+            and headers.get("server", "").startswith("mlops-ci-router")
+            and ("unreachable" in said or "no model is deployed" in said)
+        ):
             # the router is up, but no healthy model server is behind it
             raise EndpointBroken(
                 f"endpoint {name} at {state.url} has no healthy model server "
@@ -781,6 +819,7 @@ class LocalEndpoints:
     def status(self) -> list[dict[str, Any]]:
         tags = self.ws.git.tags()
         rows = []
+        strays = self.strays()
         for ep in self.ws.cfg.endpoints:
             best: tuple[int, str] | None = None
             for tag, sha in tags.items():
@@ -814,7 +853,7 @@ class LocalEndpoints:
                 drift = f"v{live_version} is live but no approved tag routes to {ep.name}"
             elif health in ("Down", "Degraded", "Failed", "OutOfService"):
                 drift = f"endpoint is {health}"
-            stray = self.strays().get(ep.name, []) if ep.backend == "local" else []
+            stray = strays.get(ep.name, []) if ep.backend == "local" else []
             if stray:
                 extra = "; ".join(x for x in (extra, f"{len(stray)} untracked serving process(es) running (pid "
                     f"{', '.join(map(str, stray))}) that a killed deploy left; the next deploy, rollback or "

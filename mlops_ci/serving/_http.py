@@ -2,18 +2,24 @@
 
 The standard library's ThreadingHTTPServer gives every connection a thread for its whole life,
 with no timeout: 1,000 idle keep-alive connections are 1,000 blocked threads, and a client that
-sends half a request head holds its thread for ever. Here one selector thread owns every
-connection *between* requests and reads request heads without blocking, each under a deadline;
-only a complete head goes to a bounded pool of worker threads, which runs the handler for that
-one request and hands the connection back. So:
+sends half a request holds its thread for ever. Here one selector thread owns every connection
+*between* requests and reads each whole request (head, then body by its Content-Length) without
+blocking, under deadlines; only a complete request goes to a bounded pool of worker threads,
+which runs the handler for that one request and hands the connection back. So:
 
 - an idle connection costs a file descriptor, not a thread, and is closed after `idle_timeout`;
-- a request head must arrive whole within `head_timeout` of its first byte (slow-loris);
-- a body must keep arriving (`body_timeout` per read) and a response must keep leaving;
+- a request head must arrive whole within `head_timeout` of its first byte (slow loris), and
+  its body within `body_timeout` of the head (slow uploads hold no worker while they trickle);
 - at most `workers` requests run at once; at most `max_connections` are open: over that, the
   longest-idle connection is closed to make room (HTTP lets a server close an idle connection);
+- framing is strict: Transfer-Encoding is refused (501), conflicting Content-Lengths are 400,
+  and a connection whose request body was not consumed exactly is closed, never reused: what
+  is left of a body must not be read as the next request;
 - every accepted socket has TCP_NODELAY, and `reply` writes a response in one send: small
   separate writes under Nagle + delayed ACK cost a keep-alive client ~40 ms per request.
+
+`run` serves in this process, or forks worker processes sharing the listening socket under a
+supervisor that replaces a worker that dies and stops them all on SIGTERM.
 
 Handlers are BaseHTTPRequestHandler subclasses, used one request at a time.
 """
@@ -27,37 +33,92 @@ import selectors
 import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 MAX_HEAD = 64 * 1024  # request line + headers; more is 431
+MAX_BODY = 6 * 1024 * 1024  # SageMaker real-time endpoints accept payloads up to 6 MB
+
+
+def _plain(status: int, reason: str, message: str = "") -> bytes:
+    body = message.encode()
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+def _head_end(buf: bytes) -> int:
+    """Index just past the blank line ending a request head (CRLF or bare LF), or -1."""
+    ends = [i + 4 for i in (buf.find(b"\r\n\r\n"),) if i >= 0] + [i + 2 for i in (buf.find(b"\n\n"),) if i >= 0]
+    return min(ends) if ends else -1
+
+
+class _Framing:
+    """What a request head says about its body."""
+
+    __slots__ = ("error", "expect", "length")
+
+    def __init__(self, head: bytes):
+        self.error: bytes | None = None
+        self.length = 0
+        self.expect = False
+        lengths: set[bytes] = set()
+        for line in head.split(b"\n")[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            key = name.strip().lower()
+            if key == b"content-length":
+                lengths.add(value.strip())
+            elif key == b"transfer-encoding":
+                self.error = _plain(501, "Not Implemented", "Transfer-Encoding is not supported; send a Content-Length")
+                return
+            elif key == b"expect" and value.strip().lower() == b"100-continue":
+                self.expect = True
+        if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
+            self.error = _plain(400, "Bad Request", "one Content-Length, a whole number, is required")
+        elif lengths:
+            self.length = int(next(iter(lengths)))
 
 
 class _Reader:
-    """The handler's rfile: the request head already read by the selector, then the socket.
-    `read(n)` never takes more than n bytes from the socket, so a pipelined next request stays
-    for the next round."""
+    """The handler's rfile: the request already read by the selector (its head, usually its
+    body), then the socket. `read(n)` never takes more than n bytes from the socket, and counts
+    the body bytes taken, so the server knows whether the body was consumed exactly."""
 
-    def __init__(self, sock: socket.socket, head: bytes):
+    def __init__(self, sock: socket.socket, data: bytes, head_size: int, deadline: float):
         self.sock = sock
-        self.buf = io.BytesIO(head)
+        self.buf = io.BytesIO(data)
+        self.head_size = head_size
+        self.deadline = deadline
+        self.taken = 0
 
     def readline(self, limit: int = -1) -> bytes:
-        return self.buf.readline(limit)  # the head is complete: headers never read past it
+        if self.buf.tell() >= self.head_size:
+            return b""  # the head is whole: a header parser never reads into the body
+        return self.buf.readline(min(limit, self.head_size - self.buf.tell()) if limit >= 0 else -1)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             raise ValueError("a body is read by its Content-Length")
         out = bytearray(self.buf.read(n))
         while len(out) < n:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request body did not arrive in time")
+            self.sock.settimeout(left)
             chunk = self.sock.recv(min(n - len(out), 1 << 20))
             if not chunk:
-                break
+                raise ConnectionError("the client closed the connection mid-body")
             out += chunk
+        self.taken += len(out)
         return bytes(out)
 
     def rest(self) -> bytes:
@@ -70,8 +131,10 @@ class _Reader:
 class _Writer:
     def __init__(self, sock: socket.socket):
         self.sock = sock
+        self.sent = False
 
     def write(self, data: bytes) -> int:
+        self.sent = True
         self.sock.sendall(data)
         return len(data)
 
@@ -83,13 +146,20 @@ class _Writer:
 
 
 class _Conn:
-    __slots__ = ("addr", "buf", "deadline", "handler", "idle_since", "sock")
+    __slots__ = ("addr", "buf", "deadline", "framing", "handler", "head", "sock")
 
     def __init__(self, sock: socket.socket, addr: Any):
         self.sock, self.addr = sock, addr
         self.buf = b""
+        self.head = -1  # end of the current request's head in buf, once it has arrived
+        self.framing: _Framing | None = None
         self.handler: BaseHTTPRequestHandler | None = None
-        self.idle_since = self.deadline = 0.0
+        self.deadline = 0.0
+
+
+def _field(value: object) -> str:
+    """A header value on one line: a folded or hostile value never starts a header of its own."""
+    return " ".join(str(value).split())
 
 
 def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -99,12 +169,12 @@ def reply(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: di
         f"HTTP/1.1 {status} {phrase}",
         f"Server: {handler.version_string()}",
         f"Date: {handler.date_time_string()}",
-        *(f"{k}: {v}" for k, v in headers.items()),
+        *(f"{k}: {_field(v)}" for k, v in headers.items()),
         f"Content-Length: {len(body)}",
     ]
     if handler.close_connection:
         lines.append("Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
     handler.wfile.write(head + body)
     handler.log_request(status, len(body))
 
@@ -139,17 +209,19 @@ class Server(socketserver.TCPServer):
         max_connections: int = 4096,
         idle_timeout: float = 60.0,
         head_timeout: float = 10.0,
-        body_timeout: float = 30.0,
+        body_timeout: float = 60.0,
+        max_body: int = MAX_BODY,
     ):
-        super().__init__(address, handler)
         self.handler_class = handler
         self.workers, self.max_connections = workers, min(max_connections, _raise_fd_limit() - 64)
         self.idle_timeout, self.head_timeout, self.body_timeout = idle_timeout, head_timeout, body_timeout
-        self.children: list[int] = []
-        self._init_state()
+        self.max_body = max_body
+        self.children: set[int] = set()
+        self._init_state()  # before binding: a failed bind calls server_close
+        super().__init__(address, handler)
 
     def _init_state(self) -> None:
-        """What each process has for itself (after prefork, a child makes its own)."""
+        """What each process has for itself (a forked worker makes its own)."""
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="http")
         self._back: deque[_Conn] = deque()  # connections a worker handed back
         self._wake_r, self._wake_w = socket.socketpair()
@@ -157,6 +229,7 @@ class Server(socketserver.TCPServer):
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
         self._stopped = threading.Event()
+        self._serving = False
         self._idle: dict[socket.socket, _Conn] = {}  # registered in the selector, oldest first
         self._busy: set[_Conn] = set()  # with a worker or waiting for one
         self._lock = threading.Lock()
@@ -167,10 +240,14 @@ class Server(socketserver.TCPServer):
 
     # selector thread ---------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.5) -> None:
+        if self._stop.is_set():  # shut down before it started
+            self._stopped.set()
+            return
         sel = selectors.DefaultSelector()
         self.socket.setblocking(False)
         sel.register(self.socket, selectors.EVENT_READ, "accept")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._serving = True
         try:
             while not self._stop.is_set():
                 for key, _ in sel.select(self._next_timeout(poll_interval)):
@@ -211,9 +288,7 @@ class Server(socketserver.TCPServer):
             self._wait(sel, _Conn(sock, addr))
 
     def _wait(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
-        now = time.monotonic()
-        conn.idle_since = now
-        conn.deadline = now + (self.head_timeout if conn.buf else self.idle_timeout)
+        conn.deadline = time.monotonic() + (self.head_timeout if conn.buf else self.idle_timeout)
         self._idle[conn.sock] = conn
         sel.register(conn.sock, selectors.EVENT_READ, conn)
 
@@ -227,7 +302,7 @@ class Server(socketserver.TCPServer):
 
     def _read(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(MAX_HEAD)
+            data = conn.sock.recv(1 << 16)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -241,27 +316,43 @@ class Server(socketserver.TCPServer):
         self._dispatch_if_ready(sel, conn)
 
     def _dispatch_if_ready(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
-        end = conn.buf.find(b"\r\n\r\n")
-        if end < 0 and len(conn.buf) <= MAX_HEAD:
+        if conn.head < 0:
+            end = _head_end(conn.buf[: MAX_HEAD + 4])
+            if end < 0:
+                if len(conn.buf) > MAX_HEAD:
+                    self._refuse(sel, conn, _plain(431, "Request Header Fields Too Large"))
+                return
+            conn.head, conn.framing = end, _Framing(conn.buf[:end])
+            if conn.framing.error:
+                self._refuse(sel, conn, conn.framing.error)
+                return
+            conn.deadline = time.monotonic() + self.body_timeout  # the whole body, not each read
+        framing = conn.framing
+        assert framing is not None
+        # An oversized body (the handler answers 413) or one awaiting `100 Continue` goes to the
+        # handler at once; any other body is read here, so a slow upload holds no worker.
+        if not (framing.expect or framing.length > self.max_body) and len(conn.buf) < conn.head + framing.length:
             return
         sel.unregister(conn.sock)
         del self._idle[conn.sock]
         with self._lock:
             self._busy.add(conn)
-        self._pool.submit(self._serve, conn, end >= 0 and end + 4 <= MAX_HEAD)
+        self._pool.submit(self._serve, conn)
+
+    def _refuse(self, sel: selectors.BaseSelector, conn: _Conn, answer: bytes) -> None:
+        with contextlib.suppress(OSError):
+            conn.sock.send(answer)
+        self._close(sel, conn)
 
     def _take_back(self, sel: selectors.BaseSelector) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
             while self._wake_r.recv(4096):
                 pass
-        except (BlockingIOError, InterruptedError):
-            pass
         while True:
             with self._lock:
                 if not self._back:
                     return
                 conn = self._back.popleft()
-            with self._lock:
                 self._busy.discard(conn)
             if self._stop.is_set():
                 conn.sock.close()
@@ -274,41 +365,36 @@ class Server(socketserver.TCPServer):
     def _expire(self, sel: selectors.BaseSelector) -> None:
         now = time.monotonic()
         for conn in [c for c in self._idle.values() if c.deadline <= now]:
-            if conn.buf:  # a head that did not arrive in time
-                self._try_send(
-                    conn.sock, b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-            self._close(sel, conn)
+            if conn.buf:  # a request that did not arrive in time
+                self._refuse(sel, conn, _plain(408, "Request Timeout"))
+            else:
+                self._close(sel, conn)
 
     def _close(self, sel: selectors.BaseSelector, conn: _Conn) -> None:
         if self._idle.pop(conn.sock, None) is not None:
             sel.unregister(conn.sock)
         conn.sock.close()
 
-    @staticmethod
-    def _try_send(sock: socket.socket, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            sock.send(data)
-
     # worker threads ----------------------------------------------------------------------
-    def _serve(self, conn: _Conn, complete: bool) -> None:
+    def _serve(self, conn: _Conn) -> None:
         keep = False
+        h: BaseHTTPRequestHandler | None = None
         try:
+            assert conn.framing is not None
+            framing, head = conn.framing, conn.head
             conn.sock.settimeout(self.body_timeout)
-            if not complete:
-                conn.sock.sendall(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
-                                  b"Connection: close\r\n\r\n")  # fmt: skip
-                return
-            end = conn.buf.index(b"\r\n\r\n") + 4
-            head, conn.buf = conn.buf[:end], conn.buf[end:]
             h = conn.handler or self._handler(conn)
-            reader = _Reader(conn.sock, head + conn.buf)
-            conn.buf = b""
+            writer: _Writer = h.wfile  # type: ignore[assignment]
+            writer.sent = False
+            reader = _Reader(conn.sock, conn.buf, head, conn.deadline)
+            conn.buf, conn.head, conn.framing = b"", -1, None
             h.rfile = reader  # type: ignore[assignment]
             h.close_connection = True
             h.handle_one_request()
             conn.buf = reader.rest()
-            keep = not h.close_connection and not self._stop.is_set()
+            # a body not taken whole (a handler that answered early) would be read as a request
+            exact = reader.taken == framing.length
+            keep = exact and not h.close_connection and not self._stop.is_set()
         except OSError:
             keep = False
         except Exception:  # noqa: BLE001 - a handler bug must not take the worker with it
@@ -316,6 +402,9 @@ class Server(socketserver.TCPServer):
 
             traceback.print_exc()
             keep = False
+            if h is not None and not h.wfile.sent:  # type: ignore[attr-defined]
+                with contextlib.suppress(OSError):
+                    conn.sock.sendall(_plain(500, "Internal Server Error", "the server failed on this request"))
         finally:
             if keep:
                 with self._lock:
@@ -338,53 +427,97 @@ class Server(socketserver.TCPServer):
         return h
 
     # life --------------------------------------------------------------------------------
-    def prefork(self, processes: int) -> bool:
-        """Fork `processes - 1` copies that accept on the same listening socket (the model is
-        loaded once, before, and shared copy-on-write), as SageMaker's serving containers run
-        one worker per CPU. Call before any thread starts. True in a child, which dies with its
-        parent: a killed server never leaves workers behind."""
-        parent = os.getpid()
-        for _ in range(processes - 1):
-            pid = os.fork()
-            if pid == 0:
-                self.children = []
-                self._init_state()
-                _die_with(parent)
-                return True
-            self.children.append(pid)
-        return False
-
-    def stop_children(self, sig: int = signal.SIGTERM) -> None:
+    def run(self, processes: int, ready: Callable[[], None], poll_interval: float = 0.2) -> None:
+        """Serve until SIGTERM: in this process, or (processes > 1, Linux) in that many forked
+        workers, the model loaded once before and shared copy-on-write, as SageMaker's serving
+        containers run one worker per CPU. This process then only supervises: a worker that
+        dies is replaced, SIGTERM is passed on and every worker drains before it exits, and the
+        workers die with it (PR_SET_PDEATHSIG) if it is killed."""
+        if processes <= 1 or not hasattr(os, "fork") or sys.platform != "linux":
+            signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=self.shutdown, daemon=True).start())
+            ready()
+            try:
+                self.serve_forever(poll_interval)
+            finally:
+                self.server_close()
+            return
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        for _ in range(processes):
+            if self._fork_worker(poll_interval):
+                return
+        ready()
+        last_fork = 0.0
+        while not stopping.is_set():
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid and pid in self.children:
+                self.children.discard(pid)
+                sys.stderr.write(f"worker {pid} exited; starting another\n")
+                time.sleep(max(0.0, last_fork + 0.5 - time.monotonic()))  # a crash loop forks twice a second
+                last_fork = time.monotonic()
+                if self._fork_worker(poll_interval):
+                    return
+            stopping.wait(0.1)
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.children:
+            for pid in list(self.children):
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        if time.monotonic() < deadline:
+                            continue
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
+                self.children.discard(pid)
+            time.sleep(0.02)
+        super().server_close()
+
+    def _fork_worker(self, poll_interval: float) -> bool:
+        """Fork one worker; in the worker, serve until SIGTERM and exit (never returns)."""
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            self.children.add(pid)
+            return False
+        try:
+            self.children = set()
+            for s in (self._wake_r, self._wake_w):
+                s.close()
+            self._init_state()
+            _die_with(parent)
+            signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=self.shutdown, daemon=True).start())
+            try:
+                self.serve_forever(poll_interval)
+            finally:
+                self.server_close()
+        finally:
+            sys.stderr.flush()
+            os._exit(0)
 
     def shutdown(self) -> None:
         """Stop accepting; idle connections close; requests being served finish."""
-        self.stop_children()
         self._stop.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        self._stopped.wait()
+        if self._serving:
+            self._stopped.wait()
 
     def server_close(self) -> None:
         super().server_close()
         self._pool.shutdown(wait=True)
+        with self._lock:  # what workers handed back after the selector stopped, or never served
+            for conn in [*self._back, *self._busy]:
+                conn.sock.close()
+            self._back.clear()
+            self._busy.clear()
         for s in (self._wake_r, self._wake_w):
             s.close()
-        deadline = time.monotonic() + 10
-        for pid in self.children:
-            while True:
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if done:
-                    break
-                if time.monotonic() > deadline:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.02)
 
 
 def _die_with(parent: int) -> None:
@@ -413,3 +546,12 @@ def _raise_fd_limit() -> int:
         return int(soft) if soft != resource.RLIM_INFINITY else 65536
     except (ImportError, ValueError, OSError):
         return 1024
+
+
+def default_processes() -> int:
+    """The CPUs this process may use (its affinity, not the host's count), at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))

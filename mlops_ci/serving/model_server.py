@@ -17,19 +17,16 @@ import importlib.util
 import io
 import json
 import os
-import signal
 import sys
 import tarfile
-import threading
 import traceback
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._http import Server, linger, reply
+from ._http import MAX_BODY, Server, default_processes, linger, reply
 
-MAX_BODY = 6 * 1024 * 1024  # SageMaker real-time endpoints accept payloads up to 6 MB
 JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"
@@ -164,6 +161,13 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
             else:
                 self._error(404, f"no such path {self.path}; use GET /ping or POST /invocations")
 
+        def handle_expect_100(self) -> bool:
+            # `Expect: 100-continue` asks before uploading: refuse an oversized body then
+            if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
+                self.do_POST()
+                return False
+            return super().handle_expect_100()
+
         def do_POST(self) -> None:
             if self.path != "/invocations":
                 self._error(404, f"no such path {self.path}; use POST /invocations")
@@ -230,33 +234,20 @@ def main(argv: list[str] | None = None) -> int:
     model = Model(model_dir, a.entry)
     meta = {"version": a.version, "sha": a.sha, "artifact_sha256": a.sha256}
     server = Server((a.host, a.port), make_handler(model, meta))
-    child = server.prefork(_processes()) if hasattr(os, "fork") and sys.platform == "linux" else False
-
-    def stop(*_: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    if not child:
-        write_ready(
-            Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid(), "workers": server.children}
-        )
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    if child:
-        sys.stderr.flush()
-        os._exit(0)
+    ready = Path(a.ready_file)
+    server.run(_processes(), lambda: write_ready(ready, {"port": server.server_address[1], "pid": os.getpid()}))
     return 0
 
 
 def _processes() -> int:
-    """One worker process per CPU, or SAGEMAKER_MODEL_SERVER_WORKERS, as SageMaker's containers."""
+    """One worker process per CPU this process may use (at most 8), or
+    SAGEMAKER_MODEL_SERVER_WORKERS, as SageMaker's containers. A model whose libraries start
+    threads at load (OpenMP) and misbehave after fork: set it to 1."""
     raw = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", "")
     try:
-        return max(1, min(64, int(raw))) if raw else max(1, os.cpu_count() or 1)
+        return max(1, min(64, int(raw))) if raw else default_processes()
     except ValueError:
-        return max(1, os.cpu_count() or 1)
+        return default_processes()
 
 
 if __name__ == "__main__":

@@ -10,28 +10,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from ._http import Server, linger, reply
-from .model_server import MAX_BODY, write_ready
+from ._http import MAX_BODY, Server, default_processes, linger, reply
+from .model_server import write_ready
 
 
 class Target:
     def __init__(self, path: Path):
         self.path = path
-        self._stamp: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._value: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def get(self) -> dict[str, Any] | None:
         try:
-            stamp = self.path.stat().st_mtime_ns
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)  # two renames in one tick differ by inode
         except FileNotFoundError:
             return None
         with self._lock:
@@ -42,6 +43,9 @@ class Target:
                     return self._value
                 self._stamp = stamp
             return self._value
+
+
+STALE_AFTER = 50.0  # seconds idle after which a kept connection may have been closed (server: 60)
 
 
 class Unanswered(ConnectionError):
@@ -65,12 +69,14 @@ class Link:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
+        self.used = time.monotonic()
 
     def close(self) -> None:
         self.sock.close()
 
     def exchange(self, head: bytes, body: bytes) -> tuple[Answer, bool]:
         """Send one request; the answer and whether the connection can be used again."""
+        self.used = time.monotonic()
         self.sock.sendall(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.sock.sendall(body)
@@ -110,7 +116,9 @@ class Link:
             while chunk := self.sock.recv(65536):
                 chunks.append(chunk)
             data, self.buf, keep = b"".join(chunks), b"", False
-        return Answer(status, headers, data), keep
+        # bytes after the answer (an answer the server sent early, a stray one) mean this
+        # connection is out of step: never read them as the next request's answer
+        return Answer(status, headers, data), keep and not self.buf
 
 
 class Upstream:
@@ -149,14 +157,19 @@ class Upstream:
             if not t:
                 raise LookupError("no model is deployed on this endpoint")
             port = int(t["port"])
-            reused = False
+            stale = False
             try:
                 link, reused = self._link(port)
+                stale = reused and time.monotonic() - link.used > STALE_AFTER
                 answer, keep = link.exchange(head.encode("latin-1"), body)
             except (Unanswered, ConnectionResetError, BrokenPipeError, ConnectionRefusedError):
                 self.drop(port)
-                if attempt == 1 and (reused or target.get() != t):
-                    continue  # nothing was answered: the server closed an idle connection or went away
+                # Sent again only when nothing was answered and the request cannot have been
+                # what broke the connection: the target moved (the old server drained and
+                # closed it) or the connection sat idle to the server's idle timeout. A request
+                # that crashed a worker is not sent to the next one.
+                if attempt == 1 and (stale or target.get() != t):
+                    continue
                 raise
             except OSError:
                 self.drop(port)
@@ -190,6 +203,11 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
             except LookupError as exc:
                 self._send(503, json.dumps({"error": str(exc)}).encode(), "application/json")
                 return
+            except Unanswered:
+                said = "the model server closed the connection without answering: this request may have crashed it"
+                text = json.dumps({"error": f"{said} (see the endpoint's server.log)"}).encode()
+                self._send(502, text, "application/json")
+                return
             except OSError as exc:
                 msg = json.dumps({"error": f"model server unreachable: {exc}"}).encode()
                 self._send(502, msg, "application/json")
@@ -203,6 +221,13 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
                 self._send(200, json.dumps({"target": target.get()}).encode(), "application/json")
                 return
             self._forward("GET", None)
+
+        def handle_expect_100(self) -> bool:
+            # `Expect: 100-continue` asks before uploading: refuse an oversized body then
+            if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
+                self.do_POST()
+                return False
+            return super().handle_expect_100()
 
         def do_POST(self) -> None:
             try:
@@ -237,18 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     server = Server((a.host, a.port), make_handler(target))
     # one process per CPU (up to 8) accepting on the one port: a single Python process
     # forwarding for 32 clients is bound by its interpreter lock
-    processes = max(1, min(8, os.cpu_count() or 1))
-    child = server.prefork(processes) if hasattr(os, "fork") and sys.platform == "linux" else False
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    if not child:
-        write_ready(Path(a.ready_file), {"port": server.server_address[1], "pid": os.getpid()})
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    if child:
-        sys.stderr.flush()
-        os._exit(0)
+    ready = Path(a.ready_file)
+    server.run(default_processes(), lambda: write_ready(ready, {"port": server.server_address[1], "pid": os.getpid()}))
     return 0
 
 

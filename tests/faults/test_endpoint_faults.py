@@ -6,6 +6,7 @@ import fcntl
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -319,3 +320,81 @@ def test_a_deploy_killed_after_the_switch_then_redeployed_keeps_one_server(proje
     # router + the live server and its workers: nothing of v1 is left
     workdirs = [p for p in _endpoint_processes(project) if b"versions/v1-" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert workdirs == []
+
+
+def test_a_target_without_pids_from_an_older_mlops_ci_is_never_reaped(project: Project, tmp_path):
+    _released_twice(project)
+    _deploy_killed_at(project, "switched", tmp_path)
+    # what an mlops-ci before kill-safe deploys leaves: a switch without pid or intent
+    d = project.path / ".mlops-ci" / "endpoints" / "production"
+    target = json.loads((d / "target.json").read_text())
+    (d / "target.json").write_text(json.dumps({k: v for k, v in target.items() if k != "pid"}))
+    (d / "intent.json").unlink()
+    assert invoke(project, "production") == [6.0, 14.0]
+    assert "untracked" not in project.ok("status")  # it cannot tell: it reports and stops nothing
+    deployed = json.loads(project.ok("deploy", "v1.1.0", "--json"))  # not "nothing to do": a real rollout
+    assert deployed["outcome"] == "succeeded" and invoke(project, "production") == [6.0, 14.0]
+    project.ok("endpoint", "stop", "production")
+    assert _endpoint_processes(project) == []
+
+
+def test_a_router_started_by_a_killed_deploy_is_adopted_not_doubled(project: Project, tmp_path):
+    _released_twice(project)
+    os.kill(int(_endpoint_file(project, "router.ready")["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    _deploy_killed_at(project, "green started", tmp_path)  # it started a new router, then died
+    deployed = json.loads(project.ok("deploy", "v1.1.0", "--json"))
+    assert deployed["outcome"] == "succeeded" and invoke(project, "production") == [6.0, 14.0]
+    routers = [p for p in _endpoint_processes(project) if b"serving.router" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len({_parent_or_self(p, routers) for p in routers}) == 1  # one router (and its workers)
+
+
+def test_a_request_that_kills_its_worker_is_not_sent_to_another_and_the_worker_is_replaced(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")  # as SageMaker's containers read it
+    (project.path / "inference.py").write_text(
+        (project.path / "inference.py")
+        .read_text()
+        .replace(
+            "def predict_fn(data, model):\n",
+            "def predict_fn(data, model):\n    if data.tolist() == [[666.0, 666.0]]:\n"
+            "        os.kill(os.getpid(), 9)  # a model that crashes its process on one input\n",
+        )
+    )
+    project.commit("a model that crashes on one input")
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    server = int(_endpoint_file(project, "target.json")["pid"])  # type: ignore[call-overload]
+    workers = _children(server)
+    assert len(workers) == 3
+    code, _, err = project.cli("invoke", "production", "--data", "[[666, 666]]")
+    assert code == 2 and "answered HTTP 502" in err and "this request may have crashed it" in err
+    # ...not sent again to a second worker, which it would kill too
+    deadline = time.monotonic() + 10
+    while len(_children(server)) < len(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_children(server)) == len(workers)  # the supervisor replaced the dead one
+    assert [invoke(project, "production") for _ in range(10)] == [[3.0, 7.0]] * 10
+    log = next((project.path / ".mlops-ci").rglob("server.log")).read_text()
+    assert log.count("exited; starting another") == 1  # one worker died, not two
+
+
+def _endpoint_file(project: Project, name: str) -> dict[str, object]:
+    """router.ready (the router's port and pid) or target.json (the live model server's)."""
+    return json.loads((project.path / ".mlops-ci" / "endpoints" / "production" / name).read_text())  # type: ignore[no-any-return]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _parent_or_self(pid: int, among: list[int]) -> int:
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return parent if parent in among else pid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -24,6 +25,11 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
+        if self.path == "/early":  # answers without reading the body, as a 404 does
+            reply(self, 404, b"no such path", {})
+            return
+        if self.path == "/bug":
+            raise RuntimeError("a handler bug")
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if body == b"slow":
             RELEASE.wait(10)
@@ -36,6 +42,8 @@ def server() -> Iterator[Server]:
     srv = Server(("127.0.0.1", 0), Echo, workers=4, max_connections=50, idle_timeout=0.5, head_timeout=0.5)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
+    while not srv._serving:
+        time.sleep(0.01)
     yield srv
     RELEASE.set()
     srv.shutdown()
@@ -47,15 +55,26 @@ def _connect(srv: Server) -> socket.socket:
     return socket.create_connection(srv.server_address[:2], timeout=5)
 
 
+_PENDING: dict[int, bytes] = {}  # bytes read past a response, per socket
+
+
 def _read_response(s: socket.socket) -> bytes:
-    data = b""
+    """One response (head and body by its Content-Length); fails on a close mid-way."""
+    data = _PENDING.pop(s.fileno(), b"")
+
+    def more() -> bytes:
+        chunk = s.recv(4096)
+        assert chunk, f"the server closed the connection after {data!r}"
+        return chunk
+
     while b"\r\n\r\n" not in data:
-        data += s.recv(4096)
+        data += more()
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
     while len(body) < length:
-        body += s.recv(4096)
-    return head + b"\r\n\r\n" + body
+        body += more()
+    _PENDING[s.fileno()] = body[length:]
+    return head + b"\r\n\r\n" + body[:length]
 
 
 def test_a_response_is_one_write_and_keep_alive_is_kept(server: Server):
@@ -125,3 +144,62 @@ def test_shutdown_lets_a_request_being_served_finish(server: Server):
     assert _read_response(s).endswith(b"echo:slow")
     stopper.join(5)
     s.close()
+
+
+def test_a_body_the_handler_did_not_read_is_never_taken_for_the_next_request(server: Server):
+    with _connect(server) as s:
+        s.sendall(b"POST /early HTTP/1.1\r\nContent-Length: 38\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx")
+        assert b" 404 " in _read_response(s)
+        assert s.recv(100) == b""  # closed: the smuggled "request" in the body got no answer
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", b" 501 "),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx", b" 501 "),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", b" 400 "),
+        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b" 400 "),
+    ],
+)
+def test_ambiguous_framing_is_refused_and_the_connection_closed(server: Server, head: bytes, status: bytes):
+    with _connect(server) as s:
+        s.sendall(head)
+        assert status in s.recv(200).split(b"\r\n")[0] + b" "
+        assert s.recv(100) == b""
+
+
+def test_a_head_with_bare_line_feeds_is_answered(server: Server):
+    with _connect(server) as s:
+        s.sendall(b"POST / HTTP/1.1\nContent-Length: 2\n\nok")
+        assert _read_response(s).endswith(b"echo:ok")
+
+
+def test_slow_uploads_hold_no_worker_and_time_out_whole(server: Server):
+    slow = [_connect(server) for _ in range(10)]  # more than the 4 workers
+    for s in slow:
+        s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nx")  # 1 byte of 100
+    with _connect(server) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok")
+        assert _read_response(s).endswith(b"echo:ok")
+    server.body_timeout = 0.3  # applies to bodies whose head arrives from now on
+    with _connect(server) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nx")
+        for _ in range(5):  # a byte now and then does not extend the body's deadline
+            time.sleep(0.1)
+            with contextlib.suppress(OSError):
+                s.sendall(b"x")
+        assert s.recv(100).startswith(b"HTTP/1.1 408 ")
+    for s in slow:
+        s.close()
+
+
+def test_a_handler_bug_is_a_500_not_a_silent_close(server: Server):
+    with _connect(server) as s:
+        s.sendall(b"POST /bug HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 500 ")
+
+
+def test_a_port_in_use_is_an_os_error_naming_it(server: Server):
+    with pytest.raises(OSError, match="Address already in use"):
+        Server(server.server_address[:2], Echo)
