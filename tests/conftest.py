@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,16 @@ def _environ_unchanged() -> Iterator[None]:
     if before != after:
         changed = sorted(set(before.items()) ^ set(after.items()))
         pytest.fail(f"test changed os.environ: {changed}")
+
+
+@pytest.fixture(autouse=True)
+def _no_serving_process_outlives_its_test(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves a router or model server running (after its fixtures' cleanup)."""
+    yield
+    left = serving_processes(tmp_path)
+    kill_and_wait(left, tmp_path)
+    if left:
+        pytest.fail(f"the test left {len(left)} serving process(es) running: {left}")
 
 
 @pytest.fixture(autouse=True)
@@ -195,9 +206,16 @@ class Project:
             self.cli("endpoint", "stop", name)
         # The harness's own safety net (a test that damaged the store cannot `endpoint stop`):
         # no serving process of this project outlives its test.
-        for pid in serving_processes(self.path / ".mlops-ci"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_and_wait(serving_processes(self.path / ".mlops-ci"), self.path / ".mlops-ci")
+
+
+def kill_and_wait(pids: list[int], under: Path) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pids and serving_processes(under) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def serving_processes(under: Path) -> list[int]:

@@ -113,6 +113,17 @@ def _serving_processes(d: Path) -> dict[int, int]:
     return found
 
 
+def _is_serving(pid: int) -> bool:
+    """Whether `pid` is an mlops-ci router or model server (where /proc can tell; else assumed)."""
+    try:
+        args = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not (Path("/proc") / "self" / "cmdline").exists()
+    except OSError:
+        return False
+    return any(a in (b"mlops_ci.serving.router", b"mlops_ci.serving.model_server") for a in args)
+
+
 def _pause(point: str) -> None:
     """Fault-injection point for the kill tests (tests/faults): with MLOPS_CI_TEST_PAUSE=point
     the deploying process says so in MLOPS_CI_TEST_PAUSE_FILE and waits there to be killed."""
@@ -735,9 +746,8 @@ class LocalEndpoints:
             self._recover(name)
             state = self.store.endpoint_state(self.project, name) or state
             ours = self._processes(name)
-            scanned = (Path("/proc") / "self" / "cmdline").exists()
             for pid in (state.server_pid, state.router_pid):
-                if pid and (pid in ours or not scanned):  # a recorded pid reused by another process is not ours
+                if pid and _is_serving(pid):  # a recorded pid reused by another process is not ours to stop
                     _terminate(pid, grace=15)
             for pid in ours:  # and whatever a killed deploy left running
                 _terminate(pid)
