@@ -74,6 +74,21 @@ class Link:
     def close(self) -> None:
         self.sock.close()
 
+    def open(self) -> bool:
+        """Whether a kept connection can take a request: one the server closed (its worker
+        died, it drained, it timed out) shows as readable with nothing to read, before anything
+        is sent on it, so the request goes on a fresh connection instead of failing."""
+        self.sock.setblocking(False)  # with a timeout set, recv would first wait for data
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: still open
+        except OSError:
+            return False
+        finally:
+            self.sock.settimeout(60)
+        return False  # closed (b"") or bytes nobody asked for: out of step either way
+
     def exchange(self, head: bytes, body: bytes) -> tuple[Answer, bool]:
         """Send one request; the answer and whether the connection can be used again."""
         self.used = time.monotonic()
@@ -133,7 +148,7 @@ class Upstream:
     def _link(self, port: int) -> tuple[Link, bool]:
         links: dict[int, Link] = self._local.__dict__.setdefault("links", {})
         link = links.get(port)
-        if link is not None:
+        if link is not None and link.open():
             return link, True
         for old in links.values():  # the target moved: the old server is going away
             old.close()
