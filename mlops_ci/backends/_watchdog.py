@@ -1,6 +1,6 @@
 """The keeper of a local training job: it dies with the CLI, and so does the job.
 
-The CLI starts `python -m mlops_ci.backends._watchdog SECONDS -- ARGV...` as the leader of a new
+The CLI starts `python -I .../_watchdog.py SECONDS -- ARGV...` (this file run as a script) as the leader of a new
 process group, with a pipe on its stdin that only the CLI writes to (the lifeline). The watchdog
 starts the job in that same group and waits. When the lifeline reads end-of-file the CLI is gone
 (exited, crashed, or killed with SIGKILL, which no handler in the CLI could catch), and the
