@@ -157,6 +157,23 @@ class _Conn:
         self.deadline = 0.0
 
 
+class Handler(BaseHTTPRequestHandler):
+    """The base of the router's and the model server's handlers: HTTP/1.1, requests logged to
+    stderr (the endpoint's log), and `Expect: 100-continue` refused up front for a body over
+    MAX_BODY (the handler's do_POST answers 413) instead of inviting the upload."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    def handle_expect_100(self) -> bool:
+        if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
+            self.do_POST()  # type: ignore[attr-defined]
+            return False
+        return super().handle_expect_100()
+
+
 def _field(value: object) -> str:
     """A header value on one line: a folded or hostile value never starts a header of its own."""
     return " ".join(str(value).split())

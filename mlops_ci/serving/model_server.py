@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
+from ._http import Handler as BaseHandler
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -142,12 +143,8 @@ class Model:
 
 
 def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(BaseHandler):
         server_version = "mlops-ci-model-server"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
         def _send(self, status: int, body: bytes, ctype: str = JSON) -> None:
             reply(self, status, body, {"Content-Type": ctype, "X-Mlops-Ci-Version": str(meta.get("version", ""))})
@@ -160,13 +157,6 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
                 self._send(200, json.dumps({"status": "healthy", **meta}).encode())
             else:
                 self._error(404, f"no such path {self.path}; use GET /ping or POST /invocations")
-
-        def handle_expect_100(self) -> bool:
-            # `Expect: 100-continue` asks before uploading: refuse an oversized body then
-            if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
-                self.do_POST()
-                return False
-            return super().handle_expect_100()
 
         def do_POST(self) -> None:
             if self.path != "/invocations":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
+from ._http import Handler as BaseHandler
 from .model_server import write_ready
 
 
@@ -198,12 +199,8 @@ class Upstream:
 def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
     upstream = Upstream()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(BaseHandler):
         server_version = "mlops-ci-router"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
         def _send(self, status: int, body: bytes, ctype: str, version: str = "") -> None:
             headers = {"Content-Type": ctype}
@@ -236,13 +233,6 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
                 self._send(200, json.dumps({"target": target.get()}).encode(), "application/json")
                 return
             self._forward("GET", None)
-
-        def handle_expect_100(self) -> bool:
-            # `Expect: 100-continue` asks before uploading: refuse an oversized body then
-            if int(self.headers.get("Content-Length") or 0) > MAX_BODY:
-                self.do_POST()
-                return False
-            return super().handle_expect_100()
 
         def do_POST(self) -> None:
             try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlops_ci.serving._http import Server, reply
+from mlops_ci.serving._http import MAX_BODY, Handler, Server, reply
 
 RELEASE = threading.Event()
 
@@ -203,3 +203,22 @@ def test_a_handler_bug_is_a_500_not_a_silent_close(server: Server):
 def test_a_port_in_use_is_an_os_error_naming_it(server: Server):
     with pytest.raises(OSError, match="Address already in use"):
         Server(server.server_address[:2], Echo)
+
+
+class Limited(Handler):
+    def do_POST(self) -> None:
+        self.close_connection = True
+        reply(self, 413, b"too large", {})
+
+
+def test_expect_100_continue_for_an_oversized_body_is_answered_413_before_the_upload():
+    srv = Server(("127.0.0.1", 0), Limited, workers=2)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        with _connect(srv) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (MAX_BODY + 1))
+            assert s.recv(100).startswith(b"HTTP/1.1 413 ")  # never "100 Continue"
+    finally:
+        srv.shutdown()
+        srv.server_close()
