@@ -85,6 +85,7 @@ class SageMakerTraining:
     max_wait: int | None = None
     checkpoint_s3_uri: str | None = None
     keep_alive: int = 0
+    retry_attempts: int = 0  # RetryStrategy.MaximumRetryAttempts (1-30): restarts after an internal error
 
 
 @dataclass(frozen=True)
@@ -589,11 +590,27 @@ def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMa
         raise r.fail((*p, "spot"), "managed spot training needs max_wait (seconds, >= training.max_run)")
     if not spot and max_wait is not None:
         raise r.fail((*p, "max_wait"), "only applies with spot: true")
+    keep_alive = r.integer(m.get("keep_alive", 0), (*p, "keep_alive"))
+    if keep_alive > 21600:
+        raise r.fail((*p, "keep_alive"), "SageMaker keeps a warm pool for at most 21600 seconds (6 hours)")
+    if spot and keep_alive:
+        raise r.fail((*p, "keep_alive"), "SageMaker warm pools cannot be used with managed spot training: "
+                                         "drop keep_alive or spot")  # fmt: skip
+    retries = r.integer(m.get("retry_attempts", 0), (*p, "retry_attempts"))
+    if retries > 30:
+        raise r.fail((*p, "retry_attempts"), "SageMaker retries a training job at most 30 times")
+    instance_type = r.string(m.get("instance_type", d.instance_type), (*p, "instance_type"))
+    if image_uri is None and framework == "sklearn" and version is not None:
+        from .backends.sagemaker_types import sklearn_image_problem
+
+        problem = sklearn_image_problem(instance_type, version, "training")
+        if problem:
+            raise r.fail((*p, "instance_type"), problem)
     checkpoint = _opt_string(r, m, "checkpoint_s3_uri", p)
     if checkpoint and not re.match(_S3_URI, checkpoint):
         raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
     return SageMakerTraining(
-        instance_type=r.string(m.get("instance_type", d.instance_type), (*p, "instance_type")),
+        instance_type=instance_type,
         instance_count=r.integer(m.get("instance_count", 1), (*p, "instance_count"), minimum=1),
         volume_size=r.integer(m.get("volume_size", d.volume_size), (*p, "volume_size"), minimum=1),
         image_uri=image_uri,
@@ -605,7 +622,8 @@ def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMa
         spot=spot,
         max_wait=max_wait,
         checkpoint_s3_uri=checkpoint,
-        keep_alive=r.integer(m.get("keep_alive", 0), (*p, "keep_alive")),
+        keep_alive=keep_alive,
+        retry_attempts=retries,
     )
 
 
@@ -718,6 +736,14 @@ def _check_aws_needed(
     if serving_users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
         raise r.fail(serving_users[0], "SageMaker serving needs an inference image: set serving.image_uri, or "
                                        "training.sagemaker.framework to use that framework's image")  # fmt: skip
+    if serving.image_uri is None and sm is not None and sm.image_uri is None and sm.framework == "sklearn":
+        from .backends.sagemaker_types import sklearn_image_problem
+
+        for i, e in enumerate(endpoints):
+            problem = e.backend == "sagemaker" and sklearn_image_problem(e.instance_type, sm.framework_version or "",
+                                                                         "inference")  # fmt: skip
+            if problem:
+                raise r.fail(("endpoints", i, "instance_type"), problem)
 
 
 def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:
@@ -874,10 +900,20 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
 def _parse_deployment(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMakerDeployment:
     m = r.mapping(raw, p, tuple(SageMakerDeployment.__dataclass_fields__))
     percent = r.integer(m.get("percent", 10), (*p, "percent"), minimum=1)
-    if percent > 100:
-        raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
     timeout = m.get("max_execution_timeout")
     strategy = r.string(m.get("strategy", "all_at_once"), (*p, "strategy"), choices=("all_at_once", "canary", "linear"))
+    # Limits from the SageMaker API reference (TrafficRoutingConfig, BlueGreenUpdatePolicy)
+    if strategy == "canary" and percent > 50:
+        raise r.fail((*p, "percent"), "a canary must be at most 50% of the variant's instances (SageMaker's limit)")
+    if strategy == "linear" and not 10 <= percent <= 50:
+        raise r.fail((*p, "percent"), "a linear step must be 10-50% of the variant's instances (SageMaker's limit)")
+    if percent > 100:
+        raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
+    for key in ("wait_seconds", "termination_wait_seconds"):
+        if key in m and r.integer(m[key], (*p, key)) > 3600:
+            raise r.fail((*p, key), "SageMaker allows at most 3600 seconds (1 hour)")
+    if timeout is not None and r.integer(timeout, (*p, "max_execution_timeout")) > 28800:
+        raise r.fail((*p, "max_execution_timeout"), "SageMaker allows 600-28800 seconds (8 hours)")
     alarms = _strings(r, m.get("alarms"), (*p, "alarms"))
     if strategy != "all_at_once" and not alarms:
         raise r.fail(

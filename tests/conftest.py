@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,32 @@ def _environ_unchanged() -> Iterator[None]:
     if before != after:
         changed = sorted(set(before.items()) ^ set(after.items()))
         pytest.fail(f"test changed os.environ: {changed}")
+
+
+@pytest.fixture(autouse=True)
+def aws_requests() -> Iterator[Any]:
+    """Fail a test in which any botocore client of this process sent a request that breaks its
+    service model's patterns, lengths, ranges or enums (tests/fakes/aws_model.py). Requests from
+    other processes are checked where they arrive (FakeSageMaker)."""
+    from tests.fakes import aws_model
+
+    recorder = aws_model.Recorder()
+    entry = aws_model.install(recorder)
+    _fresh_boto3_session()
+    try:
+        yield recorder
+    finally:
+        aws_model.uninstall(entry)
+        _fresh_boto3_session()
+    if recorder.found:
+        pytest.fail("AWS would refuse these requests (botocore service model): " + "; ".join(recorder.found))
+
+
+def _fresh_boto3_session() -> None:
+    # boto3's default session registered its handlers when it was made; a new one picks up ours
+    boto3 = sys.modules.get("boto3")
+    if boto3 is not None:
+        boto3.DEFAULT_SESSION = None
 
 
 @pytest.fixture(autouse=True)

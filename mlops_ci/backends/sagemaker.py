@@ -32,7 +32,7 @@ from ..errors import (
     Refused,
     Transient,
 )
-from . import TrainingResult, TrainingSpec
+from . import TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
 if TYPE_CHECKING:
@@ -70,28 +70,50 @@ def job_name(project: str, sha: str, config_digest: str, attempt: int) -> str:
     return f"{_slug(project)[:40].rstrip('-')}-{sha[:8]}-{config_digest[:8]}-{attempt}"
 
 
-def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, what: str) -> str:
+def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, what: str,
+              instance_type: str | None = None) -> str:  # fmt: skip
+    """The image URI for `what` (training | inference) on `instance_type` (default: the training one)."""
     if explicit:
         return explicit
     if sm is not None and sm.image_uri:
         return sm.image_uri
     if sm is None or sm.framework is None or sm.framework_version is None:
         raise ConfigError(f"no {what} image: set an image_uri, or training.sagemaker.framework and framework_version")
-    cpu = "gpu" if re.match(r"ml\.(p|g)\d", sm.instance_type) else "cpu"
-    if sm.framework == "sklearn" and region in _SKLEARN_ACCOUNTS:
-        return (f"{_SKLEARN_ACCOUNTS[region]}.dkr.ecr.{region}.amazonaws.com/sagemaker-scikit-learn:"
-                f"{sm.framework_version}-{cpu}-{sm.py_version}")  # fmt: skip
-    try:
+    scope = "training" if what == "training" else "inference"
+    itype = instance_type or sm.instance_type
+    if sm.framework == "sklearn":
+        problem = sagemaker_types.sklearn_image_problem(itype, sm.framework_version, scope)
+        if problem:
+            raise ConfigError(problem)
+        if region in _SKLEARN_ACCOUNTS:
+            tag = sagemaker_types.sklearn_tag(itype, sm.framework_version, sm.py_version, scope)
+            return f"{_SKLEARN_ACCOUNTS[region]}.dkr.ecr.{region}.amazonaws.com/sagemaker-scikit-learn:{tag}"
+    try:  # SageMaker Python SDK v3 moved image_uris into sagemaker-core; v2 has it at the top
         from sagemaker.core import image_uris  # type: ignore[import-not-found]
     except ImportError:
-        raise ConfigError(
-            f"cannot resolve the {sm.framework} {sm.framework_version} image in {region} without the SageMaker "
-            "SDK; set training.sagemaker.image_uri (and serving.image_uri) or install mlops-ci[sagemaker]"
-        ) from None
-    scope = "training" if what == "training" else "inference"
-    uri: str = image_uris.retrieve(sm.framework, region, version=sm.framework_version, py_version=sm.py_version,
-                                   instance_type=sm.instance_type, image_scope=scope)  # fmt: skip
+        try:
+            from sagemaker import image_uris  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            raise ConfigError(
+                f"cannot look up the {sm.framework} {sm.framework_version} image in {region}: the SageMaker Python "
+                "SDK (v2 or v3) is not installed; set training.sagemaker.image_uri (and serving.image_uri), or "
+                "pip install sagemaker"
+            ) from None
+    try:
+        uri: str = image_uris.retrieve(sm.framework, region, version=sm.framework_version, py_version=sm.py_version,
+                                       instance_type=itype, image_scope=scope)  # fmt: skip
+    except (ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"no SageMaker {sm.framework} {sm.framework_version} {scope} image for {itype} in "
+                          f"{region} ({exc}); set image_uri to an image you know exists") from None  # fmt: skip
     return uri
+
+
+def serving_instance_type(cfg: Config) -> str | None:
+    """The instance type a registered package is meant for: the first SageMaker endpoint's."""
+    for ep in cfg.endpoints:
+        if ep.backend == "sagemaker":
+            return ep.instance_type
+    return None
 
 
 def console_url(region: str, kind: str, name: str) -> str:
@@ -101,6 +123,24 @@ def console_url(region: str, kind: str, name: str) -> str:
 def _tag_value(value: str) -> str:
     """A tag value as AWS accepts it: up to 256 letters, digits, spaces and _.:/=+-@."""
     return re.sub(r"[^\w.:/=+\-@ ]", "_", value)[:256]
+
+
+def metrics_metadata(metrics: Mapping[str, float]) -> str:
+    """Metrics as one model package metadata value: `name=value` pairs, space separated.
+
+    CustomerMetadataProperties values allow only letters, digits, spaces and _.:/=+-@, 1 to 256
+    of them (service model shape CustomerMetadataValue), so no JSON; names are sanitized like
+    tag values and pairs that do not fit are left out whole, marked by a trailing `...`.
+    """
+    pairs = [f"{_tag_value(k).replace(' ', '_')}={v:.6g}" for k, v in sorted(metrics.items())]
+    out = ""
+    for i, pair in enumerate(pairs):
+        more = " ..." if i < len(pairs) - 1 else ""
+        joined = f"{out} {pair}".strip()
+        if len(joined) + len(more) > 256:
+            return f"{out} ...".strip() if out else "..."
+        out = joined
+    return out
 
 
 def _tags(tags: Mapping[str, str]) -> list[dict[str, str]]:
@@ -296,7 +336,8 @@ class SageMakerTrainer:
         resource: dict[str, Any] = {
             "InstanceType": sm.instance_type, "InstanceCount": sm.instance_count, "VolumeSizeInGB": sm.volume_size,
         }  # fmt: skip
-        if aws.cfg.kms_key:
+        if aws.cfg.kms_key and not sagemaker_types.has_local_storage(sm.instance_type):
+            # local instance storage is encrypted by the instance and refuses a volume key
             resource["VolumeKmsKeyId"] = aws.cfg.kms_key
         if sm.keep_alive:
             resource["KeepAlivePeriodInSeconds"] = sm.keep_alive
@@ -332,6 +373,8 @@ class SageMakerTrainer:
             "Environment": {**spec.environment, **(spec.job_env(name) if spec.job_env else {})},
             "Tags": _tags(spec.tags),
         }
+        if sm.retry_attempts:
+            req["RetryStrategy"] = {"MaximumRetryAttempts": sm.retry_attempts}
         if not req["InputDataConfig"]:
             del req["InputDataConfig"]
         if not req["Environment"]:
@@ -494,10 +537,9 @@ class SageMakerTrainer:
                 except ValueError as exc:
                     result.exit_code, result.failure = 1, str(exc)
                     return result
-                for k, v in finals.items():
-                    result.metrics.setdefault(k, v)
-                for k, s in series.items():
-                    result.series.setdefault(k, s)
+                # the file wins where both name a metric, as in the local backend (README: Metrics)
+                result.metrics.update(finals)
+                result.series.update(series)
         code = base / "code"  # the serving files packed into the artifact come from the source
         shutil.copytree(spec.code_dir, code, dirs_exist_ok=True)
         return result
@@ -572,6 +614,11 @@ class _LogTail:
 
 
 # -- model registry ------------------------------------------------------------------------
+# Package descriptions seen by this process, by (region, ARN): a promote or deploy looks a
+# package up more than once, and its metadata never changes after registration.
+_DESCRIBED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
 class SageMakerRegistry:
     """A model package group per project; one package per promoted commit."""
 
@@ -585,17 +632,18 @@ class SageMakerRegistry:
                 "Tags": _tags({"mlops-ci:project": self.cfg.project})}  # fmt: skip
 
     def package_request(self, mv: ModelVersion, model_data: str) -> dict[str, Any]:
-        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
-        metrics = json.dumps({k: round(v, 6) for k, v in sorted(mv.metrics.items())})
-        meta = {
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
+                          serving_instance_type(self.cfg))  # fmt: skip
+        raw = {
             "git_sha": mv.sha,
             "artifact_sha256": mv.artifact_sha256,
             "verdict_id": mv.verdict_id,
             "gate": "passed",
             "mlops_ci_version": str(mv.version),
             "run_id": mv.run_id,
-            "metrics": metrics if len(metrics) <= 256 else metrics[:253] + "...",
+            "metrics": metrics_metadata(mv.metrics),
         }
+        meta = {k: _tag_value(v) for k, v in raw.items() if v}
         return {
             "ModelPackageGroupName": self.group,
             "ModelPackageDescription": f"{self.cfg.project} v{mv.version} from commit {mv.sha[:12]}",
@@ -624,10 +672,16 @@ class SageMakerRegistry:
                     return
                 raise self.aws.error(exc, f"list model packages of {self.group}") from None
             for s in page.get("ModelPackageSummaryList", []):
-                d = self.aws.describe("describe_model_package", "describe a model package",
-                                      ModelPackageName=s["ModelPackageArn"])  # fmt: skip
-                if d is not None:
-                    yield d
+                key = (self.aws.region, s["ModelPackageArn"])
+                d = _DESCRIBED.get(key)
+                if d is None:
+                    d = self.aws.describe("describe_model_package", "describe a model package",
+                                          ModelPackageName=s["ModelPackageArn"])  # fmt: skip
+                    if d is None:
+                        continue
+                    _DESCRIBED[key] = d
+                # what can change after registration (a human approving) comes fresh with the list
+                yield {**d, **{k: s[k] for k in ("ModelApprovalStatus", "ModelPackageStatus") if k in s}}
             if not page.get("NextToken"):
                 return
             kwargs["NextToken"] = page["NextToken"]
@@ -683,7 +737,8 @@ class SageMakerEndpoint:
     def names(self, mv: ModelVersion, model_data: str) -> tuple[str, str]:
         """Model and EndpointConfig names carry the version and a digest of their content, so a
         name is never reused for anything else."""
-        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
+                          self.ep.instance_type)  # fmt: skip
         env = _serving_env(self.cfg, self.aws.region)
         model = _slug(f"{self.cfg.project}-v{mv.version}")[:54] + "-" + _short_hash(
             image, model_data, mv.artifact_sha256, env, self.aws.cfg.role)  # fmt: skip
@@ -692,7 +747,8 @@ class SageMakerEndpoint:
         return model, config
 
     def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, Any]:
-        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference")
+        image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
+                          self.ep.instance_type)  # fmt: skip
         req: dict[str, Any] = {
             "ModelName": model,
             "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data,
@@ -714,8 +770,8 @@ class SageMakerEndpoint:
             "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha,
                            "mlops-ci:version": str(mv.version)}),
         }  # fmt: skip
-        if self.aws.cfg.kms_key:
-            req["KmsKeyId"] = self.aws.cfg.kms_key
+        if self.aws.cfg.kms_key and not sagemaker_types.has_local_storage(self.ep.instance_type):
+            req["KmsKeyId"] = self.aws.cfg.kms_key  # the ML storage volume's key; local storage refuses one
         return req
 
     def deployment_config(self) -> dict[str, Any]:

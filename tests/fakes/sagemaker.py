@@ -30,6 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
+
+from tests.fakes import aws_model
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -79,6 +82,7 @@ class FakeSageMaker:
         self.fail_update: str | None = None  # next UpdateEndpoint rolls back with this reason
         self.model_errors: dict[str, tuple[int, str]] = {}  # model name prefix -> (status, message)
         self.faults: dict[str, list[tuple[int, str, str]]] = {}  # operation -> errors for its next calls
+        self.violations: list[str] = []  # requests AWS would refuse (tests/fakes/aws_model.py); a test fails on any
 
     # -- inspection ----------------------------------------------------------------------
     @property
@@ -109,9 +113,14 @@ class FakeSageMaker:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         path = environ.get("PATH_INFO", "")
         with self.lock:
-            if target.startswith("SageMaker."):
-                op = target.split(".", 1)[1]
+            prefix, _, op = target.partition(".")
+            if prefix in aws_model.TARGETS:
                 params = json.loads(body or b"{}")
+                found = aws_model.violations(aws_model.TARGETS[prefix], op, params, wire=True)
+                if found:  # as AWS answers: 400 ValidationException, nothing done
+                    self.violations.extend(f"{aws_model.TARGETS[prefix]}.{v}" for v in found)
+                    return self._error(start_response, 400, "ValidationException", aws_model.message(found))
+            if prefix == "SageMaker":
                 self.requests.append((op, params))
                 if self.faults.get(op):
                     status, code, message = self.faults[op].pop(0)
@@ -122,6 +131,16 @@ class FakeSageMaker:
                 return self._moto(environ, start_response)
             m = re.fullmatch(r"/endpoints/([^/]+)/invocations", path)
             if m and environ.get("REQUEST_METHOD") == "POST":
+                headers = {k[5:].replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+                headers["Content-Type"] = environ.get("CONTENT_TYPE", "")
+                found = aws_model.rest_violations("sagemaker-runtime", "InvokeEndpoint",
+                                                  {"EndpointName": unquote(m.group(1))}, headers, body)  # fmt: skip
+                if found:
+                    self.violations.extend(f"sagemaker-runtime.{v}" for v in found)
+                    data = json.dumps({"message": aws_model.message(found)}).encode()
+                    start_response("400 Bad Request", [("Content-Type", "application/json"),
+                                                       ("x-amzn-ErrorType", "ValidationError")])  # fmt: skip
+                    return iter([data])
                 self.requests.append(("InvokeEndpoint", {"EndpointName": m.group(1)}))
                 return self._invoke(m.group(1), body, environ, start_response)
             return self._moto(environ, start_response)

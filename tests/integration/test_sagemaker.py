@@ -124,6 +124,7 @@ def fake() -> Iterator[FakeSageMaker]:
         f.s3 = s3  # type: ignore[attr-defined]
         f.client = boto3.client("sagemaker", **kw)  # type: ignore[attr-defined]
         yield f
+    assert not f.violations, f"SageMaker would refuse these requests (botocore service model): {f.violations}"
 
 
 @pytest.fixture
