@@ -548,9 +548,14 @@ class SageMakerTrainer:
         """Stop jobs of this project still running for older commits on `branch`."""
         stopped = []
         kwargs: dict[str, Any] = {"StatusEquals": "InProgress", "NameContains": _slug(project)[:40], "MaxResults": 100}
+        mine = re.compile(re.escape(_slug(project)[:40].rstrip("-")) + r"-[0-9a-f]{8}-[0-9a-f]{8}-\d+")
         while True:
             page = self.aws.call("sagemaker", "list_training_jobs", "list training jobs", **kwargs)
             for job in page.get("TrainingJobSummaries", []):
+                # NameContains also finds other projects' jobs (`xchurn-...` for `churn`); their
+                # tags are not this role's to read (docs/iam scopes it to this project's jobs)
+                if not mine.fullmatch(job["TrainingJobName"]):
+                    continue
                 tags = self.aws.call(
                     "sagemaker", "list_tags", "read training job tags", ResourceArn=job["TrainingJobArn"]
                 )
@@ -733,6 +738,36 @@ class SageMakerEndpoint:
 
     def __init__(self, aws: Aws, cfg: Config, ep: EndpointConfig, say: Callable[[str], None]):
         self.aws, self.cfg, self.ep, self.say = aws, cfg, ep, say
+        self.instance_count = ep.instance_count  # an auto-scaled endpoint keeps the count it scaled to
+
+    def follow_autoscaling(self, d: Mapping[str, Any]) -> None:
+        """An endpoint under Application Auto Scaling keeps its current instance count (a deploy
+        does not undo the scaling), and its instance type cannot change while it is registered:
+        SageMaker refuses that update, so it is refused here first, with the way out."""
+        resource = f"endpoint/{self.ep.name}/variant/{VARIANT}"
+        try:
+            out = self.aws.client("application-autoscaling").describe_scalable_targets(
+                ServiceNamespace="sagemaker", ResourceIds=[resource],
+                ScalableDimension="sagemaker:variant:DesiredInstanceCount")  # fmt: skip
+        except self.aws.errors as exc:
+            raise self.aws.error(exc, f"read the auto scaling of endpoint {self.ep.name}") from None
+        targets = out.get("ScalableTargets", [])
+        if not targets:
+            return
+        current = self.aws.describe("describe_endpoint_config", "describe an endpoint config",
+                                    EndpointConfigName=d["EndpointConfigName"]) or {}  # fmt: skip
+        variant = (current.get("ProductionVariants") or [{}])[0]
+        if variant.get("InstanceType") and variant["InstanceType"] != self.ep.instance_type:
+            raise Refused(
+                f"endpoint {self.ep.name} is auto scaled ({resource}) and SageMaker does not change the instance type "
+                f"({variant['InstanceType']} -> {self.ep.instance_type}) of an auto-scaled variant: deregister the "
+                "scalable target, deploy, then register it again"
+            )
+        variants = d.get("ProductionVariants", [])
+        live = [v.get("CurrentInstanceCount") for v in variants if v.get("VariantName") == VARIANT]
+        t = targets[0]
+        count = live[0] if live and live[0] else self.ep.instance_count
+        self.instance_count = max(int(t.get("MinCapacity", 1)), min(int(t.get("MaxCapacity", count)), int(count)))
 
     def names(self, mv: ModelVersion, model_data: str) -> tuple[str, str]:
         """Model and EndpointConfig names carry the version and a digest of their content, so a
@@ -743,7 +778,7 @@ class SageMakerEndpoint:
         model = _slug(f"{self.cfg.project}-v{mv.version}")[:54] + "-" + _short_hash(
             image, model_data, mv.artifact_sha256, env, self.aws.cfg.role)  # fmt: skip
         config = _slug(f"{self.ep.name}-v{mv.version}")[:54] + "-" + _short_hash(
-            model, self.ep.instance_type, self.ep.instance_count, self.aws.cfg.kms_key)  # fmt: skip
+            model, self.ep.instance_type, self.instance_count, self.aws.cfg.kms_key)  # fmt: skip
         return model, config
 
     def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, Any]:
@@ -766,7 +801,7 @@ class SageMakerEndpoint:
         req: dict[str, Any] = {
             "EndpointConfigName": config,
             "ProductionVariants": [{"VariantName": VARIANT, "ModelName": model, "InstanceType": self.ep.instance_type,
-                                    "InitialInstanceCount": self.ep.instance_count, "InitialVariantWeight": 1.0}],
+                                    "InitialInstanceCount": self.instance_count, "InitialVariantWeight": 1.0}],
             "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha,
                            "mlops-ci:version": str(mv.version)}),
         }  # fmt: skip
@@ -930,8 +965,10 @@ class SageMakerRollout:
         self.approved_package(mv)
         sme = self.endpoint(ep)
         data, upload = model_data_uri(self.aws, mv, None)
-        model, config = sme.names(mv, data)
         d = sme.describe()
+        if d is not None and d["EndpointStatus"] != "Failed":
+            sme.follow_autoscaling(d)
+        model, config = sme.names(mv, data)
         if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
             return host._noop(ep, mv, tag, kind, runtime_url(self.aws.region, ep.name), started)
         url = runtime_url(self.aws.region, ep.name)
@@ -979,12 +1016,14 @@ class SageMakerRollout:
             data, uploaded = model_data_uri(self.aws, mv, artifact)
             if uploaded:
                 say(f"uploaded the model ({artifact.stat().st_size} bytes) to {data}")
-            model, config = sme.names(mv, data)
             d = sme.describe()
             if d is not None:
                 sme.busy(d)
-                if d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
-                    return host._noop(ep, mv, tag, kind, url, started)
+                if d["EndpointStatus"] not in ("Failed", "OutOfService"):
+                    sme.follow_autoscaling(d)
+            model, config = sme.names(mv, data)
+            if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
+                return host._noop(ep, mv, tag, kind, url, started)
             state = host.store.endpoint_state(self.cfg.project, ep.name)
             old_version = state.version if state and state.status == "InService" and d is not None else None
             old = f"v{old_version}" if old_version else self._old(d)

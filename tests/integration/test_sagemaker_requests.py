@@ -160,3 +160,37 @@ def test_metrics_json_wins_over_the_log_as_in_the_local_backend(repo: Repo, fake
     run = json.loads(repo.ok("train", "--json"))["run"]
     assert run["metrics"]["accuracy"] == 0.95  # the log said 0.91 (FinalMetricDataList)
     assert run["metrics"]["loss"] == 0.31 and run["metrics"]["extra"] == 3
+
+
+def test_an_auto_scaled_endpoint_keeps_its_count_and_refuses_a_type_change(repo: Repo, fake: FakeSageMaker):  # noqa: F811
+    import boto3
+
+    from tests.integration.test_sagemaker import _released
+
+    _released(repo, "v1.0.0")
+    assert repo.run("deploy", "v1.0.0").returncode == 0
+    scaling = boto3.client("application-autoscaling", endpoint_url=fake.url, region_name=REGION,  # type: ignore[attr-defined]
+                           aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    scaling.register_scalable_target(ServiceNamespace="sagemaker", ResourceId="endpoint/production/variant/AllTraffic",
+                                     ScalableDimension="sagemaker:variant:DesiredInstanceCount", MinCapacity=1,
+                                     MaxCapacity=4)  # fmt: skip
+    for v in fake.sm.endpoints["production"].production_variants:  # auto scaling took it to 3
+        v["CurrentInstanceCount"] = 3
+    _released(repo, "v1.1.0", quality=0.95)
+    before = len(fake.calls("DescribeModelPackage"))
+    assert repo.run("deploy", "v1.1.0").returncode == 0
+    assert len(fake.calls("DescribeModelPackage")) - before <= 2  # each package described once per process
+    assert fake.calls("CreateEndpointConfig")[-1]["ProductionVariants"][0]["InitialInstanceCount"] == 3
+
+    bigger = sm_config(quality=0.96).replace("instance_type: ml.m5.large", "instance_type: ml.m5.xlarge")
+    (repo.path / "mlops-ci.yaml").write_text(bigger)
+    repo.commit("bigger instances")
+    repo.ok("train")
+    repo.ok("gate")
+    repo.ok("promote")
+    repo.git("tag", "v1.2.0")
+    updates = len(fake.calls("UpdateEndpoint"))
+    proc = repo.run("deploy", "v1.2.0")
+    assert proc.returncode == 5, proc.stderr
+    assert "is auto scaled" in proc.stderr and "deregister the scalable target" in proc.stderr
+    assert len(fake.calls("UpdateEndpoint")) == updates  # nothing sent that SageMaker would refuse
