@@ -821,6 +821,9 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
 
 def _parse_serving(r: _Reader, raw: Any) -> ServingConfig:
     s = r.mapping(raw, ("serving",), ("entry_point", "include", "python", "image_uri", "environment"))
+    from .serving.contract import check_serving_config  # what SageMaker's container cannot start
+
+    check_serving_config(r, s)
     include = tuple(
         r.string(v, ("serving", "include", i)) for i, v in enumerate(r.seq(s.get("include"), ("serving", "include")))
     )

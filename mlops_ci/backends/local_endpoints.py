@@ -153,7 +153,8 @@ class LocalEndpoints:
         with self.store.lock(f"endpoint {self.project}/{name}", owner_label(self.ws.env), timeout):
             yield
 
-    def _spawn(self, d: Path, argv: list[str], log: Path, ready: Path, timeout: float) -> dict[str, Any]:
+    def _spawn(self, d: Path, argv: list[str], log: Path, ready: Path, timeout: float,
+               environment: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
         ready.unlink(missing_ok=True)
         # Written before the process exists, its pid right after: a deploy killed at any point
         # leaves a record (and on Linux the command line names the endpoint) for the next
@@ -162,7 +163,7 @@ class LocalEndpoints:
         records.mkdir(exist_ok=True)
         record = records / f"{uuid.uuid4().hex[:12]}.json"
         record.write_text(json.dumps({"argv": argv, "pid": None, "since": time.time()}))
-        env = dict(os.environ)
+        env = {**os.environ, **(environment or {})}  # serving.environment: the container's Environment
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PKG_PARENT, env.get("PYTHONPATH", "")) if p)
         # A detached server in its own session that outlives the CLI: posix_spawn rather than
         # Popen, whose handle would complain about a child it never waited for.
@@ -610,7 +611,8 @@ class LocalEndpoints:
                 argv += ["--entry", self.ws.cfg.serving.entry_point]
             say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
             try:
-                info = self._spawn(d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout)
+                info = self._spawn(d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout,
+                                   self.ws.cfg.serving.environment)  # fmt: skip
             except _StartFailed as exc:
                 raise fail(f"the new model server {exc}") from None
             green_port, green_pid = int(info["port"]), int(info["pid"])

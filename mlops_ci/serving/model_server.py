@@ -1,9 +1,11 @@
 """Local inference server honouring the SageMaker serving contract.
 
-``GET /ping`` → 200 when the model is loaded; ``POST /invocations`` → the prediction. The
-artifact's sha256 is verified before anything in it is loaded. The project's ``inference.py``
-(packed into the artifact under ``code/``) may define ``model_fn``, ``input_fn``,
-``predict_fn`` and ``output_fn``; defaults handle JSON, CSV and NPY.
+``GET /ping`` → 200 when the model is loaded; ``POST /invocations`` → the prediction, answered
+as SageMaker's scikit-learn container answers it (see contract.py: exact content types, float32
+input, every failure a 500 with an HTML body). The artifact's sha256 is verified before anything
+in it is loaded. The entry point (``serving.entry_point``, packed under ``code/``) must define
+``model_fn`` and may define ``input_fn``, ``predict_fn`` and ``output_fn`` (or ``transform_fn``);
+without it, or without ``model_fn``, the server does not start, as the container does not.
 
 Run as ``python -m mlops_ci.serving.model_server --artifact A --sha256 H --workdir D``.
 """
@@ -27,78 +29,92 @@ from typing import Any
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
 from ._http import Handler as BaseHandler
+from .contract import (
+    ANY,
+    CSV,
+    DEFAULT_ACCEPT_ENV,
+    ERROR_CONTENT_TYPE,
+    ERROR_STATUS,
+    JSON,
+    NPY,
+    UTF8_TYPES,
+    ContractError,
+    content_type_for,
+    entry_point_problem,
+    error_body,
+    no_entry_point_message,
+    no_model_fn_message,
+)
 
-JSON = "application/json"
-CSV = "text/csv"
-NPY = "application/x-npy"
 
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def _base_type(content_type: str | None) -> str:
-    return (content_type or JSON).split(";")[0].strip().lower() or JSON
-
-
-def default_input_fn(body: bytes, content_type: str) -> Any:
+def default_input_fn(content: str | bytes, content_type: str) -> Any:
+    """The container's: decode by the exact content type, then JSON and CSV as float32."""
     import numpy as np
 
-    ctype = _base_type(content_type)
+    if content_type == JSON:
+        try:
+            array = np.array(json.loads(content))
+        except RecursionError:  # [[[[…]]]] 100,000 deep: a 500 as there, with a message that says so
+            raise ValueError("could not parse the application/json payload: nested too deeply") from None
+    elif content_type == CSV:
+        array = _csv_to_numpy(content)
+    elif content_type == NPY:
+        # The container loads with allow_pickle=True; a local endpoint never unpickles a request.
+        array = np.load(io.BytesIO(content if isinstance(content, bytes) else content.encode()), allow_pickle=False)
+    else:
+        raise ValueError(
+            f"Content type {content_type} is not supported by this framework; send exactly {JSON}, {CSV} or "
+            f"{NPY}, or define input_fn"
+        )
+    return array.astype(np.float32) if content_type in UTF8_TYPES else array
+
+
+def _csv_to_numpy(content: str | bytes) -> Any:
+    """sagemaker-containers' csv_to_numpy: rows squeezed (one row: 1-D), strings to float64."""
+    import numpy as np
+
+    text = content.decode("utf-8", errors="replace") if isinstance(content, bytes) else content
+    reader = csv.reader(io.StringIO(text), delimiter=",", quotechar='"', doublequote=True, strict=True)
+    array = np.array(list(reader)).squeeze()
     try:
-        if ctype == JSON:
-            data = json.loads(body.decode("utf-8"))
-            if isinstance(data, dict) and "instances" in data:
-                data = data["instances"]
-            return np.asarray(data, dtype=float)
-        if ctype == CSV:
-            rows = [r for r in csv.reader(io.StringIO(body.decode("utf-8"))) if r]
-            return np.asarray([[float(x) for x in r] for r in rows], dtype=float)
-        if ctype == NPY:
-            return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, UnicodeDecodeError, TypeError) as exc:
-        raise BadRequest(400, f"could not parse the {ctype} payload: {exc}") from None
-    except RecursionError:  # [[[[…]]]] 100,000 deep: the caller's input, not a server fault
-        raise BadRequest(400, f"could not parse the {ctype} payload: nested too deeply") from None
-    raise BadRequest(415, f"unsupported content type {ctype}; send {JSON}, {CSV} or {NPY}")
+        return array.astype(None)
+    except ValueError:
+        return array  # the float32 cast after it raises, naming the value
 
 
 def default_predict_fn(data: Any, model: Any) -> Any:
     return model.predict(data)
 
 
-def default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+def encode(prediction: Any, accept: str) -> bytes:
+    """sagemaker-containers' encoders: JSON, CSV (1-D as a column, "\n" line ends) or NPY."""
     import numpy as np
 
-    atype = _base_type(accept if accept and accept != "*/*" else JSON)
-    arr = np.asarray(prediction)
-    if atype == JSON:
-        return json.dumps(arr.tolist()).encode(), JSON
-    if atype == CSV:
+    if accept == JSON:
+        return json.dumps(prediction, default=_tolist).encode()
+    if accept == CSV:
+        array = np.array(prediction)
+        if len(array.shape) == 1:
+            array = np.reshape(array, (array.shape[0], 1))
         buf = io.StringIO()
-        writer = csv.writer(buf)
-        for row in arr.reshape(len(arr), -1) if arr.ndim else [[arr.item()]]:
-            writer.writerow(list(row))
-        return buf.getvalue().encode(), CSV
-    if atype == NPY:
-        buf2 = io.BytesIO()
-        np.save(buf2, arr, allow_pickle=False)
-        return buf2.getvalue(), NPY
-    raise BadRequest(406, f"cannot produce {atype}; accept {JSON}, {CSV} or {NPY}")
+        writer = csv.writer(buf, lineterminator="\n", delimiter=",", quotechar='"', doublequote=True, strict=True)
+        writer.writerows(array)
+        return buf.getvalue().encode()
+    if accept == NPY:
+        out = io.BytesIO()
+        np.save(out, prediction)
+        return out.getvalue()
+    raise ValueError(f"Content type {accept} is not supported by this framework; accept exactly {JSON}, {CSV} or {NPY}")
 
 
-def default_model_fn(model_dir: str) -> Any:
-    for name in ("model.joblib", "model.pkl", "model.pickle"):
-        path = Path(model_dir) / name
-        if path.is_file():
-            import joblib
+def _tolist(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return json.JSONEncoder().default(value)
 
-            return joblib.load(path)
-    raise RuntimeError(
-        f"no model_fn in inference.py and no model.joblib/model.pkl in {model_dir}; define model_fn(model_dir)"
-    )
+
+def default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+    return encode(prediction, accept), accept
 
 
 def sha256_file(path: Path) -> str:
@@ -110,39 +126,98 @@ def sha256_file(path: Path) -> str:
 
 
 class Model:
-    def __init__(self, model_dir: Path, entry: str | None):
-        self.module: ModuleType | None = None
-        code = model_dir / "code"
-        if entry and (code / entry).is_file():
-            sys.path.insert(0, str(code))
-            spec = importlib.util.spec_from_file_location("inference", code / entry)
-            assert spec and spec.loader
-            self.module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(self.module)
-        model_fn = getattr(self.module, "model_fn", default_model_fn)
-        self.model = model_fn(str(model_dir))
-        self.input_fn = getattr(self.module, "input_fn", default_input_fn)
-        self.predict_fn = getattr(self.module, "predict_fn", default_predict_fn)
-        self.output_fn = getattr(self.module, "output_fn", None)
+    """The entry point's hooks, loaded as the container loads them: by module name from code/,
+    model_fn required, input_fn/predict_fn/output_fn (or transform_fn) optional."""
 
-    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
-        data = self.input_fn(body, content_type)
-        try:
-            prediction = self.predict_fn(data, self.model)
-        except (ValueError, TypeError, IndexError) as exc:
-            # The model rejected the input (wrong shape, wrong type): the caller's fault.
-            raise BadRequest(400, f"the model rejected the input: {exc}") from None
-        if self.output_fn is None:
-            return default_output_fn(prediction, accept)
-        result = self.output_fn(prediction, accept)
-        if isinstance(result, tuple):
-            payload, ctype = result
-        else:
-            payload, ctype = result, _base_type(accept)
-        return (payload.encode() if isinstance(payload, str) else bytes(payload)), ctype
+    def __init__(self, model_dir: Path, entry: str | None):
+        if not entry:
+            raise ContractError(no_entry_point_message())
+        problem = entry_point_problem(entry)
+        if problem:
+            raise ContractError(problem)
+        code = model_dir / "code"
+        path = code / entry
+        if not path.is_file():
+            raise ContractError(
+                f"serving.entry_point {entry} is not in the artifact (code/{entry}); SageMaker's container would "
+                "not start: train again with the file committed"
+            )
+        if str(code) not in sys.path:
+            sys.path.insert(0, str(code))
+        name = path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec and spec.loader
+        self.module: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules[name] = self.module
+        spec.loader.exec_module(self.module)
+        model_fn = getattr(self.module, "model_fn", None)
+        if model_fn is None:
+            raise ContractError(no_model_fn_message(entry))
+        self.transform_fn = getattr(self.module, "transform_fn", None)
+        hooks = [h for h in ("input_fn", "predict_fn", "output_fn") if getattr(self.module, h, None)]
+        if self.transform_fn and hooks:
+            raise ContractError(
+                f"serving.entry_point {entry} defines transform_fn and {', '.join(hooks)}: SageMaker's container "
+                "does not start with both; keep one or the other"
+            )
+        self.model = model_fn(str(model_dir))
+        self.input_fn = getattr(self.module, "input_fn", None) or default_input_fn
+        self.predict_fn = getattr(self.module, "predict_fn", None) or default_predict_fn
+        self.output_fn = getattr(self.module, "output_fn", None) or default_output_fn
+
+    def transform(self, content: str | bytes, content_type: str, accept: str) -> Any:
+        if self.transform_fn is not None:
+            return self.transform_fn(self.model, content, content_type, accept)
+        data = self.input_fn(content, content_type)
+        prediction = self.predict_fn(data, self.model)
+        return self.output_fn(prediction, accept)
+
+
+def default_accept() -> str:
+    return os.environ.get(DEFAULT_ACCEPT_ENV) or JSON
+
+
+def respond(model: Model, body: bytes, content_type: str | None, accept: str | None,
+            fallback_accept: str | None = None) -> tuple[int, str, bytes]:  # fmt: skip
+    """One POST /invocations as the container answers it: (status, Content-Type, body).
+    `content_type` is the request's ContentType or Content-Type header, `accept` its Accept."""
+    ctype = content_type or JSON
+    if not accept or accept == ANY:
+        accept = fallback_accept or default_accept()
+    content: str | bytes = body.decode("utf-8", errors="replace") if ctype in UTF8_TYPES else body
+    try:
+        result = model.transform(content, ctype, accept)
+        return _response(result)
+    except Exception as exc:  # noqa: BLE001 - the container answers every failure with a 500
+        traceback.print_exc()
+        return ERROR_STATUS, ERROR_CONTENT_TYPE, error_body(f"inference failed: {type(exc).__name__}: {exc}")
+
+
+def _response(result: Any) -> tuple[int, str, bytes]:
+    """What Flask makes of a hook's return value, as the container hands it over."""
+    if isinstance(result, tuple):  # (body, mimetype): the container's Response(body, mimetype=...)
+        payload, mimetype = result[0], result[1]
+        return 200, content_type_for(mimetype or JSON), _bytes(payload)
+    if hasattr(result, "get_data") and hasattr(result, "status_code"):  # a Flask/werkzeug Response
+        return int(result.status_code), str(result.content_type), bytes(result.get_data())
+    if isinstance(result, (str, bytes, bytearray)):
+        return 200, content_type_for("text/html"), _bytes(result)
+    if isinstance(result, (dict, list)):  # Flask's jsonify
+        return 200, JSON, (json.dumps(result, separators=(",", ":"), sort_keys=True) + "\n").encode()
+    raise TypeError(f"the serving hook returned {type(result).__name__}; return (body, content type) or a body")
+
+
+def _bytes(payload: Any) -> bytes:
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise TypeError(f"the serving hook returned a {type(payload).__name__} body; return str or bytes")
 
 
 def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
+    accept_default = default_accept()  # read once at startup, as the container's ServingEnv
+
     class Handler(BaseHandler):
         server_version = "mlops-ci-model-server"
 
@@ -176,20 +251,14 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
                 linger(self.connection, length)
                 return
             body = self.rfile.read(length)
-            try:
-                payload, ctype = model.invoke(
-                    body,
-                    self.headers.get("Content-Type", JSON),
-                    self.headers.get("Accept", JSON),
-                )
-            except BadRequest as exc:
-                self._error(exc.status, str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 - a model bug must not kill the server
-                traceback.print_exc()
-                self._error(500, f"inference failed: {type(exc).__name__}: {exc}")
-                return
-            self._send(200, payload, ctype)
+            status, ctype, payload = respond(
+                model,
+                body,
+                self.headers.get("ContentType") or self.headers.get("Content-Type"),
+                self.headers.get("Accept"),
+                accept_default,
+            )
+            self._send(status, payload, ctype)
 
     return Handler
 
@@ -221,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(artifact) as tar:
         tar.extractall(model_dir, filter="data")
-    model = Model(model_dir, a.entry)
+    try:
+        model = Model(model_dir, a.entry)
+    except ContractError as exc:  # SageMaker's container would not start either: one line, then exit
+        print(f"the model server cannot start: {exc}", file=sys.stderr)
+        return 2
     meta = {"version": a.version, "sha": a.sha, "artifact_sha256": a.sha256}
     server = Server((a.host, a.port), make_handler(model, meta))
     ready = Path(a.ready_file)
