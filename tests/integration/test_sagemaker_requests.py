@@ -56,8 +56,10 @@ def test_a_request_that_breaks_the_service_model_is_named_by_member_path(op: str
     assert any(expected in v for v in found), found
 
 
-def test_the_fake_refuses_a_bad_request_as_aws_does_and_the_test_would_fail(fake: FakeSageMaker,  # noqa: F811
-                                                                            aws_requests: aws_model.Recorder):
+def test_the_fake_refuses_a_bad_request_as_aws_does_and_the_test_would_fail(
+    fake: FakeSageMaker,  # noqa: F811
+    aws_requests: aws_model.Recorder,
+):
     from botocore.exceptions import ClientError
 
     with pytest.raises(ClientError) as err:
@@ -94,13 +96,25 @@ def test_in_process_clients_are_checked_too_s3_included(aws_requests: aws_model.
 def test_metrics_metadata_is_name_value_pairs_aws_accepts_cut_at_whole_pairs():
     text = metrics_metadata({"accuracy": 0.912345678, "f1 score": 0.5, "loss{x}": 1e-9, "bad\n##[error]": 2.0})
     assert text == "accuracy=0.912346 bad____error_=2 f1_score=0.5 loss_x_=1e-09"
-    assert aws_model.violations("sagemaker", "CreateModelPackage",
-                                {"ModelPackageGroupName": GROUP, "CustomerMetadataProperties": {"metrics": text}}) == []
+    assert (
+        aws_model.violations(
+            "sagemaker",
+            "CreateModelPackage",
+            {"ModelPackageGroupName": GROUP, "CustomerMetadataProperties": {"metrics": text}},
+        )
+        == []
+    )
     many = metrics_metadata({f"metric_number_{i:03d}": i / 7 for i in range(40)})
     assert len(many) <= 256 and many.endswith(" ...")
     assert all(p.count("=") == 1 for p in many.removesuffix(" ...").split(" "))  # no pair cut in half
-    assert aws_model.violations("sagemaker", "CreateModelPackage",
-                                {"ModelPackageGroupName": GROUP, "CustomerMetadataProperties": {"metrics": many}}) == []
+    assert (
+        aws_model.violations(
+            "sagemaker",
+            "CreateModelPackage",
+            {"ModelPackageGroupName": GROUP, "CustomerMetadataProperties": {"metrics": many}},
+        )
+        == []
+    )
 
 
 SK = SageMakerTraining(framework="sklearn", framework_version="1.0-1", instance_type="ml.m5.xlarge")
@@ -140,11 +154,13 @@ def test_train_dry_run_on_a_gpu_type_with_the_sklearn_image_is_refused_at_config
 
 def test_kms_retries_and_local_storage_as_sagemaker_takes_them(repo: Repo, fake: FakeSageMaker):  # noqa: F811
     key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    cfg = (sm_config(spot=False)
-           .replace("  poll_seconds: 0.01\n", f"  poll_seconds: 0.01\n  kms_key: {key}\n")
-           .replace("framework: sklearn\n", "image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/own:1\n")
-           .replace('    framework_version: "1.2-1"\n', "")
-           .replace("instance_type: ml.m5.xlarge", "instance_type: ml.p4d.24xlarge\n    retry_attempts: 3"))
+    cfg = (
+        sm_config(spot=False)
+        .replace("  poll_seconds: 0.01\n", f"  poll_seconds: 0.01\n  kms_key: {key}\n")
+        .replace("framework: sklearn\n", "image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/own:1\n")
+        .replace('    framework_version: "1.2-1"\n', "")
+        .replace("instance_type: ml.m5.xlarge", "instance_type: ml.p4d.24xlarge\n    retry_attempts: 3")
+    )
     cfg = cfg.replace("serving:\n", "serving:\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/own:1\n")
     (repo.path / "mlops-ci.yaml").write_text(cfg)
     repo.commit("gpu with kms")
