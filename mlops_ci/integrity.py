@@ -145,7 +145,23 @@ class SigningService(Protocol):
 # Preference among the algorithms a key offers: the SHA-256 ones KMS has for EC and RSA keys.
 _ALGORITHMS = ("ECDSA_SHA_256", "RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_256")
 # Under GitHub Actions the signature also binds who gated: these identify the workflow run.
-_IDENTITY = ("GITHUB_REPOSITORY", "GITHUB_WORKFLOW_REF", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_SHA")
+_IDENTITY = ("GITHUB_REPOSITORY", "GITHUB_WORKFLOW_REF", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT",
+             "GITHUB_SHA")  # fmt: skip
+
+
+def unsigned_here(env: Mapping[str, str]) -> str | None:
+    """Why a job must record its verdict unsigned, or None where it signs.
+
+    Under GitHub Actions only a tag's job signs: the release workflow, whose protected
+    environment is the only OIDC subject the role holding kms:Sign trusts (docs/iam/
+    signing-key-policy.json). Branch and pull-request jobs run under the training role, which
+    same-repository pull requests can use, so they must not be able to sign; their verdicts are
+    advisory, and the release job gates the tagged commit again. Outside Actions whoever runs
+    the gate signs with their own credentials, and the key policy decides whether they may."""
+    if env.get("GITHUB_ACTIONS") != "true" or env.get("GITHUB_REF_TYPE") == "tag":
+        return None
+    event = env.get("GITHUB_EVENT_NAME") or "workflow"
+    return f"a {event} job on {env.get('GITHUB_REF') or 'a branch'} does not sign (only a release tag's job does)"
 
 
 def _message(kind: str, digest: str, identity: Mapping[str, str]) -> bytes:
@@ -161,7 +177,7 @@ class Signer:
 
     Verification always uses the key configured in the committed mlops-ci.yaml: a record that
     names another key (one an attacker owns) does not verify. Under GitHub Actions the key policy
-    can restrict kms:Sign to the role the gating workflow assumes by OIDC (docs/threat-model.md),
+    reserves kms:Sign for the role only the release job assumes by OIDC (docs/threat-model.md),
     which makes the signature the OIDC identity of the workflow that gated."""
 
     def __init__(self, key_id: str, kms: SigningService, errors: tuple[type[Exception], ...],

@@ -1040,6 +1040,9 @@ class Workspace:
         verdict = integrity.seal(verdict)
         if not policy.gate.signing_key or self.dry_run:
             return verdict
+        if why := integrity.unsigned_here(self.env):
+            self.say(f"verdict for {verdict.sha[:8]} recorded unsigned: {why}; the release job gates the tag again")
+            return verdict
         signer = self.signer(verdict.sha)
         assert signer is not None
         return dataclasses.replace(verdict, signature=signer.sign(verdict, self.env))

@@ -307,12 +307,14 @@ def test_a_signature_binds_the_workflow_that_gated(project: Project, kms: Any, m
     project.ok("train")
     actions = {"GITHUB_ACTIONS": "true", "MLOPS_CI_ALLOW_RUNNER_STORE": "true", "GITHUB_REPOSITORY": "other/fork",
                "GITHUB_WORKFLOW_REF": "other/fork/.github/workflows/gate.yml@refs/heads/main", "GITHUB_RUN_ID": "42",
-               "GITHUB_REF": "refs/heads/main", "GITHUB_SHA": project.git("rev-parse", "HEAD")}  # fmt: skip
+               "GITHUB_REF": "refs/tags/v1.0.0", "GITHUB_REF_TYPE": "tag",
+               "GITHUB_SHA": project.git("rev-parse", "HEAD")}  # fmt: skip
     for k, v in actions.items():
         monkeypatch.setenv(k, v)
     project.ok("gate")
     verdict = _verdict_of(project, _run_id(project))
     assert verdict.signature["identity.GITHUB_WORKFLOW_REF"].startswith("other/fork/")
+    assert verdict.signature["identity.GITHUB_REF"] == "refs/tags/v1.0.0"
     monkeypatch.setenv("GITHUB_REPOSITORY", "owner/model")
     code, _, err = project.cli("promote")
     assert code == 14 and "signed by a workflow of other/fork, not of owner/model" in err
@@ -321,3 +323,46 @@ def test_a_signature_binds_the_workflow_that_gated(project: Project, kms: Any, m
     code, _, err = project.cli("promote")
     assert code == 14 and "does not verify" in err
     assert json.loads(project.ok("models", "--json")) == []
+
+
+@pytest.mark.parametrize(("event", "ref"), [("pull_request", "refs/pull/7/merge"), ("push", "refs/heads/main")])
+def test_only_a_release_tags_job_signs(project: Project, kms: Any, monkeypatch: pytest.MonkeyPatch,
+                                       event: str, ref: str):  # fmt: skip
+    """A PR or branch job runs under the training role, which must not hold kms:Sign (same-repo
+    PR code can use it): its verdict is recorded unsigned and says so, never deploys, and the
+    release job (a tag) gates the commit again and signs."""
+    key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]["KeyId"]
+    (project.path / "mlops-ci.yaml").write_text(_signed_config(key))
+    project.commit("sign the gate")
+    project.ok("train")
+    sha = project.git("rev-parse", "HEAD")
+    job = {"GITHUB_ACTIONS": "true", "MLOPS_CI_ALLOW_RUNNER_STORE": "true", "GITHUB_REPOSITORY": "owner/model",
+           "GITHUB_EVENT_NAME": event, "GITHUB_REF": ref, "GITHUB_REF_TYPE": "branch", "GITHUB_SHA": sha}  # fmt: skip
+    for k, v in job.items():
+        monkeypatch.setenv(k, v)
+    if event == "pull_request":  # the policy of a PR comes from its base branch
+        event_file = project.path.parent / "event.json"
+        pr = {"number": 7, "base": {"ref": "main"}, "head": {"sha": sha}}
+        event_file.write_text(json.dumps({"pull_request": pr}))
+        monkeypatch.setenv("GITHUB_EVENT_PATH", str(event_file))
+    code, _, err = project.cli("gate")
+    assert code == 0, err
+    assert f"a {event} job on {ref} does not sign" in err and "recorded unsigned" in err
+    unsigned = _verdict_of(project, _run_id(project))
+    assert unsigned.passed and unsigned.signature == {}
+    code, _, err = project.cli("promote")
+    assert code == 14 and "is not signed" in err
+    assert json.loads(project.ok("models", "--json")) == []
+
+    project.git("tag", "v1.0.0")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_REF", "refs/tags/v1.0.0")
+    monkeypatch.setenv("GITHUB_REF_TYPE", "tag")
+    monkeypatch.delenv("GITHUB_EVENT_PATH", raising=False)
+    code, _, err = project.cli("gate")
+    assert code == 0 and "unsigned" not in err, err
+    signed = _verdict_of(project, _run_id(project))
+    assert signed.signature["identity.GITHUB_REF"] == "refs/tags/v1.0.0"
+    project.ok("promote")
+    (version,) = json.loads(project.ok("models", "--json"))
+    assert version["signature"]["value"]

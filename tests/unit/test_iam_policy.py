@@ -501,7 +501,7 @@ def test_the_roles_are_split(calls):
     assert not any(a.endswith("TrainingJob") or a == "sagemaker:ListTrainingJobs" for a in deploy)
 
 
-def test_the_signing_key_policy_covers_the_kms_calls_and_reserves_sign_for_the_gating_role(calls):
+def test_the_signing_key_policy_covers_the_kms_calls_and_reserves_sign_for_the_release_job(calls):
     policy = json.loads((IAM / "signing-key-policy.json").read_text())
     called = {a for c in calls if SIGNING in roles_of(c) for a in actions_of(c)}
     assert called == {"kms:Sign", "kms:Verify", "kms:GetPublicKey"}
@@ -511,7 +511,12 @@ def test_the_signing_key_policy_covers_the_kms_calls_and_reserves_sign_for_the_g
         for action in _list(st["Action"]):
             granted.setdefault(action, set()).update(_list(st["Principal"]["AWS"]))
     assert called <= set(granted)
-    assert granted["kms:Sign"] == {"arn:aws:iam::ACCOUNT_ID:role/GATING_ROLE"}
+    # The deploy role: its trust policy admits only the staging and production environments, so
+    # neither a pull request nor a branch job (the training role) can sign.
+    assert granted["kms:Sign"] == {"arn:aws:iam::ACCOUNT_ID:role/DEPLOY_ROLE"}
+    trusted = json.loads((IAM / "deploy-role-trust.json").read_text())["Statement"][0]["Condition"]
+    subjects = {s for test in trusted.values() for s in _list(test.get("token.actions.githubusercontent.com:sub", []))}
+    assert subjects and all(":environment:" in s for s in subjects)
     assert not any(a in ("kms:*", "kms:Sign*") for a in granted)
 
 
@@ -614,7 +619,7 @@ def test_the_trust_policies_pin_the_repository_and_split_the_roles():
     training, deploy = subs("training-role-trust.json"), subs("deploy-role-trust.json")
     assert not any("environment:staging" in s or "environment:production" in s or "refs/tags" in s for s in training)
     assert not any("pull_request" in s or "refs/heads" in s or "*" in s for s in deploy)
-    subs("github-oidc-trust.json")  # still referenced by docs/threat-model.md
+    assert not (IAM / "github-oidc-trust.json").exists()  # the one-role trust policy is gone for good
 
 
 def test_the_permissions_section_explains_every_placeholder_and_names_both_policies():
