@@ -194,9 +194,12 @@ class TrackingConfig:
     api_key_env: str = "COMET_API_KEY"  # the environment variable that holds the key (never the key)
     mode: str = "auto"  # auto (online when the key is set) | online | offline
     summary: str = "last"  # which value of a logged series is compared: last | best (per the metric's goal)
-    compare_url: str = "{server}/{workspace}/{project}/compare?experiment-a={baseline}&experiment-b={head}"
+    # Comet's experiment diff view, as the public links to it have it (docs/comet.md); override
+    # it where a Comet server has another form. Placeholders: COMPARE_URL_FIELDS.
+    compare_url: str = "{server}/{workspace}/{project}/{baseline}/{head}/compare"
     model_name: str | None = None  # set: promote registers versions in Comet's model registry under this name
     deployed_status: str = "Production"  # the registry status a deployed version gets
+    retired_status: str = "None"  # what the version it replaced gets, once deployed nowhere
 
 
 @dataclass(frozen=True)
@@ -649,10 +652,42 @@ def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
         api_key_env=key_env,
         mode=r.string(m.get("mode", "auto"), (*p, "mode"), choices=("auto", "online", "offline")),
         summary=r.string(m.get("summary", "last"), (*p, "summary"), choices=("last", "best")),
-        compare_url=r.string(m.get("compare_url", d.compare_url), (*p, "compare_url")),
+        compare_url=_compare_url(r, m.get("compare_url", d.compare_url), (*p, "compare_url")),
         model_name=_opt_string(r, m, "model_name", p),
         deployed_status=r.string(m.get("deployed_status", d.deployed_status), (*p, "deployed_status")),
+        retired_status=r.string(m.get("retired_status", d.retired_status), (*p, "retired_status")),
     )
+
+
+COMPARE_URL_FIELDS = ("server", "workspace", "project", "baseline", "head")
+
+
+def _compare_url(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> str:
+    """A template with only the known placeholders, each well formed (checked here, not when a
+    report is rendered), that makes an http(s) link."""
+    import string
+
+    text = r.string(raw, path)
+    try:
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise r.fail(
+            path, f"is not a valid template ({exc}); write placeholders as {{name}}, braces as {{{{ }}}}"
+        ) from None
+    if any(spec or conv for _, spec, conv in parsed):
+        raise r.fail(path, "placeholders take no format spec or conversion: write {name}")
+    fields = [f for f, _, _ in parsed]
+    unknown = sorted({f for f in fields if f not in COMPARE_URL_FIELDS})
+    if unknown:
+        raise r.fail(
+            path,
+            f"has unknown placeholder {{{unknown[0]}}}; allowed: " + ", ".join(f"{{{f}}}" for f in COMPARE_URL_FIELDS),
+        )
+    if not {"baseline", "head"} <= set(fields):
+        raise r.fail(path, "must contain {baseline} and {head} (the two experiment keys)")
+    if not re.match(r"^(\{server\}|https?://)", text):
+        raise r.fail(path, "must start with {server} or http(s)://")
+    return text
 
 
 def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:

@@ -772,8 +772,8 @@ class Workspace:
             if b is not None and base_series is not None:
                 b, base_series = self._from_comet(b, base_series)
                 choice = dataclasses.replace(choice, run=b)
-                hk, bk = head.links.get("comet_experiment_key"), b.links.get("comet_experiment_key")
-                if hk and bk and self.comet().online:
+                hk, bk = head.links.get("comet_found_key"), b.links.get("comet_found_key")
+                if hk and bk:  # both are in Comet: link them under the keys Comet has them
                     links = {**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
                     head = dataclasses.replace(head, links=links)
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
@@ -786,18 +786,23 @@ class Workspace:
         return Review(comparison, outcome, head, choice, policy, source)
 
     def _from_comet(self, run: Run, series: dict[str, Sequence[float]]) -> tuple[Run, dict[str, Sequence[float]]]:
+        """The run as its own Comet experiment (or offline archive) has it. Only that experiment's
+        numbers count: another experiment claiming the commit is warned about, never used."""
         found = self.comet().numbers(run, self.cfg.metrics)
-        if found is None:
-            self.warn(
-                f"no Comet experiment found for run {run.run_id} ({run.sha[:8]}), neither by its key nor by its "
-                "commit; its numbers are the ones recorded at training"
-            )
-            return run, series
-        metrics, comet_series, params, where = found
+        for note in found.notes:
+            self.warn(note)
         links = dict(run.links)
-        if where.startswith("http"):
-            links["comet"] = where
-        return dataclasses.replace(run, metrics=metrics, params=params, links=links), dict(comet_series) or series
+        if found.link and found.key:
+            links.update(comet=found.link, comet_found_key=found.key)
+        if found.metrics is None or found.params is None:
+            self.warn(
+                f"run {run.run_id} ({run.sha[:8]}) has neither its own Comet experiment nor an offline archive "
+                "here; its numbers are the ones recorded at training"
+            )
+            return dataclasses.replace(run, links=links), series
+        return dataclasses.replace(run, metrics=found.metrics, params=found.params, links=links), (
+            dict(found.series) or series
+        )
 
     def record_verdict(self, review: Review) -> Verdict:
         b = review.baseline.run
@@ -892,8 +897,24 @@ class Workspace:
             self.would("comet", "register model version", model=t.model_name, version=version,
                        experiment_key=run.links.get("comet_experiment_key"))  # fmt: skip
             return
-        label, created = comet.register(mv, run)
+        from .errors import MlopsCiError
+
+        try:
+            label, created = comet.register(mv, run)
+        except MlopsCiError as exc:  # the store's version stands; promote again resumes from here
+            exc.message = (
+                f"{self.project} v{mv.version} is recorded, but Comet's registry does not have it yet: {exc.message}"
+                f" (then `mlops-ci promote {mv.sha[:8]}` finishes it)"
+            )
+            raise
         self.say(f"Comet model registry: {label}" + ("" if created else " (already registered)"))
+
+    def check_registry_statuses(self) -> None:
+        """Before a deploy or rollback changes anything: the Comet registry statuses it will set
+        exist in the workspace (a wrong one is a config error now, not a warning afterwards)."""
+        t = self.cfg.tracking
+        if t.backend == "comet" and t.model_name and self.comet().online:
+            self.comet().check_statuses()
 
     def deployed(self, mv: ModelVersion, endpoint: str) -> None:
         """After a successful rollout: the Comet registry version gets the deployed status."""
@@ -903,8 +924,11 @@ class Workspace:
         from .errors import MlopsCiError
 
         try:
-            self.comet().mark_deployed(mv, endpoint)
-            self.say(f"Comet model registry: {t.model_name} {mv.version}.0.0 is {t.deployed_status} on {endpoint}")
+            demoted = self.comet().mark_deployed(mv, endpoint)
+            self.say(
+                f"Comet model registry: {t.model_name} {mv.version}.0.0 is {t.deployed_status} on {endpoint}"
+                + "".join(f"; {v} is {t.retired_status}" for v in demoted)
+            )
         except MlopsCiError as exc:
             self.warn(f"the deploy succeeded, but Comet's registry was not updated: {exc.message}")
 

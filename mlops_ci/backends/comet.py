@@ -14,18 +14,55 @@ import os
 import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..compare import downsample
 from ..config import Config, MetricGoal
-from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Transient
+from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Refused, Transient
 from ..records import ModelVersion, Run
 
 CLOUD = "https://www.comet.com"
 SYSTEM_METRICS = ("sys.", "process duration")  # logged by comet_ml itself, not by the model
 AUTO_PARAMS = ("curr_step", "curr_epoch")  # likewise
 MAX_POINTS = 2000
+REGISTRY_MODEL_NOT_FOUND = 42008  # Comet's sdk_error_code for a registry model that does not exist
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a run's experiment is in Comet: `trusted` only under the key mlops-ci gave it."""
+
+    exp: Any  # comet_ml APIExperiment, or None
+    key: str | None
+    trusted: bool
+    notes: tuple[str, ...]  # warnings for the user: other experiments that claim the run or its commit
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """A run's numbers as Comet (or its offline archive) has them; None: keep the recorded ones."""
+
+    metrics: dict[str, float] | None
+    series: Mapping[str, Sequence[float]]
+    params: dict[str, Any] | None
+    link: str | None  # the experiment's page, under the key Comet has it
+    key: str | None
+    notes: tuple[str, ...]
+
+
+def _status(exc: Exception) -> int | None:
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _detail(exc: Exception) -> str:
+    body = getattr(getattr(exc, "response", None), "text", "") or ""
+    try:
+        return str(json.loads(body).get("msg") or body)
+    except (ValueError, AttributeError):
+        return str(body)
 
 
 def _quiet_comet(env: Mapping[str, str]) -> None:
@@ -50,7 +87,8 @@ class Comet:
         override = env.get("COMET_URL_OVERRIDE", "")
         self.server = override.split("/clientlib")[0].rstrip("/") if override else CLOUD
         self._api: Any = None
-        self._found: dict[tuple[str, str], Any] = {}  # (experiment key, sha) → APIExperiment, per invocation
+        self._has_project = False
+        self._found: dict[str, Located] = {}  # run id → where its experiment is, per invocation
 
     # -- linking a run ------------------------------------------------------------------------
     def experiment_key(self, job_name: str) -> str:
@@ -80,8 +118,17 @@ class Comet:
             env["COMET_START_ONLINE"] = "false"  # comet_ml.start() writes an offline archive
         return env
 
-    def url(self, key: str) -> str:
-        return f"{self.server}/{self.workspace}/{self.project}/{key}"
+    def url(self, key: str, exp: Any = None) -> str:
+        """The experiment's page: Comet's own link when it gave one, else the project path."""
+        own = getattr(exp, "url", None) if exp is not None else None
+        return str(own) if own else f"{self.server}/{self.workspace}/{self.project}/{key}"
+
+    def redirect_url(self, key: str) -> str:
+        """A link that works for any key, wherever the experiment lives (Comet resolves it)."""
+        return f"{self.server}/api/experiment/redirect?experimentKey={key}"
+
+    def project_url(self) -> str:
+        return f"{self.server}/{self.workspace}/{self.project}"
 
     def compare_url(self, baseline: str, head: str) -> str:
         return self.t.compare_url.format(
@@ -104,7 +151,9 @@ class Comet:
         return links
 
     # -- reading ------------------------------------------------------------------------------
-    def api(self) -> Any:
+    def api(self, *, need_project: bool = True) -> Any:
+        """comet_ml's API client. With `need_project=False` a project Comet does not have yet
+        (nothing was uploaded to it) is None instead of an error: readers fall back to archives."""
         if self._api is None:
             _quiet_comet(self.env)
             import comet_ml
@@ -114,98 +163,134 @@ class Comet:
                 project = api.get_project(self.workspace, self.project)
             except Exception as exc:  # noqa: BLE001 - comet_ml raises its own REST errors and requests' errors
                 raise self._error(exc, f"open project {self.workspace}/{self.project}") from None
-            if project is None:
-                raise ConfigError(
-                    f"Comet has no project '{self.project}' in workspace '{self.workspace}'; fix tracking.workspace "
-                    "/ tracking.project_name (or check the key's access to that workspace)"
-                )
-            self._api = api
+            self._api, self._has_project = api, project is not None
+        if not self._has_project:
+            if not need_project:
+                return None
+            raise ConfigError(
+                f"Comet has no project '{self.project}' in workspace '{self.workspace}'; fix tracking.workspace "
+                "/ tracking.project_name (or check the key's access to that workspace)"
+            )
         return self._api
 
     def _error(self, exc: Exception, what: str) -> MlopsCiError:
-        status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+        status = _status(exc)
         text = str(exc)
         if status in (401, 403) or "Invalid apiKey" in text or "api key" in text.lower():
             return BadCredentials(
                 f"Comet rejected the API key in ${self.t.api_key_env} while trying to {what}; set a valid key"
             )
         if isinstance(status, int) and 400 <= status < 500:
-            body = getattr(getattr(exc, "response", None), "text", "") or ""
-            try:
-                detail = str(json.loads(body).get("msg") or body)
-            except ValueError:
-                detail = body
+            detail = _detail(exc)
             if status == 404:
                 return NotFound(f"Comet found nothing while trying to {what}: {detail[:300]}")
-            return MlopsCiError(f"Comet refused to {what}: {detail[:300] or status}")
+            return Refused(f"Comet refused to {what}: {detail[:300] or status}")
         return Transient(f"Comet did not answer while trying to {what} ({type(exc).__name__}); retry later")
 
-    def find(self, run: Run) -> Any:
-        """The run's experiment: by its recorded key, else by its commit (logged as git_sha)."""
+    def locate(self, run: Run) -> Located:
+        """The run's experiment in Comet. Only the experiment under the key mlops-ci gave the job
+        (and recorded) is trusted for numbers and the registry. An experiment that names the run
+        and its commit under another key (an archive uploaded with `--force-upload`) is linked,
+        never trusted; any other experiment claiming the commit is named in a warning, not used."""
         key = run.links.get("comet_experiment_key", "")
-        cache = (key, run.sha)
-        if cache in self._found:
-            return self._found[cache]
-        api = self.api()
-        found = None
-        try:
-            if key:
-                found = api.get_experiment_by_key(key)
-            if found is None:
-                from comet_ml.api import Other
+        if run.run_id in self._found:
+            return self._found[run.run_id]
+        api = self.api(need_project=False)
+        if api is None:
+            note = (
+                f"Comet has no project '{self.project}' in workspace '{self.workspace}' (nothing uploaded to it yet, "
+                "a typo in tracking.workspace / project_name, or a key without access to it)"
+            )
+            first = not self._found  # said once per invocation, not once per run
+            return self._found.setdefault(run.run_id, Located(None, None, False, (note,) if first else ()))
+        from comet_ml.api import Other
 
-                hits = api.query(self.workspace, self.project, Other("git_sha") == run.sha)
-                found = hits[-1] if hits else None
+        notes: list[str] = []
+        try:
+            exp = api.get_experiment_by_key(key) if key else None
+            if exp is not None and (exp.workspace, exp.project_name) == (self.workspace, self.project):
+                return self._found.setdefault(run.run_id, Located(exp, key, True, ()))
+            if exp is not None:
+                notes.append(
+                    f"experiment {key} is in {exp.workspace}/{exp.project_name}, not in "
+                    f"{self.workspace}/{self.project}; not used"
+                )
+            mine = api.query(
+                self.workspace, self.project, (Other("mlops_ci_run") == run.run_id) & (Other("git_sha") == run.sha)
+            )
+            if mine:
+                other = mine[-1]
+                notes.append(
+                    f"run {run.run_id}'s experiment is not in Comet under the key mlops-ci gave it ({key}), but "
+                    f"experiment {other.id} names the run (uploaded with --force-upload?): linked, its numbers not "
+                    "used; upload the archive without --force-upload to keep the key"
+                )
+                return self._found.setdefault(run.run_id, Located(other, other.id, False, tuple(notes)))
+            claims = [e.id for e in api.query(self.workspace, self.project, Other("git_sha") == run.sha) or []]
         except Exception as exc:  # noqa: BLE001 - comet_ml raises its own REST errors and requests' errors
             raise self._error(exc, f"find the experiment of run {run.run_id}") from None
-        self._found[cache] = found
-        return found
+        if claims:
+            notes.append(
+                f"Comet experiment(s) {', '.join(claims[:3])} claim commit {run.sha[:8]} but are not run "
+                f"{run.run_id}'s experiment ({key or 'no key recorded'}); ignored"
+            )
+        return self._found.setdefault(run.run_id, Located(None, None, False, tuple(notes)))
 
-    def numbers(
-        self, run: Run, goals: Mapping[str, MetricGoal]
-    ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any], str] | None:
-        """(metrics, series, params, experiment URL) from Comet, or from the run's offline
-        archive; None when neither has the run."""
-        if self.online:
-            exp = self.find(run)
-            if exp is not None:
-                return self._online_numbers(exp, run, goals)
+    def numbers(self, run: Run, goals: Mapping[str, MetricGoal]) -> Numbers:
+        """The run's numbers from its own Comet experiment, else from its offline archive (the
+        same numbers the job logged), else none (the caller keeps those recorded at training).
+        The link is to the experiment under whatever key Comet has it."""
+        found = self.locate(run) if self.online else Located(None, None, False, ())
+        link = self.url(found.key or "", found.exp) if found.exp is not None else None
+        if found.trusted:
+            return Numbers(*self._online_numbers(found.exp, run, goals), link, found.key, found.notes)
         archive = run.links.get("comet_archive")
         if archive and Path(archive).is_file():
-            return (*read_archive(Path(archive), goals, self.t.summary), f"offline archive {archive}")
-        return None
+            metrics, series, params = read_archive(Path(archive), goals, self.t.summary)
+            return Numbers(metrics, series, _typed(params, run.params), link, found.key, found.notes)
+        return Numbers(None, {}, None, link, found.key, found.notes)
 
     def _online_numbers(
         self, exp: Any, run: Run, goals: Mapping[str, MetricGoal]
-    ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any], str]:
+    ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
         try:
             summary = exp.get_metrics_summary() or []
             params = {
-                p["name"]: _param(p.get("valueCurrent"))
+                p["name"]: p.get("valueCurrent")
                 for p in exp.get_parameters_summary() or []
                 if p["name"] not in AUTO_PARAMS
             }
             metrics: dict[str, float] = {}
-            series: dict[str, Sequence[float]] = {}
             for m in summary:
-                name = m["name"]
-                if name.startswith(SYSTEM_METRICS):
-                    continue
-                metrics[name] = _pick(m, goals.get(name), self.t.summary)
-                points = exp.get_metrics(name) or []
-                values = [_float(p["metricValue"]) for p in sorted(points, key=lambda p: p.get("step") or 0)]
-                if len(values) > 1:
-                    series[name] = downsample(values, MAX_POINTS)
-            url = str(exp.url)
+                if not m["name"].startswith(SYSTEM_METRICS):
+                    metrics[m["name"]] = _pick(m, goals.get(m["name"]), self.t.summary)
+            series = self._series(exp, sorted(metrics))
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read the experiment of run {run.run_id}") from None
-        return metrics, series, params, url
+        return metrics, series, _typed(params, run.params)
+
+    def _series(self, exp: Any, names: Sequence[str]) -> dict[str, Sequence[float]]:
+        """Every metric's curve in one request (Comet samples each to about 500 points unless
+        asked for all; a PR comment's curve needs no more)."""
+        if not names:
+            return {}
+        chart = self.api().get_metrics_for_chart([exp.id], list(names)) or {}
+        entry = chart.get(exp.id) if isinstance(chart, dict) else None
+        series: dict[str, Sequence[float]] = {}
+        for m in (entry or {}).get("metrics") or []:
+            values, steps = m.get("values") or [], m.get("steps") or []
+            order = sorted(range(len(values)), key=lambda i: steps[i] if i < len(steps) and steps[i] is not None else i)
+            curve = [_float(values[i]) for i in order]
+            if len(curve) > 1:
+                series[str(m.get("metricName"))] = downsample(curve, MAX_POINTS)
+        return series
 
     def tag(self, run: Run, provenance: Mapping[str, str], tags: list[str]) -> None:
         """The zero-code path: a script that made its own experiment gets the commit afterwards."""
-        exp = self.find(run)
-        if exp is None:
+        found = self.locate(run)
+        if not found.trusted:
             raise NotFound(f"no Comet experiment for run {run.run_id} (key {run.links.get('comet_experiment_key')})")
+        exp = found.exp
         try:
             for k, v in provenance.items():
                 exp.log_other(k, v)
@@ -227,30 +312,57 @@ class Comet:
         try:
             return Model.from_registry(self.workspace, str(self.t.model_name), api_key=self.api_key)
         except Exception as exc:  # noqa: BLE001 - a model that does not exist yet is an error response too
-            if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+            if _no_such_model(exc):
                 return None
             raise self._error(exc, f"open registry model {self.t.model_name}") from None
 
-    def register(self, mv: ModelVersion, run: Run) -> tuple[str, bool]:
-        """Register the run's experiment model as version N.0.0 of `tracking.model_name`, with the
-        commit and the artifact digest; idempotent by version. Only called behind a passed gate."""
-        name, version = str(self.t.model_name), self.registry_version(mv)
-        model = self._model()
+    def statuses(self) -> list[str]:
+        """The registry statuses this workspace allows (an organisation sets its own)."""
         try:
-            if model is not None and version in model.find_versions():
-                return f"{name} {version}", False
+            return list(self.api().model_registry_allowed_status_values(self.workspace) or [])
         except Exception as exc:  # noqa: BLE001 - as above
-            raise self._error(exc, f"list the versions of {name}") from None
-        exp = self.find(run)
-        if exp is None:
+            raise self._error(exc, f"read the registry statuses of workspace {self.workspace}") from None
+
+    def check_statuses(self) -> None:
+        """Before a deploy touches anything: the statuses it will set must exist in Comet."""
+        allowed = self.statuses()
+        for key in ("deployed_status", "retired_status"):
+            value = getattr(self.t, key)
+            if allowed and value not in allowed:
+                raise ConfigError(
+                    f"tracking.{key} '{value}' is not a registry status of Comet workspace {self.workspace} "
+                    f"(allowed: {', '.join(allowed)}); fix it in mlops-ci.yaml"
+                )
+
+    def register(self, mv: ModelVersion, run: Run) -> tuple[str, bool]:
+        """Register the run's own experiment model as version N.0.0 of `tracking.model_name`, with
+        the commit and the artifact digest. Idempotent: a version already registered from this
+        run's experiment is done; one registered from any other experiment is a conflict, never
+        taken for ours. Only called behind a passed gate."""
+        name, version = str(self.t.model_name), self.registry_version(mv)
+        key = run.links.get("comet_experiment_key", "")
+        model = self._model()
+        if model is not None:
+            existing = self._details(model, version)
+            if existing is not None:
+                if existing.get("experimentKey") == key:
+                    return f"{name} {version}", False
+                raise Refused(
+                    f"{name} {version} is already in Comet's registry, registered from experiment "
+                    f"{existing.get('experimentKey')}, not from run {run.run_id}'s experiment {key}: Comet's "
+                    f"registry and mlops-ci's disagree; delete that version in Comet or set tracking.model_name "
+                    "to a new registry model, then promote again"
+                )
+        found = self.locate(run)
+        if not found.trusted:
             hint = run.links.get("comet_archive")
             raise NotFound(
-                f"run {run.run_id} has no experiment in Comet to register"
-                + (f"; upload it first (`comet upload {hint}`) and promote again" if hint else "")
+                f"run {run.run_id}'s experiment {key} is not in Comet, so there is nothing to register"
+                + (f"; upload it (`comet upload {hint}`, without --force-upload) and promote again" if hint else "")
             )
         try:
-            exp.register_model(
-                name, version=version, registry_name=name,
+            found.exp.register_model(
+                name, version=version, registry_name=name, public=False,
                 description=f"{self.cfg.project}, registered by mlops-ci behind its gate",
                 comment=f"{self.cfg.project} v{mv.version} from commit {mv.sha}; artifact sha256 {mv.artifact_sha256}",
                 tags=[mv.sha, f"sha256:{mv.artifact_sha256[:16]}"],
@@ -259,16 +371,47 @@ class Comet:
             raise self._error(exc, f"register {name} {version}") from None
         return f"{name} {version}", True
 
-    def mark_deployed(self, mv: ModelVersion, endpoint: str) -> None:
-        version = self.registry_version(mv)
+    def _details(self, model: Any, version: str) -> dict[str, Any] | None:
+        try:
+            if version not in model.find_versions():
+                return None
+            return dict(model.get_details(version))
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise self._error(exc, f"read {self.t.model_name} {version} in Comet's registry") from None
+
+    def mark_deployed(self, mv: ModelVersion, endpoint: str) -> list[str]:
+        """The deployed version gets `deployed_status` and the tag `deployed:<endpoint>`; the
+        version that had the tag loses it and, deployed nowhere else, gets `retired_status`.
+        Returns the versions demoted."""
+        version, tag = self.registry_version(mv), f"deployed:{endpoint}"
         model = self._model()
         if model is None:
             raise NotFound(f"{self.t.model_name} is not in Comet's model registry")
+        demoted = []
         try:
             model.set_status(version, self.t.deployed_status)
-            model.add_tag(version, f"deployed:{endpoint}")
+            if tag not in model.get_details(version).get("tags", []):
+                model.add_tag(version, tag)
+            for other in model.find_versions(tag=tag):
+                if other != version:
+                    model.delete_tag(other, tag)
+            for other in model.find_versions(status=self.t.deployed_status):
+                if other == version:
+                    continue
+                if not any(t.startswith("deployed:") for t in model.get_details(other).get("tags", [])):
+                    model.set_status(other, self.t.retired_status)
+                    demoted.append(other)
         except Exception as exc:  # noqa: BLE001 - as above
-            raise self._error(exc, f"mark {self.t.model_name} {version} as deployed") from None
+            raise self._error(exc, f"mark {self.t.model_name} {version} as deployed on {endpoint}") from None
+        return demoted
+
+
+def _no_such_model(exc: Exception) -> bool:
+    """comet_ml has no case of its own for a registry model that does not exist: it raises the
+    HTTP error. Comet's Java SDK reads sdk_error_code 42008 (registryModelNotFound) from a 400
+    body as "no such model" (comet-ml/comet-java-sdk: SdkErrorCodes.java, CometApiImpl.
+    getRegistryModelDetails, ConnectionUtils.checkResponseStatus); a 404 is taken the same way."""
+    return getattr(exc, "sdk_error_code", None) == REGISTRY_MODEL_NOT_FOUND or _status(exc) == 404
 
 
 def _float(v: Any) -> float:
@@ -278,14 +421,17 @@ def _float(v: Any) -> float:
         return math.nan
 
 
-def _param(v: Any) -> Any:
-    """Comet returns parameter values as strings; give numbers back as numbers."""
-    if isinstance(v, str):
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
+def _typed(params: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """Comet's parameters as the run's hyperparameter table has them. Comet keeps every value as
+    a string (an offline archive keeps what was logged): a value whose string is the recorded
+    hyperparameter's is that hyperparameter (so 0.9 and "0.9" are one value, online and offline);
+    any other value stays Comet's string, so "007" or "1.10" are never turned into numbers."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        known = name in recorded and text in {str(recorded[name]), json.dumps(recorded[name])}
+        out[name] = recorded[name] if known else text
+    return out
 
 
 def _pick(m: Mapping[str, Any], goal: MetricGoal | None, mode: str) -> float:

@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 BACKEND_VERSION = "4.20.500"
+SAMPLED_POINTS = 500  # per series in a multi-metric chart unless fetchFull
+REGISTRY_MODEL_NOT_FOUND = 42008
 
 
 @dataclass
@@ -45,6 +47,8 @@ class FakeComet:
         self.experiments: dict[str, Experiment] = {}
         self.projects: dict[tuple[str, str], str] = {}  # (workspace, project) → project id
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        self.answers: list[tuple[str, int, int]] = []  # (path, status, sdk_error_code) of routed requests
+        self.broken: set[str] = set()  # paths that answer 500, as an outage would
         self.lock = threading.Lock()
         self.url = ""
         self.registry: dict[tuple[str, str], dict[str, Any]] = {}  # (workspace, model) → id and versions
@@ -82,12 +86,43 @@ class FakeComet:
             self.experiments[exp.key] = exp
         return exp
 
+    def seed(
+        self,
+        workspace: str,
+        project: str,
+        key: str,
+        *,
+        others: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> Experiment:
+        """An experiment someone else logged (straight to Comet, not through mlops-ci)."""
+        self.project(workspace, project)
+        exp = Experiment(
+            key,
+            workspace,
+            project,
+            others=dict(others or {}),
+            metrics={k: [(0, v, 0)] for k, v in (metrics or {}).items()},
+        )
+        with self.lock:
+            self.experiments[key] = exp
+        return exp
+
+    def rekey(self, exp: Experiment, key: str) -> None:
+        """The experiment under a new key, as `comet upload --force-upload` makes one."""
+        with self.lock:
+            del self.experiments[exp.key]
+            exp.key = key
+            self.experiments[key] = exp
+
     # -- HTTP ----------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: Any, auth: str | None) -> tuple[int, Any]:
         with self.lock:
             self.requests.append((method, path, auth))
         if path == "/clientlib/isAlive/ver":
             return 200, {"msg": "", "code": 200, "data": None, "sdk_error_code": 0, "version": BACKEND_VERSION}
+        if path in self.broken:
+            return 500, {"msg": "Internal Server Error", "code": 500, "data": None, "sdk_error_code": 0}
         if auth != self.api_key:
             return 401, {"msg": "Invalid apiKey", "code": 401, "data": None, "sdk_error_code": 90212}
         route = path.removeprefix("/api/rest/v2/")
@@ -95,6 +130,8 @@ class FakeComet:
         if handler is None:
             return 404, {"msg": f"no such endpoint {path}", "code": 404, "data": None, "sdk_error_code": 0}
         result: tuple[int, Any] = handler(query, body)
+        with self.lock:
+            self.answers.append((path, result[0], (result[1] or {}).get("sdk_error_code") or 0))
         return result
 
     def _experiment(self, query: dict[str, str]) -> Experiment | None:
@@ -106,7 +143,9 @@ class FakeComet:
     def _experiment_metadata(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         e = self._experiment(query)
         if e is None:
-            return self._missing()
+            # 400, not 404: comet-java-sdk's CometApiImpl.getExperimentMetadata takes a 400 for "no such
+            # experiment"; comet_ml's API.get_experiment_by_key returns None for 400 and 404 alike.
+            return 400, {"msg": "Experiment not found", "code": 400, "data": None, "sdk_error_code": 90211}
         return 200, {
             "archived": False, "durationMillis": e.end - e.start, "endTimeMillis": e.end, "experimentKey": e.key,
             "experimentName": None, "fileName": None, "filePath": None, "optimizationId": None,
@@ -197,31 +236,72 @@ class FakeComet:
             return self._missing()
         return 200, {"tags": list(e.tags)}
 
+    def _experiments_multi_metric_chart(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST experiments/multi-metric-chart (API.get_metrics_for_chart). Comet samples each series
+        to about 500 points unless fetchFull (then up to 15,000): the R SDK's get_multi_metric_chart
+        docs; comet_ml sends fetchFull false by default."""
+        limit = 15000 if body.get("fetchFull") else SAMPLED_POINTS
+        out = {}
+        for key in body.get("targetedExperiments") or []:
+            e = self.experiments.get(key)
+            if e is None:
+                continue
+            rows = []
+            for name in body.get("metrics") or []:
+                pts = sorted(e.metrics.get(name, []), key=lambda p: p[0])
+                if len(pts) > limit:  # evenly spaced, first and last kept
+                    pts = [pts[round(i * (len(pts) - 1) / (limit - 1))] for i in range(limit)]
+                rows.append(
+                    {
+                        "metricName": name,
+                        "values": [v for _, v, _ in pts],
+                        "steps": [s for s, _, _ in pts],
+                        "epochs": [None] * len(pts),
+                        "timestamps": [t for _, _, t in pts],
+                        "durations": [0] * len(pts),
+                    }
+                )
+            out[key] = {"experiment_key": key, "steps": [], "epochs": [], "metrics": rows, "params": {}}
+        return 200, {"experiments": out, "empty": not out}
+
     # -- model registry (the backend API comet_ml uses from 4.x on) ---------------------------
-    def _bad(self, msg: str) -> tuple[int, Any]:
-        return 400, {"msg": msg, "code": 400, "data": None, "sdk_error_code": 0}
+    def _bad(self, msg: str, code: int = 0) -> tuple[int, Any]:
+        return 400, {"msg": msg, "code": 400, "data": None, "sdk_error_code": code}
 
     def _not_found(self, msg: str) -> tuple[int, Any]:
         return 404, {"msg": msg, "code": 404, "data": None, "sdk_error_code": 0}
+
+    def _no_model(self) -> tuple[int, Any]:
+        # A registry model that does not exist: 400 with sdk_error_code 42008, which comet-java-sdk
+        # names registryModelNotFound (SdkErrorCodes.java) and reads from 400 bodies only
+        # (ConnectionUtils.checkResponseStatus). comet_ml raises it as CometRestApiException.
+        return self._bad("Registry model not found", REGISTRY_MODEL_NOT_FOUND)
 
     def _reg(self, query: dict[str, str]) -> dict[str, Any] | None:
         return self.registry.get((query.get("workspaceName", ""), query.get("modelName", "")))
 
     def _registry_model_compact_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         reg = self._reg(query)
-        return (200, {"registryModelId": reg["id"]}) if reg else self._not_found("Registry model not found")
+        return (200, {"registryModelId": reg["id"]}) if reg else self._no_model()
 
     def _registry_model_items(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """GET registry-model/items: comet_ml's Model.find_versions filters by tag, status and
+        version prefix here, on the server."""
         reg = self._reg(query)
         if reg is None:
-            return self._not_found("Registry model not found")
+            return self._no_model()
         items = sorted(reg["versions"].values(), key=lambda v: [int(x) for x in v["version"].split(".")], reverse=True)
+        if query.get("tag"):
+            items = [i for i in items if query["tag"] in i["tags"]]
+        if query.get("status"):
+            items = [i for i in items if i["status"] == query["status"]]
+        items = [i for i in items if i["version"].startswith(query.get("versionPrefix", ""))]
         return 200, {"items": items}
 
     def _registry_model_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         reg = self._reg(query)
         if reg is None:
-            return self._not_found("Registry model not found")
+            return self._no_model()
         return 200, {
             "registryModelId": reg["id"],
             "modelName": query["modelName"],
@@ -230,15 +310,23 @@ class FakeComet:
 
     def _registry_model_item_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         reg = self._reg(query)
-        item = reg["versions"].get(query.get("version", "")) if reg else None
+        if reg is None:
+            return self._no_model()
+        item = reg["versions"].get(query.get("version", ""))
         return (200, item) if item else self._not_found("Registry model version not found")
+
+    def _registry_model_allowed_status_values(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """API.model_registry_allowed_status_values reads `allowedStatus` (comet_ml api.py)."""
+        return 200, {"allowedStatus": list(self.statuses)}
 
     def _write_registry_model_item_create(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
         e = self.experiments.get(body.get("experimentKey", ""))
         if e is None:
-            return self._missing()
+            return self._bad("Experiment not found", 90211)
         if body["experimentModelName"] not in e.models:
             return self._bad(f"Experiment {e.key} has no model named {body['experimentModelName']}")
+        if body.get("status") not in (None, *self.statuses):
+            return self._bad(f"Status {body['status']} is not allowed")
         reg = self.registry.setdefault(
             (e.workspace, body["registryModelName"]), {"id": uuid.uuid4().hex, "versions": {}}
         )
@@ -268,11 +356,20 @@ class FakeComet:
         return 200, {}
 
     def _write_registry_model_item_stage(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        # A write over GET, as comet_ml's add_registry_model_version_stage sends it.
         item = self._item(query.get("modelItemId", ""))
         if item is None:
             return self._not_found("Registry model version not found")
         if query["stage"] not in item["tags"]:
             item["tags"].append(query["stage"])
+        return 200, {}
+
+    def _write_registry_model_item_stage_delete(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        item = self._item(query.get("modelItemId", ""))
+        if item is None:
+            return self._not_found("Registry model version not found")
+        if query["stage"] in item["tags"]:
+            item["tags"].remove(query["stage"])
         return 200, {}
 
 

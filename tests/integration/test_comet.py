@@ -83,7 +83,11 @@ class Repo:
         return self.git("rev-parse", "HEAD")
 
     def run(self, *args: str, online: bool = False, key: str = KEY) -> Any:
-        env = {"COMET_URL_OVERRIDE": f"{self.comet_url}/clientlib/", "COMET_API_KEY": key if online else ""}
+        env = {
+            "COMET_URL_OVERRIDE": f"{self.comet_url}/clientlib/",
+            "COMET_API_KEY": key if online else "",
+            "COMET_HTTP_SESSION_RETRY_TOTAL": "0",
+        }  # a 5xx of the fake fails at once, not after ~12 s
         return run_module(*args, cwd=self.path, env=env)
 
     def ok(self, *args: str, online: bool = False) -> str:
@@ -164,7 +168,7 @@ def test_the_report_from_comet_shows_the_store_deltas_plus_comet_links(repo: Rep
     links = from_comet["comparison"]["head"]["links"]
     assert links["comet"] == f"{comet.url}/acme/fast/{hk}"
     assert from_comet["comparison"]["baseline"]["links"]["comet"] == f"{comet.url}/acme/fast/{bk}"
-    assert links["comet_compare"] == f"{comet.url}/acme/fast/compare?experiment-a={bk}&experiment-b={hk}"
+    assert links["comet_compare"] == f"{comet.url}/acme/fast/{bk}/{hk}/compare"
     assert ("GET", "/api/rest/v2/experiment/metrics/summary", KEY) in comet.requests
     md = repo.ok("report", "--base", "main", online=True)
     assert f"[comet](<{comet.url}/acme/fast/{hk}>)" in md and "[comet\\_compare](<" in md
@@ -173,16 +177,38 @@ def test_the_report_from_comet_shows_the_store_deltas_plus_comet_links(repo: Rep
     assert _deltas(json.loads(repo.ok("report", "--base", "main", "--json"))) == _deltas(from_store)
 
 
-def test_a_run_is_found_by_its_commit_when_the_key_is_unknown(repo: Repo, comet: FakeComet):
+def test_a_reuploaded_experiment_is_linked_under_its_new_key_but_not_trusted(repo: Repo, comet: FakeComet):
     repo.ok("train")
     run = json.loads(repo.ok("runs", "show", "--json"))
     exp = comet.upload(Path(run["links"]["comet_archive"]))
-    comet.experiments["0" * 32] = exp  # Comet knows it under another key (e.g. re-uploaded)
-    del comet.experiments[exp.key]
-    exp.key = "0" * 32
-    report = json.loads(repo.ok("report", "--json", online=True))
-    assert report["comparison"]["head"]["links"]["comet"].endswith("/acme/fast/" + "0" * 32)
-    assert any(path == "/api/rest/v2/project/query" for _, path, _ in comet.requests)
+    comet.rekey(exp, "0" * 32)  # `comet upload --force-upload` gives the experiment a new key
+    exp.metrics["accuracy"] = [(3, 0.99, 0)]  # and whatever it says now is not what the job logged
+    proc = repo.run("report", "--json", online=True)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["comparison"]["head"]["links"]["comet"].endswith("/acme/fast/" + "0" * 32)  # where Comet has it
+    assert _deltas(report)["accuracy"][1] == 0.9  # the numbers: the job's own archive
+    assert "names the run (uploaded with --force-upload?)" in proc.stderr and "0" * 32 in proc.stderr
+
+
+def test_a_foreign_experiment_claiming_the_commit_never_feeds_the_gate(repo: Repo, comet: FakeComet):
+    """Someone's experiment logs our commit's SHA with better numbers: the gate judges the run's
+    own numbers (its archive, else the ones recorded at training) and names the impostor."""
+    sha = repo.commit("weak model", quality=0.5)
+    repo.ok("train")
+    comet.seed("acme", "fast", "f" * 32, others={"git_sha": sha}, metrics={"accuracy": 0.99, "loss": 0.01})
+    proc = repo.run("gate", "--json", online=True)
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is False
+    assert f"experiment(s) {'f' * 32} claim commit {sha[:8]}" in proc.stderr and "ignored" in proc.stderr
+    # Without the archive the recorded numbers decide, still not the impostor's.
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    Path(run["links"]["comet_archive"]).unlink()
+    proc = repo.run("gate", "--json", online=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "its numbers are the ones recorded at training" in proc.stderr
+    # The promote of a run whose gate failed is refused whatever Comet says.
+    assert repo.run("promote", online=True).returncode == 5
 
 
 def test_comet_tells_a_wrong_key_and_a_wrong_workspace_apart(repo: Repo, comet: FakeComet):
@@ -191,9 +217,9 @@ def test_comet_tells_a_wrong_key_and_a_wrong_workspace_apart(repo: Repo, comet: 
     assert proc.returncode == 13
     assert "Comet rejected the API key in $COMET_API_KEY" in proc.stderr and "not-the-key" not in proc.stderr
     (repo.path / "mlops-ci.yaml").write_text(config().replace("workspace: acme", "workspace: acmee"))
-    proc = repo.run("report", online=True)
-    assert proc.returncode == 2
-    assert "no project 'fast' in workspace 'acmee'" in proc.stderr
+    proc = repo.run("report", online=True)  # no such project (yet): the numbers come from the archives
+    assert proc.returncode == 0, proc.stderr
+    assert "Comet has no project 'fast' in workspace 'acmee'" in proc.stderr and "a typo" in proc.stderr
 
 
 def test_the_api_key_never_reaches_records_reports_or_the_job_arguments(repo: Repo, comet: FakeComet):
@@ -258,6 +284,7 @@ def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, com
     comet.project("acme", "fast")
     proc = repo.run("promote", online=True)  # the experiment is not in Comet yet: nothing to register
     assert proc.returncode == 4 and "comet upload" in proc.stderr
+    assert "fast v1 is recorded, but Comet's registry does not have it yet" in proc.stderr
     comet.upload(Path(run["links"]["comet_archive"]))  # the helper logged the job's model with it
     assert comet.experiments[run["links"]["comet_experiment_key"]].models == {"fast-model"}
     dry = json.loads(repo.ok("promote", "--dry-run", "--json", online=True))
@@ -265,23 +292,80 @@ def test_promote_registers_in_comet_and_deploy_marks_the_version(repo: Repo, com
             "experiment_key": run["links"]["comet_experiment_key"]} in dry["plan"]  # fmt: skip
     assert ("acme", "fast-model") not in comet.registry
     repo.ok("promote", online=True)  # the store's v1 exists: this finishes the Comet part
+    # The registry model did not exist: Comet says so with a 400 and sdk_error_code 42008, not a 404
+    assert ("/api/rest/v2/registry-model/compact-details", 400, 42008) in comet.answers
     item = comet.registry[("acme", "fast-model")]["versions"]["1.0.0"]
     assert item["experimentKey"] == run["links"]["comet_experiment_key"]
     assert sha in item["tags"] and f"sha256:{run['artifact_sha256'][:16]}" in item["tags"]
     assert run["artifact_sha256"] in item["comment"] and sha in item["comment"]
     creates = [r for r in comet.requests if r[1].endswith("/write/registry-model/item/create")]
-    repo.ok("promote", online=True)
+    assert "already registered" in repo.run("promote", online=True).stderr  # a second promote: a no-op
     assert len([r for r in comet.requests if r[1].endswith("/write/registry-model/item/create")]) == len(creates)
-    repo.git("tag", "v1.0.0")
-    try:
-        proc = repo.run("deploy", "v1.0.0", online=True)
+
+
+def test_a_registry_version_from_another_experiment_is_a_conflict_not_ours(repo: Repo, comet: FakeComet):
+    _served(repo, "model_name: fast-model")
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    comet.upload(Path(run["links"]["comet_archive"]))
+    other = comet.seed("acme", "fast", "e" * 32)
+    other.models.add("fast-model")
+    comet.registry[("acme", "fast-model")] = {
+        "id": "m1",
+        "versions": {
+            "1.0.0": {
+                "registryModelItemId": "i1",
+                "version": "1.0.0",
+                "experimentKey": other.key,
+                "experimentModelName": "fast-model",
+                "comment": "",
+                "tags": [],
+                "status": "None",
+                "createdAt": 0,
+            }
+        },
+    }
+    repo.ok("gate")
+    proc = repo.run("promote", online=True)
+    assert proc.returncode == 5, proc.stderr
+    assert f"registered from experiment {other.key}, not from run {run['run_id']}'s experiment" in proc.stderr
+
+
+def test_deploying_v2_moves_production_and_the_tag_off_v1(repo: Repo, comet: FakeComet):
+    def release(tag: str) -> dict[str, Any]:
+        repo.ok("train")
+        run = json.loads(repo.ok("runs", "show", "--json"))
+        comet.upload(Path(run["links"]["comet_archive"]))
+        repo.ok("gate", "--base", "main")
+        repo.ok("promote", online=True)
+        repo.git("tag", tag)
+        proc = repo.run("deploy", tag, online=True)
         assert proc.returncode == 0, proc.stderr
-        assert item["status"] == "Production" and "deployed:production" in item["tags"]
+        return run
+
+    _served(repo, "model_name: fast-model")
+    try:
+        release("v1.0.0")
+        versions = comet.registry[("acme", "fast-model")]["versions"]
+        assert versions["1.0.0"]["status"] == "Production" and "deployed:production" in versions["1.0.0"]["tags"]
+        (repo.path / "mlops-ci.yaml").write_text(
+            repo.path.joinpath("mlops-ci.yaml").read_text().replace("quality: 0.9", "quality: 0.95")
+        )
+        repo.git("commit", "-qam", "better")
+        release("v2.0.0")
+        assert versions["2.0.0"]["status"] == "Production" and "deployed:production" in versions["2.0.0"]["tags"]
+        assert versions["1.0.0"]["status"] == "None" and "deployed:production" not in versions["1.0.0"]["tags"]
+        proc = repo.run("rollback", "production", online=True)  # a rollback moves them back
+        assert proc.returncode == 0, proc.stderr
+        assert versions["1.0.0"]["status"] == "Production" and "deployed:production" in versions["1.0.0"]["tags"]
+        assert versions["2.0.0"]["status"] == "None" and versions["2.0.0"]["tags"] == [
+            t for t in versions["2.0.0"]["tags"] if not t.startswith("deployed:")
+        ]
     finally:
         repo.run("endpoint", "stop", "production")
 
 
-def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: Repo, comet: FakeComet):
+def test_a_status_comet_does_not_allow_is_refused_before_the_deploy(repo: Repo, comet: FakeComet):
     _served(repo, "model_name: fast-model, deployed_status: Live")
     repo.ok("train")
     comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
@@ -290,8 +374,26 @@ def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: R
     repo.git("tag", "v1.0.0")
     try:
         proc = repo.run("deploy", "v1.0.0", online=True)
+        assert proc.returncode == 2, proc.stderr
+        assert "tracking.deployed_status 'Live' is not a registry status of Comet workspace acme" in proc.stderr
+        assert "Production" in proc.stderr  # the allowed ones, as Comet lists them
+        assert not repo.run("status", "--json").stdout.count('"InService"')  # nothing was deployed
+    finally:
+        repo.run("endpoint", "stop", "production")
+
+
+def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: Repo, comet: FakeComet):
+    _served(repo, "model_name: fast-model")
+    repo.ok("train")
+    comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
+    repo.ok("gate")
+    repo.ok("promote", online=True)
+    repo.git("tag", "v1.0.0")
+    comet.broken.add("/api/rest/v2/write/registry-model/item/status")  # Comet fails after the rollout
+    try:
+        proc = repo.run("deploy", "v1.0.0", online=True)
         assert proc.returncode == 0, proc.stderr
-        assert "Comet's registry was not updated" in proc.stderr and "Status Live is not allowed" in proc.stderr
+        assert "Comet's registry was not updated" in proc.stderr
     finally:
         repo.run("endpoint", "stop", "production")
 

@@ -213,6 +213,25 @@ def test_local_training_digest_is_unchanged_by_the_new_settings():
         ("tracking: {backend: comet, workspace: w, summary: mean}\n", "'mean' is not allowed"),
         ("tracking: {backend: local, workspace: w}\n", "only applies with tracking.backend: comet"),
         ("tracking: {backend: comet, workspace: w, api_key: k}\n", "unknown key 'api_key'"),
+        # compare_url: a bad template fails here, not as a KeyError when a report is rendered
+        (
+            "tracking: {backend: comet, workspace: w, compare_url: '{server}/{experiment}/{baseline}/{head}'}\n",
+            r"unknown placeholder \{experiment\}",
+        ),
+        (
+            "tracking: {backend: comet, workspace: w, compare_url: '{server}/{baseline}'}\n",
+            r"must contain \{baseline\} and \{head\}",
+        ),
+        (
+            "tracking: {backend: comet, workspace: w, compare_url: '{server}/{baseline/{head}'}\n",
+            "not a valid template",
+        ),
+        ("tracking: {backend: comet, workspace: w, compare_url: '{server}/{baseline!r}/{head}'}\n", "no format spec"),
+        (
+            "tracking: {backend: comet, workspace: w, compare_url: '{}/{baseline}/{head}'}\n",
+            r"unknown placeholder \{\}",
+        ),
+        ("tracking: {backend: comet, workspace: w, compare_url: 'javascript:{baseline}{head}'}\n", "must start with"),
     ],
 )
 def test_bad_tracking_settings_fail_with_location(snippet: str, expected: str):
@@ -229,3 +248,12 @@ def test_comet_settings_parse_and_leave_the_training_digest_alone():
         "COMET_API_KEY",
     )
     assert cfg.training_digest() == parse("project: x\n").training_digest()  # where numbers go is not what ran
+
+
+def test_a_compare_url_override_with_known_placeholders_is_kept():
+    url = "https://comet.internal/{workspace}/{project}/diff?a={baseline}&b={head}"
+    cfg = parse(f"project: x\ntracking: {{backend: comet, workspace: acme, compare_url: '{url}'}}\n")
+    assert cfg.tracking.compare_url == url
+    default = parse("project: x\ntracking: {backend: comet, workspace: acme}\n").tracking
+    assert default.compare_url == "{server}/{workspace}/{project}/{baseline}/{head}/compare"
+    assert (default.deployed_status, default.retired_status) == ("Production", "None")
