@@ -27,7 +27,7 @@ from . import config as config_mod
 from . import gate as gate_mod
 from ._files import LinkOutside, files_under, pack_deterministic, sha256_file, sha256_tree
 from .backends import Store, TrainingSpec, owner_label, run_url
-from .config import Config
+from .config import Config, SageMakerTraining
 from .context import Git, GitContext, load_context
 from .errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
@@ -284,7 +284,7 @@ class Workspace:
         remote = cfg.training.backend == "sagemaker"
         snapshot = workdir / "src"
         try:
-            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir, data)
             if cancel_superseded and self.ctx.branch:
                 for job in backend.cancel_superseded(self.project, self.ctx.branch, sha):
                     self.say(f"stopped {job}: superseded by {sha[:8]} on {self.ctx.branch}")
@@ -390,14 +390,24 @@ class Workspace:
             "MLOPS_CI_JOB": job, "MLOPS_CI_RUN": run_id,
         }  # fmt: skip
 
-    def _tracking_env(self, sha: str, run_id: str, workdir: Path) -> Any:
+    def _tracking_env(self, sha: str, run_id: str, workdir: Path, data: dict[str, dict[str, str]]) -> Any:
         """The job's Comet environment, once its name is known."""
         comet = self.comet()
         remote = self.cfg.training.backend == "sagemaker"
         offline_dir = "/opt/ml/output/data/comet" if remote else str(workdir / "opt_ml" / "output" / "data" / "comet")
 
+        others = {f"data_{name}": f"{d.get('uri')} " + (f"sha256:{d['sha256']}" if "sha256" in d else
+                  f"s3-etags-sha256:{d.get('s3_etags_sha256', '?')}") for name, d in data.items()}  # fmt: skip
+        if remote:
+            sm = self.cfg.training.sagemaker or SageMakerTraining()
+            others["sagemaker_region"] = self.cfg.aws.region or ""
+            others["sagemaker_instance"] = f"{sm.instance_count} x {sm.instance_type}"
+        name = f"{sha[:8]} · {self.ctx.branch or 'detached'}"
+
         def env_for(job: str) -> dict[str, str]:
-            return dict(comet.job_env(comet.experiment_key(job), self._provenance(sha, run_id, job), offline_dir))
+            extra = {**others, "sagemaker_training_job": job} if remote else others
+            return dict(comet.job_env(comet.experiment_key(job), self._provenance(sha, run_id, job), offline_dir,
+                                 name=name, others=extra, local=not remote))  # fmt: skip
 
         return env_for
 
@@ -418,7 +428,7 @@ class Workspace:
         return LocalTrainingBackend(venv_cache=self.home / "venvs")
 
     def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
-              channels: dict[str, Path], workdir: Path) -> TrainingSpec:  # fmt: skip
+              channels: dict[str, Path], workdir: Path, data: dict[str, dict[str, str]]) -> TrainingSpec:  # fmt: skip
         cfg = self.cfg
         tags = {
             "mlops-ci:project": self.project, "mlops-ci:sha": sha, "mlops-ci:branch": self.ctx.branch or "",
@@ -439,7 +449,7 @@ class Workspace:
             config_digest=digest,
             tags={k: v for k, v in tags.items() if v},
             channel_uris=dict(cfg.training.channels) if cfg.training.backend == "sagemaker" else {},
-            job_env=self._tracking_env(sha, run_id, workdir) if cfg.tracking.backend == "comet" else None,
+            job_env=self._tracking_env(sha, run_id, workdir, data) if cfg.tracking.backend == "comet" else None,
         )
 
     def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:
@@ -592,7 +602,7 @@ class Workspace:
                 self._record_reuse(original, sha, digest)
                 return None, False
         if cfg.training.backend == "sagemaker":
-            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir)
+            spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir, data)
             name, exists = backend.next_job(spec, self.project, fresh=force)
             if exists:
                 self.would("sagemaker", "attach to training job", job_name=name)
@@ -838,10 +848,8 @@ class Workspace:
         self.guard_store()
         run = self.head_run(ref)
         existing = self.store.version_for_sha(self.project, run.sha)
-        if existing:
-            if self.cfg.registry.backend == "sagemaker":  # a promote cut short before registering: finish it
-                self.register_package(existing)
-            self._register_comet(existing, self.store.get_run(existing.run_id) or run)
+        if existing:  # a promote cut short before registering: finish it
+            self._register_comet(existing, self.store.get_run(existing.run_id) or run, self._package(existing))
             return existing, False
         verdict = self.check_provenance(run)
         self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"run {run.run_id}")
@@ -867,9 +875,7 @@ class Workspace:
             mv = make(max((v.version for v in self.store.versions(self.project)), default=0) + 1)
             self.would("store", "register model version", version=mv.version, sha=mv.sha,
                        artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
-            if self.cfg.registry.backend == "sagemaker":
-                self.register_package(mv)
-            self._register_comet(mv, run)
+            self._register_comet(mv, run, self._package(mv))
             return mv, True
         signer = self.signer(run.sha)
 
@@ -878,12 +884,14 @@ class Workspace:
             return dataclasses.replace(mv, signature=signer.sign(mv, self.env)) if signer else mv
 
         mv, created = self.store.promote(sealed, run.sha, self.project)
-        if self.cfg.registry.backend == "sagemaker":
-            self.register_package(mv)
-        self._register_comet(mv, run)
+        self._register_comet(mv, run, self._package(mv))
         return mv, created
 
-    def _register_comet(self, mv: ModelVersion, run: Run) -> None:
+    def _package(self, mv: ModelVersion) -> str | None:
+        """The version's SageMaker model package ARN, registering it first, with that registry."""
+        return self.register_package(mv) if self.cfg.registry.backend == "sagemaker" else None
+
+    def _register_comet(self, mv: ModelVersion, run: Run, package: str | None = None) -> None:
         """Comet's model registry, beside the store's (and SageMaker's), never instead of the gate."""
         t = self.cfg.tracking
         if t.backend != "comet" or not t.model_name:
@@ -900,7 +908,7 @@ class Workspace:
         from .errors import MlopsCiError
 
         try:
-            label, created = comet.register(mv, run)
+            label, created = comet.register(mv, run, package)
         except MlopsCiError as exc:  # the store's version stands; promote again resumes from here
             exc.message = (
                 f"{self.project} v{mv.version} is recorded, but Comet's registry does not have it yet: {exc.message}"

@@ -2,7 +2,7 @@
 
     from mlops_ci.tracking import experiment
 
-    exp = experiment()            # comet_ml.Experiment, or OfflineExperiment without an API key
+    exp = experiment()            # comet_ml.start(): online with an API key, else an offline archive
     exp.log_metric("accuracy", acc)
 
 mlops-ci passes everything through the job's environment (locally and on SageMaker alike):
@@ -13,8 +13,9 @@ uploaded source has no .git directory, so Comet's own git detection cannot work:
 the commit itself, as others and tags. On SageMaker, add `mlops-ci` (or `comet_ml`) to the
 source's requirements.txt.
 
-Without the helper (a script that calls `comet_ml.start()` itself) the same variables configure
-the experiment; mlops-ci then adds the tags and the commit to it after the run (online only).
+Without the helper the same variables configure a script's own experiment (`comet_ml.start()`,
+or `comet_ml.Experiment()`, which runs offline in a local job without a key), and comet_ml logs
+the commit on it itself (COMET_LOG_OTHER_*); online, mlops-ci adds the tags after the run.
 """
 
 from __future__ import annotations
@@ -60,28 +61,34 @@ def offline(env: Mapping[str, str] = os.environ) -> bool:
 
 def experiment(**kwargs: Any) -> Any:
     """A `comet_ml` experiment in the configured workspace and project, keyed as mlops-ci
-    expects and tagged with the commit. Keyword arguments go to comet_ml."""
+    expects and tagged with the commit: online with an API key, else an offline archive.
+    A restarted job (a SageMaker spot interruption) resumes the same experiment instead of
+    failing on its existing key. Keyword arguments go to `comet_ml.ExperimentConfig`."""
     # comet_ml reports its own errors to a third-party service unless told not to: mlops-ci
     # talks only to the services the user configured.
     os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
     import comet_ml
 
     env = os.environ
-    options: dict[str, Any] = {
-        "workspace": env.get("COMET_WORKSPACE"),
-        "project_name": env.get("COMET_PROJECT_NAME"),
-        "experiment_key": env.get("MLOPS_CI_COMET_EXPERIMENT_KEY") or None,
-        "log_git_metadata": False,  # there is no .git in a job's source: the commit is logged below
+    online = not offline(env)
+    config: dict[str, Any] = {
+        "log_git_metadata": False,  # the job's directory is not the trained commit: it is logged below
         "log_git_patch": False,
     }
-    options.update(kwargs)
-    exp: Any
-    if offline(env):
+    if not online:
         directory = Path(env.get("COMET_OFFLINE_DIRECTORY") or Path(env.get("SM_OUTPUT_DATA_DIR", ".")) / "comet")
         directory.mkdir(parents=True, exist_ok=True)
-        exp = comet_ml.OfflineExperiment(offline_directory=str(directory), **options)
-    else:
-        exp = comet_ml.Experiment(api_key=env["COMET_API_KEY"], **options)
+        config["offline_directory"] = str(directory)
+    config.update(kwargs)
+    exp = comet_ml.start(
+        api_key=env["COMET_API_KEY"] if online else None,
+        workspace=env.get("COMET_WORKSPACE"),
+        project_name=env.get("COMET_PROJECT_NAME"),
+        experiment_key=env.get("MLOPS_CI_COMET_EXPERIMENT_KEY") or None,
+        mode="get_or_create",  # comet_ml's start(): an existing key is resumed (ExistingExperiment)
+        online=online,
+        experiment_config=comet_ml.ExperimentConfig(**config),
+    )
     link(exp, env)
     _log_model_on_end(exp, env)
     return exp

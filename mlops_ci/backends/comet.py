@@ -23,7 +23,7 @@ from ..config import Config, MetricGoal
 from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Refused, Transient
 from ..records import ModelVersion, Run
 
-CLOUD = "https://www.comet.com"
+CLOUD = "https://www.comet.com"  # comet_ml's default server
 SYSTEM_METRICS = ("sys.", "process duration")  # logged by comet_ml itself, not by the model
 AUTO_PARAMS = ("curr_step", "curr_epoch")  # likewise
 MAX_POINTS = 2000
@@ -84,8 +84,7 @@ class Comet:
         if t.mode == "online" and not self.api_key:
             raise ConfigError(f"tracking.mode: online needs the Comet API key in ${t.api_key_env}; set it (a secret)")
         self.online = t.mode == "online" or (t.mode == "auto" and self.api_key is not None)
-        override = env.get("COMET_URL_OVERRIDE", "")
-        self.server = override.split("/clientlib")[0].rstrip("/") if override else CLOUD
+        self._resolved: tuple[str, str] | None = None  # (web root, clientlib URL), once comet_ml is asked
         self._api: Any = None
         self._has_project = False
         self._found: dict[str, Located] = {}  # run id → where its experiment is, per invocation
@@ -95,28 +94,65 @@ class Comet:
         """Known before the experiment exists: the job gets it, the run record keeps it."""
         return hashlib.sha256(f"{self.workspace}/{self.project}/{job_name}".encode()).hexdigest()[:32]
 
-    def job_env(self, key: str, provenance: Mapping[str, str], offline_dir: str) -> dict[str, str]:
-        """What the training job needs to create its experiment in the right place."""
+    def job_env(self, key: str, provenance: Mapping[str, str], offline_dir: str, *, name: str,
+                others: Mapping[str, str], local: bool) -> dict[str, str]:  # fmt: skip
+        """What the training job needs to create its experiment in the right place, as the
+        trained commit, whatever the script calls: the helper, `comet_ml.start()` or
+        `comet_ml.Experiment()`. `others` are logged on the experiment by comet_ml itself
+        (COMET_LOG_OTHER_<NAME>, comet_ml env_logging.parse_log_other_instructions)."""
         env = {
             "COMET_WORKSPACE": self.workspace,
             "COMET_PROJECT_NAME": self.project,
             "MLOPS_CI_COMET_EXPERIMENT_KEY": key,
             "COMET_EXPERIMENT_KEY": key,  # comet_ml's own setting: a script's own experiment gets the key too
+            "COMET_EXPERIMENT_NAME": name,
             "COMET_ERROR_TRACKING_ENABLE": "false",
             "COMET_OFFLINE_DIRECTORY": offline_dir,
+            # comet_ml would read the git repository around the job's directory (locally: the work
+            # tree's HEAD and a patch of its uncommitted edits), not the snapshot that was trained
+            "COMET_AUTO_LOG_GIT_METADATA": "false",
+            "COMET_AUTO_LOG_GIT_PATCH": "false",
             **{k: v for k, v in provenance.items() if v},
         }
+        from ..tracking import PROVENANCE
+
+        logged = {**{n: provenance[v] for n, v in PROVENANCE.items() if provenance.get(v)}, **others}
+        env.update({f"COMET_LOG_OTHER_{n.upper()}": v for n, v in logged.items() if v})
         if self.t.model_name:
             env["MLOPS_CI_COMET_MODEL_NAME"] = self.t.model_name
         if self.online:
             assert self.api_key is not None
             env["COMET_API_KEY"] = self.api_key
-            if self.env.get("COMET_URL_OVERRIDE"):
-                env["COMET_URL_OVERRIDE"] = self.env["COMET_URL_OVERRIDE"]
+            if self.clientlib_url() != CLOUD + "/clientlib/":  # a self-hosted server: the job needs its URL
+                env["COMET_URL_OVERRIDE"] = self.clientlib_url()
         else:
             env["COMET_MODE"] = "offline"
             env["COMET_START_ONLINE"] = "false"  # comet_ml.start() writes an offline archive
+            if local:  # and comet_ml.Experiment(), which has no offline setting, becomes OfflineExperiment
+                from .. import _offline_comet
+
+                env["PYTHONPATH"] = str(Path(_offline_comet.__file__).parent)
+                env["MLOPS_CI_COMET_OFFLINE"] = "1"
         return env
+
+    @property
+    def server(self) -> str:
+        """Comet's web root as comet_ml resolves it: COMET_URL_OVERRIDE, COMET_CONFIG or
+        ~/.comet.config, or the server a key embeds; else the public service."""
+        return self._urls()[0]
+
+    def clientlib_url(self) -> str:
+        return self._urls()[1]
+
+    def _urls(self) -> tuple[str, str]:
+        if self._resolved is None:
+            _quiet_comet(self.env)
+            from comet_ml.config import get_api_key, get_comet_root_url, get_comet_url_override, get_config
+
+            get_api_key(self.api_key, get_config())  # a key that embeds its server sets comet_ml's default URL
+            config = get_config()
+            self._resolved = (str(get_comet_root_url(config)).rstrip("/"), str(get_comet_url_override(config)))
+        return self._resolved
 
     def url(self, key: str, exp: Any = None) -> str:
         """The experiment's page: Comet's own link when it gave one, else the project path."""
@@ -334,7 +370,7 @@ class Comet:
                     f"(allowed: {', '.join(allowed)}); fix it in mlops-ci.yaml"
                 )
 
-    def register(self, mv: ModelVersion, run: Run) -> tuple[str, bool]:
+    def register(self, mv: ModelVersion, run: Run, package: str | None = None) -> tuple[str, bool]:
         """Register the run's own experiment model as version N.0.0 of `tracking.model_name`, with
         the commit and the artifact digest. Idempotent: a version already registered from this
         run's experiment is done; one registered from any other experiment is a conflict, never
@@ -364,7 +400,8 @@ class Comet:
             found.exp.register_model(
                 name, version=version, registry_name=name, public=False,
                 description=f"{self.cfg.project}, registered by mlops-ci behind its gate",
-                comment=f"{self.cfg.project} v{mv.version} from commit {mv.sha}; artifact sha256 {mv.artifact_sha256}",
+                comment=f"{self.cfg.project} v{mv.version} from commit {mv.sha}; artifact sha256 {mv.artifact_sha256}"
+                + (f"; SageMaker model package {package}" if package else ""),
                 tags=[mv.sha, f"sha256:{mv.artifact_sha256[:16]}"],
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - as above

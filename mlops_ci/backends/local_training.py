@@ -234,7 +234,9 @@ class LocalTrainingBackend:
             return result
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
         env = {**os.environ, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH", "")) if p)
+        # the code first, as SageMaker has it; a tracker's own directory (extra) before the user's
+        paths = (str(code), extra.get("PYTHONPATH", ""), {**os.environ, **spec.environment}.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         python = spec.python
         scanner = MetricScanner(spec.metric_regexes)
         with open(log_path, "w", encoding="utf-8") as logf:

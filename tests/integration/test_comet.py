@@ -5,7 +5,10 @@ Comet's own COMET_URL_OVERRIDE. Every verb is a fresh `mlops-ci` process."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import zipfile
 from collections.abc import Iterator
@@ -419,3 +422,97 @@ def test_a_script_that_makes_its_own_experiment_is_linked_without_code_changes(r
     assert meta["offline_id"] == run["links"]["comet_experiment_key"]
     assert meta["workspace"] == "acme" and meta["project_name"] == "fast"
     assert any(m["type"] == "metric_msg" and m["payload"]["metric"]["metricName"] == "accuracy" for m in messages)
+
+
+def test_a_plain_comet_ml_experiment_trains_offline_as_the_trained_commit(repo: Repo):
+    """A script that makes its own `comet_ml.Experiment()` (which needs a key and has no offline
+    setting in comet_ml) trains with no key: in the job it is an OfflineExperiment under the key
+    mlops-ci gave it, named and tagged with the trained commit by comet_ml itself, and never
+    records the work tree's HEAD or a patch of its uncommitted edits."""
+    (repo.path / "train.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            from comet_ml import Experiment
+
+            exp = Experiment(auto_output_logging=False, log_code=False, display_summary_level=0)
+            print("accuracy=0.9")
+            exp.log_metric("accuracy", 0.9)
+            open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w").write("{}")
+            exp.end()
+            """
+        )
+    )
+    (repo.path / "data").mkdir()
+    (repo.path / "data" / "rows.csv").write_text("1,2\n")
+    repo.git("add", "data")
+    sha = repo.commit("plain comet_ml.Experiment")
+    text = (repo.path / "mlops-ci.yaml").read_text().replace("training:\n", "training:\n  channels: {train: data}\n")
+    (repo.path / "mlops-ci.yaml").write_text(text)
+    repo.git("commit", "-qam", "a data channel")
+    sha = repo.git("rev-parse", "HEAD")
+    (repo.path / "README.md").write_text("later\n")
+    repo.git("add", "README.md")
+    repo.git("commit", "-qm", "a later commit")  # the work tree's HEAD is not the commit trained
+    (repo.path / "scratch.py").write_text("print('never trained')\n")  # nor is an untracked file
+    proc = repo.run("train", sha)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(repo.ok("runs", "show", sha, "--json"))
+    assert run["sha"] == sha
+    meta, messages = _archive(run)
+    assert meta["offline_id"] == run["links"]["comet_experiment_key"]
+    others = {m["payload"]["key"]: m["payload"]["value"] for m in messages if m["type"] == "log_other"}
+    assert others["git_sha"] == sha and others["mlops_ci_run"] == run["run_id"]
+    assert others["data_train"] == f"data sha256:{run['data']['train']['sha256']}"
+    assert others["Name"] == f"{sha[:8]} · main"
+    kinds = {m["type"] for m in messages}
+    assert "git_metadata_msg" not in kinds and "git_metadata" not in kinds
+    assert not any(m["type"] == "file_upload" and m["payload"].get("upload_type") == "git-patch" for m in messages)
+
+
+@pytest.mark.parametrize("how", ["key", "config file"])
+def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(tmp_path: Path, how: str):
+    """No COMET_URL_OVERRIDE: the server comes from the API key (comet_ml's `<key>*<base64 JSON
+    with baseUrl>` form) or from the file COMET_CONFIG names, and every link points at it."""
+    import base64
+
+    fake = FakeComet(api_key=KEY)
+    with serve(fake):
+        if how == "key":
+            embedded = base64.b64encode(json.dumps({"baseUrl": fake.url}).encode()).decode().rstrip("=")
+            fake.api_key = key = f"abcdefghijklmnopqrstuvwxy*{embedded}"
+            env = {"COMET_API_KEY": key}
+        else:
+            (tmp_path / "comet.config").write_text(f"[comet]\nurl_override = {fake.url}/clientlib/\n")
+            env = {"COMET_API_KEY": KEY, "COMET_CONFIG": str(tmp_path / "comet.config")}
+        path = tmp_path / "repo"
+        path.mkdir()
+        (path / "train.py").write_text(TRAIN)
+        (path / ".gitignore").write_text(".mlops-ci/\n")
+        git(path, "init", "-q", "-b", "main")
+        r = Repo(path, fake.url)
+        r.commit("initial")
+        env = {**env, "COMET_HTTP_SESSION_RETRY_TOTAL": "0"}
+        assert run_module("train", cwd=path, env={**env, "COMET_API_KEY": ""}).returncode == 0
+        run = json.loads(r.ok("runs", "show", "--json"))
+        fake.upload(Path(run["links"]["comet_archive"]))
+        proc = run_module("report", "--json", cwd=path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        key_ = run["links"]["comet_experiment_key"]
+        assert json.loads(proc.stdout)["comparison"]["head"]["links"]["comet"] == f"{fake.url}/acme/fast/{key_}"
+        assert any(p == "/api/rest/v2/experiment/metrics/summary" for _, p, _ in fake.requests)
+        # what a job and the compare link get: the same server (a SageMaker job has no config file)
+        code = (
+            "import os; from pathlib import Path; from mlops_ci.config import load; from mlops_ci.backends.comet "
+            "import Comet; c = Comet(load(Path('.'), os.environ), os.environ); "
+            "print(c.server, c.clientlib_url(), c.compare_url('a', 'b'))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=path,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert out == [fake.url, f"{fake.url}/clientlib/", f"{fake.url}/acme/fast/a/b/compare"]
