@@ -786,6 +786,8 @@ class Workspace:
                 if hk and bk:  # both are in Comet: link them under the keys Comet has them
                     links = {**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
                     head = dataclasses.replace(head, links=links)
+            if head.links.get("comet_found_key"):
+                head = dataclasses.replace(head, links={**head.links, "comet_project": self.comet().project_url()})
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
         outcome = gate_mod.evaluate(policy.gate, head.metrics, b.metrics if b else None, choice.state, policy.metrics)
         if policy is not self.cfg and policy.gate_digest() != self.cfg.gate_digest():

@@ -155,9 +155,12 @@ class Comet:
         return self._resolved
 
     def url(self, key: str, exp: Any = None) -> str:
-        """The experiment's page: Comet's own link when it gave one, else the project path."""
-        own = getattr(exp, "url", None) if exp is not None else None
-        return str(own) if own else f"{self.server}/{self.workspace}/{self.project}/{key}"
+        """The experiment's page: Comet's own link for an experiment it returned; for a key alone
+        (a run just logged online), the page where comet_ml puts it; else Comet's redirect."""
+        if exp is not None:
+            own = getattr(exp, "url", None)
+            return str(own) if own else self.redirect_url(key)
+        return f"{self.server}/{self.workspace}/{self.project}/{key}"
 
     def redirect_url(self, key: str) -> str:
         """A link that works for any key, wherever the experiment lives (Comet resolves it)."""

@@ -172,6 +172,7 @@ def test_the_report_from_comet_shows_the_store_deltas_plus_comet_links(repo: Rep
     assert links["comet"] == f"{comet.url}/acme/fast/{hk}"
     assert from_comet["comparison"]["baseline"]["links"]["comet"] == f"{comet.url}/acme/fast/{bk}"
     assert links["comet_compare"] == f"{comet.url}/acme/fast/{bk}/{hk}/compare"
+    assert links["comet_project"] == f"{comet.url}/acme/fast"
     assert ("GET", "/api/rest/v2/experiment/metrics/summary", KEY) in comet.requests
     md = repo.ok("report", "--base", "main", online=True)
     assert f"[comet](<{comet.url}/acme/fast/{hk}>)" in md and "[comet\\_compare](<" in md
