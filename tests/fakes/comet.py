@@ -3,12 +3,17 @@
 comet_ml is pointed at it with Comet's own setting, COMET_URL_OVERRIDE=<url>/clientlib/. The
 shapes follow Comet's v2 REST API as comet_ml parses it: values of metrics and parameters are
 strings, a missing experiment is 404, a wrong API key is 401. Experiments get here the way they
-get to Comet from an offline run: `upload()` ingests a comet_ml offline archive, as
-`comet upload` does.
+get to Comet: over the wire, from the real `comet upload` CLI or an online comet_ml experiment (the
+clientlib write routes below), or in process through `upload()`, which ingests a comet_ml offline
+archive as `comet upload` does (tests/integration/test_comet_wire.py checks that the two agree).
+Routes the fake does not know answer 404 and are listed in `unhandled`.
 """
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+import gzip
 import json
 import threading
 import time
@@ -25,6 +30,12 @@ from urllib.parse import parse_qs, urlparse
 BACKEND_VERSION = "4.20.500"
 SAMPLED_POINTS = 500  # per series in a multi-metric chart unless fetchFull
 REGISTRY_MODEL_NOT_FOUND = 42008
+# comet_ml/exceptions.py:584-586, the sdk_error_codes comet_ml's handshake maps (connection_api.py:686-787)
+API_KEY_NOT_REGISTERED = 90212
+NO_WRITE_ACCESS_TO_EXPERIMENT = 90210
+EXPERIMENT_ALREADY_EXISTS = 90999
+DEFAULT_WORKSPACE = "fake-user"  # add/run without teamName: the key owner's default workspace
+DEFAULT_PROJECT = "general"  # add/run without projectName
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Experiment:
     start: int = 0
     end: int = 0
     models: set[str] = field(default_factory=set)  # experiment models (log_model), registrable
+    system: dict[str, Any] = field(default_factory=dict)  # system details an online client sent
 
 
 class FakeComet:
@@ -48,6 +60,10 @@ class FakeComet:
         self.projects: dict[tuple[str, str], str] = {}  # (workspace, project) → project id
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
         self.answers: list[tuple[str, int, int]] = []  # (path, status, sdk_error_code) of routed requests
+        self.notifications: list[dict[str, Any]] = []  # e-mails an online experiment asked Comet to send
+        self.unhandled: list[tuple[str, str]] = []  # (method, path) of requests no route knows (answered 404)
+        self.unhandled_bodies: list[Any] = []
+        self.errors: list[dict[str, Any]] = []  # what comet_ml reported through write/experiment/update-status
         self.broken: set[str] = set()  # paths that answer 500, as an outage would
         self.lock = threading.Lock()
         self.url = ""
@@ -123,16 +139,51 @@ class FakeComet:
             return 200, {"msg": "", "code": 200, "data": None, "sdk_error_code": 0, "version": BACKEND_VERSION}
         if path in self.broken:
             return 500, {"msg": "Internal Server Error", "code": 500, "data": None, "sdk_error_code": 0}
-        if auth != self.api_key:
+        if path.startswith("/clientlib/"):
+            # The clientlib routes carry the key as `apiKey` in the JSON body (connection_api.py:652-661,
+            # 744-749, 562-570, 899-905); the batch and upload routes only in the Authorization header the
+            # session sets (connection_api.py:1138, http_session.py:91-92). A key Comet does not know is a
+            # 400 with 90212, which comet_ml raises as InvalidAPIKey (connection_api.py:686-687, 773-774).
+            key = auth
+            if isinstance(body, dict) and ("apiKey" in body or "api_key" in body):  # notification: api_key
+                key = body.get("apiKey", body.get("api_key"))
+            if key != self.api_key:
+                return 400, {
+                    "msg": "Invalid apiKey",
+                    "code": 400,
+                    "data": None,
+                    "sdk_error_code": API_KEY_NOT_REGISTERED,
+                }
+            route = path.removeprefix("/")
+        elif auth != self.api_key:
             return 401, {"msg": "Invalid apiKey", "code": 401, "data": None, "sdk_error_code": 90212}
-        route = path.removeprefix("/api/rest/v2/")
+        else:
+            route = path.removeprefix("/api/rest/v2/")
         handler = getattr(self, "_" + route.replace("/", "_").replace("-", "_"), None)
         if handler is None:
+            with self.lock:
+                self.unhandled.append((method, path))
+                self.unhandled_bodies.append(body)
             return 404, {"msg": f"no such endpoint {path}", "code": 404, "data": None, "sdk_error_code": 0}
-        result: tuple[int, Any] = handler(query, body)
-        with self.lock:
+        with self.lock:  # comet_ml sends from several threads at once
+            result: tuple[int, Any] = handler(query, body)
             self.answers.append((path, result[0], (result[1] or {}).get("sdk_error_code") or 0))
         return result
+
+    def _clientlib_rest_v2_write_experiment_system_details(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """The environment details comet_ml sends once an online experiment starts (with
+        log_env_details on; SYSTEM_DETAILS_ENDPOINT, connection_url_helpers.py:16)."""
+        e = self.experiments.get((body or {}).get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        e.system = dict(body)
+        return 200, {"msg": "OK", "code": 200, "data": None, "sdk_error_code": 0}
+
+    def _write_experiment_update_status(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """Where comet_ml reports an experiment's own errors (connection_api.py:3712-3728):
+        recorded, so a test can assert that the client reported none."""
+        self.errors.append(dict(body or {}))
+        return 200, {"msg": "OK", "code": 200, "data": None, "sdk_error_code": 0}
 
     def _experiment(self, query: dict[str, str]) -> Experiment | None:
         return self.experiments.get(query.get("experimentKey", ""))
@@ -264,6 +315,136 @@ class FakeComet:
             out[key] = {"experiment_key": key, "steps": [], "epochs": [], "metrics": rows, "params": {}}
         return 200, {"experiments": out, "empty": not out}
 
+    # -- clientlib: what the real `comet upload` and an online Experiment send -----------------
+    # The request sequence is in comet_ml offline.py:1192-1320, 2620-2683 (OfflineSender.send, close) and
+    # _online.py:294-400 (Experiment._setup_streamer);
+    # each handler cites the comet_ml 3.58 function that sends it. Bodies arrive decoded by serve().
+    def _ok(self) -> tuple[int, Any]:
+        return 200, {"msg": "OK", "code": 200, "data": None, "sdk_error_code": 0}
+
+    def _handshake(self, e: Experiment) -> dict[str, Any]:
+        # The fields comet_ml reads (handshake.py:60-139); runId is the only required one.
+        return {
+            "runId": uuid.uuid4().hex,
+            "project_id": self.project(e.workspace, e.project),
+            "focusUrl": f"{self.url}/{e.workspace}/{e.project}/",
+            "lastOffset": 0,
+            "featureToggles": [],
+            "name": None,
+            "githubEnabled": False,
+            "s3DirectAccessEnabled": False,
+        }
+
+    def _clientlib_logger_add_run(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST logger/add/run (connection_api.py:631-734): creates the experiment under the client's key
+        in teamName/projectName. A key that exists is 400 + 90999 (ExperimentAlreadyUploaded, line 698)
+        unless getOrCreateEnabled, then the existing one is handed back. comet_ml.start(mode=get_or_create)
+        probes with getOrCreateEnabled false (comet_start/experiment_status.py:24-58) and resumes with
+        get/run on 90999; `comet upload` fails on it, or with --force-upload retries with a new random key
+        (offline.py:1450-1469)."""
+        key = body["experimentKey"]
+        e = self.experiments.get(key)
+        if e is not None and not body.get("getOrCreateEnabled"):
+            return self._bad(f"Experiment {key} already exists", EXPERIMENT_ALREADY_EXISTS)
+        if e is None:
+            ws, proj = body.get("teamName") or DEFAULT_WORKSPACE, body.get("projectName") or DEFAULT_PROJECT
+            e = Experiment(key, ws, proj, start=body.get("local_timestamp") or int(time.time() * 1000))
+            self.experiments[key] = e
+        return 200, self._handshake(e)
+
+    def _clientlib_logger_get_run(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST logger/get/run (connection_api.py:736-787): resume previousExperiment; an unknown key is
+        400 + 90210, which comet_ml raises as ExperimentNotFound (line 775-776)."""
+        e = self.experiments.get(body.get("previousExperiment", ""))
+        if e is None:
+            return self._bad("Experiment not found", NO_WRITE_ACCESS_TO_EXPERIMENT)
+        return 200, self._handshake(e)
+
+    def _clientlib_health_ping(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """GET health/ping (connection_api.py:553-555): an online Experiment's FallbackStreamer pings at
+        start; anything but a 2xx makes it log offline only (streamer/fallback.py:223-229). Body unread."""
+        return self._ok()
+
+    def _clientlib_asset_3d_limits(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST asset/3d-limits {apiKey, experimentKey} (connection_api.py:789-803), sent at an online
+        start; comet_ml indexes maxPoints and maxBoxes (experiment_loggers/points_3d/log.py:52-53). The
+        values are comet_ml's own defaults (config/config_constants.py:21-26)."""
+        return 200, {
+            "maxPoints": 1000000,
+            "maxPointsFileSizeInBytes": 0,
+            "maxBoxes": 250000,
+            "maxBoxesFileSizeInBytes": 0,
+        }
+
+    def _clientlib_notification_experiment(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST notification/experiment {api_key, title, status, experiment_key, ...}: the "finished" summary
+        e-mail a new online Experiment sends at end() (experiment.py:885-898, connection_api.py:1027-1060);
+        comet_ml takes 200 or 204 and ignores a 404. Kept so tests can see it was asked for."""
+        self.notifications.append(body)
+        return self._ok()
+
+    def _clientlib_status_report_update(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST status-report/update, the heartbeat (connection_api.py:557-629): comet_ml raises
+        ValueError unless the answer has is_alive_beat_duration_millis and gpu_monitor_interval_millis."""
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        e.end = body.get("local_timestamp") or e.end  # Comet ends an experiment at its last beat
+        beats = {"is_alive_beat_duration_millis": 60_000, "gpu_monitor_interval_millis": 60_000}
+        return 200, {**beats, "cpu_monitor_interval_millis": 68_000, "pending_rpcs": False}
+
+    def _clientlib_status_report_offline_metadata(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST status-report/offline-metadata (connection_api.py:894-917, offline.py:2631-2640): the
+        archive's start and stop times; startTimestamp is null when the upload resumed an experiment."""
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        if body.get("startTimestamp") is not None:
+            e.start = body["startTimestamp"]
+        if body.get("endTimestamp") is not None:
+            e.end = body["endTimestamp"]
+        return self._ok()
+
+    def _clientlib_tags_add_tags_to_experiment(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST tags/add-tags-to-experiment {experimentKey, addedTags} (connection_api.py:919-937)."""
+        return self._write_experiment_tags(query, body)
+
+    def _clientlib_batch_logger_experiment_metric(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST batch/logger/experiment/metric, gzip JSON {experimentKey, values: [{metricName, metricValue,
+        step, epoch, context, timestamp}]} (connection_api.py:1078-1154, messages.py:717-721)."""
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        for m in body["values"]:
+            series = e.metrics.setdefault(m["metricName"], [])
+            step = m["step"] if m.get("step") is not None else len(series)  # as upload() numbers them
+            series.append((step, float(m["metricValue"]), m.get("timestamp") or 0))
+        return self._ok()
+
+    def _clientlib_batch_logger_experiment_parameter(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST batch/logger/experiment/parameter, gzip JSON {experimentKey, values: [{parameterName,
+        parameterValue, step, source, context, timestamp}]} (connection_api.py:1062-1076, messages.py:633-644)."""
+        e = self.experiments.get(body.get("experimentKey", ""))
+        if e is None:
+            return self._missing()
+        for p in body["values"]:
+            e.params[p["parameterName"]] = p["parameterValue"]
+        return self._ok()
+
+    def _clientlib_asset_upload(self, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """POST asset/upload, multipart with the file in part `file`; the rest is in the query:
+        experimentId, projectId, fileName, type, groupingName (the model's name for type=model-element,
+        what log_model sends), ... (offline.py:1896-1946, connection_url_helpers.py:114-136)."""
+        e = self.experiments.get(query.get("experimentId", ""))
+        if e is None:
+            return self._missing()
+        if "file" not in (body or {}):
+            return self._bad("Missing file part")
+        if query.get("type") == "model-element":
+            e.models.add(query["groupingName"])
+        asset_id = query.get("assetId") or uuid.uuid4().hex
+        return 200, {"assetId": asset_id, "web": f"{self.url}/asset/{asset_id}", "api": f"{self.url}/asset/{asset_id}"}
+
     # -- model registry (the backend API comet_ml uses from 4.x on) ---------------------------
     def _bad(self, msg: str, code: int = 0) -> tuple[int, Any]:
         return 400, {"msg": msg, "code": 400, "data": None, "sdk_error_code": code}
@@ -390,6 +571,19 @@ def _matches(e: Experiment, pred: dict[str, Any]) -> bool:
     return all(results) if q.get("condition", "AND") == "AND" else any(results)
 
 
+def _multipart(ctype: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as {part name: bytes of a file part, str of a field} (asset uploads)."""
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + raw
+    )
+    parts: dict[str, Any] = {}
+    for part in msg.iter_parts():
+        data = part.get_payload(decode=True)
+        name = part.get_param("name", header="content-disposition")
+        parts[str(name)] = data if part.get_filename() else data.decode()
+    return parts
+
+
 @contextmanager
 def serve(fake: FakeComet) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
@@ -398,7 +592,10 @@ def serve(fake: FakeComet) -> Iterator[str]:
             query = {k: v[0] for k, v in parse_qs(u.query).items()}
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
-            body = json.loads(raw) if raw else None
+            if self.headers.get("Content-Encoding") == "gzip":  # the batch routes (connection_api.py:1136-1145)
+                raw = gzip.decompress(raw)
+            ctype = self.headers.get("Content-Type") or ""
+            body = _multipart(ctype, raw) if ctype.startswith("multipart/") else json.loads(raw) if raw else None
             status, payload = fake.handle(self.command, u.path, query, body, self.headers.get("Authorization"))
             data = json.dumps(payload).encode()
             self.send_response(status)

@@ -517,3 +517,47 @@ def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(tmp_path: Path, how:
             check=True,
         ).stdout.split()
         assert out == [fake.url, f"{fake.url}/clientlib/", f"{fake.url}/acme/fast/a/b/compare"]
+
+
+def test_an_online_run_logs_to_comet_and_is_tagged_after_the_run(repo: Repo, comet: FakeComet):
+    """Online end to end: the helper's experiment and a script's own `comet_ml.start()` land in
+    Comet (the fake, over the wire comet_ml speaks) under the keys mlops-ci gave them; the script's
+    own experiment gets the commit's tags after the run; a retrained job resumes its experiment."""
+    comet.project("acme", "fast")
+    sha = repo.git("rev-parse", "HEAD")
+    proc = repo.run("train", online=True)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    key = run["links"]["comet_experiment_key"]
+    exp = comet.experiments[key]
+    assert (exp.workspace, exp.project) == ("acme", "fast") and "comet_archive" not in run["links"]
+    assert [v for _, v, _ in exp.metrics["accuracy"]] == [0.9] and exp.others["git_sha"] == sha
+    assert sha in exp.tags and "branch:main" in exp.tags
+    assert run["links"]["comet"] == f"{comet.url}/acme/fast/{key}"
+    assert not comet.unhandled
+    assert "0.9" in repo.ok("report", online=True)  # the numbers read back from Comet
+
+    (repo.path / "train.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            import comet_ml
+
+            exp = comet_ml.start(experiment_config=comet_ml.ExperimentConfig(
+                auto_output_logging=False, log_code=False, display_summary_level=0))
+            print("accuracy=0.91")
+            exp.log_metric("accuracy", 0.91)
+            open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w").write("{}")
+            exp.end()
+            """
+        )
+    )
+    sha = repo.commit("plain comet_ml.start")
+    assert repo.run("train", online=True).returncode == 0
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    exp = comet.experiments[run["links"]["comet_experiment_key"]]
+    assert exp.others["git_sha"] == sha  # logged by comet_ml itself from COMET_LOG_OTHER_GIT_SHA
+    assert sha in exp.tags and "branch:main" in exp.tags  # added by mlops-ci after the run
+    assert repo.run("train", "--force", online=True).returncode == 0  # a new run: a new experiment
+    assert json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_experiment_key"] != exp.key
+    assert not comet.unhandled and not comet.errors, (comet.unhandled, comet.errors)
