@@ -522,7 +522,8 @@ def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(tmp_path: Path, how:
 def test_an_online_run_logs_to_comet_and_is_tagged_after_the_run(repo: Repo, comet: FakeComet):
     """Online end to end: the helper's experiment and a script's own `comet_ml.start()` land in
     Comet (the fake, over the wire comet_ml speaks) under the keys mlops-ci gave them; the script's
-    own experiment gets the commit's tags after the run; a retrained job resumes its experiment."""
+    own experiment gets the commit's tags after the run; a forced retrain is a new run with a new
+    experiment (a restarted job resuming its own: tests/integration/test_comet_wire.py)."""
     comet.project("acme", "fast")
     sha = repo.git("rev-parse", "HEAD")
     proc = repo.run("train", online=True)
