@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -117,7 +118,8 @@ class Comet:
         from ..tracking import PROVENANCE
 
         logged = {**{n: provenance[v] for n, v in PROVENANCE.items() if provenance.get(v)}, **others}
-        env.update({f"COMET_LOG_OTHER_{n.upper()}": v for n, v in logged.items() if v})
+        # an environment variable's name: SageMaker allows [A-Za-z_][A-Za-z0-9_]* (a channel may be `my-data`)
+        env.update({f"COMET_LOG_OTHER_{re.sub(r'[^A-Za-z0-9_]', '_', n).upper()}": v for n, v in logged.items() if v})
         if self.t.model_name:
             env["MLOPS_CI_COMET_MODEL_NAME"] = self.t.model_name
         if self.online:

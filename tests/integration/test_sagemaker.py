@@ -430,6 +430,15 @@ def test_a_comet_key_reaches_the_job_environment_only_and_is_masked_in_plans(rep
     assert sent["Environment"]["COMET_OFFLINE_DIRECTORY"] == "/opt/ml/output/data/comet"
     key = sent["Environment"]["MLOPS_CI_COMET_EXPERIMENT_KEY"]
     assert sent["Environment"]["MLOPS_CI_GIT_SHA"] == repo.git("rev-parse", "HEAD")
+    # comet_ml itself logs the commit, the job and the data on whatever experiment the script makes
+    envs = sent["Environment"]
+    assert envs["COMET_LOG_OTHER_GIT_SHA"] == repo.git("rev-parse", "HEAD")
+    assert envs["COMET_LOG_OTHER_SAGEMAKER_TRAINING_JOB"] == sent["TrainingJobName"]
+    assert envs["COMET_LOG_OTHER_SAGEMAKER_REGION"] == REGION
+    assert any(k.startswith("COMET_LOG_OTHER_DATA_") for k in envs)
+    assert envs["COMET_EXPERIMENT_NAME"].startswith(repo.git("rev-parse", "HEAD")[:8] + " · ")
+    assert envs["COMET_AUTO_LOG_GIT_METADATA"] == envs["COMET_AUTO_LOG_GIT_PATCH"] == "false"
+    assert "PYTHONPATH" not in envs and "MLOPS_CI_COMET_OFFLINE" not in envs  # the offline shim is local only
     assert secret not in json.dumps(sent["HyperParameters"]) and secret not in json.dumps(sent["Tags"])
     run = json.loads(repo.ok("runs", "show", "--json"))
     assert run["links"]["comet_experiment_key"] == key and run["links"]["comet"].endswith(f"/acme/fast/{key}")

@@ -1,0 +1,38 @@
+"""What a training job's environment tells comet_ml (offline: no comet_ml import needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mlops_ci.backends.comet import Comet
+from mlops_ci.config import parse
+
+
+def _comet() -> Comet:
+    cfg = parse("project: fast\ntracking: {backend: comet, workspace: acme}\n", "mlops-ci.yaml", ".")
+    return Comet(cfg, {})
+
+
+def test_every_other_is_a_valid_environment_variable_name():
+    """SageMaker's Environment keys are [A-Za-z_][A-Za-z0-9_]*: a channel named `my-data` or
+    `v1.2` still gets a variable comet_ml reads (COMET_LOG_OTHER_<NAME>)."""
+    env = _comet().job_env(
+        "k" * 32,
+        {"MLOPS_CI_GIT_SHA": "a" * 40},
+        "/tmp/comet",
+        name="aaaaaaaa · main",
+        others={"data_my-data": "s3://b/p sha256:1", "data_v1.2": "d sha256:2"},
+        local=False,
+    )
+    assert env["COMET_LOG_OTHER_DATA_MY_DATA"] == "s3://b/p sha256:1"
+    assert env["COMET_LOG_OTHER_DATA_V1_2"] == "d sha256:2"
+    assert env["COMET_LOG_OTHER_GIT_SHA"] == "a" * 40
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in env)
+    assert env["COMET_START_ONLINE"] == "false" and "PYTHONPATH" not in env  # remote: no offline shim
+
+
+def test_a_local_offline_job_gets_the_offline_shim_first_on_its_path():
+    env = _comet().job_env("k" * 32, {}, "/tmp/comet", name="n", others={}, local=True)
+    shim = Path(env["PYTHONPATH"])
+    assert (shim / "sitecustomize.py").is_file() and env["MLOPS_CI_COMET_OFFLINE"] == "1"
