@@ -161,7 +161,13 @@ def test_a_server_killed_by_hand_shows_as_drift_and_a_broken_endpoint(project: P
     pid = store.endpoint_state("fast", "production").server_pid
     store.close()
     os.kill(pid, signal.SIGKILL)  # someone killed the model server
-    code, out, err = project.cli("status", "--check")
+    # Its workers die with it (PDEATHSIG), a moment later: until then status names them as strays.
+    deadline = time.monotonic() + 10
+    while True:
+        code, out, err = project.cli("status", "--check")
+        if "endpoint is Degraded" in out or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert code == 12 and "endpoint is Degraded" in out
     code, _, err = project.cli("invoke", "production", "--data", "[[1, 2]]")
     assert code == 10 and "no healthy model server" in err
