@@ -507,12 +507,10 @@ def read_archive(
                 order = float(step) if isinstance(step, int | float) else float(n)
                 points.setdefault(name, []).append((order, _float(m.get("metricValue"))))
         elif msg.get("type") == "parameter_msg":
+            # Auto-logged (framework) parameters too: Comet's parameter summary has them and does
+            # not say which they are, so an offline table and an online one list the same names.
             p = payload.get("param") or {}
-            if (
-                p.get("source") != "auto-logged"
-                and isinstance(p.get("paramName"), str)
-                and p["paramName"] not in AUTO_PARAMS
-            ):
+            if isinstance(p.get("paramName"), str) and p["paramName"] not in AUTO_PARAMS:
                 params[p["paramName"]] = p.get("paramValue")
     metrics: dict[str, float] = {}
     series: dict[str, Sequence[float]] = {}

@@ -36,3 +36,30 @@ def test_a_local_offline_job_gets_the_offline_shim_first_on_its_path():
     env = _comet().job_env("k" * 32, {}, "/tmp/comet", name="n", others={}, local=True)
     shim = Path(env["PYTHONPATH"])
     assert (shim / "sitecustomize.py").is_file() and env["MLOPS_CI_COMET_OFFLINE"] == "1"
+
+
+def test_an_archive_and_comet_list_the_same_parameters(tmp_path: Path):
+    """Comet's parameter summary lists framework auto-logged parameters with the script's own and
+    does not mark them: the archive reader keeps them too, and values become Comet's strings
+    unless they are the recorded hyperparameter's."""
+    import json
+    import zipfile
+
+    from mlops_ci.backends.comet import _typed, read_archive
+
+    lines = [
+        {"type": "parameter_msg", "payload": {"param": {"paramName": "quality", "paramValue": 0.9}}},
+        {
+            "type": "parameter_msg",
+            "payload": {"param": {"paramName": "max_depth", "paramValue": 3, "source": "auto-logged"}},
+        },
+        {"type": "parameter_msg", "payload": {"param": {"paramName": "version", "paramValue": "007"}}},
+        {"type": "parameter_msg", "payload": {"param": {"paramName": "curr_step", "paramValue": 4}}},
+    ]
+    archive = tmp_path / "k.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("messages.json", "\n".join(json.dumps(m) for m in lines))
+    _, _, params = read_archive(archive, {}, "last")
+    offline = _typed(params, {"quality": 0.9})
+    online = _typed({"quality": "0.9", "max_depth": "3", "version": "007"}, {"quality": 0.9})  # Comet's strings
+    assert offline == online == {"quality": 0.9, "max_depth": "3", "version": "007"}
