@@ -158,7 +158,8 @@ def unsigned_here(env: Mapping[str, str]) -> str | None:
     same-repository pull requests can use, so they must not be able to sign; their verdicts are
     advisory, and the release job gates the tagged commit again. Outside Actions whoever runs
     the gate signs with their own credentials, and the key policy decides whether they may."""
-    if env.get("GITHUB_ACTIONS") != "true" or env.get("GITHUB_REF_TYPE") == "tag":
+    tag = env.get("GITHUB_REF_TYPE") == "tag" or env.get("GITHUB_REF", "").startswith("refs/tags/")
+    if env.get("GITHUB_ACTIONS") != "true" or tag:
         return None
     event = env.get("GITHUB_EVENT_NAME") or "workflow"
     return f"a {event} job on {env.get('GITHUB_REF') or 'a branch'} does not sign (only a release tag's job does)"

@@ -135,6 +135,9 @@ def check(
     runs = {r.run_id: r for r in store.runs(project, limit=10**9)}
     versions = store.versions(project)
     verdicts: dict[str, Verdict] = {}
+    # An unsigned verdict is a PR or branch job's advisory one (only a release job signs): it is a
+    # problem only when a version rests on it. Every signature there is must verify.
+    promoted = {mv.verdict_id for mv in versions}
     for run in runs.values():
         problems += integrity.link_problems(run=run, series=store.series(run.run_id))
         for judged in store.verdicts_for(run.run_id):
@@ -142,7 +145,8 @@ def check(
             base = runs.get(judged.baseline_run_id) if judged.baseline_run_id else None
             found = integrity.link_problems(verdict=judged, run=run, baseline=base)
             found = [p for p in found if judged.verdict_id in p]
-            if signature is not None and not found and (bad := signature(judged)):
+            needs = judged.signature.get("value") or judged.verdict_id in promoted
+            if signature is not None and not found and needs and (bad := signature(judged)):
                 found.append(bad)
             problems += found
     by_number = {mv.version: mv for mv in versions}
