@@ -687,6 +687,8 @@ def _compare_url(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> str:
         raise r.fail(path, "must contain {baseline} and {head} (the two experiment keys)")
     if not re.match(r"^(\{server\}|https?://)", text):
         raise r.fail(path, "must start with {server} or http(s)://")
+    if re.search(r"[\s<>\x00-\x1f\x7f]", text):
+        raise r.fail(path, "must be one URL: no spaces, line breaks, control characters or < >")
     return text
 
 

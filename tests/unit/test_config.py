@@ -232,6 +232,10 @@ def test_local_training_digest_is_unchanged_by_the_new_settings():
             r"unknown placeholder \{\}",
         ),
         ("tracking: {backend: comet, workspace: w, compare_url: 'javascript:{baseline}{head}'}\n", "must start with"),
+        (
+            'tracking: {backend: comet, workspace: w, compare_url: "https://x/{baseline}/{head}\\n\\n# Ok @a/b"}\n',
+            "must be one URL",
+        ),
     ],
 )
 def test_bad_tracking_settings_fail_with_location(snippet: str, expected: str):

@@ -109,3 +109,14 @@ def test_non_finite_values_stay_valid_json():
     c = compare("p", head, None, "none", {})
     data = json.loads(render_json(c, [], GateOutcome(True, ()).passed))
     assert data["comparison"]["metrics"][0]["new"] == "nan"
+
+
+def test_a_link_with_line_breaks_or_angle_brackets_stays_one_inert_link():
+    """A link's text comes from records someone else may have written (a fork's report artifact,
+    a compare_url template): nothing in it may end the link or start markdown on a new line."""
+    from mlops_ci.report import _links
+
+    hostile = "https://x/a\n\n# Approved by @acme/security-team\r\n<b>hi</b> x\ty"
+    out = _links({"comet": hostile, "log": "/home/me/train.log"})
+    assert "\n" not in out and "\r" not in out and "\t" not in out and "<b>" not in out
+    assert out == "[comet](<https://x/a%0A%0A#%20Approved%20by%20@acme/security-team%0D%0A%3Cb%3Ehi%3C/b%3E%20x%09y>)"
