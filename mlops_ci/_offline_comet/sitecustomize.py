@@ -30,6 +30,7 @@ def _offline(comet_ml: ModuleType) -> None:
         def __init__(self, api_key: str | None = None, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
 
+    Experiment.__module__, Experiment.__qualname__ = "comet_ml", "Experiment"  # pickled by that name
     comet_ml.Experiment = Experiment  # type: ignore[attr-defined]
 
 

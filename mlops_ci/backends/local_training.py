@@ -234,8 +234,9 @@ class LocalTrainingBackend:
             return result
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
         env = {**os.environ, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
-        # the code first, as SageMaker has it; a tracker's own directory (extra) before the user's
-        paths = (str(code), extra.get("PYTHONPATH", ""), {**os.environ, **spec.environment}.get("PYTHONPATH", ""))
+        # the code as SageMaker has it, then the user's; a tracker's own directory (extra: a
+        # sitecustomize, which must come first to be the one Python runs; it runs any it shadows)
+        paths = (extra.get("PYTHONPATH", ""), str(code), {**os.environ, **spec.environment}.get("PYTHONPATH", ""))
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         python = spec.python
         scanner = MetricScanner(spec.metric_regexes)
