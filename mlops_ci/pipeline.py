@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 import re
 import secrets
@@ -312,10 +313,13 @@ class Workspace:
         job = name if remote else spec.job_name
         links = {"log": str(result.log_path), **result.links}
         if cfg.tracking.backend == "comet":
-            links.update(self.comet().collect(self.comet().experiment_key(job), result.output_dir, self.home / "comet"))
+            key = self.comet().experiment_key(job)
+            links.update(self.comet().collect(key, result.output_dir, self.home / "comet"))
             if "comet_archive" in links:
                 self.say(f"Comet: offline experiment {links['comet_archive']}; upload it later with "
                          f"`comet upload {links['comet_archive']}` (COMET_API_KEY set)")  # fmt: skip
+            if result.exit_code == 0 and result.failure is None:
+                self._comet_numbers(key, links, result)
         base = dict(
             run_id=run_id,
             project=self.project,
@@ -362,6 +366,25 @@ class Workspace:
         if cfg.tracking.backend == "comet" and self.comet().online:
             self._tag_experiment(run, spec, job)
         return run, False
+
+    def _comet_numbers(self, key: str, links: dict[str, str], result: Any) -> None:
+        """The job's Comet numbers join the ones from its log and metrics.json (Comet's value wins
+        for a metric both have, as `tracking.summary` picks it), read once now and sealed with the
+        run: the gate decides on these, never on what the experiment says later (anyone with the
+        project's API key can log to any experiment, ours included)."""
+        from .errors import MlopsCiError
+
+        try:
+            found = self.comet().at_training(key, links, self.cfg.metrics, self.cfg.training.hyperparameters)
+        except MlopsCiError as exc:
+            self.warn(f"the run's Comet numbers could not be read ({exc.message}); it records the ones from its log")
+            return
+        if found is None:
+            self.warn(f"Comet has no experiment {key} for this run; it records the numbers from its log")
+            return
+        metrics, series = found
+        result.metrics = {**result.metrics, **metrics}
+        result.series = {**result.series, **series}
 
     def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:
         """A script that made its own experiment (no helper) still gets the commit: online,
@@ -798,23 +821,24 @@ class Workspace:
         return Review(comparison, outcome, head, choice, policy, source)
 
     def _from_comet(self, run: Run, series: dict[str, Sequence[float]]) -> tuple[Run, dict[str, Sequence[float]]]:
-        """The run as its own Comet experiment (or offline archive) has it. Only that experiment's
-        numbers count: another experiment claiming the commit is warned about, never used."""
+        """The run with its Comet links and parameters. Its metrics and curves stay the ones sealed
+        at training: what the experiment says now only differs if someone logged to it since, and
+        that is said, not used."""
         found = self.comet().numbers(run, self.cfg.metrics)
         for note in found.notes:
             self.warn(note)
+        for name, now in sorted((found.metrics or {}).items()):
+            sealed = run.metrics.get(name)
+            if sealed is not None and not math.isclose(now, sealed, rel_tol=1e-9, abs_tol=1e-12):
+                self.warn(
+                    f"Comet's experiment of run {run.run_id} now says {name}={now:g}, but {sealed:g} was recorded "
+                    "when it trained: someone logged to it since; the recorded value counts"
+                )
         links = dict(run.links)
         if found.link and found.key:
             links.update(comet=found.link, comet_found_key=found.key)
-        if found.metrics is None or found.params is None:
-            self.warn(
-                f"run {run.run_id} ({run.sha[:8]}) has neither its own Comet experiment nor an offline archive "
-                "here; its numbers are the ones recorded at training"
-            )
-            return dataclasses.replace(run, links=links), series
-        return dataclasses.replace(run, metrics=found.metrics, params=found.params, links=links), (
-            dict(found.series) or series
-        )
+        params = found.params if found.params is not None else run.params
+        return dataclasses.replace(run, params=params, links=links), series
 
     def record_verdict(self, review: Review) -> Verdict:
         b = review.baseline.run
@@ -850,10 +874,13 @@ class Workspace:
         self.guard_store()
         run = self.head_run(ref)
         existing = self.store.version_for_sha(self.project, run.sha)
-        if existing:  # a promote cut short before registering: finish it
+        if existing:  # a promote cut short before registering: finish it, from a record that holds
+            self.verify_version(existing)
             self._register_comet(existing, self.store.get_run(existing.run_id) or run, self._package(existing))
             return existing, False
         verdict = self.check_provenance(run)
+        if self.signer(run.sha) is not None and (why := integrity.unsigned_here(self.env)) and not self.dry_run:
+            raise Refused(f"gate.signing_key is set and {why}: promote in the release workflow (a tag's job)")
         self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"run {run.run_id}")
 
         def make(version: int) -> ModelVersion:
@@ -919,12 +946,25 @@ class Workspace:
             raise
         self.say(f"Comet model registry: {label}" + ("" if created else " (already registered)"))
 
-    def check_registry_statuses(self) -> None:
-        """Before a deploy or rollback changes anything: the Comet registry statuses it will set
-        exist in the workspace (a wrong one is a config error now, not a warning afterwards)."""
+    def check_registry_statuses(self, *, rollback: bool) -> None:
+        """Before a deploy changes anything: the Comet registry statuses it will set exist in the
+        workspace (a wrong one refuses the deploy now, rather than a warning after it). Comet is
+        beside mlops-ci's registry, never in the way: when it cannot answer, or for a rollback
+        (an emergency), a problem is a warning and the rollout goes on."""
         t = self.cfg.tracking
-        if t.backend == "comet" and t.model_name and self.comet().online:
-            self.comet().check_statuses()
+        if t.backend != "comet" or not t.model_name:
+            return
+        from .errors import ConfigError, MlopsCiError
+
+        try:
+            problem = self.comet().status_problem() if self.comet().online else None
+        except MlopsCiError as exc:
+            self.warn(f"Comet's registry statuses were not checked ({exc.message}); its registry may not follow")
+            return
+        if problem and not rollback:
+            raise ConfigError(problem)
+        if problem:
+            self.warn(f"{problem}; the rollback goes on, Comet's registry will not follow it")
 
     def deployed(self, mv: ModelVersion, endpoint: str) -> None:
         """After a successful rollout: the Comet registry version gets the deployed status."""

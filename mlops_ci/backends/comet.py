@@ -21,7 +21,7 @@ from typing import Any
 
 from ..compare import downsample
 from ..config import Config, MetricGoal
-from ..errors import BadCredentials, ConfigError, MlopsCiError, NotFound, Refused, Transient
+from ..errors import BadCredentials, ConfigError, IntegrityError, MlopsCiError, NotFound, Refused, Transient
 from ..records import ModelVersion, Run
 
 CLOUD = "https://www.comet.com"  # comet_ml's default server
@@ -33,22 +33,21 @@ REGISTRY_MODEL_NOT_FOUND = 42008  # Comet's sdk_error_code for a registry model 
 
 @dataclass(frozen=True)
 class Located:
-    """Where a run's experiment is in Comet: `trusted` only under the key mlops-ci gave it."""
+    """A run's own experiment in Comet (the key mlops-ci gave it), or None, and warnings."""
 
     exp: Any  # comet_ml APIExperiment, or None
     key: str | None
-    trusted: bool
     notes: tuple[str, ...]  # warnings for the user: other experiments that claim the run or its commit
 
 
 @dataclass(frozen=True)
 class Numbers:
-    """A run's numbers as Comet (or its offline archive) has them; None: keep the recorded ones."""
+    """A run's numbers as its Comet experiment (or offline archive) has them now; None: neither."""
 
     metrics: dict[str, float] | None
     series: Mapping[str, Sequence[float]]
     params: dict[str, Any] | None
-    link: str | None  # the experiment's page, under the key Comet has it
+    link: str | None  # the experiment's page
     key: str | None
     notes: tuple[str, ...]
 
@@ -221,6 +220,11 @@ class Comet:
             return BadCredentials(
                 f"Comet rejected the API key in ${self.t.api_key_env} while trying to {what}; set a valid key"
             )
+        if "backend version" in text:  # comet_ml's Model API checks the server's version first
+            return Refused(
+                f"Comet's server cannot {what}: comet_ml says {text[:200]!r}; its model registry needs a newer "
+                "Comet server (or drop tracking.model_name)"
+            )
         if isinstance(status, int) and 400 <= status < 500:
             detail = _detail(exc)
             if status == 404:
@@ -229,10 +233,10 @@ class Comet:
         return Transient(f"Comet did not answer while trying to {what} ({type(exc).__name__}); retry later")
 
     def locate(self, run: Run) -> Located:
-        """The run's experiment in Comet. Only the experiment under the key mlops-ci gave the job
-        (and recorded) is trusted for numbers and the registry. An experiment that names the run
-        and its commit under another key (an archive uploaded with `--force-upload`) is linked,
-        never trusted; any other experiment claiming the commit is named in a warning, not used."""
+        """The run's experiment in Comet: only the one under the key mlops-ci gave the job (and
+        recorded), in the configured project. Any other experiment that claims the run or its
+        commit (their ids are public: anyone who can log to the project can name them) is named in
+        a warning, never linked or used."""
         key = run.links.get("comet_experiment_key", "")
         if run.run_id in self._found:
             return self._found[run.run_id]
@@ -243,56 +247,70 @@ class Comet:
                 "a typo in tracking.workspace / project_name, or a key without access to it)"
             )
             first = not self._found  # said once per invocation, not once per run
-            return self._found.setdefault(run.run_id, Located(None, None, False, (note,) if first else ()))
+            return self._found.setdefault(run.run_id, Located(None, None, (note,) if first else ()))
         from comet_ml.api import Other
 
         notes: list[str] = []
         try:
             exp = api.get_experiment_by_key(key) if key else None
             if exp is not None and (exp.workspace, exp.project_name) == (self.workspace, self.project):
-                return self._found.setdefault(run.run_id, Located(exp, key, True, ()))
+                return self._found.setdefault(run.run_id, Located(exp, key, ()))
             if exp is not None:
                 notes.append(
                     f"experiment {key} is in {exp.workspace}/{exp.project_name}, not in "
                     f"{self.workspace}/{self.project}; not used"
                 )
-            mine = api.query(
-                self.workspace, self.project, (Other("mlops_ci_run") == run.run_id) & (Other("git_sha") == run.sha)
-            )
-            if mine:
-                other = mine[-1]
-                notes.append(
-                    f"run {run.run_id}'s experiment is not in Comet under the key mlops-ci gave it ({key}), but "
-                    f"experiment {other.id} names the run (uploaded with --force-upload?): linked, its numbers not "
-                    "used; upload the archive without --force-upload to keep the key"
-                )
-                return self._found.setdefault(run.run_id, Located(other, other.id, False, tuple(notes)))
             claims = [e.id for e in api.query(self.workspace, self.project, Other("git_sha") == run.sha) or []]
         except Exception as exc:  # noqa: BLE001 - comet_ml raises its own REST errors and requests' errors
             raise self._error(exc, f"find the experiment of run {run.run_id}") from None
         if claims:
             notes.append(
-                f"Comet experiment(s) {', '.join(claims[:3])} claim commit {run.sha[:8]} but are not run "
-                f"{run.run_id}'s experiment ({key or 'no key recorded'}); ignored"
+                f"run {run.run_id}'s experiment ({key or 'no key recorded'}) is not in Comet, but experiment(s) "
+                f"{', '.join(claims[:3])} claim commit {run.sha[:8]}: ignored (an archive uploaded with "
+                "--force-upload gets a new key; upload it without, so it keeps the one mlops-ci gave it)"
             )
-        return self._found.setdefault(run.run_id, Located(None, None, False, tuple(notes)))
+        return self._found.setdefault(run.run_id, Located(None, None, tuple(notes)))
 
     def numbers(self, run: Run, goals: Mapping[str, MetricGoal]) -> Numbers:
-        """The run's numbers from its own Comet experiment, else from its offline archive (the
-        same numbers the job logged), else none (the caller keeps those recorded at training).
-        The link is to the experiment under whatever key Comet has it."""
-        found = self.locate(run) if self.online else Located(None, None, False, ())
-        link = self.url(found.key or "", found.exp) if found.exp is not None else None
-        if found.trusted:
-            return Numbers(*self._online_numbers(found.exp, run, goals), link, found.key, found.notes)
+        """What the run's own experiment says now (for the report to compare with the numbers
+        sealed at training), else what its offline archive says, else nothing."""
+        found = self.locate(run) if self.online else Located(None, None, ())
+        if found.exp is not None:
+            metrics, series, params = self._online_numbers(found.exp, run.run_id, goals, run.params)
+            return Numbers(metrics, series, params, self.url(found.key or "", found.exp), found.key, found.notes)
         archive = run.links.get("comet_archive")
         if archive and Path(archive).is_file():
-            metrics, series, params = read_archive(Path(archive), goals, self.t.summary)
-            return Numbers(metrics, series, _typed(params, run.params), link, found.key, found.notes)
-        return Numbers(None, {}, None, link, found.key, found.notes)
+            try:
+                metrics, series, params = read_archive(Path(archive), goals, self.t.summary)
+            except MlopsCiError as exc:
+                return Numbers(None, {}, None, None, None, (*found.notes, exc.message))
+            return Numbers(metrics, series, _typed(params, run.params), None, None, found.notes)
+        return Numbers(None, {}, None, None, None, found.notes)
+
+    def at_training(
+        self, key: str, links: Mapping[str, str], goals: Mapping[str, MetricGoal], params: Mapping[str, Any]
+    ) -> tuple[dict[str, float], dict[str, Sequence[float]]] | None:
+        """The job's numbers as its experiment has them right after the job: its offline archive,
+        or online the experiment under `key`. Read once, by the process that ran the job, and
+        sealed into the run; later writes to the experiment change nothing that decides."""
+        archive = links.get("comet_archive")
+        if archive:
+            metrics, series, _ = read_archive(Path(archive), goals, self.t.summary)
+            return metrics, series
+        if not self.online:
+            return None
+        api = self.api(need_project=False)
+        try:
+            exp = api.get_experiment_by_key(key) if api is not None else None
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise self._error(exc, f"read experiment {key}") from None
+        if exp is None:
+            return None
+        metrics, series, _ = self._online_numbers(exp, key, goals, params)
+        return metrics, series
 
     def _online_numbers(
-        self, exp: Any, run: Run, goals: Mapping[str, MetricGoal]
+        self, exp: Any, what: str, goals: Mapping[str, MetricGoal], recorded: Mapping[str, Any]
     ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
         try:
             summary = exp.get_metrics_summary() or []
@@ -307,8 +325,8 @@ class Comet:
                     metrics[m["name"]] = _pick(m, goals.get(m["name"]), self.t.summary)
             series = self._series(exp, sorted(metrics))
         except Exception as exc:  # noqa: BLE001 - as above
-            raise self._error(exc, f"read the experiment of run {run.run_id}") from None
-        return metrics, series, _typed(params, run.params)
+            raise self._error(exc, f"read the experiment of {what}") from None
+        return metrics, series, _typed(params, recorded)
 
     def _series(self, exp: Any, names: Sequence[str]) -> dict[str, Sequence[float]]:
         """Every metric's curve in one request (Comet samples each to about 500 points unless
@@ -329,7 +347,7 @@ class Comet:
     def tag(self, run: Run, provenance: Mapping[str, str], tags: list[str]) -> None:
         """The zero-code path: a script that made its own experiment gets the commit afterwards."""
         found = self.locate(run)
-        if not found.trusted:
+        if found.exp is None:
             raise NotFound(f"no Comet experiment for run {run.run_id} (key {run.links.get('comet_experiment_key')})")
         exp = found.exp
         try:
@@ -364,16 +382,18 @@ class Comet:
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read the registry statuses of workspace {self.workspace}") from None
 
-    def check_statuses(self) -> None:
-        """Before a deploy touches anything: the statuses it will set must exist in Comet."""
+    def status_problem(self) -> str | None:
+        """Why a deploy's registry statuses would be refused by Comet, or None (also when Comet
+        does not list its statuses: then there is nothing to check against)."""
         allowed = self.statuses()
         for key in ("deployed_status", "retired_status"):
             value = getattr(self.t, key)
             if allowed and value not in allowed:
-                raise ConfigError(
+                return (
                     f"tracking.{key} '{value}' is not a registry status of Comet workspace {self.workspace} "
                     f"(allowed: {', '.join(allowed)}); fix it in mlops-ci.yaml"
                 )
+        return None
 
     def register(self, mv: ModelVersion, run: Run, package: str | None = None) -> tuple[str, bool]:
         """Register the run's own experiment model as version N.0.0 of `tracking.model_name`, with
@@ -395,7 +415,7 @@ class Comet:
                     "to a new registry model, then promote again"
                 )
         found = self.locate(run)
-        if not found.trusted:
+        if found.exp is None:
             hint = run.links.get("comet_archive")
             raise NotFound(
                 f"run {run.run_id}'s experiment {key} is not in Comet, so there is nothing to register"
@@ -490,7 +510,7 @@ def read_archive(
         with zipfile.ZipFile(path) as z:
             lines = z.read("messages.json").decode("utf-8").splitlines()
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise MlopsCiError(f"cannot read the Comet offline archive {path}: {exc}") from None
+        raise IntegrityError(f"cannot read the Comet offline archive {path} ({exc}); it is damaged") from None
     points: dict[str, list[tuple[float, float]]] = {}
     params: dict[str, Any] = {}
     for n, line in enumerate(lines):

@@ -451,7 +451,7 @@ class LocalEndpoints:
 
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)
-        self._preflight(ep)
+        self._preflight(ep, rollback=True)
         if ep.backend == "local" and not self.ws.dry_run:
             with self.lock(name, lock_timeout):  # "previous" is only known once a killed deploy is recorded
                 self._recover(name)
@@ -471,9 +471,9 @@ class LocalEndpoints:
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
         return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
 
-    def _preflight(self, ep: EndpointConfig) -> None:
+    def _preflight(self, ep: EndpointConfig, *, rollback: bool = False) -> None:
         self.ws.guard_store()
-        self.ws.check_registry_statuses()
+        self.ws.check_registry_statuses(rollback=rollback)
         if ep.backend == "local" and not self.ws.dry_run:
             self.ws.runner_guard(
                 f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "

@@ -181,23 +181,41 @@ def test_the_report_from_comet_shows_the_store_deltas_plus_comet_links(repo: Rep
     assert _deltas(json.loads(repo.ok("report", "--base", "main", "--json"))) == _deltas(from_store)
 
 
-def test_a_reuploaded_experiment_is_linked_under_its_new_key_but_not_trusted(repo: Repo, comet: FakeComet):
+def test_an_experiment_under_another_key_is_named_not_linked_or_used(repo: Repo, comet: FakeComet):
+    """`comet upload --force-upload` lands a run's archive under a new key; so can anyone log an
+    experiment naming the run and its commit (both are public). Neither is linked or used."""
     repo.ok("train")
     run = json.loads(repo.ok("runs", "show", "--json"))
     exp = comet.upload(Path(run["links"]["comet_archive"]))
-    comet.rekey(exp, "0" * 32)  # `comet upload --force-upload` gives the experiment a new key
-    exp.metrics["accuracy"] = [(3, 0.99, 0)]  # and whatever it says now is not what the job logged
+    comet.rekey(exp, "0" * 32)
+    exp.metrics["accuracy"] = [(3, 0.99, 0)]
     proc = repo.run("report", "--json", online=True)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["comparison"]["head"]["links"]["comet"].endswith("/acme/fast/" + "0" * 32)  # where Comet has it
-    assert _deltas(report)["accuracy"][1] == 0.9  # the numbers: the job's own archive
-    assert "names the run (uploaded with --force-upload?)" in proc.stderr and "0" * 32 in proc.stderr
+    assert "comet" not in report["comparison"]["head"]["links"]
+    assert _deltas(report)["accuracy"][1] == 0.9  # the numbers sealed at training
+    assert f"experiment(s) {'0' * 32} claim commit" in proc.stderr and "--force-upload" in proc.stderr
+
+
+def test_numbers_logged_to_the_runs_own_experiment_later_never_reach_the_gate(repo: Repo, comet: FakeComet):
+    """The experiment key is public (it is in every comment's link) and anyone with the project's
+    API key can log to it: the gate decides on the numbers sealed at training and says Comet
+    differs."""
+    repo.commit("weak model", quality=0.5)
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    exp = comet.upload(Path(run["links"]["comet_archive"]))
+    assert repo.run("gate", online=True).returncode == 1
+    exp.metrics["accuracy"].append((999, 0.99, 0))  # ExistingExperiment(key).log_metric(..., step=999)
+    proc = repo.run("gate", "--json", online=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "now says accuracy=0.99, but 0.5 was recorded when it trained" in proc.stderr
+    assert repo.run("promote", online=True).returncode == 5
 
 
 def test_a_foreign_experiment_claiming_the_commit_never_feeds_the_gate(repo: Repo, comet: FakeComet):
     """Someone's experiment logs our commit's SHA with better numbers: the gate judges the run's
-    own numbers (its archive, else the ones recorded at training) and names the impostor."""
+    own numbers (sealed at training) and names the impostor."""
     sha = repo.commit("weak model", quality=0.5)
     repo.ok("train")
     comet.seed("acme", "fast", "f" * 32, others={"git_sha": sha}, metrics={"accuracy": 0.99, "loss": 0.01})
@@ -205,12 +223,12 @@ def test_a_foreign_experiment_claiming_the_commit_never_feeds_the_gate(repo: Rep
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["passed"] is False
     assert f"experiment(s) {'f' * 32} claim commit {sha[:8]}" in proc.stderr and "ignored" in proc.stderr
-    # Without the archive the recorded numbers decide, still not the impostor's.
+    # Without the archive the sealed numbers decide all the same, still not the impostor's.
     run = json.loads(repo.ok("runs", "show", "--json"))
     Path(run["links"]["comet_archive"]).unlink()
     proc = repo.run("gate", "--json", online=True)
     assert proc.returncode == 1, proc.stderr
-    assert "its numbers are the ones recorded at training" in proc.stderr
+    assert json.loads(proc.stdout)["results"][0]["value"] == 0.5
     # The promote of a run whose gate failed is refused whatever Comet says.
     assert repo.run("promote", online=True).returncode == 5
 
@@ -365,6 +383,11 @@ def test_deploying_v2_moves_production_and_the_tag_off_v1(repo: Repo, comet: Fak
         assert versions["2.0.0"]["status"] == "None" and versions["2.0.0"]["tags"] == [
             t for t in versions["2.0.0"]["tags"] if not t.startswith("deployed:")
         ]
+        comet.statuses = ("Staging", "Production")  # the organisation drops "None": retired_status is invalid
+        proc = repo.run("deploy", "v2.0.0", online=True)
+        assert proc.returncode == 2 and "tracking.retired_status 'None' is not a registry status" in proc.stderr
+        proc = repo.run("rollback", "production", online=True)  # an emergency: never blocked by Comet
+        assert proc.returncode == 0 and "the rollback goes on" in proc.stderr, proc.stderr
     finally:
         repo.run("endpoint", "stop", "production")
 
@@ -393,10 +416,12 @@ def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: R
     repo.ok("gate")
     repo.ok("promote", online=True)
     repo.git("tag", "v1.0.0")
-    comet.broken.add("/api/rest/v2/write/registry-model/item/status")  # Comet fails after the rollout
+    comet.broken.add("/api/rest/v2/registry-model/allowed_status_values")  # Comet is down before
+    comet.broken.add("/api/rest/v2/write/registry-model/item/status")  # and after the rollout
     try:
         proc = repo.run("deploy", "v1.0.0", online=True)
         assert proc.returncode == 0, proc.stderr
+        assert "Comet's registry statuses were not checked" in proc.stderr
         assert "Comet's registry was not updated" in proc.stderr
     finally:
         repo.run("endpoint", "stop", "production")
@@ -434,8 +459,13 @@ def test_a_plain_comet_ml_experiment_trains_offline_as_the_trained_commit(repo: 
         textwrap.dedent(
             """
             import os
+            import pickle
+            import comet_ml
             from comet_ml import Experiment
 
+            import sitecustomize_of_the_repo  # noqa: F401 - the repo's own sitecustomize ran too
+
+            assert pickle.loads(pickle.dumps(Experiment)) is comet_ml.Experiment
             exp = Experiment(auto_output_logging=False, log_code=False, display_summary_level=0)
             print("accuracy=0.9")
             exp.log_metric("accuracy", 0.9)
@@ -443,6 +473,10 @@ def test_a_plain_comet_ml_experiment_trains_offline_as_the_trained_commit(repo: 
             exp.end()
             """
         )
+    )
+    # a repository with a sitecustomize of its own: the offline one still runs first, then it
+    (repo.path / "sitecustomize.py").write_text(
+        "import sys, types\nsys.modules['sitecustomize_of_the_repo'] = types.ModuleType('x')\n"
     )
     (repo.path / "data").mkdir()
     (repo.path / "data" / "rows.csv").write_text("1,2\n")
