@@ -63,6 +63,7 @@ class FakeComet:
         self.notifications: list[dict[str, Any]] = []  # e-mails an online experiment asked Comet to send
         self.unhandled: list[tuple[str, str]] = []  # (method, path) of requests no route knows (answered 404)
         self.unhandled_bodies: list[Any] = []
+        self.version = BACKEND_VERSION  # what /clientlib/isAlive/ver says (Model API needs >= 3.5.42)
         self.errors: list[dict[str, Any]] = []  # what comet_ml reported through write/experiment/update-status
         self.broken: set[str] = set()  # paths that answer 500, as an outage would
         self.lock = threading.Lock()
@@ -136,7 +137,7 @@ class FakeComet:
         with self.lock:
             self.requests.append((method, path, auth))
         if path == "/clientlib/isAlive/ver":
-            return 200, {"msg": "", "code": 200, "data": None, "sdk_error_code": 0, "version": BACKEND_VERSION}
+            return 200, {"msg": "", "code": 200, "data": None, "sdk_error_code": 0, "version": self.version}
         if path in self.broken:
             return 500, {"msg": "Internal Server Error", "code": 500, "data": None, "sdk_error_code": 0}
         if path.startswith("/clientlib/"):

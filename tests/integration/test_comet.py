@@ -596,3 +596,19 @@ def test_an_online_run_logs_to_comet_and_is_tagged_after_the_run(repo: Repo, com
     assert repo.run("train", "--force", online=True).returncode == 0  # a new run: a new experiment
     assert json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_experiment_key"] != exp.key
     assert not comet.unhandled and not comet.errors, (comet.unhandled, comet.errors)
+
+
+def test_a_damaged_archive_and_an_old_comet_server_are_said_plainly(repo: Repo, comet: FakeComet):
+    _served(repo, "model_name: fast-model")
+    repo.ok("train")
+    run = json.loads(repo.ok("runs", "show", "--json"))
+    comet.upload(Path(run["links"]["comet_archive"]))
+    repo.ok("gate")
+    comet.version = "3.5.0"  # a self-hosted Comet older than comet_ml's model registry API
+    proc = repo.run("promote", online=True)
+    assert proc.returncode == 5, proc.stderr
+    assert "needs a newer Comet server" in proc.stderr and "fast v1 is recorded" in proc.stderr
+    Path(run["links"]["comet_archive"]).write_bytes(b"PK\x03\x04 cut short")
+    proc = repo.run("report", "--json")  # offline: the archive is all there is
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot read the Comet offline archive" in proc.stderr and "damaged" in proc.stderr
