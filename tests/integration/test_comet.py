@@ -392,13 +392,18 @@ def test_deploying_v2_moves_production_and_the_tag_off_v1(repo: Repo, comet: Fak
         repo.run("endpoint", "stop", "production")
 
 
-def test_a_status_comet_does_not_allow_is_refused_before_the_deploy(repo: Repo, comet: FakeComet):
-    _served(repo, "model_name: fast-model, deployed_status: Live")
+def _released(repo: Repo, comet: FakeComet, registry: str) -> None:
+    """Served with a Comet registry (`registry`), trained, uploaded, gated, promoted, tagged v1.0.0."""
+    _served(repo, registry)
     repo.ok("train")
     comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
     repo.ok("gate")
     repo.ok("promote", online=True)
     repo.git("tag", "v1.0.0")
+
+
+def test_a_status_comet_does_not_allow_is_refused_before_the_deploy(repo: Repo, comet: FakeComet):
+    _released(repo, comet, "model_name: fast-model, deployed_status: Live")
     try:
         proc = repo.run("deploy", "v1.0.0", online=True)
         assert proc.returncode == 2, proc.stderr
@@ -410,12 +415,7 @@ def test_a_status_comet_does_not_allow_is_refused_before_the_deploy(repo: Repo, 
 
 
 def test_a_deploy_that_comet_cannot_record_still_succeeds_with_a_warning(repo: Repo, comet: FakeComet):
-    _served(repo, "model_name: fast-model")
-    repo.ok("train")
-    comet.upload(Path(json.loads(repo.ok("runs", "show", "--json"))["links"]["comet_archive"]))
-    repo.ok("gate")
-    repo.ok("promote", online=True)
-    repo.git("tag", "v1.0.0")
+    _released(repo, comet, "model_name: fast-model")
     comet.broken.add("/api/rest/v2/registry-model/allowed_status_values")  # Comet is down before
     comet.broken.add("/api/rest/v2/write/registry-model/item/status")  # and after the rollout
     try:
@@ -506,51 +506,43 @@ def test_a_plain_comet_ml_experiment_trains_offline_as_the_trained_commit(repo: 
 
 
 @pytest.mark.parametrize("how", ["key", "config file"])
-def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(tmp_path: Path, how: str):
+def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(repo: Repo, comet: FakeComet, tmp_path: Path, how: str):
     """No COMET_URL_OVERRIDE: the server comes from the API key (comet_ml's `<key>*<base64 JSON
     with baseUrl>` form) or from the file COMET_CONFIG names, and every link points at it."""
     import base64
 
-    fake = FakeComet(api_key=KEY)
-    with serve(fake):
-        if how == "key":
-            embedded = base64.b64encode(json.dumps({"baseUrl": fake.url}).encode()).decode().rstrip("=")
-            fake.api_key = key = f"abcdefghijklmnopqrstuvwxy*{embedded}"
-            env = {"COMET_API_KEY": key}
-        else:
-            (tmp_path / "comet.config").write_text(f"[comet]\nurl_override = {fake.url}/clientlib/\n")
-            env = {"COMET_API_KEY": KEY, "COMET_CONFIG": str(tmp_path / "comet.config")}
-        path = tmp_path / "repo"
-        path.mkdir()
-        (path / "train.py").write_text(TRAIN)
-        (path / ".gitignore").write_text(".mlops-ci/\n")
-        git(path, "init", "-q", "-b", "main")
-        r = Repo(path, fake.url)
-        r.commit("initial")
-        env = {**env, "COMET_HTTP_SESSION_RETRY_TOTAL": "0"}
-        assert run_module("train", cwd=path, env={**env, "COMET_API_KEY": ""}).returncode == 0
-        run = json.loads(r.ok("runs", "show", "--json"))
-        fake.upload(Path(run["links"]["comet_archive"]))
-        proc = run_module("report", "--json", cwd=path, env=env)
-        assert proc.returncode == 0, proc.stderr
-        key_ = run["links"]["comet_experiment_key"]
-        assert json.loads(proc.stdout)["comparison"]["head"]["links"]["comet"] == f"{fake.url}/acme/fast/{key_}"
-        assert any(p == "/api/rest/v2/experiment/metrics/summary" for _, p, _ in fake.requests)
-        # what a job and the compare link get: the same server (a SageMaker job has no config file)
-        code = (
-            "import os; from pathlib import Path; from mlops_ci.config import load; from mlops_ci.backends.comet "
-            "import Comet; c = Comet(load(Path('.'), os.environ), os.environ); "
-            "print(c.server, c.clientlib_url(), c.compare_url('a', 'b'))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=path,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert out == [fake.url, f"{fake.url}/clientlib/", f"{fake.url}/acme/fast/a/b/compare"]
+    fake, path, r = comet, repo.path, repo
+    if how == "key":
+        embedded = base64.b64encode(json.dumps({"baseUrl": fake.url}).encode()).decode().rstrip("=")
+        fake.api_key = key = f"abcdefghijklmnopqrstuvwxy*{embedded}"
+        env = {"COMET_API_KEY": key}
+    else:
+        (tmp_path / "comet.config").write_text(f"[comet]\nurl_override = {fake.url}/clientlib/\n")
+        env = {"COMET_API_KEY": KEY, "COMET_CONFIG": str(tmp_path / "comet.config")}
+    env = {**env, "COMET_HTTP_SESSION_RETRY_TOTAL": "0"}
+    assert run_module("train", cwd=path, env={**env, "COMET_API_KEY": ""}).returncode == 0
+    run = json.loads(r.ok("runs", "show", "--json"))
+    fake.upload(Path(run["links"]["comet_archive"]))
+    proc = run_module("report", "--json", cwd=path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    key_ = run["links"]["comet_experiment_key"]
+    assert json.loads(proc.stdout)["comparison"]["head"]["links"]["comet"] == f"{fake.url}/acme/fast/{key_}"
+    assert any(p == "/api/rest/v2/experiment/metrics/summary" for _, p, _ in fake.requests)
+    # what a job and the compare link get: the same server (a SageMaker job has no config file)
+    code = (
+        "import os; from pathlib import Path; from mlops_ci.config import load; from mlops_ci.backends.comet "
+        "import Comet; c = Comet(load(Path('.'), os.environ), os.environ); "
+        "print(c.server, c.clientlib_url(), c.compare_url('a', 'b'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [fake.url, f"{fake.url}/clientlib/", f"{fake.url}/acme/fast/a/b/compare"]
 
 
 def test_an_online_run_logs_to_comet_and_is_tagged_after_the_run(repo: Repo, comet: FakeComet):
