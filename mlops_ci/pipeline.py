@@ -800,17 +800,18 @@ class Workspace:
                 raise
             policy, source = self.cfg, "the work tree"
             self.warn(f"{exc.message}. This report previews the work tree's rules; `mlops-ci gate` will refuse")
-        if self.cfg.tracking.backend == "comet":  # Comet's numbers, for the report and the gate alike
-            head, head_series = self._from_comet(head, head_series)
-            if b is not None and base_series is not None:
-                b, base_series = self._from_comet(b, base_series)
-                choice = dataclasses.replace(choice, run=b)
-                hk, bk = head.links.get("comet_found_key"), b.links.get("comet_found_key")
-                if hk and bk:  # both are in Comet: link them under the keys Comet has them
-                    links = {**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
-                    head = dataclasses.replace(head, links=links)
-            if head.links.get("comet_found_key"):
+        if self.cfg.tracking.backend == "comet":  # Comet's links and parameters; the numbers stay sealed
+            head, head_in_comet = self._from_comet(head)
+            if head_in_comet:
                 head = dataclasses.replace(head, links={**head.links, "comet_project": self.comet().project_url()})
+            if b is not None:
+                b, base_in_comet = self._from_comet(b)
+                choice = dataclasses.replace(choice, run=b)
+                hk, bk = head.links.get("comet_experiment_key"), b.links.get("comet_experiment_key")
+                if head_in_comet and base_in_comet and hk and bk:
+                    head = dataclasses.replace(
+                        head, links={**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
+                    )
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
         outcome = gate_mod.evaluate(policy.gate, head.metrics, b.metrics if b else None, choice.state, policy.metrics)
         if policy is not self.cfg and policy.gate_digest() != self.cfg.gate_digest():
@@ -820,10 +821,10 @@ class Workspace:
             )
         return Review(comparison, outcome, head, choice, policy, source)
 
-    def _from_comet(self, run: Run, series: dict[str, Sequence[float]]) -> tuple[Run, dict[str, Sequence[float]]]:
-        """The run with its Comet links and parameters. Its metrics and curves stay the ones sealed
-        at training: what the experiment says now only differs if someone logged to it since, and
-        that is said, not used."""
+    def _from_comet(self, run: Run) -> tuple[Run, bool]:
+        """The run with its Comet link and parameters, and whether its own experiment is in Comet.
+        Its metrics and curves stay the ones sealed at training: what the experiment says now only
+        differs if someone logged to it since, and that is said, not used."""
         found = self.comet().numbers(run, self.cfg.metrics)
         for note in found.notes:
             self.warn(note)
@@ -834,11 +835,9 @@ class Workspace:
                     f"Comet's experiment of run {run.run_id} now says {name}={now:g}, but {sealed:g} was recorded "
                     "when it trained: someone logged to it since; the recorded value counts"
                 )
-        links = dict(run.links)
-        if found.link and found.key:
-            links.update(comet=found.link, comet_found_key=found.key)
+        links = {**run.links, "comet": found.link} if found.link else run.links
         params = found.params if found.params is not None else run.params
-        return dataclasses.replace(run, params=params, links=links), series
+        return dataclasses.replace(run, params=params, links=links), found.link is not None
 
     def record_verdict(self, review: Review) -> Verdict:
         b = review.baseline.run

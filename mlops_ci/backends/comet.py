@@ -45,10 +45,8 @@ class Numbers:
     """A run's numbers as its Comet experiment (or offline archive) has them now; None: neither."""
 
     metrics: dict[str, float] | None
-    series: Mapping[str, Sequence[float]]
     params: dict[str, Any] | None
-    link: str | None  # the experiment's page
-    key: str | None
+    link: str | None  # the page of the run's own experiment, when Comet has it
     notes: tuple[str, ...]
 
 
@@ -276,16 +274,16 @@ class Comet:
         sealed at training), else what its offline archive says, else nothing."""
         found = self.locate(run) if self.online else Located(None, None, ())
         if found.exp is not None:
-            metrics, series, params = self._online_numbers(found.exp, run.run_id, goals, run.params)
-            return Numbers(metrics, series, params, self.url(found.key or "", found.exp), found.key, found.notes)
+            metrics, _, params = self._online_numbers(found.exp, run.run_id, goals, run.params, curves=False)
+            return Numbers(metrics, params, self.url(found.key or "", found.exp), found.notes)
         archive = run.links.get("comet_archive")
         if archive and Path(archive).is_file():
             try:
-                metrics, series, params = read_archive(Path(archive), goals, self.t.summary)
+                metrics, _, params = read_archive(Path(archive), goals, self.t.summary)
             except MlopsCiError as exc:
-                return Numbers(None, {}, None, None, None, (*found.notes, exc.message))
-            return Numbers(metrics, series, _typed(params, run.params), None, None, found.notes)
-        return Numbers(None, {}, None, None, None, found.notes)
+                return Numbers(None, None, None, (*found.notes, exc.message))
+            return Numbers(metrics, _typed(params, run.params), None, found.notes)
+        return Numbers(None, None, None, found.notes)
 
     def at_training(
         self, key: str, links: Mapping[str, str], goals: Mapping[str, MetricGoal], params: Mapping[str, Any]
@@ -306,11 +304,11 @@ class Comet:
             raise self._error(exc, f"read experiment {key}") from None
         if exp is None:
             return None
-        metrics, series, _ = self._online_numbers(exp, key, goals, params)
+        metrics, series, _ = self._online_numbers(exp, key, goals, params, curves=True)
         return metrics, series
 
     def _online_numbers(
-        self, exp: Any, what: str, goals: Mapping[str, MetricGoal], recorded: Mapping[str, Any]
+        self, exp: Any, what: str, goals: Mapping[str, MetricGoal], recorded: Mapping[str, Any], *, curves: bool
     ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
         try:
             summary = exp.get_metrics_summary() or []
@@ -323,7 +321,7 @@ class Comet:
             for m in summary:
                 if not m["name"].startswith(SYSTEM_METRICS):
                     metrics[m["name"]] = _pick(m, goals.get(m["name"]), self.t.summary)
-            series = self._series(exp, sorted(metrics))
+            series = self._series(exp, sorted(metrics)) if curves else {}
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read the experiment of {what}") from None
         return metrics, series, _typed(params, recorded)
