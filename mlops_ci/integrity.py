@@ -145,8 +145,14 @@ class SigningService(Protocol):
 # Preference among the algorithms a key offers: the SHA-256 ones KMS has for EC and RSA keys.
 _ALGORITHMS = ("ECDSA_SHA_256", "RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_256")
 # Under GitHub Actions the signature also binds who gated: these identify the workflow run.
-_IDENTITY = ("GITHUB_REPOSITORY", "GITHUB_WORKFLOW_REF", "GITHUB_REF", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT",
-             "GITHUB_SHA")  # fmt: skip
+_IDENTITY = (
+    "GITHUB_REPOSITORY",
+    "GITHUB_WORKFLOW_REF",
+    "GITHUB_REF",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_SHA",
+)
 
 
 def unsigned_here(env: Mapping[str, str]) -> str | None:

@@ -419,8 +419,10 @@ class Workspace:
         remote = self.cfg.training.backend == "sagemaker"
         offline_dir = "/opt/ml/output/data/comet" if remote else str(workdir / "opt_ml" / "output" / "data" / "comet")
 
-        others = {f"data_{name}": f"{d.get('uri')} " + (f"sha256:{d['sha256']}" if "sha256" in d else
-                  f"s3-etags-sha256:{d.get('s3_etags_sha256', '?')}") for name, d in data.items()}  # fmt: skip
+        def digest(d: dict[str, str]) -> str:
+            return f"sha256:{d['sha256']}" if "sha256" in d else f"s3-etags-sha256:{d.get('s3_etags_sha256', '?')}"
+
+        others = {f"data_{name}": f"{d.get('uri')} {digest(d)}" for name, d in data.items()}
         if remote:
             sm = self.cfg.training.sagemaker or SageMakerTraining()
             others["sagemaker_region"] = self.cfg.aws.region or ""
@@ -429,8 +431,9 @@ class Workspace:
 
         def env_for(job: str) -> dict[str, str]:
             extra = {**others, "sagemaker_training_job": job} if remote else others
-            return dict(comet.job_env(comet.experiment_key(job), self._provenance(sha, run_id, job), offline_dir,
-                                 name=name, others=extra, local=not remote))  # fmt: skip
+            provenance = self._provenance(sha, run_id, job)
+            key = comet.experiment_key(job)
+            return dict(comet.job_env(key, provenance, offline_dir, name=name, others=extra, local=not remote))
 
         return env_for
 

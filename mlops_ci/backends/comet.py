@@ -92,8 +92,16 @@ class Comet:
         """Known before the experiment exists: the job gets it, the run record keeps it."""
         return hashlib.sha256(f"{self.workspace}/{self.project}/{job_name}".encode()).hexdigest()[:32]
 
-    def job_env(self, key: str, provenance: Mapping[str, str], offline_dir: str, *, name: str,
-                others: Mapping[str, str], local: bool) -> dict[str, str]:  # fmt: skip
+    def job_env(
+        self,
+        key: str,
+        provenance: Mapping[str, str],
+        offline_dir: str,
+        *,
+        name: str,
+        others: Mapping[str, str],
+        local: bool,
+    ) -> dict[str, str]:
         """What the training job needs to create its experiment in the right place, as the
         trained commit, whatever the script calls: the helper, `comet_ml.start()` or
         `comet_ml.Experiment()`. `others` are logged on the experiment by comet_ml itself

@@ -328,8 +328,9 @@ def test_a_signature_binds_the_workflow_that_gated(project: Project, kms: Any, m
 
 
 @pytest.mark.parametrize(("event", "ref"), [("pull_request", "refs/pull/7/merge"), ("push", "refs/heads/main")])
-def test_only_a_release_tags_job_signs(project: Project, kms: Any, monkeypatch: pytest.MonkeyPatch,
-                                       event: str, ref: str):  # fmt: skip
+def test_only_a_release_tags_job_signs(
+    project: Project, kms: Any, monkeypatch: pytest.MonkeyPatch, event: str, ref: str
+):
     """A PR or branch job runs under the training role, which must not hold kms:Sign (same-repo
     PR code can use it): its verdict is recorded unsigned and says so, never deploys, and the
     release job (a tag) gates the commit again and signs."""
@@ -338,8 +339,15 @@ def test_only_a_release_tags_job_signs(project: Project, kms: Any, monkeypatch: 
     project.commit("sign the gate")
     project.ok("train")
     sha = project.git("rev-parse", "HEAD")
-    job = {"GITHUB_ACTIONS": "true", "MLOPS_CI_ALLOW_RUNNER_STORE": "true", "GITHUB_REPOSITORY": "owner/model",
-           "GITHUB_EVENT_NAME": event, "GITHUB_REF": ref, "GITHUB_REF_TYPE": "branch", "GITHUB_SHA": sha}  # fmt: skip
+    job = {
+        "GITHUB_ACTIONS": "true",
+        "MLOPS_CI_ALLOW_RUNNER_STORE": "true",
+        "GITHUB_REPOSITORY": "owner/model",
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_REF": ref,
+        "GITHUB_REF_TYPE": "branch",
+        "GITHUB_SHA": sha,
+    }
     for k, v in job.items():
         monkeypatch.setenv(k, v)
     if event == "pull_request":  # the policy of a PR comes from its base branch
