@@ -320,6 +320,8 @@ class Workspace:
                          f"`comet upload {links['comet_archive']}` (COMET_API_KEY set)")  # fmt: skip
             if result.exit_code == 0 and result.failure is None:
                 self._comet_numbers(key, links, result)
+        if result.exit_code == 0 and result.failure is None:
+            self._warn_missing_metrics(result.metrics)
         base = dict(
             run_id=run_id,
             project=self.project,
@@ -385,6 +387,20 @@ class Workspace:
         metrics, series = found
         result.metrics = {**result.metrics, **metrics}
         result.series = {**result.series, **series}
+
+    def _warn_missing_metrics(self, metrics: dict[str, float]) -> None:
+        """A metric definition that matched no line of the log, or a gate rule on a metric the run
+        does not have, is said now, not found later as a failed gate that looks like a regression."""
+        have = ", ".join(sorted(metrics)) or "none"
+        for d in self.cfg.training.metric_definitions:
+            if d.name not in metrics:
+                self.warn(
+                    f"training.metric_definitions '{d.name}' matched no line of the log (regex {d.regex!r}) and "
+                    f"metrics.json has no '{d.name}'; the run has: {have}"
+                )
+        defined = {d.name for d in self.cfg.training.metric_definitions}
+        for name in sorted({r.metric for r in self.cfg.gate.rules} - set(metrics) - defined):
+            self.warn(f"gate rule on '{name}': this run has no such metric (it has: {have}); the gate will fail on it")
 
     def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:
         """A script that made its own experiment (no helper) still gets the commit: online,

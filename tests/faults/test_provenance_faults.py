@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import Project
+from tests.conftest import Project, fast_config
 from tests.integration.test_deploy import endpoint_state, invoke, release
 
 
@@ -41,9 +41,12 @@ def test_tampered_artifact_is_refused_before_touching_the_endpoint(project: Proj
 
 
 def test_missing_required_metric_fails_the_gate(reviewed):
+    """A metric the run lacks fails the gate (fail closed); training already warned of it."""
     project, _, _ = reviewed
     project.commit("no accuracy", drop="accuracy")
-    project.ok("train")
+    code, _, err = project.cli("train")
+    assert code == 0  # said at once, so the gate's failure below is no surprise
+    assert "training.metric_definitions 'accuracy' matched no line of the log" in err and "has: " in err
     code, out, _ = project.cli("gate", "--json")
     assert code == 1
     verdict = json.loads(out)
@@ -86,3 +89,15 @@ def test_unreachable_store_fails_closed_and_records_nothing(project: Project, tm
     assert proc.returncode == 9
     assert "cannot reach S3" in proc.stderr and "retry later" in proc.stderr
     assert json.loads(project.ok("runs", "--json")) == []  # nothing recorded anywhere
+
+
+def test_a_gate_rule_on_a_metric_no_run_has_is_said_at_training(project: Project):
+    """A misspelled metric in a gate rule would later read as a failed gate, like a regression."""
+    rules = "    - metric: accuracy\n      min: 0.8\n      max_regression: 5%\n"
+    text = fast_config().replace(rules, rules + "    - metric: acuracy\n      min: 0.5\n")
+    assert "acuracy" in text
+    (project.path / "mlops-ci.yaml").write_text(text)
+    project.commit("a typo in the gate")
+    code, _, err = project.cli("train")
+    assert code == 0
+    assert "gate rule on 'acuracy': this run has no such metric (it has: accuracy, loss, rows)" in err
