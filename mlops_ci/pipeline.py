@@ -370,10 +370,10 @@ class Workspace:
         return run, False
 
     def _comet_numbers(self, key: str, links: dict[str, str], result: Any) -> None:
-        """The job's Comet numbers join the ones from its log and metrics.json (Comet's value wins
-        for a metric both have, as `tracking.summary` picks it), read once now and sealed with the
-        run: the gate decides on these, never on what the experiment says later (anyone with the
-        project's API key can log to any experiment, ours included)."""
+        """The job's Comet numbers join the ones from its log and metrics.json, read once now and
+        sealed with the run: the gate decides on these, never on what the experiment says later.
+        The log's value wins for a metric both have: anyone with the project's API key can log to
+        the experiment, even while the job runs, but only the job writes its log."""
         from .errors import MlopsCiError
 
         try:
@@ -385,8 +385,14 @@ class Workspace:
             self.warn(f"Comet has no experiment {key} for this run; it records the numbers from its log")
             return
         metrics, series = found
-        result.metrics = {**result.metrics, **metrics}
-        result.series = {**result.series, **series}
+        for name in sorted(set(metrics) & set(result.metrics)):
+            if not math.isclose(metrics[name], result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):
+                self.warn(
+                    f"Comet's experiment {key} says {name}={metrics[name]:g}, the job's log "
+                    f"{result.metrics[name]:g}: the log's value is recorded"
+                )
+        result.metrics = {**metrics, **result.metrics}
+        result.series = {**series, **result.series}
 
     def _warn_missing_metrics(self, metrics: dict[str, float]) -> None:
         """A metric definition that matched no line of the log, or a gate rule on a metric the run
@@ -841,8 +847,9 @@ class Workspace:
         return Review(comparison, outcome, head, choice, policy, source)
 
     def _from_comet(self, run: Run) -> tuple[Run, bool]:
-        """The run with its Comet link and parameters, and whether its own experiment is in Comet.
-        Its metrics and curves stay the ones sealed at training: what the experiment says now only
+        """The run with its Comet link and the parameters its script logged besides its
+        hyperparameters, and whether its own experiment is in Comet. Its metrics, curves and
+        hyperparameters stay the ones recorded at training: what the experiment says now only
         differs if someone logged to it since, and that is said, not used."""
         found = self.comet().numbers(run, self.cfg.metrics)
         for note in found.notes:
@@ -854,8 +861,14 @@ class Workspace:
                     f"Comet's experiment of run {run.run_id} now says {name}={now:g}, but {sealed:g} was recorded "
                     "when it trained: someone logged to it since; the recorded value counts"
                 )
+        for name, now in sorted((found.params or {}).items()):
+            if name in run.params and now != run.params[name]:
+                self.warn(
+                    f"Comet's experiment of run {run.run_id} now says {name}={now!r}, but the run trained with "
+                    f"{run.params[name]!r}; the recorded value is shown"
+                )
         links = {**run.links, "comet": found.link} if found.link else run.links
-        params = found.params if found.params is not None else run.params
+        params = {**(found.params or {}), **run.params}  # what the script logged besides its hyperparameters
         return dataclasses.replace(run, params=params, links=links), found.link is not None
 
     def record_verdict(self, review: Review) -> Verdict:
@@ -875,7 +888,7 @@ class Workspace:
             results=review.outcome.results,
             created=time.time(),
             gate_source=review.source,
-            run_digest=review.head.digest,  # the stored run's, even where Comet's numbers replaced its metrics
+            run_digest=review.head.digest,  # the stored run's: the review only adds Comet's links and parameters
             baseline_digest=b.digest if b else None,
         )
         if self.dry_run:

@@ -84,9 +84,9 @@ def _links(links: dict[str, str]) -> str:
     parts = []
     for name, url in sorted(links.items()):
         if re.match(r"^https?://", url):
-            # inside <…> a link ends at `>` or a line break: every character that could end it or
-            # start markdown on a new line is percent-encoded, so a link stays one inert link
-            safe = re.sub(r"[\s<>\x00-\x1f\x7f]", lambda m: "%" + "".join(f"{b:02X}" for b in m[0].encode()), url)
+            # inside <…> a link ends at `>` or a line break and `\` escapes: every character that
+            # could end it, change it or start markdown on a new line is percent-encoded (per byte)
+            safe = re.sub(r"[\s<>\\\x00-\x1f\x7f]", lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), url)
             parts.append(f"[{esc(name)}](<{safe}>)")
     return ", ".join(parts)
 

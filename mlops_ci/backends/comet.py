@@ -310,8 +310,8 @@ class Comet:
             exp = api.get_experiment_by_key(key) if api is not None else None
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read experiment {key}") from None
-        if exp is None:
-            return None
+        if exp is None or (exp.workspace, exp.project_name) != (self.workspace, self.project):
+            return None  # an experiment under this key elsewhere is not the job's
         metrics, series, _ = self._online_numbers(exp, key, goals, params, curves=True)
         return metrics, series
 
@@ -519,14 +519,17 @@ def read_archive(
         raise IntegrityError(f"cannot read the Comet offline archive {path} ({exc}); it is damaged") from None
     points: dict[str, list[tuple[float, float]]] = {}
     params: dict[str, Any] = {}
+    def obj(value: Any) -> dict[str, Any]:  # the job wrote the archive: any shape may be in it
+        return value if isinstance(value, dict) else {}
+
     for n, line in enumerate(lines):
         try:
-            msg = json.loads(line)
+            msg = obj(json.loads(line))
         except ValueError:
             continue
-        payload = msg.get("payload") or {}
+        payload = obj(msg.get("payload"))
         if msg.get("type") == "metric_msg":
-            m = payload.get("metric") or {}
+            m = obj(payload.get("metric"))
             name = m.get("metricName")
             if isinstance(name, str) and not name.startswith(SYSTEM_METRICS):
                 step = m.get("step")
@@ -535,7 +538,7 @@ def read_archive(
         elif msg.get("type") == "parameter_msg":
             # Auto-logged (framework) parameters too: Comet's parameter summary has them and does
             # not say which they are, so an offline table and an online one list the same names.
-            p = payload.get("param") or {}
+            p = obj(payload.get("param"))
             if isinstance(p.get("paramName"), str) and p["paramName"] not in AUTO_PARAMS:
                 params[p["paramName"]] = p.get("paramValue")
     metrics: dict[str, float] = {}

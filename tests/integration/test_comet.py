@@ -207,10 +207,50 @@ def test_numbers_logged_to_the_runs_own_experiment_later_never_reach_the_gate(re
     exp = comet.upload(Path(run["links"]["comet_archive"]))
     assert repo.run("gate", online=True).returncode == 1
     exp.metrics["accuracy"].append((999, 0.99, 0))  # ExistingExperiment(key).log_metric(..., step=999)
+    exp.params["epochs"] = "300"  # and log_parameter: the comment shows what the run trained with
     proc = repo.run("gate", "--json", online=True)
     assert proc.returncode == 1, proc.stderr
     assert "now says accuracy=0.99, but 0.5 was recorded when it trained" in proc.stderr
+    assert "now says epochs='300', but the run trained with 3" in proc.stderr
     assert repo.run("promote", online=True).returncode == 5
+    report = json.loads(repo.ok("report", "--json", online=True))
+    assert not any(p["name"] == "epochs" for p in report["comparison"].get("params", []))  # no baseline: no diff
+    assert json.loads(repo.ok("runs", "show", "--json"))["params"]["epochs"] == 3
+
+
+def test_the_log_wins_over_comet_for_a_metric_both_have(repo: Repo, comet: FakeComet):
+    """Anyone with the project's key can log to a job's experiment while the job runs; only the
+    job writes its log. A metric both have is recorded as the log has it, with a warning; one only
+    Comet has is recorded from Comet."""
+    (repo.path / "train.py").write_text(
+        TRAIN.replace(
+            'exp.log_metric("accuracy", args.quality, step=args.epochs)',
+            'exp.log_metric("accuracy", 0.99, step=args.epochs)\nexp.log_metric("f1", 0.7, step=args.epochs)',
+        )
+    )
+    repo.commit("comet says otherwise", quality=0.5)
+    proc = repo.run("train")
+    assert proc.returncode == 0, proc.stderr
+    assert "says accuracy=0.99, the job's log 0.5: the log's value is recorded" in proc.stderr
+    metrics = json.loads(repo.ok("runs", "show", "--json"))["metrics"]
+    assert metrics["accuracy"] == 0.5 and metrics["f1"] == 0.7
+
+
+def test_an_experiment_under_the_jobs_key_in_another_project_is_not_the_jobs(repo: Repo, comet: FakeComet):
+    """A key is derived from a job's name (predictable for SageMaker jobs): an experiment under it
+    in another workspace or project the API key can read is never sealed into the run."""
+    comet.seed("evil", "elsewhere", "e" * 32, metrics={"accuracy": 0.99})
+    comet.project("acme", "fast")
+    code = (
+        "import os; from pathlib import Path; from mlops_ci.config import load; from mlops_ci.backends.comet "
+        "import Comet; c = Comet(load(Path('.'), os.environ), os.environ); print(c.at_training('e' * 32, {}, {}, {}))"
+    )
+    env = {**os.environ, "COMET_URL_OVERRIDE": f"{comet.url}/clientlib/", "COMET_API_KEY": KEY}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo.path, env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
 
 
 def test_a_foreign_experiment_claiming_the_commit_never_feeds_the_gate(repo: Repo, comet: FakeComet):

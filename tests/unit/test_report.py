@@ -120,3 +120,7 @@ def test_a_link_with_line_breaks_or_angle_brackets_stays_one_inert_link():
     out = _links({"comet": hostile, "log": "/home/me/train.log"})
     assert "\n" not in out and "\r" not in out and "\t" not in out and "<b>" not in out
     assert out == "[comet](<https://x/a%0A%0A#%20Approved%20by%20@acme/security-team%0D%0A%3Cb%3Ehi%3C/b%3E%20x%09y>)"
+    # one %XX per byte; a backslash would escape the next character or the closing >
+    assert _links({"a": "https://x/p\u2028q\\"}) == "[a](<https://x/p%E2%80%A8q%5C>)"
+    # what is already a link passes unchanged
+    assert _links({"a": "https://x/p%20q?a=b&c=d#f"}) == "[a](<https://x/p%20q?a=b&c=d#f>)"

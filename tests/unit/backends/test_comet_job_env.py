@@ -63,3 +63,29 @@ def test_an_archive_and_comet_list_the_same_parameters(tmp_path: Path):
     offline = _typed(params, {"quality": 0.9})
     online = _typed({"quality": "0.9", "max_depth": "3", "version": "007"}, {"quality": 0.9})  # Comet's strings
     assert offline == online == {"quality": 0.9, "max_depth": "3", "version": "007"}
+
+
+def test_an_archive_the_job_wrote_in_any_shape_never_crashes_the_reader(tmp_path: Path):
+    """The job writes its own archive: lines that are not the objects comet_ml writes are
+    skipped, so a successful run is still recorded."""
+    import json
+    import zipfile
+
+    from mlops_ci.backends.comet import read_archive
+
+    good = {"type": "metric_msg", "payload": {"metric": {"metricName": "accuracy", "metricValue": 0.9, "step": 1}}}
+    odd = [
+        "[]",
+        "42",
+        '"x"',
+        "null",
+        json.dumps({"type": "metric_msg", "payload": []}),
+        json.dumps({"type": "metric_msg", "payload": {"metric": "x"}}),
+        json.dumps({"type": "parameter_msg", "payload": {"param": [1]}}),
+        "{not json",
+    ]
+    archive = tmp_path / "k.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("messages.json", "\n".join([*odd, json.dumps(good)]))
+    metrics, _, params = read_archive(archive, {}, "last")
+    assert metrics == {"accuracy": 0.9} and params == {}
