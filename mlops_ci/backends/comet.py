@@ -519,6 +519,7 @@ def read_archive(
         raise IntegrityError(f"cannot read the Comet offline archive {path} ({exc}); it is damaged") from None
     points: dict[str, list[tuple[float, float]]] = {}
     params: dict[str, Any] = {}
+
     def obj(value: Any) -> dict[str, Any]:  # the job wrote the archive: any shape may be in it
         return value if isinstance(value, dict) else {}
 
