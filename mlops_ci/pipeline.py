@@ -85,6 +85,11 @@ class Review:
     source: str  # where it came from, "<sha8>:mlops-ci.yaml"
 
 
+def _differs(a: float, b: float) -> bool:
+    """Two readings of one metric that are not the same number (float noise aside)."""
+    return not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -386,7 +391,7 @@ class Workspace:
             return
         metrics, series = found
         for name in sorted(set(metrics) & set(result.metrics)):
-            if not math.isclose(metrics[name], result.metrics[name], rel_tol=1e-9, abs_tol=1e-12):
+            if _differs(metrics[name], result.metrics[name]):
                 self.warn(
                     f"Comet's experiment {key} says {name}={metrics[name]:g}, the job's log "
                     f"{result.metrics[name]:g}: the log's value is recorded"
@@ -856,7 +861,7 @@ class Workspace:
             self.warn(note)
         for name, now in sorted((found.metrics or {}).items()):
             sealed = run.metrics.get(name)
-            if sealed is not None and not math.isclose(now, sealed, rel_tol=1e-9, abs_tol=1e-12):
+            if sealed is not None and _differs(now, sealed):
                 self.warn(
                     f"Comet's experiment of run {run.run_id} now says {name}={now:g}, but {sealed:g} was recorded "
                     "when it trained: someone logged to it since; the recorded value counts"

@@ -259,7 +259,7 @@ class Comet:
         notes: list[str] = []
         try:
             exp = api.get_experiment_by_key(key) if key else None
-            if exp is not None and (exp.workspace, exp.project_name) == (self.workspace, self.project):
+            if exp is not None and self._ours(exp):
                 return self._found.setdefault(run.run_id, Located(exp, key, ()))
             if exp is not None:
                 notes.append(
@@ -276,6 +276,10 @@ class Comet:
                 "--force-upload gets a new key; upload it without, so it keeps the one mlops-ci gave it)"
             )
         return self._found.setdefault(run.run_id, Located(None, None, tuple(notes)))
+
+    def _ours(self, exp: Any) -> bool:
+        """In the configured workspace and project: a key alone can be read from elsewhere."""
+        return bool((exp.workspace, exp.project_name) == (self.workspace, self.project))
 
     def numbers(self, run: Run, goals: Mapping[str, MetricGoal]) -> Numbers:
         """What the run's own experiment says now (for the report to compare with the numbers
@@ -310,7 +314,7 @@ class Comet:
             exp = api.get_experiment_by_key(key) if api is not None else None
         except Exception as exc:  # noqa: BLE001 - as above
             raise self._error(exc, f"read experiment {key}") from None
-        if exp is None or (exp.workspace, exp.project_name) != (self.workspace, self.project):
+        if exp is None or not self._ours(exp):
             return None  # an experiment under this key elsewhere is not the job's
         metrics, series, _ = self._online_numbers(exp, key, goals, params, curves=True)
         return metrics, series
