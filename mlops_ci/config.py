@@ -230,6 +230,11 @@ class Config:
             + f"; declared: {', '.join(names) or 'none'}"
         )
 
+    def endpoint_setting(self, name: str, key: str) -> str:
+        """Where `key` of endpoint `name` is set, for messages: `endpoints[1].ready_timeout in mlops-ci.yaml`."""
+        i = next((i for i, ep in enumerate(self.endpoints) if ep.name == name), None)
+        return f"endpoints[{i}].{key} in {self.file}" if i is not None else f"endpoints[].{key} in {self.file}"
+
     def extras(self) -> list[str]:
         """The package extras this configuration needs (for `pip install 'mlops-ci[...]'`)."""
         needed = set()

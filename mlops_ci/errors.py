@@ -21,6 +21,7 @@ GIT = 11
 DRIFT = 12
 PERMISSION = 13
 INTEGRITY = 14
+SERVICE = 15
 INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -41,6 +42,7 @@ EXIT_CODES: dict[int, str] = {
     PERMISSION: "a service rejected the credentials or the token lacks a permission (the message names it)",
     INTEGRITY: "a record or the store failed verification (digest mismatch, broken link in the run → verdict → "
     "version → deployment chain, bad signature, damaged store file, missing artifact); nothing was changed",
+    SERVICE: "a service (AWS, GitHub, Comet) refused the request for a reason not above; the message quotes its answer",
     INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM as a cancelled workflow sends)",
 }
 
@@ -121,3 +123,9 @@ class BadCredentials(PermissionDenied):
 
 class IntegrityError(MlopsCiError):
     exit_code = INTEGRITY
+
+
+class ServiceRefused(MlopsCiError):
+    """A service answered with an error none of the classes above describes (its words are quoted)."""
+
+    exit_code = SERVICE

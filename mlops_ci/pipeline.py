@@ -548,6 +548,14 @@ class Workspace:
         """The job's source under `dest`, the backend, its channels and their records, and the
         digest of what training reads: that source, the channels' digests, the training config."""
         project_dir = self._snapshot(sha, dirty, dest)
+        serving = self.cfg.serving
+        for rel in ([serving.entry_point] if serving.entry_point else []) + list(serving.include):
+            if not (project_dir / self.cfg.training.source_dir / rel).exists():
+                # found now, not when the model is packed after the training it would waste
+                raise ConfigError(
+                    f"{self.cfg.file}: serving file '{rel}' does not exist in the source at {sha[:8]} "
+                    f"(under training.source_dir {self.cfg.training.source_dir}); commit it or fix the path"
+                )
         backend = self._trainer()
         channels, data = self._channels(project_dir, backend)
         source = sha256_tree(project_dir / self.cfg.training.source_dir)
@@ -1198,9 +1206,9 @@ class Workspace:
 
     # -- GitHub ---------------------------------------------------------------------------
     def github(self) -> Any:
-        from .backends.github import GitHubClient, GitHubSettings
+        from .backends.github import GitHubClient, GitHubSettings, RetryPolicy
 
-        return GitHubClient(GitHubSettings.from_env(self.env, self.token))
+        return GitHubClient(GitHubSettings.from_env(self.env, self.token), retry=RetryPolicy(say=self.say))
 
     def config_path_in_repo(self) -> str:
         path = Path(self.cfg.root) / Path(self.cfg.file).name
@@ -1290,13 +1298,19 @@ def open_store(url: str, root: Path, project: str) -> Store:
 
 
 def publish_report_artifact(
-    env: Mapping[str, str], path: Path, *, token: str | None, pr: int | None, expected_head_sha: str | None
+    env: Mapping[str, str],
+    path: Path,
+    *,
+    token: str | None,
+    pr: int | None,
+    expected_head_sha: str | None,
+    say: Callable[[str], None] = _quiet,
 ) -> Any:
     """Second stage of the fork-safe pattern: post a report artifact from an unprivileged run.
     The artifact is validated as data and re-rendered; its PR number must name a PR whose head
     is the commit the run built (passed by the privileged workflow from its own event)."""
     from .artifact import load_report
-    from .backends.github import GitHubClient, GitHubSettings
+    from .backends.github import GitHubClient, GitHubSettings, RetryPolicy
     from .errors import UsageError
     from .report import marker, render_markdown
 
@@ -1313,7 +1327,7 @@ def publish_report_artifact(
         raise Refused(
             f"the report is about {comparison.head.sha[:8]}, but the run built {expected_head_sha[:8]}; refusing it"
         )
-    client = GitHubClient(GitHubSettings.from_env(env, token))
+    client = GitHubClient(GitHubSettings.from_env(env, token), retry=RetryPolicy(say=say))
     head = client.pr_head_sha(number)
     if head != expected_head_sha:
         raise Refused(

@@ -53,18 +53,36 @@ def planned_files(repository: str | None = None, ref: str | None = None) -> dict
     return files
 
 
+CONFIG = "mlops-ci.yaml"
+
+
 def init(root: Path, *, force: bool = False, repository: str | None = None, ref: str | None = None) -> list[str]:
-    """Write the files, all or none: an existing file stops everything unless `force`."""
+    """Write the files, all or none: an existing file stops everything unless `force`. With
+    `force` the workflows are brought up to this release (a changed one is kept beside it as
+    `<name>.orig`), and an existing mlops-ci.yaml is never touched: it is the user's.
+    Returns one line per file: what happened to it."""
     files = planned_files(repository, ref)
     existing = [rel for rel in files if (root / rel).exists()]
     if existing and not force:
-        raise Refused(f"{', '.join(existing)} already exist(s); nothing was written. Pass --force to overwrite")
-    for rel, text in files.items():
+        raise Refused(
+            f"{', '.join(existing)} already exist(s); nothing was written. Pass --force to update the "
+            f"workflows ({CONFIG} is kept)"
+        )
+    done = []
+    for rel, text in sorted(files.items()):
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        if path.exists():
+            old = path.read_bytes()
+            if rel == CONFIG:
+                done.append(f"kept {rel} (yours; remove it first for the starter one)")
+                continue
+            if old == text.encode():
+                done.append(f"unchanged {rel}")
+                continue
+            # .orig is not .yml: GitHub does not run it, and the user's edits are not lost
+            path.with_name(path.name + ".orig").write_bytes(old)
+        _write(path, text)
+        done.append(f"wrote {rel}" + (f" (yours is kept as {Path(rel).name}.orig)" if rel in existing else ""))
     ignore = root / ".gitignore"
     lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
     if ".mlops-ci/" not in lines:
@@ -72,7 +90,14 @@ def init(root: Path, *, force: bool = False, repository: str | None = None, ref:
             if lines and lines[-1] != "":
                 fh.write("\n")
             fh.write(".mlops-ci/\n")
-    return sorted(files)
+    return done
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 # The starter workflows that also ship as reusable workflows (`on: workflow_call`) in this

@@ -11,7 +11,7 @@ from typing import IO, Any
 from . import integrity
 from ._files import sha256_file
 from .backends import Store
-from .errors import AlreadyExists, ConfigError, IntegrityError, MlopsCiError
+from .errors import AlreadyExists, ConfigError, IntegrityError, MlopsCiError, NotFound
 from .records import Deployment, ModelVersion, RuleResult, Run, Verdict
 
 FORMAT = "mlops-ci/store-export/v1"
@@ -112,9 +112,9 @@ def _carry(store: Store, uri: str | None, digest: str | None, done: dict[str, st
 
         path = Path(unquote(urlparse(uri).path))
         if not path.is_file():
-            raise MlopsCiError(f"artifact {path} of the export is missing here; import where it exists")
+            raise NotFound(f"artifact {path} of the export is missing here; import where it exists")
         if sha256_file(path) != digest:
-            raise MlopsCiError(f"artifact {path} does not match its recorded sha256; refusing to import it")
+            raise IntegrityError(f"artifact {path} does not match its recorded sha256; refusing to import it")
         done[uri] = store.put_artifact(path, digest)
         return done[uri]
     return uri

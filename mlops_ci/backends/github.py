@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import __version__
-from ..errors import BadCredentials, MlopsCiError, NotFound, PermissionDenied, Transient, UsageError
+from ..errors import BadCredentials, MlopsCiError, NotFound, PermissionDenied, ServiceRefused, Transient, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import github
@@ -72,6 +72,7 @@ class RetryPolicy:
     max_total_wait: float = 600.0
     max_attempts: int = 8
     waits: list[float] = field(default_factory=list)
+    say: Callable[[str], None] | None = None  # each wait is announced: a retry is never silent
 
     def wait_for(self, exc: Exception, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None when the error is not transient."""
@@ -123,6 +124,11 @@ class RetryPolicy:
                         f"and {waited:.0f}s of waiting; retry later"
                     ) from None
                 self.waits.append(wait)
+                if self.say is not None:
+                    self.say(
+                        f"GitHub: could not {what} ({_describe(exc)}); retrying in {wait:.0f}s (attempt "
+                        f"{attempt + 2} of {self.max_attempts}, giving up after {self.max_total_wait:.0f}s of waiting)"
+                    )
                 self.sleep(wait)
                 waited += wait
         raise AssertionError("unreachable")  # pragma: no cover
@@ -161,7 +167,9 @@ def translate(exc: Exception, what: str, permission: str, repository: str | None
         )
     if status == 422:
         return UsageError(f"could not {what}: GitHub rejected the request: {message}")
-    return MlopsCiError(f"could not {what}: {_describe(exc)}")
+    if status is None or status >= 500:  # no answer, or GitHub's own failure, after the client's retries
+        return Transient(f"could not {what}: GitHub did not answer ({_describe(exc)}); retry later")
+    return ServiceRefused(f"could not {what}: GitHub answered {_describe(exc)}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .. import integrity
 from ..config import EndpointConfig
 from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
+from ..progress import Wait
 from ..records import Deployment, EndpointState, ModelVersion
 from . import DeploymentRecorder, owner_label
 
@@ -154,7 +155,7 @@ class LocalEndpoints:
             yield
 
     def _spawn(self, d: Path, argv: list[str], log: Path, ready: Path, timeout: float,
-               environment: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+               environment: dict[str, str] | None = None, wait: Wait | None = None) -> dict[str, Any]:  # fmt: skip
         ready.unlink(missing_ok=True)
         # Written before the process exists, its pid right after: a deploy killed at any point
         # leaves a record (and on Linux the command line names the endpoint) for the next
@@ -192,14 +193,26 @@ class LocalEndpoints:
             if ready.is_file():
                 info: dict[str, Any] = json.loads(ready.read_text())
                 info["pid"] = pid
+                if wait:
+                    wait.close("ready")
                 return info
             exited, status = os.waitpid(pid, os.WNOHANG)
             if exited:
                 code = os.waitstatus_to_exitcode(status)
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+                if wait:
+                    wait.close(f"exited with code {code}")
                 raise _StartFailed(f"exited with code {code}: {' '.join(tail) or 'no output'}")
+            if wait:
+                wait.update("loading the model")
             time.sleep(0.05)
         _terminate(pid)
+        if wait:
+            wait.close("not ready")
+            raise _StartFailed(
+                f"was not ready after {timeout:g}s, the limit {wait.setting} sets: raise it for a model that "
+                f"loads slowly, or see why in {log}"
+            )
         raise _StartFailed(f"not ready after {timeout:g}s (see {log})")
 
     # -- processes: nothing a killed deploy started outlives the next operation ----------------
@@ -612,8 +625,10 @@ class LocalEndpoints:
                 argv += ["--entry", self.ws.cfg.serving.entry_point]
             say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
             try:
+                wait = Wait(say, f"{ep.name}: v{mv.version}'s model server", ep.ready_timeout,
+                            self.ws.cfg.endpoint_setting(ep.name, "ready_timeout"))  # fmt: skip
                 info = self._spawn(d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout,
-                                   self.ws.cfg.serving.environment)  # fmt: skip
+                                   self.ws.cfg.serving.environment, wait)  # fmt: skip
             except _StartFailed as exc:
                 raise fail(f"the new model server {exc}") from None
             green_port, green_pid = int(info["port"]), int(info["pid"])
@@ -734,6 +749,19 @@ class LocalEndpoints:
     def _declared(self, name: str) -> EndpointConfig | None:
         return next((e for e in self.ws.cfg.endpoints if e.name == name), None)
 
+    def _unknown(self, name: str) -> NotFound:
+        """`name` is neither declared nor ever deployed: most likely a typo, not a stopped endpoint."""
+        import difflib
+
+        from .._untrusted import inline
+
+        names = [e.name for e in self.ws.cfg.endpoints]
+        names += [s.name for s in self.store.endpoint_states(self.project) if s.name not in names]
+        match = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+        hint = f"did you mean '{match[0]}'? " if match else ""
+        known = ", ".join(names) or "none"
+        return NotFound(f"no endpoint '{inline(name)}' in {self.ws.cfg.file} or the store; {hint}endpoints: {known}")
+
     def stop(self, name: str) -> None:
         ep = self._declared(name)
         state = self.store.endpoint_state(self.project, name)
@@ -744,6 +772,8 @@ class LocalEndpoints:
                     self.store.put_endpoint_state(replace(state, status="Stopped", updated=time.time()))
             return
         if state is None:
+            if ep is None:
+                raise self._unknown(name)
             raise NotFound(f"endpoint {name} has never been deployed")
         with self.lock(name, 30):
             self._recover(name)
@@ -765,6 +795,8 @@ class LocalEndpoints:
             result: tuple[int, str, bytes] = self._sagemaker().endpoint(ep).invoke(body, content_type, accept)
             return result
         state = self.store.endpoint_state(self.project, name)
+        if state is None and ep is None:
+            raise self._unknown(name)
         if state is None or state.status != "InService" or not state.router_port:
             raise NotFound(f"endpoint {name} is not running; deploy a version to it first")
         try:

@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from ..errors import AlreadyExists, Busy, ConfigError, MlopsCiError, PermissionDenied, Transient
+from ..errors import (
+    AlreadyExists,
+    Busy,
+    ConfigError,
+    IntegrityError,
+    MlopsCiError,
+    PermissionDenied,
+    ServiceRefused,
+    Transient,
+)
 from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
 
 CLAIM_LEASE = 600.0  # seconds a half-finished promote of a SHA blocks others before takeover
@@ -124,7 +133,8 @@ class S3Store:
             return ConfigError(f"the store bucket {self.loc.bucket} does not exist; create it (docs/store.md)")
         if code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
             return Transient(f"S3 is unavailable or throttling ({code}) while trying to {what}; retry later")
-        return MlopsCiError(f"S3 error while trying to {what}: {code or exc}")
+        said = getattr(exc, "response", {}).get("Error", {}).get("Message", "") or exc
+        return ServiceRefused(f"S3 refused to {what}: {code}: {said}")
 
     @staticmethod
     def _code(exc: Exception) -> str:
@@ -313,7 +323,7 @@ class S3Store:
             if "version" in data:
                 existing = self.get_version(project, int(data["version"]))
                 if existing is None:
-                    raise MlopsCiError(
+                    raise IntegrityError(
                         f"version-by-sha/{sha} names v{data['version']}, which is missing; run `store check`"
                     )
                 return existing, False
@@ -336,7 +346,7 @@ class S3Store:
                 n += 1
         self._update(self._key("versions-next.json"), lambda d: {"next": max(int(d.get("next", 1)), n + 1)}, {})
         if self._replace(pointer, _dumps({"version": n}), etag) is None:
-            raise MlopsCiError(f"the claim on {sha[:8]} was taken over while promoting; v{n} exists, run `store check`")
+            raise Busy(f"the claim on {sha[:8]} was taken over while promoting; v{n} exists, run `store check`")
         return mv, True
 
     def _objects(self, prefix: str) -> Iterator[dict[str, Any]]:

@@ -30,6 +30,7 @@ from ..errors import (
     NotFound,
     PermissionDenied,
     Refused,
+    ServiceRefused,
     Transient,
 )
 from . import TrainingResult, TrainingSpec, sagemaker_types
@@ -212,7 +213,7 @@ class Aws:
             )
         if code == "ResourceLimitExceeded":
             return Refused(f"SageMaker quota reached while trying to {what}: {msg}; ask for a quota increase")
-        return MlopsCiError(f"SageMaker refused to {what}: {code}: {msg}")
+        return ServiceRefused(f"SageMaker refused to {what}: {code}: {msg}")
 
     def call(self, service: str, op: str, what: str, **params: Any) -> Any:
         try:
@@ -293,7 +294,7 @@ def _extract(archive: Path, dest: Path) -> None:
         for member in tar.getmembers():
             target = (dest / member.name).resolve()
             if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
-                raise MlopsCiError(f"{archive.name}: refusing {member.name!r} (a link, a device or outside the target)")
+                raise Refused(f"{archive.name}: refusing {member.name!r} (a link, a device or outside the target)")
         tar.extractall(dest)  # noqa: S202 - every member checked above
 
 
@@ -859,23 +860,25 @@ class SageMakerEndpoint:
 
     def wait(self, want: str, timeout: float) -> dict[str, Any]:
         """Poll until the endpoint settles (InService or Failed); report status changes."""
-        deadline = time.monotonic() + timeout
-        last = ""
+        from ..progress import Wait
+
+        setting = self.cfg.endpoint_setting(self.ep.name, "ready_timeout")
+        wait = Wait(lambda line: self.say(guard(line)), f"{self.ep.name}: waiting for {want}", timeout, setting)
         while True:
             d = self.describe()
             if d is None:
                 raise DeployFailed(f"endpoint {self.ep.name} disappeared while waiting for it")
             status = d["EndpointStatus"]
-            if status != last:
-                reason = f" ({inline(d['FailureReason'])})" if d.get("FailureReason") else ""
-                self.say(guard(f"{self.ep.name}: {status}{reason}"))
-                last = status
+            reason = f" ({inline(d['FailureReason'])})" if d.get("FailureReason") else ""
+            wait.update(f"{status}{reason}")
             if status in ("InService", "Failed", "OutOfService", "UpdateRollbackFailed"):
+                wait.close(status)
                 return d
-            if time.monotonic() > deadline:
+            if wait.expired():
+                wait.close(f"still {status}")
                 raise DeployFailed(
-                    f"endpoint {self.ep.name} still {status} after {timeout:g}s (waiting for {want}); it keeps "
-                    "going in SageMaker: check the console, then `mlops-ci status`"
+                    f"endpoint {self.ep.name} still {status} after {timeout:g}s (waiting for {want}), the limit "
+                    f"{setting} sets; it keeps going in SageMaker: check the console, then `mlops-ci status`"
                 )
             time.sleep(self.aws.cfg.poll_seconds)
 

@@ -307,6 +307,7 @@ def _run(args: argparse.Namespace, env: os._Environ[str]) -> int:
 
             traceback.print_exc()
         _emit_error(exc, exc.message, env)
+        _json_error(args, exc.exit_code, type(exc).__name__, exc.message)
         return exc.exit_code
     except BrokenPipeError:
         # The reader went away (`mlops-ci runs | head -1`): what it wanted it got. Point stdout at
@@ -322,17 +323,59 @@ def _run(args: argparse.Namespace, env: os._Environ[str]) -> int:
         end_block()
         print("mlops-ci: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            return _internal(args, exc, env)
+        from ..errors import USAGE
+
+        msg = (
+            f"{exc.name} is not installed, and the configuration needs it ({extra[1]}); install the extra: "
+            f"pip install 'mlops-ci[{extra[0]}]' (`mlops-ci config extras` lists all this config needs)"
+        )
+        _emit_error(exc, msg, env)
+        _json_error(args, USAGE, "MissingExtra", msg)
+        return USAGE
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are turned into exit 3
-        import sqlite3
+        return _internal(args, exc, env)
 
-        if isinstance(exc, sqlite3.DatabaseError):  # raised while reading rows, past the store's own mapping
-            from ..errors import IntegrityError
 
-            _emit_error(exc, f"the run store is damaged ({exc}); run `mlops-ci store check`, restore a backup", env)
-            return IntegrityError.exit_code
-        if args.verbose:
-            import traceback
+# A module an optional backend imports → (the package extra that installs it, what needs it)
+_EXTRAS = {
+    "boto3": ("sagemaker", "the SageMaker backends and the s3:// store"),
+    "botocore": ("sagemaker", "the SageMaker backends and the s3:// store"),
+    "comet_ml": ("comet", "tracking.backend: comet"),
+}
 
-            traceback.print_exc()
-        _emit_error(exc, f"internal error: {type(exc).__name__}: {exc} (re-run with -v for the traceback)", env)
-        return INTERNAL
+
+def _internal(args: argparse.Namespace, exc: Exception, env: os._Environ[str]) -> int:
+    """Exit 3: an error no code path expected (a bug), or a damaged SQLite file read mid-row."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.DatabaseError):  # raised while reading rows, past the store's own mapping
+        from ..errors import IntegrityError
+
+        msg = f"the run store is damaged ({exc}); run `mlops-ci store check`, restore a backup"
+        _emit_error(exc, msg, env)
+        _json_error(args, IntegrityError.exit_code, IntegrityError.__name__, msg)
+        return IntegrityError.exit_code
+    if args.verbose:
+        import traceback
+
+        traceback.print_exc()
+    msg = f"internal error: {type(exc).__name__}: {exc} (re-run with -v for the traceback)"
+    _emit_error(exc, msg, env)
+    _json_error(args, INTERNAL, "InternalError", msg)
+    return INTERNAL
+
+
+def _json_error(args: argparse.Namespace, code: int, kind: str, message: str) -> None:
+    """With --json, a failure is a JSON document on stdout too (a script reading stdout learns
+    why, not only that): {"error": {"exit_code", "kind", "message"}}. stderr says it as always."""
+    if not getattr(args, "json", False):
+        return
+    import json
+
+    doc = {"error": {"exit_code": code, "kind": kind, "message": " ".join(message.split())}}
+    with contextlib.suppress(OSError, ValueError):
+        print(json.dumps(doc, ensure_ascii=True), flush=True)

@@ -13,7 +13,7 @@ from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from .._untrusted import end_block, guard, inline, json_text, mask_params
-from ..errors import Drift, GateFailed, NotFound, UsageError
+from ..errors import ConfigError, Drift, GateFailed, NotFound, UsageError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
         result = publish_report_artifact(
             env, Path(args.from_artifact), token=args.token, pr=args.pr,
-            expected_head_sha=args.expect_head_sha or env.get("MLOPS_CI_EXPECTED_HEAD_SHA"),
+            expected_head_sha=args.expect_head_sha or env.get("MLOPS_CI_EXPECTED_HEAD_SHA"), say=say,
         )  # fmt: skip
         out(f"PR comment {result.action}: {result.html_url}")
         github_output(comment_url=result.html_url)
@@ -217,7 +217,7 @@ def init_cmd(start: Path, *, force: bool, action_repo: str | None = None, action
     finally:
         git.close()
     if written:
-        out("\n".join(f"wrote {rel}" for rel in written))
+        out("\n".join(written))
     out(
         "next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store, e.g. "
         "s3://bucket/prefix: CI jobs run on throw-away machines), commit"
@@ -238,9 +238,22 @@ def config_cmd(
         _plain(",".join(cfg.extras()))  # actions/install.sh captures it
         return 0
     if action == "check":
+        from ..config_check import findings
+
+        found = findings(cfg)
+        errors = [f for f in found if f.level == "error"]
+        for f in found:
+            if f.level == "warning":
+                warn(str(f))
+        for f in errors[1:]:
+            say(guard(f"mlops-ci: error: {inline(str(f))}"))
+        if errors:
+            more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+            raise ConfigError(f"{errors[0]}{more}", file=cfg.file, line=_line_of(errors[0].where))
+        warned = f", {len(found)} warning(s) above" if found else ""
         out(
             f"{cfg.file}: ok (project {cfg.project}, {len(cfg.gate.rules)} gate rule(s), "
-            f"{len(cfg.endpoints)} endpoint(s))"
+            f"{len(cfg.endpoints)} endpoint(s){warned})"
         )
         return 0
     data = cfg.to_display()
@@ -252,6 +265,12 @@ def config_cmd(
 
         out(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
+
+
+def _line_of(where: str) -> int | None:
+    """The line of a `file:line:col` position."""
+    parts = where.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 # -- runs -----------------------------------------------------------------------------------

@@ -128,14 +128,31 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     out = p.ok("init")
     assert out.splitlines()[: len(WORKFLOWS) + 1] == [f"wrote {f}" for f in sorted(
         [f".github/workflows/{w}" for w in WORKFLOWS] + ["mlops-ci.yaml"])]  # fmt: skip
-    assert p.ok("config", "check").startswith("mlops-ci.yaml: ok")
+    # The starter config names the scripts a project needs: until they exist, `config check` says so.
+    code, _, err = p.cli("config", "check")
+    assert code == 2 and "training.entry_point: file 'train.py' does not exist" in err
+    (tmp_path / "train.py").write_text("print('accuracy=0.9')\n")
+    (tmp_path / "inference.py").write_text("def model_fn(model_dir):\n    return None\n")
+    code, out, err = p.cli("config", "check")
+    assert code == 0 and out.startswith("mlops-ci.yaml: ok"), err
+    assert "training.channels.train: 'data/train' does not exist here" in err  # a warning: a step may make it
     assert ".mlops-ci/" in (tmp_path / ".gitignore").read_text()
     (tmp_path / "mlops-ci.yaml").write_text("project: mine\n")
+    workflow = tmp_path / ".github" / "workflows" / WORKFLOWS[0]
+    starter = workflow.read_text()
+    workflow.write_text(starter + "# my change\n")
     code, _, err = p.cli("init")
     assert code == 5 and "already exist" in err and "--force" in err
     assert (tmp_path / "mlops-ci.yaml").read_text() == "project: mine\n"  # nothing overwritten
-    p.ok("init", "--force")
-    assert (tmp_path / "mlops-ci.yaml").read_text().startswith("# mlops-ci configuration")
+    out = p.ok("init", "--force")
+    # --force brings the workflows up to date and never overwrites the user's config; a workflow
+    # they had changed is kept beside it (.orig: GitHub runs only .yml/.yaml).
+    assert (tmp_path / "mlops-ci.yaml").read_text() == "project: mine\n"
+    assert "kept mlops-ci.yaml" in out
+    assert workflow.read_text() == starter
+    assert (workflow.parent / (workflow.name + ".orig")).read_text() == starter + "# my change\n"
+    assert f"wrote .github/workflows/{WORKFLOWS[0]} (yours is kept as {WORKFLOWS[0]}.orig)" in out
+    assert f"unchanged .github/workflows/{WORKFLOWS[1]}" in out
 
 
 def test_reusable_workflows_are_the_starter_workflows_behind_workflow_call():

@@ -1,0 +1,218 @@
+"""What a new user meets in the first hour: mistakes found early, their own situations never
+reported as bugs (exit 3), waits that say what they wait for, words that do not mislead."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_ci.backends.github import GitHubClient, GitHubSettings, RetryPolicy
+from mlops_ci.errors import Transient
+from mlops_ci.progress import Wait
+from tests.conftest import Project, fast_config
+from tests.integration.test_deploy import release
+from tests.integration.test_github import REPO, TOKEN, Clock
+
+
+def _check(project: Project) -> tuple[int, str, str]:
+    return project.cli("config", "check")
+
+
+# -- 1. mistakes found at `config check`, before anything runs ---------------------------------
+def test_config_check_of_a_sound_project_is_ok_without_warnings(project: Project):
+    code, out, err = _check(project)
+    assert code == 0 and out.startswith("mlops-ci.yaml: ok") and err == ""
+
+
+def test_a_gate_rule_on_a_misspelled_metric_is_named_at_config_check(project: Project):
+    rule = "max_regression: 5%\n    - metric: acuracy\n      min: 0.9\n"
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("max_regression: 5%\n", rule))
+    code, out, err = _check(project)
+    assert code == 0 and "1 warning(s) above" in out
+    assert "mlops-ci.yaml:22:" in err and "gate.rules.1.metric: 'acuracy' is not a metric" in err
+    assert "did you mean 'accuracy'?" in err and "fails every run as if the model had regressed" in err
+
+
+def test_a_bare_max_regression_of_5_is_said_to_be_absolute(project: Project):
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("max_regression: 5%", "max_regression: 5"))
+    code, _, err = _check(project)
+    assert code == 0
+    assert "gate.rules.0.max_regression: 5 is an absolute change of 5 in accuracy's own units" in err
+    assert "write '5%'" in err
+    # a small absolute limit is what absolute limits are for: no warning
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("max_regression: 5%", "max_regression: 0.02"))
+    assert _check(project) == (0, "mlops-ci.yaml: ok (project fast, 2 gate rule(s), 2 endpoint(s))\n", "")
+
+
+def test_missing_paths_are_errors_or_warnings_with_their_line(project: Project):
+    (project.path / "inference.py").unlink()
+    (project.path / "train.py").rename(project.path / "trainer.py")
+    (project.path / "data" / "rows.csv").unlink()
+    (project.path / "data").rmdir()
+    code, out, err = _check(project)
+    assert code == 2 and out == ""
+    assert "training.entry_point: file 'train.py' does not exist (did you mean 'trainer.py'?)" in err
+    assert "serving.entry_point: 'inference.py' does not exist under training.source_dir" in err
+    assert "(and 1 more above)" in err
+    assert "warning: mlops-ci.yaml:6:5: training.channels.train: 'data' does not exist here" in err
+
+
+def test_an_inference_script_without_model_fn_and_endpoints_without_one(project: Project):
+    (project.path / "inference.py").write_text("def predict_fn(data, model):\n    return data\n")
+    code, _, err = _check(project)
+    assert code == 2 and "defines no model_fn" in err
+    (project.path / "inference.py").write_text("def model_fn(model_dir:\n")
+    code, _, err = _check(project)
+    assert code == 2 and "serving.entry_point: 'inference.py' line 1:" in err
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("serving:\n  entry_point: inference.py\n", ""))
+    code, _, err = _check(project)
+    assert code == 0 and "endpoints are declared but no serving entry point" in err
+
+
+def test_hostile_names_in_findings_stay_on_one_inert_line(project: Project, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    rule = 'max_regression: 5%\n    - metric: "::error::pwned <img src=x>"\n      min: 0.9\n'
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("max_regression: 5%\n", rule))
+    code, _, err = _check(project)
+    assert code == 0 and "'::error::pwned <img src=x>' is not a metric" in err
+    lines = err.splitlines()
+    assert not [line for line in lines if line.startswith("::error::")]  # inert under Actions
+    assert [line for line in lines if line.startswith("::warning::")]  # the annotation is ours
+
+
+def test_a_missing_serving_file_stops_train_before_any_training(project: Project):
+    (project.path / "inference.py").unlink()
+    project.commit("drop inference.py")
+    code, _, err = project.cli("train")
+    assert code == 2 and "serving file 'inference.py' does not exist in the source at" in err
+    assert json.loads(project.ok("runs", "--json")) == []  # nothing trained, nothing recorded
+    assert not list((project.path / ".mlops-ci" / "runs").glob("*"))
+
+
+# -- 2. the user's situations are not internal errors ----------------------------------------
+def _closed_pipe_run(project: Project, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI writing into a pipe whose reader is gone (`mlops-ci … | head -1` after head exits)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "mlops_ci", "-C", str(project.path), *args],
+            stdout=w, stderr=subprocess.PIPE, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(w)
+
+
+@pytest.mark.parametrize("args", [("runs", "--json"), ("config", "show"), ("models",)])
+def test_a_reader_that_went_away_is_not_an_error(project: Project, args: tuple[str, ...]):
+    project.ok("train")
+    done = _closed_pipe_run(project, *args)
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
+def test_a_missing_optional_package_names_the_extra_to_install(project: Project, monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # as if boto3 were not installed
+    code, out, err = project.cli("--store", "s3://bucket/prefix", "runs", "--json")
+    assert code == 2
+    assert "boto3 is not installed" in err and "pip install 'mlops-ci[sagemaker]'" in err
+    assert json.loads(out)["error"]["kind"] == "MissingExtra"
+
+
+def test_json_output_on_failure_is_a_json_error_document(project: Project):
+    code, out, err = project.cli("runs", "show", "nope", "--json")
+    doc = json.loads(out)
+    assert code == 4 and doc == {"error": {"exit_code": 4, "kind": "NotFound", "message": doc["error"]["message"]}}
+    assert "nope" in doc["error"]["message"] and doc["error"]["message"] in err
+    code, out, _ = project.cli("runs", "show", "nope")
+    assert code == 4 and out == ""  # without --json stdout stays empty
+
+
+# -- 3. waits that say what they wait for ----------------------------------------------------
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_wait_on_a_terminal_redraws_one_line_and_in_a_log_writes_a_line_per_state():
+    clock, said, tty = _Clock(), [], _Tty()
+    wait = Wait(said.append, "staging: v2's model server", 60, "endpoints[0].ready_timeout in mlops-ci.yaml",
+                stream=tty, clock=clock)  # fmt: skip
+    for _ in range(3):
+        clock.now += 1
+        wait.update("loading the model")
+    assert said == [] and tty.getvalue().count("\r") == 3  # redrawn, not appended
+    assert "loading the model (3s of 60s, the timeout is endpoints[0].ready_timeout in mlops-ci.yaml)" in tty.getvalue()
+    wait.close("ready")
+    assert said == ["staging: v2's model server: ready after 3.0s"]
+
+    clock, said, log = _Clock(), [], io.StringIO()
+    wait = Wait(said.append, "production: waiting for InService", 3600, "the_key", stream=log, clock=clock)
+    for state in ("Creating", "Creating", "Creating", "Updating", "Updating"):
+        clock.now += 30
+        wait.update(state)
+    wait.close("InService")
+    assert log.getvalue() == ""
+    assert said == [
+        "production: waiting for InService: Creating (30s of 3600s, the timeout is the_key)",
+        "production: waiting for InService: Updating (120s of 3600s, the timeout is the_key)",
+        "production: waiting for InService: InService after 150.0s",
+    ]
+
+
+SLOW_INFERENCE = """
+import time
+
+def model_fn(model_dir):
+    time.sleep(30)
+"""
+
+
+def test_a_slow_model_server_fails_the_deploy_naming_ready_timeout(project: Project):
+    (project.path / "inference.py").write_text(SLOW_INFERENCE)
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("ready_timeout: 30", "ready_timeout: 1"))
+    project.commit("a model that loads slowly")
+    release(project, "v1.0.0")
+    code, _, err = project.cli("deploy", "v1.0.0")
+    assert code == 7, err
+    assert "the limit endpoints[1].ready_timeout in mlops-ci.yaml sets: raise it" in err
+    assert "production: v1's model server: loading the model (0s of 1s, the timeout is endpoints[1]" in err
+    assert "production: v1's model server: not ready after 1." in err
+
+
+def test_each_github_retry_is_announced_and_an_unreachable_github_gives_up(tmp_path: Path):
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    said: list[str] = []
+    clock = Clock()
+    settings = GitHubSettings(f"http://127.0.0.1:{port}", TOKEN, REPO, "https://github.example", "7", "1",
+                              write_interval=0)  # fmt: skip
+    client = GitHubClient(settings, retry=RetryPolicy(sleep=clock.sleep, clock=clock.time, say=said.append))
+    with pytest.raises(Transient, match="retry later"):
+        client.upsert_comment(3, "<!-- m -->\nx", "<!-- m -->")
+    assert len(said) == len(clock.slept) == 7
+    assert said[0].startswith("GitHub: could not ") and "retrying in 1s (attempt 2 of 8" in said[0]
+    assert TOKEN not in "".join(said)
+
+
+# -- 4. words that do not mislead -------------------------------------------------------------
+def test_a_misspelled_endpoint_is_not_called_stopped(project: Project):
+    for args in (("invoke", "prod", "--data", "[[1, 2]]"), ("endpoint", "stop", "prod")):
+        code, _, err = project.cli(*args)
+        assert code == 4
+        assert "no endpoint 'prod'" in err and "did you mean 'production'?" in err and "not running" not in err
