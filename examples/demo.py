@@ -9,6 +9,7 @@ locally: the SageMaker-compatible local trainer, the SQLite run store, a local e
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,15 @@ HERE = Path(__file__).resolve().parent
 GIT_ID = ["-c", "user.name=Demo Dev", "-c", "user.email=demo@example.invalid", "-c", "commit.gpgsign=false"]
 
 
+def _bold(text: str) -> str:
+    """Bold on a terminal only: a log or a pipe gets the plain text (and NO_COLOR is honoured)."""
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb":
+        return f"\033[1m{text}\033[0m"
+    return text
+
+
 def step(n: int, text: str) -> None:
-    print(f"\n\033[1m[{n}/11] {text}\033[0m", flush=True)
+    print("\n" + _bold(f"[{n}/11] {text}"), flush=True)
 
 
 def sh(repo: Path, *args: str) -> None:
@@ -29,13 +37,13 @@ def sh(repo: Path, *args: str) -> None:
 
 
 def cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    print(f"$ mlops-ci {' '.join(args)}", flush=True)
+    print(f"$ {shlex.join(['mlops-ci', *args])}", flush=True)  # as one would type it
     proc = subprocess.run(
         [sys.executable, "-m", "mlops_ci", *args], cwd=repo, text=True, stdout=subprocess.PIPE, check=False
     )
     print(proc.stdout.rstrip(), flush=True)
     if check and proc.returncode != 0:
-        raise SystemExit(f"demo: `mlops-ci {' '.join(args)}` exited with {proc.returncode}")
+        raise SystemExit(f"demo: `{shlex.join(['mlops-ci', *args])}` exited with {proc.returncode}")
     return proc
 
 

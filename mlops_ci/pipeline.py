@@ -1334,5 +1334,8 @@ def publish_report_artifact(
             f"PR #{number} has head {head[:8]}, not {expected_head_sha[:8]} (the commit the run built); "
             "refusing to post a report to another pull request"
         )
-    md = render_markdown(comparison, results, passed, head_ref=ctx["head_ref"], base_ref=ctx["base_ref"])
+    # the commits link to this repository; the run that made the report is not known here (the
+    # artifact's own word on it is not trusted), so there is no workflow-run link
+    repo = f"{client.settings.server_url}/{client.settings.repository}"
+    md = render_markdown(comparison, results, passed, head_ref=ctx["head_ref"], base_ref=ctx["base_ref"], repo_url=repo)
     return client.upsert_comment(number, md, marker(comparison.project))

@@ -38,9 +38,7 @@ class Wait:
         return self.clock() - self.start
 
     def line(self) -> str:
-        return (
-            f"{self.what}: {self.state} ({self.elapsed:.0f}s of {self.timeout:g}s, the timeout is {self.setting})"
-        )
+        return f"{self.what}: {self.state} ({self.elapsed:.0f}s of {self.timeout:g}s, the timeout is {self.setting})"
 
     def update(self, state: str) -> None:
         """Called from the wait's loop, as often as it likes."""

@@ -78,6 +78,19 @@ def _short(sha: str | None) -> str:
     return sha[:8] if sha else "—"
 
 
+def _commit(sha: str | None, repo_url: str | None) -> str:
+    """The short SHA, linked to the commit on GitHub when the repository is known."""
+    if sha and repo_url and re.fullmatch(r"[0-9a-f]{40}", sha):
+        return f"[{sha[:8]}]({_safe_url(repo_url)}/commit/{sha})"
+    return _short(sha)
+
+
+def _safe_url(url: str) -> str:
+    # every character that could end a link, change it or start markdown on a new line is
+    # percent-encoded (per byte)
+    return re.sub(r"[\s<>()\\\x00-\x1f\x7f]", lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), url)
+
+
 def _links(links: dict[str, str]) -> str:
     """Only web links: a path on the machine that trained (a log, an offline archive) means
     nothing to a reviewer; `--json` and `runs show` keep every link."""
@@ -142,17 +155,20 @@ def render_markdown(
     *,
     head_ref: str | None = None,
     base_ref: str | None = None,
-    limit: int = BUDGET,
+    limit: float = BUDGET,
     files: bool = False,
+    repo_url: str | None = None,
+    run_url: str | None = None,
 ) -> str:
     """The PR comment. Sections are added in priority order until the size budget is spent.
-    `files`: a store-free diff of two metrics files (`mlops-ci diff`): no gate, no runs."""
+    `files`: a store-free diff of two metrics files (`mlops-ci diff`): no gate, no runs.
+    `repo_url` links the commits, `run_url` the workflow run that made the report."""
     c = comparison
     if files:
         return _render_sections(c, [], [f"## mlops-ci diff: {esc(base_ref)} → {esc(head_ref)}"], limit, runs=False)
-    head_label = f"{_short(c.head.sha)}" + (f" ({esc(head_ref)})" if head_ref else "")
+    head_label = _commit(c.head.sha, repo_url) + (f" ({esc(head_ref)})" if head_ref else "")
     if c.baseline:
-        base_label = f"{_short(c.baseline.sha)}" + (f" ({esc(base_ref)})" if base_ref else "")
+        base_label = _commit(c.baseline.sha, repo_url) + (f" ({esc(base_ref)})" if base_ref else "")
     else:
         base_label = "no baseline"
     out: list[str] = [marker(c.project)]
@@ -170,7 +186,8 @@ def render_markdown(
         verdict = f"❌ **Gate failed**: {len(fails)} rule(s) failed"
     out.append(verdict)
     out.append("")
-    out.append(f"**Head** {head_label} · **Baseline** {base_label}")
+    made_by = f" · [workflow run]({_safe_url(run_url)})" if run_url else ""
+    out.append(f"**Head** {head_label} · **Baseline** {base_label}{made_by}")
     if c.baseline_note:
         out.append("")
         out.append(f"> {esc(c.baseline_note)}")
@@ -226,7 +243,7 @@ def _cost_table(c: Comparison) -> list[str]:
     return rows
 
 
-def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: int, *, runs: bool) -> str:
+def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: float, *, runs: bool) -> str:
     tail_note = ""
     used = sum(len(x) + 1 for x in out)
 
@@ -278,7 +295,8 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
 
     charts: list[str] = []
     names = sorted(c.series, key=lambda n: (0 if n in gated else 1, n))
-    for name in names[:MAX_CHARTS]:
+    most = MAX_CHARTS if math.isfinite(limit) else len(names)
+    for name in names[:most]:
         chart = _chart(name, c.series[name])
         if chart is None:
             continue
@@ -292,11 +310,11 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
         for ch in charts:
             out += [ch, ""]
         out.append("</details>")
-    if len(names) > MAX_CHARTS:
-        tail_note += f"{len(names) - MAX_CHARTS} more curve(s) in the JSON report. "
+    if len(names) > most:
+        tail_note += f"{len(names) - most} more curve(s) in the JSON report. "
 
     if not runs:
-        return _finish(out, tail_note)
+        return _finish(out, tail_note, limited=math.isfinite(limit))
     links = []
     if _links(c.head.links):
         links.append(f"head: {_links(c.head.links)}")
@@ -312,13 +330,26 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
     return _finish(out, tail_note)
 
 
-def _finish(out: list[str], tail_note: str) -> str:
+def _finish(out: list[str], tail_note: str, *, limited: bool = True) -> str:
     if tail_note:
         out += ["", f"> _Truncated:_ {tail_note.strip()} Run `mlops-ci report --json` for everything."]
     text = "\n".join(out) + "\n"
-    if len(text) > GITHUB_COMMENT_LIMIT:  # defensive: never exceed GitHub's hard limit
+    if limited and len(text) > GITHUB_COMMENT_LIMIT:  # defensive: never exceed GitHub's hard limit
         text = text[: GITHUB_COMMENT_LIMIT - 200] + "\n\n> _Truncated to fit GitHub's comment size limit._\n"
     return text
+
+
+def render_text(c: Comparison, old_label: str, new_label: str) -> str:
+    """`mlops-ci diff` on a terminal: every metric, in aligned columns (no markdown, no limit)."""
+    from ._untrusted import inline
+
+    rows = [("metric", inline(old_label), inline(new_label), "change", "")]
+    for m in sorted(c.metrics, key=lambda m: m.name):
+        rows.append((inline(m.name), fmt(m.old), fmt(m.new), fmt_delta(m), m.direction))
+    if len(rows) == 1:
+        return "no metrics in either file"
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def render_check(project: str, verdict: Verdict) -> tuple[str, str]:

@@ -180,7 +180,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     df = sub.add_parser("diff", help="compare two metrics files directly (no store, no git)")
     df.add_argument("old", help="baseline metrics JSON: {name: number | [numbers]}")
     df.add_argument("new", help="new metrics JSON")
-    df.add_argument("--json", action="store_true", help="JSON instead of markdown")
+    fmt = df.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON instead of a table")
+    fmt.add_argument("--md", action="store_true", help="markdown (every metric and curve: no size limit)")
 
     cm = sub.add_parser("comment", help="post a report artifact from a fork PR's run (workflow_run stage)")
     cm.add_argument("--from-artifact", required=True, metavar="FILE", help="report JSON from `report --json`")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -132,7 +133,8 @@ def dispatch(args: argparse.Namespace) -> int:
     env = os.environ
     cmd = args.command
     if cmd == "diff":
-        return diff_cmd(Path(args.directory or "."), args.old, args.new, as_json=args.json, config_path=args.config)
+        start = Path(args.directory or ".")
+        return diff_cmd(start, args.old, args.new, as_json=args.json, md=args.md, config_path=args.config)
     if cmd == "comment":
         from ..pipeline import publish_report_artifact
 
@@ -389,12 +391,21 @@ def report(
     post: bool = False,
     pr: int | None = None,
 ) -> int:
+    from ..backends.github import GitHubSettings
     from ..report import render_json, render_markdown
 
     rv = ws.review(ref, base=base, baseline=baseline)
     head_ref = ws.ctx.branch if ref is None else ref
+    gh = GitHubSettings.from_env(env)
+    repo_url = f"{gh.server_url}/{gh.repository}" if gh.repository else None
     md = render_markdown(
-        rv.comparison, rv.outcome.results, rv.outcome.passed, head_ref=head_ref, base_ref=rv.baseline.base_ref
+        rv.comparison,
+        rv.outcome.results,
+        rv.outcome.passed,
+        head_ref=head_ref,
+        base_ref=rv.baseline.base_ref,
+        repo_url=repo_url,
+        run_url=gh.run_url,
     )
     context = {"pr": ws.ctx.pr_number, "head_ref": head_ref, "base_ref": rv.baseline.base_ref}
     text = render_json(rv.comparison, rv.outcome.results, rv.outcome.passed, context=context) if as_json else md
@@ -622,13 +633,13 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
     raise UsageError("usage: mlops-ci store export|import|check")
 
 
-def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, config_path: str | None) -> int:
+def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, md: bool = False, config_path: str | None) -> int:
     """Store-free diff of two metrics files; metric goals come from mlops-ci.yaml if there is one."""
     from .. import config as config_mod
     from ..compare import compare
     from ..errors import ConfigError
     from ..records import Run
-    from ..report import render_json, render_markdown
+    from ..report import render_json, render_markdown, render_text
 
     goals = {}
     try:
@@ -654,8 +665,10 @@ def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, config_path: str
     c = compare("diff", b, a, "", goals, sb, sa)
     if as_json:
         _plain(json_text(render_json(c, [], True)))
+    elif md:  # all of it: the size budget is the PR comment's, not a local diff's
+        out(render_markdown(c, [], True, head_ref=new, base_ref=old, files=True, limit=math.inf).rstrip("\n"))
     else:
-        out(render_markdown(c, [], True, head_ref=new, base_ref=old, files=True).rstrip("\n"))
+        out(render_text(c, old, new))
     return 0
 
 

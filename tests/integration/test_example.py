@@ -16,7 +16,9 @@ def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     for step in range(1, 12):
-        assert f"[{step}/11]" in out
+        assert f"\n[{step}/11]" in out
+    assert "\033[" not in out  # not a terminal: no escape codes in a log
+    assert "$ mlops-ci invoke production --data '[[0.1, -0.5," in out  # shown as one would type it
     assert "✅ **Gate passed**" in out
     assert "promoted classifier v1" in out
     assert "production now serves classifier v1" in out

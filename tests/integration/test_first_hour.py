@@ -216,3 +216,37 @@ def test_a_misspelled_endpoint_is_not_called_stopped(project: Project):
         code, _, err = project.cli(*args)
         assert code == 4
         assert "no endpoint 'prod'" in err and "did you mean 'production'?" in err and "not running" not in err
+
+
+def test_a_local_diff_shows_every_metric_and_curve_as_a_table_or_markdown(project: Project, tmp_path: Path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    names = [f"metric-{i:03d}-" + "x" * 60 for i in range(700)]  # more than a PR comment holds
+    curves = {f"curve_{i}": [1.0, 0.5, 0.25] for i in range(9)}
+    a.write_text(json.dumps({**dict.fromkeys(names, 0.5), **curves}))
+    b.write_text(json.dumps({**dict.fromkeys(names, 0.6), **{k: [1.0, 0.4, 0.2] for k in curves}}))
+    text = project.ok("diff", str(a), str(b))
+    lines = text.splitlines()
+    assert lines[0].split() == ["metric", str(a), str(b), "change"]
+    assert len(lines) == 1 + len(names) + len(curves) and "|" not in text
+    assert [line.split() for line in lines if line.startswith(names[-1])] == [
+        [names[-1], "0.5", "0.6", "+0.1", "(+20.00%)", "changed"]
+    ]
+    md = project.ok("diff", str(a), str(b), "--md")
+    assert "Truncated" not in md and len(md) > 65536
+    assert all(f"| {n} |" in md for n in names) and md.count("xychart-beta") == len(curves)
+    with pytest.raises(SystemExit) as exited:  # argparse: one format at a time
+        project.cli("diff", str(a), str(b), "--md", "--json")
+    assert exited.value.code == 2
+
+
+def test_the_pr_comment_links_the_commits_and_the_workflow_run(pr: Project, fake, tmp_path, monkeypatch):
+    from tests.integration.test_github import actions_env
+
+    actions_env(monkeypatch, fake, tmp_path, pr)
+    head = pr.git("rev-parse", "HEAD")
+    base = pr.git("rev-parse", "main")
+    pr.ok("report", "--post")
+    body = fake.pr_comments(REPO, 7)[0]["body"]
+    assert f"**Head** [{head[:8]}](https://github.example/{REPO}/commit/{head}) (tune)" in body
+    assert f"**Baseline** [{base[:8]}](https://github.example/{REPO}/commit/{base}) (main)" in body
+    assert f"[workflow run](https://github.example/{REPO}/actions/runs/77/attempts/1)" in body

@@ -161,7 +161,7 @@ def test_store_free_diff_of_two_metrics_files(project: Project, tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"accuracy": 0.8, "loss": [1.0, 0.5], "old": 1}))
     b.write_text(json.dumps({"accuracy": 0.9, "loss": [1.0, 0.4]}))
-    md = project.ok("diff", str(a), str(b))  # goals come from the project's mlops-ci.yaml
+    md = project.ok("diff", str(a), str(b), "--md")  # goals come from the project's mlops-ci.yaml
     assert "| accuracy | 0.8 | 0.9 | +0.1 (+12.50%) | 🟢 better |" in md
     assert "| loss | 0.5 | 0.4 | -0.1 (-20.00%) | 🟢 better |" in md
     assert "| old | 1 | — | — | ➖ removed |" in md
