@@ -27,9 +27,9 @@ lint:
 	$(PY) -m ruff check mlops_ci tests examples benchmarks
 	$(PY) -m ruff format --check mlops_ci tests examples benchmarks
 	$(PY) -m mypy
-	$(VENV)/bin/actionlint .github/workflows/*.yml workflow_templates/*.yml
-	$(VENV)/bin/zizmor --offline action.yml actions/*/action.yml workflow_templates/*.yml .github/workflows/*.yml
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows workflow_templates/*.yml .github/workflows/*.yml
+	$(VENV)/bin/actionlint .github/workflows/*.yml workflow-templates/*.yml
+	$(VENV)/bin/zizmor --offline action.yml actions/*/action.yml workflow-templates/*.yml .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows workflow-templates/*.yml .github/workflows/*.yml
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-actions action.yml actions/*/action.yml
 
 clean:

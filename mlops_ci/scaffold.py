@@ -119,11 +119,11 @@ def reusable(starter: str, name: str) -> str:
     """The reusable form of a starter workflow: the same jobs behind `on: workflow_call`."""
     head, rest = starter.split("\non:\n", 1)
     _, jobs = rest.split("\n\n", 1)  # drop the trigger block, keep the rest as it is
-    return f"# Generated from workflow_templates/{name} by `make pin`; edit that file.\n{head}\n{_CALL}{jobs}"
+    return f"# Generated from workflow-templates/{name} by `make pin`; edit that file.\n{head}\n{_CALL}{jobs}"
 
 
 def repin(root: Path, ref: str) -> list[str]:
-    """`make pin`: point _pin.py and the starter workflows (packaged and workflow_templates/)
+    """`make pin`: point _pin.py and the starter workflows (packaged and workflow-templates/)
     at the actions of commit `ref`. Returns the files written."""
     import subprocess
 
@@ -141,13 +141,13 @@ def repin(root: Path, ref: str) -> list[str]:
     pin_file.write_text(re.sub(r'ACTION_VERSION = "[^"]+"', f'ACTION_VERSION = "{version}"', text), encoding="utf-8")
     written = [str(pin_file)]
     for name in WORKFLOWS:
-        for path in (root / "mlops_ci" / "templates" / "workflows" / name, root / "workflow_templates" / name):
+        for path in (root / "mlops_ci" / "templates" / "workflows" / name, root / "workflow-templates" / name):
             path.write_text(pin(path.read_text(encoding="utf-8"), _pin.ACTION_REPOSITORY, ref, version),
                             encoding="utf-8")  # fmt: skip
             written.append(str(path))
     for name, target in REUSABLE.items():
         path = root / ".github" / "workflows" / target
-        path.write_text(reusable((root / "workflow_templates" / name).read_text(encoding="utf-8"), name),
+        path.write_text(reusable((root / "workflow-templates" / name).read_text(encoding="utf-8"), name),
                         encoding="utf-8")  # fmt: skip
         written.append(str(path))
     return written

@@ -17,7 +17,7 @@ from mlops_ci.scaffold import USES, WORKFLOWS
 from tests.conftest import ROOT, Project
 
 ACTIONS = [*sorted((ROOT / "actions").glob("*/action.yml")), ROOT / "action.yml"]
-WORKFLOW_FILES = sorted((ROOT / "workflow_templates").glob("*.yml")) + sorted(
+WORKFLOW_FILES = sorted((ROOT / "workflow-templates").glob("*.yml")) + sorted(
     (ROOT / ".github" / "workflows").glob("*.yml")
 )
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
@@ -67,12 +67,19 @@ def test_workflows_have_least_privilege(path: Path):
             assert runs[0] < first_mlops  # the base branch's config is in place before any mlops-ci step
 
 
-def test_workflow_templates_are_the_packaged_ones_with_properties():
+def test_workflow_templates_are_the_packaged_ones_with_properties_and_their_icon():
+    # GitHub reads an organisation's templates from `workflow-templates/` of its `.github`
+    # repository: `<name>.yml` beside `<name>.properties.json`, whose iconName is an SVG file of
+    # that directory named without its extension, or `octicon <name>`.
+    here = ROOT / "workflow-templates"
+    assert sorted(p.name for p in here.glob("*.yml")) == sorted(WORKFLOWS)
     for name in WORKFLOWS:
         shipped = (ROOT / "mlops_ci" / "templates" / "workflows" / name).read_text()
-        assert (ROOT / "workflow_templates" / name).read_text() == shipped
-        props = json.loads((ROOT / "workflow_templates" / name.replace(".yml", ".properties.json")).read_text())
-        assert props["name"] and props["description"] and props["filePatterns"]
+        assert (here / name).read_text() == shipped
+        props = json.loads((here / name.replace(".yml", ".properties.json")).read_text())
+        assert props["name"] and props["description"] and props["filePatterns"] and props["categories"]
+        icon = props["iconName"]
+        assert icon.startswith("octicon ") or (here / f"{icon}.svg").is_file(), f"{name}: no icon {icon}.svg"
 
 
 def test_workflows_get_mlops_ci_from_its_actions_at_the_pinned_commit_never_from_an_index():
@@ -80,7 +87,7 @@ def test_workflows_get_mlops_ci_from_its_actions_at_the_pinned_commit_never_from
         text = path.read_text()
         assert not re.search(r"pip install[^\n]*mlops-ci[^\n]*==", text), f"{path.name} installs mlops-ci by name"
     for name in WORKFLOWS:
-        text = (ROOT / "workflow_templates" / name).read_text()
+        text = (ROOT / "workflow-templates" / name).read_text()
         pins = {(m["repo"], m["ref"], m["version"]) for m in USES.finditer(text)}
         assert pins == {(_pin.ACTION_REPOSITORY, _pin.ACTION_SHA, _pin.ACTION_VERSION)}, name
         assert "mlops-ci/actions/" in text
@@ -101,7 +108,7 @@ def test_the_pinned_commit_has_the_actions_of_this_tree():
 
 
 def test_release_workflow_never_cancels_a_deploy_in_flight():
-    doc = yaml.safe_load((ROOT / "workflow_templates" / "mlops-ci-release.yml").read_text())
+    doc = yaml.safe_load((ROOT / "workflow-templates" / "mlops-ci-release.yml").read_text())
     assert doc["concurrency"]["cancel-in-progress"] is False
     assert "environment" in doc["jobs"]["deploy"]
 
@@ -160,7 +167,7 @@ def test_reusable_workflows_are_the_starter_workflows_behind_workflow_call():
 
     for name, target in REUSABLE.items():
         shipped = (ROOT / ".github" / "workflows" / target).read_text()
-        assert shipped == reusable((ROOT / "workflow_templates" / name).read_text(), name), f"{target}: make pin"
+        assert shipped == reusable((ROOT / "workflow-templates" / name).read_text(), name), f"{target}: make pin"
         doc = yaml.safe_load(shipped)
         assert list(doc[True]) == ["workflow_call"]
 
