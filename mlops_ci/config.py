@@ -133,7 +133,7 @@ class Rule:
         if self.kind == "max":
             return f"{self.metric} <= {self.threshold:g}"
         assert self.threshold is not None
-        amount = f"{self.threshold * 100:g}%" if self.relative else f"{self.threshold:g}"
+        amount = f"{self.threshold * 100:g}%" if self.relative else f"{self.threshold:g} (absolute)"
         return f"{self.metric} regresses by at most {amount} vs baseline"
 
 

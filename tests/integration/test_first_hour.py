@@ -49,6 +49,11 @@ def test_a_bare_max_regression_of_5_is_said_to_be_absolute(project: Project):
     # a small absolute limit is what absolute limits are for: no warning
     (project.path / "mlops-ci.yaml").write_text(fast_config().replace("max_regression: 5%", "max_regression: 0.02"))
     assert _check(project) == (0, "mlops-ci.yaml: ok (project fast, 2 gate rule(s), 2 endpoint(s))\n", "")
+    # and the gate's own words say which kind of limit it is
+    from mlops_ci import config
+
+    rules = config.parse(fast_config().replace("5%", "0.02"), "m.yaml", str(project.path)).gate.rules
+    assert [r.describe() for r in rules][1] == "accuracy regresses by at most 0.02 (absolute) vs baseline"
 
 
 def test_missing_paths_are_errors_or_warnings_with_their_line(project: Project):
