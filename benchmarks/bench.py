@@ -118,9 +118,10 @@ def bench_diff(rep: Report, n: int, tmp: Path) -> None:
     a, b = tmp / "series_a.json", tmp / "series_b.json"
     write_metrics(a, 1000, 10_000, 1.0)
     write_metrics(b, 1000, 10_000, 1.01)
-    for fmt in ([], ["--json"]):
+    for fmt in ([], ["--md"], ["--json"]):
         s = timed([MLOPS_CI, "diff", str(a), str(b), *fmt], n, cwd=tmp)
-        rep.add(f"diff of two 88 MB text files (1,000 x 10,000) -> {'JSON' if fmt else 'markdown'}", s,
+        label = {"--md": "markdown", "--json": "JSON"}[fmt[0]] if fmt else "table"
+        rep.add(f"diff of two 88 MB text files (1,000 x 10,000) -> {label}", s,
                 note="bound by json.loads: ~0.65 s per file")  # fmt: skip
 
     # The budgeted figure: two stored runs (what `report` compares on a PR).
@@ -158,7 +159,7 @@ def bench_diff(rep: Report, n: int, tmp: Path) -> None:
     sa, sb = tmp / "scalar_a.json", tmp / "scalar_b.json"
     write_metrics(sa, 1000, 0, 1.0)
     write_metrics(sb, 1000, 0, 1.01)
-    ours = timed([MLOPS_CI, "diff", str(sa), str(sb)], n, cwd=tmp)
+    ours = timed([MLOPS_CI, "diff", str(sa), str(sb), "--md"], n, cwd=tmp)
     if not dvc.exists():
         rep.add("diff 1,000 scalar metrics (mlops-ci diff --md)", ours, note="DVC not installed: no comparison")
         return
@@ -171,7 +172,7 @@ def bench_diff(rep: Report, n: int, tmp: Path) -> None:
     theirs = timed([str(dvc), "metrics", "diff", "HEAD~1", "HEAD", "--targets", "metrics.json", "--md"], n, cwd=repo)
     ref = statistics.median(theirs)
     rep.add("dvc metrics diff --md, 1,000 metrics (peer)", theirs)
-    rep.add("mlops-ci diff, same 1,000 metrics", ours, reference=ref, ref_name="DVC", budget="faster than DVC",
+    rep.add("mlops-ci diff --md, same 1,000 metrics", ours, reference=ref, ref_name="DVC", budget="faster than DVC",
             ok=statistics.median(ours) < ref)  # fmt: skip
 
 

@@ -9,7 +9,6 @@ earlier step of the workflow).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,8 @@ class Finding:
 
 
 def _close(word: str, options: list[str]) -> str:
+    import difflib  # only when there is something to suggest
+
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     match = match or [o for o in options if len(o) > 1 and (word.startswith(o) or o.startswith(word))][:1]
     return f" (did you mean '{match[0]}'?)" if match else ""
