@@ -30,7 +30,7 @@ def _exit_code_epilog() -> str:
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "wait", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
-    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment",
+    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment", "doctor",
 )  # fmt: skip
 _GLOBAL_WITH_VALUE = ("-C", "--config", "--store", "--token")
 
@@ -204,6 +204,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="declared vs live state of every endpoint")
     st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")
     st.add_argument("--json", action="store_true")
+
+    dr = sub.add_parser("doctor", help="check what the workflows need: variables, secrets, environments, "
+                        "required check, Actions settings, AWS OIDC trust, store, Comet key")  # fmt: skip
+    dr.add_argument("--repo", metavar="OWNER/NAME", help="GitHub repository (default: GITHUB_REPOSITORY, else origin)")
+    dr.add_argument("--read-only", action="store_true", help="write no probe object to the store (write not checked)")
+    dr.add_argument("--strict", action="store_true", help="also fail when a check could not be made")
+    dr.add_argument("--json", action="store_true")
     return p
 
 
@@ -376,6 +383,9 @@ def _json_error(args: argparse.Namespace, code: int, kind: str, message: str) ->
     why, not only that): {"error": {"exit_code", "kind", "message"}}. stderr says it as always."""
     if not getattr(args, "json", False):
         return
+    commands = sys.modules.get(f"{__name__}.commands")
+    if commands is not None and commands.RESULT["printed"]:
+        return  # the result is out already (e.g. a failed gate's verdict): one document only
     import json
 
     doc = {"error": {"exit_code": code, "kind": kind, "message": " ".join(message.split())}}

@@ -35,16 +35,23 @@ def warn(msg: str) -> None:
         print(f"::warning::{_escape_data(one_line)}", file=sys.stderr, flush=True)
 
 
+# Whether this command printed a result on stdout: a command that prints its result and then
+# fails (a failed gate, drift, a broken lineage) does not add a JSON error document after it.
+RESULT = {"printed": False}
+
+
 def out(msg: str = "") -> None:
     """Print a rendered result: it holds names and values from the config and the store, so
     under GitHub Actions it goes out inside its own stop-commands block (mlops_ci/_untrusted.py)."""
     end_block()
+    RESULT["printed"] = True
     print(guard(msg), flush=True)
 
 
 def _plain(msg: str) -> None:
     """Print text that is entirely ours (and that scripts capture, e.g. `config extras`)."""
     end_block()
+    RESULT["printed"] = True
     print(msg, flush=True)
 
 
@@ -63,6 +70,7 @@ class _JsonLinesOut(io.TextIOBase):
     """stdout for JSON lines (`store export`): inert under Actions, as `_json`'s output is."""
 
     def write(self, s: str) -> int:
+        RESULT["printed"] = True
         return sys.stdout.write(json_text(s))
 
 
@@ -130,6 +138,7 @@ def print_plan(plan: list[dict[str, Any]], *, as_json: bool, result: Any = None)
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    RESULT["printed"] = False
     env = os.environ
     cmd = args.command
     if cmd == "diff":
@@ -148,6 +157,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if cmd == "init":
         return init_cmd(Path(args.directory or "."), force=args.force, action_repo=args.action_repo,
                         action_ref=args.action_ref)  # fmt: skip
+    if cmd == "doctor":
+        return doctor_cmd(args, env)
     if cmd == "config":
         return config_cmd(
             args.config_command, Path(args.directory or "."), env, args.config, args.store, getattr(args, "json", False)
@@ -570,6 +581,7 @@ def endpoints(ws: Any, *, as_json: bool) -> int:
 
 def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> int:
     status, _ctype, data = ws.endpoints().invoke(name, body, content_type, accept)
+    RESULT["printed"] = True
     sys.stdout.write(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
     if status >= 400:
         raise UsageError(f"endpoint {name} answered HTTP {status}: {data.decode('utf-8', 'replace')[:200]}")
@@ -686,4 +698,23 @@ def lineage_cmd(ws: Any, target: str, *, as_json: bool) -> int:
     artifact = doc["artifact"]
     if artifact and not artifact["verified"]:
         raise IntegrityError(f"the artifact of {target} failed verification: {artifact['problem']}")
+    return 0
+
+
+def doctor_cmd(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from ..doctor import MISSING, UNCHECKED, doctor, render
+    from ..errors import ConfigError
+
+    report = doctor(Path(args.directory or "."), env, config_path=args.config, token=args.token,
+                    repository=args.repo, read_only=args.read_only)  # fmt: skip
+    if args.json:
+        _json(report.to_dict())
+    else:
+        out(render(report))
+    missing, unchecked = report.count(MISSING), report.count(UNCHECKED)
+    if missing or (args.strict and unchecked):
+        failed = [c.title for c in report.checks if c.status == MISSING or (args.strict and c.status == UNCHECKED)]
+        raise ConfigError(f"set-up incomplete: {len(failed)} item(s) to fix: " + "; ".join(failed))
+    if unchecked:
+        say(f"mlops-ci doctor: {unchecked} item(s) could not be checked (see above); --strict fails on them")
     return 0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 ALL_PERMISSIONS = frozenset(
     {
@@ -35,6 +35,12 @@ ALL_PERMISSIONS = frozenset(
     }
 )
 READ_ONLY = frozenset({"contents:read"})
+# What `mlops-ci doctor` reads beyond ALL_PERMISSIONS, named after the fine-grained permissions
+# GitHub's docs list per endpoint (src/github-apps/data/fpt-2022-11-28/fine-grained-pat-permissions.json
+# of github/docs): Variables, Secrets, Administration (branch protection, Actions settings) and
+# Environments (environment variables, with Variables). GITHUB_TOKEN can be given none of them.
+SETTINGS_READ = frozenset({"variables:read", "secrets:read", "administration:read", "environments:read"})
+ADMIN = ALL_PERMISSIONS | SETTINGS_READ
 DOCS = "https://docs.github.com/rest"
 USER_DOCS = "https://docs.github.com/rest/users/users#get-the-authenticated-user"
 
@@ -70,6 +76,35 @@ class Fault:
     payload: dict[str, Any] | None = None  # answer this body instead of {"message": ...}
 
 
+@dataclass
+class EnvironmentSetup:
+    """One deployment environment as `mlops-ci doctor` reads it."""
+
+    reviewers: list[str] = field(default_factory=list)  # user logins (required reviewers)
+    wait_timer: int = 0
+    branch_policy: str | None = None  # None: any branch or tag may deploy; "protected"; "custom"
+    policies: list[tuple[str, str]] = field(default_factory=list)  # (name pattern, "branch" | "tag"), custom
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RepoSetup:
+    """A repository's settings: what `mlops-ci doctor` checks. A repository without one answers
+    as a fresh repository: default branch main, nothing set, the GitHub defaults."""
+
+    default_branch: str = "main"
+    private: bool = False
+    variables: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # names only: GitHub never returns a value
+    org_variables: dict[str, str] = field(default_factory=dict)
+    org_secrets: list[str] = field(default_factory=list)
+    environments: dict[str, EnvironmentSetup] = field(default_factory=dict)
+    protection: dict[str, list[str]] = field(default_factory=dict)  # branch → required contexts (protected)
+    rules: dict[str, list[str]] = field(default_factory=dict)  # branch → required contexts from a ruleset
+    workflow_permissions: str = "read"
+    fork_pr_approval: str | None = "first_time_contributors"  # None: the endpoint answers 404
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -98,6 +133,7 @@ class FakeGitHub:
         # workflow-run artifacts another run uploaded: id → {name, repo, run_id, zip (a file path)}
         self.artifacts: dict[int, dict[str, Any]] = {}
         self.faults: list[Fault] = []
+        self.setups: dict[str, RepoSetup] = {}  # repository → its settings (doctor's endpoints)
         self.server: ThreadingHTTPServer | None = None
         self.base_url = ""
 
@@ -310,7 +346,11 @@ class FakeGitHub:
             return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
         repo, rest = m.group(1), m.group(2) or ""
         if rest == "" and method == "GET":
-            return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1]}, {}
+            setup = self.setups.get(repo) or RepoSetup()
+            return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1],
+                         "default_branch": setup.default_branch, "private": setup.private}, {}  # fmt: skip
+        if method == "GET" and (answer := self._settings_route(repo, rest, path, query, perms, who)) is not None:
+            return answer
 
         # Artifacts of another workflow run, as actions/download-artifact v4 reads them with a
         # run-id: GET .../actions/runs/{run_id}/artifacts?name=N (listWorkflowRunArtifacts),
@@ -464,6 +504,158 @@ class FakeGitHub:
             self.deployment_statuses[did].append(st)
             return 201, st, {}
         return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+
+    # -- repository settings (what `mlops-ci doctor` reads) --------------------------------
+    def _lacks(self, need: str, who: Account) -> tuple[int, Any, dict[str, str]]:
+        """403 for a token without the permission. GitHub words it by token kind ("by integration" for
+        GITHUB_TOKEN and App tokens, "by personal access token" for fine-grained PATs) and names the
+        permissions it would accept in X-Accepted-GitHub-Permissions, sets separated by `;`
+        (github.blog/changelog/2023-08-10-x-accepted-github-permissions-header-for-fine-grained-permission-actors)."""
+        kind = "integration" if who.installation else "personal access token"
+        accepted = {"variables:read": "actions_variables=read", "secrets:read": "secrets=read",
+                    "administration:read": "administration=read", "actions:read": "actions=read",
+                    "environments:read": "actions_variables=read,environments=read"}[need]  # fmt: skip
+        body = {"message": f"Resource not accessible by {kind}", "documentation_url": DOCS, "status": "403"}
+        return 403, body, {"X-Accepted-GitHub-Permissions": accepted}
+
+    def _listed(self, path: str, key: str, items: list[dict[str, Any]], query: dict[str, str]
+                ) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+        """A wrapped list, {"total_count": N, key: [page]}, paginated like `_page` (the shape of the
+        secrets, variables, environments and deployment branch policies lists)."""
+        status, page, headers = self._page(path, items, query)
+        return status, {"total_count": len(items), key: page}, headers
+
+    def _settings_route(self, repo: str, rest: str, path: str, query: dict[str, str], perms: frozenset[str],
+                        who: Account) -> tuple[int, Any, dict[str, str]] | None:  # fmt: skip
+        setup = self.setups.get(repo) or RepoSetup()
+        when = "2024-01-01T00:00:00Z"
+        not_found = 404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"}, {}
+
+        def named(names: Any) -> list[dict[str, Any]]:  # docs: list repository secrets, example response
+            return [{"name": n, "created_at": when, "updated_at": when} for n in sorted(names)]
+
+        def valued(values: dict[str, str]) -> list[dict[str, Any]]:  # docs: list repository variables
+            return [{"name": k, "value": v, "created_at": when, "updated_at": when} for k, v in sorted(values.items())]
+
+        # GET .../actions/{variables,secrets,organization-variables,organization-secrets}: the
+        # organization lists hold what an organization shares with this repository (empty for a user's)
+        if rest in ("/actions/variables", "/actions/organization-variables"):
+            if "variables:read" not in perms:
+                return self._lacks("variables:read", who)
+            values = setup.variables if rest == "/actions/variables" else setup.org_variables
+            return self._listed(path, "variables", valued(values), query)
+        if rest in ("/actions/secrets", "/actions/organization-secrets"):
+            if "secrets:read" not in perms:
+                return self._lacks("secrets:read", who)
+            return self._listed(path, "secrets", named(setup.secrets if rest == "/actions/secrets"
+                                                       else setup.org_secrets), query)  # fmt: skip
+        if rest == "/environments":
+            # "Actions: read"; shape of docs.github.com/rest/deployments/environments#list-environments
+            if "actions:read" not in perms:
+                return self._lacks("actions:read", who)
+            envs = [self._environment(repo, name, e) for name, e in sorted(setup.environments.items())]
+            return self._listed(path, "environments", envs, query)
+        if mm := re.fullmatch(r"/environments/([^/]+)(/variables|/deployment-branch-policies)?", rest):
+            name = unquote(mm.group(1))
+            env = setup.environments.get(name)
+            if env is None:
+                return not_found
+            if mm.group(2) == "/variables":
+                if not {"variables:read", "environments:read"} <= perms:
+                    return self._lacks("environments:read", who)
+                return self._listed(path, "variables", valued(env.variables), query)
+            if "actions:read" not in perms:
+                return self._lacks("actions:read", who)
+            if mm.group(2) is None:
+                return 200, self._environment(repo, name, env), {}
+            # docs.github.com/rest/deployments/branch-policies#list-deployment-branch-policies; each
+            # policy has a `type` (branch | tag) since tag policies came (2023)
+            policies = [{"id": 360000 + i, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3kz{i}", "name": n, "type": t}
+                        for i, (n, t) in enumerate(env.policies)]  # fmt: skip
+            return self._listed(path, "branch_policies", policies, query)
+        if mm := re.fullmatch(r"/branches/([^/]+)(/protection)?", rest):
+            branch = unquote(mm.group(1))
+            if branch != setup.default_branch and branch not in setup.protection:
+                return 404, {"message": "Branch not found", "documentation_url": DOCS, "status": "404"}, {}
+            protection_url = self._url(f"/repos/{repo}/branches/{quote(branch, safe='')}/protection")
+            if mm.group(2) is None:  # docs: get a branch (only what PyGithub's Branch reads)
+                return 200, {
+                    "name": branch, "commit": {"sha": "0" * 40, "url": self._url(f"/repos/{repo}/commits/{'0' * 40}")},
+                    "protected": branch in setup.protection, "protection_url": protection_url,
+                }, {}  # fmt: skip
+            if "administration:read" not in perms:
+                return self._lacks("administration:read", who)
+            if branch not in setup.protection:
+                # the exact message go-github matches (repos.go: githubBranchNotProtected)
+                return 404, {"message": "Branch not protected", "documentation_url": DOCS, "status": "404"}, {}
+            contexts = setup.protection[branch]
+            return 200, {
+                "url": protection_url,
+                "required_status_checks": {
+                    "url": f"{protection_url}/required_status_checks", "strict": False, "contexts": contexts,
+                    "contexts_url": f"{protection_url}/required_status_checks/contexts",
+                    # `checks` repeats the contexts with the app that must set them (null: any)
+                    "checks": [{"context": c, "app_id": None} for c in contexts],
+                },
+                "enforce_admins": {"url": f"{protection_url}/enforce_admins", "enabled": False},
+            }, {}  # fmt: skip
+        if mm := re.fullmatch(r"/rules/branches/([^/]+)", rest):
+            # docs.github.com/rest/repos/rules#get-rules-for-a-branch: "Metadata: read", a bare list of
+            # the active rules, each with its ruleset's source (repository-rule-detailed)
+            contexts = setup.rules.get(unquote(mm.group(1)), [])
+            rules = [{
+                "type": "required_status_checks", "ruleset_source_type": "Repository", "ruleset_source": repo,
+                "ruleset_id": 42, "parameters": {
+                    "strict_required_status_checks_policy": False,
+                    "required_status_checks": [{"context": c, "integration_id": 15368} for c in contexts],
+                },
+            }] if contexts else []  # fmt: skip
+            return self._page(path, rules, query)
+        if rest == "/actions/permissions/workflow":
+            if "administration:read" not in perms:
+                return self._lacks("administration:read", who)
+            # docs.github.com/rest/actions/permissions#get-default-workflow-permissions-for-a-repository
+            return 200, {"default_workflow_permissions": setup.workflow_permissions,
+                         "can_approve_pull_request_reviews": False}, {}  # fmt: skip
+        if rest == "/actions/permissions/fork-pr-contributor-approval":
+            # operation actions/get-fork-pr-contributor-approval-permissions-repository: 200 or 404;
+            # `repo` scope for classic tokens, no fine-grained permission documented: Administration assumed
+            if "administration:read" not in perms:
+                return self._lacks("administration:read", who)
+            if setup.fork_pr_approval is None:
+                return not_found
+            return 200, {"approval_policy": setup.fork_pr_approval}, {}
+        return None
+
+    def _environment(self, repo: str, name: str, e: EnvironmentSetup) -> dict[str, Any]:
+        """docs.github.com/rest/deployments/environments#get-an-environment, example response: protection
+        rules in the order wait_timer, required_reviewers, branch_policy; `deployment_branch_policy` null
+        when every branch may deploy."""
+        eid = 161088068 + sum(map(ord, name))
+        rules: list[dict[str, Any]] = []
+        if e.wait_timer:
+            rules.append({"id": 3736, "node_id": "MDQ6R2F0ZTM3MzY=", "type": "wait_timer", "wait_timer": e.wait_timer})
+        if e.reviewers:
+            rules.append({
+                "id": 3755, "node_id": "MDQ6R2F0ZTM3NTU=", "prevent_self_review": False, "type": "required_reviewers",
+                "reviewers": [{"type": "User", "reviewer": {
+                    "login": login, "id": self.user_id(login), "node_id": f"MDQ6VXNlcj{self.user_id(login)}",
+                    "type": "User", "url": self._url(f"/users/{login}"),
+                    "html_url": f"https://github.example/{login}", "site_admin": False}} for login in e.reviewers],
+            })  # fmt: skip
+        if e.branch_policy:
+            rules.append({"id": 3756, "node_id": "MDQ6R2F0ZTM3NTY=", "type": "branch_policy"})
+        policy = None
+        if e.branch_policy is not None:
+            policy = {"protected_branches": e.branch_policy == "protected",
+                      "custom_branch_policies": e.branch_policy == "custom"}  # fmt: skip
+        return {
+            "id": eid, "node_id": f"MDExOkVudmlyb25tZW50{eid}", "name": name,
+            "url": self._url(f"/repos/{repo}/environments/{quote(name, safe='')}"),
+            "html_url": f"https://github.example/{repo}/deployments/activity_log?environments_filter={quote(name)}",
+            "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
+            "protection_rules": rules, "deployment_branch_policy": policy,
+        }  # fmt: skip
 
     @staticmethod
     def _output(out: dict[str, Any] | None) -> dict[str, Any]:

@@ -255,3 +255,12 @@ def test_the_pr_comment_links_the_commits_and_the_workflow_run(pr: Project, fake
     assert f"**Head** [{head[:8]}](https://github.example/{REPO}/commit/{head}) (tune)" in body
     assert f"**Baseline** [{base[:8]}](https://github.example/{REPO}/commit/{base}) (main)" in body
     assert f"[workflow run](https://github.example/{REPO}/actions/runs/77/attempts/1)" in body
+
+
+def test_a_command_that_printed_its_json_result_and_then_failed_prints_no_second_document(project: Project):
+    project.ok("train")
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("min: 0.8", "min: 0.95"))
+    project.commit("a stricter gate")
+    project.ok("train")
+    code, out, _ = project.cli("gate", "--json")
+    assert code == 1 and "error" not in json.loads(out)  # the verdict, and only it

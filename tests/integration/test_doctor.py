@@ -1,0 +1,480 @@
+"""`mlops-ci doctor` in process, against the fake GitHub REST API (driven by the real PyGithub
+client), IAM and S3 as moto implements them, and the fake Comet REST API."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_ci.doctor import OIDC_HOST, SECRETS, VARIABLES, referenced_names, trust_verdict
+from tests.conftest import ROOT, git
+from tests.fakes.github_api import ADMIN, ALL_PERMISSIONS, Account, EnvironmentSetup, FakeGitHub, RepoSetup
+
+REPO = "acme/models"
+TOKEN = "github_pat_doctor0123456789"  # a fine-grained PAT of a repository admin
+ACCOUNT = "123456789012"  # moto's account
+TRAIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/fast-mlops-ci-train"
+DEPLOY_ROLE = f"arn:aws:iam::{ACCOUNT}:role/fast-mlops-ci-deploy"
+BUCKET = "mlops-ci-store"
+STORE = f"s3://{BUCKET}/team"
+CHECK = "mlops-ci / fast"
+
+
+@pytest.fixture
+def gh() -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(
+        tokens={TOKEN: ADMIN, "github_pat_plain": ALL_PERMISSIONS, "ghs_actions": ALL_PERMISSIONS,
+                "github_pat_no_envs": ADMIN - {"environments:read"}},
+        accounts={TOKEN: Account("octocat", 583231, installation=False),
+                  "github_pat_plain": Account("dev", 4242, installation=False)},
+    ).start()  # fmt: skip
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """IAM (the OIDC provider, the two roles with the trust policies of docs/iam/) and the store's
+    bucket, as moto implements them, in process."""
+    from moto import mock_aws
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+                 "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        import boto3
+
+        iam = boto3.client("iam", region_name="us-east-1")
+        iam.create_open_id_connect_provider(Url=f"https://{OIDC_HOST}", ClientIDList=["sts.amazonaws.com"],
+                                           ThumbprintList=["6938fd4d98bab03faadb97b34396831e3780aea1"])  # fmt: skip
+        for arn, doc in ((TRAIN_ROLE, "training-role-trust.json"), (DEPLOY_ROLE, "deploy-role-trust.json")):
+            iam.create_role(RoleName=arn.rsplit("/", 1)[1], AssumeRolePolicyDocument=trust(doc))
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        yield iam
+
+
+def trust(name: str, repo: str = REPO) -> str:
+    """A trust policy of docs/iam/ with its placeholders filled in, as a user would."""
+    text = (ROOT / "docs" / "iam" / name).read_text()
+    owner, repo_name = repo.split("/")
+    return text.replace("ACCOUNT_ID", ACCOUNT).replace("OWNER", owner).replace("REPO", repo_name)
+
+
+def complete(**changes: Any) -> RepoSetup:
+    """A repository set up as docs/sagemaker.md and docs/store.md ask."""
+    setup = RepoSetup(
+        variables={"MLOPS_CI_STORE": STORE, "MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"},
+        secrets=["COMET_API_KEY"],
+        environments={
+            "staging": EnvironmentSetup(branch_policy="custom", policies=[("v*", "tag")],
+                                        variables={"MLOPS_CI_AWS_ROLE": DEPLOY_ROLE}),
+            "production": EnvironmentSetup(reviewers=["octocat"], branch_policy="custom", policies=[("v*", "tag")],
+                                           variables={"MLOPS_CI_AWS_ROLE": DEPLOY_ROLE}),
+            "fork-training": EnvironmentSetup(reviewers=["octocat"]),
+        },
+        rules={"main": ["lint", CHECK]},
+    )  # fmt: skip
+    for k, v in changes.items():
+        setattr(setup, k, v)
+    return setup
+
+
+def config(*, comet: bool = False, sagemaker: bool = False, store: str | None = None) -> str:
+    text = "project: fast\n" + (f"store: {store}\n" if store else "")
+    if comet:
+        text += "tracking:\n  backend: comet\n  workspace: acme\n"
+    if sagemaker:
+        text += "training:\n  backend: sagemaker\n  sagemaker: {framework: sklearn, framework_version: '1.2-1'}\n"
+        text += f"aws: {{region: us-east-1, role: 'arn:aws:iam::{ACCOUNT}:role/sm-exec', bucket: mlops-ci-data}}\n"
+    return text
+
+
+class Repo:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def doctor(self, *args: str) -> tuple[int, str, str]:
+        from mlops_ci.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["-C", str(self.path), "doctor", *args])
+        return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, gh: FakeGitHub, monkeypatch: pytest.MonkeyPatch) -> Repo:
+    path = tmp_path / "repo"
+    path.mkdir()
+    (path / "mlops-ci.yaml").write_text(config())
+    git(path, "init", "-q", "-b", "main")
+    for k, v in {"GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": REPO}.items():
+        monkeypatch.setenv(k, v)
+    return Repo(path)
+
+
+def documents(out: str) -> list[Any]:
+    """The JSON documents on stdout (the report; the CLI may add an error document after a failure)."""
+    decoder, docs, at = json.JSONDecoder(), [], 0
+    while out[at:].strip():
+        doc, at = decoder.raw_decode(out, at + len(out[at:]) - len(out[at:].lstrip()))
+        docs.append(doc)
+    return docs
+
+
+def marked(out: str, mark: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(mark)]
+
+
+def fixes_of(out: str, title: str) -> str:
+    """The lines printed under one check (its fix and console path)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("[") and line[10:].startswith(title))
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.startswith(" "):
+            break
+        block.append(line.strip())
+    return "\n".join(block)
+
+
+# -- the checklist ------------------------------------------------------------------------------
+def test_two_missing_names_and_the_required_check_are_the_three_misses(repo: Repo, gh: FakeGitHub, aws: Any):
+    (repo.path / "mlops-ci.yaml").write_text(config(comet=True))
+    setup = complete(secrets=[], rules={"main": ["lint"]})
+    del setup.variables["MLOPS_CI_AWS_REGION"]
+    gh.setups[REPO] = setup
+    code, out, err = repo.doctor()
+    assert code == 2, err
+    assert marked(out, "[MISSING]") == [
+        "[MISSING] variable MLOPS_CI_AWS_REGION: not set; needed because the store is s3://mlops-ci-store/team",
+        "[MISSING] secret COMET_API_KEY: not set; needed because tracking.backend is comet",
+        f"[MISSING] required check '{CHECK}' on main: not required (required now: lint): a failed gate would not "
+        "block the merge",
+    ]
+    assert fixes_of(out, "variable MLOPS_CI_AWS_REGION").startswith(
+        "fix: gh variable set MLOPS_CI_AWS_REGION --repo acme/models --body us-east-1"
+    )
+    assert fixes_of(out, "secret COMET_API_KEY").startswith("fix: gh secret set COMET_API_KEY --repo acme/models")
+    ruleset = fixes_of(out, "required check")
+    assert ruleset.startswith("fix: gh api -X POST repos/acme/models/rulesets --input - <<'EOF'")
+    body = json.loads(ruleset.splitlines()[1])
+    assert body["rules"][0]["parameters"]["required_status_checks"] == [{"context": CHECK}]
+    assert body["conditions"]["ref_name"]["include"] == ["~DEFAULT_BRANCH"]
+    assert "Settings → Rules → Rulesets" in ruleset
+    # the Comet key cannot be read back from GitHub: said, not counted as missing
+    assert marked(out, "[UNKNOWN]") == ["[UNKNOWN] Comet key (workspace acme): could not check: the key is a GitHub "
+                                        "secret and no API returns its value; set $COMET_API_KEY here to check the key "
+                                        "you stored"]  # fmt: skip
+    assert out.rstrip().endswith("3 missing, 1 could not be checked, 10 ok")
+    assert "set-up incomplete: 3 item(s) to fix" in err and "secret COMET_API_KEY" in err
+    code, out, _ = repo.doctor("--json")
+    report = documents(out)[0]
+    assert code == 2 and report["ok"] is False and report["summary"] == {"ok": 10, "missing": 3, "could_not_check": 1}
+    (check,) = [c for c in report["checks"] if c["status"] == "missing" and c["id"] == "secret:COMET_API_KEY"]
+    assert check["fix"][0].startswith("gh secret set COMET_API_KEY --repo acme/models")
+
+
+def test_a_complete_set_up_passes(repo: Repo, gh: FakeGitHub, aws: Any):
+    (repo.path / "mlops-ci.yaml").write_text(config(sagemaker=True))
+    gh.setups[REPO] = complete()
+    code, out, err = repo.doctor()
+    assert code == 0, out + err
+    checks = [line for line in out.splitlines() if line.startswith("[")]
+    assert checks and all(line.startswith("[ok]") for line in checks), out
+    assert f"[ok]      AWS OIDC trust of role fast-mlops-ci-train (MLOPS_CI_AWS_ROLE): trusts repo:{REPO}:ref:refs/" \
+           in out  # fmt: skip
+    assert f"repo:{REPO}:environment:fork-training" in out  # SageMaker training: forks train after approval
+    assert f"[ok]      AWS OIDC trust of role fast-mlops-ci-deploy (environment staging's MLOPS_CI_AWS_ROLE): " \
+           f"trusts repo:{REPO}:environment:staging, repo:{REPO}:environment:production" in out  # fmt: skip
+    assert f"{STORE} is readable and writable as arn:aws:sts::{ACCOUNT}:user/moto" in out
+    import boto3
+
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0  # the probe is gone
+    (doc,) = documents(repo.doctor("--json")[1])
+    assert doc["ok"] is True and doc["summary"] == {"ok": len(checks), "missing": 0, "could_not_check": 0}
+    assert {c["id"] for c in doc["checks"]} >= {
+        "variable:MLOPS_CI_AWS_ROLE", "environment:production", "required-check", "workflow-permissions",
+        "fork-approval", "oidc:fast-mlops-ci-train", "oidc:fast-mlops-ci-deploy", "store",
+    }  # fmt: skip
+    # every call was a read
+    assert gh.writes() == 0 and gh.requests
+
+
+def test_a_token_without_the_settings_permissions_says_what_it_could_not_check(
+    repo: Repo, gh: FakeGitHub, aws: Any, monkeypatch: pytest.MonkeyPatch
+):
+    (repo.path / "mlops-ci.yaml").write_text(config(comet=True, store=STORE))
+    gh.setups[REPO] = complete(rules={})
+    monkeypatch.setenv("GITHUB_TOKEN", "github_pat_plain")
+    code, out, err = repo.doctor()
+    assert code == 0, err  # nothing is known to be missing
+    unknown = marked(out, "[UNKNOWN]")
+    by_title = {line.split(":")[0].removeprefix("[UNKNOWN] "): line for line in unknown}
+    assert set(by_title) == {"variable MLOPS_CI_AWS_REGION", "variable MLOPS_CI_AWS_ROLE", "secret COMET_API_KEY",
+                             f"required check '{CHECK}' on main", "workflow token default", "fork PR approval",
+                             "AWS OIDC trust", "Comet key (workspace acme)"}  # fmt: skip
+    assert ("could not check: GitHub answered 403 (Resource not accessible by personal access token); the token needs "
+            "`Variables: read` (fine-grained token) or the `repo` scope (classic token); GITHUB_TOKEN cannot be given "
+            "it (GitHub accepts: actions_variables=read)") in by_title["variable MLOPS_CI_AWS_ROLE"]  # fmt: skip
+    assert "`Secrets: read`" in by_title["secret COMET_API_KEY"]
+    assert "branch protection: GitHub answered 403" in by_title[f"required check '{CHECK}' on main"]
+    assert "`Administration: read`" in by_title["workflow token default"]
+    assert "console:" in fixes_of(out, "workflow token default")
+    # what the token may read is still checked: environments need only Actions: read
+    assert "[ok]      environment production: 1 required reviewer(s), deployments from tag v*" in out
+    assert "store (mlops-ci.yaml), MLOPS_CI_STORE unreadable" in out
+    assert "4 item(s) could not be checked" not in err and "could not be checked (see above)" in err
+    code, _, err = repo.doctor("--strict")
+    assert code == 2 and "variable MLOPS_CI_AWS_ROLE" in err
+    # GITHUB_TOKEN (an installation token) is told so in GitHub's own words
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_actions")
+    code, out, _ = repo.doctor()
+    assert code == 0
+    assert "GitHub answered 403 (Resource not accessible by integration)" in out
+
+
+def test_an_unreadable_environment_role_is_not_guessed(repo: Repo, gh: FakeGitHub, aws: Any,
+                                                      monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    gh.setups[REPO] = complete()
+    monkeypatch.setenv("GITHUB_TOKEN", "github_pat_no_envs")
+    code, out, _ = repo.doctor()
+    # the release jobs assume staging's and production's own role, which this token cannot read:
+    # checking the repository's role against their subjects would report a miss that is not one
+    assert code == 0, out
+    assert [line.split(":")[0] for line in marked(out, "[UNKNOWN]")] == [
+        "[UNKNOWN] AWS OIDC trust of environment staging",
+        "[UNKNOWN] AWS OIDC trust of environment production",
+    ]
+    assert "`Variables: read` and `Environments: read`" in out
+    assert f"[ok]      AWS OIDC trust of role fast-mlops-ci-train (MLOPS_CI_AWS_ROLE): trusts repo:{REPO}:ref:" in out
+
+
+def test_a_rejected_token_stops_doctor(repo: Repo, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_revoked")
+    code, out, err = repo.doctor()
+    assert code == 13 and out == ""
+    assert "GitHub rejected the token (401 Bad credentials)" in err and "ghp_revoked" not in err
+
+
+def test_a_repository_the_token_cannot_see_is_not_found(repo: Repo, gh: FakeGitHub):
+    gh.inject("GET", r"^/repos/acme/models$", 404, message="Not Found")
+    code, out, err = repo.doctor()
+    assert code == 4 and out == ""
+    assert "GitHub has no repository acme/models, or the token cannot see it" in err
+
+
+# -- the OIDC trust --------------------------------------------------------------------------------
+def test_a_trust_policy_for_another_repository_is_missing_with_the_policy_to_set(repo: Repo, gh: FakeGitHub,
+                                                                                aws: Any):  # fmt: skip
+    aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=trust("training-role-trust.json",
+                                                                                         "acme/other"))  # fmt: skip
+    gh.setups[REPO] = complete()
+    code, out, _ = repo.doctor()
+    assert code == 2
+    (miss,) = marked(out, "[MISSING]")
+    assert miss == (f"[MISSING] AWS OIDC trust of role fast-mlops-ci-train (MLOPS_CI_AWS_ROLE): does not admit "
+                    f"repo:{REPO}:ref:refs/heads/main, repo:{REPO}:ref:refs/heads/feature/any-branch, "
+                    f"repo:{REPO}:pull_request")  # fmt: skip
+    fix = fixes_of(out, "AWS OIDC trust of role fast-mlops-ci-train")
+    policy = json.loads(fix.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0])
+    (st,) = policy["Statement"]
+    assert st["Principal"]["Federated"] == f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_HOST}"
+    assert st["Condition"]["StringLike"][f"{OIDC_HOST}:sub"] == [f"repo:{REPO}:pull_request",
+                                                                 f"repo:{REPO}:ref:refs/heads/*"]  # fmt: skip
+    assert (
+        "aws iam update-assume-role-policy --role-name fast-mlops-ci-train --policy-document file://trust.json" in fix
+    )
+    # the fix, applied, passes
+    aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=json.dumps(policy))
+    assert repo.doctor()[0] == 0
+
+
+def test_a_trust_policy_without_a_subject_condition_is_missing(repo: Repo, gh: FakeGitHub, aws: Any):
+    open_to_all = json.loads(trust("deploy-role-trust.json"))
+    del open_to_all["Statement"][0]["Condition"]["StringEquals"][f"{OIDC_HOST}:sub"]
+    aws.update_assume_role_policy(RoleName="fast-mlops-ci-deploy", PolicyDocument=json.dumps(open_to_all))
+    gh.setups[REPO] = complete()
+    code, out, _ = repo.doctor()
+    assert code == 2
+    (miss,) = marked(out, "[MISSING]")
+    assert "fast-mlops-ci-deploy" in miss and "every repository on GitHub could assume the role" in miss
+
+
+def test_the_trust_verdict_follows_iam_condition_operators():
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_HOST}"
+
+    def doc(op: str, sub: Any, aud: str = "sts.amazonaws.com") -> dict[str, Any]:
+        condition: dict[str, Any] = {"StringEquals": {f"{OIDC_HOST}:aud": aud}}
+        condition.setdefault(op, {})[f"{OIDC_HOST}:sub"] = sub
+        return {"Statement": {"Effect": "Allow", "Principal": {"Federated": provider},
+                              "Action": ["sts:AssumeRoleWithWebIdentity"], "Condition": condition}}  # fmt: skip
+
+    main = f"repo:{REPO}:ref:refs/heads/main"
+    assert trust_verdict(doc("StringLike", f"repo:{REPO}:*"), [main]).problems == []
+    assert trust_verdict(doc("StringLike", "repo:acme/model?:ref:refs/heads/main"), [main]).problems == []
+    # `[` is literal in IAM, never a character class
+    assert trust_verdict(doc("StringLike", "repo:acme/[m]odels:*"), [main]).problems
+    assert trust_verdict(doc("StringEquals", f"repo:{REPO}:*"), [main]).problems == [f"does not admit {main}"]
+    assert trust_verdict(doc("StringLike", f"repo:{REPO}:*", aud="other"), [main]).problems == [
+        f"does not admit {main}"
+    ]
+    assert trust_verdict({"Statement": []}, [main]).problems[0].startswith("the trust policy has no statement")
+
+
+# -- environments, store, Comet -----------------------------------------------------------------------
+def test_unprotected_environments_get_their_protection_commands(repo: Repo, gh: FakeGitHub, aws: Any):
+    (repo.path / "mlops-ci.yaml").write_text(config(sagemaker=True))
+    setup = complete()
+    setup.environments["production"] = EnvironmentSetup(branch_policy="custom", policies=[("main", "branch")],
+                                                        variables={"MLOPS_CI_AWS_ROLE": DEPLOY_ROLE})  # fmt: skip
+    setup.environments["fork-training"] = EnvironmentSetup(reviewers=["octocat"], branch_policy="custom",
+                                                           policies=[("v*", "tag")])  # fmt: skip
+    del setup.environments["staging"]
+    gh.setups[REPO] = setup
+    code, out, _ = repo.doctor()
+    assert code == 2
+    assert marked(out, "[MISSING]") == [
+        "[MISSING] environment staging: does not exist (a job that names it creates it unprotected)",
+        "[MISSING] environment production: no required reviewers; no tag rule admits release tags like v1.2.3 "
+        "(branch main)",
+        "[MISSING] environment fork-training: its deployment branches (tag v*) exclude main, the branch the "
+        "fork-training job runs on",
+        # without a staging environment (and its MLOPS_CI_AWS_ROLE) an rc tag's job would assume the training role
+        f"[MISSING] AWS OIDC trust of role fast-mlops-ci-train (MLOPS_CI_AWS_ROLE): does not admit "
+        f"repo:{REPO}:environment:staging",
+    ]
+    production = fixes_of(out, "environment production")
+    assert production.splitlines()[:4] == [
+        "fix: # this PUT sets the environment's reviewers and deployment policy anew",
+        "gh api -X PUT repos/acme/models/environments/production --input - <<EOF",
+        '{"deployment_branch_policy": {"protected_branches": false, "custom_branch_policies": true}, '
+        '"reviewers": [{"type": "User", "id": $(gh api user --jq .id)}]}',
+        "EOF",
+    ]
+    assert "gh api -X POST repos/acme/models/environments/production/deployment-branch-policies -f name='v*' " \
+           "-f type=tag" in production  # fmt: skip
+    assert "-f name=main -f type=branch" in fixes_of(out, "environment fork-training")
+    assert "reviewers" not in fixes_of(out, "environment staging").lower()  # optional there
+
+
+def test_store_problems_name_the_fix(repo: Repo, gh: FakeGitHub, aws: Any):
+    variables = {"MLOPS_CI_STORE": "s3://no-such-bucket-here/team", "MLOPS_CI_AWS_ROLE": TRAIN_ROLE,
+                 "MLOPS_CI_AWS_REGION": "eu-west-1"}  # fmt: skip
+    gh.setups[REPO] = complete(variables=variables)
+    code, out, _ = repo.doctor("--read-only")
+    assert code == 2
+    assert marked(out, "[MISSING]") == [
+        "[MISSING] store (repository variable MLOPS_CI_STORE): the bucket no-such-bucket-here does not exist"
+    ]
+    assert fixes_of(out, "store").startswith(
+        "fix: aws s3api create-bucket --bucket no-such-bucket-here --region "
+        "eu-west-1 --create-bucket-configuration LocationConstraint=eu-west-1"
+    )
+    # a local store dies with the runner
+    gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
+    code, out, _ = repo.doctor()
+    (miss,) = marked(out, "[MISSING]")
+    assert miss.startswith("[MISSING] store (mlops-ci.yaml): sqlite:///.mlops-ci/store.db is a file on the runner")
+    assert "gh variable set MLOPS_CI_STORE --repo acme/models --body" in fixes_of(out, "store (mlops-ci.yaml)")
+    # --read-only: readable, writing not checked, nothing written
+    gh.setups[REPO] = complete()
+    code, out, _ = repo.doctor("--read-only")
+    assert code == 0 and f"{STORE} is readable as arn:aws:sts::{ACCOUNT}:user/moto (--read-only" in out
+
+
+def test_the_comet_key_is_checked_when_it_is_here(repo: Repo, gh: FakeGitHub, aws: Any,
+                                                  monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    from tests.fakes.comet import FakeComet, serve
+
+    (repo.path / "mlops-ci.yaml").write_text(config(comet=True))
+    gh.setups[REPO] = complete()
+    fake = FakeComet(api_key="comet-good-key-0123456789")
+    with serve(fake) as url:
+        monkeypatch.setenv("COMET_URL_OVERRIDE", f"{url}/clientlib/")
+        monkeypatch.setenv("COMET_ERROR_TRACKING_ENABLE", "false")  # what mlops-ci sets for comet_ml
+        monkeypatch.setenv("COMET_API_KEY", "comet-bad-key-0123456789")
+        code, out, err = repo.doctor()
+        assert code == 2
+        (miss,) = marked(out, "[MISSING]")
+        assert miss == "[MISSING] Comet key (workspace acme): Comet rejected the key in $COMET_API_KEY"
+        assert "comet-bad-key" not in out + err
+        monkeypatch.setenv("COMET_API_KEY", "comet-good-key-0123456789")
+        code, out, _ = repo.doctor()
+        assert code == 0
+        assert "[ok]      Comet key (workspace acme): the key is valid (Comet has no project fast yet" in out
+
+
+# -- hostile input ---------------------------------------------------------------------------------
+HOSTILE = "x\n::error title=pwned::owned\r##[warning]forged\u2028[ok]      all good `$(id)` <b>**bold**</b>"
+
+
+def test_hostile_names_and_values_stay_on_their_line(repo: Repo, gh: FakeGitHub, aws: Any,
+                                                     monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    setup = complete(rules={"main": [f"lint{HOSTILE}"]})
+    setup.variables["MLOPS_CI_AWS_ROLE"] = f"arn:aws:iam::{ACCOUNT}:role/r{HOSTILE}"
+    setup.variables[f"NAME{HOSTILE}"] = HOSTILE
+    setup.secrets.append(f"SECRET{HOSTILE}")
+    setup.environments["production"].policies = [(f"v*{HOSTILE}", "tag")]
+    setup.environments[f"env{HOSTILE}"] = EnvironmentSetup()
+    gh.setups[REPO] = setup
+    code, out, err = repo.doctor()
+    assert code == 2
+    lines = out.splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("::")]  # `##[` matters under Actions only
+    assert len(marked(out, "[ok]")) == documents(repo.doctor("--json")[1])[0]["summary"]["ok"]  # none forged
+    assert "[MISSING] AWS OIDC trust of MLOPS_CI_AWS_ROLE: 'arn:aws:iam::123456789012:role/rx\\n::error " in out
+    assert "required now: lintx\\n::error title=pwned::owned\\r##[warning]forged\\u2028[ok]" in out
+    assert "(tag v*x\\n::error" in out
+    # under Actions the checklist is one stop-commands block, and the error is our own command
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, out, err = repo.doctor()
+    token = re.fullmatch(r"::stop-commands::([0-9a-f]{32})", out.splitlines()[0])
+    assert token and out.rstrip().splitlines()[-1] == f"::{token.group(1)}::"
+    body = out.rstrip().splitlines()[1:-1]
+    assert not [line for line in body if line.lstrip().startswith("::") or "##[" in line]
+    assert [line for line in err.splitlines() if line.startswith("::")][-1].startswith("::error::set-up incomplete")
+    # --json keeps the values exactly (JSON escapes the line breaks)
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    code, out, _ = repo.doctor("--json")
+    report = documents(out)[0]
+    (check,) = [c for c in report["checks"] if c["id"] == "required-check"]
+    assert f"lint{HOSTILE}" in check["detail"]
+    assert code == 2 and report["ok"] is False
+
+
+# -- plumbing ----------------------------------------------------------------------------------------
+def test_the_repository_comes_from_the_origin_remote(repo: Repo, gh: FakeGitHub, aws: Any,
+                                                     monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    gh.setups[REPO] = complete()
+    monkeypatch.delenv("GITHUB_REPOSITORY")
+    code, _, err = repo.doctor()
+    assert code == 2 and "pass --repo OWNER/NAME" in err
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://github.example")
+    git(repo.path, "remote", "add", "origin", "git@github.example:acme/models.git")
+    code, out, err = repo.doctor()
+    assert code == 0, err
+    assert out.startswith("mlops-ci doctor: acme/models (default branch main)")
+    assert repo.doctor("--repo", "not a repo")[0] == 2
+
+
+def test_doctor_knows_every_name_the_workflows_and_actions_read():
+    templates = next(d for d in (ROOT / "workflow-templates", ROOT / "workflow_templates") if d.is_dir())
+    texts = [p.read_text() for p in sorted(templates.glob("*.yml"))]
+    assert len(texts) >= 5
+    texts += [(ROOT / "action.yml").read_text()]
+    texts += [p.read_text() for p in sorted((ROOT / "actions").glob("*/action.yml"))]
+    variables, secrets = referenced_names(texts)
+    from mlops_ci.doctor import shipped_names
+
+    assert (variables, secrets) == shipped_names()  # the package's copies say the same
+    assert variables == set(VARIABLES) and secrets == set(SECRETS)
