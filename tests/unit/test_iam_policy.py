@@ -31,6 +31,7 @@ PACKAGE = ROOT / "mlops_ci"
 IAM = ROOT / "docs" / "iam"
 ROLES = {"training": IAM / "training-role-policy.json", "deploy": IAM / "deploy-role-policy.json"}
 SIGNING = "signing-key"  # kms Sign/Verify/GetPublicKey: granted by the key policy, to principals
+OPERATOR = "operator"  # a person's own credentials (`mlops-ci doctor`): no policy of ours grants them
 
 # botocore service name -> IAM service prefix
 IAM_PREFIX = {
@@ -42,6 +43,7 @@ IAM_PREFIX = {
     "application-autoscaling": "application-autoscaling",
     "kms": "kms",
     "sts": "sts",
+    "iam": "iam",  # doctor reads roles and OIDC providers (as the operator)
 }
 
 # S3 operations whose IAM action is not s3:<OperationName> (Service Authorization Reference, S3).
@@ -82,7 +84,16 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/pipeline.py", "Workspace.register_package"): {"deploy"},  # promote
     ("mlops_ci/backends/s3_store.py", "S3Store."): {"training", "deploy"},  # the run store: every verb
     ("mlops_ci/integrity.py", "Signer."): {SIGNING},  # gate signs, promote signs, deploy verifies
+    # `doctor` reads the set-up as whoever runs it (an admin, locally): IAM and STS reads are no
+    # CI role's to make; its store probe is what every CI job does to the store
+    ("mlops_ci/doctor.py", "Doctor._oidc"): {OPERATOR},
+    ("mlops_ci/doctor.py", "Doctor._trust"): {OPERATOR},
+    ("mlops_ci/doctor.py", "Doctor._store"): {"training", "deploy"},
 }
+
+# Actions no policy needs to allow: "No permissions are required to perform this operation"
+# (STS API reference, GetCallerIdentity; an explicit deny does not stop it either).
+UNAUTHORIZED = {"sts:GetCallerIdentity"}
 
 # Actions a call needs besides its own (Service Authorization Reference "Dependent actions", and
 # the S3/KMS rules for SSE-KMS objects). Needed only with aws.kms_key / tags / alarms, but the
@@ -178,10 +189,13 @@ def _dotted(node: ast.AST) -> str | None:
 
 
 def _client_call(node: ast.AST) -> ast.Call | None:
-    """`boto3.client("s3")`, `self.aws.client("sagemaker")`, `session.client(service)`."""
+    """`boto3.client("s3")`, `self.aws.client("sagemaker")`, `session.client(service)`, doctor's
+    `self._boto("iam")`."""
     if isinstance(node, ast.Call) and node.args:
         f = node.func
-        if (isinstance(f, ast.Attribute) and f.attr == "client") or (isinstance(f, ast.Name) and f.id == "client"):
+        if (isinstance(f, ast.Attribute) and f.attr in ("client", "_boto")) or (
+            isinstance(f, ast.Name) and f.id == "client"
+        ):
             return node
     return None
 
@@ -430,7 +444,7 @@ def needed(calls: Iterable[Call], role: str) -> set[str]:
         if role in roles_of(call):
             for action in actions_of(call):
                 out |= {action} | DEPENDENT.get(action, set())
-    return out
+    return out - UNAUTHORIZED
 
 
 def missing(calls: Iterable[Call]) -> dict[str, set[str]]:
