@@ -59,6 +59,7 @@ def findings(cfg: Config) -> list[Finding]:
     _metric_names(c)
     _thresholds(c)
     _serving(c)
+    _sagemaker(c)
     return c.found
 
 
@@ -146,6 +147,16 @@ def _thresholds(c: _Checker) -> None:
             ("gate", "rules", i, "max_regression"),
             f"{shown} is an absolute change of {shown} in {raw.get('metric')}'s own units (a metric in [0, 1] "
             f"could never fail it); for a relative limit write '{shown}%'",
+        )
+
+
+def _sagemaker(c: _Checker) -> None:
+    sm = c.cfg.training.sagemaker
+    if sm is not None and sm.checkpoint_s3_uri and not sm.spot:
+        c.add(
+            "warning",
+            ("training", "sagemaker", "checkpoint_s3_uri"),
+            "is sent to SageMaker only with spot: true (to resume an interrupted spot job); without it, it is ignored",
         )
 
 

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlparse
 
 from ._untrusted import inline
 from .errors import BadCredentials, ConfigError, MlopsCiError, NotFound, PermissionDenied, UsageError
+from .report import check_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backends.github import GitHubClient
@@ -49,7 +50,7 @@ _REF = re.compile(r"\b(vars|secrets)\.([A-Za-z_][A-Za-z0-9_]*)")
 APPROVAL_POLICIES = ("first_time_contributors_new_to_github", "first_time_contributors", "all_external_contributors")
 
 # What the workflows read, and why (tests/integration/test_doctor.py keeps this in step with
-# every `vars.X` / `secrets.X` in workflow_templates/, action.yml and actions/*/action.yml).
+# every `vars.X` / `secrets.X` in workflow-templates/, action.yml and actions/*/action.yml).
 VARIABLES = {
     "MLOPS_CI_STORE": "the shared run store the jobs use (the `store` check)",
     "MLOPS_CI_AWS_ROLE": "the IAM role the jobs assume through GitHub's OIDC provider",
@@ -269,7 +270,7 @@ class Doctor:
         self.read_only = read_only
         self.checks: list[Check] = []
         self.repo = str(client.settings.repository)
-        self.check_name = f"mlops-ci / {cfg.project}"
+        self.check_name = check_name(cfg.project)
         self.variables: dict[str, str] | None = None  # repository + organization variables, None: unreadable
         self.variables_problem = ""
         self.full_name, self.default_branch, self.private = self.repo, "", False

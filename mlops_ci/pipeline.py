@@ -1241,7 +1241,7 @@ class Workspace:
     def publish_verdict(self, verdict: Verdict) -> str | None:
         """The gate as a check run named after the project (or a commit status as fallback)."""
         from .errors import BadCredentials, PermissionDenied
-        from .report import render_check
+        from .report import check_name, render_check
 
         title, summary = render_check(self.project, verdict)
         if not verdict.results:
@@ -1260,7 +1260,7 @@ class Workspace:
         ]  # fmt: skip
         try:
             client = self.github()
-            check = (verdict.sha, f"mlops-ci / {self.project}", conclusion, title, summary, annotations,
+            check = (verdict.sha, check_name(self.project), conclusion, title, summary, annotations,
                      client.settings.run_url)  # fmt: skip
             if self.dry_run:
                 for req in client.plan_check(*check):

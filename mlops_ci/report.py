@@ -25,6 +25,11 @@ MAX_CHARTS = 6
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
 
 
+def check_name(project: str) -> str:
+    """The gate's check run (or commit status) on GitHub: what a branch rule makes required."""
+    return f"mlops-ci / {project}"
+
+
 def marker(project: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", project)
     return f"<!-- mlops-ci:report project={safe} -->"

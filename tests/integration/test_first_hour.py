@@ -264,3 +264,30 @@ def test_a_command_that_printed_its_json_result_and_then_failed_prints_no_second
     project.ok("train")
     code, out, _ = project.cli("gate", "--json")
     assert code == 1 and "error" not in json.loads(out)  # the verdict, and only it
+
+
+def test_a_checkpoint_uri_without_spot_is_said_to_be_ignored(tmp_path: Path):
+    from mlops_ci import config
+    from mlops_ci.config_check import findings
+
+    (tmp_path / "train.py").write_text("print('accuracy=1')\n")
+    text = (
+        "project: p\n"
+        "training:\n"
+        "  backend: sagemaker\n"
+        "  sagemaker:\n"
+        "    framework: sklearn\n"
+        "    framework_version: '1.2-1'\n"
+        "    checkpoint_s3_uri: s3://bucket/ckpt\n"
+        "aws: {region: eu-west-1, role: 'arn:aws:iam::123456789012:role/sm', bucket: bucket}\n"
+    )
+    (tmp_path / "mlops-ci.yaml").write_text(text)
+    found = [str(f) for f in findings(config.load(tmp_path, {}))]
+    assert found == [
+        "mlops-ci.yaml:7:5: training.sagemaker.checkpoint_s3_uri: is sent to SageMaker only with spot: true (to "
+        "resume an interrupted spot job); without it, it is ignored"
+    ]
+    (tmp_path / "mlops-ci.yaml").write_text(
+        text.replace("    checkpoint", "    spot: true\n    max_wait: 7200\n    checkpoint")
+    )
+    assert findings(config.load(tmp_path, {})) == []
