@@ -538,7 +538,7 @@ class SageMakerTrainer:
                 except ValueError as exc:
                     result.exit_code, result.failure = 1, str(exc)
                     return result
-                # the file wins where both name a metric, as in the local backend (README: Metrics)
+                # the file wins where both name a metric, as in the local backend (docs/training.md: Metrics)
                 result.metrics.update(finals)
                 result.series.update(series)
         code = base / "code"  # the serving files packed into the artifact come from the source
