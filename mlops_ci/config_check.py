@@ -2,9 +2,10 @@
 do not exist, gate rules and metric goals naming a metric no definition produces, thresholds
 that read one way and mean another, endpoints that could never start.
 
-Errors stop `config check` (exit 2) and `train` before any compute is spent; warnings are
-printed and let it go on (a metric may come from metrics.json, a channel may be made by an
-earlier step of the workflow).
+Errors make `config check` exit 2; warnings are printed and let it pass (a metric may come from
+metrics.json, a channel may be made by an earlier step of the workflow). `train` checks for
+itself, at the commit it trains and before any compute is spent, that the entry point and the
+serving files exist.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def _paths(c: _Checker) -> None:
     for name, uri in t.channels.items():
         if "://" in uri:
             continue  # S3 channels: read by SageMaker, not checkable here without credentials
+        if not Path(uri).is_absolute() and not (c.root / uri).resolve().is_relative_to(c.root.resolve()):
+            c.add(
+                "error",
+                ("training", "channels", name),
+                f"'{uri}' leaves the directory of {c.cfg.file}, which training refuses; use a path inside it, or an "
+                "absolute path for data kept elsewhere on this machine",
+            )
+            continue
         if not (c.root / uri).exists():
             c.add(
                 "warning",
@@ -175,9 +184,9 @@ def _serving(c: _Checker) -> None:
         return
     script = c.root / c.cfg.training.source_dir / s.entry_point
     try:
-        text = script.read_text(encoding="utf-8")
+        text = script.read_text(encoding="utf-8-sig")  # a BOM is what Python itself accepts
     except (OSError, UnicodeDecodeError):
-        return  # missing: reported by _paths
+        return  # missing: reported by _paths; undecodable: left to Python to say at serve time
     import ast
 
     try:
@@ -185,20 +194,29 @@ def _serving(c: _Checker) -> None:
     except SyntaxError as exc:
         c.add("error", ("serving", "entry_point"), f"'{s.entry_point}' line {exc.lineno}: {exc.msg}")
         return
-    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-    imported = any(isinstance(n, ast.ImportFrom | ast.Import) for n in tree.body)
-    if "model_fn" not in names and not (imported and _imports_name(tree, "model_fn")):
+    if not _may_bind(tree, "model_fn"):
         from .serving.contract import no_model_fn_message
 
         c.add("error", ("serving", "entry_point"), no_model_fn_message(s.entry_point))
 
 
-def _imports_name(tree: object, name: str) -> bool:
+def _may_bind(tree: object, name: str) -> bool:
+    """Whether the module could have an attribute `name` once imported (the model server looks it
+    up with getattr): a def, an assignment or an import of it anywhere in the module (under
+    try/if included), a star import, or module-level dynamics (globals(), exec, setattr) that no
+    reading of the text can rule out. Only a module with none of these surely lacks it."""
     import ast
 
     assert isinstance(tree, ast.Module)
-    for n in tree.body:
-        if isinstance(n, ast.ImportFrom) and any((a.asname or a.name) in (name, "*") for a in n.names):
+    for n in ast.walk(tree):
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name == name:
+            return True
+        if isinstance(n, ast.Name) and (
+            (n.id == name and isinstance(n.ctx, ast.Store)) or n.id in ("globals", "exec", "setattr", "vars")
+        ):
+            return True
+        if isinstance(n, ast.Import | ast.ImportFrom) and any(
+            (a.asname or a.name.split(".")[0]) == name or a.name == "*" for a in n.names
+        ):
             return True
     return False

@@ -7,6 +7,7 @@ else (a CI log) one line per state change, so a log says what happened without a
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +48,8 @@ class Wait:
             now = self.clock()
             if changed or now - self._drawn >= 0.5:
                 self._drawn = now
-                text = self.line()
+                # one terminal line: a wrapped one could not be redrawn with \r
+                text = self.line()[: max(shutil.get_terminal_size().columns - 1, 20)]
                 self.stream.write("\r" + text.ljust(self._width))
                 self.stream.flush()
                 self._width = len(text)

@@ -40,7 +40,9 @@ def pin(text: str, repository: str, ref: str, version: str) -> str:
     return USES.sub(lambda m: f"{repository}/actions/{m['verb']}@{ref} # v{version}", text)
 
 
-def planned_files(repository: str | None = None, ref: str | None = None) -> dict[str, str]:
+def planned_files(
+    repository: str | None = None, ref: str | None = None, config: str = "mlops-ci.yaml"
+) -> dict[str, str]:
     """Relative path → content. Workflows use mlops-ci's composite actions at one commit: the
     release this package was built from, unless `repository`/`ref` say otherwise."""
     files = {}
@@ -49,31 +51,36 @@ def planned_files(repository: str | None = None, ref: str | None = None) -> dict
         files[f".github/workflows/{name}"] = pin(
             text, repository or _pin.ACTION_REPOSITORY, ref or _pin.ACTION_SHA, _pin.ACTION_VERSION
         )
-    files["mlops-ci.yaml"] = template("mlops-ci.yaml")
+    files[config] = template("mlops-ci.yaml")
     return files
 
 
 CONFIG = "mlops-ci.yaml"
 
 
-def init(root: Path, *, force: bool = False, repository: str | None = None, ref: str | None = None) -> list[str]:
+def init(
+    root: Path, *, force: bool = False, repository: str | None = None, ref: str | None = None, here: Path | None = None
+) -> list[str]:
     """Write the files, all or none: an existing file stops everything unless `force`. With
     `force` the workflows are brought up to this release (a changed one is kept beside it as
     `<name>.orig`), and an existing mlops-ci.yaml is never touched: it is the user's.
-    Returns one line per file: what happened to it."""
-    files = planned_files(repository, ref)
+    The workflows go to the repository root, mlops-ci.yaml to `here` (default: the root; a
+    project in a subdirectory of a monorepo). Returns one line per file: what happened to it."""
+    sub = (here or root).resolve().relative_to(root.resolve()).as_posix()
+    config = CONFIG if sub == "." else f"{sub}/{CONFIG}"
+    files = planned_files(repository, ref, config)
     existing = [rel for rel in files if (root / rel).exists()]
     if existing and not force:
         raise Refused(
             f"{', '.join(existing)} already exist(s); nothing was written. Pass --force to update the "
-            f"workflows ({CONFIG} is kept)"
+            "workflows" + (f" ({config} is kept)" if config in existing else "")
         )
     done = []
     for rel, text in sorted(files.items()):
         path = root / rel
         if path.exists():
             old = path.read_bytes()
-            if rel == CONFIG:
+            if rel == config:
                 done.append(f"kept {rel} (yours; remove it first for the starter one)")
                 continue
             if old == text.encode():
@@ -83,6 +90,11 @@ def init(root: Path, *, force: bool = False, repository: str | None = None, ref:
             path.with_name(path.name + ".orig").write_bytes(old)
         _write(path, text)
         done.append(f"wrote {rel}" + (f" (yours is kept as {Path(rel).name}.orig)" if rel in existing else ""))
+    if config != CONFIG:
+        done.append(
+            f"note: the workflows run at the repository root: give each mlops-ci step `config: {config}` "
+            f"(or `working-directory: {sub}`)"
+        )
     ignore = root / ".gitignore"
     lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
     if ".mlops-ci/" not in lines:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import __version__
-from ..errors import BadCredentials, MlopsCiError, NotFound, PermissionDenied, ServiceRefused, Transient, UsageError
+from ..errors import (
+    BadCredentials,
+    ConfigError,
+    MlopsCiError,
+    NotFound,
+    PermissionDenied,
+    ServiceRefused,
+    Transient,
+    UsageError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import github
@@ -51,7 +61,7 @@ class GitHubSettings:
             server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
             run_id=env.get("GITHUB_RUN_ID") or None,
             run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
-            write_interval=float(env.get("MLOPS_CI_GITHUB_WRITE_INTERVAL", "1.0")),
+            write_interval=_seconds(env, "MLOPS_CI_GITHUB_WRITE_INTERVAL", 1.0),
         )
 
     @property
@@ -60,6 +70,19 @@ class GitHubSettings:
             return None
         url = f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
         return url + (f"/attempts/{self.run_attempt}" if self.run_attempt else "")
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={text!r} is not a number of seconds >= 0; fix or unset it (default {default:g})")
+    return value
 
 
 @dataclass

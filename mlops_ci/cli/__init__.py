@@ -340,7 +340,7 @@ def _run(args: argparse.Namespace, env: os._Environ[str]) -> int:
 
         msg = (
             f"{exc.name} is not installed, and the configuration needs it ({extra[1]}); install the extra: "
-            f"pip install 'mlops-ci[{extra[0]}]' (`mlops-ci config extras` lists all this config needs)"
+            f"pip install 'mlops-ci[{extra[0]}]' (`mlops-ci config extras` lists what this config needs)"
         )
         _emit_error(exc, msg, env)
         _json_error(args, USAGE, "MissingExtra", msg)
@@ -351,8 +351,8 @@ def _run(args: argparse.Namespace, env: os._Environ[str]) -> int:
 
 # A module an optional backend imports → (the package extra that installs it, what needs it)
 _EXTRAS = {
-    "boto3": ("sagemaker", "the SageMaker backends and the s3:// store"),
-    "botocore": ("sagemaker", "the SageMaker backends and the s3:// store"),
+    "boto3": ("sagemaker", "the SageMaker backends and the s3:// store; for the store alone: mlops-ci[s3]"),
+    "botocore": ("sagemaker", "the SageMaker backends and the s3:// store; for the store alone: mlops-ci[s3]"),
     "comet_ml": ("comet", "tracking.backend: comet"),
 }
 

@@ -45,14 +45,29 @@ def out(msg: str = "") -> None:
     under GitHub Actions it goes out inside its own stop-commands block (mlops_ci/_untrusted.py)."""
     end_block()
     RESULT["printed"] = True
-    print(guard(msg), flush=True)
+    _stdout(guard(msg) + "\n")
 
 
 def _plain(msg: str) -> None:
     """Print text that is entirely ours (and that scripts capture, e.g. `config extras`)."""
     end_block()
     RESULT["printed"] = True
-    print(msg, flush=True)
+    _stdout(msg + "\n")
+
+
+def _stdout(text: str) -> None:
+    """Write a result. If its reader went away (`mlops-ci gate | head -1`), the rest goes to
+    /dev/null and the command goes on to its end and its own exit code: a failed gate still
+    exits 1, a training run is still recorded."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())  # the Python docs' "Note on SIGPIPE"
+        finally:
+            os.close(devnull)
 
 
 def github_output(**values: object) -> None:
@@ -71,7 +86,8 @@ class _JsonLinesOut(io.TextIOBase):
 
     def write(self, s: str) -> int:
         RESULT["printed"] = True
-        return sys.stdout.write(json_text(s))
+        _stdout(json_text(s))
+        return len(s)
 
 
 def _json(obj: Any) -> None:
@@ -109,6 +125,8 @@ def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]
         try:
             if planned:
                 print_plan(ws.plan, as_json=as_json, result=_parsed(buf.getvalue()) if as_json else None)
+            elif as_json:
+                RESULT["printed"] = False  # what went to the buffer never reached stdout: the error document will
         finally:
             ws.close()
 
@@ -226,7 +244,7 @@ def init_cmd(start: Path, *, force: bool, action_repo: str | None = None, action
 
     git = Git(start)
     try:
-        written = init(git.root, force=force, repository=action_repo, ref=action_ref)
+        written = init(git.root, force=force, repository=action_repo, ref=action_ref, here=start)
     finally:
         git.close()
     if written:
@@ -582,7 +600,7 @@ def endpoints(ws: Any, *, as_json: bool) -> int:
 def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> int:
     status, _ctype, data = ws.endpoints().invoke(name, body, content_type, accept)
     RESULT["printed"] = True
-    sys.stdout.write(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
+    _stdout(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
     if status >= 400:
         raise UsageError(f"endpoint {name} answered HTTP {status}: {data.decode('utf-8', 'replace')[:200]}")
     return 0

@@ -67,6 +67,9 @@ def test_missing_paths_are_errors_or_warnings_with_their_line(project: Project):
     assert "serving.entry_point: 'inference.py' does not exist under training.source_dir" in err
     assert "(and 1 more above)" in err
     assert "warning: mlops-ci.yaml:6:5: training.channels.train: 'data' does not exist here" in err
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("train: data", "train: ../data"))
+    code, _, err = _check(project)
+    assert code == 2 and "training.channels.train: '../data' leaves the directory of mlops-ci.yaml" in err
 
 
 def test_an_inference_script_without_model_fn_and_endpoints_without_one(project: Project):
@@ -79,6 +82,24 @@ def test_an_inference_script_without_model_fn_and_endpoints_without_one(project:
     (project.path / "mlops-ci.yaml").write_text(fast_config().replace("serving:\n  entry_point: inference.py\n", ""))
     code, _, err = _check(project)
     assert code == 0 and "endpoints are declared but no serving entry point" in err
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "try:\n    from helpers import model_fn\nexcept ImportError:\n    def model_fn(d):\n        return d\n",
+        "if True:\n    def model_fn(d):\n        return d\n",
+        "from typing import Callable\nmodel_fn: Callable = lambda d: d\n",
+        "model_fn, other = (lambda d: d), 1\n",
+        "\ufeffdef model_fn(d):\n    return d\n",  # a BOM, as some editors write
+        "from helpers import *\n",
+        "globals()['model_fn'] = lambda d: d\n",
+    ],
+)
+def test_every_way_a_module_can_have_model_fn_passes(project: Project, script: str):
+    (project.path / "inference.py").write_text(script, encoding="utf-8")
+    code, out, err = _check(project)
+    assert (code, err) == (0, ""), err
 
 
 def test_hostile_names_in_findings_stay_on_one_inert_line(project: Project, monkeypatch):
@@ -122,6 +143,17 @@ def test_a_reader_that_went_away_is_not_an_error(project: Project, args: tuple[s
     assert (done.returncode, done.stderr) == (0, b"")
 
 
+def test_a_reader_that_went_away_does_not_change_the_outcome(project: Project):
+    project.ok("train")
+    (project.path / "mlops-ci.yaml").write_text(fast_config().replace("min: 0.8", "min: 0.95"))
+    project.commit("a stricter gate")
+    trained = _closed_pipe_run(project, "train", "--json")
+    assert trained.returncode == 0 and len(json.loads(project.ok("runs", "--json"))) == 2  # still recorded
+    for args in (("gate",), ("gate", "--json")):
+        done = _closed_pipe_run(project, *args)
+        assert done.returncode == 1 and b"gate failed" in done.stderr  # still a failed gate
+
+
 def test_a_missing_optional_package_names_the_extra_to_install(project: Project, monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)  # as if boto3 were not installed
     code, out, err = project.cli("--store", "s3://bucket/prefix", "runs", "--json")
@@ -153,7 +185,8 @@ class _Clock:
         return self.now
 
 
-def test_a_wait_on_a_terminal_redraws_one_line_and_in_a_log_writes_a_line_per_state():
+def test_a_wait_on_a_terminal_redraws_one_line_and_in_a_log_writes_a_line_per_state(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     clock, said, tty = _Clock(), [], _Tty()
     wait = Wait(said.append, "staging: v2's model server", 60, "endpoints[0].ready_timeout in mlops-ci.yaml",
                 stream=tty, clock=clock)  # fmt: skip
@@ -164,6 +197,10 @@ def test_a_wait_on_a_terminal_redraws_one_line_and_in_a_log_writes_a_line_per_st
     assert "loading the model (3s of 60s, the timeout is endpoints[0].ready_timeout in mlops-ci.yaml)" in tty.getvalue()
     wait.close("ready")
     assert said == ["staging: v2's model server: ready after 3.0s"]
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal: the line is cut, never wrapped
+    narrow = _Tty()
+    Wait(said.append, "x" * 100, 60, "k", stream=narrow, clock=clock).update("loading")
+    assert narrow.getvalue() == "\r" + "x" * 39
 
     clock, said, log = _Clock(), [], io.StringIO()
     wait = Wait(said.append, "production: waiting for InService", 3600, "the_key", stream=log, clock=clock)
@@ -291,3 +328,33 @@ def test_a_checkpoint_uri_without_spot_is_said_to_be_ignored(tmp_path: Path):
         text.replace("    checkpoint", "    spot: true\n    max_wait: 7200\n    checkpoint")
     )
     assert findings(config.load(tmp_path, {})) == []
+
+
+def test_a_dry_run_that_fails_prints_the_json_error_document(project: Project):
+    project.ok("train")
+    code, out, err = project.cli("report", "--post", "--dry-run", "--json")  # no pull request to post to
+    assert code != 0 and err
+    assert json.loads(out)["error"]["exit_code"] == code
+
+
+def test_init_in_a_monorepo_project_writes_the_config_there_and_keeps_an_adapted_one(tmp_path: Path):
+    from tests.conftest import git
+
+    git(tmp_path, "init", "-q")
+    (tmp_path / "ml").mkdir()
+    out = Project(tmp_path / "ml").ok("init")  # Project.cli runs `mlops-ci -C <its path> …`
+    assert "wrote ml/mlops-ci.yaml" in out and "`config: ml/mlops-ci.yaml`" in out
+    assert (tmp_path / ".github" / "workflows").is_dir() and not (tmp_path / "mlops-ci.yaml").exists()
+    (tmp_path / "ml" / "mlops-ci.yaml").write_text("project: mine\n")
+    code, _, err = Project(tmp_path / "ml").cli("init")
+    assert code == 5 and "(ml/mlops-ci.yaml is kept)" in err
+    out = Project(tmp_path / "ml").ok("init", "--force")
+    assert "kept ml/mlops-ci.yaml" in out and (tmp_path / "ml" / "mlops-ci.yaml").read_text() == "project: mine\n"
+    assert not (tmp_path / "mlops-ci.yaml").exists()
+
+
+def test_a_bad_github_setting_in_the_environment_is_a_config_error(project: Project, monkeypatch):
+    project.ok("train")
+    monkeypatch.setenv("MLOPS_CI_GITHUB_WRITE_INTERVAL", "abc")
+    code, _, err = project.cli("report")
+    assert code == 2 and "MLOPS_CI_GITHUB_WRITE_INTERVAL='abc' is not a number of seconds" in err
