@@ -86,10 +86,15 @@ def init(
             if old == text.encode():
                 done.append(f"unchanged {rel}")
                 continue
-            # .orig is not .yml: GitHub does not run it, and the user's edits are not lost
-            path.with_name(path.name + ".orig").write_bytes(old)
+            # .orig is not .yml: GitHub does not run it, and the user's edits are not lost (nor an
+            # earlier .orig: the new copy goes beside it)
+            backup = path.with_name(path.name + ".orig")
+            n = 1
+            while backup.exists() and backup.read_bytes() != old:
+                backup, n = path.with_name(f"{path.name}.orig.{n}"), n + 1
+            backup.write_bytes(old)
         _write(path, text)
-        done.append(f"wrote {rel}" + (f" (yours is kept as {Path(rel).name}.orig)" if rel in existing else ""))
+        done.append(f"wrote {rel}" + (f" (yours is kept as {backup.name})" if rel in existing else ""))
     if config != CONFIG:
         done.append(
             f"note: the workflows run at the repository root: give each mlops-ci step `config: {config}` "

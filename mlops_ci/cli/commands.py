@@ -25,14 +25,15 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def warn(msg: str) -> None:
+def warn(msg: str, *, file: str | None = None, line: int | None = None) -> None:
     one_line = " ".join(msg.split())
     end_block()  # our ::warning:: must not land inside an open log-echo block
     print(guard(f"mlops-ci: warning: {inline(one_line)}"), file=sys.stderr, flush=True)
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        from . import _escape_data
+        from . import _escape_data, _escape_prop
 
-        print(f"::warning::{_escape_data(one_line)}", file=sys.stderr, flush=True)
+        props = f" file={_escape_prop(file)}" + (f",line={line}" if line else "") if file else ""
+        print(f"::warning{props}::{_escape_data(one_line)}", file=sys.stderr, flush=True)
 
 
 # Whether this command printed a result on stdout: a command that prints its result and then
@@ -275,7 +276,7 @@ def config_cmd(
         errors = [f for f in found if f.level == "error"]
         for f in found:
             if f.level == "warning":
-                warn(str(f))
+                warn(str(f), file=cfg.file, line=_line_of(f.where))
         for f in errors[1:]:
             say(guard(f"mlops-ci: error: {inline(str(f))}"))
         if errors:

@@ -160,6 +160,10 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     assert (workflow.parent / (workflow.name + ".orig")).read_text() == starter + "# my change\n"
     assert f"wrote .github/workflows/{WORKFLOWS[0]} (yours is kept as {WORKFLOWS[0]}.orig)" in out
     assert f"unchanged .github/workflows/{WORKFLOWS[1]}" in out
+    workflow.write_text(starter + "# my second change\n")  # an earlier .orig is never overwritten
+    assert f"(yours is kept as {WORKFLOWS[0]}.orig.1)" in p.ok("init", "--force")
+    assert (workflow.parent / (workflow.name + ".orig")).read_text() == starter + "# my change\n"
+    assert (workflow.parent / (workflow.name + ".orig.1")).read_text() == starter + "# my second change\n"
 
 
 def test_reusable_workflows_are_the_starter_workflows_behind_workflow_call():

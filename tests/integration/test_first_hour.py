@@ -110,7 +110,8 @@ def test_hostile_names_in_findings_stay_on_one_inert_line(project: Project, monk
     assert code == 0 and "'::error::pwned <img src=x>' is not a metric" in err
     lines = err.splitlines()
     assert not [line for line in lines if line.startswith("::error::")]  # inert under Actions
-    assert [line for line in lines if line.startswith("::warning::")]  # the annotation is ours
+    # the annotation is ours, on the line of the rule
+    assert [line for line in lines if line.startswith("::warning file=mlops-ci.yaml,line=22::")]
 
 
 def test_a_missing_serving_file_stops_train_before_any_training(project: Project):
