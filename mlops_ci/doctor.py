@@ -18,11 +18,11 @@ puts them in their own stop-commands block (mlops_ci/_untrusted.py).
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import re
 import shlex
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -76,7 +76,19 @@ NEEDS = {
     "rules": "`Metadata: read`",
     "fork approval": "the `repo` scope (classic token); GitHub's docs name no fine-grained permission for it "
     "(probably `Administration: read`)",
+    # docs.github.com/rest/actions/oidc#get-the-customization-template-for-an-oidc-subject-claim-for-a-repository
+    "oidc template": "the `repo` scope (classic token); GitHub's docs name no fine-grained permission for it "
+    "(probably `Actions: read`)",
 }
+# Required reviewers (and wait timers) on a private or internal repository need GitHub Enterprise: on
+# Free, Pro and Team plans "other deployment protection rules, such as a wait timer or required
+# reviewers, are only available for public repositories"; environments and deployment branches
+# there need Pro, Team or Enterprise (the availability note of docs.github.com "Managing environments
+# for deployment", data/reusables/gated-features/environments.md of github/docs). go-github's
+# repos_environments.go: on a Pro or Team plan's private repository, a PUT of the environment with
+# more than `deployment_branch_policy` (reviewers, wait_timer, can_admins_bypass) answers 422.
+REVIEWERS_PLAN = ("required reviewers on a private repository need GitHub Enterprise (on Free, Pro and Team they "
+                  "are for public repositories only)")  # fmt: skip
 
 
 @dataclass
@@ -188,6 +200,81 @@ def repository_from_remote(start: Path, server_url: str) -> str | None:
     return name if _REPO.match(name) else None
 
 
+def server_url(env: Mapping[str, str], api_url: str) -> str:
+    """The web address of the GitHub the API belongs to: GITHUB_SERVER_URL (Actions always sets
+    it, as GitHubSettings reads it), else derived from the API URL: api.github.com is github.com,
+    `https://HOST/api/v3` (GitHub Enterprise Server) is `https://HOST`, `api.X` (GHE.com) is `X`."""
+    if env.get("GITHUB_SERVER_URL"):
+        return env["GITHUB_SERVER_URL"].rstrip("/")
+    u = urlparse(api_url)
+    host = u.netloc or "api.github.com"
+    if host.lower() == "api.github.com":
+        return "https://github.com"
+    if u.path.rstrip("/").endswith("/api/v3"):
+        return f"{u.scheme}://{host}{u.path.rstrip('/').removesuffix('/api/v3')}"
+    if host.lower().startswith("api."):
+        return f"{u.scheme}://{host[4:]}"
+    return f"{u.scheme}://{host}"
+
+
+def _ref_regex(pattern: str) -> str:
+    """Ruby's `File.fnmatch(pattern, ref, File::FNM_PATHNAME)` as a regular expression, the
+    matching GitHub documents for deployment branch and tag policies ("Wildcard characters will
+    not match `/`. For example, to match branches that begin with `release/` and contain an
+    additional single slash, use `release/*/*`", with a link to Ruby's File.fnmatch;
+    docs.github.com/rest/deployments/branch-policies). `*` and `?` stay within one `/`-separated
+    part, a `**/` that starts a part matches any number of whole parts (dir.c `fnmatch`), `[...]`
+    is a character class (`!` or `^` negates; an unclosed one matches nothing, as in dir.c
+    `bracket`), `\\` escapes, and braces are literal (no FNM_EXTGLOB). FNM_DOTMATCH would make no
+    difference: git refuses a ref whose parts start with `.`."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*" and pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif c == "*":
+            while i < n and pattern[i] == "*":
+                i += 1
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "[":
+            j = i + 1
+            negate = j < n and pattern[j] in "!^"
+            j += negate
+            items: list[str] = []
+            while j < n and pattern[j] != "]":
+                lo = pattern[j + 1] if pattern[j] == "\\" and j + 1 < n else pattern[j]
+                j += 2 if pattern[j] == "\\" and j + 1 < n else 1
+                if j + 1 < n and pattern[j] == "-" and pattern[j + 1] != "]":
+                    hi = pattern[j + 2] if pattern[j + 1] == "\\" and j + 2 < n else pattern[j + 1]
+                    j += 3 if pattern[j + 1] == "\\" and j + 2 < n else 2
+                    if lo <= hi:  # a reversed range matches nothing
+                        items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+                else:
+                    items.append(re.escape(lo))
+            if j >= n:  # unclosed: nothing matches
+                return "(?!)"
+            body = "".join(items)
+            out.append(f"[^/{body}]" if negate else f"[{body}]" if body else "(?!)")
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def ref_matches(pattern: str, ref: str) -> bool:
+    """Whether a deployment branch or tag policy's name pattern admits the branch or tag `ref`."""
+    return re.fullmatch(_ref_regex(pattern), ref, re.DOTALL) is not None
+
+
 # -- reading GitHub -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Answer:
@@ -264,12 +351,19 @@ class GitHubReader:
 # -- the checks ------------------------------------------------------------------------------
 class Doctor:
     def __init__(self, cfg: Config, file_store: str, env: Mapping[str, str], client: GitHubClient, *,
-                 read_only: bool = False):  # fmt: skip
+                 read_only: bool = False, store: tuple[str, str] | None = None,
+                 server: str | None = None):  # fmt: skip
+        """`file_store`: mlops-ci.yaml's store, which the jobs use when the repository variable
+        MLOPS_CI_STORE is not set; `store`: (URL, where from) when `--store` or MLOPS_CI_STORE
+        names the store to check; `server`: the web address of this GitHub (for console paths)."""
         self.cfg, self.file_store, self.env, self.client = cfg, file_store, env, client
         self.gh = GitHubReader(client)
         self.read_only = read_only
+        self.store_override = store
         self.checks: list[Check] = []
         self.repo = str(client.settings.repository)
+        web = urlparse(server or client.settings.server_url)
+        self.web = f"{web.netloc}{web.path.rstrip('/')}/{self.repo}" if web.netloc else f"github.com/{self.repo}"
         self.check_name = check_name(cfg.project)
         self.variables: dict[str, str] | None = None  # repository + organization variables, None: unreadable
         self.variables_problem = ""
@@ -303,6 +397,7 @@ class Doctor:
         self._fork_approval()
         self._oidc()
         self._store()
+        self._store_in_doubt()
         self._comet()
         return Report(self.full_name, self.default_branch, self.cfg.project, self.store, self.checks)
 
@@ -330,17 +425,23 @@ class Doctor:
         return (self.variables or {}).get(name) or None
 
     def _ci_store(self) -> str:
+        if self.store_override:
+            return self.store_override[0]
         return self._var("MLOPS_CI_STORE") or self.file_store
+
+    def _store_source(self) -> str:
+        if self.store_override:
+            return self.store_override[1]
+        return "repository variable MLOPS_CI_STORE" if self._var("MLOPS_CI_STORE") else "mlops-ci.yaml"
 
     def _names(self) -> None:
         names, _ = shipped_names()
         for name in sorted(names - {"MLOPS_CI_STORE"}):  # the store variable is the `store` check's
             required, why = self._variable_needed(name)
             title = f"variable {name}"
-            if self.variables is None:
-                if required:
-                    self.add(f"variable:{name}", title, UNCHECKED, self.variables_problem,
-                             console=self._console_variables())  # fmt: skip
+            if self.variables is None:  # set or not, needed or not (the store may be the variable's): unknown
+                self.add(f"variable:{name}", title, UNCHECKED, self.variables_problem,
+                         console=self._console_variables())  # fmt: skip
                 continue
             value = self._var(name)
             if value:
@@ -385,10 +486,10 @@ class Doctor:
         return f"gh variable set {name} --repo {self.repo} --body {shlex.quote(value)}"
 
     def _console_variables(self) -> str:
-        return f"github.com/{self.repo} → Settings → Secrets and variables → Actions → Variables"
+        return f"{self.web} → Settings → Secrets and variables → Actions → Variables"
 
     def _console_secrets(self) -> str:
-        return f"github.com/{self.repo} → Settings → Secrets and variables → Actions → Secrets"
+        return f"{self.web} → Settings → Secrets and variables → Actions → Secrets"
 
     # -- environments ---------------------------------------------------------------------
     def _fork_training_used(self) -> bool:
@@ -405,14 +506,20 @@ class Doctor:
                 self.add(f"environment:{name}", title, OK, "not needed: forks are trained only on SageMaker "
                          "(training.backend is local)")  # fmt: skip
                 continue
-            console = f"github.com/{self.repo} → Settings → Environments → {name}"
+            console = f"{self.web} → Settings → Environments → {name}"
             if self.environments is None:
                 self.add(f"environment:{name}", title, UNCHECKED, listed.reason("environments"), console=console)
                 continue
             e = self.environments.get(name)
             if e is None:
-                self.add(f"environment:{name}", title, MISSING, "does not exist (a job that names it creates it "
-                         "unprotected)", self._env_fix(name, exists=False), self._env_console(name))  # fmt: skip
+                reviewers = name != "staging"  # optional there (docs/sagemaker.md asks them for production)
+                fix = self._env_fix(name, None, add_reviewer=reviewers and not self.private, to_custom=True,
+                                    post=(self.default_branch, "branch") if name == "fork-training" else ("v*", "tag"),
+                                    maybe_reviewer=reviewers and self.private)  # fmt: skip
+                detail = "does not exist (a job that names it creates it unprotected)"
+                if reviewers and self.private:
+                    detail += f"; {REVIEWERS_PLAN}"
+                self.add(f"environment:{name}", title, MISSING, detail, fix, self._env_console(name))
                 continue
             self._read_env_role(name, e)
             self._environment(name, e)
@@ -430,7 +537,12 @@ class Doctor:
         reviewers = sum(len(r.reviewers or []) for r in rules if r.type == "required_reviewers")
         policy = e.deployment_branch_policy
         patterns: list[tuple[str, str]] = []  # (pattern, branch | tag)
+        ids: list[Any] = []  # each pattern's policy id
         problems: list[str] = []
+        notes: list[str] = []  # worth knowing, not a miss
+        to_custom = False  # the policy must become a custom one
+        post: tuple[str, str] | None = None  # the deployment rule to add
+        delete: list[Any] = []  # the ids of the rules to delete
         if policy is not None and policy.custom_branch_policies:
             path = f"/repos/{self.repo}/environments/{quote(name, safe='')}/deployment-branch-policies"
             got = self.gh.get(f"list the deployment branch policies of {name}", path + "?per_page=100")
@@ -438,58 +550,138 @@ class Doctor:
                 self.add(f"environment:{name}", f"environment {name}", UNCHECKED, got.reason("environments"),
                          console=self._env_console(name))  # fmt: skip
                 return
-            patterns = [(str(p.get("name", "")), str(p.get("type") or "branch"))
-                        for p in (got.data or {}).get("branch_policies", []) if isinstance(p, dict)]  # fmt: skip
+            found = [p for p in (got.data or {}).get("branch_policies", []) if isinstance(p, dict)]
+            patterns = [(str(p.get("name", "")), str(p.get("type") or "branch")) for p in found]
+            ids = [p.get("id") for p in found]
+        # required reviewers: production, and fork-training (a fork's commit would be trained unseen)
+        lacks_reviewers = reviewers == 0 and name != "staging"
         if name == "fork-training":
             # pull_request_target runs on the base branch: a policy must let the default branch deploy
-            if reviewers == 0:
+            if lacks_reviewers and not self.private:
                 problems.append("no required reviewers: a fork's commit would be trained without approval")
-            if patterns and not any(t == "branch" and fnmatch.fnmatchcase(self.default_branch, p)
-                                    for p, t in patterns):  # fmt: skip
+            if patterns and not any(t == "branch" and ref_matches(p, self.default_branch) for p, t in patterns):
                 problems.append(f"its deployment branches ({_patterns(patterns)}) exclude {self.default_branch}, "
                                 "the branch the fork-training job runs on")  # fmt: skip
+                post = (self.default_branch, "branch")
         else:
             sample = "v1.2.3-rc1" if name == "staging" else "v1.2.3"
-            if name == "production" and reviewers == 0:
+            if lacks_reviewers and not self.private:
                 problems.append("no required reviewers")
+            branches = [(p, i) for (p, t), i in zip(patterns, ids, strict=True) if t == "branch"]
             if policy is None:
                 problems.append("any branch or tag may deploy (no deployment branch and tag policy)")
+                to_custom, post = True, ("v*", "tag")
             elif policy.protected_branches:
                 problems.append("deployment limited to protected branches, not to the v* release tags")
-            elif not any(t == "tag" and fnmatch.fnmatchcase(sample, p) for p, t in patterns):
+                to_custom, post = True, ("v*", "tag")
+            elif not any(t == "tag" and ref_matches(p, sample) for p, t in patterns):
                 problems.append(f"no tag rule admits release tags like {sample} ({_patterns(patterns) or 'none'})")
-            elif any(t == "branch" for _, t in patterns):
-                problems.append(f"branches may deploy too ({_patterns(patterns)})")
+                post = ("v*", "tag")
+            if branches:
+                # the release workflow deploys from v* tags only; a branch rule is a miss only where
+                # docs/threat-model.md needs tag-only: with gate.signing_key a signature must *be* the
+                # release job, and a branch job in these environments could assume the signing role
+                allowed = ", ".join(f"branch {p}" for p, _ in branches)
+                if self.cfg.gate.signing_key:
+                    problems.append(f"branches may deploy too ({allowed}): with gate.signing_key only the release "
+                                    "tags' jobs may reach the signing role (docs/threat-model.md)")  # fmt: skip
+                    delete = [i for _, i in branches]
+                elif not problems:  # beside a miss it is noise
+                    notes.append(f"note: branches may deploy too ({allowed}); the release workflow deploys only "
+                                 "from v* tags (docs/threat-model.md asks for tags only; a miss with "
+                                 "gate.signing_key)")  # fmt: skip
+        maybe = lacks_reviewers and self.private  # reviewers the plan may not offer
+        if maybe:
+            why = "a fork's commit would be trained without approval" if name == "fork-training" else \
+                "nobody approves a release"  # fmt: skip
+            notes.insert(0, f"no required reviewers ({why}), and whether this repository's plan offers them is "
+                            f"unknown: {REVIEWERS_PLAN}")  # fmt: skip
+        title = f"environment {name}"
+        fix = self._env_fix(name, e, add_reviewer=lacks_reviewers and not self.private, to_custom=to_custom,
+                            post=post, delete=delete, maybe_reviewer=maybe)  # fmt: skip
         if problems:
-            self.add(f"environment:{name}", f"environment {name}", MISSING, "; ".join(problems),
-                     self._env_fix(name, exists=True), self._env_console(name))  # fmt: skip
+            self.add(f"environment:{name}", title, MISSING, "; ".join(problems + notes), fix, self._env_console(name))
+        elif maybe:
+            self.add(f"environment:{name}", title, UNCHECKED, "; ".join(notes), fix, self._env_console(name))
         else:
             what = f"{reviewers} required reviewer(s)" if reviewers else "no required reviewers"
             limit = f", deployments from {_patterns(patterns)}" if patterns else ""
-            self.add(f"environment:{name}", f"environment {name}", OK, what + limit)
+            self.add(f"environment:{name}", title, OK, "; ".join([what + limit, *notes]))
 
-    def _env_fix(self, name: str, exists: bool) -> list[str]:
-        """Reviewers (you, via `gh api user`; put a team's id instead if you like) and a deployment
-        rule: the release tags for staging and production, the default branch for fork-training."""
+    def _env_fix(
+        self,
+        name: str,
+        e: Any,
+        *,
+        add_reviewer: bool,
+        to_custom: bool,
+        post: tuple[str, str] | None,
+        delete: list[Any] | None = None,
+        maybe_reviewer: bool = False,
+    ) -> list[str]:
+        """Only what is missing. A PUT only when reviewers (you, via `gh api user`; put a team's id
+        instead if you like) or the kind of deployment policy must change, and then with every
+        setting the environment has (its reviewers, wait timer, self-review rule, and admins' bypass
+        when it is off): GitHub's docs do not say what a PUT leaves out, so it leaves out nothing it
+        can keep; a private repository without Enterprise takes only the deployment policy, and gets
+        only that, as it has no reviewers to keep. Then the missing rule (the release
+        tags for staging and production, the default branch for fork-training) and the DELETE of
+        each branch rule that must go. With `maybe_reviewer`, a PUT that adds reviewers, for the
+        plans that offer them (a private repository's)."""
         api = f"repos/{self.repo}/environments/{name}"
-        ref, kind = (self.default_branch, "branch") if name == "fork-training" else ("v*", "tag")
-        policy = json.dumps({"protected_branches": False, "custom_branch_policies": True})
-        reviewers = '[{"type": "User", "id": $(gh api user --jq .id)}]'  # an unquoted heredoc expands it
-        lines = ["# this PUT sets the environment's reviewers and deployment policy anew"] if exists else []
-        if name == "staging":  # reviewers are optional there (docs/sagemaker.md asks them for production)
-            lines.append(f"gh api -X PUT {api} --input - <<'EOF'\n{{\"deployment_branch_policy\": {policy}}}\nEOF")
+        rules = list(e.protection_rules or []) if e is not None else []
+        body: dict[str, Any] = {}
+        policy = e.deployment_branch_policy if e is not None else None
+        if to_custom or e is None:
+            body["deployment_branch_policy"] = {"protected_branches": False, "custom_branch_policies": True}
         else:
-            lines.append(f'gh api -X PUT {api} --input - <<EOF\n{{"deployment_branch_policy": {policy}, '
-                         f'"reviewers": {reviewers}}}\nEOF')  # fmt: skip
-        lines.append(f"gh api -X POST {api}/deployment-branch-policies -f name={shlex.quote(ref)} -f type={kind}")
+            body["deployment_branch_policy"] = None if policy is None else {
+                "protected_branches": bool(policy.protected_branches),
+                "custom_branch_policies": bool(policy.custom_branch_policies)}  # fmt: skip
+        wait = next((r.wait_timer for r in rules if r.type == "wait_timer" and r.wait_timer), None)
+        if wait:
+            body["wait_timer"] = wait
+        if e is not None and _fields(e).get("can_admins_bypass") is False:  # left out, it is true again
+            body["can_admins_bypass"] = False  # (go-github: "the default value for CanAdminsBypass is true")
+        kept: list[dict[str, Any]] = []
+        for r in rules:
+            if r.type != "required_reviewers":
+                continue
+            if r.prevent_self_review is not None:  # only when the server has it (older GHES refuse the key)
+                body["prevent_self_review"] = bool(r.prevent_self_review)
+            kept += [{"type": str(x.type), "id": int(x.reviewer.id)} for x in r.reviewers or []]
+        if kept:
+            body["reviewers"] = kept
+        lines: list[str] = []
+
+        def put(with_me: bool) -> str:
+            if not with_me:
+                return f"gh api -X PUT {api} --input - <<'EOF'\n{json.dumps(body)}\nEOF"
+            text = json.dumps({**body, "reviewers": "@ME@"})  # an unquoted heredoc expands the $(...)
+            text = text.replace('"@ME@"', '[{"type": "User", "id": $(gh api user --jq .id)}]')
+            return f"gh api -X PUT {api} --input - <<EOF\n{text}\nEOF"
+
+        if e is None or add_reviewer or to_custom:
+            if e is not None:
+                lines.append("# the PUT repeats the environment's current settings: it sets them all anew")
+            lines.append(put(add_reviewer))
+        if post is not None:
+            ref, kind = post
+            lines.append(f"gh api -X POST {api}/deployment-branch-policies -f name={shlex.quote(ref)} -f type={kind}")
+        for policy_id in delete or []:
+            if isinstance(policy_id, int):
+                lines.append(f"gh api -X DELETE {api}/deployment-branch-policies/{policy_id}")
+        if maybe_reviewer:
+            lines += ["# only if the plan offers required reviewers on a private repository (GitHub Enterprise):",
+                      put(True)]  # fmt: skip
         return lines
 
     def _env_console(self, name: str) -> str:
-        where = f"github.com/{self.repo} → Settings → Environments → {name}"
+        where = f"{self.web} → Settings → Environments → {name}"
+        plan = " (on a private repository: GitHub Enterprise only)" if self.private else ""
         if name == "fork-training":
-            return (f"{where}: Required reviewers (maintainers); Deployment branches and tags → Selected → "
+            return (f"{where}: Required reviewers (maintainers){plan}; Deployment branches and tags → Selected → "
                     f"branch {self.default_branch}")  # fmt: skip
-        plan = " (reviewers on a private repository need GitHub Team or Enterprise)" if self.private else ""
         people = "" if name == "staging" else f"Required reviewers{plan}; "
         return f"{where}: {people}Deployment branches and tags → Selected → tag rule v*"
 
@@ -522,7 +714,7 @@ class Doctor:
         elif prot.message != "Branch not protected":  # go-github repos.go: githubBranchNotProtected
             unknown.append("branch protection: " + prot.reason("administration"))
         required = sorted(set(found))
-        console = (f"github.com/{self.repo} → Settings → Rules → Rulesets → New branch ruleset → Target: default "
+        console = (f"{self.web} → Settings → Rules → Rulesets → New branch ruleset → Target: default "
                    f"branch → Require status checks to pass → add '{self.check_name}'")  # fmt: skip
         if self.check_name in required:
             self.add("required-check", title, OK, "required")
@@ -544,7 +736,7 @@ class Doctor:
     # -- Actions settings -----------------------------------------------------------------
     def _workflow_permissions(self) -> None:
         title = "workflow token default"
-        console = (f"github.com/{self.repo} → Settings → Actions → General → Workflow permissions → Read "
+        console = (f"{self.web} → Settings → Actions → General → Workflow permissions → Read "
                    "repository contents and packages permissions")  # fmt: skip
         got = self.gh.get("read the default workflow permissions", f"/repos/{self.repo}/actions/permissions/workflow")
         if not got.ok:
@@ -561,7 +753,7 @@ class Doctor:
 
     def _fork_approval(self) -> None:
         title = "fork PR approval"
-        console = (f"github.com/{self.repo} → Settings → Actions → General → Approval for running fork pull "
+        console = (f"{self.web} → Settings → Actions → General → Approval for running fork pull "
                    "request workflows from contributors")  # fmt: skip
         fork_review = self._var("MLOPS_CI_FORK_REVIEW") == "true"
         want = "all_external_contributors" if fork_review else "first_time_contributors"
@@ -579,6 +771,11 @@ class Doctor:
         if rank >= APPROVAL_POLICIES.index(want):
             self.add("fork-approval", title, OK, policy)
             return
+        if self.variables is None and rank >= 0:  # enough, unless MLOPS_CI_FORK_REVIEW (unreadable) is 'true'
+            self.add("fork-approval", title, UNCHECKED, f"{policy}: enough unless MLOPS_CI_FORK_REVIEW is 'true' (a "
+                     "fork's training script then runs on the runner: want all_external_contributors), and the "
+                     f"variables could not be read ({self.variables_problem})", console=console)  # fmt: skip
+            return
         why = ("MLOPS_CI_FORK_REVIEW is 'true': a fork's training script runs on the runner"
                if fork_review else "fork PRs must not run workflows unseen")  # fmt: skip
         self.add("fork-approval", title, MISSING, f"{policy}; want at least {want} ({why})",
@@ -594,15 +791,14 @@ class Doctor:
         return boto3.client(service, region_name=region or None, config=BotoConfig(retries={"mode": "standard"}))
 
     def _oidc(self) -> None:
+        if self.variables is None:  # whether a job assumes a role, and which, is the variable's
+            self.add("oidc", "AWS OIDC trust", UNCHECKED, "the role is the repository variable MLOPS_CI_AWS_ROLE: "
+                     + self.variables_problem)  # fmt: skip
+            return
         repo_role = self._var("MLOPS_CI_AWS_ROLE")
         if not self.aws_why and not repo_role:
             self.add("oidc", "AWS OIDC trust", OK, "not needed: nothing is on AWS")
             return
-        if self.variables is None:
-            self.add("oidc", "AWS OIDC trust", UNCHECKED, "the role is a repository variable: "
-                     + self.variables_problem)  # fmt: skip
-            return
-        full = self.full_name
         # who presents which OIDC subject (GitHub's default `sub` claim): a job that names an
         # environment presents environment:NAME and assumes that environment's MLOPS_CI_AWS_ROLE if
         # it has one (an environment variable overrides the repository's), docs/sagemaker.md
@@ -614,10 +810,8 @@ class Doctor:
                 wanted.setdefault(role, []).append(subject)
                 where.setdefault(role, source)
 
-        need(repo_role, f"repo:{full}:ref:refs/heads/{self.default_branch}", "MLOPS_CI_AWS_ROLE")
-        need(repo_role, f"repo:{full}:ref:refs/heads/feature/any-branch", "MLOPS_CI_AWS_ROLE")
-        need(repo_role, f"repo:{full}:pull_request", "MLOPS_CI_AWS_ROLE")
         envs = ["staging", "production"] + (["fork-training"] if self._fork_training_used() else [])
+        ready: list[tuple[str, str | None]] = []  # (environment, its own role)
         for e in envs:
             problem = self.env_role_problems.get(e)
             if problem is None and self.environments is None:
@@ -626,16 +820,58 @@ class Doctor:
                 self.add(f"oidc:environment:{e}", f"AWS OIDC trust of environment {e}", UNCHECKED,
                          f"its own MLOPS_CI_AWS_ROLE could not be read: {problem}")  # fmt: skip
                 continue
-            own = self.env_roles.get(e)
-            need(own or repo_role, f"repo:{full}:environment:{e}",
-                 f"environment {e}'s MLOPS_CI_AWS_ROLE" if own else "MLOPS_CI_AWS_ROLE")  # fmt: skip
-        if not wanted:
+            ready.append((e, self.env_roles.get(e)))
+        if not repo_role and not any(own for _, own in ready):
             self.add("oidc", "AWS OIDC trust", OK, "no role to check yet (variable MLOPS_CI_AWS_ROLE, above)")
             return
+        prefix, unknown = self._subject_prefix()
+        need(repo_role, f"{prefix}:ref:refs/heads/{self.default_branch}", "MLOPS_CI_AWS_ROLE")
+        need(repo_role, f"{prefix}:ref:refs/heads/feature/any-branch", "MLOPS_CI_AWS_ROLE")
+        need(repo_role, f"{prefix}:pull_request", "MLOPS_CI_AWS_ROLE")
+        for e, own in ready:
+            need(own or repo_role, f"{prefix}:environment:{e}",
+                 f"environment {e}'s MLOPS_CI_AWS_ROLE" if own else "MLOPS_CI_AWS_ROLE")  # fmt: skip
         for role, subjects in wanted.items():
-            self._trust(role, subjects, where[role])
+            self._trust(role, subjects, where[role], unknown)
 
-    def _trust(self, role: str, subjects: list[str], source: str) -> None:
+    def _subject_prefix(self) -> tuple[str, str]:
+        """(what the jobs' OIDC subjects start with, "") or ("", why that is unknown), from the
+        repository's subject template (docs.github.com/rest/actions/oidc#get-the-customization-
+        template-for-an-oidc-subject-claim-for-a-repository): `use_default` false with
+        `include_claim_keys` is a custom template, without them the organization's; GitHub now
+        also answers `sub_claim_prefix`, the prefix its tokens use (with immutable owner and
+        repository ids, `repo:OWNER@ID/NAME@ID`, for repositories that use immutable subjects:
+        github.blog/changelog/2026-04-23-immutable-subject-claims-for-github-actions-oidc-tokens)."""
+        default = f"repo:{self.full_name}"
+        got = self.gh.get("read the OIDC subject template", f"/repos/{self.repo}/actions/oidc/customization/sub")
+        if got.status == 404:  # a server without subject templates (an older GitHub Enterprise Server)
+            return default, ""
+        if not got.ok:
+            return "", f"the repository's OIDC subject template could not be read: {got.reason('oidc template')}"
+        data = got.data if isinstance(got.data, dict) else {}
+        yours = "; check the role's trust policy against its jobs' subjects yourself (docs.github.com: OpenID Connect"
+        if data.get("use_default") is False:
+            keys = [str(k) for k in data.get("include_claim_keys") or []]
+            if keys:
+                return "", (
+                    f"the repository's OIDC subject template is custom (include_claim_keys: {', '.join(keys)}), "
+                    f"not GitHub's default that doctor checks{yours} reference, customizing the subject claims)"
+                )
+            return "", (
+                "the repository uses its organization's OIDC subject template (use_default false, no "
+                f"include_claim_keys: GET /orgs/OWNER/actions/oidc/customization/sub){yours} reference)"
+            )
+        prefix = data.get("sub_claim_prefix")
+        if isinstance(prefix, str) and prefix:
+            return prefix, ""
+        if data.get("use_immutable_subject"):
+            return "", (
+                f"the repository uses immutable subjects and GitHub did not say their prefix "
+                f"(sub_claim_prefix){yours} reference, immutable subject claims)"
+            )
+        return default, ""
+
+    def _trust(self, role: str, subjects: list[str], source: str, unknown: str = "") -> None:
         m = ROLE_ARN.match(role)
         title = f"AWS OIDC trust of {source}"
         if not m:
@@ -644,10 +880,13 @@ class Doctor:
             return
         partition, account, name = m.groups()
         title = f"AWS OIDC trust of role {name} ({source})"
-        fix = self._trust_fix(partition, account, name, subjects)
-        envs = [e for e in ("staging", "production") if f"repo:{self.full_name}:environment:{e}" in subjects]
+        if unknown:  # no default-format verdict, and no fix that could replace a working policy
+            self.add(f"oidc:{name}", title, UNCHECKED, unknown, console=_iam_console(name))
+            return
+        envs = [e for e in ("staging", "production") if any(s.endswith(f":environment:{e}") for s in subjects)]
+        deploy_role: list[str] = []
         if source == "MLOPS_CI_AWS_ROLE" and envs:  # docs/sagemaker.md: the release job gets its own role
-            fix += ["# or, as docs/sagemaker.md recommends, a deploy role for the release environments:"] + [
+            deploy_role = ["# or, as docs/sagemaker.md recommends, a deploy role for the release environments:"] + [
                 f"gh variable set MLOPS_CI_AWS_ROLE --env {e} --repo {self.repo} --body "
                 f"arn:{partition}:iam::{account}:role/DEPLOY_ROLE"
                 for e in envs
@@ -658,7 +897,8 @@ class Doctor:
         except Exception as exc:  # noqa: BLE001 - classified below
             code = _aws_code(exc)
             if code == "NoSuchEntity":
-                self.add(f"oidc:{name}", title, MISSING, f"no role {name} in account {account}", fix,
+                self.add(f"oidc:{name}", title, MISSING, f"no role {name} in account {account}",
+                         _trust_fix(partition, account, name, subjects, None) + deploy_role,
                          _iam_console(name))  # fmt: skip
             else:
                 self.add(f"oidc:{name}", title, UNCHECKED, f"iam:GetRole on {role}: {_aws_problem(exc)}",
@@ -670,7 +910,9 @@ class Doctor:
             doc = json.loads(unquote(doc))
         verdict = trust_verdict(doc, subjects)
         if verdict.problems:
-            self.add(f"oidc:{name}", title, MISSING, "; ".join(verdict.problems), fix, _iam_console(name))
+            self.add(f"oidc:{name}", title, MISSING, "; ".join(verdict.problems),
+                     _trust_fix(partition, account, name, subjects, doc, verdict) + deploy_role,
+                     _iam_console(name))  # fmt: skip
             return
         provider = verdict.provider
         try:
@@ -693,31 +935,11 @@ class Doctor:
             return
         self.add(f"oidc:{name}", title, OK, f"trusts {', '.join(subjects)}")
 
-    def _trust_fix(self, partition: str, account: str, name: str, subjects: list[str]) -> list[str]:
-        doc = {
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Federated": f"arn:{partition}:iam::{account}:oidc-provider/{OIDC_HOST}"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {"StringEquals": {f"{OIDC_HOST}:aud": AUDIENCE},
-                              "StringLike": {f"{OIDC_HOST}:sub": sorted({_generalise(s) for s in subjects})}},
-            }],
-        }  # fmt: skip
-        return [
-            "# replaces the role's trust policy (docs/iam/*-trust.json are the templates)",
-            f"cat > trust.json <<'EOF'\n{json.dumps(doc, indent=2)}\nEOF",
-            f"aws iam update-assume-role-policy --role-name {name} --policy-document file://trust.json",
-        ]
-
     # -- the store ------------------------------------------------------------------------
     def _store(self) -> None:
         store = self.store
-        source = "repository variable MLOPS_CI_STORE" if self._var("MLOPS_CI_STORE") else "mlops-ci.yaml"
-        title = f"store ({source})"
-        if self.variables is None:
-            title += ", MLOPS_CI_STORE unreadable"
-        if self._var("MLOPS_CI_STORE") and not store.startswith("s3://"):
+        title = f"store ({self._store_source()})"
+        if self._store_source() == "repository variable MLOPS_CI_STORE" and not store.startswith("s3://"):
             self.add("store", title, MISSING, f"MLOPS_CI_STORE is {store}, not an s3://bucket/prefix store",
                      [self._set_variable("MLOPS_CI_STORE")], self._console_variables())  # fmt: skip
             return
@@ -761,6 +983,27 @@ class Doctor:
             self.add("store", title, OK, f"{store} is readable{as_who} (--read-only: writing not checked)")
         else:
             self.add("store", title, OK, f"{store} is readable and writable{as_who}")
+
+    def _store_in_doubt(self) -> None:
+        """When the store checked may not be the one the jobs use, say so: mlops-ci.yaml's store is
+        theirs only if the repository variable MLOPS_CI_STORE (unreadable here) is not set; a
+        --store / $MLOPS_CI_STORE that differs from theirs is checked as asked, with a note."""
+        check = next((c for c in self.checks if c.id == "store"), None)
+        if check is None:
+            return
+        if self.store_override is None and self.variables is None:
+            found = f"; {check.detail}" if check.detail else ""
+            check.status, check.fix = UNCHECKED, []
+            check.detail = (f"the jobs use the repository variable MLOPS_CI_STORE when it is set, and it could not be "
+                            f"read ({self.variables_problem}); run doctor with --store or $MLOPS_CI_STORE set to it, "
+                            f"or with a token that can read variables. mlops-ci.yaml's store, which they use "
+                            f"otherwise{found}")  # fmt: skip
+            check.console = self._console_variables()
+        elif self.store_override is not None and self.variables is not None:
+            theirs = self._var("MLOPS_CI_STORE") or self.file_store
+            if theirs != self.store_override[0]:
+                whence = "the repository variable MLOPS_CI_STORE" if self._var("MLOPS_CI_STORE") else "mlops-ci.yaml"
+                check.detail += f" (note: the workflows use {theirs}, from {whence}, not this store)"
 
     def _store_problem(self, exc: Exception, title: str, step: str, bucket: str, who: str) -> None:
         code = _aws_code(exc)
@@ -824,6 +1067,15 @@ class Doctor:
                  f" (Comet has no project {name} yet: the first run creates it)"))  # fmt: skip
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """The fields GitHub sent for a PyGithub object, without another request (the object's own
+    `raw_data` first completes a lazy object with a GET)."""
+    from github.GithubObject import GithubObject
+
+    data = GithubObject.raw_data.fget(obj)  # type: ignore[attr-defined]  # the base getter: no request
+    return data if isinstance(data, dict) else {}
+
+
 def _patterns(patterns: list[tuple[str, str]]) -> str:
     return ", ".join(f"{t} {p}" for p, t in patterns)
 
@@ -855,6 +1107,8 @@ def _aws_problem(exc: Exception) -> str:
 class TrustVerdict:
     provider: str = ""
     problems: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # the subjects no statement admits
+    open_statements: list[int] = field(default_factory=list)  # GitHub statements without a `sub` condition
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -880,10 +1134,9 @@ def trust_verdict(doc: Any, subjects: list[str]) -> TrustVerdict:
     every repository on GitHub."""
     verdict = TrustVerdict()
     admitted: set[str] = set()
-    statements = [s for s in _as_list((doc or {}).get("Statement")) if isinstance(s, dict)]
     github_statements = 0
-    for st in statements:
-        if st.get("Effect") != "Allow":
+    for index, st in enumerate(_as_list((doc or {}).get("Statement"))):
+        if not isinstance(st, dict) or st.get("Effect") != "Allow":
             continue
         actions = [str(a) for a in _as_list(st.get("Action", []))]
         if not any(a in ("sts:AssumeRoleWithWebIdentity", "sts:*", "*") for a in actions):
@@ -906,6 +1159,7 @@ def trust_verdict(doc: Any, subjects: list[str]) -> TrustVerdict:
                 elif key.lower() == f"{OIDC_HOST}:aud" and op.lower() in _SUB_OPS:
                     aud_ok = aud_ok and any(_SUB_OPS[op.lower()](v, AUDIENCE) for v in values)
         if not subs:
+            verdict.open_statements.append(index)
             verdict.problems.append("a statement trusting GitHub has no `sub` condition: every repository on GitHub "
                                     "could assume the role")  # fmt: skip
             continue
@@ -917,29 +1171,81 @@ def trust_verdict(doc: Any, subjects: list[str]) -> TrustVerdict:
     if github_statements == 0:
         verdict.problems.append(f"the trust policy has no statement for GitHub's OIDC provider ({OIDC_HOST}) "
                                 "with sts:AssumeRoleWithWebIdentity")  # fmt: skip
-    refused = [s for s in subjects if s not in admitted]
-    if refused and github_statements:
-        verdict.problems.append("does not admit " + ", ".join(refused))
+    verdict.refused = [s for s in subjects if s not in admitted]
+    if verdict.refused and github_statements:
+        verdict.problems.append("does not admit " + ", ".join(verdict.refused))
     return verdict
 
 
-# -- entry point -----------------------------------------------------------------------------
-def doctor(start: Path, env: Mapping[str, str], *, config_path: str | None, token: str | None,
-           repository: str | None, read_only: bool = False) -> Report:  # fmt: skip
-    from . import config as config_mod
-    from .backends.github import GitHubClient, GitHubSettings
+def _trust_fix(partition: str, account: str, name: str, subjects: list[str], current: Any,
+               verdict: TrustVerdict | None = None) -> list[str]:  # fmt: skip
+    """The trust policy to set, whole: the role's own (`current`) with one statement added for the
+    subjects it refuses, and without the GitHub statements that have no `sub` condition; every
+    other statement kept (update-assume-role-policy replaces the whole policy). No role yet: a
+    new one trusting `subjects` (docs/iam/*-trust.json are the templates)."""
+    refused = verdict.refused if verdict is not None else subjects
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Federated": f"arn:{partition}:iam::{account}:oidc-provider/{OIDC_HOST}"},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{OIDC_HOST}:aud": AUDIENCE},
+                      "StringLike": {f"{OIDC_HOST}:sub": sorted({_generalise(s) for s in refused})}},
+    }  # fmt: skip
+    if current is None:
+        doc: dict[str, Any] = {"Version": "2012-10-17", "Statement": [statement]}
+        return [
+            "# a new role trusting this repository's jobs (docs/iam/*-trust.json are the templates; it needs "
+            "its permissions too: docs/iam/*-policy.json)",
+            f"cat > trust.json <<'EOF'\n{json.dumps(doc, indent=2)}\nEOF",
+            f"aws iam create-role --role-name {name} --assume-role-policy-document file://trust.json",
+        ]
+    dropped = set(verdict.open_statements) if verdict is not None else set()
+    kept = [st for i, st in enumerate(_as_list(current.get("Statement"))) if i not in dropped]
+    doc = {**current, "Statement": kept + ([statement] if refused else [])}
+    what = ["a statement admitting this repository's jobs added"] if refused else []
+    if dropped:
+        what.append(f"{len(dropped)} statement(s) trusting GitHub without a `sub` condition dropped")
+    return [
+        f"# the role's whole trust policy, with {' and '.join(what)}; its other statements are kept "
+        "(update-assume-role-policy replaces the whole policy)",
+        f"cat > trust.json <<'EOF'\n{json.dumps(doc, indent=2)}\nEOF",
+        f"aws iam update-assume-role-policy --role-name {name} --policy-document file://trust.json",
+    ]
 
-    # the store the workflows use is the repository variable's or the file's, never this shell's
-    file_env = {k: v for k, v in env.items() if k != "MLOPS_CI_STORE"}
-    cfg = config_mod.load(start, file_env, config_path=config_path)
+
+# -- entry point -----------------------------------------------------------------------------
+def _say(msg: str) -> None:
+    """A retry announcement (it may hold GitHub's message): one line, on stderr."""
+    print(inline(msg), file=sys.stderr, flush=True)
+
+
+def doctor(start: Path, env: Mapping[str, str], *, config_path: str | None, token: str | None,
+           repository: str | None, read_only: bool = False, store: str | None = None,
+           say: Callable[[str], None] | None = None) -> Report:  # fmt: skip
+    """`store`: the global `--store`. The store checked is the one the jobs use: `--store`, else
+    $MLOPS_CI_STORE (in a workflow step, the job's own: the starter workflows set it from
+    vars.MLOPS_CI_STORE), else the repository variable MLOPS_CI_STORE, else mlops-ci.yaml's."""
+    from dataclasses import replace
+
+    from . import config as config_mod
+    from .backends.github import GitHubClient, GitHubSettings, RetryPolicy
+
+    cfg = config_mod.load(start, env, config_path=config_path, store=store)
+    source = cfg.sources.get("store", "")
+    override: tuple[str, str] | None = None
+    file_store = cfg.store
+    if source in ("flag", "env MLOPS_CI_STORE"):
+        override = (cfg.store, "--store" if source == "flag" else "$MLOPS_CI_STORE")
+        file_env = {k: v for k, v in env.items() if k != "MLOPS_CI_STORE"}
+        file_store = config_mod.load(start, file_env, config_path=config_path).store
     settings = GitHubSettings.from_env(env, token)
-    repo = repository or settings.repository or repository_from_remote(start, settings.server_url)
+    server = server_url(env, settings.api_url)
+    repo = repository or settings.repository or repository_from_remote(start, server)
     if not repo:
         raise UsageError("which repository? pass --repo OWNER/NAME (or set GITHUB_REPOSITORY; doctor also reads the "
                          "`origin` remote)")  # fmt: skip
     if not _REPO.match(repo):
         raise UsageError(f"--repo must be OWNER/NAME, got {repo!r}")
-    from dataclasses import replace
-
-    client = GitHubClient(replace(settings, repository=repo))
-    return Doctor(cfg, cfg.store, env, client, read_only=read_only).run()
+    client = GitHubClient(replace(settings, repository=repo, server_url=server),
+                          retry=RetryPolicy(say=say or _say))  # fmt: skip
+    return Doctor(cfg, file_store, env, client, read_only=read_only, store=override, server=server).run()

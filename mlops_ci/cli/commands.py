@@ -725,7 +725,7 @@ def doctor_cmd(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from ..errors import ConfigError
 
     report = doctor(Path(args.directory or "."), env, config_path=args.config, token=args.token,
-                    repository=args.repo, read_only=args.read_only)  # fmt: skip
+                    repository=args.repo, read_only=args.read_only, store=args.store)  # fmt: skip
     if args.json:
         _json(report.to_dict())
     else:

@@ -82,6 +82,11 @@ class EnvironmentSetup:
 
     reviewers: list[str] = field(default_factory=list)  # user logins (required reviewers)
     wait_timer: int = 0
+    prevent_self_review: bool = False
+    # "Allow administrators to bypass configured protection rules": `can_admins_bypass` of the
+    # environment, true by default (go-github repos_environments.go: "the default value for
+    # CanAdminsBypass is true")
+    can_admins_bypass: bool = True
     branch_policy: str | None = None  # None: any branch or tag may deploy; "protected"; "custom"
     policies: list[tuple[str, str]] = field(default_factory=list)  # (name pattern, "branch" | "tag"), custom
     variables: dict[str, str] = field(default_factory=dict)
@@ -94,6 +99,7 @@ class RepoSetup:
 
     default_branch: str = "main"
     private: bool = False
+    enterprise: bool = False  # the owner's plan offers environment protection rules on private repositories
     variables: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)  # names only: GitHub never returns a value
     org_variables: dict[str, str] = field(default_factory=dict)
@@ -103,6 +109,13 @@ class RepoSetup:
     rules: dict[str, list[str]] = field(default_factory=dict)  # branch → required contexts from a ruleset
     workflow_permissions: str = "read"
     fork_pr_approval: str | None = "first_time_contributors"  # None: the endpoint answers 404
+    # GET .../actions/oidc/customization/sub (None: 404, a server without subject templates). The
+    # shape of docs.github.com/rest/actions/oidc#get-the-customization-template-for-an-oidc-subject-
+    # claim-for-a-repository ({"use_default", "include_claim_keys"}); github.com now also answers
+    # "use_immutable_subject" and "sub_claim_prefix" (the prefix its tokens use; e.g.
+    # {"use_default": true, "use_immutable_subject": false, "sub_claim_prefix":
+    # "repo:OWNER@ID/NAME@ID"} quoted from an answer in saquibrashid/nextup's docs)
+    oidc_sub: dict[str, Any] | None = field(default_factory=lambda: {"use_default": True})
 
 
 def _now() -> str:
@@ -134,6 +147,8 @@ class FakeGitHub:
         self.artifacts: dict[int, dict[str, Any]] = {}
         self.faults: list[Fault] = []
         self.setups: dict[str, RepoSetup] = {}  # repository → its settings (doctor's endpoints)
+        # (repository, environment, pattern, type) → the deployment branch policy's id, kept for good
+        self.policy_ids: dict[tuple[str, str, str, str], int] = {}
         self.server: ThreadingHTTPServer | None = None
         self.base_url = ""
 
@@ -296,6 +311,9 @@ class FakeGitHub:
             def do_DELETE(self) -> None:
                 self._handle("DELETE")
 
+            def do_PUT(self) -> None:
+                self._handle("PUT")
+
         return Handler
 
     def _forbidden(self) -> tuple[int, Any, dict[str, str]]:
@@ -350,6 +368,11 @@ class FakeGitHub:
             return 200, {"id": 1, "full_name": repo, "url": self._url(f"/repos/{repo}"), "name": repo.split("/")[1],
                          "default_branch": setup.default_branch, "private": setup.private}, {}  # fmt: skip
         if method == "GET" and (answer := self._settings_route(repo, rest, path, query, perms, who)) is not None:
+            return answer
+        if (
+            method in ("PUT", "POST", "DELETE")
+            and (answer := self._environment_write(repo, rest, method, body, perms, who)) is not None
+        ):
             return answer
 
         # Artifacts of another workflow run, as actions/download-artifact v4 reads them with a
@@ -570,9 +593,16 @@ class FakeGitHub:
                 return 200, self._environment(repo, name, env), {}
             # docs.github.com/rest/deployments/branch-policies#list-deployment-branch-policies; each
             # policy has a `type` (branch | tag) since tag policies came (2023)
-            policies = [{"id": 360000 + i, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3kz{i}", "name": n, "type": t}
-                        for i, (n, t) in enumerate(env.policies)]  # fmt: skip
+            ids = [self._policy_id(repo, name, n, t) for n, t in env.policies]
+            policies = [{"id": i, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3kz{i}", "name": n, "type": t}
+                        for i, (n, t) in zip(ids, env.policies, strict=True)]  # fmt: skip
             return self._listed(path, "branch_policies", policies, query)
+        if rest == "/actions/oidc/customization/sub":
+            # `repo` scope for classic tokens (the docs); no fine-grained permission is documented for
+            # it: Actions: read assumed
+            if "actions:read" not in perms:
+                return self._lacks("actions:read", who)
+            return (200, dict(setup.oidc_sub), {}) if setup.oidc_sub is not None else not_found
         if mm := re.fullmatch(r"/branches/([^/]+)(/protection)?", rest):
             branch = unquote(mm.group(1))
             if branch != setup.default_branch and branch not in setup.protection:
@@ -627,6 +657,85 @@ class FakeGitHub:
             return 200, {"approval_policy": setup.fork_pr_approval}, {}
         return None
 
+    def _policy_id(self, repo: str, env: str, pattern: str, kind: str) -> int:
+        key = (repo, env, pattern, kind)
+        if key not in self.policy_ids:
+            self.policy_ids[key] = 360000 + len(self.policy_ids)
+        return self.policy_ids[key]
+
+    def _environment_write(self, repo: str, rest: str, method: str, body: dict[str, Any], perms: frozenset[str],
+                           who: Account) -> tuple[int, Any, dict[str, str]] | None:  # fmt: skip
+        """The writes doctor's fixes make (`gh api`), all "Administration: write" (fine-grained) or
+        the `repo` scope: PUT .../environments/{name} (docs.github.com/rest/deployments/environments
+        #create-or-update-an-environment), POST .../deployment-branch-policies and DELETE
+        .../deployment-branch-policies/{id} (docs.github.com/rest/deployments/branch-policies: "The
+        deployment_branch_policy.custom_branch_policies property for the environment must be set to
+        true to use these endpoints"; 404 otherwise).
+
+        The docs do not say what a PUT does with a setting it leaves out; this fake resets it (no
+        reviewers, no wait timer, any branch may deploy), the reading under which leaving one out
+        loses it: a fix that keeps settings here keeps them under either reading."""
+        mm = re.fullmatch(r"/environments/([^/]+)(?:/deployment-branch-policies(?:/(\d+))?)?", rest)
+        if mm is None:
+            return None
+        if "administration:write" not in perms:
+            return self._forbidden()
+        setup = self.setups.setdefault(repo, RepoSetup())
+        name = unquote(mm.group(1))
+        is_policies = rest.endswith("/deployment-branch-policies") or mm.group(2) is not None
+        not_found: tuple[int, Any, dict[str, str]] = (
+            404,
+            {"message": "Not Found", "documentation_url": DOCS, "status": "404"},
+            {},
+        )
+        if method == "PUT" and not is_policies:
+            gated = {"reviewers", "wait_timer", "prevent_self_review", "can_admins_bypass"} & set(body)
+            if setup.private and not setup.enterprise and gated:
+                # go-github repos_environments.go: "The API returns 422 when the pricing plan doesn't support
+                # all the fields sent" (Pro/Team private repositories take only deployment_branch_policy)
+                return (
+                    422,
+                    {"message": f"Validation Failed: {sorted(gated)} not available", "documentation_url": DOCS},
+                    {},
+                )
+            policy = body.get("deployment_branch_policy")
+            if policy is not None and bool(policy.get("protected_branches")) == bool(
+                policy.get("custom_branch_policies")
+            ):
+                # the docs' 422: "protected_branches and custom_branch_policies ... set to the same value"
+                return 422, {"message": "Validation Failed", "documentation_url": DOCS}, {}
+            logins = {i: login for login, i in self.user_ids.items()}
+            reviewers = []
+            for r in body.get("reviewers") or []:
+                if r.get("type") != "User" or r.get("id") not in logins:  # the fake has no teams
+                    return 422, {"message": f"Validation Failed: reviewer {r} not found", "documentation_url": DOCS}, {}
+                reviewers.append(logins[r["id"]])
+            old = setup.environments.get(name)
+            setup.environments[name] = EnvironmentSetup(
+                reviewers=reviewers, wait_timer=int(body.get("wait_timer") or 0),
+                prevent_self_review=bool(body.get("prevent_self_review")),
+                can_admins_bypass=body.get("can_admins_bypass") is not False,
+                branch_policy=None if policy is None else "custom" if policy["custom_branch_policies"] else "protected",
+                policies=old.policies if old else [], variables=old.variables if old else {},
+            )  # fmt: skip
+            return 200, self._environment(repo, name, setup.environments[name]), {}
+        env = setup.environments.get(name)
+        if env is None or env.branch_policy != "custom" or not is_policies:
+            return not_found
+        if method == "POST" and mm.group(2) is None:
+            pattern, kind = str(body.get("name", "")), str(body.get("type") or "branch")
+            if (pattern, kind) not in env.policies:
+                env.policies.append((pattern, kind))
+            pid = self._policy_id(repo, name, pattern, kind)
+            return 200, {"id": pid, "node_id": f"MDE2OkdhdGVCcmFuY2hQb2xpY3kz{pid}", "name": pattern, "type": kind}, {}
+        if method == "DELETE" and mm.group(2) is not None:
+            gone = [(n, t) for n, t in env.policies if self._policy_id(repo, name, n, t) == int(mm.group(2))]
+            if not gone:
+                return not_found
+            env.policies.remove(gone[0])
+            return 204, None, {}
+        return not_found
+
     def _environment(self, repo: str, name: str, e: EnvironmentSetup) -> dict[str, Any]:
         """docs.github.com/rest/deployments/environments#get-an-environment, example response: protection
         rules in the order wait_timer, required_reviewers, branch_policy; `deployment_branch_policy` null
@@ -637,7 +746,8 @@ class FakeGitHub:
             rules.append({"id": 3736, "node_id": "MDQ6R2F0ZTM3MzY=", "type": "wait_timer", "wait_timer": e.wait_timer})
         if e.reviewers:
             rules.append({
-                "id": 3755, "node_id": "MDQ6R2F0ZTM3NTU=", "prevent_self_review": False, "type": "required_reviewers",
+                "id": 3755, "node_id": "MDQ6R2F0ZTM3NTU=", "prevent_self_review": e.prevent_self_review,
+                "type": "required_reviewers",
                 "reviewers": [{"type": "User", "reviewer": {
                     "login": login, "id": self.user_id(login), "node_id": f"MDQ6VXNlcj{self.user_id(login)}",
                     "type": "User", "url": self._url(f"/users/{login}"),
@@ -654,7 +764,7 @@ class FakeGitHub:
             "url": self._url(f"/repos/{repo}/environments/{quote(name, safe='')}"),
             "html_url": f"https://github.example/{repo}/deployments/activity_log?environments_filter={quote(name)}",
             "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-            "protection_rules": rules, "deployment_branch_policy": policy,
+            "protection_rules": rules, "deployment_branch_policy": policy, "can_admins_bypass": e.can_admins_bypass,
         }  # fmt: skip
 
     @staticmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Any
 
 import pytest
 
-from mlops_ci.doctor import OIDC_HOST, SECRETS, VARIABLES, referenced_names, trust_verdict
+from mlops_ci.doctor import OIDC_HOST, SECRETS, VARIABLES, ref_matches, referenced_names, trust_verdict
 from tests.conftest import ROOT, git
 from tests.fakes.github_api import ADMIN, ALL_PERMISSIONS, Account, EnvironmentSetup, FakeGitHub, RepoSetup
 
 REPO = "acme/models"
 TOKEN = "github_pat_doctor0123456789"  # a fine-grained PAT of a repository admin
+WRITER = "github_pat_writer"  # the same admin's token that may change settings (applies doctor's fixes)
+OCTOCAT = 583231  # TOKEN's account id
 ACCOUNT = "123456789012"  # moto's account
 TRAIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/fast-mlops-ci-train"
 DEPLOY_ROLE = f"arn:aws:iam::{ACCOUNT}:role/fast-mlops-ci-deploy"
@@ -31,8 +34,8 @@ CHECK = "mlops-ci / fast"
 def gh() -> Iterator[FakeGitHub]:
     fake = FakeGitHub(
         tokens={TOKEN: ADMIN, "github_pat_plain": ALL_PERMISSIONS, "ghs_actions": ALL_PERMISSIONS,
-                "github_pat_no_envs": ADMIN - {"environments:read"}},
-        accounts={TOKEN: Account("octocat", 583231, installation=False),
+                "github_pat_no_envs": ADMIN - {"environments:read"}, WRITER: ADMIN | {"administration:write"}},
+        accounts={TOKEN: Account("octocat", OCTOCAT, installation=False),
                   "github_pat_plain": Account("dev", 4242, installation=False)},
     ).start()  # fmt: skip
     yield fake
@@ -88,8 +91,10 @@ def complete(**changes: Any) -> RepoSetup:
     return setup
 
 
-def config(*, comet: bool = False, sagemaker: bool = False, store: str | None = None) -> str:
+def config(*, comet: bool = False, sagemaker: bool = False, store: str | None = None, signing: bool = False) -> str:
     text = "project: fast\n" + (f"store: {store}\n" if store else "")
+    if signing:
+        text += "gate:\n  signing_key: alias/mlops-ci-signing\n"
     if comet:
         text += "tracking:\n  backend: comet\n  workspace: acme\n"
     if sagemaker:
@@ -133,6 +138,41 @@ def documents(out: str) -> list[Any]:
 
 def marked(out: str, mark: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(mark)]
+
+
+def check_of(out: str, check_id: str) -> dict[str, Any]:
+    """One check of a `--json` report."""
+    (check,) = [c for c in documents(out)[0]["checks"] if c["id"] == check_id]
+    return dict(check)
+
+
+def apply_fix(fake: FakeGitHub, fix: list[str]) -> None:
+    """Run the `gh api` commands of a fix against the fake as gh sends them (cli.github.com/manual/
+    gh_api: `-X` the method; `--input -` the body from stdin, here the heredoc, where an unquoted
+    `<<EOF` lets the shell expand `$(gh api user --jq .id)` to the caller's id; each `-f key=value`
+    a string field of the JSON body). Comment lines are skipped."""
+    import requests
+
+    for command in fix:
+        first, *rest = command.split("\n")
+        if not first.startswith("gh api "):
+            assert first.startswith("#"), command
+            continue
+        words = shlex.split(first.split(" <<", 1)[0])
+        method, path = words[words.index("-X") + 1], words[4]
+        body: Any = {}
+        if "--input" in words:
+            text = "\n".join(rest[:-1])
+            if "<<EOF" in first:
+                text = text.replace("$(gh api user --jq .id)", str(OCTOCAT))
+            body = json.loads(text)
+        for i, word in enumerate(words):
+            if word == "-f":
+                key, _, value = words[i + 1].partition("=")
+                body[key] = value
+        r = requests.request(method, f"{fake.base_url}/{path}", json=body or None, timeout=10,
+                             headers={"Authorization": f"token {WRITER}"})  # fmt: skip
+        assert r.status_code < 300, (command, r.status_code, r.text)
 
 
 def fixes_of(out: str, title: str) -> str:
@@ -220,9 +260,10 @@ def test_a_token_without_the_settings_permissions_says_what_it_could_not_check(
     assert code == 0, err  # nothing is known to be missing
     unknown = marked(out, "[UNKNOWN]")
     by_title = {line.split(":")[0].removeprefix("[UNKNOWN] "): line for line in unknown}
-    assert set(by_title) == {"variable MLOPS_CI_AWS_REGION", "variable MLOPS_CI_AWS_ROLE", "secret COMET_API_KEY",
+    assert set(by_title) == {"variable MLOPS_CI_AWS_REGION", "variable MLOPS_CI_AWS_ROLE",
+                             "variable MLOPS_CI_FORK_REVIEW", "secret COMET_API_KEY",
                              f"required check '{CHECK}' on main", "workflow token default", "fork PR approval",
-                             "AWS OIDC trust", "Comet key (workspace acme)"}  # fmt: skip
+                             "AWS OIDC trust", "store (mlops-ci.yaml)", "Comet key (workspace acme)"}  # fmt: skip
     assert ("could not check: GitHub answered 403 (Resource not accessible by personal access token); the token needs "
             "`Variables: read` (fine-grained token) or the `repo` scope (classic token); GITHUB_TOKEN cannot be given "
             "it (GitHub accepts: actions_variables=read)") in by_title["variable MLOPS_CI_AWS_ROLE"]  # fmt: skip
@@ -232,7 +273,9 @@ def test_a_token_without_the_settings_permissions_says_what_it_could_not_check(
     assert "console:" in fixes_of(out, "workflow token default")
     # what the token may read is still checked: environments need only Actions: read
     assert "[ok]      environment production: 1 required reviewer(s), deployments from tag v*" in out
-    assert "store (mlops-ci.yaml), MLOPS_CI_STORE unreadable" in out
+    # mlops-ci.yaml's store is checked, but the jobs use the variable's if it is set
+    assert by_title["store (mlops-ci.yaml)"].endswith(f"which they use otherwise; {STORE} is readable and writable "
+                                                      f"as arn:aws:sts::{ACCOUNT}:user/moto")  # fmt: skip
     assert "4 item(s) could not be checked" not in err and "could not be checked (see above)" in err
     code, _, err = repo.doctor("--strict")
     assert code == 2 and "variable MLOPS_CI_AWS_ROLE" in err
@@ -276,8 +319,13 @@ def test_a_repository_the_token_cannot_see_is_not_found(repo: Repo, gh: FakeGitH
 # -- the OIDC trust --------------------------------------------------------------------------------
 def test_a_trust_policy_for_another_repository_is_missing_with_the_policy_to_set(repo: Repo, gh: FakeGitHub,
                                                                                 aws: Any):  # fmt: skip
-    aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=trust("training-role-trust.json",
-                                                                                         "acme/other"))  # fmt: skip
+    own = json.loads(trust("training-role-trust.json", "acme/other"))
+    # the role's other statements (another repository's jobs, a break-glass principal) are the
+    # owner's business: the fix keeps them
+    glass = {"Sid": "BreakGlass", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+             "Action": "sts:AssumeRole"}  # fmt: skip
+    own["Statement"].append(glass)
+    aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=json.dumps(own))
     gh.setups[REPO] = complete()
     code, out, _ = repo.doctor()
     assert code == 2
@@ -287,16 +335,18 @@ def test_a_trust_policy_for_another_repository_is_missing_with_the_policy_to_set
                     f"repo:{REPO}:pull_request")  # fmt: skip
     fix = fixes_of(out, "AWS OIDC trust of role fast-mlops-ci-train")
     policy = json.loads(fix.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0])
-    (st,) = policy["Statement"]
+    other, kept_glass, st = policy["Statement"]
+    assert (other, kept_glass) == (own["Statement"][0], glass) and policy["Version"] == "2012-10-17"
     assert st["Principal"]["Federated"] == f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC_HOST}"
     assert st["Condition"]["StringLike"][f"{OIDC_HOST}:sub"] == [f"repo:{REPO}:pull_request",
                                                                  f"repo:{REPO}:ref:refs/heads/*"]  # fmt: skip
     assert (
         "aws iam update-assume-role-policy --role-name fast-mlops-ci-train --policy-document file://trust.json" in fix
     )
-    # the fix, applied, passes
+    # the fix, applied, passes, and the role still has its other statements
     aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=json.dumps(policy))
     assert repo.doctor()[0] == 0
+    assert glass in aws.get_role(RoleName="fast-mlops-ci-train")["Role"]["AssumeRolePolicyDocument"]["Statement"]
 
 
 def test_a_trust_policy_without_a_subject_condition_is_missing(repo: Repo, gh: FakeGitHub, aws: Any):
@@ -355,7 +405,7 @@ def test_unprotected_environments_get_their_protection_commands(repo: Repo, gh: 
     ]
     production = fixes_of(out, "environment production")
     assert production.splitlines()[:4] == [
-        "fix: # this PUT sets the environment's reviewers and deployment policy anew",
+        "fix: # the PUT repeats the environment's current settings: it sets them all anew",
         "gh api -X PUT repos/acme/models/environments/production --input - <<EOF",
         '{"deployment_branch_policy": {"protected_branches": false, "custom_branch_policies": true}, '
         '"reviewers": [{"type": "User", "id": $(gh api user --jq .id)}]}',
@@ -363,8 +413,19 @@ def test_unprotected_environments_get_their_protection_commands(repo: Repo, gh: 
     ]
     assert "gh api -X POST repos/acme/models/environments/production/deployment-branch-policies -f name='v*' " \
            "-f type=tag" in production  # fmt: skip
-    assert "-f name=main -f type=branch" in fixes_of(out, "environment fork-training")
+    # fork-training has its reviewers: only the missing branch rule is added, nothing is PUT
+    assert fixes_of(out, "environment fork-training").splitlines()[0] == (
+        "fix: gh api -X POST repos/acme/models/environments/fork-training/deployment-branch-policies -f name=main "
+        "-f type=branch")  # fmt: skip
     assert "reviewers" not in fixes_of(out, "environment staging").lower()  # optional there
+    # the fixes, applied, leave nothing missing in the environments
+    _, out, _ = repo.doctor("--json")
+    for name in ("staging", "production", "fork-training"):
+        apply_fix(gh, check_of(out, f"environment:{name}")["fix"])
+    _, out, _ = repo.doctor("--json")
+    assert [check_of(out, f"environment:{n}")["status"] for n in ("staging", "production", "fork-training")] == \
+        ["ok", "ok", "ok"]  # fmt: skip
+    assert gh.setups[REPO].environments["production"].reviewers == ["octocat"]
 
 
 def test_store_problems_name_the_fix(repo: Repo, gh: FakeGitHub, aws: Any):
@@ -478,3 +539,229 @@ def test_doctor_knows_every_name_the_workflows_and_actions_read():
 
     assert (variables, secrets) == shipped_names()  # the package's copies say the same
     assert variables == set(VARIABLES) and secrets == set(SECRETS)
+
+
+# -- what could not be read is never guessed ---------------------------------------------------------
+def test_unreadable_variables_leave_the_store_the_role_and_the_aws_variables_unknown(
+    repo: Repo, gh: FakeGitHub, aws: Any, monkeypatch: pytest.MonkeyPatch
+):
+    # the store, whether anything is on AWS and which role is assumed are all the repository
+    # variables' (MLOPS_CI_STORE, MLOPS_CI_AWS_ROLE), which this token cannot read: mlops-ci.yaml's
+    # local store and "nothing on AWS" are what the jobs use only if they are not set
+    gh.setups[REPO] = complete()
+    monkeypatch.setenv("GITHUB_TOKEN", "github_pat_plain")
+    code, out, err = repo.doctor()
+    assert code == 0, out + err
+    assert marked(out, "[MISSING]") == []
+    unknown = {line.split(":")[0].removeprefix("[UNKNOWN] ") for line in marked(out, "[UNKNOWN]")}
+    assert {"store (mlops-ci.yaml)", "AWS OIDC trust", "variable MLOPS_CI_AWS_ROLE", "variable MLOPS_CI_AWS_REGION",
+            "variable MLOPS_CI_FORK_REVIEW"} <= unknown  # fmt: skip
+    (store,) = [line for line in marked(out, "[UNKNOWN]") if line.startswith("[UNKNOWN] store")]
+    assert "the jobs use the repository variable MLOPS_CI_STORE when it is set, and it could not be read (GitHub " \
+           "answered 403" in store and "`Variables: read`" in store  # fmt: skip
+    assert "not needed: nothing is on AWS" not in out
+    assert "fix:" not in fixes_of(out, "store (mlops-ci.yaml)")  # nothing to fix that is known to be missing
+    assert repo.doctor("--strict")[0] == 2
+
+
+def test_the_store_of_the_job_is_the_one_checked(repo: Repo, gh: FakeGitHub, aws: Any,
+                                                 monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    # in a workflow step the job's MLOPS_CI_STORE (the starter workflows set it from
+    # vars.MLOPS_CI_STORE) is the store, though GITHUB_TOKEN can never read the variable itself
+    gh.setups[REPO] = complete()
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_actions")
+    monkeypatch.setenv("MLOPS_CI_STORE", STORE)
+    _, out, err = repo.doctor()
+    assert f"[ok]      store ($MLOPS_CI_STORE): {STORE} is readable and writable as arn:aws:sts::{ACCOUNT}:user/moto" \
+           in out, out + err  # fmt: skip
+    # --store (the global flag, passed by the CLI) comes first; a store other than the jobs' is named
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    from mlops_ci.cli import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):  # the global flag goes before the command
+        main(["-C", str(repo.path), "--store", f"s3://{BUCKET}/other", "doctor", "--read-only", "--json"])
+    out, err = buf.getvalue(), ""
+    check = check_of(out, "store")
+    assert (check["title"], check["status"]) == ("store (--store)", "ok"), out + err
+    assert check["detail"].endswith(f"(note: the workflows use {STORE}, from the repository variable MLOPS_CI_STORE, "
+                                 "not this store)")  # fmt: skip
+
+
+# -- fixes that do what they say, and only that ------------------------------------------------------------
+def test_a_branch_rule_beside_the_tag_rule_is_deleted_by_its_fix_when_verdicts_are_signed(repo: Repo, gh: FakeGitHub,
+                                                                                           aws: Any):  # fmt: skip
+    (repo.path / "mlops-ci.yaml").write_text(config(signing=True))
+    setup = complete()
+    setup.environments["production"].policies = [("v*", "tag"), ("main", "branch")]
+    gh.setups[REPO] = setup
+    code, out, _ = repo.doctor("--json")
+    assert code == 2
+    check = check_of(out, "environment:production")
+    assert check["status"] == "missing" and "branches may deploy too (branch main)" in check["detail"]
+    import requests
+
+    listed = requests.get(f"{gh.base_url}/repos/{REPO}/environments/production/deployment-branch-policies",
+                          headers={"Authorization": f"token {TOKEN}"}, timeout=10).json()  # fmt: skip
+    ids = {p["name"]: p["id"] for p in listed["branch_policies"]}
+    assert check["fix"] == [f"gh api -X DELETE repos/{REPO}/environments/production/deployment-branch-policies/"
+                            f"{ids['main']}"]  # fmt: skip
+    apply_fix(gh, check["fix"])
+    _, out, _ = repo.doctor("--json")
+    assert check_of(out, "environment:production")["status"] == "ok"
+    assert gh.setups[REPO].environments["production"].policies == [("v*", "tag")]
+
+
+def test_main_beside_the_release_tags_is_a_note_without_signed_verdicts(repo: Repo, gh: FakeGitHub, aws: Any):
+    # the release workflow deploys from v* tags; docs/threat-model.md needs tags only where a
+    # signature must be the release job's (gate.signing_key): elsewhere a valid set-up, noted
+    setup = complete()
+    setup.environments["production"].policies = [("v*", "tag"), ("main", "branch")]
+    gh.setups[REPO] = setup
+    code, out, err = repo.doctor()
+    assert code == 0, out + err
+    assert "[ok]      environment production: 1 required reviewer(s), deployments from tag v*, branch main; note: " \
+           "branches may deploy too (branch main)" in out  # fmt: skip
+
+
+def test_the_environment_fix_keeps_its_reviewers_and_wait_timer(repo: Repo, gh: FakeGitHub, aws: Any):
+    setup = complete()
+    for login in ("alice", "bob"):
+        gh.user_id(login)
+    setup.environments["production"] = EnvironmentSetup(reviewers=["alice", "bob"], wait_timer=15,
+                                                        prevent_self_review=True, can_admins_bypass=False,
+                                                        variables={"MLOPS_CI_AWS_ROLE": DEPLOY_ROLE})  # fmt: skip
+    gh.setups[REPO] = setup
+    code, out, _ = repo.doctor("--json")
+    check = check_of(out, "environment:production")
+    assert code == 2 and check["detail"] == "any branch or tag may deploy (no deployment branch and tag policy)"
+    put = json.loads(check["fix"][1].split("\n", 1)[1].rsplit("\n", 1)[0])
+    assert put == {"deployment_branch_policy": {"protected_branches": False, "custom_branch_policies": True},
+                   "wait_timer": 15, "can_admins_bypass": False, "prevent_self_review": True,
+                   "reviewers": [{"type": "User", "id": gh.user_id("alice")},
+                                 {"type": "User", "id": gh.user_id("bob")}]}  # fmt: skip
+    apply_fix(gh, check["fix"])
+    _, out, _ = repo.doctor("--json")
+    assert check_of(out, "environment:production")["status"] == "ok"
+    production = gh.setups[REPO].environments["production"]
+    assert (production.reviewers, production.wait_timer, production.prevent_self_review,
+            production.can_admins_bypass) == (["alice", "bob"], 15, True, False)  # fmt: skip
+    assert production.policies == [("v*", "tag")]
+
+
+def test_reviewers_a_private_repository_may_not_have_are_not_a_miss(repo: Repo, gh: FakeGitHub, aws: Any):
+    setup = complete(private=True)
+    setup.environments["production"].reviewers = []
+    gh.setups[REPO] = setup
+    code, out, err = repo.doctor()
+    assert code == 0, out + err
+    (line,) = [x for x in marked(out, "[UNKNOWN]") if x.startswith("[UNKNOWN] environment production")]
+    assert "no required reviewers (nobody approves a release), and whether this repository's plan offers them is " \
+           "unknown: required reviewers on a private repository need GitHub Enterprise" in line  # fmt: skip
+    fix = fixes_of(out, "environment production").splitlines()
+    assert fix[0] == "fix: # only if the plan offers required reviewers on a private repository (GitHub Enterprise):"
+    assert "(on a private repository: GitHub Enterprise only)" in fix[-1]
+    assert repo.doctor("--strict")[0] == 2
+    # what is missing besides is fixed with what a Team plan takes (only the deployment policy)
+    setup.environments["production"].branch_policy = None
+    code, out, _ = repo.doctor("--json")
+    check = check_of(out, "environment:production")
+    assert code == 2 and check["status"] == "missing"
+    assert check["detail"].startswith("any branch or tag may deploy (no deployment branch and tag policy); no required "
+                                      "reviewers (nobody approves a release), and whether")  # fmt: skip
+    sure = check["fix"][: check["fix"].index(next(f for f in check["fix"] if f.startswith("# only if")))]
+    apply_fix(gh, sure)
+    code, out, _ = repo.doctor("--json")
+    assert code == 0 and check_of(out, "environment:production")["status"] == "could_not_check"
+    # on Enterprise, the marked PUT adds the reviewers
+    setup.enterprise = True
+    apply_fix(gh, check_of(out, "environment:production")["fix"])
+    _, out, _ = repo.doctor("--json")
+    assert check_of(out, "environment:production")["status"] == "ok"
+    assert gh.setups[REPO].environments["production"].reviewers == ["octocat"]
+
+
+# -- the OIDC subject template ------------------------------------------------------------------------
+def test_a_custom_subject_template_is_not_checked_as_the_default(repo: Repo, gh: FakeGitHub, aws: Any):
+    # a trust policy written for the template's subjects works; checking it against the default
+    # subjects would call it broken and print a policy that replaces it
+    custom = json.loads(trust("training-role-trust.json"))
+    custom["Statement"][0]["Condition"]["StringLike"][f"{OIDC_HOST}:sub"] = "repository_owner_id:1:repository_id:2:*"
+    aws.update_assume_role_policy(RoleName="fast-mlops-ci-train", PolicyDocument=json.dumps(custom))
+    keys = ["repository_owner_id", "repository_id", "context"]
+    gh.setups[REPO] = complete(oidc_sub={"use_default": False, "include_claim_keys": keys})
+    code, out, err = repo.doctor("--json")
+    assert code == 0, out + err
+    check = check_of(out, "oidc:fast-mlops-ci-train")
+    assert check["status"] == "could_not_check" and check["fix"] == []
+    assert "include_claim_keys: repository_owner_id, repository_id, context" in check["detail"]
+    # following the organization's template: just as unknown
+    gh.setups[REPO].oidc_sub = {"use_default": False}
+    _, out, _ = repo.doctor("--json")
+    assert "organization's OIDC subject template" in check_of(out, "oidc:fast-mlops-ci-deploy")["detail"]
+
+
+def test_the_subjects_carry_the_prefix_github_gives(repo: Repo, gh: FakeGitHub, aws: Any):
+    prefix = "repo:acme@1342004/models@99887766"  # immutable subjects: owner and repository ids
+    gh.setups[REPO] = complete(oidc_sub={"use_default": True, "use_immutable_subject": True,
+                                         "sub_claim_prefix": prefix})  # fmt: skip
+    code, out, _ = repo.doctor()
+    assert code == 2
+    assert f"does not admit {prefix}:environment:staging, {prefix}:environment:production" in out
+    fix = fixes_of(out, "AWS OIDC trust of role fast-mlops-ci-deploy")
+    policy = json.loads(fix.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0])
+    assert policy["Statement"][-1]["Condition"]["StringLike"][f"{OIDC_HOST}:sub"] == [
+        f"{prefix}:environment:production", f"{prefix}:environment:staging"]  # fmt: skip
+
+
+# -- retries, GitHub Enterprise, branch patterns -------------------------------------------------------
+def test_a_retry_is_said(repo: Repo, gh: FakeGitHub, aws: Any):
+    gh.setups[REPO] = complete()
+    gh.inject("GET", r"/environments$", 502, headers={"Retry-After": "0"}, message="Bad Gateway")
+    code, out, err = repo.doctor()
+    assert code == 0, out + err
+    assert "GitHub: could not list the environments (" in err and "retrying in 0s (attempt 2 of 8" in err
+
+
+def test_console_paths_are_on_this_github(repo: Repo, gh: FakeGitHub, aws: Any, monkeypatch: pytest.MonkeyPatch):
+    gh.setups[REPO] = complete(variables={}, secrets=[], rules={})
+    monkeypatch.setenv("GITHUB_SERVER_URL", "https://ghe.example.com")
+    _, out, _ = repo.doctor()
+    consoles = [line.strip() for line in out.splitlines() if "console:" in line and "Settings" in line]
+    assert consoles and all("ghe.example.com/acme/models → Settings" in c for c in consoles), consoles
+    assert "github.com/" not in out
+    # without GITHUB_SERVER_URL, the server of GITHUB_API_URL (https://HOST/api/v3 on GitHub Enterprise Server)
+    monkeypatch.delenv("GITHUB_SERVER_URL")
+    ghes = FakeGitHub(prefix="/api/v3", tokens={TOKEN: ADMIN}).start()
+    try:
+        ghes.setups[REPO] = complete(variables={}, secrets=[], rules={})
+        monkeypatch.setenv("GITHUB_API_URL", ghes.base_url)
+        _, out, _ = repo.doctor()
+    finally:
+        ghes.stop()
+    host = ghes.base_url.removeprefix("http://").removesuffix("/api/v3")
+    assert f"console: {host}/acme/models → Settings → Rules" in out and "github.com/" not in out
+
+
+def test_deployment_patterns_match_as_github_does():
+    # File.fnmatch with FNM_PATHNAME (docs.github.com/rest/deployments/branch-policies: "Wildcard
+    # characters will not match /"; `release/*/*` for one more slash)
+    assert ref_matches("v*", "v1.2.3") and ref_matches("*", "main")
+    assert not ref_matches("*", "team/main") and ref_matches("*/*", "team/main")
+    assert not ref_matches("release/*", "release/1/x") and ref_matches("release/*/*", "release/1/x")
+    assert ref_matches("**/main", "main") and ref_matches("**/main", "a/b/main")
+    assert ref_matches("v[0-9]*", "v1") and not ref_matches("v[!0-9]*", "v1") and not ref_matches("v?", "v/")
+    assert not ref_matches("{main,dev}", "main") and ref_matches("\\*", "*") and not ref_matches("[main", "m")
+
+
+def test_a_wildcard_does_not_admit_a_default_branch_with_a_slash(repo: Repo, gh: FakeGitHub, aws: Any):
+    (repo.path / "mlops-ci.yaml").write_text(config(sagemaker=True))
+    setup = complete(default_branch="team/main", rules={"team/main": ["lint", CHECK]})
+    setup.environments["fork-training"] = EnvironmentSetup(reviewers=["octocat"], branch_policy="custom",
+                                                           policies=[("*", "branch")])  # fmt: skip
+    gh.setups[REPO] = setup
+    code, out, _ = repo.doctor()
+    assert code == 2
+    assert "[MISSING] environment fork-training: its deployment branches (branch *) exclude team/main, the branch " \
+           "the fork-training job runs on" in out  # fmt: skip
+    assert "-f name=team/main -f type=branch" in fixes_of(out, "environment fork-training")

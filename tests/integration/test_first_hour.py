@@ -98,7 +98,7 @@ def test_an_inference_script_without_model_fn_and_endpoints_without_one(project:
 )
 def test_every_way_a_module_can_have_model_fn_passes(project: Project, script: str):
     (project.path / "inference.py").write_text(script, encoding="utf-8")
-    code, out, err = _check(project)
+    code, _out, err = _check(project)
     assert (code, err) == (0, ""), err
 
 
