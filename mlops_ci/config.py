@@ -448,6 +448,11 @@ def parse(text: str, file: str, root: str) -> Config:
     )
 
 
+def is_shared_store(url: str) -> bool:
+    """A store every CI machine sees: S3, or the repository's own refs (git)."""
+    return url.startswith(("s3://", "git+", "git#", "git?")) or url == "git"
+
+
 def _check_store(store: str, r: _Reader | None, path: tuple[str | int, ...]) -> None:
     msg = None
     if store.startswith("s3://"):
@@ -457,8 +462,16 @@ def _check_store(store: str, r: _Reader | None, path: tuple[str | int, ...]) -> 
             S3Location.parse(store)
         except ConfigError as exc:
             msg = exc.message
+    elif is_shared_store(store):
+        from .backends.git_store import GitLocation
+
+        try:
+            GitLocation.parse(store)
+        except ConfigError as exc:
+            msg = exc.message
     elif not store.startswith("sqlite:///"):
-        msg = f"'{store}' is not a supported store; use sqlite:///path/to/store.db or s3://bucket/prefix"
+        msg = (f"'{store}' is not a supported store; use sqlite:///path/to/store.db, git (this repository's refs) "
+               "or s3://bucket/prefix")  # fmt: skip
     if msg:
         if r is not None:
             raise r.fail(path, msg)
@@ -1006,7 +1019,8 @@ def load(
     store: str | None = None,
     project: str | None = None,
 ) -> Config:
-    """Find, parse and resolve the config with precedence flag > env > file > defaults."""
+    """Find, parse and resolve the config with precedence flag > env > file > defaults (for the
+    store: --store > MLOPS_CI_STORE > mlops-ci.yaml > MLOPS_CI_DEFAULT_STORE > sqlite)."""
     path = find_config(start, config_path or env.get("MLOPS_CI_CONFIG"))
     try:
         text = path.read_text(encoding="utf-8")
@@ -1021,6 +1035,11 @@ def load(
             updates[key], sources[key] = flag, "flag"
         elif env.get(env_name):
             updates[key], sources[key] = env[env_name], f"env {env_name}"
+    if "store" not in updates and "store" not in sources and env.get("MLOPS_CI_DEFAULT_STORE"):
+        # the store when neither --store, MLOPS_CI_STORE nor mlops-ci.yaml names one: the starter
+        # workflows set it to `git`, the repository's own refs, so a team without a cloud
+        # account needs no store at all
+        updates["store"], sources["store"] = env["MLOPS_CI_DEFAULT_STORE"], "env MLOPS_CI_DEFAULT_STORE"
     if "store" in updates:
         _check_store(updates["store"], None, ("store",))
     if "project" in updates and not _NAME.match(updates["project"]):

@@ -352,11 +352,14 @@ class GitHubReader:
 class Doctor:
     def __init__(self, cfg: Config, file_store: str, env: Mapping[str, str], client: GitHubClient, *,
                  read_only: bool = False, store: tuple[str, str] | None = None,
-                 server: str | None = None):  # fmt: skip
-        """`file_store`: mlops-ci.yaml's store, which the jobs use when the repository variable
-        MLOPS_CI_STORE is not set; `store`: (URL, where from) when `--store` or MLOPS_CI_STORE
-        names the store to check; `server`: the web address of this GitHub (for console paths)."""
+                 server: str | None = None, file_source: str = "mlops-ci.yaml",
+                 start: Path | None = None):  # fmt: skip
+        """`file_store`: the store the jobs use when the repository variable MLOPS_CI_STORE is not
+        set (mlops-ci.yaml's, else the workflows' default, `file_source` says which); `store`:
+        (URL, where from) when `--store` or MLOPS_CI_STORE names the store to check; `server`: the
+        web address of this GitHub (for console paths); `start`: the clone doctor runs in."""
         self.cfg, self.file_store, self.env, self.client = cfg, file_store, env, client
+        self.file_source, self.start = file_source, start or Path()
         self.gh = GitHubReader(client)
         self.read_only = read_only
         self.store_override = store
@@ -432,7 +435,7 @@ class Doctor:
     def _store_source(self) -> str:
         if self.store_override:
             return self.store_override[1]
-        return "repository variable MLOPS_CI_STORE" if self._var("MLOPS_CI_STORE") else "mlops-ci.yaml"
+        return "repository variable MLOPS_CI_STORE" if self._var("MLOPS_CI_STORE") else self.file_source
 
     def _names(self) -> None:
         names, _ = shipped_names()
@@ -481,7 +484,9 @@ class Doctor:
         value = {
             "MLOPS_CI_AWS_ROLE": "arn:aws:iam::ACCOUNT_ID:role/ROLE_NAME",
             "MLOPS_CI_AWS_REGION": self.cfg.aws.region or self.env.get("AWS_REGION") or "REGION",
-            "MLOPS_CI_STORE": f"s3://{self.cfg.aws.bucket or 'BUCKET'}/{self.cfg.aws.prefix}-store",
+            "MLOPS_CI_STORE": f"s3://{self.cfg.aws.bucket}/{self.cfg.aws.prefix}-store"
+            if self.cfg.aws.bucket
+            else "git",  # no AWS: the repository's own refs
         }.get(name, "VALUE")
         return f"gh variable set {name} --repo {self.repo} --body {shlex.quote(value)}"
 
@@ -939,9 +944,15 @@ class Doctor:
     def _store(self) -> None:
         store = self.store
         title = f"store ({self._store_source()})"
-        if self._store_source() == "repository variable MLOPS_CI_STORE" and not store.startswith("s3://"):
-            self.add("store", title, MISSING, f"MLOPS_CI_STORE is {store}, not an s3://bucket/prefix store",
-                     [self._set_variable("MLOPS_CI_STORE")], self._console_variables())  # fmt: skip
+        from .config import is_shared_store
+
+        if self._store_source() == "repository variable MLOPS_CI_STORE" and not is_shared_store(store):
+            self.add("store", title, MISSING, f"MLOPS_CI_STORE is {store}, not a shared store (git, or "
+                     "s3://bucket/prefix)", [self._set_variable("MLOPS_CI_STORE")],
+                     self._console_variables())  # fmt: skip
+            return
+        if is_shared_store(store) and not store.startswith("s3://"):
+            self._git_store(store, title)
             return
         if not store.startswith("s3://"):
             self.add("store", title, MISSING, f"{store} is a file on the runner: every CI job runs on a fresh machine "
@@ -983,6 +994,27 @@ class Doctor:
             self.add("store", title, OK, f"{store} is readable{as_who} (--read-only: writing not checked)")
         else:
             self.add("store", title, OK, f"{store} is readable and writable{as_who}")
+
+    def _git_store(self, store: str, title: str) -> None:
+        """The refs are read with `git ls-remote` from this clone, with its credentials; the jobs
+        push them with their own token (the starter workflows grant `contents: write`)."""
+        from .backends.git_store import GitLocation, GitStore, repository_of
+
+        try:
+            gs = GitStore(GitLocation.parse(store), self.cfg.project, repository_of(self.start), self.env)
+            found = gs.remote_refs()
+        except ConfigError as exc:
+            self.add("store", title, MISSING, exc.message)
+            return
+        except MlopsCiError as exc:
+            self.add("store", title, UNCHECKED, f"could not read the store's refs: {exc.message}")
+            return
+        ns = gs.loc.namespace
+        artifacts = sum(1 for r in found if r.startswith(f"{ns}/artifacts/"))
+        what = (f"{gs.ref} and {artifacts} artifact ref(s) on {gs.loc.remote}" if gs.ref in found else
+                f"no records on {gs.loc.remote} yet (the first job that writes creates {gs.ref})")  # fmt: skip
+        self.add("store", title, OK, f"{store}: this repository's refs; {what}; the jobs push them with their token "
+                 "(`permissions: contents: write`, as the starter workflows grant)")  # fmt: skip
 
     def _store_in_doubt(self) -> None:
         """When the store checked may not be the one the jobs use, say so: mlops-ci.yaml's store is
@@ -1233,11 +1265,14 @@ def doctor(start: Path, env: Mapping[str, str], *, config_path: str | None, toke
     cfg = config_mod.load(start, env, config_path=config_path, store=store)
     source = cfg.sources.get("store", "")
     override: tuple[str, str] | None = None
-    file_store = cfg.store
     if source in ("flag", "env MLOPS_CI_STORE"):
         override = (cfg.store, "--store" if source == "flag" else "$MLOPS_CI_STORE")
-        file_env = {k: v for k, v in env.items() if k != "MLOPS_CI_STORE"}
-        file_store = config_mod.load(start, file_env, config_path=config_path).store
+    # without the repository variable, the jobs use mlops-ci.yaml's store, else the starter
+    # workflows' MLOPS_CI_DEFAULT_STORE (git)
+    jobs_env = {**{k: v for k, v in env.items() if k != "MLOPS_CI_STORE"}, "MLOPS_CI_DEFAULT_STORE": "git"}
+    jobs_cfg = config_mod.load(start, jobs_env, config_path=config_path)
+    file_store = jobs_cfg.store
+    file_source = "mlops-ci.yaml" if jobs_cfg.sources.get("store") == "file" else "the workflows' default"
     settings = GitHubSettings.from_env(env, token)
     server = server_url(env, settings.api_url)
     repo = repository or settings.repository or repository_from_remote(start, server)
@@ -1248,4 +1283,5 @@ def doctor(start: Path, env: Mapping[str, str], *, config_path: str | None, toke
         raise UsageError(f"--repo must be OWNER/NAME, got {repo!r}")
     client = GitHubClient(replace(settings, repository=repo, server_url=server),
                           retry=RetryPolicy(say=say or _say))  # fmt: skip
-    return Doctor(cfg, file_store, env, client, read_only=read_only, store=override, server=server).run()
+    return Doctor(cfg, file_store, env, client, read_only=read_only, store=override, server=server,
+                  file_source=file_source, start=start).run()  # fmt: skip

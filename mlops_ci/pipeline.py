@@ -28,7 +28,7 @@ from . import config as config_mod
 from . import gate as gate_mod
 from ._files import LinkOutside, files_under, pack_deterministic, sha256_file, sha256_tree
 from .backends import Store, TrainingSpec, owner_label, run_url
-from .config import Config, SageMakerTraining
+from .config import Config, SageMakerTraining, is_shared_store
 from .context import Git, GitContext, load_context
 from .errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
@@ -131,18 +131,19 @@ class Workspace:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.cfg.store, self.root, self.project)
+            self._store = open_store(self.cfg.store, self.root, self.project, self.env)
         return self._store
 
     def guard_store(self) -> None:
         """The verbs of the CI loop (train, report, gate, promote, deploy) refuse a store that
         dies with the runner; reading one (runs, lineage, store export) and dry runs do not."""
-        if self.dry_run or self.cfg.store.startswith("s3://"):
+        if self.dry_run or is_shared_store(self.cfg.store):
             return
         self.runner_guard(
             f"the run store is {self.cfg.store}, a file on this runner's disk: every CI job runs on a "
             "fresh machine, so no job would see another's runs (every PR 'no baseline', no release); "
-            "set the repository variable MLOPS_CI_STORE to a shared store (s3://bucket/prefix)",
+            "set the repository variable MLOPS_CI_STORE to a shared store: git (this repository's own refs, no "
+            "cloud account) or s3://bucket/prefix",
             "MLOPS_CI_ALLOW_RUNNER_STORE",
         )
 
@@ -1286,12 +1287,17 @@ class Workspace:
             return None
 
 
-def open_store(url: str, root: Path, project: str) -> Store:
-    """`sqlite:///path` (relative to the config's directory) or `s3://bucket/prefix?sse=...`."""
+def open_store(url: str, root: Path, project: str, env: Mapping[str, str] | None = None) -> Store:
+    """`sqlite:///path` (relative to the config's directory), `git[+REMOTE][#refs/NAMESPACE]` (the
+    refs of the repository that holds `root`) or `s3://bucket/prefix?sse=...`."""
     if url.startswith("s3://"):
         from .backends.s3_store import S3Location, S3Store
 
         return S3Store(S3Location.parse(url), project)
+    if is_shared_store(url):
+        from .backends.git_store import GitLocation, GitStore, repository_of
+
+        return GitStore(GitLocation.parse(url), project, repository_of(root), env)
     from .backends.sqlite_store import SqliteStore, path_from_url
 
     return SqliteStore(path_from_url(url, root))

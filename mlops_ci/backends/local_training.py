@@ -233,7 +233,9 @@ class LocalTrainingBackend:
             result.failure = f"entry point {spec.entry_point} not found in the source at this commit"
             return result
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
-        env = {**os.environ, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
+        # the job's GitHub token (it may push the git store's refs) is mlops-ci's, not the script's
+        inherited = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "MLOPS_CI_GITHUB_TOKEN")}
+        env = {**inherited, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
         # the code as SageMaker has it, then the user's; a tracker's own directory (extra: a
         # sitecustomize, which must come first to be the one Python runs; it runs any it shadows)
         paths = (extra.get("PYTHONPATH", ""), str(code), {**os.environ, **spec.environment}.get("PYTHONPATH", ""))

@@ -251,8 +251,9 @@ def init_cmd(start: Path, *, force: bool, action_repo: str | None = None, action
     if written:
         out("\n".join(written))
     out(
-        "next: adapt mlops-ci.yaml, set the repository variable MLOPS_CI_STORE (a shared run store, e.g. "
-        "s3://bucket/prefix: CI jobs run on throw-away machines), commit"
+        "next: adapt mlops-ci.yaml and commit. The workflows keep runs, verdicts and versions in this "
+        "repository's own refs (refs/mlops-ci/*) unless the repository variable MLOPS_CI_STORE names another "
+        "store (s3://bucket/prefix for models over 100 MB; docs/store.md)"
     )
     return 0
 

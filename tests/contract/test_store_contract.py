@@ -1,9 +1,12 @@
-"""One contract, two stores: the same behaviour from the embedded SQLite store and the S3 team
-store (moto, in process). Where a case needs a store-specific fault, the fault is injected at
-the service boundary (a failing S3 client, a failing SQLite statement), never in our code."""
+"""One contract, three stores: the same behaviour from the embedded SQLite store, the S3 team
+store (moto, in process) and the git store (a bare repository standing for GitHub, one clone
+per store opened, as one per CI machine). Where a case needs a store-specific fault, the fault is
+injected at the service boundary (a failing S3 client, a failing SQLite statement, a remote
+whose hook refuses a push), never in our code."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,21 +15,40 @@ from typing import Any
 
 import pytest
 
+from mlops_ci.backends.git_store import GitLocation, GitStore
 from mlops_ci.backends.s3_store import S3Location, S3Store
 from mlops_ci.backends.sqlite_store import SqliteStore
 from mlops_ci.errors import AlreadyExists, Busy
 from mlops_ci.records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
-from tests.conftest import as_lists
+from tests.conftest import as_lists, git
 from tests.fakes.s3 import AtomicRequests
 
 BUCKET = "mlops-ci-contract"
 Factory = Callable[[], Any]
 
 
-@pytest.fixture(params=["sqlite", "s3"])
+def git_machines(tmp_path: Path) -> Callable[[], GitStore]:
+    """A bare "origin" and a factory of stores, each on a fresh clone of its own."""
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    count = iter(range(10_000))
+
+    def machine() -> GitStore:
+        clone = tmp_path / f"machine{next(count)}"
+        git(tmp_path, "init", "-q", str(clone))
+        git(clone, "remote", "add", "origin", str(origin))
+        return GitStore(GitLocation(), "p", clone / ".git", env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+
+    return machine
+
+
+@pytest.fixture(params=["sqlite", "s3", "git"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
     if request.param == "sqlite":
         yield lambda: SqliteStore(tmp_path / "store.db")
+        return
+    if request.param == "git":
+        yield git_machines(tmp_path)
         return
     import boto3
     from moto import mock_aws
@@ -142,6 +164,11 @@ def test_crash_between_writes_leaves_no_visible_half_run(make: Factory):
                 return real.put_object(**kw)
 
         s.s3 = DiesOnSecondPut()
+    elif isinstance(s, GitStore):  # the remote refuses the second push (the series is in, the run is not)
+        hook = s.git_dir.parent.parent / "origin.git" / "hooks" / "pre-receive"
+        hook.write_text(f"#!/bin/sh\nc=$(cat {hook}.n 2>/dev/null || echo 0); echo $((c+1)) > {hook}.n\n"
+                        f'[ "$c" -lt 1 ] || {{ echo "killed" >&2; exit 1; }}\n')  # fmt: skip
+        hook.chmod(0o755)
     else:
         s.conn.execute("CREATE TRIGGER die BEFORE INSERT ON series BEGIN SELECT RAISE(ABORT, 'killed'); END")
     with pytest.raises((KeyboardInterrupt, Exception)):

@@ -33,6 +33,7 @@ import pytest
 
 from mlops_ci import _pin
 from tests.conftest import FAST_TRAIN, ROOT, Project, fast_config, git
+from tests.fakes.git_http import GitHttpServer
 from tests.fakes.github_api import ALL_PERMISSIONS, READ_ONLY, FakeGitHub
 
 KIT = ROOT.parent / "shared" / "gha-kit"
@@ -282,7 +283,7 @@ def stop_servers(act: Act, log: str, store: str | None, cwd: Path) -> None:
 
 
 def release(act: Act, p: Project, tag: str, store: str, *, env: dict[str, str] | None = None) -> str:
-    p.git("tag", tag)
+    p.git("tag", "-f", tag)  # a test may have tagged and published it already
     result = act.run(
         p.path,
         "push",
@@ -353,9 +354,54 @@ def test_push_pr_merge_tag_deploy(act: Act, tmp_path: Path, merge: str) -> None:
         p.stop_endpoints()  # nothing of the runner's is here; for a failure before any act run
 
 
+def test_a_github_only_team_gets_baselines_and_releases_from_the_git_store(act: Act, tmp_path: Path) -> None:
+    # No MLOPS_CI_STORE and no cloud account: the starter workflows use `git`, the repository's
+    # own refs, pushed by real git over HTTP with the job's token to a real git server (git
+    # http-backend), across three jobs on fresh workspaces.
+    p = user_repo(tmp_path / "models")
+    server = GitHttpServer(tmp_path / "server", writers={"tok-write"}).start()
+    bare = server.bare(REPO)
+    to_server = {"GIT_CONFIG_KEY_0": f"url.{server.url}/.insteadOf"}  # https://github.com/ → the server
+
+    def publish() -> None:  # the user's `git push`: branches and tags; the server's own refs stay
+        p.git("push", "-q", "--force", str(bare), "refs/heads/*:refs/heads/*", "refs/tags/*:refs/tags/*")
+
+    try:
+        publish()
+        ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store="", env=to_server),
+           "training fast at", "): success", "Job succeeded")  # fmt: skip
+        refs = git(bare, "for-each-ref", "--format=%(refname)", "refs/mlops-ci/").splitlines()
+        assert "refs/mlops-ci/store" in refs and any(r.startswith("refs/mlops-ci/artifacts/") for r in refs), refs
+        assert server.pushes and {user for user, _ in server.pushes} == {"tok-write"}  # github.token, via env
+
+        p.git("checkout", "-q", "-b", "tune")
+        head = p.commit("better model", quality=0.95)
+        act.gh.pulls[(REPO, 9)] = head
+        publish()
+        log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, 9, "tune"), store="",
+                         env=to_server), "Job succeeded")  # fmt: skip
+        (comment,) = ours(act.gh, 9)
+        assert "| accuracy | 0.9 | 0.95 |" in str(comment["body"]), "the baseline came from the git store"
+        assert checks_for(act.gh, head)[0]["conclusion"] == "success"
+
+        p.git("tag", "v1.0.0")
+        publish()
+        log = release(act, p, "v1.0.0", "", env=to_server)  # the PR job's verdict, found by the release job
+        assert "training fast at" not in log and "now serves fast v1" in log
+        (dep,) = [d for d in act.gh.deployments.values() if d["sha"] == head]
+        assert [s["state"] for s in act.gh.deployment_statuses[dep["id"]]][-1] == "success"
+        # nothing of it is a branch or a tag of the repository
+        assert git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/", "refs/tags/").split() == \
+               ["refs/heads/main", "refs/heads/tune", "refs/tags/v1.0.0"]  # fmt: skip
+    finally:
+        server.stop()
+        p.stop_endpoints()
+
+
 def test_a_hosted_runner_refuses_a_store_on_its_own_disk(act: Act, tmp_path: Path) -> None:
     p = user_repo(tmp_path / "models")
-    code, log = act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store="")
+    code, log = act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"),
+                        store="sqlite:///.mlops-ci/store.db")  # fmt: skip
     assert code != 0
     assert "MLOPS_CI_STORE" in log and "exit status 2" in log
     assert "training fast at" not in log

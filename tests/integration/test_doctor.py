@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from mlops_ci.doctor import OIDC_HOST, SECRETS, VARIABLES, ref_matches, referenced_names, trust_verdict
+from mlops_ci.records import EndpointState
 from tests.conftest import ROOT, git
 from tests.fakes.github_api import ADMIN, ALL_PERMISSIONS, Account, EnvironmentSetup, FakeGitHub, RepoSetup
 
@@ -442,15 +444,44 @@ def test_store_problems_name_the_fix(repo: Repo, gh: FakeGitHub, aws: Any):
         "eu-west-1 --create-bucket-configuration LocationConstraint=eu-west-1"
     )
     # a local store dies with the runner
+    (repo.path / "mlops-ci.yaml").write_text(config(store="sqlite:///.mlops-ci/store.db"))
     gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
     code, out, _ = repo.doctor()
     (miss,) = marked(out, "[MISSING]")
     assert miss.startswith("[MISSING] store (mlops-ci.yaml): sqlite:///.mlops-ci/store.db is a file on the runner")
-    assert "gh variable set MLOPS_CI_STORE --repo acme/models --body" in fixes_of(out, "store (mlops-ci.yaml)")
+    assert "gh variable set MLOPS_CI_STORE --repo acme/models --body git" in fixes_of(out, "store (mlops-ci.yaml)")
     # --read-only: readable, writing not checked, nothing written
     gh.setups[REPO] = complete()
     code, out, _ = repo.doctor("--read-only")
     assert code == 0 and f"{STORE} is readable as arn:aws:sts::{ACCOUNT}:user/moto (--read-only" in out
+
+
+def test_without_a_store_the_jobs_use_the_repositorys_own_refs(repo: Repo, gh: FakeGitHub, aws: Any, tmp_path: Path):
+    # no MLOPS_CI_STORE and no `store:` in mlops-ci.yaml: the starter workflows' default, git
+    gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(repo.path, "remote", "add", "origin", str(origin))
+    _, out, err = repo.doctor("--json")
+    check = check_of(out, "store")
+    assert (check["title"], check["status"]) == ("store (the workflows' default)", "ok"), out + err
+    assert "no records on origin yet (the first job that writes creates refs/mlops-ci/store)" in check["detail"]
+    # after a job wrote a run with its model, both are there
+    from mlops_ci.backends.git_store import GitLocation, GitStore
+
+    machine = tmp_path / "machine"
+    git(tmp_path, "clone", "-q", str(origin), str(machine))
+    store = GitStore(GitLocation(), "fast", machine / ".git", {"PATH": os.environ["PATH"]})
+    (tmp_path / "model.tar.gz").write_bytes(b"model")
+    store.put_artifact(tmp_path / "model.tar.gz", "a" * 64)
+    store.put_endpoint_state(EndpointState("fast", "prod", "http://x", 1, 2, 3, 4, 1, "a" * 40, "InService", 1.0))
+    store.close()
+    _, out, _ = repo.doctor("--json")
+    assert "refs/mlops-ci/store and 1 artifact ref(s) on origin" in check_of(out, "store")["detail"]
+    # the remote is unreachable: unknown, not missing
+    git(repo.path, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
+    _, out, _ = repo.doctor("--json")
+    assert check_of(out, "store")["status"] == "could_not_check"
 
 
 def test_the_comet_key_is_checked_when_it_is_here(repo: Repo, gh: FakeGitHub, aws: Any,
@@ -554,13 +585,13 @@ def test_unreadable_variables_leave_the_store_the_role_and_the_aws_variables_unk
     assert code == 0, out + err
     assert marked(out, "[MISSING]") == []
     unknown = {line.split(":")[0].removeprefix("[UNKNOWN] ") for line in marked(out, "[UNKNOWN]")}
-    assert {"store (mlops-ci.yaml)", "AWS OIDC trust", "variable MLOPS_CI_AWS_ROLE", "variable MLOPS_CI_AWS_REGION",
-            "variable MLOPS_CI_FORK_REVIEW"} <= unknown  # fmt: skip
+    assert {"store (the workflows' default)", "AWS OIDC trust", "variable MLOPS_CI_AWS_ROLE",
+            "variable MLOPS_CI_AWS_REGION", "variable MLOPS_CI_FORK_REVIEW"} <= unknown  # fmt: skip
     (store,) = [line for line in marked(out, "[UNKNOWN]") if line.startswith("[UNKNOWN] store")]
     assert "the jobs use the repository variable MLOPS_CI_STORE when it is set, and it could not be read (GitHub " \
            "answered 403" in store and "`Variables: read`" in store  # fmt: skip
     assert "not needed: nothing is on AWS" not in out
-    assert "fix:" not in fixes_of(out, "store (mlops-ci.yaml)")  # nothing to fix that is known to be missing
+    assert "fix:" not in fixes_of(out, "store (the workflows' default)")  # nothing known to be missing
     assert repo.doctor("--strict")[0] == 2
 
 
