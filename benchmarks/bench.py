@@ -234,6 +234,7 @@ def bench_training(rep: Report, n: int, tmp: Path) -> None:
 # -- 5. run store at scale -------------------------------------------------------------------------
 def bench_store(rep: Report, n: int, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT))
+    from mlops_ci import integrity
     from mlops_ci.backends.sqlite_store import SqliteStore
     from mlops_ci.records import Run
 
@@ -260,11 +261,12 @@ def bench_store(rep: Report, n: int, tmp: Path) -> None:
         run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
                   status="completed", backend="local", started=i, finished=i + 1.0,
                   metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
-        store.record_run(run, {"loss": [1.0 / (j + 1) for j in range(100)]})
+        series = {"loss": [1.0 / (j + 1) for j in range(100)]}
+        store.record_run(integrity.seal_run(run, series), series)
     head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
                status="completed", backend="local", started=1e9, finished=1e9 + 1,
                metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
-    store.record_run(head, {"loss": [0.5] * 100})
+    store.record_run(integrity.seal_run(head, {"loss": [0.5] * 100}), {"loss": [0.5] * 100})
     store.close()
     rep.add("store setup: 10,000 runs recorded (one transaction each)", [time.perf_counter() - t0],
             note=f"{commits:,} commits")  # fmt: skip
@@ -273,6 +275,96 @@ def bench_store(rep: Report, n: int, tmp: Path) -> None:
         s = timed([MLOPS_CI, *args], n, cwd=repo)
         mb = peak_rss_mb([MLOPS_CI, *args], repo)
         rep.add(f"10,000 runs / 5,000 commits: {label}", s, budget="<= 1 s", ok=statistics.median(s) <= 1.0,
+                note=f"peak RSS {mb:.0f} MB")  # fmt: skip
+
+
+def _pack_bytes(repo: Path) -> int:
+    """The bytes of a repository's objects (packs and loose)."""
+    return sum(p.stat().st_size for p in (repo / ".git" / "objects").rglob("*") if p.is_file())
+
+
+def bench_git_store(rep: Report, n: int, tmp: Path) -> None:
+    """The same 10,000 runs in the git store: the records of a bare "origin" (standing for
+    GitHub), read by the project's clone. Warm: the clone has fetched the store before (each
+    command still fetches the ref, finding nothing new); cold: a machine's first command."""
+    sys.path.insert(0, str(ROOT))
+    from mlops_ci import integrity
+    from mlops_ci.backends.object_store import ObjectStore, dumps
+    from mlops_ci.records import Run
+
+    class Memory(ObjectStore):
+        """ObjectStore's own record logic over a dict: the tree the git store would hold after
+        10,000 record_run calls, built without 30,000 pushes."""
+
+        kind = "memory"
+
+        def __init__(self) -> None:
+            self.project, self.root, self.clock = "big", "projects/big", time.time
+            self.objects: dict[str, bytes] = {}
+            self.parsed: dict[str, Any] = {}
+
+        def _get(self, key: str) -> tuple[Any, str] | None:
+            return (json.loads(self.objects[key]), "x") if key in self.objects else None
+
+        def _create(self, key: str, body: bytes) -> str:
+            assert key not in self.objects
+            self.objects[key] = body
+            return "x"
+
+        def _replace(self, key: str, body: bytes, etag: str | None) -> str | None:
+            self.objects[key] = body
+            return "x"
+
+        def _update(self, key: str, change: Callable[[Any], Any], default: Any) -> Any:
+            # the index kept parsed (written once at the end): 10,000 re-serialisations of a
+            # growing JSON object would make this set-up quadratic
+            self.parsed[key] = change(self.parsed.get(key, default))
+            return self.parsed[key]
+
+    repo = tmp / "history"  # bench_store's: 5,000 commits
+    if not repo.is_dir():
+        bench_store(rep, 1, tmp)
+    shas = git(repo, "rev-list", "main").split()
+    mem = Memory()
+    t0 = time.perf_counter()
+    for i in range(9_999):
+        sha = shas[500 + i % (len(shas) - 500)]
+        run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
+                  status="completed", backend="local", started=i, finished=i + 1.0,
+                  metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
+        series = {"loss": [1.0 / (j + 1) for j in range(100)]}
+        mem.record_run(integrity.seal_run(run, series), series)
+    head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
+               status="completed", backend="local", started=1e9, finished=1e9 + 1,
+               metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
+    mem.record_run(integrity.seal_run(head, {"loss": [0.5] * 100}), {"loss": [0.5] * 100})
+    mem.objects.update({key: dumps(value) for key, value in mem.parsed.items()})
+    origin = tmp / "origin.git"
+    git(tmp, "init", "-q", "--bare", str(origin))
+    stream = [b"commit refs/mlops-ci/store\ncommitter b <b@x.invalid> 1700000000 +0000\ndata 5\nstore\n"]
+    for key, body in mem.objects.items():
+        stream.append(f"M 644 inline {key}\ndata {len(body)}\n".encode() + body + b"\n")
+    git(origin, "fast-import", "--quiet", stdin=b"".join(stream))
+    size = sum(len(b) for b in mem.objects.values())
+    rep.add("git store setup: the same 10,000 runs as one tree", [time.perf_counter() - t0],
+            note=f"{len(mem.objects):,} records, {size / 2**20:.0f} MiB of JSON")  # fmt: skip
+    git(repo, "remote", "add", "origin", str(origin))
+    env = {**os.environ, "MLOPS_CI_STORE": "git"}
+    cold = []
+    for i in range(n):  # a fresh machine each time: a clone of the project without the store's objects
+        fresh = tmp / f"fresh{i}"
+        git(tmp, "clone", "-q", "--no-local", str(repo), str(fresh))
+        git(fresh, "remote", "set-url", "origin", str(origin))
+        before = _pack_bytes(fresh)
+        cold += timed([MLOPS_CI, "runs"], 1, cwd=fresh, env=env)
+        fetched = _pack_bytes(fresh) - before
+    rep.add("git store, 10,000 runs: runs on a fresh clone (cold: fetches the store's tree)", cold,
+            note=f"fetched {fetched / 2**20:.1f} MiB from a local bare origin: add GitHub's transfer time")  # fmt: skip
+    for label, args in (("runs (list)", ["runs"]), ("report (baseline 500 commits back)", ["report", "--json"]),
+                        ("gate (baseline lookup + verdict pushed)", ["gate"])):  # fmt: skip
+        s = timed([MLOPS_CI, *args], n, cwd=repo, env=env)
+        mb = peak_rss_mb([MLOPS_CI, *args], repo, env)
+        rep.add(f"git store, 10,000 runs, warm: {label}", s, budget="<= 1 s", ok=statistics.median(s) <= 1.0,
                 note=f"peak RSS {mb:.0f} MB")  # fmt: skip
 
 
@@ -511,6 +603,7 @@ def main() -> int:
             ("sticky comment", lambda: bench_comment(rep, n_small)),
             ("local training", lambda: bench_training(rep, n_small, tmp)),
             ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
+            ("git store at scale", lambda: bench_git_store(rep, n_small, tmp)),
             ("S3 dedupe", lambda: bench_s3(rep, tmp)),
             ("endpoint serving", lambda: bench_serving(rep, tmp, a.seconds)),
         ]

@@ -33,14 +33,14 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlparse
 
 from ..errors import AlreadyExists, ConfigError, GitError, PermissionDenied, ServiceRefused, Transient
-from .object_store import ObjectStore
+from .object_store import ObjectStore, dumps
 
 GITHUB_FILE_LIMIT_MB = 100  # GitHub refuses a push with a file over 100 MiB (docs: "About large files on GitHub")
 _NAMESPACE = re.compile(r"^refs/(?!heads/|tags/|remotes/|pull/)[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]\Z")
@@ -126,7 +126,7 @@ class GitStore(ObjectStore):
         out["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password on a runner
         out["GIT_DIR"] = str(self.git_dir)
         token = env.get("MLOPS_CI_GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
-        u = urlparse(self.remote_url(out) if token else "")
+        u = urlparse(self.remote_url(out))
         # never in clear text over a network: https, or http to this machine
         if token and (u.scheme == "https" or (u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1"))):
             scope = f"{u.scheme}://{u.netloc}/"
@@ -173,16 +173,19 @@ class GitStore(ObjectStore):
         last = " / ".join(lines[-2:])[:300] or "no message"
         low = said.lower()
         where = f"{self.loc.remote} ({self.loc.namespace})"
-        if any(s in low for s in ("403", "permission to", "denied", "authentication failed", "could not read username",
-                                  "write access", "401")):  # fmt: skip
+        found = re.search(r"returned error: (\d{3})", low)  # git's http.c: "The requested URL returned error: 403"
+        status = int(found.group(1)) if found else 0
+        if status in (401, 403) or any(s in low for s in ("permission to", "permission denied", "authentication failed",
+                                                          "could not read username", "write access")):  # fmt: skip
             return PermissionDenied(
                 f"the git remote {where} refused to {what} ({last}); a workflow job that writes the store needs "
                 "`permissions: contents: write`, and a token that can push (docs/store.md)"
             )
-        if any(s in low for s in ("could not resolve host", "connection refused", "timed out", "connection reset",
-                                  "502", "503", "500", "early eof", "the remote end hung up")):  # fmt: skip
+        if status in (429, 500, 502, 503, 504) or any(s in low for s in (
+                "could not resolve host", "connection refused", "timed out", "connection reset", "failed to connect",
+                "couldn't connect", "early eof", "the remote end hung up")):  # fmt: skip
             return Transient(f"cannot reach the git remote {where} to {what} ({last}); retry later")
-        if "does not appear to be a git repository" in low or "not found" in low:
+        if status == 404 or "does not appear to be a git repository" in low or "not found" in low:
             return GitError(f"the git store's remote {where} cannot be read to {what} ({last}); check the remote")
         return ServiceRefused(f"git refused to {what} on {where}: {last}")
 
@@ -287,11 +290,13 @@ class GitStore(ObjectStore):
         out = self._ok(self._git("ls-tree", "-r", "--name-only", "-z", tip, "--", folder + "/"), f"list {folder}")
         return sorted(k for k in out.split("\0") if k and k.startswith(prefix))
 
+    def _hash(self, body: bytes, what: str) -> str:
+        return self._ok(self._git("hash-object", "-w", "--stdin", input=body), f"write {what}")
+
     def _write(self, key: str, body: bytes | None, expect: str | None) -> str | None:
         """Set `key` to `body` (None: delete it) if its blob is still `expect` (None: absent).
         The new blob id ("" after a delete), or None when the key is not as expected."""
-        blob = self._ok(self._git("hash-object", "-w", "--stdin", input=body), f"write {key}") if body is not None \
-            else ""  # fmt: skip
+        blob = self._hash(body, key) if body is not None else ""
         fresh = self._synced < 0  # never read: take the remote's tip first
         if fresh:
             self._sync()
@@ -302,22 +307,58 @@ class GitStore(ObjectStore):
                     fresh = True
                     continue
                 return None
-            commit = self._commit(self._tip, key, blob or None, f"{'delete' if body is None else 'write'} {key}")
+            commit = self._commit(self._tip, {key: blob or None}, f"{'delete' if body is None else 'write'} {key}")
             if self._push(commit, self.ref, self._tip):
                 self._tip, self._synced = commit, time.monotonic()
                 return blob
-            time.sleep(min(0.02 * 2 ** min(attempt, 6), 1.0) * random.random())  # noqa: S311 - jitter only
-            self._sync()  # someone else wrote first: check again on their tip
+            self._backoff(attempt)
             fresh = True
         raise Transient(f"too many concurrent writers on {self.ref} while writing {key}; retry later")
 
-    def _commit(self, parent: str | None, key: str, blob: str | None, message: str) -> str:
+    def _backoff(self, attempt: int) -> None:
+        """Someone else pushed first: wait a little, then check again on their tip."""
+        time.sleep(min(0.02 * 2 ** min(attempt, 6), 1.0) * random.random())  # noqa: S311 - jitter only
+        self._sync()
+
+    def _batch(self, creates: Sequence[tuple[str, bytes]],
+               updates: Sequence[tuple[str, Callable[[Any], Any], Any]]) -> None:  # fmt: skip
+        """All of it in one commit, one push: a run, its series and its index entry appear
+        together or not at all (so there is no half-written run to guard against)."""
+        blobs = {key: self._hash(body, key) for key, body in creates}
+        fresh = self._synced < 0
+        if fresh:
+            self._sync()
+        for attempt in range(60):
+            taken = next((key for key in blobs if self._blob_id(self._tip, key) is not None), None)
+            if taken is not None:
+                if not fresh:
+                    self._sync()
+                    fresh = True
+                    continue
+                raise AlreadyExists(f"{taken} already exists")
+            changes: dict[str, str | None] = dict(blobs)
+            for key, change, default in updates:
+                got = self._read(f"{self._tip}:{key}") if self._tip else None
+                changes[key] = self._hash(dumps(change(json.loads(got[1]) if got else default)), key)
+            first = next(iter(blobs), next(iter(changes), ""))
+            commit = self._commit(self._tip, changes, f"write {first}" + (" and more" if len(changes) > 1 else ""))
+            if self._push(commit, self.ref, self._tip):
+                self._tip, self._synced = commit, time.monotonic()
+                return
+            self._backoff(attempt)
+            fresh = True
+        raise Transient(f"too many concurrent writers on {self.ref}; retry later")
+
+    def _commit(self, parent: str | None, changes: Mapping[str, str | None], message: str) -> str:
+        """A commit of `parent`'s tree with each key set to its blob (None: removed)."""
         index = self.git_dir / f"mlops-ci-index-{uuid.uuid4().hex}"
         extra = {"GIT_INDEX_FILE": str(index)}
         try:
             self._ok(self._git("read-tree", *([parent] if parent else ["--empty"]), extra=extra), "read the store")
-            change = ["--add", "--cacheinfo", f"100644,{blob},{key}"] if blob else ["--force-remove", "--", key]
-            self._ok(self._git("update-index", *change, extra=extra), f"stage {key}")
+            # --index-info: "<mode> <sha1>\t<path>" sets a path, mode 0 removes it (git-update-index(1))
+            lines = "".join(f"100644 {blob}\t{key}\n" if blob else f"0 {'0' * 40}\t{key}\n"
+                            for key, blob in changes.items())  # fmt: skip
+            self._ok(self._git("update-index", "--index-info", input=lines.encode(), extra=extra), "stage the change")
             tree = self._ok(self._git("write-tree", extra=extra), "write the store's tree")
         finally:
             index.unlink(missing_ok=True)

@@ -70,6 +70,17 @@ class ObjectStore:
         """Delete `key` if its version is still `etag`; nothing when it changed or is gone."""
         raise NotImplementedError
 
+    def _batch(self, creates: Sequence[tuple[str, bytes]],
+               updates: Sequence[tuple[str, Callable[[Any], Any], Any]]) -> None:  # fmt: skip
+        """Create each of `creates` (create-once, raising AlreadyExists), then apply each update
+        (`_update`'s key, change, default). One at a time, in this order, so the last create is
+        the commit point of what a crash could leave half-written; a store that can write them
+        all at once (git: one commit) does."""
+        for key, body in creates:
+            self._create(key, body)
+        for key, change, default in updates:
+            self._update(key, change, default)
+
     def _refresh(self) -> None:
         """Before reading again in a wait loop: a store that reads a snapshot takes a new one."""
 
@@ -90,8 +101,10 @@ class ObjectStore:
 
     # -- runs -------------------------------------------------------------------------------
     def record_run(self, run: Run, series: Mapping[str, Sequence[float]]) -> None:
-        self._create(self._key("runs", f"{run.run_id}.series.json"), dumps({k: list(v) for k, v in series.items()}))
-        self._create(self._key("runs", f"{run.run_id}.json"), dumps(run.to_dict()))  # the commit point
+        creates = [
+            (self._key("runs", f"{run.run_id}.series.json"), dumps({k: list(v) for k, v in series.items()})),
+            (self._key("runs", f"{run.run_id}.json"), dumps(run.to_dict())),  # the commit point
+        ]
         summary = {
             "run_id": run.run_id, "sha": run.sha, "status": run.status, "config_digest": run.config_digest,
             "finished": run.finished, "dirty": run.dirty, "inputs_digest": run.inputs_digest,
@@ -103,7 +116,7 @@ class ObjectStore:
                 index.setdefault("shas", {})[run.sha] = max(index.get("shas", {}).get(run.sha, 0), run.finished)
             return index
 
-        self._update(self._key("index.json"), add, {"runs": {}, "shas": {}})
+        self._batch(creates, [(self._key("index.json"), add, {"runs": {}, "shas": {}})])
 
     def _index(self) -> dict[str, Any]:
         got = self._get(self._key("index.json"))
@@ -156,9 +169,9 @@ class ObjectStore:
     def record_verdict(self, verdict: Verdict) -> None:
         body = verdict.to_dict()
         body.pop("conclusion")
-        self._create(self._key("verdicts", f"{verdict.verdict_id}.json"), dumps(body))
         stamp = f"{int(verdict.created * 1e6):020d}-{verdict.verdict_id}"
-        self._create(self._key("run-verdicts", verdict.run_id, stamp), b"{}")
+        self._batch([(self._key("verdicts", f"{verdict.verdict_id}.json"), dumps(body)),
+                     (self._key("run-verdicts", verdict.run_id, stamp), b"{}")], [])  # fmt: skip
 
     def get_verdict(self, verdict_id: str) -> Verdict | None:
         got = self._get(self._key("verdicts", f"{verdict_id}.json"))

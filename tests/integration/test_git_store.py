@@ -222,3 +222,47 @@ def test_a_checkouts_persisted_credentials_are_not_sent_twice(server: GitHttpSer
     store.record_run(_run("r1", "a" * 40), {})
     assert {user for user, _ in server.pushes} == {"ghs_write"}
     store.close()
+
+
+def test_a_shallow_checkout_reads_and_writes_the_store(project: Project, origin: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    a = Machine(origin, tmp_path / "full", monkeypatch)
+    run = json.loads(a.ok("train", "--json"))["run"]
+    shallow = tmp_path / "shallow"  # what actions/checkout gives by default: fetch-depth 1
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(shallow))
+    m = Machine.__new__(Machine)
+    m.path, m.mp = shallow, monkeypatch
+    assert [r["run_id"] for r in json.loads(m.ok("runs", "--json"))] == [run["run_id"]]
+    code, _, err = m.cli("gate", run["sha"])  # no history here: the baseline is unknown, the gate fails closed
+    assert code == 1 and "baseline could not be determined" in err
+    kinds = [json.loads(line)["kind"] for line in a.ok("store", "export").splitlines()]
+    assert kinds.count("verdict") == 1  # ... and its verdict was pushed from the shallow clone
+    assert git(shallow, "rev-parse", "--is-shallow-repository") == "true"
+    assert len(git(shallow, "rev-list", "--all").split()) == 1  # fetched no project history
+
+
+def test_store_check_names_an_artifact_deleted_from_the_remote(project: Project, origin: Path,
+                                                               machines: list[Machine]):  # fmt: skip
+    a, b, _ = machines
+    run = json.loads(a.ok("train", "--json"))["run"]
+    git(origin, "update-ref", "-d", f"refs/mlops-ci/artifacts/{run['artifact_sha256']}")
+    code, out, err = b.cli("store", "check")
+    assert code == 14
+    assert f"artifact git+origin#refs/mlops-ci/artifacts/{run['artifact_sha256']} is missing" in out + err
+
+
+def test_moving_from_the_local_store_to_the_git_store_keeps_history(project: Project, machines: list[Machine],
+                                                                   tmp_path: Path):  # fmt: skip
+    project.ok("train")
+    project.ok("gate")
+    project.ok("promote")
+    export = tmp_path / "history.jsonl"
+    project.ok("store", "export", "--output", str(export))
+    code, _, err = project.cli("--store", "git", "store", "import", str(export))
+    assert code == 0, err
+    assert "1 run(s), 1 verdict(s), 1 version(s), 0 deployment(s), 0 skipped(s)" in err
+    a = machines[0]  # another machine sees all of it, with the artifact in the repository's refs
+    assert a.ok("store", "check").strip() == "git: ok"
+    (version,) = json.loads(a.ok("models", "--json"))
+    assert version["artifact_uri"].startswith("git+origin#refs/mlops-ci/artifacts/")
+    assert "already fast v1" in a.ok("promote", version["sha"])
