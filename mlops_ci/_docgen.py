@@ -468,8 +468,10 @@ DESCRIPTIONS: dict[str, Doc] = {
     ),
     "store": Doc(
         f"Where runs, verdicts, versions and deployments are recorded: `sqlite:///path` ({SAME_DIR} when "
-        "relative) or `s3://bucket/prefix` (with `?sse=AES256`, or `?sse=aws:kms&kms_key_id=...`). "
-        "`MLOPS_CI_STORE` and `--store` override it. See [the run store](store.md)."
+        "relative), `git` (this repository's own refs, `refs/mlops-ci/*`; `git+REMOTE#refs/NAMESPACE`, "
+        "`?max_artifact_mb=N`) or `s3://bucket/prefix` (with `?sse=AES256`, or `?sse=aws:kms&kms_key_id=...`). "
+        "`MLOPS_CI_STORE` and `--store` override it; with none of the three, `MLOPS_CI_DEFAULT_STORE` (the starter "
+        "workflows set it to `git`), else the SQLite default. See [the run store](store.md)."
     ),
     "training": Doc("How a commit is trained: SageMaker script mode, locally or as a SageMaker training job."),
     "training.backend": Doc(
