@@ -19,7 +19,7 @@ remote's name or URL, then optionally ``?max_artifact_mb=N`` and ``#NAMESPACE``.
 Actions the job's token (``MLOPS_CI_GITHUB_TOKEN``, else ``GITHUB_TOKEN``) authenticates to the
 remote when actions/checkout did not persist its own: the starter workflows check out with
 ``persist-credentials: false``. It is handed to git in its environment (GIT_CONFIG_*), never on a
-command line, and sent only to the remote's host.
+command line, and sent only to the GitHub server's host.
 """
 
 from __future__ import annotations
@@ -124,11 +124,17 @@ class GitStore(ObjectStore):
         out = {k: v for k, v in env.items() if not k.startswith(("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"))}
         out.update(_IDENTITY)
         out["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password on a runner
+        # the transports a store may use: never ext:: or fd:: (a remote that runs a command),
+        # whatever the repository's or the user's git config allows
+        out["GIT_ALLOW_PROTOCOL"] = "https:http:ssh:git:file"
         out["GIT_DIR"] = str(self.git_dir)
         token = env.get("MLOPS_CI_GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
         u = urlparse(self.remote_url(out))
-        # never in clear text over a network: https, or http to this machine
-        if token and (u.scheme == "https" or (u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1"))):
+        github = (urlparse(env.get("GITHUB_SERVER_URL") or "https://github.com").hostname or "").lower()
+        # the job's GitHub token goes to GitHub only (a store URL naming another host gets none),
+        # never in clear text: https, or http to this machine (a test's server)
+        local = u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1")
+        if token and ((u.scheme == "https" and (u.hostname or "").lower() == github) or local):
             scope = f"{u.scheme}://{u.netloc}/"
             if not self._has_header(out, scope):
                 # what actions/checkout persists (an extraheader for the server), here for this

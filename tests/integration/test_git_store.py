@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlops_ci.backends.git_store import GitLocation, GitStore
-from mlops_ci.errors import PermissionDenied
+from mlops_ci.errors import MlopsCiError, PermissionDenied
 from mlops_ci.records import Run
 from tests.conftest import FAST_TRAIN, Project, git, kill_and_wait, run_module, serving_processes
 from tests.fakes.git_http import GitHttpServer
@@ -266,3 +266,27 @@ def test_moving_from_the_local_store_to_the_git_store_keeps_history(project: Pro
     (version,) = json.loads(a.ok("models", "--json"))
     assert version["artifact_uri"].startswith("git+origin#refs/mlops-ci/artifacts/")
     assert "already fast v1" in a.ok("promote", version["sha"])
+
+
+def test_the_token_goes_to_github_only_and_no_remote_runs_a_command(tmp_path: Path):
+    clone = tmp_path / "c"
+    git(tmp_path, "init", "-q", str(clone))
+    token = {"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "ghs_secret"}
+    # a store URL naming another host (a pull request may change mlops-ci.yaml) gets no token
+    other = GitStore(GitLocation.parse("git+https://collector.example/x.git"), "p", clone / ".git", token)
+    assert "GIT_CONFIG_COUNT" not in other._env
+    on_github = GitStore(GitLocation.parse("git+https://github.com/acme/models.git"), "p", clone / ".git", token)
+    assert on_github._env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraheader"
+    # GitHub Enterprise Server: its own host, from GITHUB_SERVER_URL
+    ghes = GitStore(GitLocation.parse("git+https://ghe.example/acme/models.git"), "p", clone / ".git",
+                    {**token, "GITHUB_SERVER_URL": "https://ghe.example"})  # fmt: skip
+    assert ghes._env["GIT_CONFIG_KEY_0"] == "http.https://ghe.example/.extraheader"
+    # git's ext:: transport runs a command: never allowed, whatever the git config says
+    marker = tmp_path / "ran"
+    git(clone, "config", "protocol.ext.allow", "always")
+    hostile = GitStore(GitLocation.parse(f"git+ext::sh -c touch% {marker}"), "p", clone / ".git", token)
+    with pytest.raises(MlopsCiError):
+        hostile.runs("p")
+    assert not marker.exists()
+    for s in (other, on_github, ghes, hostile):
+        s.close()
