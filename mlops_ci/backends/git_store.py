@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlparse
 
-from ..errors import AlreadyExists, ConfigError, GitError, PermissionDenied, ServiceRefused, Transient
+from ..errors import (
+    AlreadyExists,
+    ConfigError,
+    GitError,
+    IntegrityError,
+    PermissionDenied,
+    ServiceRefused,
+    Transient,
+)
 from .object_store import ObjectStore, dumps
 
 GITHUB_FILE_LIMIT_MB = 100  # GitHub refuses a push with a file over 100 MiB (docs: "About large files on GitHub")
@@ -248,6 +256,8 @@ class GitStore(ObjectStore):
     def _read(self, spec: str) -> tuple[str, bytes] | None:
         """(blob id, content) of `spec` (`<commit>:<path>`), None when it does not exist. One
         `git cat-file --batch` serves every read of the process."""
+        if "\n" in spec:  # one request per line: a newline would answer another question
+            return None
         if self._reader is None or self._reader.poll() is not None:
             self._reader = subprocess.Popen(["git", "cat-file", "--batch"], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, env=self._env)  # fmt: skip
@@ -274,7 +284,12 @@ class GitStore(ObjectStore):
         got = self._read(f"{tip}:{key}") if tip else None
         if got is None:
             return None
-        return json.loads(got[1]), got[0]
+        try:
+            return json.loads(got[1]), got[0]
+        except ValueError:
+            raise IntegrityError(f"{key} in {self.ref} on {self.loc.remote} is not a JSON record (written by "
+                                 "something other than mlops-ci); nothing was changed: restore the ref from a good "
+                                 "copy (git push --force-with-lease) or import a store export") from None  # fmt: skip
 
     def _create(self, key: str, body: bytes) -> str:
         oid = self._write(key, body, None)

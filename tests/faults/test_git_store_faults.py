@@ -84,3 +84,35 @@ def test_an_artifact_over_the_limit_is_refused_with_the_fix(project: Project, tm
     # no record of a run whose model is nowhere (the training lock came and went)
     assert "artifacts/" not in git(bare, "for-each-ref")
     assert json.loads(project.ok("--store", "git", "runs", "--json")) == []
+
+
+def test_a_record_overwritten_by_hand_is_an_integrity_error(project: Project, tmp_path: Path):
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    project.git("remote", "add", "origin", str(bare))
+    project.ok("--store", "git", "train")
+    # someone pushes a tree where the index is not JSON
+    hand = tmp_path / "hand"
+    git(tmp_path, "clone", "-q", str(bare), str(hand))
+    git(hand, "fetch", "-q", "origin", "refs/mlops-ci/store")
+    git(hand, "checkout", "-q", "FETCH_HEAD")
+    (hand / "projects" / "fast" / "index.json").write_text("<<<not json\n")
+    git(hand, "commit", "-qam", "by hand")
+    git(hand, "push", "-q", "--force", "origin", "HEAD:refs/mlops-ci/store")
+    code, _, err = project.cli("--store", "git", "runs")
+    assert code == 14, err
+    assert "projects/fast/index.json in refs/mlops-ci/store on origin is not a JSON record" in err
+
+
+def test_a_key_with_a_newline_never_desynchronises_the_reader(project: Project, tmp_path: Path):
+    from mlops_ci.backends.git_store import GitLocation, GitStore
+
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    project.git("remote", "add", "origin", str(bare))
+    run = json.loads(project.ok("--store", "git", "train", "--json"))["run"]
+    store = GitStore(GitLocation(), "fast", project.path / ".git", {"PATH": "/usr/bin:/bin"})
+    # `git cat-file --batch` answers one question per line: this id would be two questions
+    assert store.get_run(run["run_id"] + ".json\nHEAD:x") is None
+    assert store.get_run(run["run_id"]).run_id == run["run_id"]  # the next answer is still its own
+    store.close()
