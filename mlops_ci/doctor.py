@@ -1013,8 +1013,17 @@ class Doctor:
         artifacts = sum(1 for r in found if r.startswith(f"{ns}/artifacts/"))
         what = (f"{gs.ref} and {artifacts} artifact ref(s) on {gs.loc.remote}" if gs.ref in found else
                 f"no records on {gs.loc.remote} yet (the first job that writes creates {gs.ref})")  # fmt: skip
-        self.add("store", title, OK, f"{store}: this repository's refs; {what}; the jobs push them with their token "
-                 "(`permissions: contents: write`, as the starter workflows grant)")  # fmt: skip
+        detail = (f"{store}: this repository's refs; {what}; the jobs push them with their token "
+                  "(`permissions: contents: write`, as the starter workflows grant)")  # fmt: skip
+        # mlops-ci-fork-train.yml keeps `contents: read` (it checks out a fork's code) and has no
+        # git default: its store is the variable, else mlops-ci.yaml's, and it must be S3 (docs/store.md)
+        fork_store = self._var("MLOPS_CI_STORE") or (self.file_store if self.file_source == "mlops-ci.yaml" else "")
+        if self._fork_training_used() and not fork_store.startswith("s3://"):
+            self.add("store", title, MISSING, detail + "; but mlops-ci-fork-train.yml (SageMaker training of fork "
+                     "pull requests) cannot push it and needs the repository variable MLOPS_CI_STORE: an S3 store",
+                     [self._set_variable("MLOPS_CI_STORE")], self._console_variables())  # fmt: skip
+            return
+        self.add("store", title, OK, detail)
 
     def _store_in_doubt(self) -> None:
         """When the store checked may not be the one the jobs use, say so: mlops-ci.yaml's store is

@@ -796,3 +796,16 @@ def test_a_wildcard_does_not_admit_a_default_branch_with_a_slash(repo: Repo, gh:
     assert "[MISSING] environment fork-training: its deployment branches (branch *) exclude team/main, the branch " \
            "the fork-training job runs on" in out  # fmt: skip
     assert "-f name=team/main -f type=branch" in fixes_of(out, "environment fork-training")
+
+
+def test_fork_training_needs_an_s3_store_beside_the_git_default(repo: Repo, gh: FakeGitHub, aws: Any, tmp_path: Path):
+    # SageMaker training: mlops-ci-fork-train.yml runs, and it cannot push the git store
+    (repo.path / "mlops-ci.yaml").write_text(config(sagemaker=True))
+    gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(repo.path, "remote", "add", "origin", str(origin))
+    _, out, _ = repo.doctor("--json")
+    check = check_of(out, "store")
+    assert check["status"] == "missing" and "mlops-ci-fork-train.yml" in check["detail"]
+    assert check["fix"] == [f"gh variable set MLOPS_CI_STORE --repo {REPO} --body s3://mlops-ci-data/mlops-ci-store"]
