@@ -376,11 +376,11 @@ def test_a_github_only_team_gets_baselines_and_releases_from_the_git_store(act: 
 
         p.git("checkout", "-q", "-b", "tune")
         head = p.commit("better model", quality=0.95)
-        act.gh.pulls[(REPO, 9)] = head
+        act.gh.pulls[(REPO, 12)] = head
         publish()
-        log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, 9, "tune"), store="",
+        log = ok(act.run(p.path, "pull_request", "mlops-ci-pr.yml", pull_request(p, 12, "tune"), store="",
                          env=to_server), "Job succeeded")  # fmt: skip
-        (comment,) = ours(act.gh, 9)
+        (comment,) = ours(act.gh, 12)
         assert "| accuracy | 0.9 | 0.95 |" in str(comment["body"]), "the baseline came from the git store"
         assert checks_for(act.gh, head)[0]["conclusion"] == "success"
 
