@@ -73,7 +73,7 @@ class GitLocation:
         rest, _, namespace = url[3:].partition("#")
         rest, _, query = rest.partition("?")
         remote = rest.removeprefix("+") or "origin"
-        if "\n" in url or "\r" in url or remote.startswith("-"):
+        if "\n" in url or "\r" in url or remote.startswith("-") or remote.lower().startswith(("ext::", "fd::")):
             raise ConfigError(f"store {url!r}: not a remote name or URL")
         namespace = namespace.rstrip("/") or "refs/mlops-ci"
         if not _NAMESPACE.match(namespace) or ".." in namespace or "//" in namespace or ".lock" in namespace:
@@ -92,7 +92,7 @@ class GitLocation:
             except ValueError:
                 limit = -1.0
             if not 0 < limit <= GITHUB_FILE_LIMIT_MB:
-                raise ConfigError(f"store '{url}': max_artifact_mb must be a number of MB from 1 to "
+                raise ConfigError(f"store '{url}': max_artifact_mb must be a number of MB above 0, at most "
                                   f"{GITHUB_FILE_LIMIT_MB} (GitHub refuses larger files)")  # fmt: skip
         return cls(remote, namespace, limit)
 
@@ -126,6 +126,9 @@ class GitStore(ObjectStore):
         self._synced = -1e18
         self._reader: subprocess.Popen[bytes] | None = None
         self._env = self._git_env(dict(os.environ if env is None else env))
+        u = urlparse(location.remote)  # the remote as shown and recorded: never with a password
+        self._shown = location.remote if not u.password and not u.username else \
+            u._replace(netloc=(u.hostname or "") + (f":{u.port}" if u.port else "")).geturl()  # fmt: skip
 
     # -- running git ------------------------------------------------------------------------------
     def _git_env(self, env: dict[str, str]) -> dict[str, str]:
@@ -180,13 +183,13 @@ class GitStore(ObjectStore):
     def _ok(self, r: subprocess.CompletedProcess[bytes], what: str) -> str:
         if r.returncode != 0:
             raise self._error(r.stderr.decode(errors="replace"), what)
-        return (r.stdout or b"").decode().strip()
+        return (r.stdout or b"").decode(errors="replace").strip()
 
     def _error(self, said: str, what: str) -> Exception:
         lines = [line.strip() for line in said.splitlines() if line.strip()]
         last = " / ".join(lines[-2:])[:300] or "no message"
         low = said.lower()
-        where = f"{self.loc.remote} ({self.loc.namespace})"
+        where = f"{self._shown} ({self.loc.namespace})"
         found = re.search(r"returned error: (\d{3})", low)  # git's http.c: "The requested URL returned error: 403"
         status = int(found.group(1)) if found else 0
         if status in (401, 403) or any(s in low for s in ("permission to", "permission denied", "authentication failed",
@@ -237,7 +240,16 @@ class GitStore(ObjectStore):
                 return None
             raise self._error(said, f"fetch {ref}")
         try:
-            return self._ok(self._git("rev-parse", "--verify", "-q", tmp), f"read {ref}")
+            tip = self._git("rev-parse", "--verify", "-q", f"{tmp}^{{commit}}")
+            if tip.returncode != 0:
+                raise IntegrityError(f"{ref} on {self._shown} is not a commit (pushed by something other than "
+                                     "mlops-ci); nothing was changed: restore it from a good copy (git push "
+                                     "--force-with-lease) or import a store export")  # fmt: skip
+            commit = tip.stdout.decode().strip()
+            # kept, so the next fetch negotiates from it and transfers only what changed (a
+            # concurrent process may win the update: either tip serves)
+            self._git("update-ref", f"refs/mlops-ci-cache/{ref.removeprefix('refs/')}", commit)
+            return commit
         finally:
             self._git("update-ref", "-d", tmp)
 
@@ -264,12 +276,17 @@ class GitStore(ObjectStore):
         assert self._reader.stdin is not None and self._reader.stdout is not None
         self._reader.stdin.write(spec.encode() + b"\n")
         self._reader.stdin.flush()
-        header = self._reader.stdout.readline().decode().split()
-        if len(header) != 3 or header[1] != "blob":
-            if len(header) == 3:  # a tree where a blob was expected: skip its content
-                self._reader.stdout.read(int(header[2]) + 1)
+        line = self._reader.stdout.readline().decode(errors="replace").rstrip("\n")
+        if line.endswith((" missing", " ambiguous")):  # "<spec> missing": the spec may have spaces
             return None
+        header = line.split()
+        if len(header) != 3 or not header[2].isdigit():
+            raise ServiceRefused(f"git cat-file answered {line[:200]!r} for {spec[:200]!r}; retry")
         data = self._reader.stdout.read(int(header[2]) + 1)[:-1]
+        if header[1] != "blob":  # a directory (or anything else) where a record should be
+            raise IntegrityError(f"{spec.split(':', 1)[-1]} in {self.ref} on {self._shown} is a {header[1]}, not a "
+                                 "record (written by something other than mlops-ci); nothing was changed: restore the "
+                                 "ref from a good copy or import a store export")  # fmt: skip
         return header[0], data
 
     def _blob_id(self, tip: str | None, path: str) -> str | None:
@@ -280,7 +297,9 @@ class GitStore(ObjectStore):
 
     # -- the primitives -----------------------------------------------------------------------------
     def _get(self, key: str) -> tuple[Any, str] | None:
-        tip = self._snapshot()
+        return self._get_at(self._snapshot(), key)
+
+    def _get_at(self, tip: str | None, key: str) -> tuple[Any, str] | None:
         got = self._read(f"{tip}:{key}") if tip else None
         if got is None:
             return None
@@ -311,12 +330,22 @@ class GitStore(ObjectStore):
         out = self._ok(self._git("ls-tree", "-r", "--name-only", "-z", tip, "--", folder + "/"), f"list {folder}")
         return sorted(k for k in out.split("\0") if k and k.startswith(prefix))
 
+    @staticmethod
+    def _check_key(key: str) -> None:
+        """A key is one path of the tree: `update-index --index-info` reads one change per line,
+        so a newline in an id from an imported file would add changes of its own."""
+        parts = key.split("/")
+        if any(c in key for c in '\n\r\0"\\') or any(p in ("", ".", "..") for p in parts):
+            raise IntegrityError(f"{key!r} cannot be a record's key (a newline, quote, backslash or empty, . or .. "
+                                 "part); nothing was written")  # fmt: skip
+
     def _hash(self, body: bytes, what: str) -> str:
         return self._ok(self._git("hash-object", "-w", "--stdin", input=body), f"write {what}")
 
     def _write(self, key: str, body: bytes | None, expect: str | None) -> str | None:
         """Set `key` to `body` (None: delete it) if its blob is still `expect` (None: absent).
         The new blob id ("" after a delete), or None when the key is not as expected."""
+        self._check_key(key)
         blob = self._hash(body, key) if body is not None else ""
         fresh = self._synced < 0  # never read: take the remote's tip first
         if fresh:
@@ -345,6 +374,8 @@ class GitStore(ObjectStore):
                updates: Sequence[tuple[str, Callable[[Any], Any], Any]]) -> None:  # fmt: skip
         """All of it in one commit, one push: a run, its series and its index entry appear
         together or not at all (so there is no half-written run to guard against)."""
+        for key in [*(k for k, _ in creates), *(k for k, _, _ in updates)]:
+            self._check_key(key)
         blobs = {key: self._hash(body, key) for key, body in creates}
         fresh = self._synced < 0
         if fresh:
@@ -359,8 +390,8 @@ class GitStore(ObjectStore):
                 raise AlreadyExists(f"{taken} already exists")
             changes: dict[str, str | None] = dict(blobs)
             for key, change, default in updates:
-                got = self._read(f"{self._tip}:{key}") if self._tip else None
-                changes[key] = self._hash(dumps(change(json.loads(got[1]) if got else default)), key)
+                got = self._get_at(self._tip, key)
+                changes[key] = self._hash(dumps(change(got[0] if got else default)), key)
             first = next(iter(blobs), next(iter(changes), ""))
             commit = self._commit(self._tip, changes, f"write {first}" + (" and more" if len(changes) > 1 else ""))
             if self._push(commit, self.ref, self._tip):
@@ -414,12 +445,20 @@ class GitStore(ObjectStore):
                 "docs/store.md)"
             )
         ref = f"{self.loc.namespace}/artifacts/{sha256}"
-        uri = f"git+{self.loc.remote}#{ref}"
+        uri = f"git+{self._shown}#{ref}"
         blob = self._ok(self._git("hash-object", "-w", "--", str(path)), f"store {path.name}")
         tree = self._ok(self._git("mktree", input=f"100644 blob {blob}\tmodel.tar.gz\n".encode()), "store the artifact")
         commit = self._ok(self._git("commit-tree", tree, "-m", f"mlops-ci: artifact {sha256}"), "store the artifact")
         if self._push(commit, ref, None):
             self.uploaded_bytes += path.stat().st_size
+            return uri
+        # the ref exists: it must hold this very file (same content, same blob id)
+        there = self._fetch(ref)
+        found = self._git("rev-parse", "--verify", "-q", f"{there}:model.tar.gz") if there else None
+        if found is None or found.returncode != 0 or found.stdout.decode().strip() != blob:
+            raise IntegrityError(f"{ref} on {self._shown} exists but does not hold this model.tar.gz; nothing "
+                                 f"was recorded: delete it (git push {self._shown} --delete {ref}), train "
+                                 "again")  # fmt: skip
         return uri
 
     def fetch_artifact(self, uri: str, cache: Path) -> Path:
@@ -441,6 +480,6 @@ class GitStore(ObjectStore):
             r = self._git("cat-file", "blob", f"{commit}:model.tar.gz", stdout=f)
         if r.returncode != 0:
             tmp.unlink(missing_ok=True)
-            raise self._error(r.stderr.decode(errors="replace"), f"read {ref}")
+            return dest  # no model.tar.gz in it: the caller reports the artifact missing
         tmp.replace(dest)
         return dest

@@ -251,7 +251,7 @@ class LocalTrainingBackend:
 
                 # pip sees the job's configured environment (PIP_INDEX_URL & co. in
                 # training.environment), as the toolkit's pip sees the container's
-                pip_env = {**os.environ, **spec.environment, "PYTHONUNBUFFERED": "1"}
+                pip_env = {**inherited, **spec.environment, "PYTHONUNBUFFERED": "1"}
                 cache = self.venv_cache or default_venv_cache()
                 try:
                     venv = ensure_venv(cache, spec.code_dir, spec.python, pip_env, spec.max_run, note)

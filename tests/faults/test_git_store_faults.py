@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mlops_ci.backends.git_store import GitLocation, GitStore
+from mlops_ci.errors import IntegrityError, Transient
+from mlops_ci.records import Run
 from tests.conftest import Project, git
 from tests.fakes.git_http import GitHttpServer
 
@@ -39,9 +42,10 @@ def test_a_missing_remote_names_the_fix(project: Project):
 @pytest.mark.parametrize(("url", "said"), [
     ("git#refs/heads/mlops", "is not a ref namespace of its own"),
     ("git#refs/tags/x", "is not a ref namespace of its own"),
-    ("git?max_artifact_mb=500", "max_artifact_mb must be a number of MB from 1 to 100"),
+    ("git?max_artifact_mb=500", "max_artifact_mb must be a number of MB above 0, at most 100"),
     ("git?colour=blue", "unknown option(s) colour"),
     ("git+origin\n::error::x", "not a remote name or URL"),
+    ("git+ext::sh -c id", "not a remote name or URL"),
 ])  # fmt: skip
 def test_a_bad_git_store_url_is_a_config_error(project: Project, url: str, said: str):
     code, _, err = project.cli("--store", url, "runs")
@@ -105,8 +109,6 @@ def test_a_record_overwritten_by_hand_is_an_integrity_error(project: Project, tm
 
 
 def test_a_key_with_a_newline_never_desynchronises_the_reader(project: Project, tmp_path: Path):
-    from mlops_ci.backends.git_store import GitLocation, GitStore
-
     bare = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
     project.git("remote", "add", "origin", str(bare))
@@ -116,3 +118,94 @@ def test_a_key_with_a_newline_never_desynchronises_the_reader(project: Project, 
     assert store.get_run(run["run_id"] + ".json\nHEAD:x") is None
     assert store.get_run(run["run_id"]).run_id == run["run_id"]  # the next answer is still its own
     store.close()
+
+
+def _store(tmp_path: Path, remote: str = "origin") -> tuple[Path, GitStore]:
+    bare = tmp_path / "origin.git"
+    if not bare.exists():
+        git(tmp_path, "init", "-q", "--bare", str(bare))
+    clone = tmp_path / f"c{len(list(tmp_path.glob('c*')))}"
+    git(tmp_path, "init", "-q", str(clone))
+    git(clone, "remote", "add", "origin", str(bare))
+    return bare, GitStore(GitLocation.parse(f"git+{remote}"), "p", clone / ".git", {"PATH": "/usr/bin:/bin"})
+
+
+def _run(run_id: str) -> Run:
+    return Run(run_id=run_id, project="p", sha="a" * 40, branch="main", config_digest="c", status="completed",
+               backend="local", started=0.0, finished=1.0, params={}, metrics={"acc": 0.9})  # fmt: skip
+
+
+def test_an_id_cannot_add_changes_of_its_own_to_a_commit(tmp_path: Path):
+    # `update-index --index-info` reads one change per line: an imported run id with a newline
+    # and a removal line of its own would delete another record
+    _, store = _store(tmp_path)
+    store.record_run(_run("good"), {})
+    hostile = "x.json\n0 " + "0" * 40 + "\tprojects/p/runs/good"
+    with pytest.raises(IntegrityError, match="cannot be a record's key"):
+        store.record_run(_run(hostile), {})
+    _, fresh = _store(tmp_path)
+    assert fresh.get_run("good") is not None and [r.run_id for r in fresh.runs("p")] == ["good"]
+
+
+def test_a_name_with_a_space_is_not_found_not_a_crash(tmp_path: Path):
+    _, store = _store(tmp_path)
+    store.record_run(_run("r1"), {})
+    assert store.get_run("a b") is None and store.endpoint_state("p", "a b") is None
+    assert store.get_run("r1") is not None
+
+
+def test_a_directory_or_a_blob_where_the_store_should_be_is_an_integrity_error(tmp_path: Path):
+    bare, store = _store(tmp_path)
+    store.record_run(_run("r1"), {})
+    # index.json replaced by a directory: never read as "no runs", never overwritten by the next run
+    hand = tmp_path / "hand"
+    git(tmp_path, "clone", "-q", str(bare), str(hand))
+    git(hand, "fetch", "-q", "origin", "refs/mlops-ci/store")
+    git(hand, "checkout", "-q", "FETCH_HEAD")
+    (hand / "projects/p/index.json").unlink()
+    (hand / "projects/p/index.json").mkdir()
+    (hand / "projects/p/index.json/x").write_text("x")
+    git(hand, "add", "-A")
+    git(hand, "commit", "-qm", "by hand")
+    git(hand, "push", "-q", "--force", "origin", "HEAD:refs/mlops-ci/store")
+    _, fresh = _store(tmp_path)
+    with pytest.raises(IntegrityError, match="index.json in refs/mlops-ci/store on origin is a tree, not a record"):
+        fresh.runs("p")
+    with pytest.raises(IntegrityError):
+        fresh.record_run(_run("r2"), {})
+    # a blob pushed as the store's ref
+    blob = git(hand, "rev-parse", "HEAD:projects/p/index.json/x")  # any blob
+    git(hand, "push", "-q", "--force", "origin", f"{blob}:refs/mlops-ci/store")
+    _, fresh = _store(tmp_path)
+    with pytest.raises(IntegrityError, match="refs/mlops-ci/store on origin is not a commit"):
+        fresh.runs("p")
+
+
+def test_an_artifact_ref_that_holds_something_else_is_refused_not_trusted(tmp_path: Path):
+    bare, store = _store(tmp_path)
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(b"the model")
+    digest = "b" * 64
+    # someone created the ref with another tree first
+    hand = tmp_path / "hand"
+    git(tmp_path, "init", "-q", str(hand))
+    git(hand, "commit", "-q", "--allow-empty", "-m", "not a model")
+    git(hand, "push", "-q", str(bare), f"HEAD:refs/mlops-ci/artifacts/{digest}")
+    with pytest.raises(IntegrityError, match="exists but does not hold this model.tar.gz"):
+        store.put_artifact(model, digest)
+    # and reading it gives no file: the caller reports the artifact missing
+    assert not store.fetch_artifact(f"git+origin#refs/mlops-ci/artifacts/{digest}", tmp_path / "cache").exists()
+
+
+def test_a_password_in_the_store_url_is_never_recorded_or_shown(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clone = tmp_path / "c"
+    git(tmp_path, "init", "-q", str(clone))
+    url = f"http://bob:S3cretPW@127.0.0.1:{port}/o/r.git"
+    store = GitStore(GitLocation.parse(f"git+{url}"), "p", clone / ".git", {"PATH": "/usr/bin:/bin"})
+    with pytest.raises(Transient) as err:
+        store.runs("p")
+    assert "S3cretPW" not in err.value.message and f"127.0.0.1:{port}" in err.value.message
+    assert "S3cretPW" not in store._shown

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mlops_ci.backends.git_store import GitLocation, GitStore
-from mlops_ci.errors import MlopsCiError, PermissionDenied
+from mlops_ci.errors import ConfigError, MlopsCiError, PermissionDenied
 from mlops_ci.records import Run
 from tests.conftest import FAST_TRAIN, Project, git, kill_and_wait, run_module, serving_processes
 from tests.fakes.git_http import GitHttpServer
@@ -238,7 +238,7 @@ def test_a_shallow_checkout_reads_and_writes_the_store(project: Project, origin:
     kinds = [json.loads(line)["kind"] for line in a.ok("store", "export").splitlines()]
     assert kinds.count("verdict") == 1  # ... and its verdict was pushed from the shallow clone
     assert git(shallow, "rev-parse", "--is-shallow-repository") == "true"
-    assert len(git(shallow, "rev-list", "--all").split()) == 1  # fetched no project history
+    assert len(git(shallow, "rev-list", "--branches", "--tags").split()) == 1  # fetched no project history
 
 
 def test_store_check_names_an_artifact_deleted_from_the_remote(project: Project, origin: Path,
@@ -284,9 +284,32 @@ def test_the_token_goes_to_github_only_and_no_remote_runs_a_command(tmp_path: Pa
     # git's ext:: transport runs a command: never allowed, whatever the git config says
     marker = tmp_path / "ran"
     git(clone, "config", "protocol.ext.allow", "always")
-    hostile = GitStore(GitLocation.parse(f"git+ext::sh -c touch% {marker}"), "p", clone / ".git", token)
+    with pytest.raises(ConfigError, match="not a remote name or URL"):
+        GitLocation.parse(f"git+ext::sh -c touch% {marker}")
+    git(clone, "remote", "add", "evil", f"ext::sh -c touch% {marker}")  # a remote's name hides it
+    hostile = GitStore(GitLocation.parse("git+evil"), "p", clone / ".git", token)
     with pytest.raises(MlopsCiError):
         hostile.runs("p")
     assert not marker.exists()
     for s in (other, on_github, ghes, hostile):
         s.close()
+
+
+def test_the_requirements_install_never_sees_the_token_either(project: Project, monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path):  # fmt: skip
+    # a local package in requirements.txt runs its setup.py during the job's pip install
+    pkg = project.path / "localpkg"
+    pkg.mkdir()
+    seen = tmp_path / "pip-env"
+    (pkg / "setup.py").write_text(
+        "import os\nfrom setuptools import setup\n"
+        f"open({str(seen)!r}, 'w').write(repr(sorted(k for k in os.environ if k.endswith('TOKEN'))))\n"
+        "setup(name='localpkg', version='0.0.1', py_modules=[])\n"
+    )
+    (project.path / "requirements.txt").write_text("./localpkg\n")
+    project.commit("a local requirement")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_job")
+    monkeypatch.setenv("MLOPS_CI_GITHUB_TOKEN", "ghs_job")
+    code, _, err = project.cli("train")
+    assert code == 0 and seen.exists(), err
+    assert "GITHUB_TOKEN" not in seen.read_text(), seen.read_text()
