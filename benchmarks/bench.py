@@ -232,11 +232,28 @@ def bench_training(rep: Report, n: int, tmp: Path) -> None:
 
 
 # -- 5. run store at scale -------------------------------------------------------------------------
+def _record_history(store: Any, shas: list[str]) -> None:
+    """10,000 sealed runs: 9,999 over the older commits (the newest 500 have none, so the
+    baseline walk is long), and one on the newest commit."""
+    from mlops_ci import integrity
+    from mlops_ci.records import Run
+
+    for i in range(9_999):
+        sha = shas[500 + i % (len(shas) - 500)]
+        run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
+                  status="completed", backend="local", started=i, finished=i + 1.0,
+                  metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
+        series = {"loss": [1.0 / (j + 1) for j in range(100)]}
+        store.record_run(integrity.seal_run(run, series), series)
+    head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
+               status="completed", backend="local", started=1e9, finished=1e9 + 1,
+               metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
+    store.record_run(integrity.seal_run(head, {"loss": [0.5] * 100}), {"loss": [0.5] * 100})
+
+
 def bench_store(rep: Report, n: int, tmp: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from mlops_ci import integrity
     from mlops_ci.backends.sqlite_store import SqliteStore
-    from mlops_ci.records import Run
 
     repo = tmp / "history"
     repo.mkdir()
@@ -256,17 +273,7 @@ def bench_store(rep: Report, n: int, tmp: Path) -> None:
     shas = git(repo, "rev-list", "main").split()  # newest first
     store = SqliteStore(repo / ".mlops-ci" / "store.db")
     t0 = time.perf_counter()
-    for i in range(9_999):  # the newest 500 commits have no run: the baseline walk is long
-        sha = shas[500 + i % (commits - 500)]
-        run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
-                  status="completed", backend="local", started=i, finished=i + 1.0,
-                  metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
-        series = {"loss": [1.0 / (j + 1) for j in range(100)]}
-        store.record_run(integrity.seal_run(run, series), series)
-    head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
-               status="completed", backend="local", started=1e9, finished=1e9 + 1,
-               metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
-    store.record_run(integrity.seal_run(head, {"loss": [0.5] * 100}), {"loss": [0.5] * 100})
+    _record_history(store, shas)
     store.close()
     rep.add("store setup: 10,000 runs recorded (one transaction each)", [time.perf_counter() - t0],
             note=f"{commits:,} commits")  # fmt: skip
@@ -288,9 +295,7 @@ def bench_git_store(rep: Report, n: int, tmp: Path) -> None:
     GitHub), read by the project's clone. Warm: the clone has fetched the store before (each
     command still fetches the ref, finding nothing new); cold: a machine's first command."""
     sys.path.insert(0, str(ROOT))
-    from mlops_ci import integrity
     from mlops_ci.backends.object_store import ObjectStore, dumps
-    from mlops_ci.records import Run
 
     class Memory(ObjectStore):
         """ObjectStore's own record logic over a dict: the tree the git store would hold after
@@ -327,17 +332,7 @@ def bench_git_store(rep: Report, n: int, tmp: Path) -> None:
     shas = git(repo, "rev-list", "main").split()
     mem = Memory()
     t0 = time.perf_counter()
-    for i in range(9_999):
-        sha = shas[500 + i % (len(shas) - 500)]
-        run = Run(run_id=f"{sha[:8]}-{i:06x}", project="big", sha=sha, branch="main", config_digest="d",
-                  status="completed", backend="local", started=i, finished=i + 1.0,
-                  metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)}, params={"lr": 0.1})  # fmt: skip
-        series = {"loss": [1.0 / (j + 1) for j in range(100)]}
-        mem.record_run(integrity.seal_run(run, series), series)
-    head = Run(run_id=f"{shas[0][:8]}-head", project="big", sha=shas[0], branch="main", config_digest="d",
-               status="completed", backend="local", started=1e9, finished=1e9 + 1,
-               metrics={f"m{k}": 0.5 + k * 0.01 for k in range(10)})  # fmt: skip
-    mem.record_run(integrity.seal_run(head, {"loss": [0.5] * 100}), {"loss": [0.5] * 100})
+    _record_history(mem, shas)
     mem.objects.update({key: dumps(value) for key, value in mem.parsed.items()})
     origin = tmp / "origin.git"
     git(tmp, "init", "-q", "--bare", str(origin))

@@ -310,3 +310,15 @@ def run_module(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subp
 def as_lists(series: dict[str, object]) -> dict[str, list[float]]:
     """Stores return series as sequences (packed float64 arrays for SQLite)."""
     return {k: list(v) for k, v in series.items()}  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Any]:
+    """A real git server over HTTP (git http-backend, tests/fakes/git_http.py) holding an empty
+    acme/models, whose one token that may push is ghs_write."""
+    from tests.fakes.git_http import GitHttpServer
+
+    s = GitHttpServer(tmp_path / "server", writers={"ghs_write"}).start()
+    s.bare("acme/models")
+    yield s
+    s.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from mlops_ci.errors import IntegrityError, Transient
 from mlops_ci.records import Run
 from tests.conftest import Project, git
 from tests.fakes.git_http import GitHttpServer
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[GitHttpServer]:
-    s = GitHttpServer(tmp_path / "server", writers={"ghs_write"}).start()
-    s.bare("acme/models")
-    yield s
-    s.stop()
 
 
 def test_a_git_store_outside_a_git_repository_names_the_fix(tmp_path: Path):

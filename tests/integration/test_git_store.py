@@ -4,12 +4,10 @@ for GitHub. Nothing connects them but the refs under refs/mlops-ci on the "origi
 from __future__ import annotations
 
 import base64
-import io
 import json
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -21,27 +19,18 @@ from tests.conftest import FAST_TRAIN, Project, git, kill_and_wait, run_module, 
 from tests.fakes.git_http import GitHttpServer
 
 
-class Machine:
+class Machine(Project):
     """A clone of origin with its own state directory: what a CI job starts from."""
 
     def __init__(self, origin: Path, path: Path, monkeypatch: pytest.MonkeyPatch):
         git(path.parent, "clone", "-q", str(origin), str(path))
-        self.path, self.mp = path, monkeypatch
+        super().__init__(path)
+        self.mp = monkeypatch
 
     def cli(self, *args: str) -> tuple[int, str, str]:
-        from mlops_ci.cli import main
-
         self.mp.setenv("MLOPS_CI_STORE", "git")
         self.mp.setenv("MLOPS_CI_HOME", str(self.path / ".state"))
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["-C", str(self.path), *args])
-        return code, out.getvalue(), err.getvalue()
-
-    def ok(self, *args: str) -> str:
-        code, out, err = self.cli(*args)
-        assert code == 0, f"mlops-ci {' '.join(args)} exited {code}: {err}"
-        return out
+        return super().cli(*args)
 
     def pull(self) -> None:
         git(self.path, "fetch", "-q", "--tags", "origin")
@@ -176,14 +165,6 @@ def test_the_training_script_never_sees_the_jobs_github_token(project: Project, 
 
 
 # -- over HTTP, as on GitHub: the job's token, sent by git in a header, never on a command line ------
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[GitHttpServer]:
-    s = GitHttpServer(tmp_path / "server", writers={"ghs_write"}).start()
-    s.bare("acme/models")
-    yield s
-    s.stop()
-
-
 def _clone_of(server: GitHttpServer, path: Path) -> Path:
     git(path.parent, "init", "-q", str(path))
     git(path, "remote", "add", "origin", f"{server.url}/acme/models.git")
