@@ -306,7 +306,7 @@ class GitStore(ObjectStore):
         try:
             return json.loads(got[1]), got[0]
         except ValueError:
-            raise IntegrityError(f"{key} in {self.ref} on {self.loc.remote} is not a JSON record (written by "
+            raise IntegrityError(f"{key} in {self.ref} on {self._shown} is not a JSON record (written by "
                                  "something other than mlops-ci); nothing was changed: restore the ref from a good "
                                  "copy (git push --force-with-lease) or import a store export") from None  # fmt: skip
 
@@ -347,28 +347,9 @@ class GitStore(ObjectStore):
         The new blob id ("" after a delete), or None when the key is not as expected."""
         self._check_key(key)
         blob = self._hash(body, key) if body is not None else ""
-        fresh = self._synced < 0  # never read: take the remote's tip first
-        if fresh:
-            self._sync()
-        for attempt in range(60):
-            if self._blob_id(self._tip, key) != expect:
-                if not fresh:
-                    self._sync()
-                    fresh = True
-                    continue
-                return None
-            commit = self._commit(self._tip, {key: blob or None}, f"{'delete' if body is None else 'write'} {key}")
-            if self._push(commit, self.ref, self._tip):
-                self._tip, self._synced = commit, time.monotonic()
-                return blob
-            self._backoff(attempt)
-            fresh = True
-        raise Transient(f"too many concurrent writers on {self.ref} while writing {key}; retry later")
-
-    def _backoff(self, attempt: int) -> None:
-        """Someone else pushed first: wait a little, then check again on their tip."""
-        time.sleep(min(0.02 * 2 ** min(attempt, 6), 1.0) * random.random())  # noqa: S311 - jitter only
-        self._sync()
+        done = self._swap(f"{'delete' if body is None else 'write'} {key}",
+                          lambda: self._blob_id(self._tip, key) != expect, lambda: {key: blob or None})  # fmt: skip
+        return blob if done else None
 
     def _batch(self, creates: Sequence[tuple[str, bytes]],
                updates: Sequence[tuple[str, Callable[[Any], Any], Any]]) -> None:  # fmt: skip
@@ -377,29 +358,45 @@ class GitStore(ObjectStore):
         for key in [*(k for k, _ in creates), *(k for k, _, _ in updates)]:
             self._check_key(key)
         blobs = {key: self._hash(body, key) for key, body in creates}
-        fresh = self._synced < 0
+        taken: list[str] = []
+
+        def blocked() -> bool:
+            taken[:] = [key for key in blobs if self._blob_id(self._tip, key) is not None]
+            return bool(taken)
+
+        def changes() -> dict[str, str | None]:
+            out: dict[str, str | None] = dict(blobs)
+            for key, change, default in updates:  # applied to the tip the commit is built on
+                got = self._get_at(self._tip, key)
+                out[key] = self._hash(dumps(change(got[0] if got else default)), key)
+            return out
+
+        first = next(iter(blobs), next((k for k, _, _ in updates), ""))
+        if not self._swap(f"write {first}" + (" and more" if len(blobs) + len(updates) > 1 else ""), blocked, changes):
+            raise AlreadyExists(f"{taken[0]} already exists")
+
+    def _swap(self, what: str, blocked: Callable[[], bool], changes: Callable[[], Mapping[str, str | None]]) -> bool:
+        """The compare-and-swap of every write: build a commit of `changes()` on the tip and push
+        it with a lease on that tip; when another job pushed first, fetch their tip and begin
+        again. False when `blocked()` (the write's precondition fails) on a freshly fetched tip."""
+        fresh = self._synced < 0  # never read: take the remote's tip first
         if fresh:
             self._sync()
         for attempt in range(60):
-            taken = next((key for key in blobs if self._blob_id(self._tip, key) is not None), None)
-            if taken is not None:
-                if not fresh:
-                    self._sync()
-                    fresh = True
-                    continue
-                raise AlreadyExists(f"{taken} already exists")
-            changes: dict[str, str | None] = dict(blobs)
-            for key, change, default in updates:
-                got = self._get_at(self._tip, key)
-                changes[key] = self._hash(dumps(change(got[0] if got else default)), key)
-            first = next(iter(blobs), next(iter(changes), ""))
-            commit = self._commit(self._tip, changes, f"write {first}" + (" and more" if len(changes) > 1 else ""))
+            if blocked():
+                if fresh:
+                    return False
+                self._sync()  # maybe only our snapshot is old
+                fresh = True
+                continue
+            commit = self._commit(self._tip, changes(), what)
             if self._push(commit, self.ref, self._tip):
                 self._tip, self._synced = commit, time.monotonic()
-                return
-            self._backoff(attempt)
+                return True
+            time.sleep(min(0.02 * 2 ** min(attempt, 6), 1.0) * random.random())  # noqa: S311 - jitter only
+            self._sync()
             fresh = True
-        raise Transient(f"too many concurrent writers on {self.ref}; retry later")
+        raise Transient(f"too many concurrent writers on {self.ref} while trying to {what}; retry later")
 
     def _commit(self, parent: str | None, changes: Mapping[str, str | None], message: str) -> str:
         """A commit of `parent`'s tree with each key set to its blob (None: removed)."""

@@ -456,12 +456,18 @@ def test_store_problems_name_the_fix(repo: Repo, gh: FakeGitHub, aws: Any):
     assert code == 0 and f"{STORE} is readable as arn:aws:sts::{ACCOUNT}:user/moto (--read-only" in out
 
 
-def test_without_a_store_the_jobs_use_the_repositorys_own_refs(repo: Repo, gh: FakeGitHub, aws: Any, tmp_path: Path):
-    # no MLOPS_CI_STORE and no `store:` in mlops-ci.yaml: the starter workflows' default, git
-    gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
+def with_origin(repo: Repo, tmp_path: Path) -> Path:
+    """An empty bare repository as the clone's `origin`, where a git store's refs would be."""
     origin = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(origin))
     git(repo.path, "remote", "add", "origin", str(origin))
+    return origin
+
+
+def test_without_a_store_the_jobs_use_the_repositorys_own_refs(repo: Repo, gh: FakeGitHub, aws: Any, tmp_path: Path):
+    # no MLOPS_CI_STORE and no `store:` in mlops-ci.yaml: the starter workflows' default, git
+    gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
+    origin = with_origin(repo, tmp_path)
     _, out, err = repo.doctor("--json")
     check = check_of(out, "store")
     assert (check["title"], check["status"]) == ("store (the workflows' default)", "ok"), out + err
@@ -802,9 +808,7 @@ def test_fork_training_needs_an_s3_store_beside_the_git_default(repo: Repo, gh: 
     # SageMaker training: mlops-ci-fork-train.yml runs, and it cannot push the git store
     (repo.path / "mlops-ci.yaml").write_text(config(sagemaker=True))
     gh.setups[REPO] = complete(variables={"MLOPS_CI_AWS_ROLE": TRAIN_ROLE, "MLOPS_CI_AWS_REGION": "us-east-1"})
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", str(origin))
-    git(repo.path, "remote", "add", "origin", str(origin))
+    with_origin(repo, tmp_path)
     _, out, _ = repo.doctor("--json")
     check = check_of(out, "store")
     assert check["status"] == "missing" and "mlops-ci-fork-train.yml" in check["detail"]
