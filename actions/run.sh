@@ -14,7 +14,7 @@ case "$verb" in
     if on INPUT_CANCEL_SUPERSEDED; then args+=(--cancel-superseded); fi
     ;;
   report)
-    args=(report --json --output "${RUNNER_TEMP:-/tmp}/mlops-ci-report.json")
+    args=(report --json --output "${RUNNER_TEMP:-/tmp}/mlops-ci-report.json" --html "${RUNNER_TEMP:-/tmp}/mlops-ci-report.html")
     if [[ -n "${INPUT_BASE:-}" ]]; then args+=(--base "$INPUT_BASE"); fi
     if on INPUT_POST; then args+=(--post); fi
     ;;
@@ -47,6 +47,7 @@ if [[ "$verb" == report ]]; then
   mlops-ci "${args[@]}" > /dev/null
   if [[ -n "${GITHUB_OUTPUT:-}" ]]; then
     echo "report-json=${RUNNER_TEMP:-/tmp}/mlops-ci-report.json" >> "$GITHUB_OUTPUT"
+    echo "report-html=${RUNNER_TEMP:-/tmp}/mlops-ci-report.html" >> "$GITHUB_OUTPUT"
   fi
 else
   mlops-ci "${args[@]}"

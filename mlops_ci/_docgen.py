@@ -78,6 +78,22 @@ gate:
     - {metric: accuracy, min: 0.8, max: 1.0, max_regression: 0.01, required: true, severity: fail}
     - {metric: accuracy, max_regression: 2%}
 baseline: {branch: main, max_commits: 1000}
+review:
+  model_diff: true
+  eval_channel: train
+  label_column: label
+  id_column: customer_id
+  slice_column: region
+  exclude_columns: [signup_date, 3]
+  task: classification
+  content_type: text/csv
+  batch_size: 100
+  max_rows: 100000
+  top_k: 5
+  tolerance: 0.000001
+  timeout: 300
+  memory_mb: 4096
+  latency_requests: 200
 serving:
   entry_point: inference.py
   include: [features.py]
@@ -626,6 +642,49 @@ DESCRIPTIONS: dict[str, Doc] = {
     "gate.signing_key": Doc(
         "An AWS KMS asymmetric `SIGN_VERIFY` key (id, ARN or alias): verdicts and versions are signed with it and "
         "a deploy verifies both. See [the threat model](threat-model.md)."
+    ),
+    "review": Doc(
+        "The model diff of the PR review ([review](review.md#the-model-diff)): the baseline's and the head's "
+        "models, loaded through the serving contract in a confined process each, predict the evaluation "
+        "channel; the comment shows what changed, and the gate can use `flip_rate`, the serving figures and "
+        "per-slice metrics like any metric."
+    ),
+    "review.model_diff": Doc("`false` turns the model diff off (the report has no such section)."),
+    "review.eval_channel": Doc(
+        "The training channel whose `.csv` files both models predict (a directory here, or an `s3://` prefix "
+        "downloaded once)."
+    ),
+    "review.label_column": Doc(
+        "The column with the true value (a header name, or a 0-based index for files without a header); "
+        "default: a column named `label`. Never sent to the models."
+    ),
+    "review.id_column": Doc("A column that names each row in the changed-rows table (default: the row number); never sent."),
+    "review.slice_column": Doc(
+        "A column whose values define groups: per-group flip rate and accuracy (MAE for regressors), as gate "
+        "metrics `flip_rate@COLUMN=VALUE` and `accuracy@COLUMN=VALUE`. It stays a feature unless excluded."
+    ),
+    "review.exclude_columns": Doc("Columns never sent to the models (names or 0-based indexes)."),
+    "review.task": Doc(
+        "`auto` decides from the predictions: text, or at most 50 distinct whole numbers, or one score per "
+        "class is a classifier; any other number is a regressor."
+    ),
+    "review.content_type": Doc(
+        "How rows reach `input_fn`: `application/json` (a list of rows, numbers where a cell is one) or "
+        "`text/csv` (the cells as read; one row is squeezed to 1-D, as SageMaker's container does)."
+    ),
+    "review.batch_size": Doc("Rows per request when predicting the channel and for the batch latency."),
+    "review.max_rows": Doc("At most this many rows are predicted (the first ones); the report says so."),
+    "review.top_k": Doc("How many changed rows are listed (regressors: the largest changes first)."),
+    "review.tolerance": Doc(
+        "A regressor's prediction counts as changed when it moves by more than this times the larger of 1 and the baseline's absolute value."
+    ),
+    "review.timeout": Doc(
+        "Seconds each model may take for everything (load, predictions, latency); it is stopped after that and "
+        "the diff says so."
+    ),
+    "review.memory_mb": Doc("Address-space limit of each model's process, in MiB; beyond it allocations fail."),
+    "review.latency_requests": Doc(
+        "Single-row requests per model for the latency figures (a tenth as many batches), in alternating rounds."
     ),
     "baseline": Doc("How the run a commit is compared with is found."),
     "baseline.branch": Doc("The base branch when neither `--base` nor the pull request names one."),

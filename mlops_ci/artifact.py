@@ -105,6 +105,64 @@ def _ref(v: Any, where: str) -> RunRef:
     )
 
 
+# The model diff's shape (model_diff.py): a type, a tuple of allowed strings, a dict of
+# fields (each optional), [item] for a list, ("map", value) for an object of any names.
+_NUM, _INT = "number", "whole number"
+_FIG = ("map", _NUM)
+_DIFF: dict[str, Any] = {
+    "schema": str, "status": ("ok", "failed", "skipped"), "reason": str, "cached": bool, "seconds": _NUM,
+    "task": ("classification", "regression"), "rows": _INT, "changed": _INT, "flip_rate": _NUM,
+    "eval": {"channel": str, "rows": _INT, "total_rows": _INT, "files": _INT, "labels": bool, "columns": _INT},
+    "classification": {
+        "classes": [str], "confusion": [[_INT]], "accuracy": [_NUM],
+        "per_class": [{"class": str, "support": _INT, "baseline_precision": _NUM, "head_precision": _NUM,
+                       "baseline_recall": _NUM, "head_recall": _NUM}],
+    },
+    "regression": {"delta": _FIG, "histogram": {"edges": [_NUM], "counts": [_INT]}, "mae": [_NUM], "rmse": [_NUM]},
+    "top": {"columns": [str], "rows": [{"id": str, "features": [str], "baseline": str, "head": str, "label": str,
+                                        "delta": _NUM}]},
+    "slices": {"column": str, "groups": [{"value": str, "rows": _INT, "flip_rate": _NUM, "metric": str,
+                                          "baseline": _NUM, "head": _NUM}]},
+    "metrics": _FIG, "baseline_metrics": _FIG,
+    "operational": {"baseline": _FIG, "head": _FIG},
+    "sandbox": {"timeout_s": _NUM, "memory_mb": _INT, "files": bool, "network": bool, "limits": bool, "note": str,
+                "python": str},
+}  # fmt: skip
+MAX_DIFF_ITEMS = 10_000
+
+
+def _conform(v: Any, spec: Any, where: str) -> Any:
+    """`v` checked against `spec` (above); every field may be null."""
+    if v is None:
+        return None
+    if spec is str:
+        return _str(v, where)
+    if spec is bool:
+        if not isinstance(v, bool):
+            raise _Bad(f"{where} must be true or false")
+        return v
+    if spec == _NUM:
+        return _num(v, where)
+    if spec == _INT:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _Bad(f"{where} must be a whole number")
+        return v
+    if isinstance(spec, tuple) and spec and spec[0] == "map":
+        if not isinstance(v, dict) or len(v) > MAX_DIFF_ITEMS:
+            raise _Bad(f"{where} must be an object of at most {MAX_DIFF_ITEMS} entries")
+        return {str(_str(k, f"{where} name")): _conform(x, spec[1], f"{where}[{k!r}]") for k, x in v.items()}
+    if isinstance(spec, tuple):
+        if v not in spec:
+            raise _Bad(f"{where} must be one of {', '.join(spec)}")
+        return v
+    if isinstance(spec, list):
+        if not isinstance(v, list) or len(v) > MAX_DIFF_ITEMS:
+            raise _Bad(f"{where} must be a list of at most {MAX_DIFF_ITEMS}")
+        return [_conform(x, spec[0], f"{where}[{i}]") for i, x in enumerate(v)]
+    d = _obj(v, where, set(spec))
+    return {k: _conform(x, spec[k], f"{where}.{k}") for k, x in d.items()}
+
+
 def load_report(path: Path) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any]]:
     """Validate a `mlops-ci report --json` artifact. Raises Refused naming the first problem."""
     try:
@@ -149,7 +207,8 @@ def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any
             baseline=_num(d.get("baseline"), f"{w}.baseline"),
             reason=str(_str(d.get("reason"), f"{w}.reason")), line=line, skipped=d.get("skipped", False),
         ))  # fmt: skip
-    fields = {"project", "head", "baseline", "baseline_note", "metrics", "params", "config_changed", "series"}
+    fields = {"project", "head", "baseline", "baseline_note", "metrics", "params", "config_changed", "series",
+              "model_diff"}  # fmt: skip
     c = _obj(top.get("comparison"), "comparison", fields)
     project = str(_str(c.get("project"), "comparison.project", pattern=_PROJECT))
     metrics_raw, params_raw = c.get("metrics"), c.get("params")
@@ -196,6 +255,7 @@ def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any
         baseline=_ref(c["baseline"], "comparison.baseline") if c.get("baseline") is not None else None,
         baseline_note=str(_str(c.get("baseline_note", ""), "comparison.baseline_note")),
         metrics=tuple(metrics), params=tuple(params), config_changed=c["config_changed"], series=series,
+        model_diff=_conform(c.get("model_diff"), _DIFF, "comparison.model_diff"),
     )  # fmt: skip
     ctx = _obj(top.get("context") or {}, "context", {"pr", "head_ref", "base_ref"})
     pr = ctx.get("pr")

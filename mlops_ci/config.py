@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from . import _yamlload
@@ -153,6 +153,27 @@ class BaselineConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    """The review's model diff (model_diff.py): both models on the evaluation channel."""
+
+    model_diff: bool = True
+    eval_channel: str = "test"
+    label_column: str | None = None  # default: a column named "label", if the files have a header
+    id_column: str | None = None
+    slice_column: str | None = None
+    exclude_columns: tuple[str, ...] = ()
+    task: str = "auto"
+    content_type: str = "application/json"
+    batch_size: int = 100
+    max_rows: int = 100_000
+    top_k: int = 5
+    tolerance: float = 1e-6
+    timeout: float = 300.0
+    memory_mb: int = 4096
+    latency_requests: int = 200
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     entry_point: str | None = None
     include: tuple[str, ...] = ()
@@ -213,6 +234,7 @@ class Config:
     metrics: dict[str, MetricGoal] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     endpoints: tuple[EndpointConfig, ...] = ()
     aws: AwsConfig = field(default_factory=AwsConfig)
@@ -395,7 +417,7 @@ def _kind(value: Any) -> str:
 
 TOP_KEYS = (
     "project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints", "aws",
-    "registry",
+    "registry", "review",
 )  # fmt: skip
 # patterns compiled on first use (re caches them): a local-only config never pays for them
 _ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z"
@@ -425,6 +447,7 @@ def parse(text: str, file: str, root: str) -> Config:
         branch=r.string(baseline_raw.get("branch", "main"), ("baseline", "branch")),
         max_commits=r.integer(baseline_raw.get("max_commits", 1000), ("baseline", "max_commits"), minimum=1),
     )
+    review = _parse_review(r, top.get("review"))
     serving = _parse_serving(r, top.get("serving"))
     endpoints = _parse_endpoints(r, top.get("endpoints"))
     aws = _parse_aws(r, top.get("aws"))
@@ -440,6 +463,7 @@ def parse(text: str, file: str, root: str) -> Config:
         metrics=metrics,
         gate=gate,
         baseline=baseline,
+        review=review,
         serving=serving,
         endpoints=endpoints,
         aws=aws,
@@ -858,7 +882,9 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
                     threshold = r.number(value, kp)
                 if threshold < 0:
                     raise r.fail(kp, "must be >= 0")
-                if metric not in metrics:
+                from .model_diff import goal_of  # the diff's quantities know their direction
+
+                if metric not in metrics and goal_of(metric) is None:
                     raise r.fail(
                         kp,
                         f"max_regression needs to know whether '{metric}' should go up or down: "
@@ -871,6 +897,51 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
         rules=tuple(rules),
         require_baseline=r.boolean(g.get("require_baseline", False), ("gate", "require_baseline")),
         signing_key=_opt_string(r, g, "signing_key", ("gate",)),
+    )
+
+
+_REVIEW_KEYS = tuple(f.name for f in fields(ReviewConfig))
+
+
+def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
+    m = r.mapping(raw, ("review",), _REVIEW_KEYS)
+    d = ReviewConfig()
+
+    def column(key: str) -> str | None:
+        v = m.get(key)
+        if v is None:
+            return None
+        return str(r.integer(v, ("review", key))) if isinstance(v, int) else r.string(v, ("review", key))
+
+    def positive(key: str, value: float, *, lo: float, hi: float) -> float:
+        if not lo <= value <= hi:
+            raise r.fail(("review", key), f"must be between {lo:g} and {hi:g}")
+        return value
+
+    excl = tuple(
+        str(v) if isinstance(v, int) and not isinstance(v, bool) else r.string(v, ("review", "exclude_columns", i))
+        for i, v in enumerate(r.seq(m.get("exclude_columns"), ("review", "exclude_columns")))
+    )
+    return ReviewConfig(
+        model_diff=r.boolean(m.get("model_diff", d.model_diff), ("review", "model_diff")),
+        eval_channel=r.string(m.get("eval_channel", d.eval_channel), ("review", "eval_channel")),
+        label_column=column("label_column"),
+        id_column=column("id_column"),
+        slice_column=column("slice_column"),
+        exclude_columns=excl,
+        task=r.string(m.get("task", d.task), ("review", "task"), choices=("auto", "classification", "regression")),
+        content_type=r.string(m.get("content_type", d.content_type), ("review", "content_type"),
+                              choices=("application/json", "text/csv")),  # fmt: skip
+        batch_size=int(positive("batch_size", r.integer(m.get("batch_size", d.batch_size), ("review", "batch_size"),
+                                                        minimum=1), lo=1, hi=100_000)),  # fmt: skip
+        max_rows=r.integer(m.get("max_rows", d.max_rows), ("review", "max_rows"), minimum=1),
+        top_k=int(positive("top_k", r.integer(m.get("top_k", d.top_k), ("review", "top_k")), lo=0, hi=100)),
+        tolerance=positive("tolerance", r.number(m.get("tolerance", d.tolerance), ("review", "tolerance")),
+                           lo=0, hi=1e300),  # fmt: skip
+        timeout=positive("timeout", r.number(m.get("timeout", d.timeout), ("review", "timeout")), lo=1, hi=86400),
+        memory_mb=r.integer(m.get("memory_mb", d.memory_mb), ("review", "memory_mb"), minimum=64),
+        latency_requests=r.integer(m.get("latency_requests", d.latency_requests), ("review", "latency_requests"),
+                                   minimum=10),  # fmt: skip
     )
 
 

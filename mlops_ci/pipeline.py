@@ -83,6 +83,7 @@ class Review:
     baseline: BaselineChoice
     policy: Config  # the committed config whose gate rules decided
     source: str  # where it came from, "<sha8>:mlops-ci.yaml"
+    model_diff: dict[str, Any] | None = None  # model_diff.py's result; None when review.model_diff is off
 
 
 def _differs(a: float, b: float) -> bool:
@@ -852,13 +853,73 @@ class Workspace:
                         head, links={**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
                     )
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
-        outcome = gate_mod.evaluate(policy.gate, head.metrics, b.metrics if b else None, choice.state, policy.metrics)
+        diff = self.model_diff(policy, head, b) if policy.review.model_diff else None
+        metrics, base_metrics, goals = head.metrics, b.metrics if b else None, policy.metrics
+        if diff is not None:
+            from .model_diff import goal_of
+
+            for name in sorted(set(diff["metrics"]) & set(head.metrics)):
+                self.warn(f"the run has its own metric '{name}', named like a model-diff quantity; the gate uses the run's")
+            metrics = {**diff["metrics"], **head.metrics}
+            base_metrics = {**diff["baseline_metrics"], **b.metrics} if b else None
+            goals = {**{r.metric: g for r in policy.gate.rules if (g := goal_of(r.metric))}, **policy.metrics}
+        comparison = dataclasses.replace(comparison, model_diff=diff)
+        outcome = gate_mod.evaluate(policy.gate, metrics, base_metrics, choice.state, goals)
         if policy is not self.cfg and policy.gate_digest() != self.cfg.gate_digest():
             self.warn(
                 f"the gate rules in your work tree differ from the ones committed at {source}; the committed "
                 "ones decide (commit your change for it to apply)"
             )
-        return Review(comparison, outcome, head, choice, policy, source)
+        return Review(comparison, outcome, head, choice, policy, source, diff)
+
+    def model_diff(self, policy: Config, head: Run, base: Run | None) -> dict[str, Any]:
+        """The model diff of `head` against `base` (model_diff.py), or why there is none. Never
+        raises for what the models do: a model that fails gives a diff that says so."""
+        from . import model_diff as md
+
+        rc = policy.review
+        if base is None:
+            return md.failed("no baseline run to compare predictions with", status="skipped")
+        entry = policy.serving.entry_point
+        if not entry:
+            return md.failed("serving.entry_point is not set: the model diff loads both models through the "
+                             "serving contract (model_fn); set it, or review.model_diff: false", status="skipped")  # fmt: skip
+        raw = policy.training.channels.get(rc.eval_channel)
+        if raw is None:
+            return md.failed(f"review.eval_channel '{rc.eval_channel}' is not one of training.channels "
+                             f"({', '.join(policy.training.channels) or 'none'}); set it", status="skipped")  # fmt: skip
+        try:
+            data, data_digest = self._eval_data(raw, rc.eval_channel)
+            sides = []
+            for name, run in (("baseline", base), ("head", head)):
+                artifact = self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"the {name} run {run.run_id}")
+                assert run.artifact_sha256 is not None
+                sides.append(md.Side(name, artifact, run.artifact_sha256, self._entry_of(run, entry),
+                                     policy.serving.python or sys.executable, dict(policy.serving.environment)))  # fmt: skip
+        except (Refused, ConfigError, NotFound) as exc:
+            return md.failed(exc.message)
+        self.say(f"model diff: {base.sha[:8]} vs {head.sha[:8]} on channel '{rc.eval_channel}'")
+        return md.run(sides[0], sides[1], data, rc, self.home / "diffs", data_digest)
+
+    def _entry_of(self, run: Run, fallback: str) -> str:
+        """The serving entry point the run was packed with: its commit's config says."""
+        try:
+            return self.policy(run.sha)[0].serving.entry_point or fallback
+        except (Refused, ConfigError, NotFound, GitError):
+            return fallback
+
+    def _eval_data(self, raw: str, channel: str) -> tuple[Path, str]:
+        """The evaluation channel on this machine, and its digest. An S3 channel is downloaded
+        once into the workspace (keyed by its objects' ETags)."""
+        if raw.startswith("s3://"):
+            from .backends.sagemaker import download_prefix
+
+            return download_prefix(self.aws(), raw, self.home / "eval-data")
+        p = Path(raw)
+        src = p if p.is_absolute() else self.root / p
+        if not src.exists():
+            raise ConfigError(f"training.channels.{channel}: '{raw}' does not exist here; check out the data")
+        return src, sha256_tree(src)
 
     def _from_comet(self, run: Run) -> tuple[Run, bool]:
         """The run with its Comet link and the parameters its script logged besides its

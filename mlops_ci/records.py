@@ -196,6 +196,7 @@ class Comparison:
     params: tuple[ParamChange, ...]
     config_changed: bool
     series: dict[str, dict[str, Sequence[float]]]
+    model_diff: dict[str, Any] | None = None  # model_diff.py's result, when the review made one
 
     def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
         """Shallow, fast conversion (asdict deep-copies every series point). `series`
@@ -208,6 +209,7 @@ class Comparison:
             "metrics": [dict(m.__dict__) for m in self.metrics],
             "params": [dict(p.__dict__) for p in self.params],
             "config_changed": self.config_changed,
+            "model_diff": self.model_diff,
             "series": {n: {k: list(v) for k, v in e.items()} for n, e in self.series.items()}
             if series is None
             else series,

@@ -201,7 +201,8 @@ def render_markdown(
         out.append("> Training config changed since the baseline (config digest differs).")
     if results:
         out += ["", "| | rule | result |", "|---|---|---|", *(_rule_row(r) for r in results)]
-    return _render_sections(c, results, out, limit, runs=True)
+    link = f"{_safe_url(run_url)}#artifacts" if run_url and c.model_diff else None
+    return _render_sections(c, results, out, limit, runs=True, diff_link=link)
 
 
 def _cost_table(c: Comparison) -> list[str]:
@@ -248,7 +249,8 @@ def _cost_table(c: Comparison) -> list[str]:
     return rows
 
 
-def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: float, *, runs: bool) -> str:
+def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: float, *, runs: bool,
+                     diff_link: str | None = None) -> str:  # fmt: skip
     tail_note = ""
     used = sum(len(x) + 1 for x in out)
 
@@ -269,6 +271,16 @@ def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str
     out += table
     if shown < len(rows):
         tail_note += f"{len(rows) - shown} more metric(s) not shown (size limit). "
+
+    if c.model_diff:
+        from .diff_report import markdown as diff_markdown
+
+        block = diff_markdown(c.model_diff, html_link=diff_link)
+        if used + sum(len(x) + 1 for x in block) > limit * 0.8:  # the changed rows go first
+            block = diff_markdown(c.model_diff, html_link=diff_link, top_rows=0)
+            tail_note += "The changed rows of the model diff are not shown (size limit). "
+        used += sum(len(x) + 1 for x in block)
+        out += block
 
     if runs and (c.head.cost or (c.baseline and c.baseline.cost)):
         block = _cost_table(c)

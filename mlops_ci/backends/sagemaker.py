@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from .._files import LinkOutside, files_under, pack_deterministic
@@ -152,6 +153,54 @@ def _split_s3(uri: str) -> tuple[str, str]:
     rest = uri[len("s3://") :]
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+MAX_EVAL_BYTES = 2 << 30
+
+
+def download_prefix(aws: Any, uri: str, cache: Path) -> tuple[Path, str]:
+    """An S3 prefix (the review's evaluation channel) in `cache`, downloaded once: the
+    directory is named by a digest over the objects' keys, ETags and sizes, the same digest
+    `channel_data` records for a training channel."""
+    bucket, prefix = _split_s3(uri)
+    objects: list[tuple[str, str, int]] = []
+    try:
+        for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            objects += [(o["Key"], o["ETag"], int(o["Size"])) for o in page.get("Contents", [])]
+    except aws.errors as exc:
+        raise aws.error(exc, f"list the evaluation channel {uri}") from None
+    if not objects:
+        raise ConfigError(f"the evaluation channel {uri} holds no objects; upload the data or fix the URI")
+    h = hashlib.sha256()
+    for key, etag, size in objects:
+        h.update(f"{key}\0{etag}\0{size}\n".encode())
+    digest = h.hexdigest()
+    total = sum(size for _, _, size in objects)
+    if total > MAX_EVAL_BYTES:
+        raise Refused(f"the evaluation channel {uri} holds {total >> 20} MiB, over {MAX_EVAL_BYTES >> 20} MiB; "
+                      "point review.eval_channel at a smaller channel")  # fmt: skip
+    dest = cache / digest
+    if (dest / ".complete").is_file():
+        return dest, digest
+    tmp = cache / f".{digest}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key, _, _ in objects:
+        rel = PurePosixPath(key[len(prefix) :].lstrip("/"))
+        if key.endswith("/") or not rel.parts:
+            continue
+        if ".." in rel.parts:
+            raise Refused(f"the evaluation channel {uri} has an object key with '..' ({key[:80]}); refusing it")
+        target = tmp / Path(*rel.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            aws.client("s3").download_file(bucket, key, str(target))
+        except aws.errors as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise aws.error(exc, f"download {key} of the evaluation channel") from None
+    (tmp / ".complete").write_text(uri)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest, digest
 
 
 # -- the session ---------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "report":
             return report(
                 ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, output=args.output, env=env,
-                post=args.post, pr=args.pr,
+                post=args.post, pr=args.pr, html=args.html,
             )  # fmt: skip
         if cmd == "gate":
             return gate(ws, args.ref, base=args.base, baseline=args.baseline, as_json=args.json, check=args.check)
@@ -421,6 +421,7 @@ def report(
     env: Mapping[str, str],
     post: bool = False,
     pr: int | None = None,
+    html: str | None = None,
 ) -> int:
     from ..backends.github import GitHubSettings
     from ..report import render_json, render_markdown
@@ -446,6 +447,11 @@ def report(
         out(text.rstrip("\n"))
     if output:
         Path(output).write_text(text, encoding="utf-8")
+    if html:
+        from ..diff_report import render_html
+
+        page = render_html(rv.comparison, rv.outcome.results, rv.outcome.passed, run_url=gh.run_url)
+        Path(html).write_text(page, encoding="utf-8")
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:

@@ -78,6 +78,7 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker.py", "_LogTail."): {"training"},  # train, wait
     ("mlops_ci/backends/sagemaker.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
     ("mlops_ci/backends/sagemaker.py", "model_data_uri"): {"deploy"},  # promote, deploy
+    ("mlops_ci/backends/sagemaker.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
     ("mlops_ci/backends/sagemaker.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
     ("mlops_ci/pipeline.py", "Workspace._train_plan"): {"training"},  # train --dry-run
@@ -594,7 +595,10 @@ def test_s3_pass_role_logs_kms_and_alarms_are_scoped(role):
             if r.startswith("arn:aws:s3:::"):
                 path = r[len("arn:aws:s3:::") :]
                 if "/" in path:  # an object ARN: under the configured prefix or the store's
-                    assert path.startswith(("BUCKET/PREFIX/", "STORE_BUCKET/STORE_PREFIX/projects/PROJECT/")), sid
+                    assert path.startswith(("BUCKET/PREFIX/", "STORE_BUCKET/STORE_PREFIX/projects/PROJECT/",
+                                            "DATA_BUCKET/DATA_PREFIX/")), sid  # fmt: skip
+                    if path.startswith("DATA_BUCKET/"):  # the model diff reads the evaluation data, nothing else
+                        assert actions == ["s3:GetObject"], sid
                     assert not path.startswith(("BUCKET/PREFIX/*", "BUCKET/*")), f"{sid}: {r} is the whole prefix"
                 else:  # a bucket: only listed, and only under a prefix
                     assert actions == ["s3:ListBucket"], sid

@@ -1,0 +1,542 @@
+"""The review's model diff: what the head's model predicts differently from the baseline's on
+the evaluation channel, and what it costs to serve (size, load time, latency, memory).
+
+Both models run in confined worker processes (serving/diff_worker.py, serving/sandbox.py) that
+load them through the serving contract, so any framework works. Their latencies are measured
+side by side in one run, in alternating rounds, so a busy machine slows both alike. The result
+is a plain JSON-able dict (schema below, validated again by artifact.py when it comes from a
+fork's report) and gate quantities: `flip_rate` and the operational figures of `OPERATIONAL`
+for both sides, per-slice `flip_rate@COL=VALUE` and `accuracy@COL=VALUE` / `mae@COL=VALUE`.
+
+A model that loops, allocates without bound, writes outside its directory or crashes gives a
+diff with status "failed" and a one-line reason; the review still posts, and a gate rule on a
+diff quantity fails closed on the missing value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import MetricGoal, ReviewConfig
+
+SCHEMA = "mlops-ci/model-diff/v1"
+# name → (label, unit, goal): the operational figures measured for both models
+OPERATIONAL: dict[str, tuple[str, str]] = {
+    "artifact_mb": ("artifact size", "MB"),
+    "load_s": ("load time", "s"),
+    "latency_p50_ms": ("single-request latency p50", "ms"),
+    "latency_p99_ms": ("single-request latency p99", "ms"),
+    "batch_latency_p50_ms": ("batch latency p50", "ms"),
+    "batch_latency_p99_ms": ("batch latency p99", "ms"),
+    "peak_memory_mb": ("peak memory", "MB"),
+}
+MAX_CLASSES = 20  # the confusion table's size; rarer classes are counted as "(other)"
+MAX_SLICES = 20
+MAX_FEATURES_SHOWN = 8
+MAX_CELL = 40
+MAX_REPLY = 512 << 20
+_HERE = Path(__file__).resolve().parent.parent
+
+
+def goal_of(name: str) -> MetricGoal | None:
+    """The built-in direction of a model-diff quantity (for max_regression rules), or None."""
+    base = name.split("@", 1)[0]
+    if base in OPERATIONAL or base in ("flip_rate", "mae"):
+        return MetricGoal(name=name, goal="minimize")
+    if base == "accuracy" and "@" in name:
+        return MetricGoal(name=name, goal="maximize")
+    return None
+
+
+def is_diff_metric(name: str) -> bool:
+    return goal_of(name) is not None
+
+
+class ModelFailed(Exception):
+    """One of the two models could not be measured; the message is one line naming the fix."""
+
+
+# -- the evaluation table ---------------------------------------------------------------------
+@dataclass
+class EvalTable:
+    columns: list[str]  # the feature columns, in the order sent to the model
+    rows: list[list[Any]]  # feature values as sent (numbers where a cell is one, else text)
+    raw: list[list[str]]  # the same cells as read, for display
+    labels: list[str] | None
+    ids: list[str]
+    slices: list[str] | None
+    total: int  # rows in the channel (rows may hold the first max_rows of them)
+    files: int
+
+
+def _number(cell: str) -> Any:
+    try:
+        v = float(cell)
+    except ValueError:
+        return cell
+    return v if math.isfinite(v) else cell
+
+
+def _column(spec: str | None, header: list[str] | None, width: int, key: str) -> int | None:
+    if spec is None:
+        return None
+    if header is not None and spec in header:
+        return header.index(spec)
+    if spec.isdigit() and int(spec) < width:
+        return int(spec)
+    named = f"; the header has {', '.join(header[:12])}" if header else " (the files have no header: use a 0-based index)"
+    raise ModelFailed(f"review.{key} '{spec}' is not a column of the evaluation data{named}; fix review.{key}")
+
+
+def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
+    files = sorted(p for p in directory.rglob("*.csv") if p.is_file()) if directory.is_dir() else [directory]
+    if not files or not files[0].is_file():
+        raise ModelFailed(f"the evaluation channel '{cfg.eval_channel}' has no .csv file; set review.eval_channel")
+    header: list[str] | None = None
+    data: list[list[str]] = []
+    total = 0
+    for f in files:
+        with f.open(newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh)
+            first = True
+            for row in reader:
+                if not row:
+                    continue
+                if first:
+                    first = False
+                    if any(isinstance(_number(c), str) for c in row):
+                        if header is None:
+                            header = row
+                        elif row != header:
+                            raise ModelFailed(f"{f.name}'s header differs from the first file's; align the evaluation files")
+                        continue
+                total += 1
+                if len(data) < cfg.max_rows:
+                    data.append(row)
+    if not data:
+        raise ModelFailed(f"the evaluation channel '{cfg.eval_channel}' has no rows")
+    width = len(header) if header else len(data[0])
+    for i, row in enumerate(data):
+        if len(row) != width:
+            raise ModelFailed(f"row {i + 1} of the evaluation data has {len(row)} cells, not {width}; fix the file")
+    label_spec = cfg.label_column if cfg.label_column is not None else ("label" if header and "label" in header else None)
+    label = _column(label_spec, header, width, "label_column")
+    ident = _column(cfg.id_column, header, width, "id_column")
+    sliced = _column(cfg.slice_column, header, width, "slice_column")
+    dropped = {label, ident} | {_column(c, header, width, "exclude_columns") for c in cfg.exclude_columns}
+    keep = [i for i in range(width) if i not in dropped]
+    names = [header[i] if header else str(i) for i in keep]
+    raw = [[row[i] for i in keep] for row in data]
+    rows: list[list[Any]] = [[_number(c) for c in r] for r in raw] if cfg.content_type == "application/json" else raw
+    return EvalTable(
+        columns=names,
+        rows=rows,
+        raw=raw,
+        labels=[row[label] for row in data] if label is not None else None,
+        ids=[row[ident] for row in data] if ident is not None else [str(i + 1) for i in range(len(data))],
+        slices=[row[sliced] for row in data] if sliced is not None else None,
+        total=total,
+        files=len(files),
+    )
+
+
+# -- the worker processes ---------------------------------------------------------------------
+@dataclass
+class Side:
+    name: str  # "baseline" or "head"
+    artifact: Path
+    sha256: str
+    entry: str | None
+    python: str
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+class _Worker:
+    def __init__(self, side: Side, home: Path, cfg: ReviewConfig):
+        self.side, self.home, self.cfg = side, home, cfg
+        home.mkdir(parents=True)
+        self.log = home / "model.log"
+        cmd_r, self.cmd_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
+        env.update(side.environment)  # serving.environment: what the endpoint's container gets
+        env.update({
+            "HOME": str(home), "TMPDIR": str(home), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+            "PYTHONPATH": str(_HERE), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        })  # fmt: skip
+        argv = [side.python, "-m", "mlops_ci.serving.diff_worker", "--dir", str(home), "--artifact",
+                str(side.artifact), "--sha256", side.sha256, "--cmd-fd", str(cmd_r), "--reply-fd", str(rep_w),
+                "--memory-mb", str(cfg.memory_mb), "--cpu-seconds", str(int(cfg.timeout) + 5),
+                "--content-type", cfg.content_type]  # fmt: skip
+        if side.entry:
+            argv += ["--entry", side.entry]
+        with self.log.open("wb") as log:
+            try:
+                self.proc = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, pass_fds=(cmd_r, rep_w),
+                                             start_new_session=True)  # fmt: skip
+            except OSError as exc:
+                raise ModelFailed(f"cannot start {side.python} for the {side.name} model: {exc.strerror}; "
+                                  "check serving.python") from None  # fmt: skip
+            finally:
+                os.close(cmd_r)
+                os.close(rep_w)
+        self.deadline = time.monotonic() + cfg.timeout
+        self.buf = b""
+
+    def ask(self, **cmd: Any) -> dict[str, Any]:
+        try:
+            os.write(self.cmd_w, (json.dumps(cmd) + "\n").encode())
+        except BrokenPipeError:
+            raise self._died() from None
+        while b"\n" not in self.buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise ModelFailed(
+                    f"the {self.side.name} model did not finish within {self.cfg.timeout:g} s (review.timeout) and "
+                    "was stopped; make it faster, or raise review.timeout"
+                )
+            ready, _, _ = select.select([self.rep_r], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(self.rep_r, 1 << 20)
+            if not chunk:
+                raise self._died()
+            self.buf += chunk
+            if len(self.buf) > MAX_REPLY:
+                self.kill()
+                raise ModelFailed(f"the {self.side.name} model's predictions exceed {MAX_REPLY >> 20} MiB; "
+                                  "lower review.max_rows")  # fmt: skip
+        line, self.buf = self.buf.split(b"\n", 1)
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            what = "load" if cmd.get("op") == "load" else "predict"
+            raise ModelFailed(f"the {self.side.name} model failed to {what}: {_one_line(reply.get('error'))}"
+                              f"{self._hint(str(reply.get('error')))}")  # fmt: skip
+        return reply
+
+    def _hint(self, error: str) -> str:
+        if error.startswith("MemoryError"):
+            return f" (limit {self.cfg.memory_mb} MiB: review.memory_mb)"
+        return ""
+
+    def _died(self) -> ModelFailed:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self.proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        if code == -signal.SIGXCPU:
+            how += f": over its CPU limit ({int(self.cfg.timeout) + 5} s, review.timeout)"
+        elif code == -signal.SIGKILL:
+            how += f": perhaps out of memory (review.memory_mb {self.cfg.memory_mb})"
+        tail = _tail(self.log)
+        return ModelFailed(f"the {self.side.name} model's process died ({how})" + (f"; its last output: {tail}" if tail else ""))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def close(self) -> None:
+        self.kill()
+        for fd in (self.cmd_w, self.rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _one_line(text: Any) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= 300 else s[:297] + "…"
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return _one_line(lines[-1]) if lines else ""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch: Path) -> dict[str, Any]:
+    """Run both models; their predictions and operational figures. Raises ModelFailed."""
+    rows_file = scratch / "rows.json"
+    rows_file.write_text(json.dumps(table.rows))
+    workers: list[_Worker] = []
+    try:
+        for side in (base, head):
+            workers.append(_Worker(side, scratch / side.name, cfg))
+        out: dict[str, Any] = {}
+        for w in workers:
+            loaded = w.ask(op="load")
+            out[w.side.name] = {"load_s": loaded["seconds"], "confinement": loaded["confinement"],
+                                "artifact_mb": w.side.artifact.stat().st_size / 1e6}  # fmt: skip
+        for w in workers:
+            got = w.ask(op="predict", rows=str(rows_file), batch=cfg.batch_size)
+            out[w.side.name]["predictions"] = got["predictions"]
+        singles: dict[str, list[float]] = {w.side.name: [] for w in workers}
+        batches: dict[str, list[float]] = {w.side.name: [] for w in workers}
+        n_single, n_batch = cfg.latency_requests, max(5, cfg.latency_requests // 10)
+        rounds = 10
+        for w in workers:  # warm-up, not counted
+            w.ask(op="latency", rows=str(rows_file), batch=1, n=3, start=0)
+        for r in range(rounds):
+            for w in workers if r % 2 == 0 else reversed(workers):  # alternate who goes first
+                name = w.side.name
+                singles[name] += w.ask(op="latency", rows=str(rows_file), batch=1,
+                                       n=max(1, n_single // rounds), start=r * 7919)["ms"]  # fmt: skip
+                batches[name] += w.ask(op="latency", rows=str(rows_file), batch=min(cfg.batch_size, len(table.rows)),
+                                       n=max(1, n_batch // rounds), start=r * 104729)["ms"]  # fmt: skip
+        for w in workers:
+            name = w.side.name
+            peak = w.ask(op="quit")["peak_mb"]
+            out[name].update({
+                "latency_p50_ms": _percentile(singles[name], 50), "latency_p99_ms": _percentile(singles[name], 99),
+                "batch_latency_p50_ms": _percentile(batches[name], 50),
+                "batch_latency_p99_ms": _percentile(batches[name], 99), "peak_memory_mb": peak,
+                "requests": len(singles[name]), "batches": len(batches[name]),
+            })  # fmt: skip
+        return out
+    finally:
+        for w in workers:
+            w.close()
+
+
+# -- comparing predictions (pure) -------------------------------------------------------------
+def _label(v: Any) -> str:
+    """One class label as text, so 1, 1.0, "1" and "1.000000" are the same class."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)) or (isinstance(v, str) and not isinstance(_number(v), str)):
+        f = float(v)
+        if math.isfinite(f) and f == int(f):
+            return str(int(f))
+        return repr(f)
+    return str(v)
+
+
+def _argmax(v: list[Any]) -> str:
+    return str(max(range(len(v)), key=lambda i: float(v[i])))
+
+
+def infer_task(base: list[Any], head: list[Any], task: str) -> str:
+    if task != "auto":
+        return task
+    values = base + head
+    if any(isinstance(v, list) for v in values):
+        return "classification"  # one score per class
+    if all(isinstance(v, (str, bool)) for v in values):
+        return "classification"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) for v in values):
+        return "classification" if len(set(values)) <= 50 else "regression"
+    return "regression"
+
+
+def _scalar(v: Any, side: str, i: int) -> float:
+    if isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ModelFailed(f"the {side} model's prediction {i + 1} is {str(v)[:40]!r}, not a number; "
+                          "set review.task: classification")  # fmt: skip
+    return float(v)
+
+
+def _cells(table: EvalTable, i: int) -> list[str]:
+    return [c if len(c) <= MAX_CELL else c[: MAX_CELL - 1] + "…" for c in table.raw[i][:MAX_FEATURES_SHOWN]]
+
+
+def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg: ReviewConfig) -> dict[str, Any]:
+    """Flip rate, confusion or delta distribution, top changed rows and slices."""
+    n = len(head)
+    task = infer_task(base, head, cfg.task)
+    out: dict[str, Any] = {"task": task, "rows": n}
+    metrics: dict[str, float] = {}
+    base_metrics: dict[str, float] = {}
+    order: list[int]
+    if task == "classification":
+        b = [_argmax(v) if isinstance(v, list) else _label(v) for v in base]
+        h = [_argmax(v) if isinstance(v, list) else _label(v) for v in head]
+        changed = [b[i] != h[i] for i in range(n)]
+        y = [_label(v) for v in table.labels] if table.labels is not None else None
+        counts = Counter(b) + Counter(h) + (Counter(y) if y else Counter())
+        classes = [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CLASSES]]
+        other = len(counts) > len(classes)
+        keys = classes + (["(other)"] if other else [])
+        index = {c: k for k, c in enumerate(classes)}
+        confusion = [[0] * len(keys) for _ in keys]
+        for i in range(n):
+            confusion[index.get(b[i], len(classes))][index.get(h[i], len(classes))] += 1
+        cls: dict[str, Any] = {"classes": keys, "confusion": confusion}
+        if y is not None:
+            cls["accuracy"] = [sum(b[i] == y[i] for i in range(n)) / n, sum(h[i] == y[i] for i in range(n)) / n]
+            per = []
+            for c in classes:
+                row: dict[str, Any] = {"class": c, "support": sum(1 for v in y if v == c)}
+                for side, pred in (("baseline", b), ("head", h)):
+                    tp = sum(1 for i in range(n) if pred[i] == c and y[i] == c)
+                    predicted = sum(1 for v in pred if v == c)
+                    row[f"{side}_precision"] = tp / predicted if predicted else None
+                    row[f"{side}_recall"] = tp / row["support"] if row["support"] else None
+                per.append(row)
+            cls["per_class"] = per
+        out["classification"] = cls
+        # regressions first (head wrong where the baseline was right), then fixes, then the rest
+        def rank(i: int) -> tuple[int, int]:
+            if y is None:
+                return (0, i)
+            return (0 if b[i] == y[i] else 1 if h[i] == y[i] else 2, i)
+
+        order = sorted((i for i in range(n) if changed[i]), key=rank)
+        shown_b, shown_h, shown_y, delta = b, h, y, None
+        correct = (lambda p, i: 1.0 if p[i] == y[i] else 0.0) if y is not None else None
+        metric_name = "accuracy"
+    else:
+        bf = [_scalar(v, "baseline", i) for i, v in enumerate(base)]
+        hf = [_scalar(v, "head", i) for i, v in enumerate(head)]
+        delta = [hf[i] - bf[i] for i in range(n)]
+        changed = [abs(delta[i]) > cfg.tolerance * max(1.0, abs(bf[i])) for i in range(n)]
+        import numpy as np
+
+        d = np.asarray(delta, dtype=float)
+        stats = {"mean": float(d.mean()), "std": float(d.std()), "min": float(d.min()), "max": float(d.max())}
+        for q in (1, 5, 25, 50, 75, 95, 99):
+            stats[f"p{q:02d}"] = float(np.percentile(d, q))
+        lo, hi = stats["min"], stats["max"]
+        counts_h, edges = np.histogram(d, bins=20, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
+        reg: dict[str, Any] = {"delta": stats, "histogram": {"edges": edges.tolist(), "counts": counts_h.tolist()}}
+        yv = [_scalar(_number(v), "label", i) for i, v in enumerate(table.labels)] if table.labels is not None else None
+        if yv is not None:
+            for side, pred, k in (("baseline", bf, 0), ("head", hf, 1)):
+                err = np.asarray(pred) - np.asarray(yv)
+                reg.setdefault("mae", [0.0, 0.0])[k] = float(np.abs(err).mean())
+                reg.setdefault("rmse", [0.0, 0.0])[k] = float(np.sqrt((err**2).mean()))
+        out["regression"] = reg
+        order = sorted((i for i in range(n) if changed[i]), key=lambda i: (-abs(delta[i]), i))
+        shown_b, shown_h, shown_y = [f"{v:.6g}" for v in bf], [f"{v:.6g}" for v in hf], table.labels
+        correct = (lambda p, i: abs(p[i] - yv[i])) if yv is not None else None
+        metric_name = "mae"
+    flips = sum(changed)
+    out["changed"] = flips
+    out["flip_rate"] = flips / n if n else 0.0
+    metrics["flip_rate"] = out["flip_rate"]
+    out["top"] = {
+        "columns": table.columns[:MAX_FEATURES_SHOWN],
+        "rows": [
+            {"id": table.ids[i], "features": _cells(table, i), "baseline": shown_b[i], "head": shown_h[i],
+             "label": shown_y[i] if shown_y is not None else None,
+             "delta": delta[i] if delta is not None else None}
+            for i in order[: cfg.top_k]
+        ],  # fmt: skip
+    }
+    if table.slices is not None:
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(table.slices):
+            groups.setdefault(v, []).append(i)
+        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        if len(ranked) > MAX_SLICES:
+            rest = [i for _, idx in ranked[MAX_SLICES - 1 :] for i in idx]
+            ranked = [*ranked[: MAX_SLICES - 1], ("(other)", rest)]
+        slices = []
+        pred_b = b if task == "classification" else bf
+        pred_h = h if task == "classification" else hf
+        for value, idx in ranked:
+            g: dict[str, Any] = {"value": value, "rows": len(idx), "flip_rate": sum(changed[i] for i in idx) / len(idx)}
+            key = f"{cfg.slice_column}={value}"
+            metrics[f"flip_rate@{key}"] = g["flip_rate"]
+            if correct is not None:
+                g["metric"] = metric_name
+                g["baseline"] = sum(correct(pred_b, i) for i in idx) / len(idx)
+                g["head"] = sum(correct(pred_h, i) for i in idx) / len(idx)
+                metrics[f"{metric_name}@{key}"] = g["head"]
+                base_metrics[f"{metric_name}@{key}"] = g["baseline"]
+            slices.append(g)
+        out["slices"] = {"column": cfg.slice_column, "groups": slices}
+    out["metrics"] = metrics
+    out["baseline_metrics"] = base_metrics
+    return out
+
+
+# -- the whole diff ---------------------------------------------------------------------------
+def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | None, data_digest: str) -> dict[str, Any]:
+    """The model diff, from the cache when the same two artifacts were compared on the same
+    data with the same settings (the report and the gate of one job see the same numbers)."""
+    from .config import digest
+
+    key = digest({"v": SCHEMA, "base": base.sha256, "head": head.sha256, "data": data_digest,
+                  "review": asdict(cfg), "entries": [base.entry, head.entry],
+                  "python": [base.python, head.python]})  # fmt: skip
+    hit = cache / f"{key}.json" if cache else None
+    if hit is not None and hit.is_file():
+        try:
+            cached: dict[str, Any] = json.loads(hit.read_text())
+            if cached.get("schema") == SCHEMA:
+                cached["cached"] = True
+                return cached
+        except (OSError, ValueError):
+            pass  # measured again
+    result = _compute(base, head, data, cfg)
+    if hit is not None:
+        hit.parent.mkdir(parents=True, exist_ok=True)
+        tmp = hit.with_name(f".{hit.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(result, allow_nan=False, default=str))
+        os.replace(tmp, hit)
+    return result
+
+
+def failed(reason: str, *, status: str = "failed") -> dict[str, Any]:
+    return {"schema": SCHEMA, "status": status, "reason": reason, "metrics": {}, "baseline_metrics": {}}
+
+
+def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str, Any]:
+    t0 = time.monotonic()
+    try:
+        table = read_eval(data, cfg)
+        with tempfile.TemporaryDirectory(prefix="mlops-ci-diff-") as scratch:
+            measured = measure(base, head, table, cfg, Path(scratch))
+        diff = compare_predictions(measured["baseline"].pop("predictions"), measured["head"].pop("predictions"),
+                                   table, cfg)  # fmt: skip
+    except ModelFailed as exc:
+        return failed(str(exc))
+    confinement = measured["head"].pop("confinement")
+    measured["baseline"].pop("confinement", None)
+    for name in OPERATIONAL:
+        diff["metrics"][name] = measured["head"][name]
+        diff["baseline_metrics"][name] = measured["baseline"][name]
+    return {
+        "schema": SCHEMA,
+        "status": "ok",
+        "reason": "",
+        "eval": {"channel": cfg.eval_channel, "rows": len(table.rows), "total_rows": table.total,
+                 "files": table.files, "labels": table.labels is not None, "columns": len(table.columns)},  # fmt: skip
+        **diff,
+        "operational": {"baseline": measured["baseline"], "head": measured["head"]},
+        "sandbox": {"timeout_s": cfg.timeout, "memory_mb": cfg.memory_mb, **confinement,
+                    "python": os.path.basename(head.python) or sys.executable},  # fmt: skip
+        "seconds": time.monotonic() - t0,
+    }
