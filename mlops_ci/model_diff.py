@@ -53,10 +53,10 @@ _HERE = Path(__file__).resolve().parent.parent
 
 def goal_of(name: str) -> MetricGoal | None:
     """The built-in direction of a model-diff quantity (for max_regression rules), or None."""
-    base = name.split("@", 1)[0]
-    if base in OPERATIONAL or base in ("flip_rate", "mae"):
+    base, sliced = name.split("@", 1)[0], "@" in name
+    if (base in OPERATIONAL and not sliced) or base == "flip_rate" or (base == "mae" and sliced):
         return MetricGoal(name=name, goal="minimize")
-    if base == "accuracy" and "@" in name:
+    if base == "accuracy" and sliced:
         return MetricGoal(name=name, goal="maximize")
     return None
 
@@ -88,6 +88,13 @@ def _number(cell: str) -> Any:
     except ValueError:
         return cell
     return v if math.isfinite(v) else cell
+
+
+def _printable(value: str) -> str:
+    """A row id or slice value from the data, made one short printable line: it names a row in
+    the comment and a gate quantity (flip_rate@COLUMN=VALUE) in logs."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value)
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
 
 
 def _column(spec: str | None, header: list[str] | None, width: int, key: str) -> int | None:
@@ -146,8 +153,8 @@ def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
         rows=rows,
         raw=raw,
         labels=[row[label] for row in data] if label is not None else None,
-        ids=[row[ident] for row in data] if ident is not None else [str(i + 1) for i in range(len(data))],
-        slices=[row[sliced] for row in data] if sliced is not None else None,
+        ids=[_printable(row[ident]) for row in data] if ident is not None else [str(i + 1) for i in range(len(data))],
+        slices=[_printable(row[sliced]) for row in data] if sliced is not None else None,
         total=total,
         files=len(files),
     )
@@ -244,7 +251,7 @@ class _Worker:
         if code == -signal.SIGXCPU:
             how += f": over its CPU limit ({int(self.cfg.timeout) + 5} s, review.timeout)"
         elif code == -signal.SIGKILL:
-            how += f": perhaps out of memory (review.memory_mb {self.cfg.memory_mb})"
+            how += ": killed, e.g. by the kernel when the machine ran out of memory"
         tail = _tail(self.log)
         return ModelFailed(f"the {self.side.name} model's process died ({how})" + (f"; its last output: {tail}" if tail else ""))
 
@@ -501,7 +508,7 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
         except (OSError, ValueError):
             pass  # measured again
     result = _compute(base, head, data, cfg)
-    if hit is not None:
+    if hit is not None and result["status"] == "ok":  # a failure is tried again (it may have been the machine)
         hit.parent.mkdir(parents=True, exist_ok=True)
         tmp = hit.with_name(f".{hit.name}.{os.getpid()}")
         tmp.write_text(json.dumps(result, allow_nan=False, default=str))

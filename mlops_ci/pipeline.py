@@ -411,8 +411,12 @@ class Workspace:
                     f"training.metric_definitions '{d.name}' matched no line of the log (regex {d.regex!r}) and "
                     f"metrics.json has no '{d.name}'; the run has: {have}"
                 )
+        from .model_diff import is_diff_metric  # the review measures these, not training
+
         defined = {d.name for d in self.cfg.training.metric_definitions}
         for name in sorted({r.metric for r in self.cfg.gate.rules} - set(metrics) - defined):
+            if is_diff_metric(name) and self.cfg.review.model_diff:
+                continue
             self.warn(f"gate rule on '{name}': this run has no such metric (it has: {have}); the gate will fail on it")
 
     def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:

@@ -1,0 +1,141 @@
+"""A hostile or broken model in the review's model diff: stopped by the sandbox with a one-line
+reason, the review still reports, and a gate rule on a diff quantity fails closed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mlops_ci.serving.sandbox import landlock_abi
+from tests.conftest import FAST_INFERENCE, Project, fast_config
+
+EXTRA = """\
+review:
+  eval_channel: train
+  timeout: {timeout}
+  memory_mb: 1024
+  latency_requests: 20
+"""
+FLIP_RULE = "      max_regression: 5%\n    - metric: flip_rate\n      max: 0.5\n"
+
+
+def _setup(project: Project, head_code: str, *, timeout: float = 60) -> None:
+    """main: the fast model with a flip_rate rule; branch `hostile`: the same with `head_code`
+    added to its inference module."""
+    cfg = fast_config(extra=EXTRA.format(timeout=timeout)).replace("      max_regression: 5%\n", FLIP_RULE)
+    (project.path / "mlops-ci.yaml").write_text(cfg)
+    project.commit("diff settings")
+    project.ok("train")
+    project.git("checkout", "-q", "-b", "hostile")
+    (project.path / "inference.py").write_text(FAST_INFERENCE + textwrap.dedent(head_code))
+    project.commit("hostile model")
+    project.ok("train")
+
+
+def _review(project: Project) -> tuple[str, str]:
+    """The diff's reason and the report (it must still be made); the gate fails closed."""
+    code, out, err = project.cli("report", "--base", "main", "--json")
+    assert code == 0, err
+    diff = json.loads(out)["comparison"]["model_diff"]
+    assert diff["status"] == "failed" and diff["metrics"] == {}
+    code, md, err = project.cli("report", "--base", "main")
+    assert code == 0, err
+    assert "> ⚠️ The model diff could not run: " in md
+    code, out, err = project.cli("gate", "--base", "main", "--json")
+    assert code == 1, err
+    flip = next(r for r in json.loads(out)["results"] if r["metric"] == "flip_rate")
+    assert flip["passed"] is False and "missing" in flip["reason"]  # fails closed
+    return diff["reason"], md
+
+
+def _workers_left() -> list[str]:
+    left = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"mlops_ci.serving.diff_worker" in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    return left
+
+
+def test_a_model_that_never_answers_is_stopped_at_the_timeout(project: Project):
+    _setup(project, """
+        def input_fn(body, content_type):
+            while True:
+                pass
+        """, timeout=3)  # fmt: skip
+    reason, _ = _review(project)
+    assert reason.startswith("the head model did not finish within 3 s (review.timeout) and was stopped")
+    assert _workers_left() == []
+
+
+def test_a_model_that_allocates_10_gb_is_stopped_by_the_memory_limit(project: Project):
+    _setup(project, """
+        _model_fn = model_fn
+
+        def model_fn(model_dir):
+            hoard = bytearray(10 * 1024 ** 3)
+            return _model_fn(model_dir)
+        """)  # fmt: skip
+    reason, _ = _review(project)
+    assert reason.startswith("the head model failed to load: MemoryError")
+    assert reason.endswith("(limit 1024 MiB: review.memory_mb)")
+
+
+@pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock: writes cannot be confined here")
+def test_a_model_that_writes_outside_its_directory_is_refused(project: Project):
+    target = project.path / "escaped.txt"
+    _setup(project, f"""
+        _model_fn = model_fn
+
+        def model_fn(model_dir):
+            with open({str(target)!r}, "w") as fh:
+                fh.write("written by the model")
+            return _model_fn(model_dir)
+        """)  # fmt: skip
+    reason, _ = _review(project)
+    assert reason.startswith("the head model failed to load: PermissionError")
+    assert "the sandbox allows writes only inside the model's own directory" in reason
+    assert not target.exists()
+
+
+@pytest.mark.skipif(landlock_abi() < 4, reason="this kernel's Landlock cannot refuse TCP (ABI 4+, Linux 6.7+)")
+def test_a_model_that_phones_home_cannot_connect(project: Project):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        _setup(project, f"""
+            _model_fn = model_fn
+
+            def model_fn(model_dir):
+                import socket
+                socket.create_connection(("127.0.0.1", {port}), timeout=5).sendall(b"the data")
+                return _model_fn(model_dir)
+            """)  # fmt: skip
+        reason, _ = _review(project)
+        listener.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert reason.startswith("the head model failed to load: PermissionError")
+
+
+def test_a_model_that_crashes_its_process_is_named_and_its_output_stays_inert(project: Project):
+    _setup(project, """
+        def predict_fn(data, model):
+            import os, signal, sys
+            print("::error::forged by the model")
+            print("##[error]forged too | <b>x</b>", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)  # fmt: skip
+    reason, md = _review(project)
+    assert reason.startswith("the head model's process died (signal SIGKILL")
+    assert reason.endswith("its last output: ##[error]forged too | <b>x</b>")
+    assert "its last output: \\#\\#\\[error\\]forged too \\| &lt;b&gt;x&lt;/b&gt;" in md  # escaped in the comment
+    assert not any(line.startswith(("::", "##[")) for line in md.splitlines())
+    assert _workers_left() == []
