@@ -658,7 +658,9 @@ DESCRIPTIONS: dict[str, Doc] = {
         "The column with the true value (a header name, or a 0-based index for files without a header); "
         "default: a column named `label`. Never sent to the models."
     ),
-    "review.id_column": Doc("A column that names each row in the changed-rows table (default: the row number); never sent."),
+    "review.id_column": Doc(
+        "A column that names each row in the changed-rows table (default: the row number); never sent."
+    ),
     "review.slice_column": Doc(
         "A column whose values define groups: per-group flip rate and accuracy (MAE for regressors), as gate "
         "metrics `flip_rate@COLUMN=VALUE` and `accuracy@COLUMN=VALUE`. It stays a feature unless excluded."
@@ -676,7 +678,8 @@ DESCRIPTIONS: dict[str, Doc] = {
     "review.max_rows": Doc("At most this many rows are predicted (the first ones); the report says so."),
     "review.top_k": Doc("How many changed rows are listed (regressors: the largest changes first)."),
     "review.tolerance": Doc(
-        "A regressor's prediction counts as changed when it moves by more than this times the larger of 1 and the baseline's absolute value."
+        "A regressor's prediction counts as changed when it moves by more than this times the larger of 1 and "
+        "the baseline's absolute value."
     ),
     "review.timeout": Doc(
         "Seconds each model may take for everything (load, predictions, latency); it is stopped after that and "

@@ -110,24 +110,59 @@ def _ref(v: Any, where: str) -> RunRef:
 _NUM, _INT = "number", "whole number"
 _FIG = ("map", _NUM)
 _DIFF: dict[str, Any] = {
-    "schema": str, "status": ("ok", "failed", "skipped"), "reason": str, "cached": bool, "seconds": _NUM,
-    "task": ("classification", "regression"), "rows": _INT, "changed": _INT, "flip_rate": _NUM,
+    "schema": str,
+    "status": ("ok", "failed", "skipped"),
+    "reason": str,
+    "cached": bool,
+    "seconds": _NUM,
+    "task": ("classification", "regression"),
+    "rows": _INT,
+    "changed": _INT,
+    "flip_rate": _NUM,
     "eval": {"channel": str, "rows": _INT, "total_rows": _INT, "files": _INT, "labels": bool, "columns": _INT},
     "classification": {
-        "classes": [str], "confusion": [[_INT]], "accuracy": [_NUM],
-        "per_class": [{"class": str, "support": _INT, "baseline_precision": _NUM, "head_precision": _NUM,
-                       "baseline_recall": _NUM, "head_recall": _NUM}],
+        "classes": [str],
+        "confusion": [[_INT]],
+        "accuracy": [_NUM],
+        "per_class": [
+            {
+                "class": str,
+                "support": _INT,
+                "baseline_precision": _NUM,
+                "head_precision": _NUM,
+                "baseline_recall": _NUM,
+                "head_recall": _NUM,
+            }
+        ],
     },
-    "regression": {"delta": _FIG, "histogram": {"edges": [_NUM], "counts": [_INT]}, "mae": [_NUM], "rmse": [_NUM]},
-    "top": {"columns": [str], "rows": [{"id": str, "features": [str], "baseline": str, "head": str, "label": str,
-                                        "delta": _NUM}]},
-    "slices": {"column": str, "groups": [{"value": str, "rows": _INT, "flip_rate": _NUM, "metric": str,
-                                          "baseline": _NUM, "head": _NUM}]},
-    "metrics": _FIG, "baseline_metrics": _FIG,
+    "regression": {
+        "nonfinite": _INT,
+        "delta": _FIG,
+        "histogram": {"edges": [_NUM], "counts": [_INT]},
+        "mae": [_NUM],
+        "rmse": [_NUM],
+    },
+    "top": {
+        "columns": [str],
+        "rows": [{"id": str, "features": [str], "baseline": str, "head": str, "label": str, "delta": _NUM}],
+    },
+    "slices": {
+        "column": str,
+        "groups": [{"value": str, "rows": _INT, "flip_rate": _NUM, "metric": str, "baseline": _NUM, "head": _NUM}],
+    },
+    "metrics": _FIG,
+    "baseline_metrics": _FIG,
     "operational": {"baseline": _FIG, "head": _FIG},
-    "sandbox": {"timeout_s": _NUM, "memory_mb": _INT, "files": bool, "network": bool, "limits": bool, "note": str,
-                "python": str},
-}  # fmt: skip
+    "sandbox": {
+        "timeout_s": _NUM,
+        "memory_mb": _INT,
+        "files": bool,
+        "network": bool,
+        "limits": bool,
+        "note": str,
+        "python": str,
+    },
+}
 MAX_DIFF_ITEMS = 10_000
 
 
@@ -207,8 +242,17 @@ def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any
             baseline=_num(d.get("baseline"), f"{w}.baseline"),
             reason=str(_str(d.get("reason"), f"{w}.reason")), line=line, skipped=d.get("skipped", False),
         ))  # fmt: skip
-    fields = {"project", "head", "baseline", "baseline_note", "metrics", "params", "config_changed", "series",
-              "model_diff"}  # fmt: skip
+    fields = {
+        "project",
+        "head",
+        "baseline",
+        "baseline_note",
+        "metrics",
+        "params",
+        "config_changed",
+        "series",
+        "model_diff",
+    }
     c = _obj(top.get("comparison"), "comparison", fields)
     project = str(_str(c.get("project"), "comparison.project", pattern=_PROJECT))
     metrics_raw, params_raw = c.get("metrics"), c.get("params")

@@ -930,18 +930,27 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
         slice_column=column("slice_column"),
         exclude_columns=excl,
         task=r.string(m.get("task", d.task), ("review", "task"), choices=("auto", "classification", "regression")),
-        content_type=r.string(m.get("content_type", d.content_type), ("review", "content_type"),
-                              choices=("application/json", "text/csv")),  # fmt: skip
-        batch_size=int(positive("batch_size", r.integer(m.get("batch_size", d.batch_size), ("review", "batch_size"),
-                                                        minimum=1), lo=1, hi=100_000)),  # fmt: skip
+        content_type=r.string(
+            m.get("content_type", d.content_type), ("review", "content_type"), choices=("application/json", "text/csv")
+        ),
+        batch_size=int(
+            positive(
+                "batch_size",
+                r.integer(m.get("batch_size", d.batch_size), ("review", "batch_size"), minimum=1),
+                lo=1,
+                hi=100_000,
+            )
+        ),
         max_rows=r.integer(m.get("max_rows", d.max_rows), ("review", "max_rows"), minimum=1),
         top_k=int(positive("top_k", r.integer(m.get("top_k", d.top_k), ("review", "top_k")), lo=0, hi=100)),
-        tolerance=positive("tolerance", r.number(m.get("tolerance", d.tolerance), ("review", "tolerance")),
-                           lo=0, hi=1e300),  # fmt: skip
+        tolerance=positive(
+            "tolerance", r.number(m.get("tolerance", d.tolerance), ("review", "tolerance")), lo=0, hi=1e300
+        ),
         timeout=positive("timeout", r.number(m.get("timeout", d.timeout), ("review", "timeout")), lo=1, hi=86400),
         memory_mb=r.integer(m.get("memory_mb", d.memory_mb), ("review", "memory_mb"), minimum=64),
-        latency_requests=r.integer(m.get("latency_requests", d.latency_requests), ("review", "latency_requests"),
-                                   minimum=10),  # fmt: skip
+        latency_requests=r.integer(
+            m.get("latency_requests", d.latency_requests), ("review", "latency_requests"), minimum=10
+        ),
     )
 
 

@@ -15,6 +15,7 @@ diff quantity fails closed on the missing value.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -22,7 +23,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -104,7 +104,9 @@ def _column(spec: str | None, header: list[str] | None, width: int, key: str) ->
         return header.index(spec)
     if spec.isdigit() and int(spec) < width:
         return int(spec)
-    named = f"; the header has {', '.join(header[:12])}" if header else " (the files have no header: use a 0-based index)"
+    named = (
+        f"; the header has {', '.join(header[:12])}" if header else " (the files have no header: use a 0-based index)"
+    )
     raise ModelFailed(f"review.{key} '{spec}' is not a column of the evaluation data{named}; fix review.{key}")
 
 
@@ -128,7 +130,9 @@ def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
                         if header is None:
                             header = row
                         elif row != header:
-                            raise ModelFailed(f"{f.name}'s header differs from the first file's; align the evaluation files")
+                            raise ModelFailed(
+                                f"{f.name}'s header differs from the first file's; align the evaluation files"
+                            )
                         continue
                 total += 1
                 if len(data) < cfg.max_rows:
@@ -139,7 +143,9 @@ def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
     for i, row in enumerate(data):
         if len(row) != width:
             raise ModelFailed(f"row {i + 1} of the evaluation data has {len(row)} cells, not {width}; fix the file")
-    label_spec = cfg.label_column if cfg.label_column is not None else ("label" if header and "label" in header else None)
+    label_spec = (
+        cfg.label_column if cfg.label_column is not None else ("label" if header and "label" in header else None)
+    )
     label = _column(label_spec, header, width, "label_column")
     ident = _column(cfg.id_column, header, width, "id_column")
     sliced = _column(cfg.slice_column, header, width, "slice_column")
@@ -180,24 +186,57 @@ class _Worker:
         self.rep_r, rep_w = os.pipe()
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
         env.update(side.environment)  # serving.environment: what the endpoint's container gets
-        env.update({
-            "HOME": str(home), "TMPDIR": str(home), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-            "PYTHONPATH": str(_HERE), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        })  # fmt: skip
-        argv = [side.python, "-m", "mlops_ci.serving.diff_worker", "--dir", str(home), "--artifact",
-                str(side.artifact), "--sha256", side.sha256, "--cmd-fd", str(cmd_r), "--reply-fd", str(rep_w),
-                "--memory-mb", str(cfg.memory_mb), "--cpu-seconds", str(int(cfg.timeout) + 5),
-                "--content-type", cfg.content_type]  # fmt: skip
+        env.update(
+            {
+                "HOME": str(home),
+                "TMPDIR": str(home),
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
+                "PYTHONPATH": str(_HERE),
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+            }
+        )
+        argv = [
+            side.python,
+            "-m",
+            "mlops_ci.serving.diff_worker",
+            "--dir",
+            str(home),
+            "--artifact",
+            str(side.artifact),
+            "--sha256",
+            side.sha256,
+            "--cmd-fd",
+            str(cmd_r),
+            "--reply-fd",
+            str(rep_w),
+            "--memory-mb",
+            str(cfg.memory_mb),
+            "--cpu-seconds",
+            str(int(cfg.timeout) + 5),
+            "--content-type",
+            cfg.content_type,
+        ]
         if side.entry:
             argv += ["--entry", side.entry]
         with self.log.open("wb") as log:
             try:
-                self.proc = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, pass_fds=(cmd_r, rep_w),
-                                             start_new_session=True)  # fmt: skip
+                self.proc = subprocess.Popen(
+                    argv,
+                    cwd=home,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(cmd_r, rep_w),
+                    start_new_session=True,
+                )
             except OSError as exc:
-                raise ModelFailed(f"cannot start {side.python} for the {side.name} model: {exc.strerror}; "
-                                  "check serving.python") from None  # fmt: skip
+                raise ModelFailed(
+                    f"cannot start {side.python} for the {side.name} model: {exc.strerror}; check serving.python"
+                ) from None
             finally:
                 os.close(cmd_r)
                 os.close(rep_w)
@@ -226,14 +265,17 @@ class _Worker:
             self.buf += chunk
             if len(self.buf) > MAX_REPLY:
                 self.kill()
-                raise ModelFailed(f"the {self.side.name} model's predictions exceed {MAX_REPLY >> 20} MiB; "
-                                  "lower review.max_rows")  # fmt: skip
+                raise ModelFailed(
+                    f"the {self.side.name} model's predictions exceed {MAX_REPLY >> 20} MiB; lower review.max_rows"
+                )
         line, self.buf = self.buf.split(b"\n", 1)
         reply: dict[str, Any] = json.loads(line)
         if not reply.get("ok"):
             what = "load" if cmd.get("op") == "load" else "predict"
-            raise ModelFailed(f"the {self.side.name} model failed to {what}: {_one_line(reply.get('error'))}"
-                              f"{self._hint(str(reply.get('error')))}")  # fmt: skip
+            raise ModelFailed(
+                f"the {self.side.name} model failed to {what}: {_one_line(reply.get('error'))}"
+                f"{self._hint(str(reply.get('error')))}"
+            )
         return reply
 
     def _hint(self, error: str) -> str:
@@ -253,23 +295,21 @@ class _Worker:
         elif code == -signal.SIGKILL:
             how += ": killed, e.g. by the kernel when the machine ran out of memory"
         tail = _tail(self.log)
-        return ModelFailed(f"the {self.side.name} model's process died ({how})" + (f"; its last output: {tail}" if tail else ""))
+        return ModelFailed(
+            f"the {self.side.name} model's process died ({how})" + (f"; its last output: {tail}" if tail else "")
+        )
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait()
 
     def close(self) -> None:
         self.kill()
         for fd in (self.cmd_w, self.rep_r):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _one_line(text: Any) -> str:
@@ -302,8 +342,11 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
         out: dict[str, Any] = {}
         for w in workers:
             loaded = w.ask(op="load")
-            out[w.side.name] = {"load_s": loaded["seconds"], "confinement": loaded["confinement"],
-                                "artifact_mb": w.side.artifact.stat().st_size / 1e6}  # fmt: skip
+            out[w.side.name] = {
+                "load_s": loaded["seconds"],
+                "confinement": loaded["confinement"],
+                "artifact_mb": w.side.artifact.stat().st_size / 1e6,
+            }
         for w in workers:
             got = w.ask(op="predict", rows=str(rows_file), batch=cfg.batch_size)
             out[w.side.name]["predictions"] = got["predictions"]
@@ -316,19 +359,30 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
         for r in range(rounds):
             for w in workers if r % 2 == 0 else reversed(workers):  # alternate who goes first
                 name = w.side.name
-                singles[name] += w.ask(op="latency", rows=str(rows_file), batch=1,
-                                       n=max(1, n_single // rounds), start=r * 7919)["ms"]  # fmt: skip
-                batches[name] += w.ask(op="latency", rows=str(rows_file), batch=min(cfg.batch_size, len(table.rows)),
-                                       n=max(1, n_batch // rounds), start=r * 104729)["ms"]  # fmt: skip
+                singles[name] += w.ask(
+                    op="latency", rows=str(rows_file), batch=1, n=max(1, n_single // rounds), start=r * 7919
+                )["ms"]
+                batches[name] += w.ask(
+                    op="latency",
+                    rows=str(rows_file),
+                    batch=min(cfg.batch_size, len(table.rows)),
+                    n=max(1, n_batch // rounds),
+                    start=r * 104729,
+                )["ms"]
         for w in workers:
             name = w.side.name
             peak = w.ask(op="quit")["peak_mb"]
-            out[name].update({
-                "latency_p50_ms": _percentile(singles[name], 50), "latency_p99_ms": _percentile(singles[name], 99),
-                "batch_latency_p50_ms": _percentile(batches[name], 50),
-                "batch_latency_p99_ms": _percentile(batches[name], 99), "peak_memory_mb": peak,
-                "requests": len(singles[name]), "batches": len(batches[name]),
-            })  # fmt: skip
+            out[name].update(
+                {
+                    "latency_p50_ms": _percentile(singles[name], 50),
+                    "latency_p99_ms": _percentile(singles[name], 99),
+                    "batch_latency_p50_ms": _percentile(batches[name], 50),
+                    "batch_latency_p99_ms": _percentile(batches[name], 99),
+                    "peak_memory_mb": peak,
+                    "requests": len(singles[name]),
+                    "batches": len(batches[name]),
+                }
+            )
         return out
     finally:
         for w in workers:
@@ -360,7 +414,9 @@ def infer_task(base: list[Any], head: list[Any], task: str) -> str:
         return "classification"  # one score per class
     if all(isinstance(v, (str, bool)) for v in values):
         return "classification"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) for v in values):
+    if all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) for v in values
+    ):
         return "classification" if len(set(values)) <= 50 else "regression"
     return "regression"
 
@@ -369,8 +425,9 @@ def _scalar(v: Any, side: str, i: int) -> float:
     if isinstance(v, list) and len(v) == 1:
         v = v[0]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ModelFailed(f"the {side} model's prediction {i + 1} is {str(v)[:40]!r}, not a number; "
-                          "set review.task: classification")  # fmt: skip
+        raise ModelFailed(
+            f"the {side} model's prediction {i + 1} is {str(v)[:40]!r}, not a number; set review.task: classification"
+        )
     return float(v)
 
 
@@ -413,6 +470,7 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
                 per.append(row)
             cls["per_class"] = per
         out["classification"] = cls
+
         # regressions first (head wrong where the baseline was right), then fixes, then the rest
         def rank(i: int) -> tuple[int, int]:
             if y is None:
@@ -426,25 +484,43 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
     else:
         bf = [_scalar(v, "baseline", i) for i, v in enumerate(base)]
         hf = [_scalar(v, "head", i) for i, v in enumerate(head)]
-        delta = [hf[i] - bf[i] for i in range(n)]
-        changed = [abs(delta[i]) > cfg.tolerance * max(1.0, abs(bf[i])) for i in range(n)]
         import numpy as np
 
-        d = np.asarray(delta, dtype=float)
-        stats = {"mean": float(d.mean()), "std": float(d.std()), "min": float(d.min()), "max": float(d.max())}
-        for q in (1, 5, 25, 50, 75, 95, 99):
-            stats[f"p{q:02d}"] = float(np.percentile(d, q))
-        lo, hi = stats["min"], stats["max"]
-        counts_h, edges = np.histogram(d, bins=20, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
-        reg: dict[str, Any] = {"delta": stats, "histogram": {"edges": edges.tolist(), "counts": counts_h.tolist()}}
+        with np.errstate(all="ignore"):
+            d = np.asarray(hf, dtype=float) - np.asarray(bf, dtype=float)
+        delta = d.tolist()
+        # a change beyond the tolerance; a non-finite prediction on one side only is a change too
+        same_nonfinite = [not math.isfinite(bf[i]) and repr(bf[i]) == repr(hf[i]) for i in range(n)]
+        changed = [
+            not same_nonfinite[i] and not abs(delta[i]) <= cfg.tolerance * max(1.0, abs(bf[i])) for i in range(n)
+        ]
+        finite = d[np.isfinite(d)]
+        reg: dict[str, Any] = {"nonfinite": int(n - finite.size)}
+        if finite.size:
+            stats = {
+                "mean": float(finite.mean()),
+                "std": float(finite.std()),
+                "min": float(finite.min()),
+                "max": float(finite.max()),
+            }
+            for q in (1, 5, 25, 50, 75, 95, 99):
+                stats[f"p{q:02d}"] = float(np.percentile(finite, q))
+            lo, hi = stats["min"], stats["max"]
+            counts_h, edges = np.histogram(finite, bins=20, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
+            reg["delta"] = stats
+            reg["histogram"] = {"edges": edges.tolist(), "counts": counts_h.tolist()}
         yv = [_scalar(_number(v), "label", i) for i, v in enumerate(table.labels)] if table.labels is not None else None
         if yv is not None:
-            for side, pred, k in (("baseline", bf, 0), ("head", hf, 1)):
-                err = np.asarray(pred) - np.asarray(yv)
-                reg.setdefault("mae", [0.0, 0.0])[k] = float(np.abs(err).mean())
-                reg.setdefault("rmse", [0.0, 0.0])[k] = float(np.sqrt((err**2).mean()))
+            with np.errstate(all="ignore"):
+                for values, k in ((bf, 0), (hf, 1)):
+                    err = np.asarray(values) - np.asarray(yv)
+                    reg.setdefault("mae", [0.0, 0.0])[k] = float(np.abs(err).mean())
+                    reg.setdefault("rmse", [0.0, 0.0])[k] = float(np.sqrt((err**2).mean()))
         out["regression"] = reg
-        order = sorted((i for i in range(n) if changed[i]), key=lambda i: (-abs(delta[i]), i))
+        order = sorted(
+            (i for i in range(n) if changed[i]),
+            key=lambda i: (-abs(delta[i]) if math.isfinite(delta[i]) else -math.inf, i),
+        )
         shown_b, shown_h, shown_y = [f"{v:.6g}" for v in bf], [f"{v:.6g}" for v in hf], table.labels
         correct = (lambda p, i: abs(p[i] - yv[i])) if yv is not None else None
         metric_name = "mae"
@@ -455,11 +531,16 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
     out["top"] = {
         "columns": table.columns[:MAX_FEATURES_SHOWN],
         "rows": [
-            {"id": table.ids[i], "features": _cells(table, i), "baseline": shown_b[i], "head": shown_h[i],
-             "label": shown_y[i] if shown_y is not None else None,
-             "delta": delta[i] if delta is not None else None}
+            {
+                "id": table.ids[i],
+                "features": _cells(table, i),
+                "baseline": shown_b[i],
+                "head": shown_h[i],
+                "label": shown_y[i] if shown_y is not None else None,
+                "delta": delta[i] if delta is not None else None,
+            }
             for i in order[: cfg.top_k]
-        ],  # fmt: skip
+        ],
     }
     if table.slices is not None:
         groups: dict[str, list[int]] = {}
@@ -495,9 +576,17 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
     data with the same settings (the report and the gate of one job see the same numbers)."""
     from .config import digest
 
-    key = digest({"v": SCHEMA, "base": base.sha256, "head": head.sha256, "data": data_digest,
-                  "review": asdict(cfg), "entries": [base.entry, head.entry],
-                  "python": [base.python, head.python]})  # fmt: skip
+    key = digest(
+        {
+            "v": SCHEMA,
+            "base": base.sha256,
+            "head": head.sha256,
+            "data": data_digest,
+            "review": asdict(cfg),
+            "entries": [base.entry, head.entry],
+            "python": [base.python, head.python],
+        }
+    )
     hit = cache / f"{key}.json" if cache else None
     if hit is not None and hit.is_file():
         try:
@@ -511,7 +600,7 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
     if hit is not None and result["status"] == "ok":  # a failure is tried again (it may have been the machine)
         hit.parent.mkdir(parents=True, exist_ok=True)
         tmp = hit.with_name(f".{hit.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(result, allow_nan=False, default=str))
+        tmp.write_text(json.dumps(result, default=str))
         os.replace(tmp, hit)
     return result
 
@@ -526,8 +615,9 @@ def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str,
         table = read_eval(data, cfg)
         with tempfile.TemporaryDirectory(prefix="mlops-ci-diff-") as scratch:
             measured = measure(base, head, table, cfg, Path(scratch))
-        diff = compare_predictions(measured["baseline"].pop("predictions"), measured["head"].pop("predictions"),
-                                   table, cfg)  # fmt: skip
+        diff = compare_predictions(
+            measured["baseline"].pop("predictions"), measured["head"].pop("predictions"), table, cfg
+        )
     except ModelFailed as exc:
         return failed(str(exc))
     confinement = measured["head"].pop("confinement")
@@ -539,11 +629,21 @@ def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str,
         "schema": SCHEMA,
         "status": "ok",
         "reason": "",
-        "eval": {"channel": cfg.eval_channel, "rows": len(table.rows), "total_rows": table.total,
-                 "files": table.files, "labels": table.labels is not None, "columns": len(table.columns)},  # fmt: skip
+        "eval": {
+            "channel": cfg.eval_channel,
+            "rows": len(table.rows),
+            "total_rows": table.total,
+            "files": table.files,
+            "labels": table.labels is not None,
+            "columns": len(table.columns),
+        },
         **diff,
         "operational": {"baseline": measured["baseline"], "head": measured["head"]},
-        "sandbox": {"timeout_s": cfg.timeout, "memory_mb": cfg.memory_mb, **confinement,
-                    "python": os.path.basename(head.python) or sys.executable},  # fmt: skip
+        "sandbox": {
+            "timeout_s": cfg.timeout,
+            "memory_mb": cfg.memory_mb,
+            **confinement,
+            "python": Path(head.python).name,
+        },
         "seconds": time.monotonic() - t0,
     }

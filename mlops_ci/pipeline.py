@@ -863,7 +863,9 @@ class Workspace:
             from .model_diff import goal_of
 
             for name in sorted(set(diff["metrics"]) & set(head.metrics)):
-                self.warn(f"the run has its own metric '{name}', named like a model-diff quantity; the gate uses the run's")
+                self.warn(
+                    f"the run has its own metric '{name}', named like a model-diff quantity; the gate uses the run's"
+                )
             metrics = {**diff["metrics"], **head.metrics}
             base_metrics = {**diff["baseline_metrics"], **b.metrics} if b else None
             goals = {**{r.metric: g for r in policy.gate.rules if (g := goal_of(r.metric))}, **policy.metrics}
@@ -886,20 +888,36 @@ class Workspace:
             return md.failed("no baseline run to compare predictions with", status="skipped")
         entry = policy.serving.entry_point
         if not entry:
-            return md.failed("serving.entry_point is not set: the model diff loads both models through the "
-                             "serving contract (model_fn); set it, or review.model_diff: false", status="skipped")  # fmt: skip
+            return md.failed(
+                "serving.entry_point is not set: the model diff loads both models through the "
+                "serving contract (model_fn); set it, or review.model_diff: false",
+                status="skipped",
+            )
         raw = policy.training.channels.get(rc.eval_channel)
         if raw is None:
-            return md.failed(f"review.eval_channel '{rc.eval_channel}' is not one of training.channels "
-                             f"({', '.join(policy.training.channels) or 'none'}); set it", status="skipped")  # fmt: skip
+            return md.failed(
+                f"review.eval_channel '{rc.eval_channel}' is not one of training.channels "
+                f"({', '.join(policy.training.channels) or 'none'}); set it",
+                status="skipped",
+            )
         try:
             data, data_digest = self._eval_data(raw, rc.eval_channel)
             sides = []
             for name, run in (("baseline", base), ("head", head)):
-                artifact = self.verify_artifact(run.artifact_uri, run.artifact_sha256, what=f"the {name} run {run.run_id}")
+                artifact = self.verify_artifact(
+                    run.artifact_uri, run.artifact_sha256, what=f"the {name} run {run.run_id}"
+                )
                 assert run.artifact_sha256 is not None
-                sides.append(md.Side(name, artifact, run.artifact_sha256, self._entry_of(run, entry),
-                                     policy.serving.python or sys.executable, dict(policy.serving.environment)))  # fmt: skip
+                sides.append(
+                    md.Side(
+                        name,
+                        artifact,
+                        run.artifact_sha256,
+                        self._entry_of(run, entry),
+                        policy.serving.python or sys.executable,
+                        dict(policy.serving.environment),
+                    )
+                )
         except (Refused, ConfigError, NotFound) as exc:
             return md.failed(exc.message)
         self.say(f"model diff: {base.sha[:8]} vs {head.sha[:8]} on channel '{rc.eval_channel}'")

@@ -249,8 +249,15 @@ def _cost_table(c: Comparison) -> list[str]:
     return rows
 
 
-def _render_sections(c: Comparison, results: Sequence[RuleResult], out: list[str], limit: float, *, runs: bool,
-                     diff_link: str | None = None) -> str:  # fmt: skip
+def _render_sections(
+    c: Comparison,
+    results: Sequence[RuleResult],
+    out: list[str],
+    limit: float,
+    *,
+    runs: bool,
+    diff_link: str | None = None,
+) -> str:
     tail_note = ""
     used = sum(len(x) + 1 for x in out)
 

@@ -177,8 +177,10 @@ def download_prefix(aws: Any, uri: str, cache: Path) -> tuple[Path, str]:
     digest = h.hexdigest()
     total = sum(size for _, _, size in objects)
     if total > MAX_EVAL_BYTES:
-        raise Refused(f"the evaluation channel {uri} holds {total >> 20} MiB, over {MAX_EVAL_BYTES >> 20} MiB; "
-                      "point review.eval_channel at a smaller channel")  # fmt: skip
+        raise Refused(
+            f"the evaluation channel {uri} holds {total >> 20} MiB, over {MAX_EVAL_BYTES >> 20} MiB; "
+            "point review.eval_channel at a smaller channel"
+        )
     dest = cache / digest
     if (dest / ".complete").is_file():
         return dest, digest

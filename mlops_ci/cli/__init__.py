@@ -130,8 +130,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         g.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
         if name == "report":
             g.add_argument("--output", "-o", help="also write the markdown (or JSON) to this file")
-            g.add_argument("--html", metavar="FILE",
-                           help="also write the whole report, model diff included, as one self-contained HTML page")  # fmt: skip
+            g.add_argument(
+                "--html",
+                metavar="FILE",
+                help="also write the whole report, model diff included, as one self-contained HTML page",
+            )
             g.add_argument("--post", action="store_true", help="upsert the report as the PR's sticky comment")
             g.add_argument("--pr", type=_count, help="pull request number (default: from the Actions event)")
         else:

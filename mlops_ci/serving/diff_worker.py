@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if op == "load":
                 t0 = time.perf_counter()
                 model = Model(model_dir, a.entry)
-                _answer(out, {"ok": True, "seconds": time.perf_counter() - t0,
-                              "confinement": confinement.__dict__})  # fmt: skip
+                _answer(out, {"ok": True, "seconds": time.perf_counter() - t0, "confinement": confinement.__dict__})
             elif op == "predict":
                 rows = json.loads(Path(cmd["rows"]).read_text())
                 batch, preds = int(cmd["batch"]), []
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 _answer(out, {"ok": False, "error": f"unknown command {op!r}"})
         except ContractError as exc:
             _answer(out, {"ok": False, "error": str(exc)})
-        except BaseException as exc:  # noqa: BLE001 - the model's own code: any failure is an answer
+        except BaseException as exc:  # the model's own code: any failure (SystemExit too) is an answer
             if isinstance(exc, KeyboardInterrupt):
                 raise
             _answer(out, {"ok": False, "error": _error(exc)})

@@ -32,7 +32,9 @@ _PR_SET_NO_NEW_PRIVS = 38
 # LANDLOCK_ACCESS_FS_*: what changes the file system. Reading and executing are not handled,
 # so they stay allowed everywhere.
 _WRITE_FILE = 1 << 1
-_FS_WRITES_V1 = _WRITE_FILE | sum(1 << b for b in range(4, 13))  # remove dir/file, make char/dir/reg/sock/fifo/block/sym
+_FS_WRITES_V1 = _WRITE_FILE | sum(
+    1 << b for b in range(4, 13)
+)  # remove dir/file, make char/dir/reg/sock/fifo/block/sym
 _REFER = 1 << 13  # ABI 2: link or rename across directories
 _TRUNCATE = 1 << 14  # ABI 3
 _IOCTL_DEV = 1 << 15  # ABI 5
@@ -41,8 +43,11 @@ _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]  # fmt: skip
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -72,8 +77,11 @@ def _limits(memory_mb: int, cpu_seconds: int, file_mb: int) -> bool:
         import resource
     except ImportError:  # not POSIX
         return False
-    for which, value in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_seconds),
-                         (resource.RLIMIT_FSIZE, file_mb << 20)):  # fmt: skip
+    for which, value in (
+        (resource.RLIMIT_AS, memory_mb << 20),
+        (resource.RLIMIT_CPU, cpu_seconds),
+        (resource.RLIMIT_FSIZE, file_mb << 20),
+    ):
         _soft, hard = resource.getrlimit(which)
         limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (limit, hard))
@@ -84,8 +92,11 @@ def _landlock(writable: Path, abi: int) -> tuple[bool, bool]:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     fs = _FS_WRITES_V1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
     fs |= _IOCTL_DEV if abi >= 5 else 0
-    attr = _RulesetAttr(fs, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
-                        (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0)  # fmt: skip
+    attr = _RulesetAttr(
+        fs,
+        (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
+        (_SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL) if abi >= 6 else 0,
+    )
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
     ruleset = libc.syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     if ruleset < 0:

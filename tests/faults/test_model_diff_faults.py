@@ -64,24 +64,31 @@ def _workers_left() -> list[str]:
 
 
 def test_a_model_that_never_answers_is_stopped_at_the_timeout(project: Project):
-    _setup(project, """
+    _setup(
+        project,
+        """
         def input_fn(body, content_type):
             while True:
                 pass
-        """, timeout=3)  # fmt: skip
+        """,
+        timeout=3,
+    )
     reason, _ = _review(project)
     assert reason.startswith("the head model did not finish within 3 s (review.timeout) and was stopped")
     assert _workers_left() == []
 
 
 def test_a_model_that_allocates_10_gb_is_stopped_by_the_memory_limit(project: Project):
-    _setup(project, """
+    _setup(
+        project,
+        """
         _model_fn = model_fn
 
         def model_fn(model_dir):
             hoard = bytearray(10 * 1024 ** 3)
             return _model_fn(model_dir)
-        """)  # fmt: skip
+        """,
+    )
     reason, _ = _review(project)
     assert reason.startswith("the head model failed to load: MemoryError")
     assert reason.endswith("(limit 1024 MiB: review.memory_mb)")
@@ -90,14 +97,17 @@ def test_a_model_that_allocates_10_gb_is_stopped_by_the_memory_limit(project: Pr
 @pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock: writes cannot be confined here")
 def test_a_model_that_writes_outside_its_directory_is_refused(project: Project):
     target = project.path / "escaped.txt"
-    _setup(project, f"""
+    _setup(
+        project,
+        f"""
         _model_fn = model_fn
 
         def model_fn(model_dir):
             with open({str(target)!r}, "w") as fh:
                 fh.write("written by the model")
             return _model_fn(model_dir)
-        """)  # fmt: skip
+        """,
+    )
     reason, _ = _review(project)
     assert reason.startswith("the head model failed to load: PermissionError")
     assert "the sandbox allows writes only inside the model's own directory" in reason
@@ -110,14 +120,17 @@ def test_a_model_that_phones_home_cannot_connect(project: Project):
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         port = listener.getsockname()[1]
-        _setup(project, f"""
+        _setup(
+            project,
+            f"""
             _model_fn = model_fn
 
             def model_fn(model_dir):
                 import socket
                 socket.create_connection(("127.0.0.1", {port}), timeout=5).sendall(b"the data")
                 return _model_fn(model_dir)
-            """)  # fmt: skip
+            """,
+        )
         reason, _ = _review(project)
         listener.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -126,13 +139,16 @@ def test_a_model_that_phones_home_cannot_connect(project: Project):
 
 
 def test_a_model_that_crashes_its_process_is_named_and_its_output_stays_inert(project: Project):
-    _setup(project, """
+    _setup(
+        project,
+        """
         def predict_fn(data, model):
             import os, signal, sys
             print("::error::forged by the model")
             print("##[error]forged too | <b>x</b>", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        """)  # fmt: skip
+        """,
+    )
     reason, md = _review(project)
     assert reason.startswith("the head model's process died (signal SIGKILL")
     assert reason.endswith("its last output: ##[error]forged too | <b>x</b>")

@@ -58,8 +58,9 @@ def _predict(artifact: Path, where: Path, csv: Path) -> list[int]:
         "x = np.loadtxt(sys.argv[2], delimiter=',', skiprows=1)[:, :-1].astype(np.float32)\n"
         "print(json.dumps(joblib.load(sys.argv[1]).predict(x).tolist()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(where / "model.joblib"), str(csv)], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(where / "model.joblib"), str(csv)], capture_output=True, text=True, check=True
+    ).stdout
     return [int(v) for v in json.loads(out)]
 
 
@@ -131,10 +132,12 @@ def test_the_gate_uses_the_report_s_numbers_and_a_flip_rate_rule_decides(example
     original = cfg.read_text()
     try:
         for limit, code in ((rate / 2, 1), (min(1.0, rate * 2), None)):
-            cfg.write_text(original.replace("      severity: warn\n", "      severity: warn\n" + RULES.format(flip=limit)))
+            cfg.write_text(
+                original.replace("      severity: warn\n", "      severity: warn\n" + RULES.format(flip=limit))
+            )
             example_pr.commit(f"flip_rate <= {limit}")
             example_pr.ok("train")  # reuses the model: only the rules changed
-            got, out, err = example_pr.cli("gate", "--base", "main", "--json")
+            got, out, _ = example_pr.cli("gate", "--base", "main", "--json")
             verdict = json.loads(out)
             rule = next(r for r in verdict["results"] if r["metric"] == "flip_rate")
             assert rule["value"] == rate  # the report's measurement, from the cache: no second opinion
@@ -162,7 +165,7 @@ def _fast(project: Project, **kw: object) -> None:
           slice_column: region
           exclude_columns: [region]
           latency_requests: 40
-        """)  # fmt: skip
+        """)
     rules = kw.pop("rules", "")
     text = fast_config(extra=extra, **kw)  # type: ignore[arg-type]
     text = text.replace("      max_regression: 5%\n", "      max_regression: 5%\n" + str(rules))
