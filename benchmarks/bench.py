@@ -231,6 +231,89 @@ def bench_training(rep: Report, n: int, tmp: Path) -> None:
             budget="<= 0.5 s over", ok=over <= 0.5, note=f"overhead {over * 1000:.0f}ms")  # fmt: skip
 
 
+# -- 4b. the review's model diff ------------------------------------------------------------------
+LINEAR = """import json, os
+import numpy as np
+
+def model_fn(model_dir):
+    with open(os.path.join(model_dir, "model.json")) as fh:
+        return np.array(json.load(fh), dtype=np.float32)
+
+def predict_fn(data, w):
+    return (data @ w > 0).astype(int)
+"""
+DIFF_ONCE = """import json, sys, time
+from pathlib import Path
+from mlops_ci.config import ReviewConfig
+from mlops_ci.model_diff import Side, run
+from mlops_ci.serving.model_server import sha256_file
+
+tmp = Path(sys.argv[1])
+sides = [Side(n, tmp / f"{n}.tar.gz", sha256_file(tmp / f"{n}.tar.gz"), "inference.py", sys.executable)
+         for n in ("baseline", "head")]
+t0 = time.perf_counter()
+d = run(sides[0], sides[1], tmp / "eval", ReviewConfig(), None, "bench")
+took = time.perf_counter() - t0
+assert d["status"] == "ok", d["reason"]
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(json.dumps({"seconds": took, "rows": d["rows"], "flip_rate": d["flip_rate"],
+                  "parent_mb": int(hwm.split()[1]) / 1024,
+                  "worker_mb": max(d["operational"][s]["peak_memory_mb"] for s in ("baseline", "head"))}))
+"""
+DIRECT = """import json, sys, time
+import numpy as np
+from pathlib import Path
+
+tmp = Path(sys.argv[1])
+t0 = time.perf_counter()
+x = np.loadtxt(tmp / "eval" / "rows.csv", delimiter=",", skiprows=1)[:, :-1].astype(np.float32)
+preds = [(x @ np.array(json.loads((tmp / n / "model.json").read_text()), dtype=np.float32) > 0).astype(int)
+         for n in ("baseline", "head")]
+print(json.dumps({"seconds": time.perf_counter() - t0, "flips": int((preds[0] != preds[1]).sum())}))
+"""
+
+
+def bench_model_diff(rep: Report, n: int, tmp: Path) -> None:
+    """The model diff on 100,000 rows of 8 features: two linear classifiers whose weights differ
+    slightly, through the whole path (CSV, two confined workers, predictions, latency rounds,
+    comparison), next to the floor: the same predictions computed directly with numpy."""
+    import random
+    import tarfile
+
+    work = tmp / "model-diff"
+    (work / "eval").mkdir(parents=True)
+    rnd = random.Random(7)
+    lines = ["f0,f1,f2,f3,f4,f5,f6,f7,label"]
+    for _ in range(100_000):
+        row = [rnd.gauss(0, 1) for _ in range(8)]
+        lines.append(",".join(f"{v:.6f}" for v in row) + f",{int(sum(row) > 0)}")
+    (work / "eval" / "rows.csv").write_text("\n".join(lines) + "\n")
+    for name, weights in (("baseline", [1.0] * 8), ("head", [1.0] * 7 + [1.3])):
+        (work / name / "code").mkdir(parents=True)
+        (work / name / "model.json").write_text(json.dumps(weights))
+        (work / name / "code" / "inference.py").write_text(LINEAR)
+        with tarfile.open(work / f"{name}.tar.gz", "w:gz") as tar:
+            tar.add(work / name / "model.json", "model.json")
+            tar.add(work / name / "code" / "inference.py", "code/inference.py")
+    direct, ours, info, flips = [], [], {}, 0
+    for _ in range(n):
+        out = subprocess.run([sys.executable, "-c", DIRECT, str(work)], capture_output=True, text=True, check=True)
+        direct.append(json.loads(out.stdout)["seconds"])
+        flips = json.loads(out.stdout)["flips"]
+        out = subprocess.run([sys.executable, "-c", DIFF_ONCE, str(work)], capture_output=True, text=True, check=True)
+        info = json.loads(out.stdout)
+        ours.append(info["seconds"])
+    rep.add("100,000 rows, both models predicted with numpy directly (floor)", direct)
+    agrees = round(info["flip_rate"] * info["rows"]) == flips
+    rep.add("model diff, 100,000 rows (load, predict, latency, compare)", ours, reference=statistics.median(direct),
+            ref_name="direct", budget="<= 6 s, same flips", ok=statistics.median(ours) <= 6.0 and agrees,
+            note=f"flip rate {info['flip_rate']:.4f}; numpy counts {flips} flips")  # fmt: skip
+    rep.add("  model diff peak memory: mlops-ci's process", [info["parent_mb"]], unit="MB", budget="<= 512 MB",
+            ok=info["parent_mb"] <= 512)  # fmt: skip
+    rep.add("  model diff peak memory: a model's worker", [info["worker_mb"]], unit="MB", budget="<= 512 MB",
+            ok=info["worker_mb"] <= 512)  # fmt: skip
+
+
 # -- 5. run store at scale -------------------------------------------------------------------------
 def _record_history(store: Any, shas: list[str]) -> None:
     """10,000 sealed runs: 9,999 over the older commits (the newest 500 have none, so the
@@ -597,6 +680,7 @@ def main() -> int:
             ("diff and report", lambda: bench_diff(rep, n_small, tmp)),
             ("sticky comment", lambda: bench_comment(rep, n_small)),
             ("local training", lambda: bench_training(rep, n_small, tmp)),
+            ("model diff", lambda: bench_model_diff(rep, 3, tmp)),
             ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
             ("git store at scale", lambda: bench_git_store(rep, n_small, tmp)),
             ("S3 dedupe", lambda: bench_s3(rep, tmp)),

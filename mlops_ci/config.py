@@ -907,11 +907,15 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
     m = r.mapping(raw, ("review",), _REVIEW_KEYS)
     d = ReviewConfig()
 
+    def name(v: Any, path: tuple[str | int, ...]) -> str:
+        """A column: a header name (one line, it names gate quantities) or a 0-based index."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(r.integer(v, path))
+        return _metric_name(r, v, path)
+
     def column(key: str) -> str | None:
         v = m.get(key)
-        if v is None:
-            return None
-        return str(r.integer(v, ("review", key))) if isinstance(v, int) else r.string(v, ("review", key))
+        return None if v is None else name(v, ("review", key))
 
     def positive(key: str, value: float, *, lo: float, hi: float) -> float:
         if not lo <= value <= hi:
@@ -919,7 +923,7 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
         return value
 
     excl = tuple(
-        str(v) if isinstance(v, int) and not isinstance(v, bool) else r.string(v, ("review", "exclude_columns", i))
+        name(v, ("review", "exclude_columns", i))
         for i, v in enumerate(r.seq(m.get("exclude_columns"), ("review", "exclude_columns")))
     )
     return ReviewConfig(

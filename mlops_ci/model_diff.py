@@ -402,6 +402,22 @@ def _label(v: Any) -> str:
     return str(v)
 
 
+def _labels(values: list[Any]) -> list[str]:
+    """_label of each value (the argmax of a list of scores), once per distinct value."""
+    seen: dict[tuple[type, Any], str] = {}
+    out = []
+    for v in values:
+        if isinstance(v, list):
+            out.append(_argmax(v))
+            continue
+        key = (type(v), v)
+        got = seen.get(key)
+        if got is None:
+            got = seen[key] = _label(v)
+        out.append(got)
+    return out
+
+
 def _argmax(v: list[Any]) -> str:
     return str(max(range(len(v)), key=lambda i: float(v[i])))
 
@@ -444,10 +460,9 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
     base_metrics: dict[str, float] = {}
     order: list[int]
     if task == "classification":
-        b = [_argmax(v) if isinstance(v, list) else _label(v) for v in base]
-        h = [_argmax(v) if isinstance(v, list) else _label(v) for v in head]
+        b, h = _labels(base), _labels(head)
         changed = [b[i] != h[i] for i in range(n)]
-        y = [_label(v) for v in table.labels] if table.labels is not None else None
+        y = _labels(table.labels) if table.labels is not None else None
         counts = Counter(b) + Counter(h) + (Counter(y) if y else Counter())
         classes = [c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_CLASSES]]
         other = len(counts) > len(classes)

@@ -76,6 +76,21 @@ def _error(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "…"
 
 
+def _peak_mb() -> float:
+    """This process's peak resident memory. On Linux VmHWM: ru_maxrss would report the parent's
+    size, which exec carries over into the new process's accounting."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB elsewhere
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mlops-ci-diff-worker")
     p.add_argument("--dir", required=True)
@@ -105,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         tar.extractall(model_dir, filter="data")
     confinement = confine(home, memory_mb=a.memory_mb, cpu_seconds=a.cpu_seconds)
     model: Any = None
+    loaded: dict[str, list[Any]] = {}  # the rows file, read once: every latency round samples it
+
+    def rows_of(path: str) -> list[Any]:
+        if path not in loaded:
+            loaded[path] = json.loads(Path(path).read_text())
+        return loaded[path]
+
     for line in commands:
         cmd = json.loads(line)
         op = cmd.get("op")
@@ -114,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
                 model = Model(model_dir, a.entry)
                 _answer(out, {"ok": True, "seconds": time.perf_counter() - t0, "confinement": confinement.__dict__})
             elif op == "predict":
-                rows = json.loads(Path(cmd["rows"]).read_text())
+                rows = rows_of(cmd["rows"])
                 batch, preds = int(cmd["batch"]), []
                 t0 = time.perf_counter()
                 for i in range(0, len(rows), batch):
                     preds += _predictions(model, rows[i : i + batch], a.content_type)
                 _answer(out, {"ok": True, "predictions": preds, "seconds": time.perf_counter() - t0})
             elif op == "latency":
-                rows = json.loads(Path(cmd["rows"]).read_text())
+                rows = rows_of(cmd["rows"])
                 batch, n, start, ms = int(cmd["batch"]), int(cmd["n"]), int(cmd["start"]), []
                 for k in range(n):
                     i = (start + k * batch) % max(1, len(rows) - batch + 1)
@@ -131,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     ms.append((time.perf_counter() - t0) * 1000.0)
                 _answer(out, {"ok": True, "ms": ms})
             elif op == "quit":
-                import resource
-
-                peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-                _answer(out, {"ok": True, "peak_mb": peak_kb / 1024.0 if sys.platform != "darwin" else peak_kb / 2**20})
+                _answer(out, {"ok": True, "peak_mb": _peak_mb()})
                 return 0
             else:
                 _answer(out, {"ok": False, "error": f"unknown command {op!r}"})

@@ -57,6 +57,21 @@ def test_markdown_and_html_in_the_artifact_are_escaped(pr: Project, fake: FakeGi
     assert "&lt;img src=x onerror=alert(1)&gt; \\[click\\](https://evil.example) &#64;org/team" in body
 
 
+def test_a_forged_model_diff_is_rendered_inert(pr: Project, fake: FakeGitHub, artifact):
+    from tests.unit.test_model_diff import hostile_diff
+
+    path, head = artifact
+    data = json.loads(path.read_text())
+    data["comparison"]["model_diff"] = hostile_diff()
+    path.write_text(json.dumps(data))
+    code, _, err = post(pr, path, head)
+    assert code == 0, err
+    body = fake.pr_comments(REPO, 7)[0]["body"]
+    assert "### Model diff" in body and "**Flip rate 50.00 %**" in body
+    for raw in ("<script>", "[a](https", "@org", "\n::error::", "\n##[error]"):
+        assert raw not in body
+
+
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
@@ -72,6 +87,17 @@ def test_markdown_and_html_in_the_artifact_are_escaped(pr: Project, fake: FakeGi
         (lambda d: d["comparison"]["head"].update(cost={"usd": "$1e9"}), "comparison.head.cost.usd must be a number"),
         (lambda d: d["comparison"]["head"].update(cost={"invoice": 1}), "comparison.head.cost has unexpected field"),
         (lambda d: d["comparison"]["head"].update(cost={"spot": "yes"}), "comparison.head.cost.spot must be true"),
+        (lambda d: d["comparison"].update(model_diff={"status": "pwned"}), "comparison.model_diff.status must be one"),
+        (lambda d: d["comparison"].update(model_diff={"rows": "1 | <b>"}), "model_diff.rows must be a whole number"),
+        (
+            lambda d: d["comparison"].update(model_diff={"classification": {"confusion": [["<b>"]]}}),
+            "comparison.model_diff.classification.confusion[0][0] must be a whole number",
+        ),
+        (lambda d: d["comparison"].update(model_diff={"evil": 1}), "comparison.model_diff has unexpected field"),
+        (
+            lambda d: d["comparison"].update(model_diff={"metrics": {"flip_rate": "0"}}),
+            "comparison.model_diff.metrics['flip_rate'] must be a number",
+        ),
     ],
 )
 def test_malformed_artifacts_are_refused(pr: Project, fake: FakeGitHub, artifact, mutate, reason: str):

@@ -443,3 +443,26 @@ def test_a_comet_key_reaches_the_job_environment_only_and_is_masked_in_plans(rep
     run = json.loads(repo.ok("runs", "show", "--json"))
     assert run["links"]["comet_experiment_key"] == key and run["links"]["comet"].endswith(f"/acme/fast/{key}")
     assert secret not in json.dumps(run)
+
+
+def test_the_model_diff_of_two_training_jobs_reads_their_models_and_the_channel_from_s3(
+    repo: Repo, fake: FakeSageMaker
+):
+    # whole-number predictions would be taken for classes: this model is a regressor
+    review = "review: {eval_channel: train, task: regression, latency_requests: 20}\n"
+    (repo.path / "mlops-ci.yaml").write_text(sm_config() + review)
+    repo.commit("review the train channel")
+    fake.script = JobScript(model_files={"model.json": b'{"scale": 1.0, "broken": 0}'})
+    repo.ok("train")
+    repo.git("checkout", "-q", "-b", "double")
+    (repo.path / "mlops-ci.yaml").write_text(sm_config().replace("scale: 1.0", "scale: 2.0") + review)
+    repo.commit("doubled")
+    fake.script = JobScript(model_files={"model.json": b'{"scale": 2.0, "broken": 0}'})
+    repo.ok("train")
+    d = json.loads(repo.ok("report", "--base", "main", "--json"))["comparison"]["model_diff"]
+    assert d["status"] == "ok", d["reason"]
+    assert d["task"] == "regression" and d["eval"]["rows"] == 3 and d["eval"]["labels"] is False
+    assert d["flip_rate"] == 1.0 and d["regression"]["delta"]["mean"] == pytest.approx((1 + 2 + 3) / 3)
+    assert d["operational"]["head"]["latency_p50_ms"] > 0
+    cached = list((repo.path / ".mlops-ci" / "eval-data").iterdir())
+    assert len(cached) == 1 and (cached[0] / "part-0.csv").read_text() == "1\n2\n3\n"
