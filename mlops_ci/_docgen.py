@@ -656,16 +656,21 @@ DESCRIPTIONS: dict[str, Doc] = {
     ),
     "review.label_column": Doc(
         "The column with the true value (a header name, or a 0-based index for files without a header); "
-        "default: a column named `label`. Never sent to the models."
+        "default: a column named `label`. Never sent to the models.",
+        type="string or whole number",
     ),
     "review.id_column": Doc(
-        "A column that names each row in the changed-rows table (default: the row number); never sent."
+        "A column that names each row in the changed-rows table (default: the row number); never sent.",
+        type="string or whole number",
     ),
     "review.slice_column": Doc(
         "A column whose values define groups: per-group flip rate and accuracy (MAE for regressors), as gate "
-        "metrics `flip_rate@COLUMN=VALUE` and `accuracy@COLUMN=VALUE`. It stays a feature unless excluded."
+        "metrics `flip_rate@COLUMN=VALUE` and `accuracy@COLUMN=VALUE`. It stays a feature unless excluded.",
+        type="string or whole number",
     ),
-    "review.exclude_columns": Doc("Columns never sent to the models (names or 0-based indexes)."),
+    "review.exclude_columns": Doc(
+        "Columns never sent to the models (names or 0-based indexes).", type="list of strings or whole numbers"
+    ),
     "review.task": Doc(
         "`auto` decides from the predictions: text, or at most 50 distinct whole numbers, or one score per "
         "class is a classifier; any other number is a regressor."
