@@ -426,7 +426,9 @@ def test_fork_pr_two_stage_comment(act: Act, tmp_path: Path) -> None:
     (artifact,) = [z for found in zips for z in found]
     act.gh.artifacts[77] = {"name": "mlops-ci-report", "repo": REPO, "run_id": 4242, "zip": str(artifact)}
     with zipfile.ZipFile(artifact) as z:
-        assert z.namelist() == ["mlops-ci-report.json"]
+        assert sorted(z.namelist()) == ["mlops-ci-report.html", "mlops-ci-report.json"]  # the page the comment links
+        page = z.read("mlops-ci-report.html").decode()
+        assert page.startswith("<!doctype html>") and "<script" not in page
 
     # Stage 2: workflow_run in the base repository, with pull-requests: write, no checkout.
     event = {"action": "completed", "repository": repository(), "workflow": {"name": "mlops-ci review"},
