@@ -644,3 +644,42 @@ def test_a_damaged_archive_and_an_old_comet_server_are_said_plainly(repo: Repo, 
     proc = repo.run("report", "--json")  # offline: the archive is all there is
     assert proc.returncode == 0, proc.stderr
     assert "cannot read the Comet offline archive" in proc.stderr and "damaged" in proc.stderr
+
+
+def test_the_model_diff_works_the_same_under_comet(repo: Repo, comet: FakeComet):
+    (repo.path / "inference.py").write_text(
+        "import json, os\n\n"
+        "def model_fn(model_dir):\n"
+        "    with open(os.path.join(model_dir, 'model.json')) as fh:\n"
+        "        return json.load(fh)\n\n"
+        "def predict_fn(data, model):\n"
+        "    return [model['quality'] * row[0] for row in data.tolist()]\n"
+    )
+    (repo.path / "data").mkdir()
+    (repo.path / "data" / "test.csv").write_text("x,label\n1.5,1\n2.5,2\n")
+
+    def with_diff(quality: float) -> str:
+        extra = "review: {latency_requests: 10}\nserving: {entry_point: inference.py}\n"
+        return (
+            config(quality=quality).replace("  hyperparameters:", "  channels: {test: data}\n  hyperparameters:")
+            + extra
+        )
+
+    (repo.path / "mlops-ci.yaml").write_text(with_diff(0.9))
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "served")
+    repo.ok("train")
+    repo.git("checkout", "-q", "-b", "better")
+    (repo.path / "mlops-ci.yaml").write_text(with_diff(0.95))
+    repo.git("commit", "-q", "-am", "better")
+    repo.ok("train")
+    for ref in ("main", "better"):
+        comet.upload(Path(json.loads(repo.ok("runs", "show", ref, "--json"))["links"]["comet_archive"]))
+    report = json.loads(repo.ok("report", "--base", "main", "--json", online=True))
+    d = report["comparison"]["model_diff"]
+    assert report["comparison"]["head"]["links"]["comet"].startswith(comet.url)  # Comet's view of the runs
+    assert d["status"] == "ok", d["reason"]
+    assert d["task"] == "regression" and d["flip_rate"] == 1.0
+    assert d["regression"]["mae"] == pytest.approx(
+        [abs(0.9 * 1.5 - 1) / 2 + abs(0.9 * 2.5 - 2) / 2, abs(0.95 * 1.5 - 1) / 2 + abs(0.95 * 2.5 - 2) / 2]
+    )
