@@ -183,8 +183,8 @@ def markdown(d: dict[str, Any] | None, *, html_link: str | None = None, top_rows
             "names.</sub>"
         )
     sb = d.get("sandbox") or {}
-    if sb and not sb.get("files"):
-        out.append(f"\n> ⚠️ The models ran with limits but without file confinement: {esc(sb.get('note'))}")
+    if sb and (not sb.get("files") or not sb.get("limits")) and sb.get("note"):
+        out.append(f"\n> ⚠️ The models ran less confined than they could be: {esc(sb.get('note'))}")
     if html_link:
         out.append(f"\nFull diff: [HTML report]({html_link}) (workflow artifact `mlops-ci-report`).")
     return out

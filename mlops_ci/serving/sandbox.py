@@ -72,20 +72,25 @@ def landlock_abi() -> int:
     return max(0, int(abi))
 
 
-def _limits(memory_mb: int, cpu_seconds: int, file_mb: int) -> bool:
+def _limits(memory_mb: int, cpu_seconds: int, file_mb: int) -> list[str]:
+    """The limits that could not be set (all of them where there is no `resource`)."""
     try:
         import resource
     except ImportError:  # not POSIX
-        return False
-    for which, value in (
-        (resource.RLIMIT_AS, memory_mb << 20),
-        (resource.RLIMIT_CPU, cpu_seconds),
-        (resource.RLIMIT_FSIZE, file_mb << 20),
+        return ["memory", "CPU", "file size"]
+    missing = []
+    for name, which, value in (
+        ("memory", resource.RLIMIT_AS, memory_mb << 20),
+        ("CPU", resource.RLIMIT_CPU, cpu_seconds),
+        ("file size", resource.RLIMIT_FSIZE, file_mb << 20),
     ):
-        _soft, hard = resource.getrlimit(which)
-        limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(which, (limit, hard))
-    return True
+        try:
+            _soft, hard = resource.getrlimit(which)
+            limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(which, (limit, hard))
+        except (ValueError, OSError):  # macOS refuses RLIMIT_AS below what is mapped already
+            missing.append(name)
+    return missing
 
 
 def _landlock(writable: Path, abi: int) -> tuple[bool, bool]:
@@ -123,7 +128,7 @@ def _landlock(writable: Path, abi: int) -> tuple[bool, bool]:
 def confine(writable: Path, *, memory_mb: int, cpu_seconds: int, file_mb: int = 1024) -> Confinement:
     """Confine this process for good (there is no way back). `writable` is the one directory it
     may change."""
-    limits = _limits(memory_mb, cpu_seconds, file_mb)
+    unset = _limits(memory_mb, cpu_seconds, file_mb)
     abi = landlock_abi()
     files = network = False
     why = []
@@ -136,6 +141,6 @@ def confine(writable: Path, *, memory_mb: int, cpu_seconds: int, file_mb: int = 
         why.append("this kernel has no Landlock (Linux 5.13+): the model's code can write outside its directory")
     if files and not network:
         why.append(f"Landlock ABI {abi} cannot refuse TCP (ABI 4+, Linux 6.7+)")
-    if not limits:
-        why.append("no resource limits on this OS")
-    return Confinement(files=files, network=network, limits=limits, note="; ".join(why))
+    if unset:
+        why.append(f"this OS refused the {', '.join(unset)} limit(s)")
+    return Confinement(files=files, network=network, limits=not unset, note="; ".join(why))

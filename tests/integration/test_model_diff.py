@@ -119,7 +119,7 @@ def test_the_comment_shows_flip_rate_confusion_changed_rows_and_serving_deltas(e
     assert "| class | support | precision | recall |" in section
     assert "Top changed rows (5)" in section and "| row | f0 | f1 |" in section
     assert "| single-request latency p99 (ms) |" in section and "| artifact size (MB) |" in section
-    assert "without file confinement" not in section  # this kernel has Landlock
+    assert "less confined" not in section  # this kernel has Landlock, and every limit was set
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!doctype html>") and "<script" not in page and "default-src 'none'" in page
     assert "Top changed rows" in page and "peak memory" in page

@@ -152,7 +152,7 @@ def hostile_diff() -> dict:  # type: ignore[type-arg]
         "top": {"columns": [HOSTILE], "rows": [row]},
         "slices": {"column": HOSTILE, "groups": [{"value": HOSTILE, "rows": 2, "flip_rate": 0.5, "metric": HOSTILE}]},
         "operational": {"baseline": {}, "head": {"latency_p50_ms": 1.0}},
-        "sandbox": {"files": False, "note": HOSTILE},
+        "sandbox": {"files": False, "limits": True, "note": HOSTILE},
     }
 
 
