@@ -59,7 +59,10 @@ def _num(v: Any, where: str, *, optional: bool = True) -> float | None:
         return float(v)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise _Bad(f"{where} must be a number")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:
+        raise _Bad(f"{where} is too large a number") from None
 
 
 def _scalar(v: Any, where: str) -> Any:
@@ -167,7 +170,7 @@ MAX_DIFF_ITEMS = 10_000
 
 
 def _conform(v: Any, spec: Any, where: str) -> Any:
-    """`v` checked against `spec` (above); every field may be null."""
+    """`v` checked against `spec` (above); a field may be null, an item of a list or map not."""
     if v is None:
         return None
     if spec is str:
@@ -179,13 +182,13 @@ def _conform(v: Any, spec: Any, where: str) -> Any:
     if spec == _NUM:
         return _num(v, where)
     if spec == _INT:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _Bad(f"{where} must be a whole number")
+        if isinstance(v, bool) or not isinstance(v, int) or abs(v) > 2**53:
+            raise _Bad(f"{where} must be a whole number of at most 2**53")
         return v
     if isinstance(spec, tuple) and spec and spec[0] == "map":
         if not isinstance(v, dict) or len(v) > MAX_DIFF_ITEMS:
             raise _Bad(f"{where} must be an object of at most {MAX_DIFF_ITEMS} entries")
-        return {str(_str(k, f"{where} name")): _conform(x, spec[1], f"{where}[{k!r}]") for k, x in v.items()}
+        return {str(_str(k, f"{where} name")): _item(x, spec[1], f"{where}[{k!r}]") for k, x in v.items()}
     if isinstance(spec, tuple):
         if v not in spec:
             raise _Bad(f"{where} must be one of {', '.join(spec)}")
@@ -193,9 +196,24 @@ def _conform(v: Any, spec: Any, where: str) -> Any:
     if isinstance(spec, list):
         if not isinstance(v, list) or len(v) > MAX_DIFF_ITEMS:
             raise _Bad(f"{where} must be a list of at most {MAX_DIFF_ITEMS}")
-        return [_conform(x, spec[0], f"{where}[{i}]") for i, x in enumerate(v)]
+        return [_item(x, spec[0], f"{where}[{i}]") for i, x in enumerate(v)]
     d = _obj(v, where, set(spec))
     return {k: _conform(x, spec[k], f"{where}.{k}") for k, x in d.items()}
+
+
+def _item(v: Any, spec: Any, where: str) -> Any:
+    if v is None:
+        raise _Bad(f"{where} must not be null")
+    return _conform(v, spec, where)
+
+
+def conform_model_diff(data: Any) -> dict[str, Any] | None:
+    """A model diff read back (the review's cache) if it has the shape of one, else None."""
+    try:
+        checked = _conform(data, _DIFF, "model_diff")
+    except (_Bad, OverflowError):
+        return None
+    return checked if isinstance(checked, dict) else None
 
 
 def load_report(path: Path) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any]]:
@@ -211,7 +229,7 @@ def load_report(path: Path) -> tuple[Comparison, list[RuleResult], bool, dict[st
         return _parse(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Refused(f"the report artifact is not valid JSON ({str(exc)[:100]}); refusing it") from None
-    except (_Bad, RecursionError) as exc:
+    except (_Bad, RecursionError, OverflowError) as exc:
         raise Refused(f"the report artifact is malformed: {exc}; refusing it") from None
 
 

@@ -102,7 +102,7 @@ def markdown(d: dict[str, Any] | None, *, html_link: str | None = None, top_rows
     ]
     cls, reg = d.get("classification"), d.get("regression")
     if cls:
-        keys = [esc(k) for k in cls.get("classes", [])]
+        keys = [esc(k) for k in cls.get("classes") or []]
         out += [
             "",
             "<details open><summary>Predictions: baseline (rows) × head (columns)</summary>",
@@ -110,7 +110,7 @@ def markdown(d: dict[str, Any] | None, *, html_link: str | None = None, top_rows
             "| baseline \\ head | " + " | ".join(keys) + " |",
             "|---|" + "---:|" * len(keys),
         ]
-        for k, row in zip(keys, cls.get("confusion", []), strict=False):
+        for k, row in zip(keys, cls.get("confusion") or [], strict=False):
             out.append(f"| **{k}** | " + " | ".join(_n(v) for v in row) + " |")
         out += ["", "</details>"]
         if cls.get("per_class"):
@@ -133,7 +133,7 @@ def markdown(d: dict[str, Any] | None, *, html_link: str | None = None, top_rows
         out += ["", *_histogram_mermaid(reg.get("histogram") or {})]
     top = d.get("top") or {}
     if top.get("rows") and top_rows > 0:
-        cols = [esc(c) for c in top.get("columns", [])]
+        cols = [esc(c) for c in top.get("columns") or []]
         label = any(r.get("label") is not None for r in top["rows"])
         head_cells = ["row", *cols, *(["label"] if label else []), "baseline", "head"]
         out += [
@@ -146,7 +146,7 @@ def markdown(d: dict[str, Any] | None, *, html_link: str | None = None, top_rows
         for r in top["rows"][:top_rows]:
             cells = [
                 esc(r.get("id")),
-                *(esc(v) for v in r.get("features", [])),
+                *(esc(v) for v in r.get("features") or []),
                 *([esc(r.get("label"))] if label else []),
                 esc(r.get("baseline")),
                 esc(r.get("head")),
@@ -269,12 +269,12 @@ def render_html(c: Comparison, results: Sequence[RuleResult], passed: bool, *, r
         )
         cls, reg = d.get("classification"), d.get("regression")
         if cls:
-            keys = cls.get("classes", [])
+            keys = cls.get("classes") or []
             parts.append("<h3>Baseline (rows) × head (columns)</h3>")
             parts.append(
                 _table(
                     ["baseline \\ head", *keys],
-                    [(k, *row) for k, row in zip(keys, cls.get("confusion", []), strict=False)],
+                    [(k, *row) for k, row in zip(keys, cls.get("confusion") or [], strict=False)],
                 )
             )
             if cls.get("accuracy"):
@@ -318,11 +318,11 @@ def render_html(c: Comparison, results: Sequence[RuleResult], passed: bool, *, r
             parts.append("<h3>Top changed rows</h3>")
             parts.append(
                 _table(
-                    ["row", *top.get("columns", []), "label", "baseline", "head"],
+                    ["row", *(top.get("columns") or []), "label", "baseline", "head"],
                     [
                         (
                             r.get("id"),
-                            *r.get("features", []),
+                            *(r.get("features") or []),
                             "" if r.get("label") is None else r["label"],
                             r.get("baseline"),
                             r.get("head"),

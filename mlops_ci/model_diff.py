@@ -23,6 +23,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -126,7 +127,8 @@ def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
                     continue
                 if first:
                     first = False
-                    if any(isinstance(_number(c), str) for c in row):
+                    # a header: no cell is a number (a headerless row with a text label is data)
+                    if all(isinstance(_number(c), str) for c in row) and any(c.strip() for c in row):
                         if header is None:
                             header = row
                         elif row != header:
@@ -175,6 +177,15 @@ class Side:
     entry: str | None
     python: str
     environment: dict[str, str] = field(default_factory=dict)
+
+
+# what each command's answer must hold (besides "ok")
+_ANSWERS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "load": {"seconds": (int, float), "confinement": dict},
+    "predict": {"predictions": list},
+    "latency": {"ms": list},
+    "quit": {"peak_mb": (int, float)},
+}
 
 
 class _Worker:
@@ -240,24 +251,29 @@ class _Worker:
             finally:
                 os.close(cmd_r)
                 os.close(rep_w)
-        self.deadline = time.monotonic() + cfg.timeout
+        self.used = 0.0  # seconds spent waiting for this model's answers
         self.buf = b""
 
-    def ask(self, **cmd: Any) -> dict[str, Any]:
+    def ask(self, phase: str, **cmd: Any) -> dict[str, Any]:
+        """Send one command; its answer, checked. `phase` names it in a failure ("load", "predict
+        the channel", ...). The time until the answer counts against this model's review.timeout."""
+        start = time.monotonic()
         try:
             os.write(self.cmd_w, (json.dumps(cmd) + "\n").encode())
         except BrokenPipeError:
             raise self._died() from None
         while b"\n" not in self.buf:
-            left = self.deadline - time.monotonic()
+            left = self.cfg.timeout - self.used - (time.monotonic() - start)
             if left <= 0:
                 self.kill()
                 raise ModelFailed(
                     f"the {self.side.name} model did not finish within {self.cfg.timeout:g} s (review.timeout) and "
-                    "was stopped; make it faster, or raise review.timeout"
+                    f"was stopped while it was asked to {phase}; make it faster, or raise review.timeout"
                 )
-            ready, _, _ = select.select([self.rep_r], [], [], min(left, 1.0))
+            ready, _, _ = select.select([self.rep_r], [], [], min(left, 0.5))
             if not ready:
+                if self.proc.poll() is not None:  # dead, though a child of it may hold the pipe open
+                    raise self._died()
                 continue
             chunk = os.read(self.rep_r, 1 << 20)
             if not chunk:
@@ -268,15 +284,34 @@ class _Worker:
                 raise ModelFailed(
                     f"the {self.side.name} model's predictions exceed {MAX_REPLY >> 20} MiB; lower review.max_rows"
                 )
+        self.used += time.monotonic() - start
         line, self.buf = self.buf.split(b"\n", 1)
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except (ValueError, RecursionError):
+            reply = None
+        if not isinstance(reply, dict):
+            raise self._forged(phase)
         if not reply.get("ok"):
-            what = "load" if cmd.get("op") == "load" else "predict"
             raise ModelFailed(
-                f"the {self.side.name} model failed to {what}: {_one_line(reply.get('error'))}"
+                f"the {self.side.name} model failed to {phase}: {_one_line(reply.get('error'))}"
                 f"{self._hint(str(reply.get('error')))}"
             )
+        want = _ANSWERS[cmd["op"]]
+        if any(not isinstance(reply.get(k), t) or isinstance(reply.get(k), bool) for k, t in want.items()):
+            raise self._forged(phase)
+        if cmd["op"] == "latency" and (
+            len(reply["ms"]) != cmd["n"] or not all(isinstance(v, (int, float)) and v >= 0 for v in reply["ms"])
+        ):
+            raise self._forged(phase)
         return reply
+
+    def _forged(self, phase: str) -> ModelFailed:
+        self.kill()
+        return ModelFailed(
+            f"the {self.side.name} model's process answered something that is not the diff worker's when asked to "
+            f"{phase} (its code wrote to the worker's reply pipe); its figures cannot be trusted"
+        )
 
     def _hint(self, error: str) -> str:
         if error.startswith("MemoryError"):
@@ -289,7 +324,10 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.kill()
             code = self.proc.returncode
-        how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        try:
+            how = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+        except ValueError:
+            how = f"signal {-code}"
         if code == -signal.SIGXCPU:
             how += f": over its CPU limit ({int(self.cfg.timeout) + 5} s, review.timeout)"
         elif code == -signal.SIGKILL:
@@ -336,33 +374,44 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
     rows_file = scratch / "rows.json"
     rows_file.write_text(json.dumps(table.rows))
     workers: list[_Worker] = []
+    before = _descendants()
+    _subreaper(True)  # what the models start stays below this process, however it detaches
     try:
         for side in (base, head):
             workers.append(_Worker(side, scratch / side.name, cfg))
         out: dict[str, Any] = {}
         for w in workers:
-            loaded = w.ask(op="load")
+            loaded = w.ask("load", op="load")
             out[w.side.name] = {
                 "load_s": loaded["seconds"],
                 "confinement": loaded["confinement"],
                 "artifact_mb": w.side.artifact.stat().st_size / 1e6,
             }
         for w in workers:
-            got = w.ask(op="predict", rows=str(rows_file), batch=cfg.batch_size)
+            got = w.ask("predict the channel", op="predict", rows=str(rows_file), batch=cfg.batch_size)
+            if len(got["predictions"]) != len(table.rows):
+                raise w._forged("predict the channel")
             out[w.side.name]["predictions"] = got["predictions"]
         singles: dict[str, list[float]] = {w.side.name: [] for w in workers}
         batches: dict[str, list[float]] = {w.side.name: [] for w in workers}
         n_single, n_batch = cfg.latency_requests, max(5, cfg.latency_requests // 10)
         rounds = 10
+        single = "answer single-row requests" + (
+            " (text/csv squeezes one row to 1-D, as SageMaker's container does; review.content_type: "
+            "application/json sends [[...]])"
+            if cfg.content_type == "text/csv"
+            else ""
+        )
         for w in workers:  # warm-up, not counted
-            w.ask(op="latency", rows=str(rows_file), batch=1, n=3, start=0)
+            w.ask(single, op="latency", rows=str(rows_file), batch=1, n=3, start=0)
         for r in range(rounds):
             for w in workers if r % 2 == 0 else reversed(workers):  # alternate who goes first
                 name = w.side.name
                 singles[name] += w.ask(
-                    op="latency", rows=str(rows_file), batch=1, n=max(1, n_single // rounds), start=r * 7919
+                    single, op="latency", rows=str(rows_file), batch=1, n=max(1, n_single // rounds), start=r * 7919
                 )["ms"]
                 batches[name] += w.ask(
+                    "answer batch requests",
                     op="latency",
                     rows=str(rows_file),
                     batch=min(cfg.batch_size, len(table.rows)),
@@ -371,7 +420,7 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
                 )["ms"]
         for w in workers:
             name = w.side.name
-            peak = w.ask(op="quit")["peak_mb"]
+            peak = w.ask("finish", op="quit")["peak_mb"]
             out[name].update(
                 {
                     "latency_p50_ms": _percentile(singles[name], 50),
@@ -387,6 +436,53 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
     finally:
         for w in workers:
             w.close()
+        _kill_strays(before)
+        _subreaper(False)
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _subreaper(on: bool) -> None:
+    """PR_SET_CHILD_SUBREAPER (Linux): orphans of the workers' children become ours, not init's."""
+    if sys.platform.startswith("linux"):
+        _libc().prctl(36, 1 if on else 0, 0, 0, 0)
+
+
+def _descendants() -> set[int]:
+    """The processes below this one (Linux /proc; elsewhere none are known)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            parent[int(stat.parent.name)] = int(text.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _kill_strays(before: set[int]) -> None:
+    """Kill whatever the models left running (a daemon, a fork bomb) and reap it."""
+    for _ in range(20):
+        strays = _descendants() - before
+        if not strays:
+            return
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in strays:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
 
 
 # -- comparing predictions (pure) -------------------------------------------------------------
@@ -422,6 +518,37 @@ def _argmax(v: list[Any]) -> str:
     return str(max(range(len(v)), key=lambda i: float(v[i])))
 
 
+def normalize(predictions: list[Any], side: str) -> list[Any]:
+    """Each prediction as a number, a text, or a list of at least two finite-able numbers (one
+    score per class). A one-element list is its element (a regressor's (n, 1) output, Keras'
+    Dense(1)); anything else is refused with the row it was found in."""
+    out: list[Any] = []
+    for i, v in enumerate(predictions):
+        if isinstance(v, list) and len(v) == 1:
+            v = v[0]
+        if isinstance(v, (bool, str)):
+            out.append(v)
+        elif isinstance(v, (int, float)):
+            try:
+                out.append(float(v) if isinstance(v, int) and abs(v) > 2**53 else v)
+            except OverflowError:
+                raise ModelFailed(
+                    f"the {side} model's prediction {i + 1} is too large for a number; fix its output_fn"
+                ) from None
+        elif isinstance(v, list) and v and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in v):
+            try:
+                out.append([float(s) for s in v])
+            except OverflowError:
+                raise ModelFailed(f"the {side} model's prediction {i + 1} has a score too large for a number") from None
+        else:
+            shown = json.dumps(v, default=str)[:40]
+            raise ModelFailed(
+                f"the {side} model's prediction {i + 1} is {shown}: predictions must be numbers, texts or one score "
+                'per class; make output_fn answer that (or a JSON object with such a list under "predictions")'
+            )
+    return out
+
+
 def infer_task(base: list[Any], head: list[Any], task: str) -> str:
     if task != "auto":
         return task
@@ -438,8 +565,6 @@ def infer_task(base: list[Any], head: list[Any], task: str) -> str:
 
 
 def _scalar(v: Any, side: str, i: int) -> float:
-    if isinstance(v, list) and len(v) == 1:
-        v = v[0]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ModelFailed(
             f"the {side} model's prediction {i + 1} is {str(v)[:40]!r}, not a number; set review.task: classification"
@@ -447,12 +572,28 @@ def _scalar(v: Any, side: str, i: int) -> float:
     return float(v)
 
 
+def _label_value(v: str, i: int) -> float:
+    f = _number(v)
+    if isinstance(f, str):
+        raise ModelFailed(
+            f"the label of row {i + 1} is {v[:40]!r}, not a number, but the models are compared as regressors; "
+            "set review.task: classification, or review.label_column"
+        )
+    return float(f)
+
+
+def _short(text: str) -> str:
+    """A value for display: one printable line of at most MAX_CELL characters."""
+    return _printable(text)
+
+
 def _cells(table: EvalTable, i: int) -> list[str]:
-    return [c if len(c) <= MAX_CELL else c[: MAX_CELL - 1] + "…" for c in table.raw[i][:MAX_FEATURES_SHOWN]]
+    return [_short(c) for c in table.raw[i][:MAX_FEATURES_SHOWN]]
 
 
 def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg: ReviewConfig) -> dict[str, Any]:
     """Flip rate, confusion or delta distribution, top changed rows and slices."""
+    base, head = normalize(base, "baseline"), normalize(head, "head")
     n = len(head)
     task = infer_task(base, head, cfg.task)
     out: dict[str, Any] = {"task": task, "rows": n}
@@ -471,12 +612,12 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
         confusion = [[0] * len(keys) for _ in keys]
         for i in range(n):
             confusion[index.get(b[i], len(classes))][index.get(h[i], len(classes))] += 1
-        cls: dict[str, Any] = {"classes": keys, "confusion": confusion}
+        cls: dict[str, Any] = {"classes": [_short(k) for k in keys], "confusion": confusion}
         if y is not None:
             cls["accuracy"] = [sum(b[i] == y[i] for i in range(n)) / n, sum(h[i] == y[i] for i in range(n)) / n]
             per = []
             for c in classes:
-                row: dict[str, Any] = {"class": c, "support": sum(1 for v in y if v == c)}
+                row: dict[str, Any] = {"class": _short(c), "support": sum(1 for v in y if v == c)}
                 for side, pred in (("baseline", b), ("head", h)):
                     tp = sum(1 for i in range(n) if pred[i] == c and y[i] == c)
                     predicted = sum(1 for v in pred if v == c)
@@ -524,7 +665,7 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
             counts_h, edges = np.histogram(finite, bins=20, range=(lo, hi) if hi > lo else (lo - 0.5, hi + 0.5))
             reg["delta"] = stats
             reg["histogram"] = {"edges": edges.tolist(), "counts": counts_h.tolist()}
-        yv = [_scalar(_number(v), "label", i) for i, v in enumerate(table.labels)] if table.labels is not None else None
+        yv = [_label_value(v, i) for i, v in enumerate(table.labels)] if table.labels is not None else None
         if yv is not None:
             with np.errstate(all="ignore"):
                 for values, k in ((bf, 0), (hf, 1)):
@@ -549,9 +690,9 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
             {
                 "id": table.ids[i],
                 "features": _cells(table, i),
-                "baseline": shown_b[i],
-                "head": shown_h[i],
-                "label": shown_y[i] if shown_y is not None else None,
+                "baseline": _short(shown_b[i]),
+                "head": _short(shown_h[i]),
+                "label": _short(shown_y[i]) if shown_y is not None else None,
                 "delta": delta[i] if delta is not None else None,
             }
             for i in order[: cfg.top_k]
@@ -588,7 +729,9 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
 # -- the whole diff ---------------------------------------------------------------------------
 def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | None, data_digest: str) -> dict[str, Any]:
     """The model diff, from the cache when the same two artifacts were compared on the same
-    data with the same settings (the report and the gate of one job see the same numbers)."""
+    data with the same settings (the report and the gate of one job see the same numbers).
+    `cache` must be a directory no commit can write (the caller uses one inside .git)."""
+    from .artifact import conform_model_diff
     from .config import digest
 
     key = digest(
@@ -600,16 +743,17 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
             "review": asdict(cfg),
             "entries": [base.entry, head.entry],
             "python": [base.python, head.python],
+            "environment": [base.environment, head.environment],  # serving.environment can change answers
         }
     )
     hit = cache / f"{key}.json" if cache else None
     if hit is not None and hit.is_file():
         try:
-            cached: dict[str, Any] = json.loads(hit.read_text())
-            if cached.get("schema") == SCHEMA:
+            cached = conform_model_diff(json.loads(hit.read_text()))
+            if cached is not None and cached.get("schema") == SCHEMA and cached.get("status") == "ok":
                 cached["cached"] = True
                 return cached
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass  # measured again
     result = _compute(base, head, data, cfg)
     if hit is not None and result["status"] == "ok":  # a failure is tried again (it may have been the machine)
@@ -630,9 +774,12 @@ def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str,
         table = read_eval(data, cfg)
         with tempfile.TemporaryDirectory(prefix="mlops-ci-diff-") as scratch:
             measured = measure(base, head, table, cfg, Path(scratch))
-        diff = compare_predictions(
-            measured["baseline"].pop("predictions"), measured["head"].pop("predictions"), table, cfg
-        )
+        try:
+            diff = compare_predictions(
+                measured["baseline"].pop("predictions"), measured["head"].pop("predictions"), table, cfg
+            )
+        except (TypeError, ValueError, OverflowError, ArithmeticError) as exc:  # answers normalize() let through
+            raise ModelFailed(f"the two models' predictions cannot be compared: {type(exc).__name__}: {exc}") from None
     except ModelFailed as exc:
         return failed(str(exc))
     confinement = measured["head"].pop("confinement")

@@ -921,7 +921,8 @@ class Workspace:
         except (Refused, ConfigError, NotFound) as exc:
             return md.failed(exc.message)
         self.say(f"model diff: {base.sha[:8]} vs {head.sha[:8]} on channel '{rc.eval_channel}'")
-        return md.run(sides[0], sides[1], data, rc, self.home / "diffs", data_digest)
+        # inside .git: a pull request cannot bring its own "measurement" along in a commit
+        return md.run(sides[0], sides[1], data, rc, Path(self.git.repo.git_dir) / "mlops-ci" / "diffs", data_digest)
 
     def _entry_of(self, run: Run, fallback: str) -> str:
         """The serving entry point the run was packed with: its commit's config says."""

@@ -87,7 +87,7 @@ def _limits(memory_mb: int, cpu_seconds: int, file_mb: int) -> list[str]:
         try:
             _soft, hard = resource.getrlimit(which)
             limit = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(which, (limit, hard))
+            resource.setrlimit(which, (limit, limit))  # the hard limit too: the model cannot raise it back
         except (ValueError, OSError):  # macOS refuses RLIMIT_AS below what is mapped already
             missing.append(name)
     return missing
@@ -125,6 +125,33 @@ def _landlock(writable: Path, abi: int) -> tuple[bool, bool]:
     return True, abi >= 4
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_CAPABILITY_VERSION_3 = 0x20080522
+_PR_CAPBSET_DROP = 24
+
+
+def _drop_root_powers() -> str:
+    """As root (a container job's default), drop every capability, for this process and for
+    what it executes: otherwise root may read any process's memory and environment
+    (CAP_SYS_PTRACE) and get around file permissions. "" when done, else why not."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return ""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    for cap in range(64):  # the bounding set first: an executed program cannot get them back
+        libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last capability: ignored
+    header, data = _CapHeader(_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        return "running as root, its capabilities could not be dropped: " + os.strerror(ctypes.get_errno())
+    return ""
+
+
 def confine(writable: Path, *, memory_mb: int, cpu_seconds: int, file_mb: int = 1024) -> Confinement:
     """Confine this process for good (there is no way back). `writable` is the one directory it
     may change."""
@@ -143,4 +170,6 @@ def confine(writable: Path, *, memory_mb: int, cpu_seconds: int, file_mb: int = 
         why.append(f"Landlock ABI {abi} cannot refuse TCP (ABI 4+, Linux 6.7+)")
     if unset:
         why.append(f"this OS refused the {', '.join(unset)} limit(s)")
+    if root := _drop_root_powers():
+        why.append(root)
     return Confinement(files=files, network=network, limits=not unset, note="; ".join(why))

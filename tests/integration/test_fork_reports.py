@@ -94,6 +94,9 @@ def test_a_forged_model_diff_is_rendered_inert(pr: Project, fake: FakeGitHub, ar
             "comparison.model_diff.classification.confusion[0][0] must be a whole number",
         ),
         (lambda d: d["comparison"].update(model_diff={"evil": 1}), "comparison.model_diff has unexpected field"),
+        (lambda d: d["comparison"].update(model_diff={"top": {"rows": [None]}}), "top.rows[0] must not be null"),
+        (lambda d: d["comparison"].update(model_diff={"flip_rate": 10**400}), "flip_rate is too large a number"),
+        (lambda d: d["comparison"].update(model_diff={"rows": 10**30}), "rows must be a whole number of at most"),
         (
             lambda d: d["comparison"].update(model_diff={"metrics": {"flip_rate": "0"}}),
             "comparison.model_diff.metrics['flip_rate'] must be a number",
