@@ -884,6 +884,13 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
                     raise r.fail(kp, "must be >= 0")
                 from .model_diff import goal_of  # the diff's quantities know their direction
 
+                if metric.split("@", 1)[0] == "flip_rate":
+                    raise r.fail(
+                        kp,
+                        f"'{metric}' already compares the head's model with the baseline's (the baseline has "
+                        "none of its own): use max",
+                    )
+
                 if metric not in metrics and goal_of(metric) is None:
                     raise r.fail(
                         kp,
@@ -919,7 +926,7 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
 
     def positive(key: str, value: float, *, lo: float, hi: float) -> float:
         if not lo <= value <= hi:
-            raise r.fail(("review", key), f"must be between {lo:g} and {hi:g}")
+            raise r.fail(("review", key), f"must be between {lo:.15g} and {hi:.15g}")
         return value
 
     excl = tuple(
@@ -951,7 +958,11 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
             "tolerance", r.number(m.get("tolerance", d.tolerance), ("review", "tolerance")), lo=0, hi=1e300
         ),
         timeout=positive("timeout", r.number(m.get("timeout", d.timeout), ("review", "timeout")), lo=1, hi=86400),
-        memory_mb=r.integer(m.get("memory_mb", d.memory_mb), ("review", "memory_mb"), minimum=64),
+        memory_mb=int(
+            positive(
+                "memory_mb", r.integer(m.get("memory_mb", d.memory_mb), ("review", "memory_mb")), lo=64, hi=1 << 20
+            )
+        ),
         latency_requests=r.integer(
             m.get("latency_requests", d.latency_requests), ("review", "latency_requests"), minimum=10
         ),

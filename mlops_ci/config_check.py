@@ -118,10 +118,15 @@ def _metric_names(c: _Checker) -> None:
     goals = list(c.cfg.metrics)
     known = sorted(set(defined) | set(goals))
     said: set[str] = set()
+    from .model_diff import is_diff_metric
+
     for i, rule in enumerate(_rules_in_file(c)):
         if rule in known or rule in said:
             continue
         said.add(rule)
+        if isinstance(rule, str) and is_diff_metric(rule):
+            _diff_rule(c, i, rule)
+            continue
         c.add(
             "warning",
             ("gate", "rules", i, "metric"),
@@ -135,6 +140,28 @@ def _metric_names(c: _Checker) -> None:
                 ("metrics", name),
                 f"'{name}' is not a metric of training.metric_definitions{_close(name, defined)}; unless the script "
                 "writes it to metrics.json, this goal is never used",
+            )
+
+
+def _diff_rule(c: _Checker, i: int, rule: str) -> None:
+    """A rule on a model-diff quantity: it has a value only when the review makes a diff."""
+    where = ("gate", "rules", i, "metric")
+    if not c.cfg.review.model_diff:
+        c.add(
+            "warning",
+            where,
+            f"'{rule}' comes from the model diff, and review.model_diff is false: this rule fails every run",
+        )
+        return
+    if "@" in rule:
+        column = rule.split("@", 1)[1].split("=", 1)[0]
+        if column != c.cfg.review.slice_column:
+            have = f"'{c.cfg.review.slice_column}'" if c.cfg.review.slice_column else "not set"
+            c.add(
+                "warning",
+                where,
+                f"'{rule}' names the slice column '{column}', but review.slice_column is "
+                f"{have}: this rule fails every run",
             )
 
 

@@ -871,12 +871,35 @@ class Workspace:
             goals = {**{r.metric: g for r in policy.gate.rules if (g := goal_of(r.metric))}, **policy.metrics}
         comparison = dataclasses.replace(comparison, model_diff=diff)
         outcome = gate_mod.evaluate(policy.gate, metrics, base_metrics, choice.state, goals)
+        if diff is not None and diff["status"] != "ok":
+            outcome = self._without_diff(outcome, metrics, diff, choice.state, policy)
         if policy is not self.cfg and policy.gate_digest() != self.cfg.gate_digest():
             self.warn(
                 f"the gate rules in your work tree differ from the ones committed at {source}; the committed "
                 "ones decide (commit your change for it to apply)"
             )
         return Review(comparison, outcome, head, choice, policy, source, diff)
+
+    @staticmethod
+    def _without_diff(
+        outcome: gate_mod.GateOutcome, metrics: dict[str, float], diff: dict[str, Any], state: str, policy: Config
+    ) -> gate_mod.GateOutcome:
+        """Rules on model-diff quantities when there is no diff: skipped like a relative rule when no
+        earlier run exists at all, else failed with the reason the diff gives (never passed)."""
+        from .model_diff import is_diff_metric
+
+        results = []
+        for r in outcome.results:
+            if is_diff_metric(r.metric) and r.metric not in metrics:
+                if state == gate_mod.BASELINE_NONE and not policy.gate.require_baseline:
+                    r = dataclasses.replace(
+                        r, passed=True, skipped=True, reason="no earlier run exists to diff against; rule skipped"
+                    )
+                else:
+                    r = dataclasses.replace(r, passed=False, reason=f"no model diff: {diff['reason']}")
+            results.append(r)
+        passed = all(r.passed or r.severity == "warn" for r in results)
+        return gate_mod.GateOutcome(passed=passed, results=tuple(results))
 
     def model_diff(self, policy: Config, head: Run, base: Run | None) -> dict[str, Any]:
         """The model diff of `head` against `base` (model_diff.py), or why there is none. Never

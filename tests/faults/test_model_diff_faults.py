@@ -48,7 +48,7 @@ def _review(project: Project) -> tuple[str, str]:
     code, out, err = project.cli("gate", "--base", "main", "--json")
     assert code == 1, err
     flip = next(r for r in json.loads(out)["results"] if r["metric"] == "flip_rate")
-    assert flip["passed"] is False and "missing" in flip["reason"]  # fails closed
+    assert flip["passed"] is False and flip["reason"] == f"no model diff: {diff['reason']}"  # fails closed
     return diff["reason"], md
 
 
@@ -155,3 +155,48 @@ def test_a_model_that_crashes_its_process_is_named_and_its_output_stays_inert(pr
     assert "its last output: \\#\\#\\[error\\]forged too \\| &lt;b&gt;x&lt;/b&gt;" in md  # escaped in the comment
     assert not any(line.startswith(("::", "##[")) for line in md.splitlines())
     assert _workers_left() == []
+
+
+def test_a_model_that_forges_the_workers_answers_is_refused(project: Project):
+    _setup(project, """
+        _model_fn = model_fn
+
+        def model_fn(model_dir):
+            import os, sys
+            fd = int(sys.argv[sys.argv.index("--reply-fd") + 1])
+            os.write(fd, b'{"ok": true, "seconds": 0.0}\\n')  # a "load" answer without its confinement
+            return _model_fn(model_dir)
+        """)  # fmt: skip
+    reason, _ = _review(project)
+    assert reason.startswith("the head model's process answered something that is not the diff worker's when asked")
+    assert "its figures cannot be trusted" in reason
+
+
+def test_what_a_model_leaves_running_is_killed(project: Project, tmp_path: Path):
+    pidfile = tmp_path / "daemon.pid"
+    _setup(project, f"""
+        _model_fn = model_fn
+
+        def model_fn(model_dir):
+            import subprocess, sys
+            # a daemon in a session of its own: out of the worker's process group
+            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+                                    start_new_session=True)
+            open({str(pidfile)!r}, "w").write(str(proc.pid))
+            return _model_fn(model_dir)
+        """)  # fmt: skip
+    code, out, err = project.cli("report", "--base", "main", "--json")
+    assert code == 0, err
+    # the daemon's pid file is outside the sandbox: Landlock refused it, or the daemon is gone
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    assert _workers_left() == []
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(" -c import time; time.sleep(300) ")]
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -220,3 +220,29 @@ def test_the_same_model_passes_a_latency_rule(project: Project):
     assert code == 0, err
     results = {r["metric"]: r for r in json.loads(out)["results"]}
     assert results["flip_rate"]["value"] == 0 and results["latency_p50_ms"]["passed"]
+
+
+def test_without_an_earlier_run_a_diff_rule_is_skipped_unless_a_baseline_is_required(project: Project):
+    rule = "    - metric: flip_rate\n      max: 0.1\n"
+    _fast(project, rules=rule)
+    project.commit("first run of the project")
+    project.ok("train")
+    code, out, err = project.cli("gate", "--json")
+    flip = next(r for r in json.loads(out)["results"] if r["metric"] == "flip_rate")
+    assert code == 0 and flip["skipped"] is True and "no earlier run exists" in flip["reason"], err
+    text = (project.path / "mlops-ci.yaml").read_text().replace("gate:\n", "gate:\n  require_baseline: true\n")
+    (project.path / "mlops-ci.yaml").write_text(text)
+    project.git("commit", "-q", "--amend", "-am", "first run, a baseline required")  # still no earlier run
+    project.ok("train")
+    code, out, _ = project.cli("gate", "--json")
+    flip = next(r for r in json.loads(out)["results"] if r["metric"] == "flip_rate")
+    assert code == 1 and flip["reason"] == "no model diff: no baseline run to compare predictions with"
+
+
+def test_config_check_knows_the_diff_quantities(project: Project):
+    rules = "    - metric: flip_rate\n      max: 0.1\n    - metric: accuracy@segment=a\n      min: 0.5\n"
+    _fast(project, rules=rules)
+    code, out, err = project.cli("config", "check")
+    said = out + err
+    assert "'flip_rate'" not in said  # a diff quantity, not a typo
+    assert "'accuracy@segment=a' names the slice column 'segment', but review.slice_column is 'region'" in said

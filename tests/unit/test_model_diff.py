@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def test_classes_from_text_labels_and_from_scores_per_class():
     assert d["metrics"]["flip_rate@country=de"] == 0.5
     scores = compare_predictions([[0.9, 0.1], [0.2, 0.8]], [[0.4, 0.6], [0.1, 0.9]], table(2), ReviewConfig())
     assert scores["task"] == "classification" and scores["changed"] == 1 and scores["top"]["rows"][0]["head"] == "1"
+
+
+def test_one_element_outputs_are_scalars_and_other_shapes_are_refused():
+    # a regressor answering shape (n, 1), as Keras' Dense(1) does
+    d = compare_predictions([[1.5], [2.5]], [[150.5], [2.5]], table(2), ReviewConfig())
+    assert d["task"] == "regression" and d["changed"] == 1 and d["flip_rate"] == 0.5
+    for bad, shown in (({"p": 1}, '{"p": 1}'), ([], "[]"), (["a", "b"], '["a", "b"]')):
+        with pytest.raises(ModelFailed, match="the head model's prediction 2 is " + re.escape(shown)):
+            compare_predictions([1, 2], [1, bad], table(2), ReviewConfig())
+    with pytest.raises(ModelFailed, match="prediction 1 is too large"):
+        compare_predictions([1], [10**400], table(1), ReviewConfig())
 
 
 def test_labels_1_and_1_0_and_text_1_000000_are_one_class():
@@ -176,7 +188,9 @@ def test_a_diff_that_could_not_run_says_why_in_one_line():
     [
         ("review: {task: guess}\n", "'guess' is not allowed"),
         ("review: {timeout: 0}\n", "review.timeout: must be between 1 and 86400"),
-        ("review: {memory_mb: 10}\n", "expected a whole number >= 64"),
+        ("review: {memory_mb: 10}\n", "review.memory_mb: must be between 64 and 1048576"),
+        ("review: {memory_mb: 99999999999999}\n", "review.memory_mb: must be between 64 and 1048576"),
+        ("gate:\n  rules:\n    - {metric: flip_rate, max_regression: 1%}\n", "already compares the head's model"),
         ("review: {model_diffs: false}\n", "did you mean 'model_diff'"),
         ("review: {content_type: application/x-npy}\n", "allowed: application/json, text/csv"),
         ('review: {slice_column: "a\\nb"}\n', "line breaks or control characters"),
