@@ -52,15 +52,12 @@ def _review(project: Project) -> tuple[str, str]:
     return diff["reason"], md
 
 
-def _workers_left() -> list[str]:
-    left = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if b"mlops_ci.serving.diff_worker" in (entry / "cmdline").read_bytes():
-                left.append(entry.name)
-        except OSError:
-            continue
-    return left
+def _workers_left() -> list[int]:
+    """Diff workers still running below this test's process (other test runs on the machine
+    have their own)."""
+    from mlops_ci.model_diff import _descendants
+
+    return [pid for pid in _descendants() if "mlops_ci.serving.diff_worker" in _cmdline(Path(f"/proc/{pid}"))]
 
 
 def test_a_model_that_never_answers_is_stopped_at_the_timeout(project: Project):
@@ -174,25 +171,26 @@ def test_a_model_that_forges_the_workers_answers_is_refused(project: Project):
 
 def test_what_a_model_leaves_running_is_killed(project: Project, tmp_path: Path):
     pidfile = tmp_path / "daemon.pid"
+    daemon = f"import time; time.sleep(300)  # {tmp_path}"  # this test's own, among any other runs
     _setup(project, f"""
         _model_fn = model_fn
 
         def model_fn(model_dir):
             import subprocess, sys
             # a daemon in a session of its own: out of the worker's process group
-            proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+            proc = subprocess.Popen([sys.executable, "-c", {daemon!r}],
                                     start_new_session=True)
             open({str(pidfile)!r}, "w").write(str(proc.pid))
             return _model_fn(model_dir)
         """)  # fmt: skip
-    code, out, err = project.cli("report", "--base", "main", "--json")
+    code, _, err = project.cli("report", "--base", "main", "--json")
     assert code == 0, err
     # the daemon's pid file is outside the sandbox: Landlock refused it, or the daemon is gone
     if pidfile.exists():
         pid = int(pidfile.read_text())
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     assert _workers_left() == []
-    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(" -c import time; time.sleep(300) ")]
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(f" -c {daemon} ")]
 
 
 def _cmdline(proc: Path) -> str:

@@ -242,7 +242,7 @@ def test_without_an_earlier_run_a_diff_rule_is_skipped_unless_a_baseline_is_requ
 def test_config_check_knows_the_diff_quantities(project: Project):
     rules = "    - metric: flip_rate\n      max: 0.1\n    - metric: accuracy@segment=a\n      min: 0.5\n"
     _fast(project, rules=rules)
-    code, out, err = project.cli("config", "check")
+    _, out, err = project.cli("config", "check")
     said = out + err
     assert "'flip_rate'" not in said  # a diff quantity, not a typo
     assert "'accuracy@segment=a' names the slice column 'segment', but review.slice_column is 'region'" in said
