@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -172,18 +172,27 @@ def _fast(project: Project, **kw: object) -> None:
     (project.path / "mlops-ci.yaml").write_text(text)
 
 
+def _main_and_branch(project: Project, rules: str, change: Callable[[], None]) -> None:
+    """main trained with `rules`; then a branch with `change` made, trained too."""
+    _fast(project, rules=rules)
+    project.commit("data")
+    project.ok("train")
+    project.git("checkout", "-q", "-b", "change")
+    change()
+    project.commit("the change")
+    project.ok("train")
+
+
 def test_a_regressor_diff_has_deltas_slices_and_a_latency_rule_that_fails_when_it_should(project: Project):
     import numpy as np
 
     rule = "    - metric: latency_p50_ms\n      max_regression: 50%\n"
-    _fast(project, rules=rule)
-    project.commit("data")
-    project.ok("train")
-    project.git("checkout", "-q", "-b", "slow")
-    (project.path / "inference.py").write_text(SLOW_INFERENCE)
-    _fast(project, scale=1.5, rules=rule)
-    project.commit("slower and bigger")
-    project.ok("train")
+
+    def slower_and_bigger() -> None:
+        (project.path / "inference.py").write_text(SLOW_INFERENCE)
+        _fast(project, scale=1.5, rules=rule)
+
+    _main_and_branch(project, rule, slower_and_bigger)
     code, out, err = project.cli("gate", "--base", "main", "--json")
     verdict = json.loads(out)
     lat = next(r for r in verdict["results"] if r["metric"] == "latency_p50_ms")
@@ -209,13 +218,7 @@ def test_a_regressor_diff_has_deltas_slices_and_a_latency_rule_that_fails_when_i
 
 def test_the_same_model_passes_a_latency_rule(project: Project):
     rule = "    - metric: latency_p50_ms\n      max_regression: 300%\n    - metric: flip_rate\n      max: 0\n"
-    _fast(project, rules=rule)
-    project.commit("data")
-    project.ok("train")
-    project.git("checkout", "-q", "-b", "docs")
-    (project.path / "README.md").write_text("docs only\n")
-    project.commit("docs")
-    project.ok("train")
+    _main_and_branch(project, rule, lambda: (project.path / "README.md").write_text("docs only\n"))
     code, out, err = project.cli("gate", "--base", "main", "--json")
     assert code == 0, err
     results = {r["metric"]: r for r in json.loads(out)["results"]}
