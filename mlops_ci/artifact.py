@@ -151,6 +151,7 @@ _DIFF: dict[str, Any] = {
     },
     "slices": {
         "column": str,
+        "values": _INT,
         "groups": [{"value": str, "rows": _INT, "flip_rate": _NUM, "metric": str, "baseline": _NUM, "head": _NUM}],
     },
     "metrics": _FIG,

@@ -112,21 +112,21 @@ def _paths(c: _Checker) -> None:
 
 
 def _metric_names(c: _Checker) -> None:
+    from .model_diff import is_diff_metric
+
+    for i, rule in enumerate(_rules_in_file(c)):
+        if isinstance(rule, str) and is_diff_metric(rule):
+            _diff_rule(c, i, rule)
     defined = [d.name for d in c.cfg.training.metric_definitions]
     if not defined:
         return  # every metric comes from the script's metrics.json: nothing to check against
     goals = list(c.cfg.metrics)
     known = sorted(set(defined) | set(goals))
     said: set[str] = set()
-    from .model_diff import is_diff_metric
-
     for i, rule in enumerate(_rules_in_file(c)):
-        if rule in known or rule in said:
+        if rule in known or rule in said or (isinstance(rule, str) and is_diff_metric(rule)):
             continue
         said.add(rule)
-        if isinstance(rule, str) and is_diff_metric(rule):
-            _diff_rule(c, i, rule)
-            continue
         c.add(
             "warning",
             ("gate", "rules", i, "metric"),
@@ -146,12 +146,16 @@ def _metric_names(c: _Checker) -> None:
 def _diff_rule(c: _Checker, i: int, rule: str) -> None:
     """A rule on a model-diff quantity: it has a value only when the review makes a diff."""
     where = ("gate", "rules", i, "metric")
-    if not c.cfg.review.model_diff:
-        c.add(
-            "warning",
-            where,
-            f"'{rule}' comes from the model diff, and review.model_diff is false: this rule fails every run",
-        )
+    review = c.cfg.review
+    why = None
+    if not review.model_diff:
+        why = "review.model_diff is false"
+    elif not c.cfg.serving.entry_point:
+        why = "serving.entry_point is not set (the diff loads the models through it)"
+    elif review.eval_channel not in c.cfg.training.channels:
+        why = f"review.eval_channel '{review.eval_channel}' is not one of training.channels"
+    if why:
+        c.add("warning", where, f"'{rule}' comes from the model diff, and {why}: this rule fails every run")
         return
     if "@" in rule:
         column = rule.split("@", 1)[1].split("=", 1)[0]

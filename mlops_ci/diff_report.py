@@ -201,6 +201,10 @@ def _h(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
+def _yes(x: Any) -> str:
+    return "yes" if x is True else "no" if x is False else "unknown"
+
+
 def _f(x: Any) -> str:
     """A figure for HTML (escaped by _table)."""
     return fmt(x) if _is_num(x) else ("—" if x is None else str(x))
@@ -371,7 +375,8 @@ def render_html(c: Comparison, results: Sequence[RuleResult], passed: bool, *, r
         sb = d.get("sandbox") or {}
         parts.append(
             f"<p>Sandbox: timeout {_h(sb.get('timeout_s'))} s, memory {_h(sb.get('memory_mb'))} MiB, "
-            f"files confined: {_h(sb.get('files'))}, network confined: {_h(sb.get('network'))}. "
+            f"files confined: {_h(_yes(sb.get('files')))}, network confined: {_h(_yes(sb.get('network')))}, "
+            f"limits set: {_h(_yes(sb.get('limits')))}. "
             f"{_h(sb.get('note', ''))}</p>"
         )
     title = _h(f"mlops-ci {c.project} {c.head.sha[:8]}")

@@ -25,7 +25,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +47,8 @@ OPERATIONAL: dict[str, tuple[str, str]] = {
     "peak_memory_mb": ("peak memory", "MB"),
 }
 MAX_CLASSES = 20  # the confusion table's size; rarer classes are counted as "(other)"
-MAX_SLICES = 20
+MAX_SLICES = 20  # rows of the slice table
+MAX_SLICE_METRICS = 1000  # slice values that get gate quantities (the largest ones)
 MAX_FEATURES_SHOWN = 8
 MAX_CELL = 40
 MAX_REPLY = 512 << 20
@@ -112,6 +115,15 @@ def _column(spec: str | None, header: list[str] | None, width: int, key: str) ->
 
 
 def read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
+    try:
+        return _read_eval(directory, cfg)
+    except csv.Error as exc:
+        raise ModelFailed(f"the evaluation data is not CSV the review can read ({exc}); fix the file") from None
+    except UnicodeError as exc:
+        raise ModelFailed(f"the evaluation data cannot be read: {exc}") from None
+
+
+def _read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
     files = sorted(p for p in directory.rglob("*.csv") if p.is_file()) if directory.is_dir() else [directory]
     if not files or not files[0].is_file():
         raise ModelFailed(f"the evaluation channel '{cfg.eval_channel}' has no .csv file; set review.eval_channel")
@@ -189,7 +201,7 @@ _ANSWERS: dict[str, dict[str, type | tuple[type, ...]]] = {
 
 
 class _Worker:
-    def __init__(self, side: Side, home: Path, cfg: ReviewConfig):
+    def __init__(self, side: Side, home: Path, cfg: ReviewConfig, token: str):
         self.side, self.home, self.cfg = side, home, cfg
         home.mkdir(parents=True)
         self.log = home / "model.log"
@@ -207,6 +219,7 @@ class _Worker:
                 "OMP_NUM_THREADS": "1",
                 "OPENBLAS_NUM_THREADS": "1",
                 "MKL_NUM_THREADS": "1",
+                _MARK: token,
             }
         )
         argv = [
@@ -252,7 +265,7 @@ class _Worker:
                 os.close(cmd_r)
                 os.close(rep_w)
         self.used = 0.0  # seconds spent waiting for this model's answers
-        self.buf = b""
+        self.buf = bytearray()
 
     def ask(self, phase: str, **cmd: Any) -> dict[str, Any]:
         """Send one command; its answer, checked. `phase` names it in a failure ("load", "predict
@@ -262,7 +275,9 @@ class _Worker:
             os.write(self.cmd_w, (json.dumps(cmd) + "\n").encode())
         except BrokenPipeError:
             raise self._died() from None
-        while b"\n" not in self.buf:
+        searched = 0
+        while (end := self.buf.find(b"\n", searched)) < 0:
+            searched = len(self.buf)
             left = self.cfg.timeout - self.used - (time.monotonic() - start)
             if left <= 0:
                 self.kill()
@@ -278,14 +293,15 @@ class _Worker:
             chunk = os.read(self.rep_r, 1 << 20)
             if not chunk:
                 raise self._died()
-            self.buf += chunk
+            self.buf += chunk  # a bytearray: appending does not copy what came before
             if len(self.buf) > MAX_REPLY:
                 self.kill()
                 raise ModelFailed(
                     f"the {self.side.name} model's predictions exceed {MAX_REPLY >> 20} MiB; lower review.max_rows"
                 )
         self.used += time.monotonic() - start
-        line, self.buf = self.buf.split(b"\n", 1)
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 1]
         try:
             reply = json.loads(line)
         except (ValueError, RecursionError):
@@ -300,10 +316,20 @@ class _Worker:
         want = _ANSWERS[cmd["op"]]
         if any(not isinstance(reply.get(k), t) or isinstance(reply.get(k), bool) for k, t in want.items()):
             raise self._forged(phase)
-        if cmd["op"] == "latency" and (
-            len(reply["ms"]) != cmd["n"] or not all(isinstance(v, (int, float)) and v >= 0 for v in reply["ms"])
-        ):
+        figures = [reply[k] for k in want if want[k] == (int, float)] + (reply["ms"] if cmd["op"] == "latency" else [])
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e12 for v in figures):
+            raise self._forged(phase)  # NaN fails 0 <= v
+        if cmd["op"] == "latency" and len(reply["ms"]) != cmd["n"]:
             raise self._forged(phase)
+        if cmd["op"] == "load":
+            c = reply["confinement"]
+            if (
+                set(c) != {"files", "network", "limits", "note"}
+                or not all(isinstance(c[k], bool) for k in ("files", "network", "limits"))
+                or not isinstance(c["note"], str)
+            ):
+                raise self._forged(phase)
+            reply["confinement"] = {**c, "note": _one_line(c["note"])}
         return reply
 
     def _forged(self, phase: str) -> ModelFailed:
@@ -375,10 +401,11 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
     rows_file.write_text(json.dumps(table.rows))
     workers: list[_Worker] = []
     before = _descendants()
+    token = uuid.uuid4().hex
     _subreaper(True)  # what the models start stays below this process, however it detaches
     try:
         for side in (base, head):
-            workers.append(_Worker(side, scratch / side.name, cfg))
+            workers.append(_Worker(side, scratch / side.name, cfg, token))
         out: dict[str, Any] = {}
         for w in workers:
             loaded = w.ask("load", op="load")
@@ -434,10 +461,12 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
             )
         return out
     finally:
+        left = _kill_strays(before, token, {w.proc.pid for w in workers})
         for w in workers:
             w.close()
-        _kill_strays(before)
         _subreaper(False)
+        if left:
+            print(f"mlops-ci: warning: {left} process(es) the models started could not be stopped", file=sys.stderr)
 
 
 def _libc() -> Any:
@@ -447,14 +476,24 @@ def _libc() -> Any:
     return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
+_MARK = "MLOPS_CI_DIFF_RUN"  # in every worker's environment, so its detached descendants are known
+_reaper_lock = threading.Lock()
+_reapers = [0]  # diffs running in this process
+
+
 def _subreaper(on: bool) -> None:
-    """PR_SET_CHILD_SUBREAPER (Linux): orphans of the workers' children become ours, not init's."""
-    if sys.platform.startswith("linux"):
-        _libc().prctl(36, 1 if on else 0, 0, 0, 0)
+    """PR_SET_CHILD_SUBREAPER (Linux): orphans of the workers' children become ours, not init's.
+    Counted, so that two diffs in one process (threads) do not switch it off under each other."""
+    if not sys.platform.startswith("linux"):
+        return
+    with _reaper_lock:
+        _reapers[0] += 1 if on else -1
+        if (on and _reapers[0] == 1) or (not on and _reapers[0] == 0):
+            _libc().prctl(36, 1 if on else 0, 0, 0, 0)
 
 
-def _descendants() -> set[int]:
-    """The processes below this one (Linux /proc; elsewhere none are known)."""
+def _tree() -> dict[int, int]:
+    """pid → parent pid of every process (Linux /proc; elsewhere none are known)."""
     parent: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -462,6 +501,12 @@ def _descendants() -> set[int]:
             parent[int(stat.parent.name)] = int(text.rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
+    return parent
+
+
+def _descendants(parent: dict[int, int] | None = None) -> set[int]:
+    """The processes below this one."""
+    parent = _tree() if parent is None else parent
     found: set[int] = set()
     frontier = {os.getpid()}
     while frontier:
@@ -470,19 +515,54 @@ def _descendants() -> set[int]:
     return found
 
 
-def _kill_strays(before: set[int]) -> None:
-    """Kill whatever the models left running (a daemon, a fork bomb) and reap it."""
-    for _ in range(20):
-        strays = _descendants() - before
-        if not strays:
-            return
-        for pid in strays:
+def _strays(before: set[int], token: str, roots: set[int]) -> set[int]:
+    """The processes below this one that the workers started: below a worker, or reparented to
+    this process (the subreaper) and carrying the workers' token. Another thread's processes
+    are neither."""
+    parent, me, out = _tree(), os.getpid(), set()
+    for pid in _descendants(parent) - before:
+        p = pid
+        while p in parent and p != me and p not in roots:
+            p = parent[p]
+        if p in roots:
+            out.add(pid)
+            continue
+        with contextlib.suppress(OSError):
+            if f"{_MARK}={token}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                out.add(pid)
+    return out
+
+
+def _kill_strays(before: set[int], token: str, roots: set[int]) -> int:
+    """Stop everything the workers started (SIGSTOP until no new process appears: a fork bomb
+    cannot outrun it), then kill it and reap what became ours. The workers themselves are left
+    to their Popen. How many could not be killed within 30 s."""
+    deadline = time.monotonic() + 30
+    frozen: set[int] = set()
+    while time.monotonic() < deadline:
+        new = _strays(before, token, roots) - frozen
+        if not new:
+            break
+        for pid in new:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in strays:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
+                os.kill(pid, signal.SIGSTOP)
+        frozen |= new
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    left = frozen - roots
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours to reap: gone once its parent (a stray too) is
+                done = pid if not Path(f"/proc/{pid}").exists() else 0
+            if done:
+                left.discard(pid)
+        left &= _strays(before, token, roots) | {p for p in left if Path(f"/proc/{p}").exists()}
+        if left:
+            time.sleep(0.02)
+    return len(left)
 
 
 # -- comparing predictions (pure) -------------------------------------------------------------
@@ -524,7 +604,7 @@ def normalize(predictions: list[Any], side: str) -> list[Any]:
     Dense(1)); anything else is refused with the row it was found in."""
     out: list[Any] = []
     for i, v in enumerate(predictions):
-        if isinstance(v, list) and len(v) == 1:
+        while isinstance(v, list) and len(v) == 1:
             v = v[0]
         if isinstance(v, (bool, str)):
             out.append(v)
@@ -703,24 +783,28 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
         for i, v in enumerate(table.slices):
             groups.setdefault(v, []).append(i)
         ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-        if len(ranked) > MAX_SLICES:
-            rest = [i for _, idx in ranked[MAX_SLICES - 1 :] for i in idx]
-            ranked = [*ranked[: MAX_SLICES - 1], ("(other)", rest)]
-        slices = []
         pred_b = b if task == "classification" else bf
         pred_h = h if task == "classification" else hf
-        for value, idx in ranked:
+
+        def group(value: str, idx: list[int]) -> dict[str, Any]:
             g: dict[str, Any] = {"value": value, "rows": len(idx), "flip_rate": sum(changed[i] for i in idx) / len(idx)}
-            key = f"{cfg.slice_column}={value}"
-            metrics[f"flip_rate@{key}"] = g["flip_rate"]
             if correct is not None:
                 g["metric"] = metric_name
                 g["baseline"] = sum(correct(pred_b, i) for i in idx) / len(idx)
                 g["head"] = sum(correct(pred_h, i) for i in idx) / len(idx)
+            return g
+
+        # gate quantities for the MAX_SLICE_METRICS largest values; the table shows the largest ones
+        for value, idx in ranked[:MAX_SLICE_METRICS]:
+            g, key = group(value, idx), f"{cfg.slice_column}={value}"
+            metrics[f"flip_rate@{key}"] = g["flip_rate"]
+            if "metric" in g:
                 metrics[f"{metric_name}@{key}"] = g["head"]
                 base_metrics[f"{metric_name}@{key}"] = g["baseline"]
-            slices.append(g)
-        out["slices"] = {"column": cfg.slice_column, "groups": slices}
+        shown = ranked
+        if len(ranked) > MAX_SLICES:
+            shown = [*ranked[: MAX_SLICES - 1], ("(other)", [i for _, idx in ranked[MAX_SLICES - 1 :] for i in idx])]
+        out["slices"] = {"column": cfg.slice_column, "values": len(ranked), "groups": [group(v, i) for v, i in shown]}
     out["metrics"] = metrics
     out["baseline_metrics"] = base_metrics
     return out
@@ -757,10 +841,14 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
             pass  # measured again
     result = _compute(base, head, data, cfg)
     if hit is not None and result["status"] == "ok":  # a failure is tried again (it may have been the machine)
-        hit.parent.mkdir(parents=True, exist_ok=True)
         tmp = hit.with_name(f".{hit.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(result, default=str))
-        os.replace(tmp, hit)
+        try:
+            hit.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(result, default=str))
+            os.replace(tmp, hit)
+        except OSError:  # not kept: the gate measures again
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return result
 
 
@@ -802,9 +890,9 @@ def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str,
         **diff,
         "operational": {"baseline": measured["baseline"], "head": measured["head"]},
         "sandbox": {
+            **confinement,  # checked in ask(): files, network, limits, note
             "timeout_s": cfg.timeout,
             "memory_mb": cfg.memory_mb,
-            **confinement,
             "python": Path(head.python).name,
         },
         "seconds": time.monotonic() - t0,

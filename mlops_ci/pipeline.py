@@ -30,7 +30,7 @@ from ._files import LinkOutside, files_under, pack_deterministic, sha256_file, s
 from .backends import Store, TrainingSpec, owner_label, run_url
 from .config import Config, SageMakerTraining, is_shared_store
 from .context import Git, GitContext, load_context
-from .errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
+from .errors import Busy, ConfigError, GitError, MlopsCiError, NotFound, Refused, TrainingFailed, UsageError
 from .records import Comparison, ModelVersion, Run, Verdict
 
 
@@ -941,8 +941,10 @@ class Workspace:
                         dict(policy.serving.environment),
                     )
                 )
-        except (Refused, ConfigError, NotFound) as exc:
+        except MlopsCiError as exc:  # a missing artifact, the S3 channel out of reach: the section says so
             return md.failed(exc.message)
+        except OSError as exc:
+            return md.failed(f"cannot read the evaluation channel '{rc.eval_channel}': {exc}")
         self.say(f"model diff: {base.sha[:8]} vs {head.sha[:8]} on channel '{rc.eval_channel}'")
         # inside .git: a pull request cannot bring its own "measurement" along in a commit
         return md.run(sides[0], sides[1], data, rc, Path(self.git.repo.git_dir) / "mlops-ci" / "diffs", data_digest)

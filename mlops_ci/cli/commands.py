@@ -446,12 +446,11 @@ def report(
     else:
         out(text.rstrip("\n"))
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        _write(output, text, "--output")
     if html:
         from ..diff_report import render_html
 
-        page = render_html(rv.comparison, rv.outcome.results, rv.outcome.passed, run_url=gh.run_url)
-        Path(html).write_text(page, encoding="utf-8")
+        _write(html, render_html(rv.comparison, rv.outcome.results, rv.outcome.passed, run_url=gh.run_url), "--html")
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
@@ -462,6 +461,15 @@ def report(
             say(f"PR comment {result.action}: {result.html_url}")
             github_output(comment_url=result.html_url)
     return 0
+
+
+def _write(path: str, text: str, flag: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path}: cannot write it ({exc.strerror}); give a path in an existing directory"
+        ) from None
 
 
 def _verdict_table(results: Any) -> list[str]:

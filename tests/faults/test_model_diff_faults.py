@@ -27,6 +27,10 @@ def _setup(project: Project, head_code: str, *, timeout: float = 60) -> None:
     """main: the fast model with a flip_rate rule; branch `hostile`: the same with `head_code`
     added to its inference module."""
     cfg = fast_config(extra=EXTRA.format(timeout=timeout)).replace("      max_regression: 5%\n", FLIP_RULE)
+    # every process of this test's models carries its path in its environment (serving.environment)
+    cfg = cfg.replace(
+        "  entry_point: inference.py\n", f"  entry_point: inference.py\n  environment: {{MARK: '{project.path}'}}\n"
+    )
     (project.path / "mlops-ci.yaml").write_text(cfg)
     project.commit("diff settings")
     project.ok("train")
@@ -52,12 +56,18 @@ def _review(project: Project) -> tuple[str, str]:
     return diff["reason"], md
 
 
-def _workers_left() -> list[int]:
-    """Diff workers still running below this test's process (other test runs on the machine
-    have their own)."""
-    from mlops_ci.model_diff import _descendants
-
-    return [pid for pid in _descendants() if "mlops_ci.serving.diff_worker" in _cmdline(Path(f"/proc/{pid}"))]
+def _models_left(project: Project) -> list[int]:
+    """Processes of this test's models still alive, wherever they went (other test runs on the
+    machine have their own mark)."""
+    mark = f"MARK={project.path}".encode()
+    left = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if mark in (proc / "environ").read_bytes().split(b"\0") and " Z " not in (proc / "stat").read_text():
+                left.append(int(proc.name))
+        except OSError:
+            continue
+    return left
 
 
 def test_a_model_that_never_answers_is_stopped_at_the_timeout(project: Project):
@@ -72,7 +82,7 @@ def test_a_model_that_never_answers_is_stopped_at_the_timeout(project: Project):
     )
     reason, _ = _review(project)
     assert reason.startswith("the head model did not finish within 3 s (review.timeout) and was stopped")
-    assert _workers_left() == []
+    assert _models_left(project) == []
 
 
 def test_a_model_that_allocates_10_gb_is_stopped_by_the_memory_limit(project: Project):
@@ -151,7 +161,7 @@ def test_a_model_that_crashes_its_process_is_named_and_its_output_stays_inert(pr
     assert reason.endswith("its last output: ##[error]forged too | <b>x</b>")
     assert "its last output: \\#\\#\\[error\\]forged too \\| &lt;b&gt;x&lt;/b&gt;" in md  # escaped in the comment
     assert not any(line.startswith(("::", "##[")) for line in md.splitlines())
-    assert _workers_left() == []
+    assert _models_left(project) == []
 
 
 def test_a_model_that_forges_the_workers_answers_is_refused(project: Project):
@@ -189,7 +199,7 @@ def test_what_a_model_leaves_running_is_killed(project: Project, tmp_path: Path)
     if pidfile.exists():
         pid = int(pidfile.read_text())
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-    assert _workers_left() == []
+    assert _models_left(project) == []
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(f" -c {daemon} ")]
 
 
@@ -198,3 +208,24 @@ def _cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_a_fork_bomb_of_detached_processes_is_frozen_and_killed(project: Project):
+    _setup(project, """
+        _model_fn = model_fn
+
+        def model_fn(model_dir):
+            import os, time
+            me = os.getpid()
+            for _ in range(6):  # every process doubles: 64 in all, each in a session of its own
+                if os.fork() == 0:
+                    os.setsid()
+            if os.getpid() != me:
+                time.sleep(300)
+                os._exit(0)
+            while True:  # and the worker never answers
+                time.sleep(1)
+        """, timeout=3)  # fmt: skip
+    reason, _ = _review(project)
+    assert reason.startswith("the head model did not finish within 3 s")
+    assert _models_left(project) == []

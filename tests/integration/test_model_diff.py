@@ -249,3 +249,13 @@ def test_config_check_knows_the_diff_quantities(project: Project):
     said = out + err
     assert "'flip_rate'" not in said  # a diff quantity, not a typo
     assert "'accuracy@segment=a' names the slice column 'segment', but review.slice_column is 'region'" in said
+    text = (project.path / "mlops-ci.yaml").read_text().replace("  eval_channel: train\n", "")
+    (project.path / "mlops-ci.yaml").write_text(text)
+    _, out, err = project.cli("config", "check")
+    assert "'flip_rate' comes from the model diff, and review.eval_channel 'test' is not one of" in out + err
+
+
+def test_a_report_file_that_cannot_be_written_is_a_usage_error(project: Project, tmp_path: Path):
+    project.ok("train")
+    code, _, err = project.cli("report", "--html", str(tmp_path / "missing" / "r.html"))
+    assert code == 2 and "--html" in err and "give a path in an existing directory" in err

@@ -57,6 +57,7 @@ def test_one_element_outputs_are_scalars_and_other_shapes_are_refused():
     for bad, shown in (({"p": 1}, '{"p": 1}'), ([], "[]"), (["a", "b"], '["a", "b"]')):
         with pytest.raises(ModelFailed, match="the head model's prediction 2 is " + re.escape(shown)):
             compare_predictions([1, 2], [1, bad], table(2), ReviewConfig())
+    assert compare_predictions([[[1.5]]], [[[2.5]]], table(1), ReviewConfig())["task"] == "regression"  # (n, 1, 1)
     with pytest.raises(ModelFailed, match="prediction 1 is too large"):
         compare_predictions([1], [10**400], table(1), ReviewConfig())
 
@@ -126,6 +127,25 @@ def test_reading_the_channel(tmp_path: Path):
         read_eval(bare, ReviewConfig())
     with pytest.raises(ModelFailed, match="has no .csv file"):
         read_eval(tmp_path / "nothing", ReviewConfig())
+
+
+def test_every_slice_value_gets_gate_quantities_the_table_shows_the_largest(tmp_path: Path):
+    values = [f"v{i % 30:02d}" for i in range(300)]
+    d = compare_predictions(
+        [0] * 300,
+        [i % 2 for i in range(300)],
+        table(300, labels=["0"] * 300, slices=values),
+        ReviewConfig(slice_column="s"),
+    )
+    assert d["slices"]["values"] == 30 and len(d["slices"]["groups"]) == 20
+    assert d["slices"]["groups"][-1]["value"] == "(other)" and d["slices"]["groups"][-1]["rows"] == 110
+    assert "accuracy@s=v29" in d["metrics"] and "flip_rate@s=(other)" not in d["metrics"]
+
+
+def test_a_cell_csv_cannot_read_is_a_diff_failure(tmp_path: Path):
+    (tmp_path / "a.csv").write_text("x,label\n" + "1" * 200_000 + ",0\n")
+    with pytest.raises(ModelFailed, match="not CSV the review can read"):
+        read_eval(tmp_path, ReviewConfig())
 
 
 def test_data_values_become_one_printable_line(tmp_path: Path):
