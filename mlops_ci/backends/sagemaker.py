@@ -158,23 +158,35 @@ def _split_s3(uri: str) -> tuple[str, str]:
 MAX_EVAL_BYTES = 2 << 30
 
 
-def download_prefix(aws: Any, uri: str, cache: Path) -> tuple[Path, str]:
-    """An S3 prefix (the review's evaluation channel) in `cache`, downloaded once: the
-    directory is named by a digest over the objects' keys, ETags and sizes, the same digest
-    `channel_data` records for a training channel."""
+def _s3_objects(aws: Any, uri: str, what: str) -> list[tuple[str, str, int]]:
+    """(key, ETag, size) of every object under an S3 prefix."""
     bucket, prefix = _split_s3(uri)
     objects: list[tuple[str, str, int]] = []
     try:
         for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             objects += [(o["Key"], o["ETag"], int(o["Size"])) for o in page.get("Contents", [])]
     except aws.errors as exc:
-        raise aws.error(exc, f"list the evaluation channel {uri}") from None
-    if not objects:
-        raise ConfigError(f"the evaluation channel {uri} holds no objects; upload the data or fix the URI")
+        raise aws.error(exc, what) from None
+    return objects
+
+
+def _etags_digest(objects: list[tuple[str, str, int]]) -> str:
+    """What an S3 prefix held, without its data: sha256 over the objects' keys, ETags and sizes."""
     h = hashlib.sha256()
     for key, etag, size in objects:
         h.update(f"{key}\0{etag}\0{size}\n".encode())
-    digest = h.hexdigest()
+    return h.hexdigest()
+
+
+def download_prefix(aws: Any, uri: str, cache: Path) -> tuple[Path, str]:
+    """An S3 prefix (the review's evaluation channel) in `cache`, downloaded once: the
+    directory is named by a digest over the objects' keys, ETags and sizes, the same digest
+    `channel_data` records for a training channel."""
+    bucket, prefix = _split_s3(uri)
+    objects = _s3_objects(aws, uri, f"list the evaluation channel {uri}")
+    if not objects:
+        raise ConfigError(f"the evaluation channel {uri} holds no objects; upload the data or fix the URI")
+    digest = _etags_digest(objects)
     total = sum(size for _, _, size in objects)
     if total > MAX_EVAL_BYTES:
         raise Refused(
@@ -444,21 +456,15 @@ class SageMakerTrainer:
         keys and ETags (the data itself never passes through this machine)."""
         data: dict[str, dict[str, str]] = {}
         for name, uri in channels.items():
-            bucket, prefix = _split_s3(uri)
-            h = hashlib.sha256()
-            count = 0
-            try:
-                for page in (
-                    self.aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                ):
-                    for obj in page.get("Contents", []):
-                        h.update(f"{obj['Key']}\0{obj['ETag']}\0{obj['Size']}\n".encode())
-                        count += 1
-            except self.aws.errors as exc:
-                raise self.aws.error(exc, f"list training channel {name} ({uri})") from None
-            if count == 0:
+            objects = _s3_objects(self.aws, uri, f"list training channel {name} ({uri})")
+            if not objects:
                 raise ConfigError(f"training.channels.{name}: {uri} holds no objects; upload the data or fix the URI")
-            data[name] = {"uri": uri, "s3_etags_sha256": h.hexdigest(), "objects": str(count), "source": "s3"}
+            data[name] = {
+                "uri": uri,
+                "s3_etags_sha256": _etags_digest(objects),
+                "objects": str(len(objects)),
+                "source": "s3",
+            }
         return data
 
     # jobs ------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
     ("mlops_ci/backends/sagemaker.py", "model_data_uri"): {"deploy"},  # promote, deploy
     ("mlops_ci/backends/sagemaker.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
+    ("mlops_ci/backends/sagemaker.py", "_s3_objects"): {"training"},  # train (channel digests), report/gate
     ("mlops_ci/backends/sagemaker.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
     ("mlops_ci/pipeline.py", "Workspace._train_plan"): {"training"},  # train --dry-run
