@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -107,17 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(a.reply_fd, "w", encoding="utf-8")
     home = Path(a.dir)
 
-    from .model_server import Model, sha256_file
+    from .model_server import Model, unpack_verified
     from .sandbox import confine
 
-    actual = sha256_file(Path(a.artifact))
-    if actual != a.sha256:
-        _answer(out, {"ok": False, "error": f"artifact sha256 {actual} != recorded {a.sha256}; refusing to load it"})
-        return 0
     model_dir = home / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(a.artifact) as tar:
-        tar.extractall(model_dir, filter="data")
+    problem = unpack_verified(Path(a.artifact), a.sha256, model_dir)
+    if problem:
+        _answer(out, {"ok": False, "error": problem})
+        return 0
     confinement = confine(home, memory_mb=a.memory_mb, cpu_seconds=a.cpu_seconds)
     model: Any = None
     loaded: dict[str, list[Any]] = {}  # the rows file, read once: every latency round samples it

@@ -125,6 +125,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def unpack_verified(artifact: Path, sha256: str, model_dir: Path) -> str | None:
+    """Unpack `artifact` into `model_dir` only if it still has the recorded sha256; else why not."""
+    actual = sha256_file(artifact)
+    if actual != sha256:
+        return f"refusing to load {artifact}: sha256 {actual} != recorded {sha256}"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(artifact) as tar:
+        tar.extractall(model_dir, filter="data")
+    return None
+
+
 class Model:
     """The entry point's hooks, loaded as the container loads them: by module name from code/,
     model_fn required, input_fn/predict_fn/output_fn (or transform_fn) optional."""
@@ -281,15 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="")
     p.add_argument("--sha", default="")
     a = p.parse_args(argv)
-    artifact = Path(a.artifact)
-    actual = sha256_file(artifact)
-    if actual != a.sha256:
-        print(f"refusing to load {artifact}: sha256 {actual} != recorded {a.sha256}", file=sys.stderr)
-        return 3
     model_dir = Path(a.workdir) / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(artifact) as tar:
-        tar.extractall(model_dir, filter="data")
+    problem = unpack_verified(Path(a.artifact), a.sha256, model_dir)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 3
     try:
         model = Model(model_dir, a.entry)
     except ContractError as exc:  # SageMaker's container would not start either: one line, then exit
