@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from . import _yamlload
+from .backends.registry import ENDPOINTS, REGISTRY, TRACKING, TRAINING, Kind
 from .errors import ConfigError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
@@ -52,6 +53,10 @@ class TrainingConfig:
     # Files of source_dir that training never reads: left out of the job's source and of the
     # inputs digest, so a commit that changes only these reuses the model of an earlier one.
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+
+    @property
+    def kind(self) -> Kind:
+        return TRAINING[self.backend]
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,10 @@ class RegistryConfig:
     backend: str = "local"
     model_package_group: str | None = None
     approval: str = "Approved"
+
+    @property
+    def kind(self) -> Kind:
+        return REGISTRY[self.backend]
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,10 @@ class EndpointConfig:
     instance_count: int = 1
     deployment: SageMakerDeployment = field(default_factory=SageMakerDeployment)
 
+    @property
+    def kind(self) -> Kind:
+        return ENDPOINTS[self.backend]
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
@@ -221,6 +234,10 @@ class TrackingConfig:
     model_name: str | None = None  # set: promote registers versions in Comet's model registry under this name
     deployed_status: str = "Production"  # the registry status a deployed version gets
     retired_status: str = "None"  # what the version it replaced gets, once deployed nowhere
+
+    @property
+    def kind(self) -> Kind:
+        return TRACKING[self.backend]
 
 
 @dataclass(frozen=True)
@@ -259,14 +276,17 @@ class Config:
 
     def extras(self) -> list[str]:
         """The package extras this configuration needs (for `pip install 'mlops-ci[...]'`)."""
-        needed = set()
-        if "sagemaker" in (self.training.backend, self.registry.backend, *(e.backend for e in self.endpoints)):
-            needed.add("sagemaker")
+        kinds = (self.training.kind, self.tracking.kind, self.registry.kind, *(e.kind for e in self.endpoints))
+        needed = {k.extra for k in kinds if k.extra}
         if self.store.startswith("s3://"):
             needed.add("s3")
-        if self.tracking.backend == "comet":
-            needed.add("comet")
         return sorted(needed)
+
+    def on_aws(self) -> list[str]:
+        """What of this configuration calls AWS (for messages): `training.backend is sagemaker`, ..."""
+        sections = (("training", self.training.kind), ("registry", self.registry.kind))
+        why = [f"{what}.backend is {k.name}" for what, k in sections if k.on_aws]
+        return why + [f"endpoint {e.name} is on {e.kind.label}" for e in self.endpoints if e.kind.on_aws]
 
     def training_digest(self) -> str:
         """What determines a training run: same digest on the same SHA → same run."""
@@ -556,10 +576,10 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
                          f"{r.loaded.line((*dp, 'name'))}); keep one definition per metric")  # fmt: skip
         first[name] = r.loaded.line((*dp, "name"))
         defs.append(MetricDefinition(name=name, regex=regex))
-    backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker"))
+    backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=tuple(TRAINING))
     sagemaker = None
     max_run = r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1)
-    if backend == "sagemaker":
+    if TRAINING[backend].on_aws:  # its settings: training.sagemaker
         sagemaker = _parse_sm_training(r, t.get("sagemaker"), (*p, "sagemaker"))
         if sagemaker.max_wait is not None and sagemaker.max_wait < max_run:
             raise r.fail((*p, "sagemaker", "max_wait"), f"must be >= training.max_run ({max_run}): it is the "
@@ -676,8 +696,8 @@ def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
     p: tuple[str | int, ...] = ("tracking",)
     m = r.mapping(raw, p, tuple(TrackingConfig.__dataclass_fields__))
     d = TrackingConfig()
-    backend = r.string(m.get("backend", "local"), (*p, "backend"), choices=("local", "comet"))
-    if backend == "local":
+    backend = r.string(m.get("backend", "local"), (*p, "backend"), choices=tuple(TRACKING))
+    if not TRACKING[backend].impl:  # the store's own records: nothing to configure
         extra = sorted(set(m) - {"backend"})
         if extra:
             raise r.fail((*p, extra[0]), "only applies with tracking.backend: comet")
@@ -777,7 +797,7 @@ def _parse_registry(r: _Reader, raw: Any) -> RegistryConfig:
     if group and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", group):
         raise r.fail((*p, "model_package_group"), "use 1-63 letters, digits or '-'")
     return RegistryConfig(
-        backend=r.string(m.get("backend", "local"), (*p, "backend"), choices=("local", "sagemaker")),
+        backend=r.string(m.get("backend", "local"), (*p, "backend"), choices=tuple(REGISTRY)),
         model_package_group=group,
         approval=r.string(m.get("approval", "Approved"), (*p, "approval"),
                           choices=("Approved", "PendingManualApproval")),
@@ -794,11 +814,11 @@ def _check_aws_needed(
 ) -> None:
     """Anything on SageMaker needs the role and the bucket; say so where the user wrote it."""
     users: list[tuple[str | int, ...]] = []
-    if training.backend == "sagemaker":
+    if training.kind.on_aws:
         users.append(("training", "backend"))
-    if registry.backend == "sagemaker":
+    if registry.kind.on_aws:
         users.append(("registry", "backend"))
-    users += [("endpoints", i, "backend") for i, e in enumerate(endpoints) if e.backend == "sagemaker"]
+    users += [("endpoints", i, "backend") for i, e in enumerate(endpoints) if e.kind.on_aws]
     if not users:
         return
     for key in ("role", "bucket"):
@@ -806,10 +826,8 @@ def _check_aws_needed(
             where = users[0]
             raise r.fail(where, f"SageMaker needs aws.{key} in {r.loaded.file} (the execution role ARN and the "
                                 "S3 bucket for sources, output and models)")  # fmt: skip
-    serving_users: list[tuple[str | int, ...]] = [
-        ("endpoints", i) for i, e in enumerate(endpoints) if e.backend == "sagemaker"
-    ]
-    if registry.backend == "sagemaker":
+    serving_users: list[tuple[str | int, ...]] = [("endpoints", i) for i, e in enumerate(endpoints) if e.kind.on_aws]
+    if registry.kind.on_aws:
         serving_users.append(("registry", "backend"))
     sm = training.sagemaker
     if serving_users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
@@ -819,7 +837,7 @@ def _check_aws_needed(
         from .backends.sagemaker_types import sklearn_image_problem
 
         for i, e in enumerate(endpoints):
-            problem = e.backend == "sagemaker" and sklearn_image_problem(e.instance_type, sm.framework_version or "",
+            problem = e.kind.on_aws and sklearn_image_problem(e.instance_type, sm.framework_version or "",
                                                                          "inference")  # fmt: skip
             if problem:
                 raise r.fail(("endpoints", i, "instance_type"), problem)
@@ -1029,8 +1047,8 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
                     ),
                 )
             )
-        backend = r.string(m.get("backend", "local"), (*ep, "backend"), choices=("local", "sagemaker"))
-        sm = backend == "sagemaker"
+        backend = r.string(m.get("backend", "local"), (*ep, "backend"), choices=tuple(ENDPOINTS))
+        sm = ENDPOINTS[backend].on_aws  # its settings: instance_type, instance_count, deployment
         if sm and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", name):
             raise r.fail((*ep, "name"), "a SageMaker endpoint name uses letters, digits and '-' only")
         for key in ("instance_type", "instance_count", "deployment"):

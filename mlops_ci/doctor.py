@@ -167,12 +167,7 @@ def shipped_names() -> tuple[set[str], set[str]]:
 
 def aws_reasons(cfg: Config, store: str) -> list[str]:
     """Why the jobs need AWS credentials (empty: they do not)."""
-    why = []
-    if cfg.training.backend == "sagemaker":
-        why.append("training.backend is sagemaker")
-    if cfg.registry.backend == "sagemaker":
-        why.append("registry.backend is sagemaker")
-    why += [f"endpoint {e.name} is on SageMaker" for e in cfg.endpoints if e.backend == "sagemaker"]
+    why = cfg.on_aws()
     if store.startswith("s3://"):
         why.append(f"the store is {store}")
     if cfg.gate.signing_key:
@@ -455,21 +450,23 @@ class Doctor:
             else:
                 self.add(f"variable:{name}", title, OK, f"not set ({why})")
         _, secret_names = shipped_names()
-        needs = {name: name == "COMET_API_KEY" and self.cfg.tracking.backend == "comet" for name in secret_names}
+        tracker = self.cfg.tracking.kind
+        needs = {name: name in tracker.secrets for name in secret_names}
         secrets, problem = self._listing("secrets", "secrets", "secrets") if any(needs.values()) else ({}, "")
         for name in sorted(secret_names):
             needed = needs[name]
             title = f"secret {name}"
             if not needed:
-                self.add(f"secret:{name}", title, OK, "not needed (tracking.backend is not comet)")
+                self.add(f"secret:{name}", title, OK, f"not needed (tracking.backend {tracker.name} does not use it)")
             elif secrets is None:
                 self.add(f"secret:{name}", title, UNCHECKED, problem, console=self._console_secrets())
             elif name in secrets:
                 self.add(f"secret:{name}", title, OK, "set (its value is never read)")
             else:
-                self.add(f"secret:{name}", title, MISSING, "not set; needed because tracking.backend is comet",
-                         [f"gh secret set {name} --repo {self.repo}   # prompts for the value: never put it "
-                          "on the command line"], self._console_secrets())  # fmt: skip
+                never = "never put it on the command line"
+                fix = f"gh secret set {name} --repo {self.repo}   # prompts for the value: {never}"
+                why = f"not set; needed because tracking.backend is {tracker.name}"
+                self.add(f"secret:{name}", title, MISSING, why, [fix], self._console_secrets())
 
     def _variable_needed(self, name: str) -> tuple[bool, str]:
         if name in ("MLOPS_CI_AWS_ROLE", "MLOPS_CI_AWS_REGION"):
@@ -499,7 +496,7 @@ class Doctor:
     # -- environments ---------------------------------------------------------------------
     def _fork_training_used(self) -> bool:
         """mlops-ci-fork-train.yml runs only with MLOPS_CI_AWS_ROLE set, and trains on SageMaker only."""
-        return self.cfg.training.backend == "sagemaker"
+        return self.cfg.training.kind.remote
 
     def _environments(self) -> None:
         listed = self.gh.call("list the environments", lambda: list(self.client.repo.get_environments()))
@@ -1076,7 +1073,7 @@ class Doctor:
     # -- Comet ----------------------------------------------------------------------------
     def _comet(self) -> None:
         t = self.cfg.tracking
-        if t.backend != "comet":
+        if "COMET_API_KEY" not in t.kind.secrets:  # the Comet key; a tracker of its own checks its own
             return
         title = f"Comet key (workspace {t.workspace})"
         if t.api_key_env != "COMET_API_KEY":

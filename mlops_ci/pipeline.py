@@ -27,7 +27,7 @@ from . import compare as compare_mod
 from . import config as config_mod
 from . import gate as gate_mod
 from ._files import LinkOutside, files_under, pack_deterministic, sha256_file, sha256_tree
-from .backends import Store, TrainingSpec, owner_label, run_url
+from .backends import Context, ModelRegistry, Store, Tracker, TrainingResult, TrainingSpec, owner_label, run_url
 from .config import Config, SageMakerTraining, is_shared_store
 from .context import Git, GitContext, load_context
 from .errors import Busy, ConfigError, GitError, MlopsCiError, NotFound, Refused, TrainingFailed, UsageError
@@ -123,7 +123,7 @@ class Workspace:
         self._store: Store | None = None
         self._ctx: GitContext | None = None
         self._aws: Any = None
-        self._comet: Any = None
+        self._tracker: Tracker | None = None
         self._left_out: list[str] = []  # source files training.exclude removed from the job's source
         self._planned_verdicts: dict[str, Verdict] = {}  # a dry run's reused verdicts, by run id
         self._policies: dict[str, tuple[Config, str]] = {}  # committed configs, by commit
@@ -227,7 +227,7 @@ class Workspace:
             existing = self.store.latest_completed(self.project, sha, digest)
             if existing:
                 return existing, True
-        remote = cfg.training.backend == "sagemaker"
+        remote = cfg.training.kind.remote
         if (no_wait or attach_only) and not remote:
             raise UsageError(
                 "--no-wait and `wait` need training.backend: sagemaker (a local run ends with the command)"
@@ -289,7 +289,7 @@ class Workspace:
                cancel_superseded: bool) -> tuple[Run | None, bool]:  # fmt: skip
         cfg = self.cfg
         digest = cfg.training_digest()
-        remote = cfg.training.backend == "sagemaker"
+        remote = cfg.training.kind.remote
         snapshot = workdir / "src"
         try:
             spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir, data)
@@ -319,14 +319,15 @@ class Workspace:
         finished = time.time()
         job = name if remote else spec.job_name
         links = {"log": str(result.log_path), **result.links}
-        if cfg.tracking.backend == "comet":
-            key = self.comet().experiment_key(job)
-            links.update(self.comet().collect(key, result.output_dir, self.home / "comet"))
+        tracker = self.tracker()
+        if tracker is not None:
+            key = tracker.experiment_key(job)
+            links.update(tracker.collect(key, result.output_dir, self.home / "comet"))
             if "comet_archive" in links:
                 self.say(f"Comet: offline experiment {links['comet_archive']}; upload it later with "
                          f"`comet upload {links['comet_archive']}` (COMET_API_KEY set)")  # fmt: skip
             if result.exit_code == 0 and result.failure is None:
-                self._comet_numbers(key, links, result)
+                self._tracked_numbers(tracker, key, links, result)
         if result.exit_code == 0 and result.failure is None:
             self._warn_missing_metrics(result.metrics)
         base = dict(
@@ -372,11 +373,11 @@ class Workspace:
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         run = integrity.seal_run(run, result.series)
         self.store.record_run(run, result.series)
-        if cfg.tracking.backend == "comet" and self.comet().online:
-            self._tag_experiment(run, spec, job)
+        if tracker is not None and tracker.online:
+            self._tag_experiment(tracker, run, spec, job)
         return run, False
 
-    def _comet_numbers(self, key: str, links: dict[str, str], result: Any) -> None:
+    def _tracked_numbers(self, tracker: Tracker, key: str, links: dict[str, str], result: TrainingResult) -> None:
         """The job's Comet numbers join the ones from its log and metrics.json, read once now and
         sealed with the run: the gate decides on these, never on what the experiment says later.
         The log's value wins for a metric both have: anyone with the project's API key can log to
@@ -384,7 +385,7 @@ class Workspace:
         from .errors import MlopsCiError
 
         try:
-            found = self.comet().at_training(key, links, self.cfg.metrics, self.cfg.training.hyperparameters)
+            found = tracker.at_training(key, links, self.cfg.metrics, self.cfg.training.hyperparameters)
         except MlopsCiError as exc:
             self.warn(f"the run's Comet numbers could not be read ({exc.message}); it records the ones from its log")
             return
@@ -419,7 +420,7 @@ class Workspace:
                 continue
             self.warn(f"gate rule on '{name}': this run has no such metric (it has: {have}); the gate will fail on it")
 
-    def _tag_experiment(self, run: Run, spec: TrainingSpec, job: str) -> None:
+    def _tag_experiment(self, tracker: Tracker, run: Run, spec: TrainingSpec, job: str) -> None:
         """A script that made its own experiment (no helper) still gets the commit: online,
         mlops-ci adds it afterwards. Never fails the run."""
         from .errors import MlopsCiError
@@ -427,16 +428,19 @@ class Workspace:
 
         env = spec.job_env(job) if spec.job_env else {}
         try:
-            self.comet().tag(run, provenance(env), tags(env))
+            tracker.tag(run, provenance(env), tags(env))
         except MlopsCiError as exc:
             self.warn(f"the Comet experiment of run {run.run_id} was not tagged with its commit: {exc.message}")
 
-    def comet(self) -> Any:
-        if self._comet is None:
-            from .backends.comet import Comet
+    def backend_context(self) -> Context:
+        return Context(cfg=self.cfg, env=self.env, home=self.home, say=self.say, aws=self.aws)
 
-            self._comet = Comet(self.cfg, self.env)
-        return self._comet
+    def tracker(self) -> Tracker | None:
+        """The configured tracker (tracking.backend), made once; None: the store's records only."""
+        kind = self.cfg.tracking.kind
+        if self._tracker is None and kind.impl:
+            self._tracker = kind.load().from_context(self.backend_context())  # type: ignore[attr-defined]
+        return self._tracker
 
     def _provenance(self, sha: str, run_id: str, job: str) -> dict[str, str]:
         ctx = self.ctx
@@ -446,10 +450,12 @@ class Workspace:
             "MLOPS_CI_JOB": job, "MLOPS_CI_RUN": run_id,
         }  # fmt: skip
 
-    def _tracking_env(self, sha: str, run_id: str, workdir: Path, data: dict[str, dict[str, str]]) -> Any:
-        """The job's Comet environment, once its name is known."""
-        comet = self.comet()
-        remote = self.cfg.training.backend == "sagemaker"
+    def _tracking_env(
+        self, tracker: Tracker, sha: str, run_id: str, workdir: Path, data: dict[str, dict[str, str]]
+    ) -> Callable[[str], dict[str, str]]:
+        """The job's tracker environment, once its name is known."""
+        comet = tracker
+        remote = self.cfg.training.kind.remote
         offline_dir = "/opt/ml/output/data/comet" if remote else str(workdir / "opt_ml" / "output" / "data" / "comet")
 
         def digest(d: dict[str, str]) -> str:
@@ -478,13 +484,7 @@ class Workspace:
         return estimate(facts, self.cfg.aws.prices)
 
     def _trainer(self) -> Any:
-        if self.cfg.training.backend == "sagemaker":
-            from .backends.sagemaker import SageMakerTrainer
-
-            return SageMakerTrainer(self.aws(), self.cfg, self.say)
-        from .backends.local_training import LocalTrainingBackend
-
-        return LocalTrainingBackend(venv_cache=self.home / "venvs")
+        return self.cfg.training.kind.load().from_context(self.backend_context())  # type: ignore[attr-defined]
 
     def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
               channels: dict[str, Path], workdir: Path, data: dict[str, dict[str, str]]) -> TrainingSpec:  # fmt: skip
@@ -494,6 +494,7 @@ class Workspace:
             "mlops-ci:repository": self.ctx.repository or "", "mlops-ci:config-digest": digest,
             "mlops-ci:run-url": run_url(self.env) or "", "mlops-ci:dirty": "true" if dirty else "",
         }  # fmt: skip
+        tracker = self.tracker()
         return TrainingSpec(
             job_name=f"{self.project}-{run_id}",
             code_dir=project_dir / cfg.training.source_dir,
@@ -507,8 +508,8 @@ class Workspace:
             sha=sha,
             config_digest=digest,
             tags={k: v for k, v in tags.items() if v},
-            channel_uris=dict(cfg.training.channels) if cfg.training.backend == "sagemaker" else {},
-            job_env=self._tracking_env(sha, run_id, workdir, data) if cfg.tracking.backend == "comet" else None,
+            channel_uris=dict(cfg.training.channels) if cfg.training.kind.remote else {},
+            job_env=self._tracking_env(tracker, sha, run_id, workdir, data) if tracker is not None else None,
         )
 
     def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:
@@ -668,7 +669,7 @@ class Workspace:
             if original is not None:
                 self._record_reuse(original, sha, digest)
                 return None, False
-        if cfg.training.backend == "sagemaker":
+        if cfg.training.kind.remote:
             spec = self._spec(project_dir, run_id, sha, digest, dirty, channels, workdir, data)
             name, exists = backend.next_job(spec, self.project, fresh=force)
             if exists:
@@ -705,7 +706,7 @@ class Workspace:
             return Path()
 
     def _channels(self, project_dir: Path, backend: Any) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
-        if self.cfg.training.backend == "sagemaker":
+        if self.cfg.training.kind.remote:
             return {}, backend.channel_data(self.cfg.training.channels)
         channels: dict[str, Path] = {}
         data: dict[str, dict[str, str]] = {}
@@ -844,18 +845,17 @@ class Workspace:
                 raise
             policy, source = self.cfg, "the work tree"
             self.warn(f"{exc.message}. This report previews the work tree's rules; `mlops-ci gate` will refuse")
-        if self.cfg.tracking.backend == "comet":  # Comet's links and parameters; the numbers stay sealed
-            head, head_in_comet = self._from_comet(head)
+        tracker = self.tracker()
+        if tracker is not None:  # the tracker's links and parameters; the numbers stay sealed
+            head, head_in_comet = self._from_tracker(tracker, head)
             if head_in_comet:
-                head = dataclasses.replace(head, links={**head.links, "comet_project": self.comet().project_url()})
+                head = dataclasses.replace(head, links={**head.links, "comet_project": tracker.project_url()})
             if b is not None:
-                b, base_in_comet = self._from_comet(b)
+                b, base_in_comet = self._from_tracker(tracker, b)
                 choice = dataclasses.replace(choice, run=b)
                 hk, bk = head.links.get("comet_experiment_key"), b.links.get("comet_experiment_key")
                 if head_in_comet and base_in_comet and hk and bk:
-                    head = dataclasses.replace(
-                        head, links={**head.links, "comet_compare": self.comet().compare_url(bk, hk)}
-                    )
+                    head = dataclasses.replace(head, links={**head.links, "comet_compare": tracker.compare_url(bk, hk)})
         comparison = compare_mod.compare(self.project, head, b, choice.note, self.cfg.metrics, head_series, base_series)
         diff = self.model_diff(policy, head, b) if policy.review.model_diff else None
         metrics, base_metrics, goals = head.metrics, b.metrics if b else None, policy.metrics
@@ -969,12 +969,12 @@ class Workspace:
             raise ConfigError(f"training.channels.{channel}: '{raw}' does not exist here; check out the data")
         return src, sha256_tree(src)
 
-    def _from_comet(self, run: Run) -> tuple[Run, bool]:
+    def _from_tracker(self, tracker: Tracker, run: Run) -> tuple[Run, bool]:
         """The run with its Comet link and the parameters its script logged besides its
         hyperparameters, and whether its own experiment is in Comet. Its metrics, curves and
         hyperparameters stay the ones recorded at training: what the experiment says now only
         differs if someone logged to it since, and that is said, not used."""
-        found = self.comet().numbers(run, self.cfg.metrics)
+        found = tracker.numbers(run, self.cfg.metrics)
         for note in found.notes:
             self.warn(note)
         for name, now in sorted((found.metrics or {}).items()):
@@ -1030,7 +1030,7 @@ class Workspace:
         existing = self.store.version_for_sha(self.project, run.sha)
         if existing:  # a promote cut short before registering: finish it, from a record that holds
             self.verify_version(existing)
-            self._register_comet(existing, self.store.get_run(existing.run_id) or run, self._package(existing))
+            self._register_tracked(existing, self.store.get_run(existing.run_id) or run, self._package(existing))
             return existing, False
         verdict = self.check_provenance(run)
         if self.signer(run.sha) is not None and (why := integrity.unsigned_here(self.env)) and not self.dry_run:
@@ -1058,7 +1058,7 @@ class Workspace:
             mv = make(max((v.version for v in self.store.versions(self.project)), default=0) + 1)
             self.would("store", "register model version", version=mv.version, sha=mv.sha,
                        artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
-            self._register_comet(mv, run, self._package(mv))
+            self._register_tracked(mv, run, self._package(mv))
             return mv, True
         signer = self.signer(run.sha)
 
@@ -1067,19 +1067,19 @@ class Workspace:
             return dataclasses.replace(mv, signature=signer.sign(mv, self.env)) if signer else mv
 
         mv, created = self.store.promote(sealed, run.sha, self.project)
-        self._register_comet(mv, run, self._package(mv))
+        self._register_tracked(mv, run, self._package(mv))
         return mv, created
 
     def _package(self, mv: ModelVersion) -> str | None:
         """The version's SageMaker model package ARN, registering it first, with that registry."""
-        return self.register_package(mv) if self.cfg.registry.backend == "sagemaker" else None
+        return self.register_package(mv) if self.cfg.registry.kind.impl else None
 
-    def _register_comet(self, mv: ModelVersion, run: Run, package: str | None = None) -> None:
-        """Comet's model registry, beside the store's (and SageMaker's), never instead of the gate."""
+    def _register_tracked(self, mv: ModelVersion, run: Run, package: str | None = None) -> None:
+        """The tracker's model registry, beside the store's (and SageMaker's), never instead of the gate."""
         t = self.cfg.tracking
-        if t.backend != "comet" or not t.model_name:
+        comet = self.tracker()
+        if comet is None or not t.model_name:
             return
-        comet = self.comet()
         version = comet.registry_version(mv)
         if not comet.online:
             self.warn(f"{t.model_name} {version} is not registered in Comet: no API key in ${t.api_key_env} (offline)")
@@ -1106,12 +1106,13 @@ class Workspace:
         beside mlops-ci's registry, never in the way: when it cannot answer, or for a rollback
         (an emergency), a problem is a warning and the rollout goes on."""
         t = self.cfg.tracking
-        if t.backend != "comet" or not t.model_name:
+        tracker = self.tracker()
+        if tracker is None or not t.model_name:
             return
         from .errors import ConfigError, MlopsCiError
 
         try:
-            problem = self.comet().status_problem() if self.comet().online else None
+            problem = tracker.status_problem() if tracker.online else None
         except MlopsCiError as exc:
             self.warn(f"Comet's registry statuses were not checked ({exc.message}); its registry may not follow")
             return
@@ -1123,12 +1124,13 @@ class Workspace:
     def deployed(self, mv: ModelVersion, endpoint: str) -> None:
         """After a successful rollout: the Comet registry version gets the deployed status."""
         t = self.cfg.tracking
-        if t.backend != "comet" or not t.model_name or not self.comet().online:
+        tracker = self.tracker()
+        if tracker is None or not t.model_name or not tracker.online:
             return
         from .errors import MlopsCiError
 
         try:
-            demoted = self.comet().mark_deployed(mv, endpoint)
+            demoted = tracker.mark_deployed(mv, endpoint)
             self.say(
                 f"Comet model registry: {t.model_name} {mv.version}.0.0 is {t.deployed_status} on {endpoint}"
                 + "".join(f"; {v} is {t.retired_status}" for v in demoted)
@@ -1300,6 +1302,13 @@ class Workspace:
         raise ConfigError(
             f"tag '{tag}' matches no endpoint's `tags` patterns in {self.cfg.file}; pass --endpoint or add a pattern"
         )
+
+    def model_registry(self) -> ModelRegistry | None:
+        """The registry beside the store's versions (registry.backend); None: the store only."""
+        kind = self.cfg.registry.kind
+        if not kind.impl:
+            return None
+        return kind.load().from_context(self.backend_context())  # type: ignore[attr-defined, no-any-return]
 
     def aws(self) -> Any:
         """The boto3 session for SageMaker (created once)."""

@@ -8,9 +8,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..records import Deployment, EndpointState, ModelVersion, Run, Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config, MetricGoal
+    from .sagemaker import Aws
 
 
 class Store(Protocol):
@@ -89,10 +93,74 @@ class DeploymentRecorder(Protocol):
              ) -> list[dict[str, Any]]: ...  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a backend gets from the workspace that chose it (backends/registry.py): each
+    implementation is made with `Impl.from_context(ctx)`."""
+
+    cfg: Config
+    env: Mapping[str, str]
+    home: Path  # the project's state directory (.mlops-ci)
+    say: Callable[[str], None]
+    aws: Callable[[], Aws]  # the one AWS session of the process, made on first use
+
+
 class TrainingBackend(Protocol):
     name: str
 
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...
+
+
+class Tracker(Protocol):
+    """Where data scientists look at experiments (tracking.backend). mlops-ci's own records stay
+    the truth: a tracker adds links and the numbers a job logged to it, read once at training."""
+
+    online: bool
+
+    def experiment_key(self, job_name: str) -> str: ...
+    def job_env(
+        self,
+        key: str,
+        provenance: Mapping[str, str],
+        offline_dir: str,
+        *,
+        name: str,
+        others: Mapping[str, str],
+        local: bool,
+    ) -> Mapping[str, str]: ...
+    def collect(self, key: str, output_dir: Path, keep: Path) -> dict[str, str]: ...
+    def at_training(
+        self, key: str, links: Mapping[str, str], goals: Mapping[str, MetricGoal], params: Mapping[str, Any]
+    ) -> tuple[dict[str, float], dict[str, Sequence[float]]] | None: ...
+    def tag(self, run: Run, provenance: Mapping[str, str], tags: list[str]) -> None: ...
+    def numbers(self, run: Run, goals: Mapping[str, MetricGoal]) -> TrackedNumbers: ...
+    def project_url(self) -> str: ...
+    def compare_url(self, baseline: str, head: str) -> str: ...
+    # its model registry (tracking.model_name), beside the store's
+    def registry_version(self, mv: ModelVersion) -> str: ...
+    def register(self, mv: ModelVersion, run: Run, package: str | None = None) -> tuple[str, bool]: ...
+    def status_problem(self) -> str | None: ...
+    def mark_deployed(self, mv: ModelVersion, endpoint: str) -> list[str]: ...
+
+
+class ModelRegistry(Protocol):
+    """A model registry beside the store's versions (registry.backend); only a passed gate adds to it."""
+
+    def packages(self) -> Iterable[dict[str, Any]]: ...  # what it holds of this project
+    def package_for(self, sha: str) -> dict[str, Any] | None: ...
+
+
+class TrackedNumbers(Protocol):
+    """What a tracker says of a run now (links and parameters for the report; numbers only to warn)."""
+
+    @property
+    def link(self) -> str | None: ...
+    @property
+    def metrics(self) -> dict[str, float] | None: ...
+    @property
+    def params(self) -> dict[str, Any] | None: ...
+    @property
+    def notes(self) -> Sequence[str]: ...
 
 
 def run_url(env: Mapping[str, str]) -> str | None:

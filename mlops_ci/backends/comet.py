@@ -23,6 +23,7 @@ from ..compare import downsample
 from ..config import Config, MetricGoal
 from ..errors import BadCredentials, ConfigError, IntegrityError, MlopsCiError, NotFound, Refused, Transient
 from ..records import ModelVersion, Run
+from . import Context
 
 CLOUD = "https://www.comet.com"  # comet_ml's default server
 SYSTEM_METRICS = ("sys.", "process duration")  # logged by comet_ml itself, not by the model
@@ -86,6 +87,10 @@ class Comet:
         self._api: Any = None
         self._has_project = False
         self._found: dict[str, Located] = {}  # run id → where its experiment is, per invocation
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> Comet:
+        return cls(ctx.cfg, ctx.env)
 
     # -- linking a run ------------------------------------------------------------------------
     def experiment_key(self, job_name: str) -> str:

@@ -16,21 +16,56 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import integrity
 from ..config import EndpointConfig
 from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
 from ..progress import Wait
 from ..records import Deployment, EndpointState, ModelVersion
-from . import DeploymentRecorder, owner_label
+from . import DeploymentRecorder, Store, owner_label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..pipeline import Workspace
+    from ..config import Config
+    from ..context import Git, GitContext
+    from ..records import Run, Verdict
+    from .sagemaker import Aws
+
+
+class Host(Protocol):
+    """What deploying needs from the workspace that runs it (pipeline.Workspace): its config,
+    git and store, its checks of provenance and integrity, and its dry-run plan. A backend sees
+    this much of the verbs' layer and no more (no import of it: tests/unit/test_architecture.py)."""
+
+    cfg: Config
+    env: Mapping[str, str]
+    git: Git
+    home: Path
+    dry_run: bool
+
+    @property
+    def project(self) -> str: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def ctx(self) -> GitContext: ...
+    def say(self, msg: str) -> None: ...
+    def would(self, target: str, action: str, **detail: Any) -> None: ...
+    def aws(self) -> Aws: ...
+    def guard_store(self) -> None: ...
+    def runner_guard(self, why: str, allow: str) -> None: ...
+    def head_run(self, ref: str | None) -> Run: ...
+    def check_provenance(self, run: Run) -> Verdict: ...
+    def verify_version(self, mv: ModelVersion) -> None: ...
+    def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
+    def check_registry_statuses(self, *, rollback: bool) -> None: ...
+    def deployed(self, mv: ModelVersion, endpoint: str) -> None: ...
+    def endpoint_for_tag(self, tag: str) -> str: ...
+
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])
 
@@ -134,7 +169,7 @@ def _pause(point: str) -> None:
 
 
 class LocalEndpoints:
-    def __init__(self, ws: Workspace, recorder: DeploymentRecorder | None = None):
+    def __init__(self, ws: Host, recorder: DeploymentRecorder | None = None):
         self.ws = ws
         self.recorder = recorder
         self.store = ws.store
@@ -465,7 +500,7 @@ class LocalEndpoints:
     def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
         ep = self.ws.cfg.endpoint(name)
         self._preflight(ep, rollback=True)
-        if ep.backend == "local" and not self.ws.dry_run:
+        if ep.kind.processes and not self.ws.dry_run:
             with self.lock(name, lock_timeout):  # "previous" is only known once a killed deploy is recorded
                 self._recover(name)
         state = self.store.endpoint_state(self.project, name)
@@ -487,7 +522,7 @@ class LocalEndpoints:
     def _preflight(self, ep: EndpointConfig, *, rollback: bool = False) -> None:
         self.ws.guard_store()
         self.ws.check_registry_statuses(rollback=rollback)
-        if ep.backend == "local" and not self.ws.dry_run:
+        if ep.kind.processes and not self.ws.dry_run:
             self.ws.runner_guard(
                 f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "
                 "job while its deployment record says it is live; use backend: sagemaker for CI deploys",
@@ -567,8 +602,8 @@ class LocalEndpoints:
     def _rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
     ) -> Deployment:
-        if ep.backend == "sagemaker":
-            remote = self._sagemaker()
+        if not ep.kind.processes:
+            remote = self._managed(ep)
             dep: Deployment = (
                 remote.plan(ep, mv, tag, kind) if self.ws.dry_run else remote.rollout(ep, mv, tag, kind, lock_timeout)
             )
@@ -735,14 +770,13 @@ class LocalEndpoints:
         self.store.record_deployment(dep)
         return dep
 
-    def _sagemaker(self) -> Any:
-        from .sagemaker import SageMakerRollout
-
-        return SageMakerRollout(self, self.ws.aws())
+    def _managed(self, ep: EndpointConfig) -> Any:
+        """The service that runs endpoint `ep` (its backend's entry in backends/registry.py)."""
+        return ep.kind.load()(self, self.ws.aws())  # type: ignore[operator]
 
     def _remote_view(self, ep: EndpointConfig) -> tuple[str, int | None, str | None, dict[str, Any]]:
         """(status, live version, live sha, the whole description) of a SageMaker endpoint."""
-        live: dict[str, Any] = self._sagemaker().health(ep)
+        live: dict[str, Any] = self._managed(ep).health(ep)
         serving = live["status"] == "InService"
         return live["status"], live.get("version") if serving else None, live.get("sha") if serving else None, live
 
@@ -765,9 +799,9 @@ class LocalEndpoints:
     def stop(self, name: str) -> None:
         ep = self._declared(name)
         state = self.store.endpoint_state(self.project, name)
-        if ep is not None and ep.backend == "sagemaker":
+        if ep is not None and not ep.kind.processes:
             with self.lock(name, 30):
-                self._sagemaker().stop(ep)
+                self._managed(ep).stop(ep)
                 if state is not None:
                     self.store.put_endpoint_state(replace(state, status="Stopped", updated=time.time()))
             return
@@ -791,8 +825,8 @@ class LocalEndpoints:
 
     def invoke(self, name: str, body: bytes, content_type: str, accept: str) -> tuple[int, str, bytes]:
         ep = self._declared(name)
-        if ep is not None and ep.backend == "sagemaker":
-            result: tuple[int, str, bytes] = self._sagemaker().endpoint(ep).invoke(body, content_type, accept)
+        if ep is not None and not ep.kind.processes:
+            result: tuple[int, str, bytes] = self._managed(ep).endpoint(ep).invoke(body, content_type, accept)
             return result
         state = self.store.endpoint_state(self.project, name)
         if state is None and ep is None:
@@ -832,7 +866,7 @@ class LocalEndpoints:
         for name in [e.name for e in self.ws.cfg.endpoints] + sorted(set(states) - declared):
             st = states.get(name)
             ep = self._declared(name)
-            if ep is not None and ep.backend == "sagemaker":
+            if ep is not None and not ep.kind.processes:
                 status, version, sha, _ = self._remote_view(ep)
                 rows.append({"name": name, "declared": True, "status": status, "version": version, "sha": sha,
                              "url": st.url if st else None})  # fmt: skip
@@ -879,7 +913,7 @@ class LocalEndpoints:
                     best = (mv.version, tag)
             st = self.store.endpoint_state(self.project, ep.name)
             extra = ""
-            if ep.backend == "sagemaker":
+            if not ep.kind.processes:
                 health, live_version, live_sha, live = self._remote_view(ep)
                 declared = (ep.instance_type, ep.instance_count)
                 actual = (live.get("instance_type"), live.get("instance_count"))
@@ -898,7 +932,7 @@ class LocalEndpoints:
                 drift = f"v{live_version} is live but no approved tag routes to {ep.name}"
             elif health in ("Down", "Degraded", "Failed", "OutOfService"):
                 drift = f"endpoint is {health}"
-            stray = strays.get(ep.name, []) if ep.backend == "local" else []
+            stray = strays.get(ep.name, []) if ep.kind.processes else []
             if stray:
                 extra = "; ".join(x for x in (extra, f"{len(stray)} untracked serving process(es) running (pid "
                     f"{', '.join(map(str, stray))}) that a killed deploy left; the next deploy, rollback or "

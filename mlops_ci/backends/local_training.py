@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from . import TrainingResult, TrainingSpec
+from . import Context, TrainingResult, TrainingSpec
 
 HOST = "algo-1"
 METRICS_FILE = "metrics.json"  # written by the script to $SM_OUTPUT_DATA_DIR (optional)
@@ -220,6 +220,10 @@ class LocalTrainingBackend:
 
     def __init__(self, venv_cache: Path | None = None) -> None:
         self.venv_cache = venv_cache
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> LocalTrainingBackend:
+        return cls(venv_cache=ctx.home / "venvs")
 
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult:
         base = workdir / "opt_ml"

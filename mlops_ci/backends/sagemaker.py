@@ -34,7 +34,7 @@ from ..errors import (
     ServiceRefused,
     Transient,
 )
-from . import TrainingResult, TrainingSpec, sagemaker_types
+from . import Context, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, w
 def serving_instance_type(cfg: Config) -> str | None:
     """The instance type a registered package is meant for: the first SageMaker endpoint's."""
     for ep in cfg.endpoints:
-        if ep.backend == "sagemaker":
+        if ep.kind.on_aws:
             return ep.instance_type
     return None
 
@@ -227,6 +227,9 @@ class Aws:
         from botocore.exceptions import BotoCoreError, ClientError
 
         self.cfg = cfg
+        # Package descriptions seen by this session, by (region, ARN): a promote or deploy looks a
+        # package up more than once, and its metadata never changes after registration.
+        self.described: dict[tuple[str, str], dict[str, Any]] = {}
         region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if not region:
             raise ConfigError("no AWS region: set aws.region in mlops-ci.yaml or AWS_REGION")
@@ -373,6 +376,10 @@ class SageMakerTrainer:
         self.cfg = cfg
         self.sm = cfg.training.sagemaker
         self.say = say
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> SageMakerTrainer:
+        return cls(ctx.aws(), ctx.cfg, ctx.say)
 
     # pure parts ------------------------------------------------------------------------
     def pack_source(self, code_dir: Path, dest: Path) -> tuple[Path, str]:
@@ -677,9 +684,6 @@ class _LogTail:
 
 
 # -- model registry ------------------------------------------------------------------------
-# Package descriptions seen by this process, by (region, ARN): a promote or deploy looks a
-# package up more than once, and its metadata never changes after registration.
-_DESCRIBED: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 class SageMakerRegistry:
@@ -688,6 +692,10 @@ class SageMakerRegistry:
     def __init__(self, aws: Aws, cfg: Config):
         self.aws, self.cfg = aws, cfg
         self.group = cfg.registry.model_package_group or _slug(cfg.project)[:63]
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> SageMakerRegistry:
+        return cls(ctx.aws(), ctx.cfg)
 
     def group_request(self) -> dict[str, Any]:
         return {"ModelPackageGroupName": self.group,
@@ -736,13 +744,13 @@ class SageMakerRegistry:
                 raise self.aws.error(exc, f"list model packages of {self.group}") from None
             for s in page.get("ModelPackageSummaryList", []):
                 key = (self.aws.region, s["ModelPackageArn"])
-                d = _DESCRIBED.get(key)
+                d = self.aws.described.get(key)
                 if d is None:
                     d = self.aws.describe("describe_model_package", "describe a model package",
                                           ModelPackageName=s["ModelPackageArn"])  # fmt: skip
                     if d is None:
                         continue
-                    _DESCRIBED[key] = d
+                    self.aws.described[key] = d
                 # what can change after registration (a human approving) comes fresh with the list
                 yield {**d, **{k: s[k] for k in ("ModelApprovalStatus", "ModelPackageStatus") if k in s}}
             if not page.get("NextToken"):
@@ -1006,7 +1014,7 @@ class SageMakerRollout:
     def approved_package(self, mv: ModelVersion) -> str | None:
         """With the SageMaker registry, its package must exist and be Approved (a human may be
         the approver: registry.approval: PendingManualApproval)."""
-        if self.cfg.registry.backend != "sagemaker":
+        if not self.cfg.registry.kind.on_aws:  # the store is the registry: nothing else to ask
             return None
         pkg = SageMakerRegistry(self.aws, self.cfg).package_for(mv.sha)
         if pkg is None:

@@ -147,7 +147,7 @@ def print_plan(plan: list[dict[str, Any]], *, as_json: bool, result: Any = None)
     tail = " The real run would:" if plan else " The real run would change nothing."
     lines = ["dry run: nothing was changed." + tail]
     for i, step in enumerate(plan, start=1):
-        if step["target"] == "github":
+        if "method" in step:  # a forge's HTTP request
             body = f" {json.dumps(step['body'], sort_keys=True)}" if "body" in step else ""
             lines.append(f"{i:>3}. GitHub {step['method']} {inline(step['path'])}{body}")
         else:
@@ -531,17 +531,17 @@ def models(ws: Any, *, as_json: bool) -> int:
     for st in ws.store.endpoint_states(ws.project):
         if st.status == "InService" and st.version is not None:
             live.setdefault(st.version, []).append(st.name)
-    packages: dict[str, dict[str, str]] = {}  # sha → the SageMaker registry's view, when it is used
-    if ws.cfg.registry.backend == "sagemaker" and versions:
-        from ..backends.sagemaker import SageMakerRegistry
-
-        for d in SageMakerRegistry(ws.aws(), ws.cfg).packages():
+    packages: dict[str, dict[str, str]] = {}  # sha → the second registry's view (registry.backend), if any
+    registry = ws.model_registry()
+    label = ws.cfg.registry.kind.label
+    if registry is not None and versions:
+        for d in registry.packages():
             sha = d.get("CustomerMetadataProperties", {}).get("git_sha")
             if sha:
                 packages[sha] = {"arn": d["ModelPackageArn"], "approval": d.get("ModelApprovalStatus", "")}
     if as_json:
         rows = [dict(v.to_dict(), live_on=live.get(v.version, [])) for v in versions]
-        if ws.cfg.registry.backend == "sagemaker":
+        if registry is not None:
             for row in rows:
                 row["model_package"] = packages.get(row["sha"])
         _json(rows)
@@ -557,12 +557,12 @@ def models(ws: Any, *, as_json: bool) -> int:
             f"v{v.version:<7} {v.sha[:8]:<8} {stage:<9} {','.join(live.get(v.version, [])) or '-':<20} "
             f"{v.artifact_sha256[:16]:<16} {metrics}"
         )
-        if ws.cfg.registry.backend == "sagemaker":
+        if registry is not None:
             pkg = packages.get(v.sha)
             lines.append(
-                f"         SageMaker: {pkg['arn']} ({pkg['approval']})"
+                f"         {label}: {pkg['arn']} ({pkg['approval']})"
                 if pkg
-                else "         SageMaker: not registered (run `mlops-ci promote` again to register it)"
+                else f"         {label}: not registered (run `mlops-ci promote` again to register it)"
             )
     out("\n".join(lines))
     return 0

@@ -1,0 +1,94 @@
+"""The backend tables: one per kind of service, keyed by the name a user writes in mlops-ci.yaml.
+
+This module is the only place that knows a backend by its name. Everything else asks the entry
+for what it can do (`remote`, `on_aws`, `processes`, ...) and for its implementation
+(`load()`), so adding a backend (a Vertex AI trainer, an MLflow tracker, a GitLab forge) is one
+new module plus one line in a table here; docs/architecture.md walks through it.
+
+Entries name their implementation as "module:attribute" and load it on first use: the CLI
+never pays for an SDK the configuration does not use (tests/unit/test_imports.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One backend of one kind.
+
+    name: what mlops-ci.yaml says (`training.backend: sagemaker`).
+    label: what messages call it ("SageMaker").
+    impl: "module:attribute" of its implementation ("" for the built-in default that needs none).
+    extra: the package extra it needs (`pip install 'mlops-ci[extra]'`), if any.
+    on_aws: it calls AWS, so it needs aws.role and aws.bucket, and the jobs need AWS credentials.
+    remote: training only: the job runs off this machine (it can be started, left running with
+        --no-wait, followed later with `wait`, stopped when superseded; its channels are URIs).
+    processes: endpoints only: serving processes on this machine that mlops-ci starts and stops.
+    secrets: the repository secrets the workflows must pass it (`doctor` checks them).
+    """
+
+    name: str
+    label: str
+    impl: str = ""
+    extra: str | None = None
+    on_aws: bool = False
+    remote: bool = False
+    processes: bool = False
+    secrets: tuple[str, ...] = ()
+
+    def load(self) -> object:
+        """The implementation (imported now, not before)."""
+        module, _, attr = self.impl.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+TRAINING: dict[str, Kind] = {
+    "local": Kind("local", "this machine", "mlops_ci.backends.local_training:LocalTrainingBackend"),
+    "sagemaker": Kind(
+        "sagemaker",
+        "SageMaker",
+        "mlops_ci.backends.sagemaker:SageMakerTrainer",
+        extra="sagemaker",
+        on_aws=True,
+        remote=True,
+    ),
+}
+
+TRACKING: dict[str, Kind] = {
+    "local": Kind("local", "the run store"),  # the store's own records: no tracker
+    "comet": Kind("comet", "Comet", "mlops_ci.backends.comet:Comet", extra="comet", secrets=("COMET_API_KEY",)),
+}
+
+REGISTRY: dict[str, Kind] = {
+    "local": Kind("local", "the run store"),  # the store's model versions: no second registry
+    "sagemaker": Kind(
+        "sagemaker", "SageMaker", "mlops_ci.backends.sagemaker:SageMakerRegistry", extra="sagemaker", on_aws=True
+    ),
+}
+
+ENDPOINTS: dict[str, Kind] = {
+    "local": Kind("local", "this machine", "mlops_ci.backends.local_endpoints:LocalEndpoints", processes=True),
+    "sagemaker": Kind(
+        "sagemaker", "SageMaker", "mlops_ci.backends.sagemaker:SageMakerRollout", extra="sagemaker", on_aws=True
+    ),
+}
+
+FORGES: dict[str, Kind] = {
+    "github": Kind("github", "GitHub", "mlops_ci.backends.github:GitHubClient"),
+}
+
+TABLES: dict[str, dict[str, Kind]] = {
+    "training": TRAINING,
+    "tracking": TRACKING,
+    "registry": REGISTRY,
+    "endpoints": ENDPOINTS,
+    "forge": FORGES,
+}
+
+
+def kind(table: str, name: str) -> Kind:
+    """The entry `name` of `table` (config validation has made sure it exists)."""
+    return TABLES[table][name]

@@ -1,0 +1,119 @@
+"""The shape of the house (docs/architecture.md): backends are chosen through the tables in
+backends/registry.py only, imports go one way, and `Any` stays rare."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import mlops_ci
+from mlops_ci.backends import registry
+
+PKG = Path(mlops_ci.__file__).parent
+SOURCES = sorted(p for p in PKG.rglob("*.py") if "_offline_comet" not in p.parts)
+NAMES = {name for table in registry.TABLES.values() for name in table}
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _backend_checks(path: Path, shown: str) -> list[str]:
+    """Comparisons that pick behaviour by a backend's name: `x.backend == ...`, or a name from the
+    tables other than the default 'local' compared with anything."""
+    found = []
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        strings: set[str] = set()
+        for side in sides:
+            elts = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+            strings |= {e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+        on_backend = any(isinstance(s, ast.Attribute) and s.attr == "backend" for s in sides)
+        if on_backend or strings & (NAMES - {"local"}):
+            found.append(f"{shown}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_backend_is_picked_by_its_name_outside_the_tables():
+    offenders = [c for p in SOURCES if p.name != "registry.py" for c in _backend_checks(p, str(p.relative_to(PKG)))]
+    assert offenders == []
+
+
+def test_the_backend_check_finds_what_it_is_for(tmp_path: Path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "if cfg.training.backend == 'local': pass\n"
+        "if name in ('x', 'sagemaker'): pass\n"
+        "if tracker != 'comet': pass\n"
+        "if step == 'local': pass\n"
+    )
+    got = [line.split(": ", 1)[1] for line in _backend_checks(sample, "sample.py")]
+    assert got == ["cfg.training.backend == 'local'", "name in ('x', 'sagemaker')", "tracker != 'comet'"]
+
+
+@pytest.mark.parametrize("table", sorted(registry.TABLES))
+def test_every_entry_of_the_tables_loads(table: str):
+    for name, kind in registry.TABLES[table].items():
+        assert kind.name == name
+        if kind.impl:
+            impl = kind.load()
+            assert callable(impl), f"{table}.{name}: {kind.impl}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every mlops_ci module `path` imports, at any depth of the file (TYPE_CHECKING included)."""
+    me = _module(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("mlops_ci")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            if not mod.startswith("mlops_ci"):
+                continue
+            names.add(mod)
+            names |= {f"{mod}.{a.name}" for a in node.names}  # `from . import x` imports module x
+    modules = {_module(p) for p in SOURCES}
+    return {n for n in names if n in modules and n != me}
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module(p): _imports(p) for p in SOURCES}
+
+
+# Lower layers never import higher ones (docs/architecture.md).
+LAYERS = [
+    ("records and rules", r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress)$"),
+    ("backends", r"mlops_ci\.backends(\..*)?$"),
+    ("verbs", r"mlops_ci\.(pipeline|lineage|storeops|doctor|model_diff|report|diff_report)$"),
+    ("command line", r"mlops_ci\.cli(\..*)?$"),
+]
+
+
+def _layer(module: str) -> int | None:
+    return next((i for i, (_, pattern) in enumerate(LAYERS) if re.match(pattern, module)), None)
+
+
+def test_imports_go_down_the_layers_only():
+    upward = []
+    for m, deps in _graph().items():
+        mine = _layer(m)
+        for d in deps:
+            theirs = _layer(d)
+            if mine is not None and theirs is not None and theirs > mine:
+                upward.append(f"{m} ({LAYERS[mine][0]}) imports {d} ({LAYERS[theirs][0]})")
+    assert sorted(upward) == []
