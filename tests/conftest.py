@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -296,7 +297,44 @@ def example_repo(tmp_path: Path) -> Iterator[Project]:
         proj.stop_endpoints()
 
 
+_IN_PROCESS = threading.Lock()
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The test driver: `mlops-ci ARGS` in `cwd` with `env` added to the environment, run by
+    `main(argv)` in this process (the console script's code path) against the same wire-level
+    fakes, without a fresh interpreter importing boto3 for every command. What it returns is
+    what `run_module` returns; use that one where processes are the point (signals, crashes,
+    locks held by another process, start-up)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from mlops_ci.cli import main
+
+    if not _IN_PROCESS.acquire(blocking=False):  # the environment and the directory are the process's
+        raise RuntimeError("run_cli runs one command at a time; run concurrent commands with run_module")
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd)
+        _fresh_boto3_session()  # boto3's default session read the environment it was made in
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, --version, a usage error
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        _fresh_boto3_session()
+        _IN_PROCESS.release()
+    return subprocess.CompletedProcess(["mlops-ci", *args], code, out.getvalue(), err.getvalue())
+
+
 def run_module(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m mlops_ci ARGS` in a new process (for what only a process shows)."""
     return subprocess.run(
         [sys.executable, "-m", "mlops_ci", *args],
         cwd=cwd,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import git, run_module
+from tests.conftest import git, run_cli
 from tests.fakes.comet import FakeComet, serve
 
 KEY = "comet-test-key-0123456789"
@@ -91,7 +91,7 @@ class Repo:
             "COMET_API_KEY": key if online else "",
             "COMET_HTTP_SESSION_RETRY_TOTAL": "0",
         }  # a 5xx of the fake fails at once, not after ~12 s
-        return run_module(*args, cwd=self.path, env=env)
+        return run_cli(*args, cwd=self.path, env=env)
 
     def ok(self, *args: str, online: bool = False) -> str:
         proc = self.run(*args, online=online)
@@ -560,10 +560,10 @@ def test_a_self_hosted_server_is_found_as_comet_ml_finds_it(repo: Repo, comet: F
         (tmp_path / "comet.config").write_text(f"[comet]\nurl_override = {fake.url}/clientlib/\n")
         env = {"COMET_API_KEY": KEY, "COMET_CONFIG": str(tmp_path / "comet.config")}
     env = {**env, "COMET_HTTP_SESSION_RETRY_TOTAL": "0"}
-    assert run_module("train", cwd=path, env={**env, "COMET_API_KEY": ""}).returncode == 0
+    assert run_cli("train", cwd=path, env={**env, "COMET_API_KEY": ""}).returncode == 0
     run = json.loads(r.ok("runs", "show", "--json"))
     fake.upload(Path(run["links"]["comet_archive"]))
-    proc = run_module("report", "--json", cwd=path, env=env)
+    proc = run_cli("report", "--json", cwd=path, env=env)
     assert proc.returncode == 0, proc.stderr
     key_ = run["links"]["comet_experiment_key"]
     assert json.loads(proc.stdout)["comparison"]["head"]["links"]["comet"] == f"{fake.url}/acme/fast/{key_}"

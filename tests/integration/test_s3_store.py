@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, run_module
+from tests.conftest import Project, run_cli, run_module
 
 BUCKET = "mlops-ci-team"
 STORE = f"s3://{BUCKET}/ml"
@@ -76,12 +76,15 @@ class Machine:
         self.project, self.endpoint, self.tmp, self.store = project, endpoint, tmp, store
         self.n = 0
 
-    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, process: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """In this process, or (`process`) in a new one: concurrent commands are processes."""
         self.n += 1
         home = self.tmp / f"machine-{self.n}"
         full = {**AWS, "AWS_ENDPOINT_URL": self.endpoint, "MLOPS_CI_STORE": self.store, "MLOPS_CI_HOME": str(home),
                 **(env or {})}  # fmt: skip
-        return run_module(*args, cwd=self.project.path, env=full)
+        return (run_module if process else run_cli)(*args, cwd=self.project.path, env=full)
 
     def ok(self, *args: str, env: dict[str, str] | None = None) -> str:
         proc = self.run(*args, env=env)
@@ -134,7 +137,7 @@ def test_concurrent_promotes_of_different_shas_get_distinct_versions(project: Pr
     codes: list[int] = []
 
     def promote(sha: str) -> None:
-        codes.append(m.run("promote", sha).returncode)
+        codes.append(m.run("promote", sha, process=True).returncode)
 
     threads = [threading.Thread(target=promote, args=(s,)) for s in shas]
     for t in threads:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FAST_INFERENCE, FAST_TRAIN, git, run_module
+from tests.conftest import FAST_INFERENCE, FAST_TRAIN, git, run_cli
 from tests.fakes.sagemaker import ACCOUNT, REGION, FakeSageMaker, JobScript, serve
 
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/mlops-ci-sagemaker"
@@ -97,7 +97,7 @@ class Repo:
                "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
         if store:
             env["MLOPS_CI_STORE"] = store
-        return run_module(*args, cwd=self.path, env=env)
+        return run_cli(*args, cwd=self.path, env=env)
 
     def ok(self, *args: str, store: str | None = None) -> str:
         proc = self.run(*args, store=store)
@@ -417,12 +417,12 @@ def test_a_comet_key_reaches_the_job_environment_only_and_is_masked_in_plans(rep
         env = {"COMET_API_KEY": secret, "COMET_URL_OVERRIDE": f"{url}/clientlib/"}
         base = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": repo.url,
                 "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
-        plan = run_module("train", "--dry-run", "--json", cwd=repo.path, env={**base, **env})
+        plan = run_cli("train", "--dry-run", "--json", cwd=repo.path, env={**base, **env})
         assert plan.returncode == 0, plan.stderr
         assert secret not in plan.stdout + plan.stderr
         (req,) = [p["request"] for p in json.loads(plan.stdout)["plan"] if p["action"] == "CreateTrainingJob"]
         assert req["Environment"]["COMET_API_KEY"] == "***" and req["Environment"]["COMET_WORKSPACE"] == "acme"
-        proc = run_module("train", cwd=repo.path, env={**base, **env})
+        proc = run_cli("train", cwd=repo.path, env={**base, **env})
         assert proc.returncode == 0, proc.stderr
         assert secret not in proc.stdout + proc.stderr
     (sent,) = fake.calls("CreateTrainingJob")
