@@ -1,7 +1,8 @@
 """mlops-ci: GitOps for machine learning.
 
-Public API: the records and errors below, :class:`mlops_ci.pipeline.Workspace` for the verbs,
-and :func:`mlops_ci.cli.main` for the command line. Everything else is internal.
+Public API: the records and errors below, :class:`mlops_ci.workspace.Workspace` with the verbs
+in :mod:`mlops_ci.verbs`, and :func:`mlops_ci.cli.main` for the command line. Everything else is
+internal (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ _LAZY = {
     "Verdict": "records",
     "ConfigError": "errors",
     "MlopsCiError": "errors",
-    "Workspace": "pipeline",
+    "Workspace": "workspace",
 }
 
 

@@ -14,8 +14,8 @@ from .errors import MlopsCiError, NotFound
 from .records import data_summary
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Workspace
     from .records import ModelVersion, Run
+    from .workspace import Workspace
 
 
 def resolve(ws: Workspace, target: str) -> tuple[str, ModelVersion | None, str | None]:

@@ -1,5 +1,5 @@
 """Service boundaries. Each backend module implements one of these Protocols and is imported
-lazily by the pipeline, so the CLI never pays for an SDK it does not use."""
+lazily through backends/registry.py, so the CLI never pays for an SDK it does not use."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Host(Protocol):
-    """What deploying needs from the workspace that runs it (pipeline.Workspace): its config,
+    """What deploying needs from the workspace that runs it (workspace.Workspace): its config,
     git and store, its checks of provenance and integrity, and its dry-run plan. A backend sees
     this much of the verbs' layer and no more (no import of it: tests/unit/test_architecture.py)."""
 
@@ -58,13 +58,17 @@ class Host(Protocol):
     def aws(self) -> Aws: ...
     def guard_store(self) -> None: ...
     def runner_guard(self, why: str, allow: str) -> None: ...
-    def head_run(self, ref: str | None) -> Run: ...
     def check_provenance(self, run: Run) -> Verdict: ...
     def verify_version(self, mv: ModelVersion) -> None: ...
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
+    def endpoint_for_tag(self, tag: str) -> str: ...
+
+
+class Follower(Protocol):
+    """A registry beside the store's that follows deploys (the tracker's: verbs/deploy.py)."""
+
     def check_registry_statuses(self, *, rollback: bool) -> None: ...
     def deployed(self, mv: ModelVersion, endpoint: str) -> None: ...
-    def endpoint_for_tag(self, tag: str) -> str: ...
 
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])
@@ -169,9 +173,18 @@ def _pause(point: str) -> None:
 
 
 class LocalEndpoints:
-    def __init__(self, ws: Host, recorder: DeploymentRecorder | None = None):
+    def __init__(
+        self,
+        ws: Host,
+        recorder: DeploymentRecorder | None = None,
+        *,
+        runs: Callable[[str], Run],
+        registry: Follower,
+    ):
         self.ws = ws
         self.recorder = recorder
+        self.runs = runs  # the run of a commit (to say why it has no version)
+        self.registry = registry
         self.store = ws.store
         self.project = ws.project
         self.base = ws.home / "endpoints"
@@ -451,7 +464,7 @@ class LocalEndpoints:
         mv = self.store.version_for_sha(self.project, sha)
         if mv is None:
             # Explain precisely why: no run, failed gate, no gate, or just not promoted.
-            run = ws.head_run(sha)
+            run = self.runs(sha)
             ws.check_provenance(run)
             raise Refused(f"commit {sha[:8]} passed the gate but was never promoted; run `mlops-ci promote {sha[:8]}`")
         if mv.stage != "approved":
@@ -521,7 +534,7 @@ class LocalEndpoints:
 
     def _preflight(self, ep: EndpointConfig, *, rollback: bool = False) -> None:
         self.ws.guard_store()
-        self.ws.check_registry_statuses(rollback=rollback)
+        self.registry.check_registry_statuses(rollback=rollback)
         if ep.kind.processes and not self.ws.dry_run:
             self.ws.runner_guard(
                 f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "
@@ -531,7 +544,7 @@ class LocalEndpoints:
 
     def _announce(self, dep: Deployment, mv: ModelVersion) -> Deployment:
         if dep.outcome == "succeeded":
-            self.ws.deployed(mv, dep.endpoint)
+            self.registry.deployed(mv, dep.endpoint)
         return dep
 
     def _success_detail(

@@ -97,9 +97,15 @@ def _json(obj: Any) -> None:
     _plain(json_text(json.dumps(json_safe(obj), indent=2, sort_keys=True)))
 
 
+def _endpoints(ws: Any) -> Any:
+    from ..verbs.deploy import endpoints
+
+    return endpoints(ws)
+
+
 @contextmanager
 def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]:
-    from ..pipeline import Workspace
+    from ..workspace import Workspace
 
     start = Path(args.directory or ".")
     dry_run = bool(getattr(args, "dry_run", False))
@@ -164,7 +170,7 @@ def dispatch(args: argparse.Namespace) -> int:
         start = Path(args.directory or ".")
         return diff_cmd(start, args.old, args.new, as_json=args.json, md=args.md, config_path=args.config)
     if cmd == "comment":
-        from ..pipeline import publish_report_artifact
+        from ..verbs.publish import publish_report_artifact
 
         result = publish_report_artifact(
             env, Path(args.from_artifact), token=args.token, pr=args.pr,
@@ -217,7 +223,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "endpoint":
             if args.endpoint_command != "stop":
                 raise UsageError("usage: mlops-ci endpoint stop NAME")
-            ws.endpoints().stop(args.name)
+            _endpoints(ws).stop(args.name)
             out(f"endpoint {args.name} stopped")
             return 0
         if cmd == "invoke":
@@ -360,7 +366,9 @@ def _run_dict(run: Any) -> dict[str, Any]:
 
 def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
           cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
-    run, reused = ws.train(ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
+    from ..verbs.train import train as train_commit
+
+    run, reused = train_commit(ws, ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
                            cancel_superseded=cancel_superseded, attach_only=attach_only)  # fmt: skip
     if run is None:  # dry run (the plan is printed by the caller), or a job left running
         return 0
@@ -425,8 +433,9 @@ def report(
 ) -> int:
     from ..backends.github import GitHubSettings
     from ..report import render_json, render_markdown
+    from ..verbs.review import Reviewer
 
-    rv = ws.review(ref, base=base, baseline=baseline)
+    rv = Reviewer(ws).review(ref, base=base, baseline=baseline)
     head_ref = ws.ctx.branch if ref is None else ref
     gh = GitHubSettings.from_env(env)
     repo_url = f"{gh.server_url}/{gh.repository}" if gh.repository else None
@@ -456,7 +465,9 @@ def report(
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
     if post:
-        result = ws.post_report(md, pr)
+        from ..verbs.publish import Publisher
+
+        result = Publisher(ws).post_report(md, pr)
         if result is not None:
             say(f"PR comment {result.action}: {result.html_url}")
             github_output(comment_url=result.html_url)
@@ -489,12 +500,16 @@ def _verdict_table(results: Any) -> list[str]:
 def gate(
     ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool, check: bool = False
 ) -> int:
-    rv = ws.review(ref, base=base, baseline=baseline, deciding=True)
-    verdict = ws.record_verdict(rv)
+    from ..verbs.publish import Publisher
+    from ..verbs.review import Reviewer
+
+    reviewer = Reviewer(ws)
+    rv = reviewer.review(ref, base=base, baseline=baseline, deciding=True)
+    verdict = reviewer.record_verdict(rv)
     github_output(verdict="passed" if verdict.passed else "failed", conclusion=verdict.conclusion, sha=verdict.sha,
                   run_id=verdict.run_id)  # fmt: skip
     if check:
-        published = ws.publish_verdict(verdict)
+        published = Publisher(ws).publish_verdict(verdict)
         if published:
             say(f"verdict published as a {'check run' if published == 'check' else 'commit status'}")
     if as_json:
@@ -514,7 +529,9 @@ def gate(
 
 
 def promote(ws: Any, ref: str | None, *, as_json: bool) -> int:
-    mv, created = ws.promote(ref)
+    from ..verbs.promote import Promotion
+
+    mv, created = Promotion(ws).promote(ref)
     github_output(model_version=mv.version, sha=mv.sha)
     if as_json:
         _json({"created": created, "version": mv.to_dict()})
@@ -572,7 +589,7 @@ def models(ws: Any, *, as_json: bool) -> int:
 def deploy(
     ws: Any, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
 ) -> int:
-    dep = ws.endpoints().deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
+    dep = _endpoints(ws).deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
@@ -582,7 +599,7 @@ def deploy(
 
 
 def rollback(ws: Any, name: str, *, lock_timeout: float, as_json: bool) -> int:
-    dep = ws.endpoints().rollback(name, lock_timeout=lock_timeout)
+    dep = _endpoints(ws).rollback(name, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
@@ -598,7 +615,7 @@ def _deploy_outputs(ws: Any, dep: Any) -> None:
 
 
 def endpoints(ws: Any, *, as_json: bool) -> int:
-    rows = ws.endpoints().listing()
+    rows = _endpoints(ws).listing()
     if as_json:
         _json(rows)
         return 0
@@ -614,7 +631,7 @@ def endpoints(ws: Any, *, as_json: bool) -> int:
 
 
 def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> int:
-    status, _ctype, data = ws.endpoints().invoke(name, body, content_type, accept)
+    status, _ctype, data = _endpoints(ws).invoke(name, body, content_type, accept)
     RESULT["printed"] = True
     _stdout(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
     if status >= 400:
@@ -623,7 +640,7 @@ def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> i
 
 
 def status(ws: Any, *, check: bool, as_json: bool) -> int:
-    rows = ws.endpoints().status()
+    rows = _endpoints(ws).status()
     drift = [r for r in rows if r["drift"]]
     if as_json:
         _json(rows)
@@ -667,7 +684,7 @@ def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None)
     if action == "check":
         problems = storeops.check(ws.store, ws.project, ws.home / "artifacts" / "cache", ws.signature_problem)
         if not problems:  # processes are not records: a warning, not a failed check
-            for name, pids in ws.endpoints().strays().items():
+            for name, pids in _endpoints(ws).strays().items():
                 listed = ", ".join(map(str, pids))
                 say(f"warning: endpoint {name}: {len(pids)} untracked serving process(es) running (pid {listed}); "
                     f"`mlops-ci endpoint stop {name}` or its next deploy stops them")  # fmt: skip

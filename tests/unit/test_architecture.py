@@ -97,9 +97,14 @@ def _graph() -> dict[str, set[str]]:
 
 # Lower layers never import higher ones (docs/architecture.md).
 LAYERS = [
-    ("records and rules", r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress)$"),
+    (
+        "records and rules",
+        r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress|report"
+        r"|backends\.registry)$",
+    ),
     ("backends", r"mlops_ci\.backends(\..*)?$"),
-    ("verbs", r"mlops_ci\.(pipeline|lineage|storeops|doctor|model_diff|report|diff_report)$"),
+    ("workspace", r"mlops_ci\.workspace$"),
+    ("verbs", r"mlops_ci\.(verbs(\..*)?|lineage|storeops|doctor)$"),
     ("command line", r"mlops_ci\.cli(\..*)?$"),
 ]
 

@@ -82,8 +82,8 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker.py", "_s3_objects"): {"training"},  # train (channel digests), report/gate
     ("mlops_ci/backends/sagemaker.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
-    ("mlops_ci/pipeline.py", "Workspace._train_plan"): {"training"},  # train --dry-run
-    ("mlops_ci/pipeline.py", "Workspace.register_package"): {"deploy"},  # promote
+    ("mlops_ci/verbs/train.py", "Training._train_plan"): {"training"},  # train --dry-run
+    ("mlops_ci/verbs/promote.py", "Promotion.register_package"): {"deploy"},  # promote
     ("mlops_ci/backends/s3_store.py", "S3Store."): {"training", "deploy"},  # the run store: every verb
     ("mlops_ci/integrity.py", "Signer."): {SIGNING},  # gate signs, promote signs, deploy verifies
     # `doctor` reads the set-up as whoever runs it (an admin, locally): IAM and STS reads are no
@@ -467,6 +467,10 @@ def calls() -> list[Call]:
 
 
 # -- (a) every call is allowed to the role that runs it ----------------------------------------
+# Modules that make a client and hand it over: its calls are found (and given roles) where they are made.
+HANDS_OVER = {"mlops_ci/workspace.py": "the KMS client of integrity.Signer (its calls: integrity.py)"}
+
+
 def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
     found = {(c.module, c.service, c.op) for c in calls}
     by_module = {c.module for c in calls}
@@ -474,10 +478,10 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
         tree = ast.parse(text)
         uses = any((isinstance(n, (ast.Import, ast.ImportFrom)) and "boto3" in ast.unparse(n)) or _client_call(n)
                    for n in ast.walk(tree))  # fmt: skip
-        if uses:
+        if uses and rel not in HANDS_OVER:
             assert rel in by_module, f"{rel} uses boto3 but no AWS call of it was found: teach discover() its pattern"
     assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py",
-            "mlops_ci/pipeline.py"} <= by_module  # fmt: skip
+            "mlops_ci/verbs/promote.py"} <= by_module  # fmt: skip
     for probe in [
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "create_training_job"),
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "update_endpoint"),  # getattr(…, "update_endpoint" if …)
@@ -488,9 +492,9 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
         ("mlops_ci/backends/sagemaker.py", "s3", "list_objects_v2"),  # get_paginator("list_objects_v2")
         ("mlops_ci/backends/sagemaker.py", "s3", "upload_file"),
         ("mlops_ci/backends/s3_store.py", "s3", "delete_object"),
-        ("mlops_ci/pipeline.py", "sagemaker", "describe_model_package_group"),  # Aws.describe from pipeline
+        ("mlops_ci/verbs/promote.py", "sagemaker", "describe_model_package_group"),  # Aws.describe from a verb
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "describe_endpoint"),  # SageMakerEndpoint.describe
-        ("mlops_ci/integrity.py", "kms", "sign"),  # Signer._call("sign"): the client handed over by pipeline
+        ("mlops_ci/integrity.py", "kms", "sign"),  # Signer._call("sign"): the client handed over by the workspace
     ]:
         assert probe in found, probe
 
