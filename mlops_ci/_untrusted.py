@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import os
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -44,7 +43,9 @@ _RUNNER_LINES = re.compile(r"\r\n|\r|\n")
 
 
 def under_actions(env: Mapping[str, str] | None = None) -> bool:
-    return (os.environ if env is None else env).get("GITHUB_ACTIONS") == "true"
+    from .ci import detect
+
+    return detect(env).actions
 
 
 def runner_lines(text: str) -> list[str]:

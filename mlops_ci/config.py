@@ -331,7 +331,7 @@ def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in env.items()}
 
 
-def digest(payload: Any) -> str:
+def digest(payload: object) -> str:
     """sha256 of `payload`'s canonical JSON: the config digests, and the run's inputs digest."""
     import hashlib  # not at module level: `config check` never needs it
     import json
@@ -360,7 +360,7 @@ class _Reader:
         key = ".".join(inline(p) for p in path) or "<top level>"
         return ConfigError(f"{where}: {key}: {msg}", file=self.loaded.file, line=self.loaded.line(path))
 
-    def mapping(self, value: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
+    def mapping(self, value: object, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict[str, object]:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -373,7 +373,7 @@ class _Reader:
                 )
         return value
 
-    def string(self, value: Any, path: tuple[str | int, ...], *, choices: tuple[str, ...] = ()) -> str:
+    def string(self, value: object, path: tuple[str | int, ...], *, choices: tuple[str, ...] = ()) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a non-empty string, got {_kind(value)}")
         if choices and value not in choices:
@@ -382,33 +382,33 @@ class _Reader:
             )
         return value
 
-    def number(self, value: Any, path: tuple[str | int, ...]) -> float:
+    def number(self, value: object, path: tuple[str | int, ...]) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(path, f"expected a number, got {_kind(value)}")
         if not math.isfinite(value):
             raise self.fail(path, f"expected a finite number, got {value}")
         return float(value)
 
-    def integer(self, value: Any, path: tuple[str | int, ...], *, minimum: int = 0) -> int:
+    def integer(self, value: object, path: tuple[str | int, ...], *, minimum: int = 0) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"expected a whole number, got {_kind(value)}")
         if value < minimum:
             raise self.fail(path, f"expected a whole number >= {minimum}, got {value}")
         return value
 
-    def boolean(self, value: Any, path: tuple[str | int, ...]) -> bool:
+    def boolean(self, value: object, path: tuple[str | int, ...]) -> bool:
         if not isinstance(value, bool):
             raise self.fail(path, f"expected true or false, got {_kind(value)}")
         return value
 
-    def seq(self, value: Any, path: tuple[str | int, ...]) -> list[Any]:
+    def seq(self, value: object, path: tuple[str | int, ...]) -> list[object]:
         if value is None:
             return []
         if not isinstance(value, list):
             raise self.fail(path, f"expected a list, got {_kind(value)}")
         return value
 
-    def str_map(self, value: Any, path: tuple[str | int, ...]) -> dict[str, str]:
+    def str_map(self, value: object, path: tuple[str | int, ...]) -> dict[str, str]:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -421,7 +421,7 @@ class _Reader:
         return out
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -522,7 +522,7 @@ def _check_store(store: str, r: _Reader | None, path: tuple[str | int, ...]) -> 
         raise ConfigError(f"store: {msg}")
 
 
-def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
+def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
     p: tuple[str | int, ...] = ("training",)
     keys = (
         "backend",
@@ -608,7 +608,7 @@ def _parse_training(r: _Reader, raw: Any) -> TrainingConfig:
     )
 
 
-def _metric_name(r: _Reader, value: Any, path: tuple[str | int, ...]) -> str:
+def _metric_name(r: _Reader, value: object, path: tuple[str | int, ...]) -> str:
     """A metric name: any text on one line. Line breaks and control characters would let it
     forge lines of our output (e.g. a GitHub workflow command); mlops_ci/_untrusted.py."""
     from ._untrusted import bad_name_chars
@@ -621,7 +621,7 @@ def _metric_name(r: _Reader, value: Any, path: tuple[str | int, ...]) -> str:
     return name
 
 
-def _excludes(r: _Reader, t: dict[str, Any], p: tuple[str | int, ...]) -> tuple[str, ...]:
+def _excludes(r: _Reader, t: dict[str, object], p: tuple[str | int, ...]) -> tuple[str, ...]:
     if "exclude" not in t:
         return DEFAULT_EXCLUDE
     pats = _strings(r, t["exclude"], (*p, "exclude"))
@@ -631,15 +631,15 @@ def _excludes(r: _Reader, t: dict[str, Any], p: tuple[str | int, ...]) -> tuple[
     return pats
 
 
-def _strings(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> tuple[str, ...]:
+def _strings(r: _Reader, raw: object, path: tuple[str | int, ...]) -> tuple[str, ...]:
     return tuple(r.string(v, (*path, i)) for i, v in enumerate(r.seq(raw, path)))
 
 
-def _opt_string(r: _Reader, m: dict[str, Any], key: str, path: tuple[str | int, ...]) -> str | None:
+def _opt_string(r: _Reader, m: dict[str, object], key: str, path: tuple[str | int, ...]) -> str | None:
     return r.string(m[key], (*path, key)) if m.get(key) is not None else None
 
 
-def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMakerTraining:
+def _parse_sm_training(r: _Reader, raw: object, p: tuple[str | int, ...]) -> SageMakerTraining:
     keys = tuple(SageMakerTraining.__dataclass_fields__)
     m = r.mapping(raw, p, keys)
     d = SageMakerTraining()
@@ -692,7 +692,7 @@ def _parse_sm_training(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMa
     )
 
 
-def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
+def _parse_tracking(r: _Reader, raw: object) -> TrackingConfig:
     p: tuple[str | int, ...] = ("tracking",)
     m = r.mapping(raw, p, tuple(TrackingConfig.__dataclass_fields__))
     d = TrackingConfig()
@@ -724,7 +724,7 @@ def _parse_tracking(r: _Reader, raw: Any) -> TrackingConfig:
 COMPARE_URL_FIELDS = ("server", "workspace", "project", "baseline", "head")
 
 
-def _compare_url(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> str:
+def _compare_url(r: _Reader, raw: object, path: tuple[str | int, ...]) -> str:
     """A template with only the known placeholders, each well formed (checked here, not when a
     report is rendered), that makes an http(s) link."""
     import string
@@ -754,7 +754,7 @@ def _compare_url(r: _Reader, raw: Any, path: tuple[str | int, ...]) -> str:
     return text
 
 
-def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:
+def _parse_aws(r: _Reader, raw: object) -> AwsConfig:
     p: tuple[str | int, ...] = ("aws",)
     m = r.mapping(raw, p, tuple(AwsConfig.__dataclass_fields__))
     role = _opt_string(r, m, "role", p)
@@ -776,7 +776,7 @@ def _parse_aws(r: _Reader, raw: Any) -> AwsConfig:
     )
 
 
-def _prices(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> dict[str, float]:
+def _prices(r: _Reader, raw: object, p: tuple[str | int, ...]) -> dict[str, float]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -790,7 +790,7 @@ def _prices(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> dict[str, float]:
     return out
 
 
-def _parse_registry(r: _Reader, raw: Any) -> RegistryConfig:
+def _parse_registry(r: _Reader, raw: object) -> RegistryConfig:
     p: tuple[str | int, ...] = ("registry",)
     m = r.mapping(raw, p, tuple(RegistryConfig.__dataclass_fields__))
     group = _opt_string(r, m, "model_package_group", p)
@@ -843,7 +843,7 @@ def _check_aws_needed(
                 raise r.fail(("endpoints", i, "instance_type"), problem)
 
 
-def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:
+def _parse_metrics(r: _Reader, raw: object) -> dict[str, MetricGoal]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -867,7 +867,7 @@ def _parse_metrics(r: _Reader, raw: Any) -> dict[str, MetricGoal]:
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 
 
-def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateConfig:
+def _parse_gate(r: _Reader, raw: object, metrics: dict[str, MetricGoal]) -> GateConfig:
     g = r.mapping(raw, ("gate",), ("rules", "require_baseline", "signing_key"))
     rules: list[Rule] = []
     for i, item in enumerate(r.seq(g.get("rules"), ("gate", "rules"))):
@@ -928,11 +928,11 @@ def _parse_gate(r: _Reader, raw: Any, metrics: dict[str, MetricGoal]) -> GateCon
 _REVIEW_KEYS = tuple(f.name for f in fields(ReviewConfig))
 
 
-def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
+def _parse_review(r: _Reader, raw: object) -> ReviewConfig:
     m = r.mapping(raw, ("review",), _REVIEW_KEYS)
     d = ReviewConfig()
 
-    def name(v: Any, path: tuple[str | int, ...]) -> str:
+    def name(v: object, path: tuple[str | int, ...]) -> str:
         """A column: a header name (one line, it names gate quantities) or a 0-based index."""
         if isinstance(v, int) and not isinstance(v, bool):
             return str(r.integer(v, path))
@@ -987,7 +987,7 @@ def _parse_review(r: _Reader, raw: Any) -> ReviewConfig:
     )
 
 
-def _parse_serving(r: _Reader, raw: Any) -> ServingConfig:
+def _parse_serving(r: _Reader, raw: object) -> ServingConfig:
     s = r.mapping(raw, ("serving",), ("entry_point", "include", "python", "image_uri", "environment"))
     from .serving.contract import check_serving_config  # what SageMaker's container cannot start
 
@@ -1004,7 +1004,7 @@ def _parse_serving(r: _Reader, raw: Any) -> ServingConfig:
     )
 
 
-def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
+def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
     out: list[EndpointConfig] = []
     seen: set[str] = set()
     for i, item in enumerate(r.seq(raw, ("endpoints",))):
@@ -1068,7 +1068,7 @@ def _parse_endpoints(r: _Reader, raw: Any) -> tuple[EndpointConfig, ...]:
     return tuple(out)
 
 
-def _parse_deployment(r: _Reader, raw: Any, p: tuple[str | int, ...]) -> SageMakerDeployment:
+def _parse_deployment(r: _Reader, raw: object, p: tuple[str | int, ...]) -> SageMakerDeployment:
     m = r.mapping(raw, p, tuple(SageMakerDeployment.__dataclass_fields__))
     percent = r.integer(m.get("percent", 10), (*p, "percent"), minimum=1)
     timeout = m.get("max_execution_timeout")

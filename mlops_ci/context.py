@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .ci import detect
 from .errors import GitError, NotFound, Refused
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +37,7 @@ class GitContext:
 
 
 def _event(env: Mapping[str, str]) -> dict[str, Any]:
-    path = env.get("GITHUB_EVENT_PATH")
+    path = detect(env).event_path
     if not path:
         return {}
     try:
@@ -180,8 +181,9 @@ def load_context(start: Path, env: Mapping[str, str], git_: Git | None = None) -
     base_ref = None
     branch = g.branch()
     tag = None
-    ref = env.get("GITHUB_REF", "")
-    if env.get("GITHUB_ACTIONS") == "true":
+    job = detect(env)
+    ref = job.ref
+    if job.actions:
         pr = event.get("pull_request") if isinstance(event.get("pull_request"), dict) else None
         if pr:
             # On pull_request events GITHUB_SHA is the merge commit; the PR head is what was trained.
@@ -192,7 +194,7 @@ def load_context(start: Path, env: Mapping[str, str], git_: Git | None = None) -
             number = pr.get("number") or event.get("number")
             pr_number = int(number) if isinstance(number, int) else None
         else:
-            sha = env.get("GITHUB_SHA") or sha
+            sha = job.sha or sha
             if ref.startswith("refs/heads/"):
                 branch = ref[len("refs/heads/") :]
             elif ref.startswith("refs/tags/"):
@@ -206,10 +208,10 @@ def load_context(start: Path, env: Mapping[str, str], git_: Git | None = None) -
         branch=branch,
         tag=tag,
         pr_number=pr_number,
-        base_ref=base_ref or env.get("GITHUB_BASE_REF") or None,
+        base_ref=base_ref or job.base_ref,
         dirty=g.is_dirty(),
-        repository=env.get("GITHUB_REPOSITORY"),
-        event_name=env.get("GITHUB_EVENT_NAME"),
+        repository=job.repository,
+        event_name=job.event_name,
         shallow=g.shallow,
     )
 

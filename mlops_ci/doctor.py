@@ -199,8 +199,11 @@ def server_url(env: Mapping[str, str], api_url: str) -> str:
     """The web address of the GitHub the API belongs to: GITHUB_SERVER_URL (Actions always sets
     it, as GitHubSettings reads it), else derived from the API URL: api.github.com is github.com,
     `https://HOST/api/v3` (GitHub Enterprise Server) is `https://HOST`, `api.X` (GHE.com) is `X`."""
-    if env.get("GITHUB_SERVER_URL"):
-        return env["GITHUB_SERVER_URL"].rstrip("/")
+    from .ci import detect
+
+    given = detect(env).server
+    if given:
+        return given
     u = urlparse(api_url)
     host = u.netloc or "api.github.com"
     if host.lower() == "api.github.com":

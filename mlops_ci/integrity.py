@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+from .ci import detect
 from .errors import IntegrityError
 from .records import Deployment, ModelVersion, Run, Verdict
 
@@ -144,15 +145,7 @@ class SigningService(Protocol):
 
 # Preference among the algorithms a key offers: the SHA-256 ones KMS has for EC and RSA keys.
 _ALGORITHMS = ("ECDSA_SHA_256", "RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_256")
-# Under GitHub Actions the signature also binds who gated: these identify the workflow run.
-_IDENTITY = (
-    "GITHUB_REPOSITORY",
-    "GITHUB_WORKFLOW_REF",
-    "GITHUB_REF",
-    "GITHUB_RUN_ID",
-    "GITHUB_RUN_ATTEMPT",
-    "GITHUB_SHA",
-)
+# Under GitHub Actions the signature also binds who gated: ci.IDENTITY identifies the workflow run.
 
 
 def unsigned_here(env: Mapping[str, str]) -> str | None:
@@ -164,11 +157,11 @@ def unsigned_here(env: Mapping[str, str]) -> str | None:
     same-repository pull requests can use, so they must not be able to sign; their verdicts are
     advisory, and the release job gates the tagged commit again. Outside Actions whoever runs
     the gate signs with their own credentials, and the key policy decides whether they may."""
-    tag = env.get("GITHUB_REF_TYPE") == "tag" or env.get("GITHUB_REF", "").startswith("refs/tags/")
-    if env.get("GITHUB_ACTIONS") != "true" or tag:
+    job = detect(env)
+    if not job.actions or job.tag_job:
         return None
-    event = env.get("GITHUB_EVENT_NAME") or "workflow"
-    return f"a {event} job on {env.get('GITHUB_REF') or 'a branch'} does not sign (only a release tag's job does)"
+    event = job.event_name or "workflow"
+    return f"a {event} job on {job.ref or 'a branch'} does not sign (only a release tag's job does)"
 
 
 def _message(kind: str, digest: str, identity: Mapping[str, str]) -> bytes:
@@ -217,7 +210,7 @@ class Signer:
         return self._algorithm
 
     def sign(self, record: Verdict | ModelVersion, env: Mapping[str, str]) -> dict[str, str]:
-        identity = {k: env[k] for k in _IDENTITY if env.get(k)} if env.get("GITHUB_ACTIONS") == "true" else {}
+        identity = dict(detect(env).identity)
         kind = _KIND[type(record)]
         algorithm = self.algorithm()
         out = self._call(
@@ -251,7 +244,8 @@ class Signer:
             Signature=raw or b"\0", SigningAlgorithm=self.algorithm(),  # the key's, never the record's say
         )  # fmt: skip
         signed_in = identity.get("GITHUB_REPOSITORY")
-        here = env.get("GITHUB_REPOSITORY") if env.get("GITHUB_ACTIONS") == "true" else None
+        job = detect(env)
+        here = job.repository if job.actions else None
         if out.get("SignatureValid") and signed_in and here and signed_in != here:
             return (
                 f"{describe(record)} was signed by a workflow of {signed_in}, not of {here}; gate it in this repository"

@@ -16,6 +16,7 @@ from . import config as config_mod
 from . import integrity
 from ._files import sha256_file
 from .backends import Context, ModelRegistry, Store, Tracker
+from .ci import detect
 from .config import Config, is_shared_store
 from .context import Git, GitContext, load_context
 from .errors import ConfigError, GitError, NotFound, Refused
@@ -86,8 +87,9 @@ class Workspace:
     def runner_guard(self, why: str, allow: str) -> None:
         """Under GitHub Actions, refuse state that dies with the runner unless `allow` is set
         (a self-hosted runner whose disk persists, a throw-away self-test)."""
-        if self.env.get("GITHUB_ACTIONS") == "true" and self.env.get(allow) != "true":
-            kind = self.env.get("RUNNER_ENVIRONMENT")  # github-hosted or self-hosted, on GitHub
+        job = detect(self.env)
+        if job.actions and self.env.get(allow) != "true":
+            kind = job.runner_environment  # github-hosted or self-hosted, on GitHub
             where = f" (this runner is {kind})" if kind in ("github-hosted", "self-hosted") else ""
             raise ConfigError(f"{why}. On a self-hosted runner whose disk persists, set {allow}=true{where}")
 
@@ -175,7 +177,7 @@ class Workspace:
         at `sha` or, under Actions on a pull request, the base branch's, so a PR cannot loosen its
         own gate. Never the work tree: an uncommitted edit must not decide what gets promoted."""
         src = sha
-        if self.env.get("GITHUB_ACTIONS") == "true" and self.ctx.pr_number is not None and self.ctx.base_ref:
+        if detect(self.env).actions and self.ctx.pr_number is not None and self.ctx.base_ref:
             base = self.ctx.base_ref
             for cand in (f"origin/{base}", base):
                 try:
@@ -289,7 +291,8 @@ class Workspace:
             return Path(self.cfg.file).name
 
     def deployment_recorder(self) -> Any:
-        if self.env.get("GITHUB_ACTIONS") != "true" or not self.env.get("GITHUB_REPOSITORY"):
+        job = detect(self.env)
+        if not job.actions or not job.repository:
             return None
         from .backends.github import GitHubDeploymentRecorder
         from .errors import MlopsCiError

@@ -165,8 +165,9 @@ class TrackedNumbers(Protocol):
 
 def run_url(env: Mapping[str, str]) -> str | None:
     """The GitHub Actions workflow run this process belongs to, if any."""
-    server, repo, run = env.get("GITHUB_SERVER_URL"), env.get("GITHUB_REPOSITORY"), env.get("GITHUB_RUN_ID")
-    return f"{server or 'https://github.com'}/{repo}/actions/runs/{run}" if repo and run else None
+    from ..ci import detect
+
+    return detect(env).run_url
 
 
 def owner_label(env: Mapping[str, str]) -> str:

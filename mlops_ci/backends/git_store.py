@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qs, urlparse
 
+from ..ci import detect
 from ..errors import (
     AlreadyExists,
     ConfigError,
@@ -139,9 +140,10 @@ class GitStore(ObjectStore):
         # whatever the repository's or the user's git config allows
         out["GIT_ALLOW_PROTOCOL"] = "https:http:ssh:git:file"
         out["GIT_DIR"] = str(self.git_dir)
-        token = env.get("MLOPS_CI_GITHUB_TOKEN") or env.get("GITHUB_TOKEN")
+        job = detect(env)
+        token = job.token
         u = urlparse(self.remote_url(out))
-        github = (urlparse(env.get("GITHUB_SERVER_URL") or "https://github.com").hostname or "").lower()
+        github = (urlparse(job.server_url).hostname or "").lower()
         # the job's GitHub token goes to GitHub only (a store URL naming another host gets none),
         # never in clear text: https, or http to this machine (a test's server)
         local = u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1")

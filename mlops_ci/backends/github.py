@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import __version__
+from ..ci import detect
 from ..errors import (
     BadCredentials,
     ConfigError,
@@ -54,13 +55,14 @@ class GitHubSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], token: str | None = None) -> GitHubSettings:
+        job = detect(env)
         return cls(
-            api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
-            token=token or env.get("MLOPS_CI_GITHUB_TOKEN") or env.get("GITHUB_TOKEN") or None,
-            repository=env.get("GITHUB_REPOSITORY") or None,
-            server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
-            run_id=env.get("GITHUB_RUN_ID") or None,
-            run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
+            api_url=job.api_url,
+            token=token or job.token,
+            repository=job.repository,
+            server_url=job.server_url,
+            run_id=job.run_id,
+            run_attempt=job.run_attempt,
             write_interval=_seconds(env, "MLOPS_CI_GITHUB_WRITE_INTERVAL", 1.0),
         )
 

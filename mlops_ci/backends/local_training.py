@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..ci import FORGE_SECRETS
 from ..errors import ConfigError
 from . import Context, TrainingResult, TrainingSpec
 
@@ -238,7 +239,7 @@ class LocalTrainingBackend:
             return result
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
         # the job's GitHub token (it may push the git store's refs) is mlops-ci's, not the script's
-        inherited = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "MLOPS_CI_GITHUB_TOKEN")}
+        inherited = {k: v for k, v in os.environ.items() if k not in FORGE_SECRETS}
         env = {**inherited, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
         # the code as SageMaker has it, then the user's; a tracker's own directory (extra: a
         # sitecustomize, which must come first to be the one Python runs; it runs any it shadows)

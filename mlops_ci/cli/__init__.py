@@ -246,13 +246,13 @@ def _count(text: str) -> int:
 
 
 def _emit_error(exc: MlopsCiError | Exception, message: str, env: os._Environ[str] | dict[str, str]) -> None:
-    from .._untrusted import end_block, guard, inline
+    from .._untrusted import end_block, guard, inline, under_actions
 
     one_line = " ".join(message.split())
     end_block()  # our ::error:: must not land inside an open log-echo block
     # The message may quote a training script's output: inert under Actions (mlops_ci/_untrusted.py).
     print(guard(f"mlops-ci: error: {inline(one_line)}", env), file=sys.stderr)
-    if env.get("GITHUB_ACTIONS") == "true":
+    if under_actions(env):
         props = ""
         file = getattr(exc, "file", None)
         line = getattr(exc, "line", None)

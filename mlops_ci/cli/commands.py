@@ -13,12 +13,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
-from .._untrusted import end_block, guard, inline, json_text, mask_params
+from .._untrusted import end_block, guard, inline, json_text, mask_params, under_actions
 from ..errors import ConfigError, Drift, GateFailed, NotFound, UsageError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..backends.local_endpoints import LocalEndpoints
+    from ..records import Deployment, RuleResult, Run
+    from ..workspace import Workspace
 
 
 def say(msg: str) -> None:
@@ -29,7 +33,7 @@ def warn(msg: str, *, file: str | None = None, line: int | None = None) -> None:
     one_line = " ".join(msg.split())
     end_block()  # our ::warning:: must not land inside an open log-echo block
     print(guard(f"mlops-ci: warning: {inline(one_line)}"), file=sys.stderr, flush=True)
-    if os.environ.get("GITHUB_ACTIONS") == "true":
+    if under_actions():
         from . import _escape_data, _escape_prop
 
         props = f" file={_escape_prop(file)}" + (f",line={line}" if line else "") if file else ""
@@ -73,7 +77,9 @@ def _stdout(text: str) -> None:
 
 def github_output(**values: object) -> None:
     """Step outputs for GitHub Actions (`$GITHUB_OUTPUT`), when running under a step."""
-    path = os.environ.get("GITHUB_OUTPUT")
+    from ..ci import detect
+
+    path = detect().output
     if not path:
         return
     with open(path, "a", encoding="utf-8") as fh:
@@ -97,14 +103,14 @@ def _json(obj: Any) -> None:
     _plain(json_text(json.dumps(json_safe(obj), indent=2, sort_keys=True)))
 
 
-def _endpoints(ws: Any) -> Any:
+def _endpoints(ws: Workspace) -> LocalEndpoints:
     from ..verbs.deploy import endpoints
 
     return endpoints(ws)
 
 
 @contextmanager
-def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Any]:
+def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Workspace]:
     from ..workspace import Workspace
 
     start = Path(args.directory or ".")
@@ -313,7 +319,7 @@ def _line_of(where: str) -> int | None:
 
 
 # -- runs -----------------------------------------------------------------------------------
-def _run_lines(run: Any) -> list[str]:
+def _run_lines(run: Run) -> list[str]:
     from ..records import data_summary  # not at module level: `config check` never needs records
 
     # Names and values come from mlops-ci.yaml, the training script and the store: each is
@@ -356,7 +362,7 @@ def _run_lines(run: Any) -> list[str]:
     return lines
 
 
-def _run_dict(run: Any) -> dict[str, Any]:
+def _run_dict(run: Run) -> dict[str, Any]:
     """A run for --json output: secret-looking hyperparameters masked, as in the text views
     (`store export` alone keeps them: it must restore the store exactly)."""
     d: dict[str, Any] = run.to_dict()
@@ -364,7 +370,7 @@ def _run_dict(run: Any) -> dict[str, Any]:
     return d
 
 
-def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
+def train(ws: Workspace, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
           cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
     from ..verbs.train import train as train_commit
 
@@ -383,7 +389,7 @@ def train(ws: Any, ref: str | None, *, allow_dirty: bool, force: bool, as_json: 
     return 0
 
 
-def runs(ws: Any, action: str, ref: str | None, *, limit: int, as_json: bool) -> int:
+def runs(ws: Workspace, action: str, ref: str | None, *, limit: int, as_json: bool) -> int:
     if action == "show":
         run = ws.store.get_run(ref) if ref else None
         if run is None and ref:
@@ -419,7 +425,7 @@ def runs(ws: Any, action: str, ref: str | None, *, limit: int, as_json: bool) ->
 
 # -- review ---------------------------------------------------------------------------------
 def report(
-    ws: Any,
+    ws: Workspace,
     ref: str | None,
     *,
     base: str | None,
@@ -460,7 +466,9 @@ def report(
         from ..diff_report import render_html
 
         _write(html, render_html(rv.comparison, rv.outcome.results, rv.outcome.passed, run_url=gh.run_url), "--html")
-    summary = env.get("GITHUB_STEP_SUMMARY")
+    from ..ci import detect
+
+    summary = detect(env).step_summary
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
@@ -483,7 +491,7 @@ def _write(path: str, text: str, flag: str) -> None:
         ) from None
 
 
-def _verdict_table(results: Any) -> list[str]:
+def _verdict_table(results: Sequence[RuleResult]) -> list[str]:
     lines = []
     for r in results:
         if r.skipped:
@@ -498,7 +506,7 @@ def _verdict_table(results: Any) -> list[str]:
 
 
 def gate(
-    ws: Any, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool, check: bool = False
+    ws: Workspace, ref: str | None, *, base: str | None, baseline: str | None, as_json: bool, check: bool = False
 ) -> int:
     from ..verbs.publish import Publisher
     from ..verbs.review import Reviewer
@@ -528,7 +536,7 @@ def gate(
     return 0
 
 
-def promote(ws: Any, ref: str | None, *, as_json: bool) -> int:
+def promote(ws: Workspace, ref: str | None, *, as_json: bool) -> int:
     from ..verbs.promote import Promotion
 
     mv, created = Promotion(ws).promote(ref)
@@ -542,7 +550,7 @@ def promote(ws: Any, ref: str | None, *, as_json: bool) -> int:
     return 0
 
 
-def models(ws: Any, *, as_json: bool) -> int:
+def models(ws: Workspace, *, as_json: bool) -> int:
     versions = ws.models()
     live: dict[int, list[str]] = {}
     for st in ws.store.endpoint_states(ws.project):
@@ -587,7 +595,7 @@ def models(ws: Any, *, as_json: bool) -> int:
 
 # -- endpoints ------------------------------------------------------------------------------
 def deploy(
-    ws: Any, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
+    ws: Workspace, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
 ) -> int:
     dep = _endpoints(ws).deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
@@ -598,7 +606,7 @@ def deploy(
     return 0
 
 
-def rollback(ws: Any, name: str, *, lock_timeout: float, as_json: bool) -> int:
+def rollback(ws: Workspace, name: str, *, lock_timeout: float, as_json: bool) -> int:
     dep = _endpoints(ws).rollback(name, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
     if as_json:
@@ -608,13 +616,13 @@ def rollback(ws: Any, name: str, *, lock_timeout: float, as_json: bool) -> int:
     return 0
 
 
-def _deploy_outputs(ws: Any, dep: Any) -> None:
+def _deploy_outputs(ws: Workspace, dep: Deployment) -> None:
     state = ws.store.endpoint_state(ws.project, dep.endpoint)
     github_output(endpoint=dep.endpoint, endpoint_url=state.url if state else "", model_version=dep.version,
                   sha=dep.sha, outcome=dep.outcome)  # fmt: skip
 
 
-def endpoints(ws: Any, *, as_json: bool) -> int:
+def endpoints(ws: Workspace, *, as_json: bool) -> int:
     rows = _endpoints(ws).listing()
     if as_json:
         _json(rows)
@@ -630,7 +638,7 @@ def endpoints(ws: Any, *, as_json: bool) -> int:
     return 0
 
 
-def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> int:
+def invoke(ws: Workspace, name: str, body: bytes, content_type: str, accept: str) -> int:
     status, _ctype, data = _endpoints(ws).invoke(name, body, content_type, accept)
     RESULT["printed"] = True
     _stdout(data.decode("utf-8", errors="replace").rstrip("\n") + "\n")
@@ -639,7 +647,7 @@ def invoke(ws: Any, name: str, body: bytes, content_type: str, accept: str) -> i
     return 0
 
 
-def status(ws: Any, *, check: bool, as_json: bool) -> int:
+def status(ws: Workspace, *, check: bool, as_json: bool) -> int:
     rows = _endpoints(ws).status()
     drift = [r for r in rows if r["drift"]]
     if as_json:
@@ -659,7 +667,7 @@ def status(ws: Any, *, check: bool, as_json: bool) -> int:
     return 0
 
 
-def store_cmd(ws: Any, action: str | None, output: str | None, file: str | None) -> int:
+def store_cmd(ws: Workspace, action: str | None, output: str | None, file: str | None) -> int:
     from .. import storeops
     from ..errors import IntegrityError
 
@@ -735,7 +743,7 @@ def diff_cmd(start: Path, old: str, new: str, *, as_json: bool, md: bool = False
     return 0
 
 
-def lineage_cmd(ws: Any, target: str, *, as_json: bool) -> int:
+def lineage_cmd(ws: Workspace, target: str, *, as_json: bool) -> int:
     from .. import lineage
     from ..errors import IntegrityError
 

@@ -21,6 +21,7 @@ from .. import config as config_mod
 from .. import gate as gate_mod
 from .._files import LinkOutside, files_under, pack_deterministic, sha256_tree
 from ..backends import Tracker, TrainingResult, TrainingSpec, owner_label, run_url
+from ..ci import detect
 from ..config import SageMakerTraining
 from ..errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from ..records import Run, Verdict
@@ -517,7 +518,7 @@ class Training:
     def check_checkout(self, sha: str) -> None:
         """Under Actions, the config read from the work tree must be the one of the commit whose
         run is recorded (a PR job that checked out the merge ref would mix two commits)."""
-        if self.ws.env.get("GITHUB_ACTIONS") != "true":
+        if not detect(self.ws.env).actions:
             return
         head = self.ws.git.head_sha()
         if head == sha:

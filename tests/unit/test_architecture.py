@@ -122,3 +122,52 @@ def test_imports_go_down_the_layers_only():
             if mine is not None and theirs is not None and theirs > mine:
                 upward.append(f"{m} ({LAYERS[mine][0]}) imports {d} ({LAYERS[theirs][0]})")
     assert sorted(upward) == []
+
+
+def _ci_reads(path: Path, shown: str) -> list[str]:
+    """Reads of a CI variable (GITHUB_*, RUNNER_*) from an environment: `env.get("GITHUB_X")`,
+    `os.environ["RUNNER_X"]`, `os.getenv("GITHUB_X")`."""
+    found = []
+
+    def ci_name(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.startswith(("GITHUB_", "RUNNER_"))
+        )
+
+    def environment(node: ast.AST) -> bool:
+        text = ast.unparse(node)
+        return "env" in text.rsplit(".", 1)[-1].lower() or text == "os"
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            if node.func.attr in ("get", "getenv") and ci_name(node.args[0]) and environment(node.func.value):
+                found.append(f"{shown}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Subscript) and ci_name(node.slice) and environment(node.value):
+            found.append(f"{shown}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_ci_environment_is_read_in_one_module():
+    offenders = [r for p in SOURCES if p.name != "ci.py" for r in _ci_reads(p, str(p.relative_to(PKG)))]
+    assert offenders == []
+
+
+def test_the_ci_read_check_finds_what_it_is_for(tmp_path: Path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "a = env.get('GITHUB_REF')\n"
+        "b = os.environ['RUNNER_TEMP']\n"
+        "c = os.getenv('GITHUB_SHA')\n"
+        "d = self.env.get('GITHUB_ACTIONS')\n"
+        "e = identity.get('GITHUB_REPOSITORY')\n"
+        "f = env.get('MLOPS_CI_STORE')\n"
+    )
+    got = [line.split(": ", 1)[1] for line in _ci_reads(sample, "sample.py")]
+    assert got == [
+        "env.get('GITHUB_REF')",
+        "os.environ['RUNNER_TEMP']",
+        "os.getenv('GITHUB_SHA')",
+        "self.env.get('GITHUB_ACTIONS')",
+    ]
