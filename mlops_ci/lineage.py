@@ -8,8 +8,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from . import integrity
-from ._files import sha256_file
 from ._untrusted import inline, mask_params
+from .backends import fetch_checked
 from .errors import MlopsCiError, NotFound
 from .records import data_summary
 
@@ -102,17 +102,16 @@ def _verify(ws: Workspace, uri: str | None, digest: str | None) -> dict[str, Any
         out["problem"] = "no artifact recorded"
         return out
     try:
-        path = ws.store.fetch_artifact(uri, ws.home / "artifacts" / "cache")
+        got = fetch_checked(ws.store, uri, ws.home / "artifacts" / "cache")
     except MlopsCiError as exc:
         out["problem"] = exc.message
         return out
-    if not path.is_file():
+    if got.actual is None:
         out["problem"] = "artifact missing"
     else:
-        actual = sha256_file(path)
-        out["verified"] = actual == digest
+        out["verified"] = got.matches(digest)
         if not out["verified"]:
-            out["problem"] = f"digest mismatch: the file now has sha256 {actual}"
+            out["problem"] = f"digest mismatch: the file now has sha256 {got.actual}"
     return out
 
 

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 from . import integrity
 from ._files import sha256_file
-from .backends import Store
+from .backends import Store, fetch_checked
 from .errors import AlreadyExists, ConfigError, IntegrityError, MlopsCiError, NotFound
 from .records import Deployment, ModelVersion, RuleResult, Run, Verdict
 
@@ -168,13 +168,13 @@ def check(
             return
         checked.add((uri, digest))
         try:
-            path = store.fetch_artifact(uri, cache)
+            got = fetch_checked(store, uri, cache)
         except MlopsCiError as exc:
             problems.append(f"{what}: {exc.message}")
             return
-        if not path.is_file():
+        if got.actual is None:
             problems.append(f"{what}: artifact {uri} is missing")
-        elif sha256_file(path) != digest:
+        elif not got.matches(digest):
             problems.append(f"{what}: artifact {uri} does not match its sha256 {digest[:16]}…")
 
     for run in runs.values():

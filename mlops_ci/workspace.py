@@ -14,8 +14,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import integrity
-from ._files import sha256_file
-from .backends import Context, ModelRegistry, Store, Tracker
+from .backends import Context, ModelRegistry, Store, Tracker, fetch_checked
 from .ci import detect
 from .config import Config, is_shared_store
 from .context import Git, GitContext, load_context
@@ -239,16 +238,15 @@ class Workspace:
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path:
         if not uri or not digest:
             raise Refused(f"{what} has no artifact record; nothing can be promoted or deployed from it")
-        path = self.store.fetch_artifact(uri, self.home / "artifacts" / "cache")
-        if not path.is_file():
-            raise Refused(f"the artifact of {what} is missing ({path}); train again")
-        actual = sha256_file(path)
-        if actual != digest:
+        got = fetch_checked(self.store, uri, self.home / "artifacts" / "cache")
+        if got.actual is None:
+            raise Refused(f"the artifact of {what} is missing ({got.path}); train again")
+        if not got.matches(digest):
             raise Refused(
                 f"artifact digest mismatch for {what}: recorded sha256 {digest[:16]}…, file has "
-                f"{actual[:16]}…; the artifact was modified after training — refusing to use it"
+                f"{got.actual[:16]}…; the artifact was modified after training — refusing to use it"
             )
-        return path
+        return got.path
 
     def models(self) -> list[ModelVersion]:
         return self.store.versions(self.project)

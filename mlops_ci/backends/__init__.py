@@ -111,6 +111,25 @@ class TrainingBackend(Protocol):
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult: ...
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """An artifact fetched from the store and hashed: the one check before anything uses one."""
+
+    path: Path
+    actual: str | None  # its sha256; None: the store has no such file
+
+    def matches(self, digest: str) -> bool:
+        return self.actual == digest
+
+
+def fetch_checked(store: Store, uri: str, cache: Path) -> Fetched:
+    """Fetch the artifact at `uri` into `cache` and hash it (a store's refusal is raised)."""
+    from .._files import sha256_file
+
+    path = store.fetch_artifact(uri, cache)
+    return Fetched(path, sha256_file(path) if path.is_file() else None)
+
+
 class Tracker(Protocol):
     """Where data scientists look at experiments (tracking.backend). mlops-ci's own records stay
     the truth: a tracker adds links and the numbers a job logged to it, read once at training."""
