@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import integrity
 from ..config import EndpointConfig
-from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound, Refused, UsageError
+from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound
 from ..progress import Wait
 from ..records import Deployment, EndpointState, ModelVersion
 from . import DeploymentRecorder, Store, owner_label
@@ -32,7 +32,6 @@ from . import DeploymentRecorder, Store, owner_label
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..context import Git, GitContext
-    from ..records import Run, Verdict
     from .sagemaker import Aws
 
 
@@ -56,19 +55,8 @@ class Host(Protocol):
     def say(self, msg: str) -> None: ...
     def would(self, target: str, action: str, **detail: Any) -> None: ...
     def aws(self) -> Aws: ...
-    def guard_store(self) -> None: ...
-    def runner_guard(self, why: str, allow: str) -> None: ...
-    def check_provenance(self, run: Run) -> Verdict: ...
-    def verify_version(self, mv: ModelVersion) -> None: ...
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
     def endpoint_for_tag(self, tag: str) -> str: ...
-
-
-class Follower(Protocol):
-    """A registry beside the store's that follows deploys (the tracker's: verbs/deploy.py)."""
-
-    def check_registry_statuses(self, *, rollback: bool) -> None: ...
-    def deployed(self, mv: ModelVersion, endpoint: str) -> None: ...
 
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])
@@ -173,18 +161,9 @@ def _pause(point: str) -> None:
 
 
 class LocalEndpoints:
-    def __init__(
-        self,
-        ws: Host,
-        recorder: DeploymentRecorder | None = None,
-        *,
-        runs: Callable[[str], Run],
-        registry: Follower,
-    ):
+    def __init__(self, ws: Host, recorder: DeploymentRecorder | None = None):
         self.ws = ws
         self.recorder = recorder
-        self.runs = runs  # the run of a commit (to say why it has no version)
-        self.registry = registry
         self.store = ws.store
         self.project = ws.project
         self.base = ws.home / "endpoints"
@@ -335,12 +314,12 @@ class LocalEndpoints:
     def _reap(self, name: str) -> None:
         """Under the endpoint's lock: finish or undo a switch a killed deploy left half done,
         then stop every serving process that is not the endpoint."""
-        self._recover(name)
+        self.recover(name)
         for pid in self.orphans(name):
             self.ws.say(f"{name}: stopping untracked model server or router (pid {pid}) a killed deploy left running")
             _terminate(pid)
 
-    def _recover(self, name: str) -> None:
+    def recover(self, name: str) -> None:
         intent_file = self._dir(name) / "intent.json"
         try:
             intent = json.loads(intent_file.read_text())
@@ -435,118 +414,6 @@ class LocalEndpoints:
         tmp.write_text(json.dumps(target))
         os.replace(tmp, path)
 
-    # -- resolution ----------------------------------------------------------------------
-    def _resolve(self, ref: str | None, endpoint: str | None) -> tuple[str, str | None, EndpointConfig]:
-        ws = self.ws
-        tag: str | None = None
-        if ref is None:
-            tag = ws.ctx.tag
-            if tag is None:
-                raise UsageError("no ref given and HEAD has no tag; pass a release tag or SHA: mlops-ci deploy v1.2.0")
-            sha = ws.git.resolve(tag)
-        else:
-            tags = ws.git.tags()
-            if ref in tags:
-                tag, sha = ref, tags[ref]
-            else:
-                sha = ws.git.resolve(ref)
-                at = ws.git.tags_at(sha)
-                tag = at[-1] if at else None
-        if endpoint is None:
-            if tag is None:
-                raise UsageError(f"{sha[:8]} has no tag to match an endpoint; pass --endpoint NAME")
-            endpoint = ws.endpoint_for_tag(tag)
-        return sha, tag, ws.cfg.endpoint(endpoint)
-
-    def approved_version(self, sha: str) -> ModelVersion:
-        """The approved version of `sha`, with its provenance and artifact re-checked."""
-        ws = self.ws
-        mv = self.store.version_for_sha(self.project, sha)
-        if mv is None:
-            # Explain precisely why: no run, failed gate, no gate, or just not promoted.
-            run = self.runs(sha)
-            ws.check_provenance(run)
-            raise Refused(f"commit {sha[:8]} passed the gate but was never promoted; run `mlops-ci promote {sha[:8]}`")
-        if mv.stage != "approved":
-            raise Refused(f"{self.project} v{mv.version} is {mv.stage}, not approved; it cannot be deployed")
-        verdict = self.store.get_verdict(mv.verdict_id)
-        if verdict is None or not verdict.passed or verdict.sha != sha:
-            raise Refused(
-                f"{self.project} v{mv.version} has no passing gate verdict on record (provenance missing); "
-                "refusing to deploy"
-            )
-        ws.verify_version(mv)
-        ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
-        return mv
-
-    # -- verbs ---------------------------------------------------------------------------
-    def deploy(
-        self, ref: str | None, *, endpoint: str | None = None, retry_failed: bool = False, lock_timeout: float = 60.0
-    ) -> Deployment:
-        sha, tag, ep = self._resolve(ref, endpoint)
-        self._preflight(ep)
-        if tag is not None:
-            self._check_tag_not_moved(tag, sha)
-        mv = self.approved_version(sha)
-        if not retry_failed:
-            history = [d for d in self.store.deployments(self.project, ep.name) if d.sha == sha]
-            if history and history[-1].outcome == "failed":
-                raise Refused(
-                    f"{sha[:8]} already failed to deploy to {ep.name} ({history[-1].detail}); it is not "
-                    "retried automatically: fix it with a new commit, or pass --retry-failed"
-                )
-        return self._announce(self._rollout(ep, mv, tag, "deploy", lock_timeout), mv)
-
-    def _check_tag_not_moved(self, tag: str, sha: str) -> None:
-        """A release tag names one commit forever: one that was deployed (or was live) as another
-        commit has been force-moved, and deploying it would ship a different model under the same
-        version name without anyone deciding to."""
-        before = [d for d in self.store.deployments(self.project) if d.tag == tag and d.outcome != "failed"]
-        if before and before[-1].sha != sha:
-            d = before[-1]
-            raise Refused(
-                f"release tag {tag} now points at {sha[:8]}, but deployment {d.deployment_id} deployed {tag} as "
-                f"{d.sha[:8]} to {d.endpoint}: the tag was moved; release tags are immutable, so tag "
-                f"{sha[:8]} with a new version"
-            )
-
-    def rollback(self, name: str, *, lock_timeout: float = 60.0) -> Deployment:
-        ep = self.ws.cfg.endpoint(name)
-        self._preflight(ep, rollback=True)
-        if ep.kind.processes and not self.ws.dry_run:
-            with self.lock(name, lock_timeout):  # "previous" is only known once a killed deploy is recorded
-                self._recover(name)
-        state = self.store.endpoint_state(self.project, name)
-        live = state.version if state and state.status == "InService" else None
-        previous = [
-            d for d in self.store.deployments(self.project, name) if d.outcome == "succeeded" and d.version != live
-        ]
-        if not previous:
-            raise NotFound(f"endpoint {name} has no earlier successful version to roll back to")
-        target = previous[-1]
-        mv = self.store.get_version(self.project, target.version)
-        if mv is None:
-            raise NotFound(f"{self.project} v{target.version} is no longer in the registry")
-        integrity.require(integrity.link_problems(deployment=target, version=mv), f"roll {name} back")
-        self.ws.verify_version(mv)
-        self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.project} v{mv.version}")
-        return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
-
-    def _preflight(self, ep: EndpointConfig, *, rollback: bool = False) -> None:
-        self.ws.guard_store()
-        self.registry.check_registry_statuses(rollback=rollback)
-        if ep.kind.processes and not self.ws.dry_run:
-            self.ws.runner_guard(
-                f"endpoint {ep.name} is a local model server, which would run on this runner and die with the "
-                "job while its deployment record says it is live; use backend: sagemaker for CI deploys",
-                "MLOPS_CI_ALLOW_RUNNER_ENDPOINTS",
-            )
-
-    def _announce(self, dep: Deployment, mv: ModelVersion) -> Deployment:
-        if dep.outcome == "succeeded":
-            self.registry.deployed(mv, dep.endpoint)
-        return dep
-
     def _success_detail(
         self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str
     ) -> str:
@@ -612,7 +479,7 @@ class LocalEndpoints:
             would("github", "request", **req)
         return self._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
 
-    def _rollout(
+    def rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
     ) -> Deployment:
         if not ep.kind.processes:
@@ -823,7 +690,7 @@ class LocalEndpoints:
                 raise self._unknown(name)
             raise NotFound(f"endpoint {name} has never been deployed")
         with self.lock(name, 30):
-            self._recover(name)
+            self.recover(name)
             state = self.store.endpoint_state(self.project, name) or state
             ours = self._processes(name)
             for pid in (state.server_pid, state.router_pid):

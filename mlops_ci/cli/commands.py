@@ -597,7 +597,9 @@ def models(ws: Workspace, *, as_json: bool) -> int:
 def deploy(
     ws: Workspace, ref: str | None, *, endpoint: str | None, retry_failed: bool, lock_timeout: float, as_json: bool
 ) -> int:
-    dep = _endpoints(ws).deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
+    from ..verbs.deploy import Deployer
+
+    dep = Deployer(ws).deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
@@ -607,7 +609,9 @@ def deploy(
 
 
 def rollback(ws: Workspace, name: str, *, lock_timeout: float, as_json: bool) -> int:
-    dep = _endpoints(ws).rollback(name, lock_timeout=lock_timeout)
+    from ..verbs.deploy import Deployer
+
+    dep = Deployer(ws).rollback(name, lock_timeout=lock_timeout)
     _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
