@@ -600,18 +600,16 @@ def deploy(
     from ..verbs.deploy import Deployer
 
     dep = Deployer(ws).deploy(ref, endpoint=endpoint, retry_failed=retry_failed, lock_timeout=lock_timeout)
-    _deploy_outputs(ws, dep)
-    if as_json:
-        _json(dep.to_dict())
-    else:
-        out(dep.detail)
-    return 0
+    return _rolled_out(ws, dep, as_json)
 
 
 def rollback(ws: Workspace, name: str, *, lock_timeout: float, as_json: bool) -> int:
     from ..verbs.deploy import Deployer
 
-    dep = Deployer(ws).rollback(name, lock_timeout=lock_timeout)
+    return _rolled_out(ws, Deployer(ws).rollback(name, lock_timeout=lock_timeout), as_json)
+
+
+def _rolled_out(ws: Workspace, dep: Deployment, as_json: bool) -> int:
     _deploy_outputs(ws, dep)
     if as_json:
         _json(dep.to_dict())
