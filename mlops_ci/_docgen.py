@@ -30,7 +30,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from . import config
 from .errors import EXIT_CODES
@@ -220,7 +219,7 @@ class Recording:
 
     allowed: dict[RawPath, tuple[str, ...]] = field(default_factory=dict)  # mapping() calls
     present: dict[RawPath, tuple[str, ...]] = field(default_factory=dict)  # keys each mapping held
-    calls: list[tuple[str, RawPath, dict[str, Any]]] = field(default_factory=list)  # (method, path, detail)
+    calls: list[tuple[str, RawPath, dict[str, object]]] = field(default_factory=list)  # (method, path, detail)
     lines: set[tuple[str, int]] = field(default_factory=set)  # (method, line) of the calls in config.py
 
     def normalize(self, path: RawPath) -> Key:
@@ -240,41 +239,41 @@ def recording(rec: Recording) -> Iterator[None]:
     """Make `config.parse` use a reader that records into `rec` (restored afterwards)."""
     config_file = config.__file__
 
-    def note(method: str, path: RawPath, **detail: Any) -> None:
+    def note(method: str, path: RawPath, **detail: object) -> None:
         rec.calls.append((method, tuple(path), detail))
         caller = sys._getframe(2)
         if caller.f_code.co_filename == config_file:
             rec.lines.add((method, caller.f_lineno))
 
     class RecordingReader(config._Reader):
-        def mapping(self, value: Any, path: RawPath, allowed: tuple[str, ...]) -> dict[str, Any]:
+        def mapping(self, value: object, path: RawPath, allowed: tuple[str, ...]) -> dict[str, object]:
             rec.allowed[tuple(path)] = tuple(dict.fromkeys(rec.allowed.get(tuple(path), ()) + tuple(allowed)))
             if isinstance(value, dict):
                 rec.present[tuple(path)] = tuple(str(k) for k in value)
             note("mapping", path, allowed=tuple(allowed))
             return super().mapping(value, path, allowed)
 
-        def string(self, value: Any, path: RawPath, *, choices: tuple[str, ...] = ()) -> str:
+        def string(self, value: object, path: RawPath, *, choices: tuple[str, ...] = ()) -> str:
             note("string", path, choices=tuple(choices))
             return super().string(value, path, choices=choices)
 
-        def number(self, value: Any, path: RawPath) -> float:
+        def number(self, value: object, path: RawPath) -> float:
             note("number", path)
             return super().number(value, path)
 
-        def integer(self, value: Any, path: RawPath, *, minimum: int = 0) -> int:
+        def integer(self, value: object, path: RawPath, *, minimum: int = 0) -> int:
             note("integer", path, minimum=minimum)
             return super().integer(value, path, minimum=minimum)
 
-        def boolean(self, value: Any, path: RawPath) -> bool:
+        def boolean(self, value: object, path: RawPath) -> bool:
             note("boolean", path)
             return super().boolean(value, path)
 
-        def seq(self, value: Any, path: RawPath) -> list[Any]:
+        def seq(self, value: object, path: RawPath) -> list[object]:
             note("seq", path)
             return super().seq(value, path)
 
-        def str_map(self, value: Any, path: RawPath) -> dict[str, str]:
+        def str_map(self, value: object, path: RawPath) -> dict[str, str]:
             note("str_map", path)
             return super().str_map(value, path)
 
@@ -299,7 +298,7 @@ class Accepted:
     path: Key
     type: str | None  # None: the reader calls do not say (a description must)
     choices: tuple[str, ...]
-    default: Any  # _NO_DEFAULT when the minimal configs do not give one
+    default: object  # _NO_DEFAULT when the minimal configs do not give one
 
 
 _NO_DEFAULT = object()
@@ -350,9 +349,9 @@ def _tree_order(keys: list[Key]) -> list[Key]:
     return out
 
 
-def _kinds(rec: Recording) -> dict[Key, dict[str, dict[str, Any]]]:
+def _kinds(rec: Recording) -> dict[Key, dict[str, dict[str, object]]]:
     """Reader methods called at each normalized path, with their detail (choices, minimum)."""
-    kinds: dict[Key, dict[str, dict[str, Any]]] = {}
+    kinds: dict[Key, dict[str, dict[str, object]]] = {}
     for method, raw, detail in rec.calls:
         seen = kinds.setdefault(rec.normalize(raw), {})
         if method == "string" and "string" in seen and seen["string"]["choices"] != detail["choices"]:
@@ -363,7 +362,7 @@ def _kinds(rec: Recording) -> dict[Key, dict[str, dict[str, Any]]]:
     return kinds
 
 
-def _type_of(path: Key, kinds: dict[Key, dict[str, dict[str, Any]]]) -> str | None:
+def _type_of(path: Key, kinds: dict[Key, dict[str, dict[str, object]]]) -> str | None:
     here = kinds.get(path, {})
     item = kinds.get((*path, ITEM), {})
     named = kinds.get((*path, NAME), {})
@@ -389,9 +388,9 @@ def _type_of(path: Key, kinds: dict[Key, dict[str, dict[str, Any]]]) -> str | No
     return {"string": "string", "number": "number", "boolean": "`true` or `false`"}[method]
 
 
-def _defaults() -> dict[Key, Any]:
+def _defaults() -> dict[Key, object]:
     """The value each key left out of a minimal config gets; _CONFLICT when two configs disagree."""
-    found: dict[Key, Any] = {}
+    found: dict[Key, object] = {}
     for name, text in MINIMAL.items():
         rec = Recording()
         cfg = parse_recorded(text, rec, name)
@@ -409,7 +408,7 @@ def _defaults() -> dict[Key, Any]:
     return found
 
 
-def _lookup(obj: Any, key: Key) -> Any:
+def _lookup(obj: object, key: Key) -> object:
     """The attribute of the parsed Config at `key` (first list item, first named entry)."""
     for seg in key:
         if seg == ITEM:
@@ -433,10 +432,9 @@ def parser_facts() -> list[Accepted]:
     defaults = _defaults()
     out = []
     for key in accepted_keys(rec):
-        string = kinds.get(key, {}).get("string", {})
-        out.append(
-            Accepted(key, _type_of(key, kinds), tuple(string.get("choices", ())), defaults.get(key, _NO_DEFAULT))
-        )
+        choices = kinds.get(key, {}).get("string", {}).get("choices", ())  # what string() was given
+        names = tuple(str(c) for c in choices) if isinstance(choices, tuple) else ()
+        out.append(Accepted(key, _type_of(key, kinds), names, defaults.get(key, _NO_DEFAULT)))
     return out
 
 
@@ -813,7 +811,7 @@ DESCRIPTIONS: dict[str, Doc] = {
 GENERATED = f"<!-- Generated by `{COMMAND}` from {{source}}: do not edit by hand. -->"
 
 
-def _literal(value: Any) -> str:
+def _literal(value: object) -> str:
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, float):

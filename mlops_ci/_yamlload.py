@@ -14,14 +14,14 @@ from .errors import ConfigError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
-    from typing import Any
+    pass
 
 Path_ = tuple[str | int, ...]
 
 
 @dataclass
 class Loaded:
-    data: Any
+    data: object
     file: str
     marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
 
@@ -69,10 +69,10 @@ def load(text: str, file: str) -> Loaded:
 _constructor = yaml.SafeLoader(stream="")
 
 
-def _convert(node: yaml.Node, path: Path_, loaded: Loaded) -> Any:
+def _convert(node: yaml.Node, path: Path_, loaded: Loaded) -> object:
     loaded.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise ConfigError(

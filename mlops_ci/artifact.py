@@ -42,7 +42,7 @@ def _obj(v: Any, where: str, keys: set[str]) -> dict[str, Any]:
     return v
 
 
-def _str(v: Any, where: str, *, optional: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
+def _str(v: object, where: str, *, optional: bool = False, pattern: re.Pattern[str] | None = None) -> str | None:
     if v is None and optional:
         return None
     if not isinstance(v, str) or len(v) > MAX_TEXT:
@@ -52,7 +52,7 @@ def _str(v: Any, where: str, *, optional: bool = False, pattern: re.Pattern[str]
     return v
 
 
-def _num(v: Any, where: str, *, optional: bool = True) -> float | None:
+def _num(v: object, where: str, *, optional: bool = True) -> float | None:
     if v is None and optional:
         return None
     if isinstance(v, str) and v in ("nan", "inf", "-inf"):
@@ -65,7 +65,7 @@ def _num(v: Any, where: str, *, optional: bool = True) -> float | None:
         raise _Bad(f"{where} is too large a number") from None
 
 
-def _scalar(v: Any, where: str) -> Any:
+def _scalar(v: object, where: str) -> object:
     if v is None or isinstance(v, bool | int | float):
         return v
     return _str(v, where)
@@ -76,9 +76,9 @@ _COST_NUMBERS = ("instance_count", "billable_seconds", "training_seconds", "spot
 _COST_TEXT = ("instance_type", "price_source")
 
 
-def _cost(v: Any, where: str) -> dict[str, Any]:
+def _cost(v: object, where: str) -> dict[str, object]:
     d = _obj(v, where, {*_COST_NUMBERS, *_COST_TEXT, "spot"})
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for k in _COST_NUMBERS:
         if d.get(k) is not None:
             out[k] = _num(d[k], f"{where}.{k}")
@@ -92,7 +92,7 @@ def _cost(v: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def _ref(v: Any, where: str) -> RunRef:
+def _ref(v: object, where: str) -> RunRef:
     d = _obj(v, where, {"run_id", "sha", "branch", "config_digest", "artifact_sha256", "links", "cost"})
     links = _obj(d.get("links") or {}, f"{where}.links", set((d.get("links") or {}).keys()))
     if len(links) > 20:
@@ -112,7 +112,7 @@ def _ref(v: Any, where: str) -> RunRef:
 # fields (each optional), [item] for a list, ("map", value) for an object of any names.
 _NUM, _INT = "number", "whole number"
 _FIG = ("map", _NUM)
-_DIFF: dict[str, Any] = {
+_DIFF: dict[str, object] = {
     "schema": str,
     "status": ("ok", "failed", "skipped"),
     "reason": str,
@@ -202,13 +202,13 @@ def _conform(v: Any, spec: Any, where: str) -> Any:
     return {k: _conform(x, spec[k], f"{where}.{k}") for k, x in d.items()}
 
 
-def _item(v: Any, spec: Any, where: str) -> Any:
+def _item(v: object, spec: object, where: str) -> object:
     if v is None:
         raise _Bad(f"{where} must not be null")
     return _conform(v, spec, where)
 
 
-def conform_model_diff(data: Any) -> dict[str, Any] | None:
+def conform_model_diff(data: object) -> dict[str, object] | None:
     """A model diff read back (the review's cache) if it has the shape of one, else None."""
     try:
         checked = _conform(data, _DIFF, "model_diff")

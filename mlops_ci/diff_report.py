@@ -19,20 +19,20 @@ from .report import ICON, esc, fmt, fmt_delta
 COMMENT_TOP_ROWS = 10  # the comment shows at most this many changed rows; the HTML shows all
 
 
-def _is_num(x: Any) -> TypeGuard[int | float]:
+def _is_num(x: object) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _n(x: Any) -> str:
+def _n(x: object) -> str:
     """A count or figure as text; anything else (a forged report's) escaped."""
     return fmt(x) if _is_num(x) else ("—" if x is None else esc(x))
 
 
-def _pct(x: Any) -> str:
+def _pct(x: object) -> str:
     return f"{x * 100:.2f} %" if _is_num(x) and math.isfinite(x) else _n(x)
 
 
-def _change(old: Any, new: Any) -> str:
+def _change(old: object, new: object) -> str:
     if not (_is_num(old) and _is_num(new)) or not (math.isfinite(old) and math.isfinite(new)):
         return "—"
     d = new - old
@@ -40,7 +40,7 @@ def _change(old: Any, new: Any) -> str:
     return f"{d:+.4g}{rel}"
 
 
-def _pair(v: Any) -> tuple[float | None, float | None]:
+def _pair(v: object) -> tuple[float | None, float | None]:
     if isinstance(v, list) and len(v) == 2:
         return v[0], v[1]
     return None, None
@@ -210,7 +210,7 @@ def _f(x: Any) -> str:
     return fmt(x) if _is_num(x) else ("—" if x is None else str(x))
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     th = "".join(f"<th>{_h(c)}</th>" for c in head)
     body = "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from .ci import detect
 from .errors import IntegrityError
@@ -31,7 +31,7 @@ _KIND: dict[type, str] = {Run: "run", Verdict: "verdict", ModelVersion: "version
 _NOT_CONTENT = ("digest", "signature", "conclusion", "artifact_uri")
 
 
-def canonical(obj: Any) -> bytes:
+def canonical(obj: object) -> bytes:
     """One byte string per value: sorted keys, no spaces, UTF-8. Floats use Python's shortest
     round-trip repr, which JSON stores and loads unchanged, so a stored record re-hashes equal."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode()
@@ -135,12 +135,22 @@ def require(problems: Sequence[str], doing: str) -> None:
 
 
 # -- signatures ------------------------------------------------------------------------------
+class KmsAnswer(TypedDict, total=False):
+    """The fields of KMS's Sign, Verify and GetPublicKey answers that are read here."""
+
+    KeyId: str
+    Signature: bytes
+    SignatureValid: bool
+    KeyUsage: str
+    SigningAlgorithms: list[str]
+
+
 class SigningService(Protocol):
     """The two calls of AWS KMS an asymmetric signature needs (a boto3 KMS client has them)."""
 
-    def sign(self, **kwargs: Any) -> dict[str, Any]: ...
-    def verify(self, **kwargs: Any) -> dict[str, Any]: ...
-    def get_public_key(self, **kwargs: Any) -> dict[str, Any]: ...
+    def sign(self, **kwargs: object) -> KmsAnswer: ...
+    def verify(self, **kwargs: object) -> KmsAnswer: ...
+    def get_public_key(self, **kwargs: object) -> KmsAnswer: ...
 
 
 # Preference among the algorithms a key offers: the SHA-256 ones KMS has for EC and RSA keys.
@@ -188,9 +198,9 @@ class Signer:
         self.translate = translate
         self._algorithm: str | None = None
 
-    def _call(self, op: str, what: str, **params: Any) -> dict[str, Any]:
+    def _call(self, op: str, what: str, **params: object) -> KmsAnswer:
         try:
-            out: dict[str, Any] = getattr(self.kms, op)(**params)
+            out: KmsAnswer = getattr(self.kms, op)(**params)
             return out
         except self.errors as exc:
             if type(exc).__name__ == "KMSInvalidSignatureException" or "InvalidSignature" in str(exc):

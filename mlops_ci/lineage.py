@@ -96,8 +96,8 @@ def lineage(ws: Workspace, target: str) -> dict[str, Any]:
     return doc
 
 
-def _verify(ws: Workspace, uri: str | None, digest: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"uri": uri, "sha256": digest, "verified": False, "problem": None}
+def _verify(ws: Workspace, uri: str | None, digest: str | None) -> dict[str, object]:
+    out: dict[str, object] = {"uri": uri, "sha256": digest, "verified": False, "problem": None}
     if not uri or not digest:
         out["problem"] = "no artifact recorded"
         return out
@@ -115,7 +115,7 @@ def _verify(ws: Workspace, uri: str | None, digest: str | None) -> dict[str, Any
     return out
 
 
-def _config_at(ws: Workspace, sha: str) -> dict[str, Any]:
+def _config_at(ws: Workspace, sha: str) -> dict[str, object]:
     """The mlops-ci.yaml of that commit, resolved (secrets masked), or why it cannot be read."""
     from . import config as config_mod
 

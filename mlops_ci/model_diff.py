@@ -77,7 +77,7 @@ class ModelFailed(Exception):
 @dataclass
 class EvalTable:
     columns: list[str]  # the feature columns, in the order sent to the model
-    rows: list[list[Any]]  # feature values as sent (numbers where a cell is one, else text)
+    rows: list[list[object]]  # feature values as sent (numbers where a cell is one, else text)
     raw: list[list[str]]  # the same cells as read, for display
     labels: list[str] | None
     ids: list[str]
@@ -376,7 +376,7 @@ class _Worker:
                 os.close(fd)
 
 
-def _one_line(text: Any) -> str:
+def _one_line(text: object) -> str:
     s = " ".join(str(text).split())
     return s if len(s) <= 300 else s[:297] + "…"
 
@@ -566,7 +566,7 @@ def _kill_strays(before: set[int], token: str, roots: set[int]) -> int:
 
 
 # -- comparing predictions (pure) -------------------------------------------------------------
-def _label(v: Any) -> str:
+def _label(v: object) -> str:
     """One class label as text, so 1, 1.0, "1" and "1.000000" are the same class."""
     if isinstance(v, bool):
         return str(v).lower()
@@ -598,11 +598,11 @@ def _argmax(v: list[Any]) -> str:
     return str(max(range(len(v)), key=lambda i: float(v[i])))
 
 
-def normalize(predictions: list[Any], side: str) -> list[Any]:
+def normalize(predictions: list[object], side: str) -> list[object]:
     """Each prediction as a number, a text, or a list of at least two finite-able numbers (one
     score per class). A one-element list is its element (a regressor's (n, 1) output, Keras'
     Dense(1)); anything else is refused with the row it was found in."""
-    out: list[Any] = []
+    out: list[object] = []
     for i, v in enumerate(predictions):
         while isinstance(v, list) and len(v) == 1:
             v = v[0]
@@ -629,7 +629,7 @@ def normalize(predictions: list[Any], side: str) -> list[Any]:
     return out
 
 
-def infer_task(base: list[Any], head: list[Any], task: str) -> str:
+def infer_task(base: list[object], head: list[object], task: str) -> str:
     if task != "auto":
         return task
     values = base + head
@@ -644,7 +644,7 @@ def infer_task(base: list[Any], head: list[Any], task: str) -> str:
     return "regression"
 
 
-def _scalar(v: Any, side: str, i: int) -> float:
+def _scalar(v: object, side: str, i: int) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ModelFailed(
             f"the {side} model's prediction {i + 1} is {str(v)[:40]!r}, not a number; set review.task: classification"
@@ -787,7 +787,11 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
         pred_h = h if task == "classification" else hf
 
         def group(value: str, idx: list[int]) -> dict[str, Any]:
-            g: dict[str, Any] = {"value": value, "rows": len(idx), "flip_rate": sum(changed[i] for i in idx) / len(idx)}
+            g: dict[str, object] = {
+                "value": value,
+                "rows": len(idx),
+                "flip_rate": sum(changed[i] for i in idx) / len(idx),
+            }
             if correct is not None:
                 g["metric"] = metric_name
                 g["baseline"] = sum(correct(pred_b, i) for i in idx) / len(idx)
@@ -811,7 +815,9 @@ def compare_predictions(base: list[Any], head: list[Any], table: EvalTable, cfg:
 
 
 # -- the whole diff ---------------------------------------------------------------------------
-def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | None, data_digest: str) -> dict[str, Any]:
+def run(
+    base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | None, data_digest: str
+) -> dict[str, object]:
     """The model diff, from the cache when the same two artifacts were compared on the same
     data with the same settings (the report and the gate of one job see the same numbers).
     `cache` must be a directory no commit can write (the caller uses one inside .git)."""
@@ -852,11 +858,11 @@ def run(base: Side, head: Side, data: Path, cfg: ReviewConfig, cache: Path | Non
     return result
 
 
-def failed(reason: str, *, status: str = "failed") -> dict[str, Any]:
+def failed(reason: str, *, status: str = "failed") -> dict[str, object]:
     return {"schema": SCHEMA, "status": status, "reason": reason, "metrics": {}, "baseline_metrics": {}}
 
 
-def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str, Any]:
+def _compute(base: Side, head: Side, data: Path, cfg: ReviewConfig) -> dict[str, object]:
     t0 = time.monotonic()
     try:
         table = read_eval(data, cfg)

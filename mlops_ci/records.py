@@ -20,7 +20,7 @@ class Run:
     backend: str
     started: float
     finished: float
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     artifact_uri: str | None = None
     artifact_sha256: str | None = None
@@ -37,7 +37,7 @@ class Run:
     series_sha256: str = ""  # digest of the metric curves, which the store keeps apart
     digest: str = ""  # sha256 of everything above (integrity.py); "" = never sealed
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -114,7 +114,7 @@ class ModelVersion:
     digest: str = ""
     signature: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -134,7 +134,7 @@ class Deployment:
     version_digest: str = ""
     digest: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -152,7 +152,7 @@ class EndpointState:
     status: str  # InService | Stopped
     updated: float
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -170,8 +170,8 @@ class MetricDelta:
 @dataclass(frozen=True)
 class ParamChange:
     name: str
-    old: Any
-    new: Any
+    old: object
+    new: object
     change: str  # added | removed | changed
 
 
@@ -198,7 +198,7 @@ class Comparison:
     series: dict[str, dict[str, Sequence[float]]]
     model_diff: dict[str, Any] | None = None  # model_diff.py's result, when the review made one
 
-    def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, Any]:
+    def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, object]:
         """Shallow, fast conversion (asdict deep-copies every series point). `series`
         replaces the full series, e.g. with downsampled ones for a report."""
         return {

@@ -35,7 +35,7 @@ def marker(project: str) -> str:
     return f"<!-- mlops-ci:report project={safe} -->"
 
 
-def esc(value: Any) -> str:
+def esc(value: object) -> str:
     """Make arbitrary text inert in GitHub markdown: no HTML, links, code spans, mentions, tables."""
     text = str(value)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from . import integrity
 from ._files import sha256_file
@@ -17,7 +17,7 @@ from .records import Deployment, ModelVersion, RuleResult, Run, Verdict
 FORMAT = "mlops-ci/store-export/v1"
 
 
-def export(store: Store, project: str) -> Iterator[dict[str, Any]]:
+def export(store: Store, project: str) -> Iterator[dict[str, object]]:
     """Every record of the project as JSON-able dicts, oldest first, runs before their verdicts."""
     yield {"kind": "header", "format": FORMAT, "project": project}
     for run in sorted(store.runs(project, limit=10**9), key=lambda r: (r.finished, r.run_id)):

@@ -25,7 +25,10 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from comet_ml import CometExperiment
 
 PROVENANCE = {
     "git_sha": "MLOPS_CI_GIT_SHA",
@@ -59,7 +62,7 @@ def offline(env: Mapping[str, str] = os.environ) -> bool:
     return env.get("COMET_MODE", "").lower() == "offline" or not env.get("COMET_API_KEY")
 
 
-def experiment(**kwargs: Any) -> Any:
+def experiment(**kwargs: object) -> CometExperiment:
     """A `comet_ml` experiment in the configured workspace and project, keyed as mlops-ci
     expects and tagged with the commit: online with an API key, else an offline archive.
     A restarted job (a SageMaker spot interruption) resumes the same experiment instead of
@@ -71,7 +74,7 @@ def experiment(**kwargs: Any) -> Any:
 
     env = os.environ
     online = not offline(env)
-    config: dict[str, Any] = {
+    config: dict[str, object] = {
         "log_git_metadata": False,  # the job's directory is not the trained commit: it is logged below
         "log_git_patch": False,
     }
@@ -94,7 +97,7 @@ def experiment(**kwargs: Any) -> Any:
     return exp
 
 
-def _log_model_on_end(exp: Any, env: Mapping[str, str]) -> None:
+def _log_model_on_end(exp: CometExperiment, env: Mapping[str, str]) -> None:
     """With a Comet model registry configured, the model the job wrote (SM_MODEL_DIR) is logged
     as the experiment's model when the experiment ends, so that `mlops-ci promote` can register
     that exact model after the gate."""
@@ -103,7 +106,7 @@ def _log_model_on_end(exp: Any, env: Mapping[str, str]) -> None:
         return
     end = exp.end
 
-    def end_with_model(*args: Any, **kwargs: Any) -> Any:
+    def end_with_model(*args: object, **kwargs: object) -> object:
         directory = Path(model_dir)
         if directory.is_dir() and any(directory.iterdir()):
             exp.log_model(name, str(directory))
@@ -112,7 +115,7 @@ def _log_model_on_end(exp: Any, env: Mapping[str, str]) -> None:
     exp.end = end_with_model
 
 
-def link(exp: Any, env: Mapping[str, str] = os.environ) -> None:
+def link(exp: CometExperiment, env: Mapping[str, str] = os.environ) -> None:
     """Tag an experiment with the commit and log the job's hyperparameters."""
     for name, value in provenance(env).items():
         exp.log_other(name, value)

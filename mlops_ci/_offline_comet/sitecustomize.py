@@ -14,20 +14,20 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 _HERE = Path(__file__).resolve().parent
 
 
 def _offline(comet_ml: ModuleType) -> None:
-    base: Any = comet_ml.OfflineExperiment
+    base: type = comet_ml.OfflineExperiment
 
     class Experiment(base):  # type: ignore[misc, valid-type]
         """comet_ml.Experiment's signature, with no key: an offline experiment (mlops-ci)."""
 
-        def __init__(self, api_key: str | None = None, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, api_key: str | None = None, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
 
     Experiment.__module__, Experiment.__qualname__ = "comet_ml", "Experiment"  # pickled by that name
@@ -47,7 +47,9 @@ class _Loader(importlib.abc.Loader):
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if name != "comet_ml":
             return None
         sys.meta_path.remove(self)  # once: the real finders locate comet_ml

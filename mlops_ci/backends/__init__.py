@@ -165,8 +165,8 @@ class Tracker(Protocol):
 class ModelRegistry(Protocol):
     """A model registry beside the store's versions (registry.backend); only a passed gate adds to it."""
 
-    def packages(self) -> Iterable[dict[str, Any]]: ...  # what it holds of this project
-    def package_for(self, sha: str) -> dict[str, Any] | None: ...
+    def packages(self) -> Iterable[Mapping[str, object]]: ...  # what it holds of this project
+    def package_for(self, sha: str) -> Mapping[str, object] | None: ...
 
 
 class TrackedNumbers(Protocol):

@@ -46,7 +46,7 @@ class Numbers:
     """A run's numbers as its Comet experiment (or offline archive) has them now; None: neither."""
 
     metrics: dict[str, float] | None
-    params: dict[str, Any] | None
+    params: dict[str, object] | None
     link: str | None  # the page of the run's own experiment, when Comet has it
     notes: tuple[str, ...]
 
@@ -84,7 +84,7 @@ class Comet:
             raise ConfigError(f"tracking.mode: online needs the Comet API key in ${t.api_key_env}; set it (a secret)")
         self.online = t.mode == "online" or (t.mode == "auto" and self.api_key is not None)
         self._resolved: tuple[str, str] | None = None  # (web root, clientlib URL), once comet_ml is asked
-        self._api: Any = None
+        self._api: object = None
         self._has_project = False
         self._found: dict[str, Located] = {}  # run id → where its experiment is, per invocation
 
@@ -166,7 +166,7 @@ class Comet:
             self._resolved = (str(get_comet_root_url(config)).rstrip("/"), str(get_comet_url_override(config)))
         return self._resolved
 
-    def url(self, key: str, exp: Any = None) -> str:
+    def url(self, key: str, exp: object = None) -> str:
         """The experiment's page: Comet's own link for an experiment it returned; for a key alone
         (a run just logged online), the page where comet_ml puts it; else Comet's redirect."""
         if exp is not None:
@@ -303,7 +303,7 @@ class Comet:
         return Numbers(None, None, None, found.notes)
 
     def at_training(
-        self, key: str, links: Mapping[str, str], goals: Mapping[str, MetricGoal], params: Mapping[str, Any]
+        self, key: str, links: Mapping[str, str], goals: Mapping[str, MetricGoal], params: Mapping[str, object]
     ) -> tuple[dict[str, float], dict[str, Sequence[float]]] | None:
         """The job's numbers as its experiment has them right after the job: its offline archive,
         or online the experiment under `key`. Read once, by the process that ran the job, and
@@ -326,7 +326,7 @@ class Comet:
 
     def _online_numbers(
         self, exp: Any, what: str, goals: Mapping[str, MetricGoal], recorded: Mapping[str, Any], *, curves: bool
-    ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
+    ) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, object]]:
         try:
             summary = exp.get_metrics_summary() or []
             params = {
@@ -498,12 +498,12 @@ def _float(v: Any) -> float:
         return math.nan
 
 
-def _typed(params: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, Any]:
+def _typed(params: Mapping[str, object], recorded: Mapping[str, object]) -> dict[str, object]:
     """Comet's parameters as the run's hyperparameter table has them. Comet keeps every value as
     a string (an offline archive keeps what was logged): a value whose string is the recorded
     hyperparameter's is that hyperparameter (so 0.9 and "0.9" are one value, online and offline);
     any other value stays Comet's string, so "007" or "1.10" are never turned into numbers."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for name, value in params.items():
         text = value if isinstance(value, str) else json.dumps(value)
         known = name in recorded and text in {str(recorded[name]), json.dumps(recorded[name])}
@@ -511,7 +511,7 @@ def _typed(params: Mapping[str, Any], recorded: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _pick(m: Mapping[str, Any], goal: MetricGoal | None, mode: str) -> float:
+def _pick(m: Mapping[str, object], goal: MetricGoal | None, mode: str) -> float:
     if mode == "best" and goal is not None:
         return _float(m.get("valueMax") if goal.goal == "maximize" else m.get("valueMin"))
     return _float(m.get("valueCurrent"))
@@ -519,7 +519,7 @@ def _pick(m: Mapping[str, Any], goal: MetricGoal | None, mode: str) -> float:
 
 def read_archive(
     path: Path, goals: Mapping[str, MetricGoal], mode: str
-) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, Any]]:
+) -> tuple[dict[str, float], dict[str, Sequence[float]], dict[str, object]]:
     """Metrics and parameters of a comet_ml offline archive (experiment.json + messages.json)."""
     try:
         with zipfile.ZipFile(path) as z:
@@ -527,7 +527,7 @@ def read_archive(
     except (OSError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise IntegrityError(f"cannot read the Comet offline archive {path} ({exc}); it is damaged") from None
     points: dict[str, list[tuple[float, float]]] = {}
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
 
     def obj(value: Any) -> dict[str, Any]:  # the job wrote the archive: any shape may be in it
         return value if isinstance(value, dict) else {}

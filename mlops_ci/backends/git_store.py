@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import parse_qs, urlparse
 
 from ..ci import detect
@@ -298,10 +298,10 @@ class GitStore(ObjectStore):
         return got[0] if got else None
 
     # -- the primitives -----------------------------------------------------------------------------
-    def _get(self, key: str) -> tuple[Any, str] | None:
+    def _get(self, key: str) -> tuple[object, str] | None:
         return self._get_at(self._snapshot(), key)
 
-    def _get_at(self, tip: str | None, key: str) -> tuple[Any, str] | None:
+    def _get_at(self, tip: str | None, key: str) -> tuple[object, str] | None:
         got = self._read(f"{tip}:{key}") if tip else None
         if got is None:
             return None
@@ -354,7 +354,7 @@ class GitStore(ObjectStore):
         return blob if done else None
 
     def _batch(self, creates: Sequence[tuple[str, bytes]],
-               updates: Sequence[tuple[str, Callable[[Any], Any], Any]]) -> None:  # fmt: skip
+               updates: Sequence[tuple[str, Callable[[object], object], object]]) -> None:  # fmt: skip
         """All of it in one commit, one push: a run, its series and its index entry appear
         together or not at all (so there is no half-written run to guard against)."""
         for key in [*(k for k, _ in creates), *(k for k, _, _ in updates)]:

@@ -159,7 +159,7 @@ class RetryPolicy:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _message(exc: Any) -> str:
+def _message(exc: object) -> str:
     data = getattr(exc, "data", None)
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
@@ -324,7 +324,7 @@ class GitHubClient:
         }  # fmt: skip
 
     def _status_args(self, state: str, description: str, environment_url: str) -> dict[str, Any]:
-        kw: dict[str, Any] = {"description": description[:140]}
+        kw: dict[str, object] = {"description": description[:140]}
         if self.settings.run_url:
             kw["target_url"] = self.settings.run_url  # shown as the log URL
         if environment_url:
@@ -340,7 +340,7 @@ class GitHubClient:
         return [{"title": title[:255], "summary": summary[:65535], "annotations": b} for b in batches]
 
     # -- dry-run plans: reads happen (to know what would be edited), writes are only described --
-    def plan_comment(self, number: int, body: str, marker: str) -> list[dict[str, Any]]:
+    def plan_comment(self, number: int, body: str, marker: str) -> list[dict[str, object]]:
         issue = self.repo.get_issue(number)
         me = self.identity()
         existing = self._call(
@@ -348,7 +348,7 @@ class GitHubClient:
         )
         if not existing:
             return [{"method": "POST", "path": self._path("issues", number, "comments"), "body": {"body": body}}]
-        reqs: list[dict[str, Any]] = [
+        reqs: list[dict[str, object]] = [
             {"method": "DELETE", "path": self._path("issues", "comments", d.id)} for d in existing[1:]
         ]
         if existing[0].body != body:
@@ -359,7 +359,7 @@ class GitHubClient:
 
     def plan_check(
         self, sha: str, name: str, conclusion: str, title: str, summary: str,
-        annotations: list[dict[str, Any]], details_url: str | None,
+        annotations: list[dict[str, object]], details_url: str | None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         runs = self._call(
             f"read the check runs of {sha[:8]}",
@@ -381,9 +381,9 @@ class GitHubClient:
         return reqs
 
     def plan_deployment(
-        self, sha: str, environment: str, description: str, payload: dict[str, Any], environment_url: str,
+        self, sha: str, environment: str, description: str, payload: dict[str, object], environment_url: str,
         final_description: str,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+    ) -> list[dict[str, object]]:  # fmt: skip
         statuses = self._path("deployments", "{id}", "statuses")
         return [
             {"method": "POST", "path": self._path("deployments"),
@@ -461,7 +461,7 @@ class GitHubClient:
         conclusion: str,
         title: str,
         summary: str,
-        annotations: list[dict[str, Any]],
+        annotations: list[dict[str, object]],
         details_url: str | None,
     ) -> str:
         """Create or update the check run `name` on `sha`; fall back to a commit status when
@@ -529,11 +529,11 @@ class GitHubDeploymentRecorder:
         self._dep: Any = None
 
     @staticmethod
-    def describe(version: int, tag: str | None, kind: str) -> tuple[str, dict[str, Any]]:
+    def describe(version: int, tag: str | None, kind: str) -> tuple[str, dict[str, object]]:
         return f"{kind} of v{version}" + (f" ({tag})" if tag else ""), {"version": version, "tag": tag, "kind": kind}
 
     def plan(self, endpoint: str, version: int, sha: str, tag: str | None, kind: str, url: str, detail: str
-             ) -> list[dict[str, Any]]:  # fmt: skip
+             ) -> list[dict[str, object]]:  # fmt: skip
         what, payload = self.describe(version, tag, kind)
         return self.client.plan_deployment(sha, endpoint, what, payload, url, detail)
 

@@ -36,7 +36,7 @@ from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, 
 CLAIM_LEASE = 600.0  # seconds a half-finished promote of a SHA blocks others before takeover
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, allow_nan=True).encode()
 
 
@@ -306,7 +306,7 @@ class ObjectStore:
         """A lease object: created once; taken over only after it expired; released on exit."""
         key = self._key("locks", re.sub(r"[^A-Za-z0-9._-]", "-", name) + ".json")
         deadline = self.clock() + timeout
-        me: dict[str, Any] = {"owner": owner, "token": uuid.uuid4().hex}
+        me: dict[str, object] = {"owner": owner, "token": uuid.uuid4().hex}
         wait = 0.1
         while True:
             me["expires"] = self.clock() + ttl

@@ -14,11 +14,46 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypedDict
 from urllib.parse import parse_qs, urlparse
 
 from ..errors import AlreadyExists, ConfigError, MlopsCiError, PermissionDenied, ServiceRefused, Transient
 from .object_store import ObjectStore
+
+
+class _Body(Protocol):
+    def read(self) -> bytes: ...
+
+
+class _Written(TypedDict):
+    ETag: str
+
+
+class _Object(TypedDict):
+    Body: _Body
+    ETag: str
+
+
+class _Listed(TypedDict):
+    Key: str
+
+
+class _Listing(TypedDict, total=False):
+    Contents: list[_Listed]
+    IsTruncated: bool
+    NextContinuationToken: str
+
+
+class S3Client(Protocol):
+    """The calls the store makes on a boto3 S3 client, with the parts of the answers it reads."""
+
+    def put_object(self, **kwargs: object) -> _Written: ...
+    def get_object(self, **kwargs: object) -> _Object: ...
+    def list_objects_v2(self, **kwargs: object) -> _Listing: ...
+    def delete_object(self, **kwargs: object) -> object: ...
+    def head_object(self, **kwargs: object) -> object: ...
+    def upload_file(self, Filename: str, Bucket: str, Key: str, ExtraArgs: dict[str, object] | None = None) -> None: ...
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +86,12 @@ class S3Store(ObjectStore):
     kind = "S3"
 
     def __init__(
-        self, location: S3Location, project: str, client: Any = None, *, clock: Callable[[], float] = time.time
+        self,
+        location: S3Location,
+        project: str,
+        client: S3Client | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ):
         self.loc = location
         self.project = project
@@ -117,7 +157,7 @@ class S3Store(ObjectStore):
             raise self._error(exc, f"write {key}") from None
         return str(r["ETag"])
 
-    def _get(self, key: str) -> tuple[Any, str] | None:
+    def _get(self, key: str) -> tuple[object, str] | None:
         try:
             r = self.s3.get_object(Bucket=self.loc.bucket, Key=key)
         except self._errors as exc:
@@ -142,7 +182,7 @@ class S3Store(ObjectStore):
         keys: list[str] = []
         token: str | None = None
         while True:
-            kw: dict[str, Any] = {"Bucket": self.loc.bucket, "Prefix": prefix}
+            kw: dict[str, object] = {"Bucket": self.loc.bucket, "Prefix": prefix}
             if token:
                 kw["ContinuationToken"] = token
             try:
@@ -173,7 +213,7 @@ class S3Store(ObjectStore):
         except self._errors as exc:
             if self._code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise self._error(exc, f"check {key}") from None
-        extra: dict[str, Any] = {k: v for k, v in self._extra().items() if k != "ContentType"}
+        extra: dict[str, object] = {k: v for k, v in self._extra().items() if k != "ContentType"}
         extra["Metadata"] = {"sha256": sha256}
         try:
             self.s3.upload_file(str(path), self.loc.bucket, key, ExtraArgs=extra)

@@ -17,7 +17,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from .._files import LinkOutside, files_under, pack_deterministic
 from .._untrusted import guard, inline
@@ -38,7 +38,8 @@ from . import Context, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
 if TYPE_CHECKING:
-    from ..records import ModelVersion
+    from ..records import Deployment, ModelVersion
+    from .local_endpoints import LocalEndpoints
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -56,12 +57,144 @@ _SKLEARN_ACCOUNTS = {
 }
 
 
+# -- what the services answer -----------------------------------------------------------------
+# The fields of the AWS answers that are read here, as the service models define them (every
+# one optional: the code reads each with .get, or only where the operation always returns it).
+class _S3Object(TypedDict):
+    Key: str
+    ETag: str
+    Size: int
+
+
+class _S3Page(TypedDict, total=False):
+    Contents: list[_S3Object]
+
+
+class _JobSummary(TypedDict):
+    TrainingJobName: str
+    TrainingJobArn: str
+    TrainingJobStatus: str
+
+
+class _Transition(TypedDict, total=False):
+    StatusMessage: str
+
+
+class _MetricData(TypedDict):
+    MetricName: str
+    Value: float
+
+
+class _ModelArtifacts(TypedDict, total=False):
+    S3ModelArtifacts: str
+
+
+class _ResourceConfig(TypedDict, total=False):
+    InstanceType: str
+    InstanceCount: int
+
+
+class _Tag(TypedDict):
+    Key: str
+    Value: str
+
+
+class _LogStream(TypedDict):
+    logStreamName: str
+
+
+class _LogEvent(TypedDict):
+    message: str
+
+
+class _PackageSummary(TypedDict, total=False):
+    ModelPackageArn: str
+    ModelApprovalStatus: str
+    ModelPackageStatus: str
+
+
+class _ScalableTarget(TypedDict, total=False):
+    MinCapacity: int
+    MaxCapacity: int
+
+
+class _Variant(TypedDict, total=False):
+    VariantName: str
+    InstanceType: str
+    InitialInstanceCount: int
+    CurrentInstanceCount: int
+
+
+class _Body(Protocol):
+    def read(self) -> bytes: ...
+
+
+class Answer(TypedDict, total=False):
+    """An answer of one of the AWS operations called here: the fields read from any of them."""
+
+    NextToken: str
+    Metadata: dict[str, str]  # s3 HeadObject
+    Tags: list[_Tag]  # ListTags
+    # ListTrainingJobs, DescribeTrainingJob
+    TrainingJobSummaries: list[_JobSummary]
+    TrainingJobArn: str
+    TrainingJobStatus: str
+    SecondaryStatus: str
+    SecondaryStatusTransitions: list[_Transition]
+    FailureReason: str
+    FinalMetricDataList: list[_MetricData]
+    ModelArtifacts: _ModelArtifacts
+    ResourceConfig: _ResourceConfig
+    EnableManagedSpotTraining: bool
+    BillableTimeInSeconds: int
+    TrainingTimeInSeconds: int
+    # CloudWatch Logs DescribeLogStreams, GetLogEvents
+    logStreams: list[_LogStream]
+    events: list[_LogEvent]
+    nextForwardToken: str
+    # the model registry
+    ModelPackageSummaryList: list[_PackageSummary]
+    ModelPackageArn: str
+    ModelApprovalStatus: str
+    ModelPackageStatus: str
+    CustomerMetadataProperties: dict[str, str]
+    # endpoints, their configs and their scaling
+    EndpointStatus: str
+    EndpointConfigName: str
+    EndpointConfigArn: str
+    ProductionVariants: list[_Variant]
+    ScalableTargets: list[_ScalableTarget]
+    # InvokeEndpoint
+    ContentType: str
+    Body: _Body
+
+
+class _Paginator(Protocol):
+    def paginate(self, **kwargs: object) -> Iterator[_S3Page]: ...
+
+
+class Client(Protocol):
+    """The calls made here on boto3 clients (each on the service that has it); the rest go
+    through Aws.call and Aws.describe by operation name."""
+
+    def get_paginator(self, operation: str, /) -> _Paginator: ...
+    def head_object(self, **kwargs: object) -> Answer: ...
+    def upload_file(self, Filename: str, Bucket: str, Key: str, ExtraArgs: dict[str, object] | None = None) -> None: ...
+    def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...
+    def create_training_job(self, **kwargs: object) -> Answer: ...
+    def describe_log_streams(self, **kwargs: object) -> Answer: ...
+    def get_log_events(self, **kwargs: object) -> Answer: ...
+    def list_model_packages(self, **kwargs: object) -> Answer: ...
+    def describe_scalable_targets(self, **kwargs: object) -> Answer: ...
+    def invoke_endpoint(self, **kwargs: object) -> Answer: ...
+
+
 def _slug(text: str) -> str:
     """A SageMaker resource name part: letters, digits and single dashes."""
     return re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", text)).strip("-") or "x"
 
 
-def _short_hash(*parts: Any) -> str:
+def _short_hash(*parts: object) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -158,7 +291,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
 MAX_EVAL_BYTES = 2 << 30
 
 
-def _s3_objects(aws: Any, uri: str, what: str) -> list[tuple[str, str, int]]:
+def _s3_objects(aws: Aws, uri: str, what: str) -> list[tuple[str, str, int]]:
     """(key, ETag, size) of every object under an S3 prefix."""
     bucket, prefix = _split_s3(uri)
     objects: list[tuple[str, str, int]] = []
@@ -178,7 +311,7 @@ def _etags_digest(objects: list[tuple[str, str, int]]) -> str:
     return h.hexdigest()
 
 
-def download_prefix(aws: Any, uri: str, cache: Path) -> tuple[Path, str]:
+def download_prefix(aws: Aws, uri: str, cache: Path) -> tuple[Path, str]:
     """An S3 prefix (the review's evaluation channel) in `cache`, downloaded once: the
     directory is named by a digest over the objects' keys, ETags and sizes, the same digest
     `channel_data` records for a training channel."""
@@ -229,7 +362,7 @@ class Aws:
         self.cfg = cfg
         # Package descriptions seen by this session, by (region, ARN): a promote or deploy looks a
         # package up more than once, and its metadata never changes after registration.
-        self.described: dict[tuple[str, str], dict[str, Any]] = {}
+        self.described: dict[tuple[str, str], Answer] = {}
         region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         if not region:
             raise ConfigError("no AWS region: set aws.region in mlops-ci.yaml or AWS_REGION")
@@ -238,10 +371,10 @@ class Aws:
         # standard/adaptive retry: throttling and 5xx are retried with backoff (adaptive also
         # rate-limits this client), so a busy account slows a deploy down instead of failing it.
         self._config = BotoConfig(retries={"mode": cfg.retry_mode, "max_attempts": cfg.max_attempts})
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, Client] = {}
         self.errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str) -> Client:
         if service not in self._clients:
             self._clients[service] = self.session.client(service, config=self._config)
         return self._clients[service]
@@ -281,9 +414,10 @@ class Aws:
             return Refused(f"SageMaker quota reached while trying to {what}: {msg}; ask for a quota increase")
         return ServiceRefused(f"SageMaker refused to {what}: {code}: {msg}")
 
-    def call(self, service: str, op: str, what: str, **params: Any) -> Any:
+    def call(self, service: str, op: str, what: str, **params: object) -> Answer:
         try:
-            return getattr(self.client(service), op)(**params)
+            out: Answer = getattr(self.client(service), op)(**params)
+            return out
         except self.errors as exc:
             raise self.error(exc, what) from None
 
@@ -294,20 +428,20 @@ class Aws:
             code == "ValidationException" and ("Could not find" in msg or "does not exist" in msg)
         )
 
-    def describe(self, op: str, what: str, **params: Any) -> dict[str, Any] | None:
+    def describe(self, op: str, what: str, **params: object) -> Answer | None:
         """A SageMaker Describe* call; None when the resource does not exist."""
         try:
-            out: dict[str, Any] = getattr(self.client("sagemaker"), op)(**params)
+            out: Answer = getattr(self.client("sagemaker"), op)(**params)
             return out
         except self.errors as exc:
             if self.missing(exc):
                 return None
             raise self.error(exc, what) from None
 
-    def s3_head(self, uri: str) -> dict[str, Any] | None:
+    def s3_head(self, uri: str) -> Answer | None:
         bucket, key = _split_s3(uri)
         try:
-            out: dict[str, Any] = self.client("s3").head_object(Bucket=bucket, Key=key)
+            out = self.client("s3").head_object(Bucket=bucket, Key=key)
             return out
         except self.errors as exc:
             if self.missing(exc):
@@ -324,7 +458,7 @@ class Aws:
         if self.has_object(uri, sha256):
             return False
         bucket, key = _split_s3(uri)
-        extra: dict[str, Any] = {"Metadata": {"sha256": sha256}}
+        extra: dict[str, object] = {"Metadata": {"sha256": sha256}}
         if self.cfg.kms_key:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self.cfg.kms_key)
         try:
@@ -393,7 +527,7 @@ class SageMakerTrainer:
     def source_uri(self, digest: str) -> str:
         return self.aws.s3_uri("source", digest, "sourcedir.tar.gz")
 
-    def request(self, spec: TrainingSpec, name: str, source_uri: str) -> dict[str, Any]:
+    def request(self, spec: TrainingSpec, name: str, source_uri: str) -> dict[str, object]:
         """The CreateTrainingJob request, as the SageMaker SDK builds it for script mode."""
         sm, aws = self.sm, self.aws
         hps = encode_hyperparameters(spec.hyperparameters)
@@ -404,7 +538,7 @@ class SageMakerTrainer:
             "sagemaker_job_name": name,
             "sagemaker_region": aws.region,
         }))  # fmt: skip
-        resource: dict[str, Any] = {
+        resource: dict[str, object] = {
             "InstanceType": sm.instance_type, "InstanceCount": sm.instance_count, "VolumeSizeInGB": sm.volume_size,
         }  # fmt: skip
         if aws.cfg.kms_key and not sagemaker_types.has_local_storage(sm.instance_type):
@@ -412,11 +546,11 @@ class SageMakerTrainer:
             resource["VolumeKmsKeyId"] = aws.cfg.kms_key
         if sm.keep_alive:
             resource["KeepAlivePeriodInSeconds"] = sm.keep_alive
-        output: dict[str, Any] = {"S3OutputPath": aws.s3_uri("output")}
+        output: dict[str, object] = {"S3OutputPath": aws.s3_uri("output")}
         if aws.cfg.kms_key:
             output["KmsKeyId"] = aws.cfg.kms_key
-        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": spec.max_run}
-        req: dict[str, Any] = {
+        stopping: dict[str, object] = {"MaxRuntimeInSeconds": spec.max_run}
+        req: dict[str, object] = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
                 "TrainingImage": image_for(sm, None, aws.region, "training"),
@@ -475,11 +609,11 @@ class SageMakerTrainer:
         return data
 
     # jobs ------------------------------------------------------------------------------
-    def jobs_of(self, project: str, sha: str, digest: str) -> list[dict[str, Any]]:
+    def jobs_of(self, project: str, sha: str, digest: str) -> list[_JobSummary]:
         """The attempts at this commit and config, oldest first."""
         stem = job_name(project, sha, digest, 0)[:-1]
-        found: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"NameContains": stem, "MaxResults": 100}
+        found: list[_JobSummary] = []
+        kwargs: dict[str, object] = {"NameContains": stem, "MaxResults": 100}
         while True:
             page = self.aws.call("sagemaker", "list_training_jobs", "list training jobs", **kwargs)
             found += [j for j in page.get("TrainingJobSummaries", []) if j["TrainingJobName"].startswith(stem)]
@@ -487,7 +621,7 @@ class SageMakerTrainer:
                 break
             kwargs["NextToken"] = page["NextToken"]
 
-        def attempt(j: dict[str, Any]) -> int:
+        def attempt(j: _JobSummary) -> int:
             tail = j["TrainingJobName"][len(stem) :]
             return int(tail) if tail.isdigit() else 0
 
@@ -542,7 +676,7 @@ class SageMakerTrainer:
         scanner = MetricScanner(spec.metric_regexes)
         logs = _LogTail(self.aws, name)
         seen: tuple[str, str] = ("", "")
-        desc: dict[str, Any] = {}
+        desc: Answer = {}
         with open(log_path, "a", encoding="utf-8") as logf:
 
             def follow() -> None:
@@ -612,7 +746,11 @@ class SageMakerTrainer:
     def cancel_superseded(self, project: str, branch: str, sha: str) -> list[str]:
         """Stop jobs of this project still running for older commits on `branch`."""
         stopped = []
-        kwargs: dict[str, Any] = {"StatusEquals": "InProgress", "NameContains": _slug(project)[:40], "MaxResults": 100}
+        kwargs: dict[str, object] = {
+            "StatusEquals": "InProgress",
+            "NameContains": _slug(project)[:40],
+            "MaxResults": 100,
+        }
         mine = re.compile(re.escape(_slug(project)[:40].rstrip("-")) + r"-[0-9a-f]{8}-[0-9a-f]{8}-\d+")
         while True:
             page = self.aws.call("sagemaker", "list_training_jobs", "list training jobs", **kwargs)
@@ -635,9 +773,9 @@ class SageMakerTrainer:
             kwargs["NextToken"] = page["NextToken"]
 
 
-def _cost_facts(desc: Mapping[str, Any]) -> dict[str, Any]:
+def _cost_facts(desc: Answer) -> dict[str, object]:
     rc = desc.get("ResourceConfig", {})
-    facts: dict[str, Any] = {
+    facts: dict[str, object] = {
         "instance_type": rc.get("InstanceType"),
         "instance_count": rc.get("InstanceCount", 1),
         "spot": bool(desc.get("EnableManagedSpotTraining")),
@@ -667,7 +805,7 @@ class _LogTail:
         for s in sorted(streams.get("logStreams", []), key=lambda s: s["logStreamName"]):
             stream = s["logStreamName"]
             while True:
-                kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+                kwargs: dict[str, object] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
                 if self.tokens.get(stream):
                     kwargs["nextToken"] = self.tokens[stream]
                 try:
@@ -697,12 +835,12 @@ class SageMakerRegistry:
     def from_context(cls, ctx: Context) -> SageMakerRegistry:
         return cls(ctx.aws(), ctx.cfg)
 
-    def group_request(self) -> dict[str, Any]:
+    def group_request(self) -> dict[str, object]:
         return {"ModelPackageGroupName": self.group,
                 "ModelPackageGroupDescription": f"mlops-ci models of {self.cfg.project}"[:1024],
                 "Tags": _tags({"mlops-ci:project": self.cfg.project})}  # fmt: skip
 
-    def package_request(self, mv: ModelVersion, model_data: str) -> dict[str, Any]:
+    def package_request(self, mv: ModelVersion, model_data: str) -> dict[str, object]:
         image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
                           serving_instance_type(self.cfg))  # fmt: skip
         raw = {
@@ -732,9 +870,9 @@ class SageMakerRegistry:
             "Tags": _tags({"mlops-ci:project": self.cfg.project, "mlops-ci:sha": mv.sha}),
         }
 
-    def packages(self) -> Iterator[dict[str, Any]]:
+    def packages(self) -> Iterator[Answer]:
         """Every package of the group, described (newest first)."""
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, "MaxResults": 100, "SortOrder": "Descending"}
+        kwargs: dict[str, object] = {"ModelPackageGroupName": self.group, "MaxResults": 100, "SortOrder": "Descending"}
         while True:
             try:
                 page = self.aws.client("sagemaker").list_model_packages(**kwargs)
@@ -752,12 +890,17 @@ class SageMakerRegistry:
                         continue
                     self.aws.described[key] = d
                 # what can change after registration (a human approving) comes fresh with the list
-                yield {**d, **{k: s[k] for k in ("ModelApprovalStatus", "ModelPackageStatus") if k in s}}
+                now = d.copy()
+                if "ModelApprovalStatus" in s:
+                    now["ModelApprovalStatus"] = s["ModelApprovalStatus"]
+                if "ModelPackageStatus" in s:
+                    now["ModelPackageStatus"] = s["ModelPackageStatus"]
+                yield now
             if not page.get("NextToken"):
                 return
             kwargs["NextToken"] = page["NextToken"]
 
-    def package_for(self, sha: str) -> dict[str, Any] | None:
+    def package_for(self, sha: str) -> Answer | None:
         for d in self.packages():
             if d.get("CustomerMetadataProperties", {}).get("git_sha") == sha:
                 return d
@@ -806,7 +949,7 @@ class SageMakerEndpoint:
         self.aws, self.cfg, self.ep, self.say = aws, cfg, ep, say
         self.instance_count = ep.instance_count  # an auto-scaled endpoint keeps the count it scaled to
 
-    def follow_autoscaling(self, d: Mapping[str, Any]) -> None:
+    def follow_autoscaling(self, d: Answer) -> None:
         """An endpoint under Application Auto Scaling keeps its current instance count (a deploy
         does not undo the scaling), and its instance type cannot change while it is registered:
         SageMaker refuses that update, so it is refused here first, with the way out."""
@@ -847,10 +990,10 @@ class SageMakerEndpoint:
             model, self.ep.instance_type, self.instance_count, self.aws.cfg.kms_key)  # fmt: skip
         return model, config
 
-    def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, Any]:
+    def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, object]:
         image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
                           self.ep.instance_type)  # fmt: skip
-        req: dict[str, Any] = {
+        req: dict[str, object] = {
             "ModelName": model,
             "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data,
                                  "Environment": _serving_env(self.cfg, self.aws.region)},
@@ -863,8 +1006,8 @@ class SageMakerEndpoint:
             req["VpcConfig"] = {"Subnets": list(sm.subnets), "SecurityGroupIds": list(sm.security_group_ids)}
         return req
 
-    def config_request(self, mv: ModelVersion, model: str, config: str) -> dict[str, Any]:
-        req: dict[str, Any] = {
+    def config_request(self, mv: ModelVersion, model: str, config: str) -> dict[str, object]:
+        req: dict[str, object] = {
             "EndpointConfigName": config,
             "ProductionVariants": [{"VariantName": VARIANT, "ModelName": model, "InstanceType": self.ep.instance_type,
                                     "InitialInstanceCount": self.instance_count, "InitialVariantWeight": 1.0}],
@@ -875,23 +1018,23 @@ class SageMakerEndpoint:
             req["KmsKeyId"] = self.aws.cfg.kms_key  # the ML storage volume's key; local storage refuses one
         return req
 
-    def deployment_config(self) -> dict[str, Any]:
+    def deployment_config(self) -> dict[str, object]:
         d = self.ep.deployment
-        routing: dict[str, Any] = {"Type": d.strategy.upper(), "WaitIntervalInSeconds": d.wait_seconds}
+        routing: dict[str, object] = {"Type": d.strategy.upper(), "WaitIntervalInSeconds": d.wait_seconds}
         if d.strategy == "canary":
             routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": d.percent}
         elif d.strategy == "linear":
             routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT", "Value": d.percent}
-        policy: dict[str, Any] = {"TrafficRoutingConfiguration": routing,
+        policy: dict[str, object] = {"TrafficRoutingConfiguration": routing,
                                   "TerminationWaitInSeconds": d.termination_wait_seconds}  # fmt: skip
         if d.max_execution_timeout:
             policy["MaximumExecutionTimeoutInSeconds"] = d.max_execution_timeout
-        out: dict[str, Any] = {"BlueGreenUpdatePolicy": policy}
+        out: dict[str, object] = {"BlueGreenUpdatePolicy": policy}
         if d.alarms:
             out["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": a} for a in d.alarms]}
         return out
 
-    def endpoint_request(self, config: str, mv: ModelVersion, exists: bool) -> tuple[str, dict[str, Any]]:
+    def endpoint_request(self, config: str, mv: ModelVersion, exists: bool) -> tuple[str, dict[str, object]]:
         if exists:
             return "UpdateEndpoint", {"EndpointName": self.ep.name, "EndpointConfigName": config,
                                       "DeploymentConfig": self.deployment_config()}  # fmt: skip
@@ -900,15 +1043,15 @@ class SageMakerEndpoint:
                                   "Tags": _tags({"mlops-ci:project": self.cfg.project})}  # fmt: skip
 
     # live state ------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any] | None:
+    def describe(self) -> Answer | None:
         return self.aws.describe("describe_endpoint", f"describe endpoint {self.ep.name}", EndpointName=self.ep.name)
 
-    def live(self) -> dict[str, Any]:
+    def live(self) -> dict[str, object]:
         """status, config, version, sha, instance type and count of what the endpoint serves."""
         d = self.describe()
         if d is None:
             return {"status": "NotDeployed"}
-        out: dict[str, Any] = {"status": d["EndpointStatus"], "config": d.get("EndpointConfigName"),
+        out: dict[str, object] = {"status": d["EndpointStatus"], "config": d.get("EndpointConfigName"),
                                "failure": d.get("FailureReason")}  # fmt: skip
         cfg = self.aws.describe("describe_endpoint_config", "describe an endpoint config",
                                 EndpointConfigName=d["EndpointConfigName"])  # fmt: skip
@@ -923,7 +1066,7 @@ class SageMakerEndpoint:
             out["sha"] = t.get("mlops-ci:sha")
         return out
 
-    def wait(self, want: str, timeout: float) -> dict[str, Any]:
+    def wait(self, want: str, timeout: float) -> Answer:
         """Poll until the endpoint settles (InService or Failed); report status changes."""
         from ..progress import Wait
 
@@ -947,7 +1090,7 @@ class SageMakerEndpoint:
                 )
             time.sleep(self.aws.cfg.poll_seconds)
 
-    def create_once(self, kind: str, request: dict[str, Any]) -> bool:
+    def create_once(self, kind: str, request: dict[str, object]) -> bool:
         """CreateModel / CreateEndpointConfig unless it exists (same name = same content)."""
         op = {
             "Model": ("describe_model", "ModelName", "create_model"),
@@ -989,7 +1132,7 @@ class SageMakerEndpoint:
                 return f"smoke request {i}: response does not contain {s.expect_contains!r}: {text[:200]}"
         return None
 
-    def busy(self, d: Mapping[str, Any]) -> None:
+    def busy(self, d: Answer) -> None:
         if d["EndpointStatus"] in BUSY_STATES:
             raise Busy(f"endpoint {self.ep.name} is {d['EndpointStatus']} (another deploy, or SageMaker itself); "
                        "wait for it to settle, then deploy again")  # fmt: skip
@@ -1003,7 +1146,7 @@ class SageMakerRollout:
     """deploy / rollback onto a SageMaker endpoint, for the endpoints front end (`host`),
     which owns resolution, the lock and the deployment history."""
 
-    def __init__(self, host: Any, aws: Aws):
+    def __init__(self, host: LocalEndpoints, aws: Aws):
         self.host, self.aws = host, aws
         self.ws = host.ws
         self.cfg: Config = host.ws.cfg
@@ -1027,7 +1170,7 @@ class SageMakerRollout:
             )
         return str(pkg["ModelPackageArn"])
 
-    def plan(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Any:
+    def plan(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
         host, would = self.host, self.ws.would
         started = time.time()
         self.approved_package(mv)
@@ -1065,12 +1208,14 @@ class SageMakerRollout:
             would("github", "request", **req)
         return host._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
 
-    def _old(self, d: Mapping[str, Any] | None) -> str:
+    def _old(self, d: Answer | None) -> str:
         if d is None:
             return "nothing"
         return f"endpoint config {d.get('EndpointConfigName')}"
 
-    def rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float) -> Any:
+    def rollout(
+        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
+    ) -> Deployment:
         from ..records import EndpointState
 
         host, say = self.host, self.ws.say
@@ -1167,5 +1312,5 @@ class SageMakerRollout:
             raise NotFound(f"endpoint {ep.name} does not exist in SageMaker")
         self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
 
-    def health(self, ep: EndpointConfig) -> dict[str, Any]:
+    def health(self, ep: EndpointConfig) -> dict[str, object]:
         return self.endpoint(ep).live()

@@ -17,10 +17,13 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..errors import AlreadyExists, Busy, ConfigError, IntegrityError, Transient
 from ..records import Deployment, EndpointState, ModelVersion, RuleResult, Run, Verdict
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsLenAndGetItem
 
 SCHEMA_VERSION = 2
 
@@ -63,7 +66,7 @@ CREATE INDEX runs_by_inputs ON runs(project, inputs_digest, status, finished);
 """
 
 
-def _dumps(obj: Any) -> str:
+def _dumps(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, allow_nan=True)
 
 
@@ -109,20 +112,24 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> IntegrityError | ConfigEr
     return IntegrityError(f"the run store {path} is damaged ({text}); {_RESTORE}")
 
 
+# what sqlite3 binds to a statement's placeholders: a sequence, or a mapping for named ones
+_Params: TypeAlias = "SupportsLenAndGetItem[object] | Mapping[str, object]"
+
+
 class _Connection(sqlite3.Connection):
     """Every statement's database error names the store file and means what `damaged` says."""
 
     store_path: Path = Path()
 
-    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+    def execute(self, sql: str, parameters: _Params = (), /) -> sqlite3.Cursor:
         try:
-            return super().execute(*args, **kwargs)
+            return super().execute(sql, parameters)
         except sqlite3.DatabaseError as exc:
             raise damaged(self.store_path, exc) from None
 
-    def executemany(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[_Params], /) -> sqlite3.Cursor:
         try:
-            return super().executemany(*args, **kwargs)
+            return super().executemany(sql, seq_of_parameters)
         except sqlite3.DatabaseError as exc:
             raise damaged(self.store_path, exc) from None
 
@@ -262,7 +269,7 @@ class SqliteStore:
 
     def latest_completed(self, project: str, sha: str, config_digest: str | None = None) -> Run | None:
         q = "SELECT body FROM runs WHERE project=? AND sha=? AND status='completed' AND dirty=0"
-        args: list[Any] = [project, sha]
+        args: list[object] = [project, sha]
         if config_digest:
             q += " AND config_digest=?"
             args.append(config_digest)

@@ -561,14 +561,18 @@ def models(ws: Workspace, *, as_json: bool) -> int:
     label = ws.cfg.registry.kind.label
     if registry is not None and versions:
         for d in registry.packages():
-            sha = d.get("CustomerMetadataProperties", {}).get("git_sha")
-            if sha:
-                packages[sha] = {"arn": d["ModelPackageArn"], "approval": d.get("ModelApprovalStatus", "")}
+            meta = d.get("CustomerMetadataProperties")
+            sha = meta.get("git_sha") if isinstance(meta, dict) else None
+            if isinstance(sha, str) and sha:
+                packages[sha] = {
+                    "arn": str(d.get("ModelPackageArn")),
+                    "approval": str(d.get("ModelApprovalStatus", "")),
+                }
     if as_json:
         rows = [dict(v.to_dict(), live_on=live.get(v.version, [])) for v in versions]
         if registry is not None:
             for row in rows:
-                row["model_package"] = packages.get(row["sha"])
+                row["model_package"] = packages.get(str(row["sha"]))
         _json(rows)
         return 0
     if not versions:

@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 MAX_HEAD = 64 * 1024  # request line + headers; more is 431
 MAX_BODY = 6 * 1024 * 1024  # SageMaker real-time endpoints accept payloads up to 6 MB
@@ -148,7 +147,7 @@ class _Writer:
 class _Conn:
     __slots__ = ("addr", "buf", "deadline", "framing", "handler", "head", "sock")
 
-    def __init__(self, sock: socket.socket, addr: Any):
+    def __init__(self, sock: socket.socket, addr: tuple[str, int]):
         self.sock, self.addr = sock, addr
         self.buf = b""
         self.head = -1  # end of the current request's head in buf, once it has arrived
@@ -164,7 +163,7 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
     def handle_expect_100(self) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import html
 import sys
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Protocol
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -68,7 +68,11 @@ def entry_point_problem(entry_point: str) -> str | None:
     return None
 
 
-def check_serving_config(r: Any, s: dict[str, Any]) -> None:
+class _Reader(Protocol):
+    def fail(self, path: tuple[str | int, ...], msg: str, /) -> Exception: ...
+
+
+def check_serving_config(r: _Reader, s: dict[str, object]) -> None:
     """Config-time check of the `serving:` mapping `s` (r: config._Reader, whose fail() names the line)."""
     if s.get("entry_point") and isinstance(s["entry_point"], str):
         problem = entry_point_problem(s["entry_point"])

@@ -24,30 +24,36 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from .contract import JSON, ContractError
 
+if TYPE_CHECKING:
+    from .model_server import Model
 
-def _answer(out: Any, reply: dict[str, Any]) -> None:
+
+def _answer(out: TextIO, reply: dict[str, object]) -> None:
     out.write(json.dumps(reply, allow_nan=True, default=_plain) + "\n")
     out.flush()
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
 
 
-def _encode(rows: list[Any], content_type: str) -> str:
+def _encode(rows: list[list[object]], content_type: str) -> str:
     if content_type == JSON:
         return json.dumps(rows)
     return "\n".join(",".join(str(v) for v in row) for row in rows)  # text/csv, as the rows were read
 
 
-def _predictions(model: Any, rows: list[Any], content_type: str) -> list[Any]:
+def _predictions(model: Model | None, rows: list[list[object]], content_type: str) -> list[object]:
     from .model_server import _response
+
+    if model is None:  # a predict before a load: the error it always was
+        raise AttributeError("'NoneType' object has no attribute 'transform'")
 
     # the container's path without its catch-all: a MemoryError stays a MemoryError
     status, ctype, body = _response(model.transform(_encode(rows, content_type), content_type, JSON))
@@ -115,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         _answer(out, {"ok": False, "error": problem})
         return 0
     confinement = confine(home, memory_mb=a.memory_mb, cpu_seconds=a.cpu_seconds)
-    model: Any = None
-    loaded: dict[str, list[Any]] = {}  # the rows file, read once: every latency round samples it
+    model: Model | None = None
+    loaded: dict[str, list[list[object]]] = {}  # the rows file, read once: every latency round samples it
 
-    def rows_of(path: str) -> list[Any]:
+    def rows_of(path: str) -> list[list[object]]:
         if path not in loaded:
             loaded[path] = json.loads(Path(path).read_text())
         return loaded[path]

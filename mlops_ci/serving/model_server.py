@@ -25,7 +25,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
 from ._http import Handler as BaseHandler
@@ -46,8 +46,12 @@ from .contract import (
     no_model_fn_message,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
-def default_input_fn(content: str | bytes, content_type: str) -> Any:
+
+def default_input_fn(content: str | bytes, content_type: str) -> object:
     """The container's: decode by the exact content type, then JSON and CSV as float32."""
     import numpy as np
 
@@ -69,7 +73,7 @@ def default_input_fn(content: str | bytes, content_type: str) -> Any:
     return array.astype(np.float32) if content_type in UTF8_TYPES else array
 
 
-def _csv_to_numpy(content: str | bytes) -> Any:
+def _csv_to_numpy(content: str | bytes) -> NDArray[np.generic]:
     """sagemaker-containers' csv_to_numpy: rows squeezed (one row: 1-D), strings to float64."""
     import numpy as np
 
@@ -82,11 +86,15 @@ def _csv_to_numpy(content: str | bytes) -> Any:
         return array  # the float32 cast after it raises, naming the value
 
 
-def default_predict_fn(data: Any, model: Any) -> Any:
+class _Predictor(Protocol):
+    def predict(self, data: object, /) -> object: ...
+
+
+def default_predict_fn(data: object, model: _Predictor) -> object:
     return model.predict(data)
 
 
-def encode(prediction: Any, accept: str) -> bytes:
+def encode(prediction: object, accept: str) -> bytes:
     """sagemaker-containers' encoders: JSON, CSV (1-D as a column, "\n" line ends) or NPY."""
     import numpy as np
 
@@ -102,18 +110,18 @@ def encode(prediction: Any, accept: str) -> bytes:
         return buf.getvalue().encode()
     if accept == NPY:
         out = io.BytesIO()
-        np.save(out, prediction)
+        np.save(out, np.asanyarray(prediction))  # what np.save itself does first
         return out.getvalue()
     raise ValueError(f"Content type {accept} is not supported by this framework; accept exactly {JSON}, {CSV} or {NPY}")
 
 
-def _tolist(value: Any) -> Any:
+def _tolist(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     return json.JSONEncoder().default(value)
 
 
-def default_output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+def default_output_fn(prediction: object, accept: str) -> tuple[bytes, str]:
     return encode(prediction, accept), accept
 
 
@@ -176,7 +184,7 @@ class Model:
         self.predict_fn = getattr(self.module, "predict_fn", None) or default_predict_fn
         self.output_fn = getattr(self.module, "output_fn", None) or default_output_fn
 
-    def transform(self, content: str | bytes, content_type: str, accept: str) -> Any:
+    def transform(self, content: str | bytes, content_type: str, accept: str) -> object:
         if self.transform_fn is not None:
             return self.transform_fn(self.model, content, content_type, accept)
         data = self.input_fn(content, content_type)
@@ -204,13 +212,14 @@ def respond(model: Model, body: bytes, content_type: str | None, accept: str | N
         return ERROR_STATUS, ERROR_CONTENT_TYPE, error_body(f"inference failed: {type(exc).__name__}: {exc}")
 
 
-def _response(result: Any) -> tuple[int, str, bytes]:
+def _response(result: object) -> tuple[int, str, bytes]:
     """What Flask makes of a hook's return value, as the container hands it over."""
     if isinstance(result, tuple):  # (body, mimetype): the container's Response(body, mimetype=...)
         payload, mimetype = result[0], result[1]
         return 200, content_type_for(mimetype or JSON), _bytes(payload)
     if hasattr(result, "get_data") and hasattr(result, "status_code"):  # a Flask/werkzeug Response
-        return int(result.status_code), str(result.content_type), bytes(result.get_data())
+        ctype = getattr(result, "content_type")  # noqa: B009 - hasattr above narrowed only the two members it checked
+        return int(result.status_code), str(ctype), bytes(result.get_data())
     if isinstance(result, (str, bytes, bytearray)):
         return 200, content_type_for("text/html"), _bytes(result)
     if isinstance(result, (dict, list)):  # Flask's jsonify
@@ -218,7 +227,7 @@ def _response(result: Any) -> tuple[int, str, bytes]:
     raise TypeError(f"the serving hook returned {type(result).__name__}; return (body, content type) or a body")
 
 
-def _bytes(payload: Any) -> bytes:
+def _bytes(payload: object) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -226,7 +235,7 @@ def _bytes(payload: Any) -> bytes:
     raise TypeError(f"the serving hook returned a {type(payload).__name__} body; return str or bytes")
 
 
-def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
+def make_handler(model: Model, meta: dict[str, object]) -> type[BaseHTTPRequestHandler]:
     accept_default = default_accept()  # read once at startup, as the container's ServingEnv
 
     class Handler(BaseHandler):
@@ -274,7 +283,7 @@ def make_handler(model: Model, meta: dict[str, Any]) -> type[BaseHTTPRequestHand
     return Handler
 
 
-def write_ready(path: Path, info: dict[str, Any]) -> None:
+def write_ready(path: Path, info: dict[str, object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, path)

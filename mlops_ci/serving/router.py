@@ -16,21 +16,30 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
 from ._http import Handler as BaseHandler
 from .model_server import write_ready
 
 
+class TargetFile(TypedDict, total=False):
+    """target.json, as the endpoints front end writes it."""
+
+    port: int
+    version: int
+    sha: str
+    pid: int
+
+
 class Target:
     def __init__(self, path: Path):
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
-        self._value: dict[str, Any] | None = None
+        self._value: TargetFile | None = None
         self._lock = threading.Lock()
 
-    def get(self) -> dict[str, Any] | None:
+    def get(self) -> TargetFile | None:
         try:
             st = self.path.stat()
             stamp = (st.st_mtime_ns, st.st_ino, st.st_size)  # two renames in one tick differ by inode
@@ -164,7 +173,7 @@ class Upstream:
 
     def send(
         self, target: Target, method: str, path: str, body: bytes, headers: dict[str, str]
-    ) -> tuple[Answer, dict[str, Any]]:
+    ) -> tuple[Answer, TargetFile]:
         # a folded header value keeps its line break: never let one reach the upstream head
         fields = "".join(f"{k}: {' '.join(v.split())}\r\n" for k, v in headers.items())
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{fields}Content-Length: {len(body)}\r\n\r\n"
