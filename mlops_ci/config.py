@@ -900,7 +900,7 @@ def _parse_gate(r: _Reader, raw: object, metrics: dict[str, MetricGoal]) -> Gate
                     threshold = r.number(value, kp)
                 if threshold < 0:
                     raise r.fail(kp, "must be >= 0")
-                from .model_diff import goal_of  # the diff's quantities know their direction
+                from .diff_metrics import direction  # the diff's quantities know their direction
 
                 if metric.split("@", 1)[0] == "flip_rate":
                     raise r.fail(
@@ -909,7 +909,7 @@ def _parse_gate(r: _Reader, raw: object, metrics: dict[str, MetricGoal]) -> Gate
                         "none of its own): use max",
                     )
 
-                if metric not in metrics and goal_of(metric) is None:
+                if metric not in metrics and direction(metric) is None:
                     raise r.fail(
                         kp,
                         f"max_regression needs to know whether '{metric}' should go up or down: "

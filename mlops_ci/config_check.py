@@ -112,7 +112,7 @@ def _paths(c: _Checker) -> None:
 
 
 def _metric_names(c: _Checker) -> None:
-    from .model_diff import is_diff_metric
+    from .diff_metrics import is_diff_metric
 
     for i, rule in enumerate(_rules_in_file(c)):
         if isinstance(rule, str) and is_diff_metric(rule):

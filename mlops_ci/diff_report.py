@@ -1,7 +1,7 @@
 """The model diff (model_diff.py) rendered: a compact markdown section for the PR comment and a
 self-contained HTML page (no script, no third-party host) for the workflow artifact.
 
-Every value that came from data, a model or a user is escaped: `report.esc` in markdown,
+Every value that came from data, a model or a user is escaped: `_markdown.esc` in markdown,
 `html.escape` in HTML.
 """
 
@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 from typing import Any, TypeGuard
 
-from .model_diff import OPERATIONAL
+from ._markdown import ICON, esc, fmt, fmt_delta
+from .diff_metrics import OPERATIONAL
 from .records import Comparison, RuleResult
-from .report import ICON, esc, fmt, fmt_delta
 
 COMMENT_TOP_ROWS = 10  # the comment shows at most this many changed rows; the HTML shows all
 
@@ -248,7 +248,7 @@ def render_html(c: Comparison, results: Sequence[RuleResult], passed: bool, *, r
         parts.append(
             _table(
                 ["", "rule", "result"],
-                [("skipped" if r.skipped else "pass" if r.passed else r.severity, r.rule, r.reason) for r in results],
+                [(r.status, r.rule, r.reason) for r in results],
             )
         )
     parts.append("<h2>Metrics</h2>")

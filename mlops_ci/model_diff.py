@@ -34,18 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import MetricGoal, ReviewConfig
+from .diff_metrics import OPERATIONAL, direction
 
 SCHEMA = "mlops-ci/model-diff/v1"
-# name → (label, unit, goal): the operational figures measured for both models
-OPERATIONAL: dict[str, tuple[str, str]] = {
-    "artifact_mb": ("artifact size", "MB"),
-    "load_s": ("load time", "s"),
-    "latency_p50_ms": ("single-request latency p50", "ms"),
-    "latency_p99_ms": ("single-request latency p99", "ms"),
-    "batch_latency_p50_ms": ("batch latency p50", "ms"),
-    "batch_latency_p99_ms": ("batch latency p99", "ms"),
-    "peak_memory_mb": ("peak memory", "MB"),
-}
 MAX_CLASSES = 20  # the confusion table's size; rarer classes are counted as "(other)"
 MAX_SLICES = 20  # rows of the slice table
 MAX_SLICE_METRICS = 1000  # slice values that get gate quantities (the largest ones)
@@ -57,16 +48,8 @@ _HERE = Path(__file__).resolve().parent.parent
 
 def goal_of(name: str) -> MetricGoal | None:
     """The built-in direction of a model-diff quantity (for max_regression rules), or None."""
-    base, sliced = name.split("@", 1)[0], "@" in name
-    if (base in OPERATIONAL and not sliced) or base == "flip_rate" or (base == "mae" and sliced):
-        return MetricGoal(name=name, goal="minimize")
-    if base == "accuracy" and sliced:
-        return MetricGoal(name=name, goal="maximize")
-    return None
-
-
-def is_diff_metric(name: str) -> bool:
-    return goal_of(name) is not None
+    goal = direction(name)
+    return MetricGoal(name=name, goal=goal) if goal else None
 
 
 class ModelFailed(Exception):

@@ -62,6 +62,14 @@ class RuleResult:
     line: int | None = None
     skipped: bool = False
 
+    @property
+    def status(self) -> str:
+        """skipped | pass | fail | warn (a failed rule of severity warn): what every view of a
+        verdict shows for the rule."""
+        if self.skipped:
+            return "skipped"
+        return "pass" if self.passed else "fail" if self.severity == "fail" else "warn"
+
 
 @dataclass(frozen=True)
 class Verdict:

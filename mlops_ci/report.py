@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ._markdown import ICON, esc, fmt, fmt_delta
 from ._untrusted import MASK, mask_params, secret_name
 from .compare import downsample
 from .records import Comparison, MetricDelta, RuleResult, Verdict
@@ -20,9 +21,6 @@ GITHUB_COMMENT_LIMIT = 65536
 BUDGET = 60000  # headroom under GitHub's limit for the truncation note and encodings
 CHART_POINTS = 60
 MAX_CHARTS = 6
-
-# Characters that start markdown constructs (code, emphasis, links, tables, headings, strike).
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
 
 
 def check_name(project: str) -> str:
@@ -35,48 +33,11 @@ def marker(project: str) -> str:
     return f"<!-- mlops-ci:report project={safe} -->"
 
 
-def esc(value: object) -> str:
-    """Make arbitrary text inert in GitHub markdown: no HTML, links, code spans, mentions, tables."""
-    text = str(value)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _MD_SPECIAL.sub(r"\\\1", text)
-    text = text.replace("@", "&#64;").replace("\r", " ").replace("\n", " ")
-    return text
-
-
-def fmt(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.4e}"
-
-
-def fmt_delta(m: MetricDelta) -> str:
-    if m.delta is None:
-        return "—"
-    rel = f" ({m.rel_delta * 100:+.2f}%)" if m.rel_delta is not None and math.isfinite(m.rel_delta) else ""
-    return f"{m.delta:+.4g}{rel}"
-
-
-ICON = {
-    "better": "🟢 better",
-    "worse": "🔴 worse",
-    "same": "⚪ same",
-    "changed": "🔵 changed",
-    "added": "➕ new",
-    "removed": "➖ removed",
-}
+_STATUS = {"skipped": "⏭️ skipped", "pass": "✅ pass", "fail": "❌ fail", "warn": "⚠️ warn"}
 
 
 def _rule_row(r: RuleResult) -> str:
-    if r.skipped:
-        status = "⏭️ skipped"
-    elif r.passed:
-        status = "✅ pass"
-    else:
-        status = "❌ fail" if r.severity == "fail" else "⚠️ warn"
-    return f"| {status} | {esc(r.rule)} | {esc(r.reason)} |"
+    return f"| {_STATUS[r.status]} | {esc(r.rule)} | {esc(r.reason)} |"
 
 
 def _short(sha: str | None) -> str:

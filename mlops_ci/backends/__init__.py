@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..records import Deployment, EndpointState, ModelVersion, Run, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config, MetricGoal
+    from ..config import Config, EndpointConfig, MetricGoal
     from .sagemaker import Aws
 
 
@@ -103,6 +103,55 @@ class Context:
     home: Path  # the project's state directory (.mlops-ci)
     say: Callable[[str], None]
     aws: Callable[[], Aws]  # the one AWS session of the process, made on first use
+
+
+class RolloutHost(Protocol):
+    """What an endpoint backend's rollout uses of the endpoints front end
+    (local_endpoints.LocalEndpoints): an endpoint's lock and history, its deployment records, the
+    deployment recorder, and of the workspace its config, progress, plan and artifact check."""
+
+    recorder: DeploymentRecorder | None
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def ws(self) -> RolloutWorkspace: ...
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]: ...
+    def deployment(
+        self,
+        ep: EndpointConfig,
+        mv: ModelVersion,
+        tag: str | None,
+        kind: str,
+        outcome: str,
+        detail: str,
+        started: float,
+        deployment_id: str = "-",
+    ) -> Deployment: ...
+    def record(
+        self,
+        ep: EndpointConfig,
+        mv: ModelVersion,
+        tag: str | None,
+        kind: str,
+        outcome: str,
+        detail: str,
+        started: float,
+    ) -> Deployment: ...
+    def noop(
+        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None, started: float
+    ) -> Deployment: ...
+    def success_detail(
+        self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str
+    ) -> str: ...
+
+
+class RolloutWorkspace(Protocol):
+    @property
+    def cfg(self) -> Config: ...
+    def say(self, msg: str) -> None: ...
+    def would(self, target: str, action: str, **detail: Any) -> None: ...
+    def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
 
 
 class TrainingBackend(Protocol):

@@ -343,7 +343,7 @@ class LocalEndpoints:
             ep = self._declared(name)
             done = [d for d in self.store.deployments(self.project, name) if d.started == intent["started"]]
             if mv is not None and ep is not None and not done:
-                self._record(ep, mv, intent["tag"], intent["kind"], "succeeded",
+                self.record(ep, mv, intent["tag"], intent["kind"], "succeeded",
                              f"{intent['detail']} (recorded by the next operation on {name}: the deploying "
                              "process was stopped after switching traffic)", float(intent["started"]))  # fmt: skip
             self.ws.say(f"{name}: completed the record of an interrupted {intent['kind']} of v{intent['version']}")
@@ -414,7 +414,7 @@ class LocalEndpoints:
         tmp.write_text(json.dumps(target))
         os.replace(tmp, path)
 
-    def _success_detail(
+    def success_detail(
         self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str
     ) -> str:
         where = f"{mv.sha[:8]}" + (f", {tag}" if tag else "")
@@ -430,7 +430,7 @@ class LocalEndpoints:
             return None, None, None  # the router serves something else: a full rollout sets it right
         return state.server_port, state.server_pid, state.version
 
-    def _deployment(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, outcome: str,
+    def deployment(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, outcome: str,
                     detail: str, started: float, deployment_id: str = "-") -> Deployment:  # fmt: skip
         return integrity.seal(Deployment(
             deployment_id=deployment_id, project=self.project, endpoint=ep.name, version=mv.version, sha=mv.sha,
@@ -438,10 +438,10 @@ class LocalEndpoints:
             version_digest=mv.digest,
         ))  # fmt: skip
 
-    def _noop(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None,
+    def noop(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None,
               started: float) -> Deployment:  # fmt: skip
         detail = f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {url}; nothing to do"
-        return self._deployment(ep, mv, tag, kind, "noop", detail, started)
+        return self.deployment(ep, mv, tag, kind, "noop", detail, started)
 
     def _plan_rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
         """--dry-run: the same decisions as a rollout, recorded instead of made (no lock taken)."""
@@ -451,7 +451,7 @@ class LocalEndpoints:
         router_up = self._router_ok(state)
         if blue_version == mv.version and router_up:
             assert state is not None
-            return self._noop(ep, mv, tag, kind, state.url, started)
+            return self.noop(ep, mv, tag, kind, state.url, started)
         old = f"v{blue_version}" if blue_version else "nothing"
         if router_up:
             assert state is not None and state.url is not None
@@ -459,7 +459,7 @@ class LocalEndpoints:
         else:
             port = ep.port or (state.router_port if state and state.router_port else None)
             url = f"http://127.0.0.1:{port or '<free port>'}"
-        detail = self._success_detail(kind, ep, mv, tag, url, old)
+        detail = self.success_detail(kind, ep, mv, tag, url, old)
         github = self.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if self.recorder else []
         would = self.ws.would
         for req in github[:2]:
@@ -477,7 +477,7 @@ class LocalEndpoints:
         would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
         for req in github[2:]:
             would("github", "request", **req)
-        return self._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
+        return self.deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
 
     def rollout(
         self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
@@ -498,7 +498,7 @@ class LocalEndpoints:
             blue_port, blue_pid, blue_version = self._live(state)
             if blue_version == mv.version and self._router_ok(state):
                 assert state is not None
-                return self._noop(ep, mv, tag, kind, state.url, started)
+                return self.noop(ep, mv, tag, kind, state.url, started)
             old = f"v{blue_version}" if blue_version else "nothing"
 
             if self.recorder:
@@ -506,7 +506,7 @@ class LocalEndpoints:
 
             def fail(reason: str) -> DeployFailed:
                 still = f"v{blue_version} is still serving" if blue_version else "nothing was serving before"
-                self._record(ep, mv, tag, kind, "failed", reason, started)
+                self.record(ep, mv, tag, kind, "failed", reason, started)
                 if self.recorder:
                     self.recorder.end("failed", state.url if state else None, f"{reason}; {still}")
                 return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
@@ -558,7 +558,7 @@ class LocalEndpoints:
                     raise fail(f"smoke request {i} {problem}")
             say(f"{ep.name}: v{mv.version} healthy, {len(ep.smoke)} smoke request(s) passed; switching traffic")
             url = f"http://127.0.0.1:{router_port}"
-            detail = self._success_detail(kind, ep, mv, tag, url, old)
+            detail = self.success_detail(kind, ep, mv, tag, url, old)
             # The switch, the endpoint state and the deployment record are three writes: an
             # intent written first lets the next operation finish them if this process dies.
             intent = d / "intent.json"
@@ -596,7 +596,7 @@ class LocalEndpoints:
                 )
             )
             _pause("state written")
-            dep = self._record(ep, mv, tag, kind, "succeeded", detail, started)
+            dep = self.record(ep, mv, tag, kind, "succeeded", detail, started)
             intent.unlink(missing_ok=True)
             if blue_pid and blue_pid != green_pid:
                 time.sleep(0.2)  # requests already forwarded to blue finish: it drains on SIGTERM
@@ -636,7 +636,7 @@ class LocalEndpoints:
             return f"response does not contain {smoke.expect_contains!r}: {text[:200]}"
         return None
 
-    def _record(
+    def record(
         self,
         ep: EndpointConfig,
         mv: ModelVersion,
@@ -646,7 +646,7 @@ class LocalEndpoints:
         detail: str,
         started: float,
     ) -> Deployment:
-        dep = self._deployment(ep, mv, tag, kind, outcome, detail, started, uuid.uuid4().hex[:16])
+        dep = self.deployment(ep, mv, tag, kind, outcome, detail, started, uuid.uuid4().hex[:16])
         self.store.record_deployment(dep)
         return dep
 

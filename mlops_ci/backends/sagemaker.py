@@ -34,12 +34,11 @@ from ..errors import (
     ServiceRefused,
     Transient,
 )
-from . import Context, TrainingResult, TrainingSpec, sagemaker_types
+from . import Context, RolloutHost, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
 if TYPE_CHECKING:
     from ..records import Deployment, ModelVersion
-    from .local_endpoints import LocalEndpoints
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -1146,7 +1145,7 @@ class SageMakerRollout:
     """deploy / rollback onto a SageMaker endpoint, for the endpoints front end (`host`),
     which owns resolution, the lock and the deployment history."""
 
-    def __init__(self, host: LocalEndpoints, aws: Aws):
+    def __init__(self, host: RolloutHost, aws: Aws):
         self.host, self.aws = host, aws
         self.ws = host.ws
         self.cfg: Config = host.ws.cfg
@@ -1181,10 +1180,10 @@ class SageMakerRollout:
             sme.follow_autoscaling(d)
         model, config = sme.names(mv, data)
         if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
-            return host._noop(ep, mv, tag, kind, runtime_url(self.aws.region, ep.name), started)
+            return host.noop(ep, mv, tag, kind, runtime_url(self.aws.region, ep.name), started)
         url = runtime_url(self.aws.region, ep.name)
         old = self._old(d)
-        detail = host._success_detail(kind, ep, mv, tag, url, old)
+        detail = host.success_detail(kind, ep, mv, tag, url, old)
         github = host.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if host.recorder else []
         for req in github[:2]:
             would("github", "request", **req)
@@ -1206,7 +1205,7 @@ class SageMakerRollout:
         would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
         for req in github[2:]:
             would("github", "request", **req)
-        return host._deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
+        return host.deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
 
     def _old(self, d: Answer | None) -> str:
         if d is None:
@@ -1236,7 +1235,7 @@ class SageMakerRollout:
                     sme.follow_autoscaling(d)
             model, config = sme.names(mv, data)
             if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
-                return host._noop(ep, mv, tag, kind, url, started)
+                return host.noop(ep, mv, tag, kind, url, started)
             state = host.store.endpoint_state(self.cfg.project, ep.name)
             old_version = state.version if state and state.status == "InService" and d is not None else None
             old = f"v{old_version}" if old_version else self._old(d)
@@ -1245,7 +1244,7 @@ class SageMakerRollout:
                 host.recorder.begin(ep.name, mv.version, mv.sha, tag, kind)
 
             def fail(reason: str, still: str) -> DeployFailed:
-                host._record(ep, mv, tag, kind, "failed", reason, started)
+                host.record(ep, mv, tag, kind, "failed", reason, started)
                 if host.recorder:
                     host.recorder.end("failed", url, f"{reason}; {still}")
                 return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
@@ -1293,8 +1292,8 @@ class SageMakerRollout:
                               server_pid=None, server_port=None, version=mv.version, sha=mv.sha, status="InService",
                               updated=time.time())
             )  # fmt: skip
-            detail = host._success_detail(kind, ep, mv, tag, url, old)
-            dep = host._record(ep, mv, tag, kind, "succeeded", detail, started)
+            detail = host.success_detail(kind, ep, mv, tag, url, old)
+            dep = host.record(ep, mv, tag, kind, "succeeded", detail, started)
             if host.recorder:
                 host.recorder.end("succeeded", url, detail)
             return dep

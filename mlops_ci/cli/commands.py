@@ -494,12 +494,7 @@ def _write(path: str, text: str, flag: str) -> None:
 def _verdict_table(results: Sequence[RuleResult]) -> list[str]:
     lines = []
     for r in results:
-        if r.skipped:
-            status = "SKIP"
-        elif r.passed:
-            status = "PASS"
-        else:
-            status = "FAIL" if r.severity == "fail" else "WARN"
+        status = "SKIP" if r.status == "skipped" else r.status.upper()
         where = f" (mlops-ci.yaml:{r.line})" if r.line else ""
         lines.append(f"{status:<5} {inline(r.rule):<48} {inline(r.reason)}{where}")
     return lines

@@ -107,7 +107,7 @@ class Reviewer:
     ) -> gate_mod.GateOutcome:
         """Rules on model-diff quantities when there is no diff: skipped like a relative rule when no
         earlier run exists at all, else failed with the reason the diff gives (never passed)."""
-        from ..model_diff import is_diff_metric
+        from ..diff_metrics import is_diff_metric
 
         results = []
         for r in outcome.results:

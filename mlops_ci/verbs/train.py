@@ -292,7 +292,7 @@ class Training:
                     f"training.metric_definitions '{d.name}' matched no line of the log (regex {d.regex!r}) and "
                     f"metrics.json has no '{d.name}'; the run has: {have}"
                 )
-        from ..model_diff import is_diff_metric  # the review measures these, not training
+        from ..diff_metrics import is_diff_metric  # the review measures these, not training
 
         defined = {d.name for d in self.ws.cfg.training.metric_definitions}
         for name in sorted({r.metric for r in self.ws.cfg.gate.rules} - set(metrics) - defined):

@@ -95,12 +95,37 @@ def _graph() -> dict[str, set[str]]:
     return {_module(p): _imports(p) for p in SOURCES}
 
 
+def test_no_import_circle():
+    graph = _graph()
+    # a package's __init__ importing its own submodules is not a circle of the design
+    edges = {
+        m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")} for m, deps in graph.items()
+    }
+    circles = []
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(edges.get(m, ())):
+            if state.get(d) == 1:
+                circles.append(" → ".join([*path[path.index(d) :], d]))
+            elif d not in state:
+                visit(d, [*path, d])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert circles == []
+
+
 # Lower layers never import higher ones (docs/architecture.md).
 LAYERS = [
+    ("CI environment", r"mlops_ci\.ci$"),
     (
         "records and rules",
-        r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress|report"
-        r"|backends\.registry)$",
+        r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress|report|diff_report"
+        r"|_markdown|diff_metrics|backends\.registry)$",
     ),
     ("backends", r"mlops_ci\.backends(\..*)?$"),
     ("workspace", r"mlops_ci\.workspace$"),
@@ -171,3 +196,9 @@ def test_the_ci_read_check_finds_what_it_is_for(tmp_path: Path):
         "os.getenv('GITHUB_SHA')",
         "self.env.get('GITHUB_ACTIONS')",
     ]
+
+
+def test_any_is_rare():
+    lines = sum(len(p.read_text().splitlines()) for p in SOURCES)
+    with_any = sum(1 for p in SOURCES for line in p.read_text().splitlines() if re.search(r"\bAny\b", line))
+    assert with_any * 1000 <= 10 * lines, f"{with_any} lines of {lines} mention Any"
