@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from . import _yamlload
-from .backends.registry import ENDPOINTS, REGISTRY, TRACKING, TRAINING, Kind
 from .errors import ConfigError
+from .kinds import ENDPOINTS, REGISTRY, TRACKING, TRAINING, Kind
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:

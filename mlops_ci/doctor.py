@@ -32,6 +32,7 @@ from urllib.parse import quote, urlparse
 
 from ._untrusted import inline
 from .errors import BadCredentials, ConfigError, MlopsCiError, NotFound, PermissionDenied, UsageError
+from .kinds import TRACKING
 from .report import check_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -460,7 +461,8 @@ class Doctor:
             needed = needs[name]
             title = f"secret {name}"
             if not needed:
-                self.add(f"secret:{name}", title, OK, f"not needed (tracking.backend {tracker.name} does not use it)")
+                users = " or ".join(k.name for k in TRACKING.values() if name in k.secrets)
+                self.add(f"secret:{name}", title, OK, f"not needed (tracking.backend is not {users})")
             elif secrets is None:
                 self.add(f"secret:{name}", title, UNCHECKED, problem, console=self._console_secrets())
             elif name in secrets:

@@ -1,5 +1,5 @@
 """Service boundaries. Each backend module implements one of these Protocols and is imported
-lazily through backends/registry.py, so the CLI never pays for an SDK it does not use."""
+lazily through mlops_ci/kinds.py, so the CLI never pays for an SDK it does not use."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class DeploymentRecorder(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What a backend gets from the workspace that chose it (backends/registry.py): each
+    """What a backend gets from the workspace that chose it (mlops_ci/kinds.py): each
     implementation is made with `Impl.from_context(ctx)`."""
 
     cfg: Config

@@ -651,7 +651,7 @@ class LocalEndpoints:
         return dep
 
     def _managed(self, ep: EndpointConfig) -> Any:
-        """The service that runs endpoint `ep` (its backend's entry in backends/registry.py)."""
+        """The service that runs endpoint `ep` (its backend's entry in mlops_ci/kinds.py)."""
         return ep.kind.load()(self, self.ws.aws())  # type: ignore[operator]
 
     def _remote_view(self, ep: EndpointConfig) -> tuple[str, int | None, str | None, dict[str, Any]]:

@@ -552,7 +552,7 @@ def models(ws: Workspace, *, as_json: bool) -> int:
         if st.status == "InService" and st.version is not None:
             live.setdefault(st.version, []).append(st.name)
     packages: dict[str, dict[str, str]] = {}  # sha → the second registry's view (registry.backend), if any
-    registry = ws.model_registry()
+    registry = ws.model_registry() if versions else None  # no versions: nothing to ask it about
     label = ws.cfg.registry.kind.label
     if registry is not None and versions:
         for d in registry.packages():

@@ -145,7 +145,7 @@ class Deployer:
         beside mlops-ci's registry, never in the way: when it cannot answer, or for a rollback
         (an emergency), a problem is a warning and the rollout goes on."""
         t = self.ws.cfg.tracking
-        tracker = self.ws.tracker()
+        tracker = self.ws.tracker() if t.model_name else None  # a tracker with no registry is not made here
         if tracker is None or not t.model_name:
             return
         from ..errors import ConfigError, MlopsCiError
@@ -163,7 +163,7 @@ class Deployer:
     def deployed(self, mv: ModelVersion, endpoint: str) -> None:
         """After a successful rollout: the Comet registry version gets the deployed status."""
         t = self.ws.cfg.tracking
-        tracker = self.ws.tracker()
+        tracker = self.ws.tracker() if t.model_name else None
         if tracker is None or not t.model_name or not tracker.online:
             return
         from ..errors import MlopsCiError

@@ -77,7 +77,7 @@ class Promotion:
     def _register_tracked(self, mv: ModelVersion, run: Run, package: str | None = None) -> None:
         """The tracker's model registry, beside the store's (and SageMaker's), never instead of the gate."""
         t = self.ws.cfg.tracking
-        comet = self.ws.tracker()
+        comet = self.ws.tracker() if t.model_name else None  # a tracker with no registry is not made here
         if comet is None or not t.model_name:
             return
         version = comet.registry_version(mv)

@@ -1,6 +1,6 @@
 """A second tracker, for tests only: it keeps what mlops-ci tells it in a JSON-lines file.
 
-It exists to show that a tracker plugs in through backends/registry.py (one table line, this
+It exists to show that a tracker plugs in through mlops_ci/kinds.py (one table line, this
 module) without a change to the core; tests/integration/test_second_tracker.py adds it to the
 table. It implements backends.Tracker and nothing else.
 """

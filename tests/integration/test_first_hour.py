@@ -359,3 +359,18 @@ def test_a_bad_github_setting_in_the_environment_is_a_config_error(project: Proj
     monkeypatch.setenv("MLOPS_CI_GITHUB_WRITE_INTERVAL", "abc")
     code, _, err = project.cli("report")
     assert code == 2 and "MLOPS_CI_GITHUB_WRITE_INTERVAL='abc' is not a number of seconds" in err
+
+
+def test_models_with_no_versions_asks_no_second_registry(project: Project, monkeypatch: pytest.MonkeyPatch):
+    # the SageMaker registry would need an AWS region (and credentials); with nothing promoted
+    # there is nothing to ask it about
+    cfg = fast_config().replace(
+        "serving:\n  entry_point: inference.py\n",
+        "serving:\n  entry_point: inference.py\n  image_uri: 123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1\n",
+    )
+    cfg += "registry: {backend: sagemaker}\naws: {role: 'arn:aws:iam::123456789012:role/sm', bucket: ml-bucket}\n"
+    (project.path / "mlops-ci.yaml").write_text(cfg)
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    assert "no model versions yet" in project.ok("models")
+    assert json.loads(project.ok("models", "--json")) == []

@@ -1,5 +1,5 @@
 """The shape of the house (docs/architecture.md): backends are chosen through the tables in
-backends/registry.py only, imports go one way, and `Any` stays rare."""
+mlops_ci/kinds.py only, imports go one way, and `Any` stays rare."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import mlops_ci
-from mlops_ci.backends import registry
+from mlops_ci import kinds
 
 PKG = Path(mlops_ci.__file__).parent
 SOURCES = sorted(p for p in PKG.rglob("*.py") if "_offline_comet" not in p.parts)
-NAMES = {name for table in registry.TABLES.values() for name in table}
+NAMES = {name for table in kinds.TABLES.values() for name in table}
 
 
 def _module(path: Path) -> str:
@@ -43,7 +43,7 @@ def _backend_checks(path: Path, shown: str) -> list[str]:
 
 
 def test_no_backend_is_picked_by_its_name_outside_the_tables():
-    offenders = [c for p in SOURCES if p.name != "registry.py" for c in _backend_checks(p, str(p.relative_to(PKG)))]
+    offenders = [c for p in SOURCES if p.name != "kinds.py" for c in _backend_checks(p, str(p.relative_to(PKG)))]
     assert offenders == []
 
 
@@ -59,9 +59,9 @@ def test_the_backend_check_finds_what_it_is_for(tmp_path: Path):
     assert got == ["cfg.training.backend == 'local'", "name in ('x', 'sagemaker')", "tracker != 'comet'"]
 
 
-@pytest.mark.parametrize("table", sorted(registry.TABLES))
+@pytest.mark.parametrize("table", sorted(kinds.TABLES))
 def test_every_entry_of_the_tables_loads(table: str):
-    for name, kind in registry.TABLES[table].items():
+    for name, kind in kinds.TABLES[table].items():
         assert kind.name == name
         if kind.impl:
             impl = kind.load()
@@ -125,7 +125,7 @@ LAYERS = [
     (
         "records and rules",
         r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress|report|diff_report"
-        r"|_markdown|diff_metrics|backends\.registry)$",
+        r"|_markdown|diff_metrics|kinds)$",
     ),
     ("backends", r"mlops_ci\.backends(\..*)?$"),
     ("workspace", r"mlops_ci\.workspace$"),

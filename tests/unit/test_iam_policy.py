@@ -467,8 +467,9 @@ def calls() -> list[Call]:
 
 
 # -- (a) every call is allowed to the role that runs it ----------------------------------------
-# Modules that make a client and hand it over: its calls are found (and given roles) where they are made.
-HANDS_OVER = {"mlops_ci/workspace.py": "the KMS client of integrity.Signer (its calls: integrity.py)"}
+# Modules that only make clients and hand them over (their calls are found, and given roles, where
+# they are made), with the services of those clients: anything else of boto3 there must be found.
+HANDS_OVER = {"mlops_ci/workspace.py": {"kms"}}  # the KMS client of integrity.Signer (its calls: integrity.py)
 
 
 def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
@@ -478,7 +479,13 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
         tree = ast.parse(text)
         uses = any((isinstance(n, (ast.Import, ast.ImportFrom)) and "boto3" in ast.unparse(n)) or _client_call(n)
                    for n in ast.walk(tree))  # fmt: skip
-        if uses and rel not in HANDS_OVER:
+        if rel in HANDS_OVER:
+            clients = [c for c in map(_client_call, ast.walk(tree)) if c is not None]
+            made = {ast.literal_eval(c.args[0]) for c in clients}
+            imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            assert made == HANDS_OVER[rel], f"{rel} makes {made} clients, not only {HANDS_OVER[rel]} to hand over"
+            assert not any("boto3" in ast.unparse(n) for n in imports), f"{rel} imports boto3: its calls must be found"
+        elif uses:
             assert rel in by_module, f"{rel} uses boto3 but no AWS call of it was found: teach discover() its pattern"
     assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py",
             "mlops_ci/verbs/promote.py"} <= by_module  # fmt: skip
