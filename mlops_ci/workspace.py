@@ -19,6 +19,7 @@ from .ci import detect
 from .config import Config, is_shared_store
 from .context import Git, GitContext, load_context
 from .errors import ConfigError, GitError, NotFound, Refused
+from .kinds import Kind
 from .records import ModelVersion, Run, Verdict
 
 
@@ -115,14 +116,16 @@ class Workspace:
     def resolve_sha(self, ref: str | None) -> str:
         return self.ctx.sha if ref is None else self.git.resolve(ref)
 
-    def backend_context(self) -> Context:
-        return Context(cfg=self.cfg, env=self.env, home=self.home, say=self.say, aws=self.aws)
+    def make(self, kind: Kind) -> Any:
+        """The implementation of a table entry (mlops_ci/kinds.py), made for this workspace."""
+        ctx = Context(cfg=self.cfg, env=self.env, home=self.home, say=self.say, aws=self.aws)
+        return kind.load().from_context(ctx)  # type: ignore[attr-defined]
 
     def tracker(self) -> Tracker | None:
         """The configured tracker (tracking.backend), made once; None: the store's records only."""
         kind = self.cfg.tracking.kind
         if self._tracker is None and kind.impl:
-            self._tracker = kind.load().from_context(self.backend_context())  # type: ignore[attr-defined]
+            self._tracker = self.make(kind)
         return self._tracker
 
     def check_provenance(self, run: Run) -> Verdict:
@@ -265,7 +268,7 @@ class Workspace:
         kind = self.cfg.registry.kind
         if not kind.impl:
             return None
-        return kind.load().from_context(self.backend_context())  # type: ignore[attr-defined, no-any-return]
+        return self.make(kind)  # type: ignore[no-any-return]
 
     def aws(self) -> Any:
         """The boto3 session for SageMaker (created once)."""

@@ -356,7 +356,7 @@ class Training:
         return estimate(facts, self.ws.cfg.aws.prices)
 
     def _trainer(self) -> Any:
-        return self.ws.cfg.training.kind.load().from_context(self.ws.backend_context())  # type: ignore[attr-defined]
+        return self.ws.make(self.ws.cfg.training.kind)
 
     def _spec(self, project_dir: Path, run_id: str, sha: str, digest: str, dirty: bool,
               channels: dict[str, Path], workdir: Path, data: dict[str, dict[str, str]]) -> TrainingSpec:  # fmt: skip
