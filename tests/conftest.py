@@ -306,22 +306,29 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     fakes, without a fresh interpreter importing boto3 for every command. What it returns is
     what `run_module` returns; use that one where processes are the point (signals, crashes,
     locks held by another process, start-up)."""
+    if not _IN_PROCESS.acquire(blocking=False):  # the environment and the directory are the process's
+        raise RuntimeError("run_cli runs one command at a time; run concurrent commands with run_module")
+    try:
+        return _in_process(list(args), cwd, env or {})
+    finally:
+        _IN_PROCESS.release()
+
+
+def _in_process(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
     from mlops_ci.cli import main
 
-    if not _IN_PROCESS.acquire(blocking=False):  # the environment and the directory are the process's
-        raise RuntimeError("run_cli runs one command at a time; run concurrent commands with run_module")
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     try:
-        os.environ.update(env or {})
+        os.environ.update(env)
         os.chdir(cwd)
         _fresh_boto3_session()  # boto3's default session read the environment it was made in
         with redirect_stdout(out), redirect_stderr(err):
             try:
-                code = main(list(args))
+                code = main(args)
             except SystemExit as exc:  # argparse: --help, --version, a usage error
                 code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     finally:
@@ -329,7 +336,6 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
         os.environ.clear()
         os.environ.update(saved_env)
         _fresh_boto3_session()
-        _IN_PROCESS.release()
     return subprocess.CompletedProcess(["mlops-ci", *args], code, out.getvalue(), err.getvalue())
 
 
