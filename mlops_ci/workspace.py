@@ -14,7 +14,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import integrity
-from .backends import Context, ModelRegistry, Store, Tracker, fetch_checked
+from .backends import Context, Effects, ModelRegistry, Store, Tracker, fetch_checked
 from .ci import detect
 from .config import Config, is_shared_store
 from .context import Git, GitContext, load_context
@@ -49,6 +49,7 @@ class Workspace:
     ):
         self.dry_run = dry_run
         self.plan: list[dict[str, Any]] = []  # what a --dry-run would have done, in order
+        self.fx = Effects(dry_run, self.would)  # every write of a verb: performed, or planned
         self.env = env
         self.say = say
         self.warn = warn or (lambda msg: say(f"warning: {msg}"))

@@ -4,11 +4,11 @@ lazily through mlops_ci/kinds.py, so the CLI never pays for an SDK it does not u
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..records import Deployment, EndpointState, ModelVersion, Run, Verdict
 
@@ -105,52 +105,130 @@ class Context:
     aws: Callable[[], Aws]  # the one AWS session of the process, made on first use
 
 
-class RolloutHost(Protocol):
-    """What an endpoint backend's rollout uses of the endpoints front end
-    (local_endpoints.LocalEndpoints): an endpoint's lock and history, its deployment records, the
-    deployment recorder, and of the workspace its config, progress, plan and artifact check."""
+T = TypeVar("T")
 
-    recorder: DeploymentRecorder | None
+
+class Effects:
+    """Every write of a rollout goes through this sink: performed, or, in a dry run, recorded in
+    the plan (`would`) with the value the step goes on with instead of its result. The dry run
+    walks the same code as the real run, so its plan is what the real run does, in its order."""
+
+    def __init__(self, dry_run: bool, would: Callable[..., None]):
+        self.dry_run = dry_run
+        self._would_now = would
+        self._held: list[dict[str, object]] = []  # a dry run's lock, planned with the first write under it
+
+    def _would(self, target: str, action: str, **detail: object) -> None:
+        for lock in self._held:
+            self._would_now("local", "lock endpoint", **lock)
+        self._held.clear()
+        self._would_now(target, action, **detail)
+
+    def __call__(self, target: str, action: str, perform: Callable[[], T], planned: T, **detail: object) -> T:
+        if self.dry_run:
+            self._would(target, action, **detail)
+            return planned
+        return perform()
+
+    def each(
+        self,
+        target: str,
+        action: str,
+        perform: Callable[[], T],
+        planned: Callable[[], Sequence[Mapping[str, Any]]],
+    ) -> T | None:
+        """One write made of several requests (a GitHub deployment and its status): performed
+        once, or planned request by request (`planned` is only called in a dry run: None)."""
+        if self.dry_run:
+            for req in planned():
+                self._would(target, action, **req)
+            return None
+        return perform()
+
+    @contextmanager
+    def lock(self, take: Callable[[], AbstractContextManager[None]], **detail: object) -> Iterator[None]:
+        """The endpoint's lock; a dry run plans it only if it plans a write under it (a deploy
+        of what already serves takes the lock, reads, and writes nothing)."""
+        if not self.dry_run:
+            with take():
+                yield
+            return
+        self._held.append(detail)
+        try:
+            yield
+        finally:
+            if detail in self._held:
+                self._held.remove(detail)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What an endpoint serves when a rollout starts, as its backend reads it under the lock."""
+
+    version: int | None  # the version serving, as far as mlops-ci knows
+    old: str  # how messages name what serves: "v3", "endpoint config …", "nothing"
+    serving: bool  # something serves that a failed rollout leaves serving
+    current: bool  # it already serves the version being rolled out: nothing to do
+    url: str | None  # where the endpoint answers now, if it does
+
+
+class StepFailed(Exception):
+    """A rollout step failed after cleaning up after itself; `still` says what serves now when
+    that is not simply what served before (a rollback, a deleted endpoint)."""
+
+    def __init__(self, reason: str, still: str | None = None):
+        super().__init__(reason)
+        self.reason, self.still = reason, still
+
+
+class RolloutSteps(Protocol):
+    """One rollout of one version to one endpoint, step by step as its backend does them;
+    verbs/rollout.py runs them in the one order. Each write goes through the rollout's Effects."""
+
+    def check(self) -> None: ...  # before the lock: refusals only (no write)
+    def live(self) -> Live: ...  # under the lock: what serves now
+    def url(self) -> str: ...  # where it will serve (a prediction until `start` has run)
+    def start(self) -> None: ...  # the new version up beside the old one
+    def verify(self) -> None: ...  # checks before traffic reaches the new version
+    # traffic to the new version; `record`: tag, kind, started and detail of the deployment record
+    # to be written, for a backend that finishes it after a crash (local_endpoints.recover)
+    def switch(self, record: Mapping[str, object]) -> None: ...
+    def verify_live(self) -> None: ...  # checks once it serves
+    def state(self) -> EndpointState: ...  # what the store records as live
+    def retire(self) -> None: ...  # the old version stops
+
+
+class EndpointBackend(Protocol):
+    """An endpoint service (endpoints.backend, mlops_ci/kinds.py): the steps of a rollout."""
+
+    def steps(self, ep: EndpointConfig, mv: ModelVersion, fx: Effects) -> RolloutSteps: ...
+
+
+def pause(point: str) -> None:
+    """Fault-injection point for the kill tests (tests/faults): with MLOPS_CI_TEST_PAUSE=point
+    the deploying process says so in MLOPS_CI_TEST_PAUSE_FILE and waits there to be killed."""
+    if os.environ.get("MLOPS_CI_TEST_PAUSE") == point and os.environ.get("MLOPS_CI_TEST_PAUSE_FILE"):
+        import time
+
+        Path(os.environ["MLOPS_CI_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
+        time.sleep(600)
+
+
+class RolloutHost(Protocol):
+    """What an endpoint backend's steps use of the endpoints front end
+    (local_endpoints.LocalEndpoints): the store, and of the workspace its config, progress and
+    artifact check."""
 
     @property
     def store(self) -> Store: ...
     @property
     def ws(self) -> RolloutWorkspace: ...
-    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]: ...
-    def deployment(
-        self,
-        ep: EndpointConfig,
-        mv: ModelVersion,
-        tag: str | None,
-        kind: str,
-        outcome: str,
-        detail: str,
-        started: float,
-        deployment_id: str = "-",
-    ) -> Deployment: ...
-    def record(
-        self,
-        ep: EndpointConfig,
-        mv: ModelVersion,
-        tag: str | None,
-        kind: str,
-        outcome: str,
-        detail: str,
-        started: float,
-    ) -> Deployment: ...
-    def noop(
-        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, url: str | None, started: float
-    ) -> Deployment: ...
-    def success_detail(
-        self, kind: str, ep: EndpointConfig, mv: ModelVersion, tag: str | None, url: str, old: str
-    ) -> str: ...
 
 
 class RolloutWorkspace(Protocol):
     @property
     def cfg(self) -> Config: ...
     def say(self, msg: str) -> None: ...
-    def would(self, target: str, action: str, **detail: Any) -> None: ...
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
 
 

@@ -27,7 +27,7 @@ from ..config import EndpointConfig
 from ..errors import Busy, ConfigError, DeployFailed, EndpointBroken, NotFound
 from ..progress import Wait
 from ..records import Deployment, EndpointState, ModelVersion
-from . import DeploymentRecorder, Store, owner_label
+from . import DeploymentRecorder, Effects, EndpointBackend, Live, StepFailed, Store, owner_label, pause
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -37,14 +37,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class Host(Protocol):
     """What deploying needs from the workspace that runs it (workspace.Workspace): its config,
-    git and store, its checks of provenance and integrity, and its dry-run plan. A backend sees
+    git and store, and its checks of provenance and integrity. A backend sees
     this much of the verbs' layer and no more (no import of it: tests/unit/test_architecture.py)."""
 
     cfg: Config
     env: Mapping[str, str]
     git: Git
     home: Path
-    dry_run: bool
 
     @property
     def project(self) -> str: ...
@@ -53,7 +52,6 @@ class Host(Protocol):
     @property
     def ctx(self) -> GitContext: ...
     def say(self, msg: str) -> None: ...
-    def would(self, target: str, action: str, **detail: Any) -> None: ...
     def aws(self) -> Aws: ...
     def verify_artifact(self, uri: str | None, digest: str | None, *, what: str) -> Path: ...
     def endpoint_for_tag(self, tag: str) -> str: ...
@@ -150,14 +148,6 @@ def _is_serving(pid: int) -> bool:
     except OSError:
         return False
     return any(a in (b"mlops_ci.serving.router", b"mlops_ci.serving.model_server") for a in args)
-
-
-def _pause(point: str) -> None:
-    """Fault-injection point for the kill tests (tests/faults): with MLOPS_CI_TEST_PAUSE=point
-    the deploying process says so in MLOPS_CI_TEST_PAUSE_FILE and waits there to be killed."""
-    if os.environ.get("MLOPS_CI_TEST_PAUSE") == point and os.environ.get("MLOPS_CI_TEST_PAUSE_FILE"):
-        Path(os.environ["MLOPS_CI_TEST_PAUSE_FILE"]).write_text(str(os.getpid()))
-        time.sleep(600)
 
 
 class LocalEndpoints:
@@ -443,167 +433,13 @@ class LocalEndpoints:
         detail = f"{ep.name} already serves {self.project} v{mv.version} ({mv.sha[:8]}) at {url}; nothing to do"
         return self.deployment(ep, mv, tag, kind, "noop", detail, started)
 
-    def _plan_rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
-        """--dry-run: the same decisions as a rollout, recorded instead of made (no lock taken)."""
-        started = time.time()
-        state = self.store.endpoint_state(self.project, ep.name)
-        _, _, blue_version = self._live(state)
-        router_up = self._router_ok(state)
-        if blue_version == mv.version and router_up:
-            assert state is not None
-            return self.noop(ep, mv, tag, kind, state.url, started)
-        old = f"v{blue_version}" if blue_version else "nothing"
-        if router_up:
-            assert state is not None and state.url is not None
-            url = state.url
-        else:
-            port = ep.port or (state.router_port if state and state.router_port else None)
-            url = f"http://127.0.0.1:{port or '<free port>'}"
-        detail = self.success_detail(kind, ep, mv, tag, url, old)
-        github = self.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if self.recorder else []
-        would = self.ws.would
-        for req in github[:2]:
-            would("github", "request", **req)
-        would("local", "lock endpoint", endpoint=ep.name)
-        if not router_up:
-            would("local", "start router", endpoint=ep.name, url=url)
-        would("local", "start model server", version=mv.version, sha=mv.sha, artifact=mv.artifact_uri,
-              artifact_sha256=mv.artifact_sha256, entry=self.ws.cfg.serving.entry_point)  # fmt: skip
-        would("local", "smoke requests", requests=[s.body for s in ep.smoke])
-        would("local", "switch traffic", endpoint=ep.name, to_version=mv.version, from_version=blue_version)
-        if blue_version is not None:
-            would("local", "stop model server", version=blue_version)
-        would("store", "record deployment", endpoint=ep.name, version=mv.version, kind=kind, outcome="succeeded")
-        would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
-        for req in github[2:]:
-            would("github", "request", **req)
-        return self.deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
+    def backend(self, ep: EndpointConfig) -> EndpointBackend:
+        """The service that runs endpoint `ep`: these local processes, or its backend's entry in
+        mlops_ci/kinds.py."""
+        return self if ep.kind.processes else self._managed(ep)
 
-    def rollout(
-        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
-    ) -> Deployment:
-        if not ep.kind.processes:
-            remote = self._managed(ep)
-            dep: Deployment = (
-                remote.plan(ep, mv, tag, kind) if self.ws.dry_run else remote.rollout(ep, mv, tag, kind, lock_timeout)
-            )
-            return dep
-        if self.ws.dry_run:
-            return self._plan_rollout(ep, mv, tag, kind)
-        say = self.ws.say
-        started = time.time()
-        with self.lock(ep.name, lock_timeout):
-            self._reap(ep.name)
-            state = self.store.endpoint_state(self.project, ep.name)
-            blue_port, blue_pid, blue_version = self._live(state)
-            if blue_version == mv.version and self._router_ok(state):
-                assert state is not None
-                return self.noop(ep, mv, tag, kind, state.url, started)
-            old = f"v{blue_version}" if blue_version else "nothing"
-
-            if self.recorder:
-                self.recorder.begin(ep.name, mv.version, mv.sha, tag, kind)
-
-            def fail(reason: str) -> DeployFailed:
-                still = f"v{blue_version} is still serving" if blue_version else "nothing was serving before"
-                self.record(ep, mv, tag, kind, "failed", reason, started)
-                if self.recorder:
-                    self.recorder.end("failed", state.url if state else None, f"{reason}; {still}")
-                return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
-
-            router_port, router_pid = self._ensure_router(ep, state)
-            d = self._dir(ep.name)
-            slot = f"v{mv.version}-{uuid.uuid4().hex[:6]}"
-            workdir = d / "versions" / slot
-            workdir.mkdir(parents=True)
-            # Hashed again under the lock: the file may have changed while this deploy waited.
-            artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
-            python = self.ws.cfg.serving.python or sys.executable
-            argv = [
-                python,
-                "-m",
-                "mlops_ci.serving.model_server",
-                "--artifact",
-                str(artifact),
-                "--sha256",
-                mv.artifact_sha256,
-                "--workdir",
-                str(workdir),
-                "--ready-file",
-                str(workdir / "ready"),
-                "--version",
-                str(mv.version),
-                "--sha",
-                mv.sha,
-            ]
-            if self.ws.cfg.serving.entry_point:
-                argv += ["--entry", self.ws.cfg.serving.entry_point]
-            say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
-            try:
-                wait = Wait(say, f"{ep.name}: v{mv.version}'s model server", ep.ready_timeout,
-                            self.ws.cfg.endpoint_setting(ep.name, "ready_timeout"))  # fmt: skip
-                info = self._spawn(d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout,
-                                   self.ws.cfg.serving.environment, wait)  # fmt: skip
-            except _StartFailed as exc:
-                raise fail(f"the new model server {exc}") from None
-            green_port, green_pid = int(info["port"]), int(info["pid"])
-            _pause("green started")
-            if self._server_version(green_port) != str(mv.version):
-                _terminate(green_pid)
-                raise fail("the new model server did not answer /ping")
-            for i, smoke in enumerate(ep.smoke, start=1):
-                problem = self._smoke(green_port, smoke)
-                if problem:
-                    _terminate(green_pid)
-                    raise fail(f"smoke request {i} {problem}")
-            say(f"{ep.name}: v{mv.version} healthy, {len(ep.smoke)} smoke request(s) passed; switching traffic")
-            url = f"http://127.0.0.1:{router_port}"
-            detail = self.success_detail(kind, ep, mv, tag, url, old)
-            # The switch, the endpoint state and the deployment record are three writes: an
-            # intent written first lets the next operation finish them if this process dies.
-            intent = d / "intent.json"
-            intent.write_text(json.dumps({
-                "version": mv.version, "sha": mv.sha, "tag": tag, "kind": kind, "started": started, "url": url,
-                "detail": detail, "green": {"pid": green_pid, "port": green_port},
-                "router": {"pid": router_pid, "port": router_port},
-            }))  # fmt: skip
-            _pause("before switch")
-            self._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha, "pid": green_pid})
-            _pause("switched")
-            if not self._confirm(router_port, str(mv.version)):
-                self._write_target(
-                    ep.name,
-                    {"port": blue_port, "version": blue_version, "sha": state.sha if state else None, "pid": blue_pid}
-                    if blue_port
-                    else None,
-                )
-                intent.unlink(missing_ok=True)
-                _terminate(green_pid)
-                raise fail("the router did not switch to the new version")
-            self.store.put_endpoint_state(
-                EndpointState(
-                    project=self.project,
-                    name=ep.name,
-                    url=url,
-                    router_pid=router_pid,
-                    router_port=router_port,
-                    server_pid=green_pid,
-                    server_port=green_port,
-                    version=mv.version,
-                    sha=mv.sha,
-                    status="InService",
-                    updated=time.time(),
-                )
-            )
-            _pause("state written")
-            dep = self.record(ep, mv, tag, kind, "succeeded", detail, started)
-            intent.unlink(missing_ok=True)
-            if blue_pid and blue_pid != green_pid:
-                time.sleep(0.2)  # requests already forwarded to blue finish: it drains on SIGTERM
-                _terminate(blue_pid, grace=15)
-            if self.recorder:
-                self.recorder.end("succeeded", url, detail)
-            return dep
+    def steps(self, ep: EndpointConfig, mv: ModelVersion, fx: Effects) -> LocalRollout:
+        return LocalRollout(self, ep, mv, fx)
 
     def _confirm(self, router_port: int, version: str) -> bool:
         deadline = time.monotonic() + 5
@@ -835,3 +671,201 @@ class LocalEndpoints:
 
 class _StartFailed(Exception):
     pass
+
+
+class LocalRollout:
+    """The steps of one rollout to a local endpoint (verbs/rollout.py runs them): a model server
+    for the new version beside the old one, smoke requests straight to it, the router switched
+    (an atomic rename, confirmed through the router), then the old server stopped."""
+
+    def __init__(self, eps: LocalEndpoints, ep: EndpointConfig, mv: ModelVersion, fx: Effects):
+        self.eps, self.ep, self.mv, self.fx = eps, ep, mv, fx
+        self.ws = eps.ws
+        self.st: EndpointState | None = None  # the endpoint's record when the rollout began
+        self.blue: tuple[int | None, int | None, int | None] = (None, None, None)  # port, pid, version
+        self.router_up = False
+        self.router: tuple[int, int] | None = None  # port, pid
+        self.green: tuple[int, int] | None = None  # port, pid
+        self.intent: Path | None = None
+
+    def check(self) -> None:
+        pass  # the store's version is all there is to check, and the deploy verb has
+
+    def live(self) -> Live:
+        eps, name = self.eps, self.ep.name
+        if (eps._dir(name) / "intent.json").exists() or eps.orphans(name):
+            self.fx("local", "finish or undo what a killed deploy left", lambda: eps._reap(name), None, endpoint=name)
+        self.st = eps.store.endpoint_state(eps.project, name)
+        self.blue = eps._live(self.st)
+        self.router_up = eps._router_ok(self.st)
+        version = self.blue[2]
+        return Live(
+            version=version,
+            old=f"v{version}" if version else "nothing",
+            serving=version is not None,
+            current=version == self.mv.version and self.router_up,
+            url=self.st.url if self.st else None,
+        )
+
+    def url(self) -> str:
+        if self.router is not None:
+            return f"http://127.0.0.1:{self.router[0]}"
+        if self.router_up and self.st is not None and self.st.url:
+            return self.st.url
+        st = self.st
+        port = self.ep.port or (st.router_port if st and st.router_port else None)
+        return f"http://127.0.0.1:{port or '<free port>'}"
+
+    def start(self) -> None:
+        ep, mv, st = self.ep, self.mv, self.st
+        if self.router_up and st is not None and st.router_port and st.router_pid:
+            self.router = st.router_port, st.router_pid
+        else:
+            self.router = self.fx(
+                "local", "start router", lambda: self.eps._ensure_router(ep, st), None, endpoint=ep.name, url=self.url()
+            )
+        self.green = self.fx(
+            "local",
+            "start model server",
+            self._start_server,
+            None,
+            version=mv.version,
+            sha=mv.sha,
+            artifact=mv.artifact_uri,
+            artifact_sha256=mv.artifact_sha256,
+            entry=self.ws.cfg.serving.entry_point,
+        )
+
+    def _start_server(self) -> tuple[int, int]:
+        ep, mv, ws = self.ep, self.mv, self.ws
+        d = self.eps._dir(ep.name)
+        workdir = d / "versions" / f"v{mv.version}-{uuid.uuid4().hex[:6]}"
+        workdir.mkdir(parents=True)
+        # Hashed again under the lock: the file may have changed while this deploy waited.
+        artifact = ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
+        argv = [
+            ws.cfg.serving.python or sys.executable,
+            "-m",
+            "mlops_ci.serving.model_server",
+            "--artifact",
+            str(artifact),
+            "--sha256",
+            mv.artifact_sha256,
+            "--workdir",
+            str(workdir),
+            "--ready-file",
+            str(workdir / "ready"),
+            "--version",
+            str(mv.version),
+            "--sha",
+            mv.sha,
+        ]
+        if ws.cfg.serving.entry_point:
+            argv += ["--entry", ws.cfg.serving.entry_point]
+        old = f"v{self.blue[2]}" if self.blue[2] else "nothing"
+        ws.say(f"{ep.name}: starting v{mv.version} ({mv.sha[:8]}) beside {old}")
+        try:
+            wait = Wait(
+                ws.say,
+                f"{ep.name}: v{mv.version}'s model server",
+                ep.ready_timeout,
+                ws.cfg.endpoint_setting(ep.name, "ready_timeout"),
+            )
+            info = self.eps._spawn(
+                d, argv, workdir / "server.log", workdir / "ready", ep.ready_timeout, ws.cfg.serving.environment, wait
+            )
+        except _StartFailed as exc:
+            raise StepFailed(f"the new model server {exc}") from None
+        port, pid = int(info["port"]), int(info["pid"])
+        pause("green started")
+        if self.eps._server_version(port) != str(mv.version):
+            _terminate(pid)
+            raise StepFailed("the new model server did not answer /ping")
+        return port, pid
+
+    def verify(self) -> None:
+        self.fx("local", "smoke requests", self._smoke, None, requests=[s.body for s in self.ep.smoke])
+
+    def _smoke(self) -> None:
+        assert self.green is not None
+        for i, smoke in enumerate(self.ep.smoke, start=1):
+            problem = self.eps._smoke(self.green[0], smoke)
+            if problem:
+                _terminate(self.green[1])
+                raise StepFailed(f"smoke request {i} {problem}")
+        self.ws.say(
+            f"{self.ep.name}: v{self.mv.version} healthy, {len(self.ep.smoke)} smoke request(s) passed; "
+            "switching traffic"
+        )
+
+    def switch(self, record: Mapping[str, object]) -> None:
+        self.fx(
+            "local",
+            "switch traffic",
+            lambda: self._switch(record),
+            None,
+            endpoint=self.ep.name,
+            to_version=self.mv.version,
+            from_version=self.blue[2],
+        )
+
+    def _switch(self, record: Mapping[str, object]) -> None:
+        assert self.green is not None and self.router is not None
+        eps, ep, mv, st = self.eps, self.ep, self.mv, self.st
+        (green_port, green_pid), (router_port, router_pid) = self.green, self.router
+        blue_port, blue_pid, blue_version = self.blue
+        # The switch, the endpoint state and the deployment record are three writes: an intent
+        # written first lets the next operation finish them if this process dies.
+        self.intent = eps._dir(ep.name) / "intent.json"
+        self.intent.write_text(
+            json.dumps(
+                {
+                    **record,
+                    "version": mv.version,
+                    "sha": mv.sha,
+                    "url": self.url(),
+                    "green": {"pid": green_pid, "port": green_port},
+                    "router": {"pid": router_pid, "port": router_port},
+                }
+            )
+        )
+        pause("before switch")
+        eps._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha, "pid": green_pid})
+        pause("switched")
+        if not eps._confirm(router_port, str(mv.version)):
+            back = {"port": blue_port, "version": blue_version, "sha": st.sha if st else None, "pid": blue_pid}
+            eps._write_target(ep.name, back if blue_port else None)
+            self.intent.unlink(missing_ok=True)
+            _terminate(green_pid)
+            raise StepFailed("the router did not switch to the new version")
+
+    def verify_live(self) -> None:
+        pass  # the switch was confirmed through the router; the smoke requests ran before it
+
+    def state(self) -> EndpointState:
+        assert self.green is not None and self.router is not None
+        return EndpointState(
+            project=self.eps.project,
+            name=self.ep.name,
+            url=self.url(),
+            router_pid=self.router[1],
+            router_port=self.router[0],
+            server_pid=self.green[1],
+            server_port=self.green[0],
+            version=self.mv.version,
+            sha=self.mv.sha,
+            status="InService",
+            updated=time.time(),
+        )
+
+    def retire(self) -> None:
+        if self.intent is not None:
+            self.intent.unlink(missing_ok=True)
+        blue_pid = self.blue[1]
+        if blue_pid and (self.green is None or blue_pid != self.green[1]):
+            self.fx("local", "stop model server", lambda: self._stop(blue_pid), None, version=self.blue[2])
+
+    @staticmethod
+    def _stop(pid: int) -> None:
+        time.sleep(0.2)  # requests already forwarded to blue finish: it drains on SIGTERM
+        _terminate(pid, grace=15)

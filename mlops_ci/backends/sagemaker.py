@@ -34,11 +34,11 @@ from ..errors import (
     ServiceRefused,
     Transient,
 )
-from . import Context, RolloutHost, TrainingResult, TrainingSpec, sagemaker_types
+from . import Context, Effects, Live, RolloutHost, StepFailed, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
 if TYPE_CHECKING:
-    from ..records import Deployment, ModelVersion
+    from ..records import EndpointState, ModelVersion
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -905,18 +905,36 @@ class SageMakerRegistry:
                 return d
         return None
 
-    def register(self, mv: ModelVersion, model_data: str) -> tuple[str, bool]:
-        """(package ARN, created). Idempotent by commit SHA."""
-        existing = self.package_for(mv.sha)
-        if existing is not None:
-            return str(existing["ModelPackageArn"]), False
-        if self.aws.describe("describe_model_package_group", "describe the model package group",
-                             ModelPackageGroupName=self.group) is None:  # fmt: skip
-            self.aws.call("sagemaker", "create_model_package_group", f"create model package group {self.group}",
-                          **self.group_request())  # fmt: skip
-        out = self.aws.call("sagemaker", "create_model_package", f"register {self.cfg.project} v{mv.version}",
-                            **self.package_request(mv, model_data))  # fmt: skip
-        return str(out["ModelPackageArn"]), True
+    def create(self, mv: ModelVersion, model_data: str, fx: Effects) -> str | None:
+        """Register the version as a package (its group first, if new); its ARN, None in a dry
+        run. The caller has found no package of the commit (ClientToken covers a lost answer)."""
+        if (
+            self.aws.describe(
+                "describe_model_package_group", "describe the model package group", ModelPackageGroupName=self.group
+            )
+            is None
+        ):
+            req = self.group_request()
+            fx(
+                "sagemaker",
+                "CreateModelPackageGroup",
+                lambda: self.aws.call(
+                    "sagemaker", "create_model_package_group", f"create model package group {self.group}", **req
+                ),
+                None,
+                request=req,
+            )
+        req = self.package_request(mv, model_data)
+        out = fx(
+            "sagemaker",
+            "CreateModelPackage",
+            lambda: self.aws.call(
+                "sagemaker", "create_model_package", f"register {self.cfg.project} v{mv.version}", **req
+            ),
+            None,
+            request=req,
+        )
+        return None if out is None else str(out["ModelPackageArn"])
 
 
 def _serving_env(cfg: Config, region: str) -> dict[str, str]:
@@ -1169,134 +1187,8 @@ class SageMakerRollout:
             )
         return str(pkg["ModelPackageArn"])
 
-    def plan(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str) -> Deployment:
-        host, would = self.host, self.ws.would
-        started = time.time()
-        self.approved_package(mv)
-        sme = self.endpoint(ep)
-        data, upload = model_data_uri(self.aws, mv, None)
-        d = sme.describe()
-        if d is not None and d["EndpointStatus"] != "Failed":
-            sme.follow_autoscaling(d)
-        model, config = sme.names(mv, data)
-        if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
-            return host.noop(ep, mv, tag, kind, runtime_url(self.aws.region, ep.name), started)
-        url = runtime_url(self.aws.region, ep.name)
-        old = self._old(d)
-        detail = host.success_detail(kind, ep, mv, tag, url, old)
-        github = host.recorder.plan(ep.name, mv.version, mv.sha, tag, kind, url, detail) if host.recorder else []
-        for req in github[:2]:
-            would("github", "request", **req)
-        would("local", "lock endpoint", endpoint=ep.name)
-        if upload:
-            would("sagemaker", "s3:PutObject", uri=data, sha256=mv.artifact_sha256)
-        if self.aws.describe("describe_model", "describe a model", ModelName=model) is None:
-            would("sagemaker", "CreateModel", request=sme.model_request(mv, model, data))
-        if self.aws.describe("describe_endpoint_config", "describe an endpoint config",
-                             EndpointConfigName=config) is None:  # fmt: skip
-            would("sagemaker", "CreateEndpointConfig", request=sme.config_request(mv, model, config))
-        if d is not None and d["EndpointStatus"] == "Failed":
-            would("sagemaker", "DeleteEndpoint", request={"EndpointName": ep.name})
-            d = None
-        op, req = sme.endpoint_request(config, mv, d is not None)
-        would("sagemaker", op, request=req)
-        would("sagemaker", "InvokeEndpoint", endpoint=ep.name, requests=[s.body for s in ep.smoke])
-        would("store", "record deployment", endpoint=ep.name, version=mv.version, kind=kind, outcome="succeeded")
-        would("store", "update endpoint state", endpoint=ep.name, version=mv.version)
-        for req in github[2:]:
-            would("github", "request", **req)
-        return host.deployment(ep, mv, tag, kind, "planned", f"dry run: would {detail}", started)
-
-    def _old(self, d: Answer | None) -> str:
-        if d is None:
-            return "nothing"
-        return f"endpoint config {d.get('EndpointConfigName')}"
-
-    def rollout(
-        self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, lock_timeout: float
-    ) -> Deployment:
-        from ..records import EndpointState
-
-        host, say = self.host, self.ws.say
-        self.approved_package(mv)
-        started = time.time()
-        sme = self.endpoint(ep)
-        url = runtime_url(self.aws.region, ep.name)
-        with host.lock(ep.name, lock_timeout):
-            # Hashed again under the lock: the file may have changed while this deploy waited.
-            artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
-            data, uploaded = model_data_uri(self.aws, mv, artifact)
-            if uploaded:
-                say(f"uploaded the model ({artifact.stat().st_size} bytes) to {data}")
-            d = sme.describe()
-            if d is not None:
-                sme.busy(d)
-                if d["EndpointStatus"] not in ("Failed", "OutOfService"):
-                    sme.follow_autoscaling(d)
-            model, config = sme.names(mv, data)
-            if d is not None and d.get("EndpointConfigName") == config and d["EndpointStatus"] == "InService":
-                return host.noop(ep, mv, tag, kind, url, started)
-            state = host.store.endpoint_state(self.cfg.project, ep.name)
-            old_version = state.version if state and state.status == "InService" and d is not None else None
-            old = f"v{old_version}" if old_version else self._old(d)
-            old_config = d.get("EndpointConfigName") if d is not None and d["EndpointStatus"] == "InService" else None
-            if host.recorder:
-                host.recorder.begin(ep.name, mv.version, mv.sha, tag, kind)
-
-            def fail(reason: str, still: str) -> DeployFailed:
-                host.record(ep, mv, tag, kind, "failed", reason, started)
-                if host.recorder:
-                    host.recorder.end("failed", url, f"{reason}; {still}")
-                return DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {reason}; {still}")
-
-            still = f"{old} is still serving" if old_config else "nothing was serving before"
-            if sme.create_once("Model", sme.model_request(mv, model, data)):
-                say(f"{ep.name}: created model {model}")
-            if sme.create_once("EndpointConfig", sme.config_request(mv, model, config)):
-                say(f"{ep.name}: created endpoint config {config}")
-            if d is not None and d["EndpointStatus"] in ("Failed", "OutOfService"):
-                say(f"{ep.name}: deleting the {d['EndpointStatus']} endpoint so that it can be created again")
-                self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
-                self._gone(ep.name)
-                d = None
-            op, req = sme.endpoint_request(config, mv, d is not None)
-            say(f"{ep.name}: {op} to {config} ({ep.deployment.strategy.replace('_', '-')} blue/green) from {old}")
-            try:
-                getattr(self.aws.client("sagemaker"), "update_endpoint" if d is not None else "create_endpoint")(**req)
-            except self.aws.errors as exc:
-                raise fail(self.aws.error(exc, f"{op} {ep.name}").message, still) from None
-            final = sme.wait("InService", ep.ready_timeout)
-            if final["EndpointStatus"] != "InService" or final.get("EndpointConfigName") != config:
-                reason = final.get("FailureReason") or f"the endpoint ended {final['EndpointStatus']}"
-                if d is None and final["EndpointStatus"] != "InService":
-                    self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
-                    still = "the failed endpoint was deleted; nothing was serving before"
-                elif final.get("EndpointConfigName") == old_config:
-                    still = f"SageMaker rolled back: {old} is still serving"
-                raise fail(reason, still)
-            problem = sme.smoke()
-            if problem:
-                if old_config:
-                    say(f"{ep.name}: smoke failed; rolling back to {old_config}")
-                    self.aws.call("sagemaker", "update_endpoint", f"roll {ep.name} back", EndpointName=ep.name,
-                                  EndpointConfigName=old_config)  # fmt: skip
-                    back = sme.wait("the rollback", ep.ready_timeout)
-                    still = (f"rolled back: {old} is serving again" if back.get("EndpointConfigName") == old_config
-                             else f"the rollback ended {back['EndpointStatus']}: check the endpoint")  # fmt: skip
-                else:
-                    self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
-                    still = "the new endpoint was deleted; nothing was serving before"
-                raise fail(problem, still)
-            host.store.put_endpoint_state(
-                EndpointState(project=self.cfg.project, name=ep.name, url=url, router_pid=None, router_port=None,
-                              server_pid=None, server_port=None, version=mv.version, sha=mv.sha, status="InService",
-                              updated=time.time())
-            )  # fmt: skip
-            detail = host.success_detail(kind, ep, mv, tag, url, old)
-            dep = host.record(ep, mv, tag, kind, "succeeded", detail, started)
-            if host.recorder:
-                host.recorder.end("succeeded", url, detail)
-            return dep
+    def steps(self, ep: EndpointConfig, mv: ModelVersion, fx: Effects) -> SageMakerSteps:
+        return SageMakerSteps(self, ep, mv, fx)
 
     def _gone(self, name: str, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
@@ -1313,3 +1205,164 @@ class SageMakerRollout:
 
     def health(self, ep: EndpointConfig) -> dict[str, object]:
         return self.endpoint(ep).live()
+
+
+class SageMakerSteps:
+    """The steps of one rollout to a SageMaker endpoint (verbs/rollout.py runs them): model and
+    endpoint config created once each (content-addressed names), then CreateEndpoint or a
+    blue/green UpdateEndpoint, which SageMaker switches itself; the smoke requests go through the
+    endpoint once it serves, and a failure rolls it back to the old config."""
+
+    def __init__(self, rollout: SageMakerRollout, ep: EndpointConfig, mv: ModelVersion, fx: Effects):
+        self.r, self.ep, self.mv, self.fx = rollout, ep, mv, fx
+        self.aws, self.ws = rollout.aws, rollout.ws
+        self.sme = rollout.endpoint(ep)
+        self.d: Answer | None = None  # the endpoint as described under the lock
+        self.data, self.upload = "", False
+        self.model = self.config = ""
+        self.old = "nothing"  # how messages name what serves
+        self.old_config: str | None = None  # the endpoint config serving when the rollout began
+
+    def check(self) -> None:
+        self.r.approved_package(self.mv)
+
+    def live(self) -> Live:
+        ep, mv, sme = self.ep, self.mv, self.sme
+        d = self.d = sme.describe()
+        if d is not None:
+            sme.busy(d)
+            if d["EndpointStatus"] not in ("Failed", "OutOfService"):
+                sme.follow_autoscaling(d)
+        self.data, self.upload = model_data_uri(self.aws, mv, None)
+        self.model, self.config = sme.names(mv, self.data)
+        url = runtime_url(self.aws.region, ep.name)
+        current = d is not None and d.get("EndpointConfigName") == self.config and d["EndpointStatus"] == "InService"
+        state = self.r.host.store.endpoint_state(self.ws.cfg.project, ep.name)
+        version = state.version if state and state.status == "InService" and d is not None else None
+        in_service = d is not None and d["EndpointStatus"] == "InService"
+        self.old_config = d.get("EndpointConfigName") if d is not None and in_service else None
+        if version:
+            self.old = f"v{version}"
+        elif d is not None:
+            self.old = f"endpoint config {d.get('EndpointConfigName')}"
+        return Live(version=version, old=self.old, serving=self.old_config is not None, current=current, url=url)
+
+    def url(self) -> str:
+        return runtime_url(self.aws.region, self.ep.name)
+
+    def start(self) -> None:
+        ep, mv, sme, fx, say = self.ep, self.mv, self.sme, self.fx, self.ws.say
+        if self.upload:
+            fx("sagemaker", "s3:PutObject", self._upload, None, uri=self.data, sha256=mv.artifact_sha256)
+        if self.aws.describe("describe_model", "describe a model", ModelName=self.model) is None:
+            req = sme.model_request(mv, self.model, self.data)
+            if fx("sagemaker", "CreateModel", lambda: sme.create_once("Model", req), False, request=req):
+                say(f"{ep.name}: created model {self.model}")
+        if (
+            self.aws.describe("describe_endpoint_config", "describe an endpoint config", EndpointConfigName=self.config)
+            is None
+        ):
+            req = sme.config_request(mv, self.model, self.config)
+            if fx(
+                "sagemaker", "CreateEndpointConfig", lambda: sme.create_once("EndpointConfig", req), False, request=req
+            ):
+                say(f"{ep.name}: created endpoint config {self.config}")
+        d = self.d
+        if d is not None and d["EndpointStatus"] in ("Failed", "OutOfService"):
+            fx("sagemaker", "DeleteEndpoint", self._delete_broken, None, request={"EndpointName": ep.name})
+            self.d = None
+
+    def _upload(self) -> None:
+        # Hashed again under the lock: the file may have changed while this deploy waited.
+        mv = self.mv
+        artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
+        if self.aws.upload_once(artifact, self.data, mv.artifact_sha256):
+            self.ws.say(f"uploaded the model ({artifact.stat().st_size} bytes) to {self.data}")
+
+    def _delete_broken(self) -> None:
+        assert self.d is not None
+        self.ws.say(f"{self.ep.name}: deleting the {self.d['EndpointStatus']} endpoint so that it can be created again")
+        self.aws.call("sagemaker", "delete_endpoint", f"delete endpoint {self.ep.name}", EndpointName=self.ep.name)
+        self.r._gone(self.ep.name)
+
+    def verify(self) -> None:
+        pass  # SageMaker checks the new fleet itself before it moves traffic (and its alarms, if any)
+
+    def switch(self, record: Mapping[str, object]) -> None:
+        op, req = self.sme.endpoint_request(self.config, self.mv, self.d is not None)
+        self.fx("sagemaker", op, lambda: self._switch(op, req), None, request=req)
+
+    def _switch(self, op: str, req: dict[str, object]) -> None:
+        ep, aws, existed = self.ep, self.aws, self.d is not None
+        self.ws.say(
+            f"{ep.name}: {op} to {self.config} ({ep.deployment.strategy.replace('_', '-')} blue/green) from {self.old}"
+        )
+        try:
+            getattr(aws.client("sagemaker"), "update_endpoint" if existed else "create_endpoint")(**req)
+        except aws.errors as exc:
+            raise StepFailed(aws.error(exc, f"{op} {ep.name}").message) from None
+        final = self.sme.wait("InService", ep.ready_timeout)
+        if final["EndpointStatus"] != "InService" or final.get("EndpointConfigName") != self.config:
+            reason = final.get("FailureReason") or f"the endpoint ended {final['EndpointStatus']}"
+            still = None
+            if not existed and final["EndpointStatus"] != "InService":
+                aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+                still = "the failed endpoint was deleted; nothing was serving before"
+            elif final.get("EndpointConfigName") == self.old_config:
+                still = f"SageMaker rolled back: {self.old} is still serving"
+            raise StepFailed(reason, still)
+
+    def verify_live(self) -> None:
+        self.fx(
+            "sagemaker",
+            "InvokeEndpoint",
+            self._smoke,
+            None,
+            endpoint=self.ep.name,
+            requests=[s.body for s in self.ep.smoke],
+        )
+
+    def _smoke(self) -> None:
+        ep, aws = self.ep, self.aws
+        problem = self.sme.smoke()
+        if not problem:
+            return
+        if self.old_config:
+            self.ws.say(f"{ep.name}: smoke failed; rolling back to {self.old_config}")
+            aws.call(
+                "sagemaker",
+                "update_endpoint",
+                f"roll {ep.name} back",
+                EndpointName=ep.name,
+                EndpointConfigName=self.old_config,
+            )
+            back = self.sme.wait("the rollback", ep.ready_timeout)
+            still = (
+                f"rolled back: {self.old} is serving again"
+                if back.get("EndpointConfigName") == self.old_config
+                else f"the rollback ended {back['EndpointStatus']}: check the endpoint"
+            )
+        else:
+            aws.call("sagemaker", "delete_endpoint", f"delete endpoint {ep.name}", EndpointName=ep.name)
+            still = "the new endpoint was deleted; nothing was serving before"
+        raise StepFailed(problem, still)
+
+    def state(self) -> EndpointState:
+        from ..records import EndpointState
+
+        return EndpointState(
+            project=self.ws.cfg.project,
+            name=self.ep.name,
+            url=self.url(),
+            router_pid=None,
+            router_port=None,
+            server_pid=None,
+            server_port=None,
+            version=self.mv.version,
+            sha=self.mv.sha,
+            status="InService",
+            updated=time.time(),
+        )
+
+    def retire(self) -> None:
+        pass  # SageMaker retires the old fleet itself once the new one serves

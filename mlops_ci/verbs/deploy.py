@@ -10,6 +10,7 @@ from ..config import EndpointConfig
 from ..errors import NotFound, Refused, UsageError
 from ..records import Deployment, ModelVersion
 from ..workspace import Workspace
+from .rollout import rollout
 from .train import head_run
 
 
@@ -85,7 +86,7 @@ class Deployer:
                     f"{sha[:8]} already failed to deploy to {ep.name} ({history[-1].detail}); it is not "
                     "retried automatically: fix it with a new commit, or pass --retry-failed"
                 )
-        return self._announce(self.endpoints.rollout(ep, mv, tag, "deploy", lock_timeout), mv)
+        return self._announce(self._rollout(ep, mv, tag, "deploy", lock_timeout), mv)
 
     def _check_tag_not_moved(self, tag: str, sha: str) -> None:
         """A release tag names one commit forever: one that was deployed (or was live) as another
@@ -122,7 +123,10 @@ class Deployer:
         integrity.require(integrity.link_problems(deployment=target, version=mv), f"roll {name} back")
         self.ws.verify_version(mv)
         self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.ws.project} v{mv.version}")
-        return self._announce(self.endpoints.rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
+        return self._announce(self._rollout(ep, mv, target.tag, "rollback", lock_timeout), mv)
+
+    def _rollout(self, ep: EndpointConfig, mv: ModelVersion, tag: str | None, kind: str, timeout: float) -> Deployment:
+        return rollout(self.endpoints, self.endpoints.backend(ep), ep, mv, tag, kind, timeout, self.ws.fx)
 
     def _preflight(self, ep: EndpointConfig, *, rollback: bool = False) -> None:
         self.ws.guard_store()

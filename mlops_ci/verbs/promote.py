@@ -54,19 +54,23 @@ class Promotion:
                 verdict_digest=verdict.digest,
             )
 
-        if self.ws.dry_run:
-            mv = make(max((v.version for v in self.ws.store.versions(self.ws.project)), default=0) + 1)
-            self.ws.would("store", "register model version", version=mv.version, sha=mv.sha,
-                       artifact_sha256=mv.artifact_sha256, verdict_id=mv.verdict_id)  # fmt: skip
-            self._register_tracked(mv, run, self._package(mv))
-            return mv, True
         signer = self.ws.signer(run.sha)
 
         def sealed(version: int) -> ModelVersion:
             mv = integrity.seal(make(version))
             return dataclasses.replace(mv, signature=signer.sign(mv, self.ws.env)) if signer else mv
 
-        mv, created = self.ws.store.promote(sealed, run.sha, self.ws.project)
+        planned = make(max((v.version for v in self.ws.store.versions(self.ws.project)), default=0) + 1)
+        mv, created = self.ws.fx(
+            "store",
+            "register model version",
+            lambda: self.ws.store.promote(sealed, run.sha, self.ws.project),
+            (planned, True),
+            version=planned.version,
+            sha=planned.sha,
+            artifact_sha256=planned.artifact_sha256,
+            verdict_id=planned.verdict_id,
+        )
         self._register_tracked(mv, run, self._package(mv))
         return mv, created
 
@@ -86,21 +90,29 @@ class Promotion:
                 f"{t.model_name} {version} is not registered in Comet: no API key in ${t.api_key_env} (offline)"
             )
             return
-        if self.ws.dry_run:
-            self.ws.would("comet", "register model version", model=t.model_name, version=version,
-                       experiment_key=run.links.get("comet_experiment_key"))  # fmt: skip
-            return
-        from ..errors import MlopsCiError
 
-        try:
-            label, created = comet.register(mv, run, package)
-        except MlopsCiError as exc:  # the store's version stands; promote again resumes from here
-            exc.message = (
-                f"{self.ws.project} v{mv.version} is recorded, but Comet's registry does not have it yet: {exc.message}"
-                f" (then `mlops-ci promote {mv.sha[:8]}` finishes it)"
-            )
-            raise
-        self.ws.say(f"Comet model registry: {label}" + ("" if created else " (already registered)"))
+        def register() -> None:
+            from ..errors import MlopsCiError
+
+            try:
+                label, created = comet.register(mv, run, package)
+            except MlopsCiError as exc:  # the store's version stands; promote again resumes from here
+                exc.message = (
+                    f"{self.ws.project} v{mv.version} is recorded, but Comet's registry does not have it yet: "
+                    f"{exc.message} (then `mlops-ci promote {mv.sha[:8]}` finishes it)"
+                )
+                raise
+            self.ws.say(f"Comet model registry: {label}" + ("" if created else " (already registered)"))
+
+        self.ws.fx(
+            "comet",
+            "register model version",
+            register,
+            None,
+            model=t.model_name,
+            version=version,
+            experiment_key=run.links.get("comet_experiment_key"),
+        )
 
     def register_package(self, mv: ModelVersion) -> str | None:
         """The version as a model package in the SageMaker registry (idempotent by SHA);
@@ -115,18 +127,19 @@ class Promotion:
         if found is not None:
             self.ws.say(f"model package {found['ModelPackageArn']} ({found.get('ModelApprovalStatus')})")
             return str(found["ModelPackageArn"])
-        if self.ws.dry_run:
-            data, upload = model_data_uri(self.ws.aws(), mv, None)
-            if upload:
-                self.ws.would("sagemaker", "s3:PutObject", uri=data, sha256=mv.artifact_sha256)
-            group = self.ws.aws().describe("describe_model_package_group", "describe the model package group",
-                                        ModelPackageGroupName=reg.group)  # fmt: skip
-            if group is None:
-                self.ws.would("sagemaker", "CreateModelPackageGroup", request=reg.group_request())
-            self.ws.would("sagemaker", "CreateModelPackage", request=reg.package_request(mv, data))
-            return None
+        fx, aws = self.ws.fx, self.ws.aws()
         path = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"{self.ws.project} v{mv.version}")
-        data, _ = model_data_uri(self.ws.aws(), mv, path)
-        arn, _ = reg.register(mv, data)
-        self.ws.say(f"registered model package {arn} ({approval})")
+        data, upload = model_data_uri(aws, mv, None)
+        if upload:
+            fx(
+                "sagemaker",
+                "s3:PutObject",
+                lambda: aws.upload_once(path, data, mv.artifact_sha256),
+                False,
+                uri=data,
+                sha256=mv.artifact_sha256,
+            )
+        arn = reg.create(mv, data, fx)
+        if arn is not None:
+            self.ws.say(f"registered model package {arn} ({approval})")
         return arn

@@ -28,11 +28,13 @@ class Publisher:
         if number is None:
             raise UsageError("--post needs a pull request: run on a pull_request event or pass --pr NUMBER")
         try:
-            if self.ws.dry_run:
-                for req in self.ws.github().plan_comment(number, markdown, marker(self.ws.project)):
-                    self.ws.would("github", "request", **req)
-                return None
-            return self.ws.github().upsert_comment(number, markdown, marker(self.ws.project))
+            gh, mark = self.ws.github(), marker(self.ws.project)
+            return self.ws.fx.each(
+                "github",
+                "request",
+                lambda: gh.upsert_comment(number, markdown, mark),
+                lambda: gh.plan_comment(number, markdown, mark),
+            )
         except BadCredentials:
             raise
         except PermissionDenied as exc:
@@ -63,11 +65,10 @@ class Publisher:
             client = self.ws.github()
             check = (verdict.sha, check_name(self.ws.project), conclusion, title, summary, annotations,
                      client.settings.run_url)  # fmt: skip
-            if self.ws.dry_run:
-                for req in client.plan_check(*check):
-                    self.ws.would("github", "request", **req)
-                return None
-            return str(client.publish_check(*check))
+            done = self.ws.fx.each(
+                "github", "request", lambda: client.publish_check(*check), lambda: client.plan_check(*check)
+            )
+            return None if done is None else str(done)
         except BadCredentials:
             raise
         except PermissionDenied as exc:

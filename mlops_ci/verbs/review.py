@@ -235,11 +235,20 @@ class Reviewer:
             run_digest=review.head.digest,  # the stored run's: the review only adds Comet's links and parameters
             baseline_digest=b.digest if b else None,
         )
-        if self.ws.dry_run:
-            self.ws.would("store", "record verdict", run_id=verdict.run_id, passed=verdict.passed,
-                       baseline_run_id=verdict.baseline_run_id, gate_digest=verdict.gate_digest,
-                       gate_source=verdict.gate_source)  # fmt: skip
-            return verdict
-        verdict = self.ws.seal_verdict(verdict, review.policy)
-        self.ws.store.record_verdict(verdict)
-        return verdict
+
+        def record() -> Verdict:  # sealed (and signed) only when recorded
+            sealed = self.ws.seal_verdict(verdict, review.policy)
+            self.ws.store.record_verdict(sealed)
+            return sealed
+
+        return self.ws.fx(
+            "store",
+            "record verdict",
+            record,
+            verdict,
+            run_id=verdict.run_id,
+            passed=verdict.passed,
+            baseline_run_id=verdict.baseline_run_id,
+            gate_digest=verdict.gate_digest,
+            gate_source=verdict.gate_source,
+        )

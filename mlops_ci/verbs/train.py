@@ -461,15 +461,29 @@ class Training:
                 verdict, verdict_id=uuid.uuid4().hex[:16], run_id=run.run_id, sha=sha, created=now,
                 reused_from=verdict.verdict_id, run_digest=run.digest, gate_source=source,
             ), policy)  # fmt: skip
-        if self.ws.dry_run:  # the plan says what the real run records; later steps of it see them
-            self.ws.would("store", "record run (reused)", run_id=f"{sha[:8]}-<random>", sha=sha, reused_from=root)
-            if copy is not None:
-                self.ws.would("store", "record verdict (reused)", reused_from=copy.reused_from, passed=copy.passed)
-                self.ws.planned_verdicts[run.run_id] = copy
-        else:
-            self.ws.store.record_run(run, series)
-            if copy is not None:
-                self.ws.store.record_verdict(copy)
+        fx = self.ws.fx
+        fx(
+            "store",
+            "record run (reused)",
+            lambda: self.ws.store.record_run(run, series),
+            None,
+            run_id=f"{sha[:8]}-<random>",
+            sha=sha,
+            reused_from=root,
+        )
+        if copy is not None:
+            reused = copy
+            as_planned: Verdict | None = reused  # what a dry run goes on with; a real run stores it
+            planned = fx(
+                "store",
+                "record verdict (reused)",
+                lambda: self.ws.store.record_verdict(reused),
+                as_planned,
+                reused_from=copy.reused_from,
+                passed=copy.passed,
+            )
+            if planned is not None:  # a dry run: the plan's later steps (promote) see the verdict it would record
+                self.ws.planned_verdicts[run.run_id] = planned
         self.ws.say(
             f"commit {sha[:8]} has the same training inputs as {original.sha[:8]}: reusing run {root} "
             f"(model sha256 {(original.artifact_sha256 or '')[:12]}), recorded as run {run.run_id}; not training"

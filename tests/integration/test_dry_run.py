@@ -66,8 +66,9 @@ def test_dry_run_deploy_changes_nothing_and_plans_what_the_real_deploy_does(
     assert fake.writes() == 0  # zero mutating requests
     assert state(project) == before and invoke(project, "production") == [3.0, 7.0]
     actions = [s["action"] for s in plan if s["target"] != "github"]
+    # the real deploy's order: the plan is the same code walked with its writes recorded
     assert actions == ["lock endpoint", "start model server", "smoke requests", "switch traffic",
-                       "stop model server", "record deployment", "update endpoint state"]  # fmt: skip
+                       "update endpoint state", "record deployment", "stop model server"]  # fmt: skip
     deployment_post = next(s for s in plan if s["target"] == "github")
     assert deployment_post["body"]["ref"] == project.git("rev-parse", "v2.0.0")
     assert deployment_post["body"]["environment"] == "production"

@@ -82,8 +82,8 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker.py", "_s3_objects"): {"training"},  # train (channel digests), report/gate
     ("mlops_ci/backends/sagemaker.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
+    ("mlops_ci/backends/sagemaker.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
     ("mlops_ci/verbs/train.py", "Training._train_plan"): {"training"},  # train --dry-run
-    ("mlops_ci/verbs/promote.py", "Promotion.register_package"): {"deploy"},  # promote
     ("mlops_ci/backends/s3_store.py", "S3Store."): {"training", "deploy"},  # the run store: every verb
     ("mlops_ci/integrity.py", "Signer."): {SIGNING},  # gate signs, promote signs, deploy verifies
     # `doctor` reads the set-up as whoever runs it (an admin, locally): IAM and STS reads are no
@@ -487,8 +487,7 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
             assert not any("boto3" in ast.unparse(n) for n in imports), f"{rel} imports boto3: its calls must be found"
         elif uses:
             assert rel in by_module, f"{rel} uses boto3 but no AWS call of it was found: teach discover() its pattern"
-    assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py",
-            "mlops_ci/verbs/promote.py"} <= by_module  # fmt: skip
+    assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py"} <= by_module  # fmt: skip
     for probe in [
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "create_training_job"),
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "update_endpoint"),  # getattr(…, "update_endpoint" if …)
@@ -499,7 +498,7 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
         ("mlops_ci/backends/sagemaker.py", "s3", "list_objects_v2"),  # get_paginator("list_objects_v2")
         ("mlops_ci/backends/sagemaker.py", "s3", "upload_file"),
         ("mlops_ci/backends/s3_store.py", "s3", "delete_object"),
-        ("mlops_ci/verbs/promote.py", "sagemaker", "describe_model_package_group"),  # Aws.describe from a verb
+        ("mlops_ci/backends/sagemaker.py", "sagemaker", "describe_model_package_group"),  # Aws.describe(op, …)
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "describe_endpoint"),  # SageMakerEndpoint.describe
         ("mlops_ci/integrity.py", "kms", "sign"),  # Signer._call("sign"): the client handed over by the workspace
     ]:
