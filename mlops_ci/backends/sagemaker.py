@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from .._files import LinkOutside, files_under, pack_deterministic
 from .._untrusted import guard, inline
-from ..config import AwsConfig, Config, EndpointConfig, SageMakerTraining
+from ..config import AwsConfig, Config, EndpointConfig
 from ..errors import (
     BadCredentials,
     Busy,
@@ -34,6 +34,7 @@ from ..errors import (
     ServiceRefused,
     Transient,
 )
+from ..settings.sagemaker import SageMakerTraining
 from . import Context, RolloutHost, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
