@@ -4,7 +4,8 @@
     python -m mlops_ci._docgen --check    # exit 1 if either page differs from what the code says
 
 The config reference cannot drift from the parser because it is made by the parser: the
-example configurations below go through the real `config.parse` with a reader that records
+example configurations below go through the real `config.parse` (and through it the backends'
+own settings parsers, mlops_ci/settings/, which get the same reader) with a reader that records
 every call the parser makes (the `allowed` keys of each `mapping`, the `choices` of each
 `string`, which reader method checked each value and its `minimum`). Those records give
 every key path the parser accepts, its type and allowed values. Defaults are read from the
@@ -12,8 +13,8 @@ every key path the parser accepts, its type and allowed values. Defaults are rea
 the descriptions are written by hand (`DESCRIPTIONS`), and generating fails when the parser
 accepts a key that has no description or a description names a key the parser does not
 accept. tests/unit/test_docs.py also checks that the examples reach every `mapping` call
-and every `string(..., choices=...)` call in mlops_ci/config.py, so a new block of keys
-behind a new branch of the parser cannot go unseen.
+and every `string(..., choices=...)` call in mlops_ci/config.py and the settings parsers the
+backend tables name, so a new block of keys behind a new branch of the parser cannot go unseen.
 
 Nothing here runs on any command's path; it is a development tool shipped with the package
 so that the test can import it.
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
+from . import config, kinds
 from .errors import EXIT_CODES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -220,7 +221,7 @@ class Recording:
     allowed: dict[RawPath, tuple[str, ...]] = field(default_factory=dict)  # mapping() calls
     present: dict[RawPath, tuple[str, ...]] = field(default_factory=dict)  # keys each mapping held
     calls: list[tuple[str, RawPath, dict[str, object]]] = field(default_factory=list)  # (method, path, detail)
-    lines: set[tuple[str, int]] = field(default_factory=set)  # (method, line) of the calls in config.py
+    lines: set[tuple[str, str, int]] = field(default_factory=set)  # (file, method, line) of the parsers' calls
 
     def normalize(self, path: RawPath) -> Key:
         """List indices become `[]`; a key no `mapping` call allowed (a metric's name, ...) becomes `<name>`."""
@@ -234,16 +235,25 @@ class Recording:
         return tuple(out)
 
 
+def parser_files() -> list[Path]:
+    """The parser's modules: mlops_ci/config.py and every settings parser the backend tables name."""
+    import importlib
+
+    modules = {k.settings.partition(":")[0] for table in kinds.TABLES.values() for k in table.values() if k.settings}
+    found = [importlib.import_module(m).__file__ for m in sorted(modules)]
+    return [Path(f) for f in (config.__file__, *found) if f]
+
+
 @contextmanager
 def recording(rec: Recording) -> Iterator[None]:
     """Make `config.parse` use a reader that records into `rec` (restored afterwards)."""
-    config_file = config.__file__
+    files = {str(f) for f in parser_files()}
 
     def note(method: str, path: RawPath, **detail: object) -> None:
         rec.calls.append((method, tuple(path), detail))
         caller = sys._getframe(2)
-        if caller.f_code.co_filename == config_file:
-            rec.lines.add((method, caller.f_lineno))
+        if caller.f_code.co_filename in files:
+            rec.lines.add((caller.f_code.co_filename, method, caller.f_lineno))
 
     class RecordingReader(config._Reader):
         def mapping(self, value: object, path: RawPath, allowed: tuple[str, ...]) -> dict[str, object]:
@@ -447,20 +457,22 @@ def dotted(key: Key) -> str:
 
 
 def uncovered_call_sites(rec: Recording | None = None) -> list[str]:
-    """The `mapping(...)` and `string(..., choices=...)` calls of mlops_ci/config.py that the
-    example configurations never reach: keys behind them would be missing from the page."""
+    """The `mapping(...)` and `string(..., choices=...)` calls of the parser's modules
+    (parser_files) that the example configurations never reach: keys behind them would be
+    missing from the page."""
     if rec is None:
         rec = record_exhaustive()
-    source = Path(config.__file__).read_text(encoding="utf-8")
     missing = []
-    for node in ast.walk(ast.parse(source)):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        method = node.func.attr
-        if method == "mapping" or (method == "string" and any(k.arg == "choices" for k in node.keywords)):
-            end = node.end_lineno or node.lineno
-            if not any(m == method and node.lineno <= line <= end for m, line in rec.lines):
-                missing.append(f"mlops_ci/config.py:{node.lineno}: {ast.unparse(node)[:100]}")
+    for path in parser_files():
+        shown = path.relative_to(Path(config.__file__).parent.parent).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            method = node.func.attr
+            if method == "mapping" or (method == "string" and any(k.arg == "choices" for k in node.keywords)):
+                end = node.end_lineno or node.lineno
+                if not any(f == str(path) and m == method and node.lineno <= line <= end for f, m, line in rec.lines):
+                    missing.append(f"{shown}:{node.lineno}: {ast.unparse(node)[:100]}")
     return missing
 
 
@@ -874,10 +886,11 @@ def config_page() -> str:
     out = [
         "# Configuration reference",
         "",
-        GENERATED.format(source="mlops_ci/config.py"),
+        GENERATED.format(source="mlops_ci/config.py and mlops_ci/settings/"),
         "",
-        "Every key `mlops-ci.yaml` accepts, as the parser in `mlops_ci/config.py` reads it: this page is "
-        f"generated from it (`{COMMAND}`), and a test fails when the two differ.",
+        "Every key `mlops-ci.yaml` accepts, as the parser in `mlops_ci/config.py` reads it, with the backends' "
+        "own keys read by their parsers in `mlops_ci/settings/`: this page is "
+        f"generated from them (`{COMMAND}`), and a test fails when the two differ.",
         "",
         "- `mlops-ci.yaml` is looked for in the working directory (or `-C DIR`) and its parents up to the "
         "repository root; `--config FILE` or `MLOPS_CI_CONFIG` names another file. Relative paths in it are "

@@ -3,23 +3,33 @@
 Precedence: command-line flag > ``MLOPS_CI_*`` environment > file > packaged defaults.
 Every error names ``file:line:col``, the key, and what is allowed; unknown keys fail with a
 "did you mean".
+
+This module reads the keys every backend of a kind shares. A backend's own keys (a training
+service's job settings, a cloud endpoint's instance type, a tracker's workspace, ...) are read by
+its own parser, which its entry in mlops_ci/kinds.py names (`Kind.settings`, a :class:`Settings`;
+they live in mlops_ci/settings/): the chosen backend's parser gets its section and returns it
+with its own fields added.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from . import _yamlload
 from .errors import ConfigError
-from .kinds import ENDPOINTS, REGISTRY, TRACKING, TRAINING, Kind
+from .kinds import ENDPOINTS, REGISTRY, TABLES, TRACKING, TRAINING, Kind
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeVar
+
+    from _typeshed import DataclassInstance
+
+    _S = TypeVar("_S")
 
 CONFIG_FILE = "mlops-ci.yaml"
 DEFAULT_STORE = "sqlite:///.mlops-ci/store.db"
@@ -30,6 +40,53 @@ _SECRET_KEY = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 # \Z, not $: `$` also matches before a trailing newline, so "prod\n" passed as a name.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 _HP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
+KeyPath = tuple[str | int, ...]  # where a value is in the file: ("endpoints", 0, "name")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A backend's own keys in its section of mlops-ci.yaml and how they are read; its entry in
+    mlops_ci/kinds.py names it (`Kind.settings`). The core reads the keys every backend of the
+    kind shares into the core section (TrainingConfig, TrackingConfig, EndpointConfig, ...), then
+    hands the chosen backend's `parse` the section's mapping as written, its path and that core
+    section; `parse` returns a `section`: the core section's subclass with the backend's own
+    fields. It fails as the core does, with `r.fail(path, message)`: file:line and the key."""
+
+    section: type[DataclassInstance] | None = None  # what parse returns; its fields' defaults stand for them elsewhere
+    keys: tuple[str, ...] = ()  # the keys it adds to its section (beside the core's, in this order)
+    parse: Callable[[_Reader, dict[str, object], KeyPath, Any], Any] | None = None
+    check: Callable[[_Reader, Config], None] | None = None  # across sections, once all are parsed
+    advice: Callable[[Config], list[tuple[str, KeyPath, str]]] | None = None  # `config check` warnings
+
+
+def settings_of(kind: Kind) -> Settings | None:
+    """The parser of `kind`'s own settings (imported now), if it has any."""
+    parser = kind.parser()
+    if parser is not None and not isinstance(parser, Settings):
+        raise TypeError(f"{kind.settings} is not a config.Settings")
+    return parser
+
+
+def core_fields(section: DataclassInstance) -> dict[str, Any]:
+    """The fields of a parsed core section, to make the backend's subclass from."""
+    return {f.name: getattr(section, f.name) for f in fields(section)}
+
+
+class _Section:
+    """A section whose backends may add keys of their own (Settings.section is the subclass the
+    chosen one's parser returns). Read on a section of another backend, such a key has its
+    default, as if it were not set: `cfg.training.<trainer>` is None unless that trainer runs."""
+
+    _table = ""  # its table in kinds.TABLES
+
+    def __getattr__(self, name: str) -> Any:  # only reached for an attribute the section lacks
+        if not name.startswith("_"):
+            for kind in TABLES[self._table].values():
+                parser = settings_of(kind)
+                for f in fields(parser.section) if parser and parser.section else ():
+                    if f.name == name:
+                        return f.default_factory() if f.default_factory is not MISSING else f.default
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
 
 @dataclass(frozen=True)
@@ -39,7 +96,10 @@ class MetricDefinition:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
+    """How a commit is trained: the keys every trainer reads (its own: Settings of its kind)."""
+
+    _table = "training"
     backend: str = "local"
     entry_point: str = "train.py"
     source_dir: str = "."
@@ -49,7 +109,6 @@ class TrainingConfig:
     environment: dict[str, str] = field(default_factory=dict)
     python: str | None = None
     max_run: int = 3600
-    sagemaker: SageMakerTraining | None = None
     # Files of source_dir that training never reads: left out of the job's source and of the
     # inputs digest, so a commit that changes only these reuses the model of an earlier one.
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
@@ -61,8 +120,9 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class AwsConfig:
-    """Where SageMaker work happens: region, the execution role SageMaker assumes, and the
-    bucket (under `prefix`) for sources, job output and model data."""
+    """The AWS account of every backend on AWS (`Kind.on_aws`), the s3:// store and the signing
+    key: region, the execution role the service assumes, and the bucket (under `prefix`) for
+    sources, job output and model data."""
 
     region: str | None = None
     role: str | None = None
@@ -71,26 +131,8 @@ class AwsConfig:
     kms_key: str | None = None
     retry_mode: str = "adaptive"
     max_attempts: int = 10
-    poll_seconds: float = 30.0  # how often a wait asks SageMaker for news
+    poll_seconds: float = 30.0  # how often a wait asks the service for news
     prices: dict[str, float] = field(default_factory=dict)  # instance type → USD/hour, for cost estimates
-
-
-@dataclass(frozen=True)
-class SageMakerTraining:
-    instance_type: str = "ml.m5.large"
-    instance_count: int = 1
-    volume_size: int = 30
-    image_uri: str | None = None
-    framework: str | None = None
-    framework_version: str | None = None
-    py_version: str = "py3"
-    subnets: tuple[str, ...] = ()
-    security_group_ids: tuple[str, ...] = ()
-    spot: bool = False
-    max_wait: int | None = None
-    checkpoint_s3_uri: str | None = None
-    keep_alive: int = 0
-    retry_attempts: int = 0  # RetryStrategy.MaximumRetryAttempts (1-30): restarts after an internal error
 
 
 @dataclass(frozen=True)
@@ -102,18 +144,6 @@ class RegistryConfig:
     @property
     def kind(self) -> Kind:
         return REGISTRY[self.backend]
-
-
-@dataclass(frozen=True)
-class SageMakerDeployment:
-    """Blue/green traffic shifting for a SageMaker endpoint update."""
-
-    strategy: str = "all_at_once"  # all_at_once | canary | linear
-    percent: int = 10  # canary size, or linear step
-    wait_seconds: int = 300
-    termination_wait_seconds: int = 0
-    max_execution_timeout: int | None = None
-    alarms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,7 +217,7 @@ class ServingConfig:
     entry_point: str | None = None
     include: tuple[str, ...] = ()
     python: str | None = None
-    image_uri: str | None = None  # SageMaker inference image (default: from training.sagemaker's framework)
+    image_uri: str | None = None  # the inference image, where a backend serves from one (default: its trainer's)
     environment: dict[str, str] = field(default_factory=dict)
 
 
@@ -201,16 +231,16 @@ class SmokeRequest:
 
 
 @dataclass(frozen=True)
-class EndpointConfig:
+class EndpointConfig(_Section):
+    """An endpoint: the keys every endpoint backend reads (its own: Settings of its kind)."""
+
+    _table = "endpoints"
     name: str
     tags: tuple[str, ...] = ()
     port: int = 0
     smoke: tuple[SmokeRequest, ...] = ()
     ready_timeout: float = 60.0
     backend: str = "local"
-    instance_type: str = "ml.m5.large"
-    instance_count: int = 1
-    deployment: SageMakerDeployment = field(default_factory=SageMakerDeployment)
 
     @property
     def kind(self) -> Kind:
@@ -218,22 +248,12 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
-    """Where data scientists look at experiments. `comet`: every run becomes a Comet experiment
-    tagged with its commit, and the PR report reads its numbers back from Comet."""
+class TrackingConfig(_Section):
+    """Where data scientists look at experiments, besides the run store: the tracker's own keys
+    are read by its kind's Settings."""
 
+    _table = "tracking"
     backend: str = "local"
-    workspace: str | None = None
-    project_name: str | None = None  # default: the mlops-ci project
-    api_key_env: str = "COMET_API_KEY"  # the environment variable that holds the key (never the key)
-    mode: str = "auto"  # auto (online when the key is set) | online | offline
-    summary: str = "last"  # which value of a logged series is compared: last | best (per the metric's goal)
-    # Comet's experiment diff view, as the public links to it have it (docs/comet.md); override
-    # it where a Comet server has another form. Placeholders: COMPARE_URL_FIELDS.
-    compare_url: str = "{server}/{workspace}/{project}/{baseline}/{head}/compare"
-    model_name: str | None = None  # set: promote registers versions in Comet's model registry under this name
-    deployed_status: str = "Production"  # the registry status a deployed version gets
-    retired_status: str = "None"  # what the version it replaced gets, once deployed nowhere
 
     @property
     def kind(self) -> Kind:
@@ -283,7 +303,7 @@ class Config:
         return sorted(needed)
 
     def on_aws(self) -> list[str]:
-        """What of this configuration calls AWS (for messages): `training.backend is sagemaker`, ..."""
+        """What of this configuration calls AWS (for messages): `training.backend is <name>`, ..."""
         sections = (("training", self.training.kind), ("registry", self.registry.kind))
         why = [f"{what}.backend is {k.name}" for what, k in sections if k.on_aws]
         return why + [f"endpoint {e.name} is on {e.kind.label}" for e in self.endpoints if e.kind.on_aws]
@@ -294,12 +314,11 @@ class Config:
         t["environment"] = {
             k: ("<secret>" if _SECRET_KEY.search(k) else v) for k, v in self.training.environment.items()
         }
+        # the trainer's own settings are fields of its section (none for the local one, whose
+        # digests stay as they were before there were others)
         payload: dict[str, Any] = {"project": self.project, "training": t, "serving": asdict(self.serving)}
-        if self.training.sagemaker is not None:  # where it runs and as whom is part of what ran
-            payload["training"]["sagemaker"] = asdict(self.training.sagemaker)
+        if self.training.kind.on_aws:  # where it runs and as whom is part of what ran
             payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
-        else:
-            payload["training"].pop("sagemaker")
         if self.training.exclude == DEFAULT_EXCLUDE:  # unset, it leaves older runs' digests as they were
             payload["training"].pop("exclude")
         for key in ("image_uri", "environment"):  # unset new keys leave the digests of older runs as they were
@@ -318,12 +337,27 @@ class Config:
         """The resolved config with secrets masked, for `config show`."""
         data = asdict(self)
         data.pop("sources")
+        # every key of a section, as before the backends had sections of their own: another
+        # backend's keys with the defaults they read as
+        for key in ("training", "tracking"):
+            _display_others(getattr(self, key), data[key])
+        for ep, shown in zip(self.endpoints, data["endpoints"], strict=True):
+            _display_others(ep, shown)
         data["training"]["environment"] = mask_secrets(self.training.environment)
         from ._untrusted import mask_params
 
         data["training"]["hyperparameters"] = mask_params(self.training.hyperparameters)
         data["serving"]["environment"] = mask_secrets(self.serving.environment)
         return data
+
+
+def _display_others(section: _Section, shown: dict[str, Any]) -> None:
+    for kind in TABLES[section._table].values():
+        parser = settings_of(kind)
+        for f in fields(parser.section) if parser and parser.section else ():
+            if f.name not in shown:
+                value = getattr(section, f.name)
+                shown[f.name] = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
 
 
 def mask_secrets(env: Mapping[str, str]) -> dict[str, str]:
@@ -442,7 +476,6 @@ TOP_KEYS = (
 # patterns compiled on first use (re caches them): a local-only config never pays for them
 _ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z"
-_S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z"
 
 
 def parse(text: str, file: str, root: str) -> Config:
@@ -472,8 +505,8 @@ def parse(text: str, file: str, root: str) -> Config:
     endpoints = _parse_endpoints(r, top.get("endpoints"))
     aws = _parse_aws(r, top.get("aws"))
     registry = _parse_registry(r, top.get("registry"))
-    _check_aws_needed(r, training, registry, endpoints, aws, serving)
-    return Config(
+    _check_aws_needed(r, training, registry, endpoints, aws)
+    cfg = Config(
         project=project,
         file=file,
         root=root,
@@ -490,6 +523,43 @@ def parse(text: str, file: str, root: str) -> Config:
         registry=registry,
         sources=dict.fromkeys(top, "file"),
     )
+    checks = [parser.check for parser in chosen_settings(cfg) if parser.check]
+    for check in dict.fromkeys(checks):  # each once, though its backend serves several sections
+        check(r, cfg)
+    return cfg
+
+
+def chosen_settings(cfg: Config) -> list[Settings]:
+    """The settings parsers of the backends `cfg` chose, each once (training, tracking, registry,
+    endpoints)."""
+    kinds = (cfg.training.kind, cfg.tracking.kind, cfg.registry.kind, *(e.kind for e in cfg.endpoints))
+    parsers = [settings_of(k) for k in dict.fromkeys(kinds)]
+    return list(dict.fromkeys(p for p in parsers if p is not None))
+
+
+def _owned(table: Mapping[str, Kind]) -> dict[str, list[str]]:
+    """The keys the backends of `table` add to its section → the backends that read each."""
+    owned: dict[str, list[str]] = {}
+    for kind in table.values():
+        parser = settings_of(kind)
+        for key in parser.keys if parser else ():
+            owned.setdefault(key, []).append(kind.name)
+    return owned
+
+
+def _only_theirs(r: _Reader, m: dict[str, object], p: KeyPath, owned: dict[str, list[str]], backend: str,
+                 setting: str) -> None:  # fmt: skip
+    """A key that other backends of the section read is an error with this one: say whose it is."""
+    for key in m:
+        owners = owned.get(key, [backend])
+        if backend not in owners:
+            raise r.fail((*p, key), f"only applies with {setting}: {' or '.join(owners)}")
+
+
+def _with_settings(r: _Reader, kind: Kind, m: dict[str, object], p: KeyPath, core: _S) -> _S:
+    """`core` as the backend `kind` has it: with its own settings read by its parser."""
+    parser = settings_of(kind)
+    return parser.parse(r, m, p, core) if parser and parser.parse else core  # type: ignore[no-any-return]
 
 
 def is_shared_store(url: str) -> bool:
@@ -534,19 +604,20 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
         "environment",
         "python",
         "max_run",
-        "sagemaker",
-        "exclude",
     )
-    t = r.mapping(raw, p, keys)
+    owned = _owned(TRAINING)
+    t = r.mapping(raw, p, (*keys, *owned, "exclude"))  # the trainers' keys where they always were
     hps_raw = t.get("hyperparameters") or {}
     if not isinstance(hps_raw, dict):
         raise r.fail((*p, "hyperparameters"), f"expected a mapping of names to values, got {_kind(hps_raw)}")
+    from .settings.script_mode import RESERVED_BY, RESERVED_PREFIX
+
     for name, value in hps_raw.items():
-        if not isinstance(name, str) or not _HP_NAME.match(name) or name.startswith("sagemaker_"):
+        if not isinstance(name, str) or not _HP_NAME.match(name) or name.startswith(RESERVED_PREFIX):
             raise r.fail(
                 (*p, "hyperparameters", name),
                 "hyperparameter names are letters, digits, '_' or '-' and must not start with "
-                "'sagemaker_' (reserved by SageMaker)",
+                f"'{RESERVED_PREFIX}' (reserved by {RESERVED_BY})",
             )
         if value is None:
             raise r.fail((*p, "hyperparameters", name), "has no value; give it one or remove it")
@@ -577,25 +648,10 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
         first[name] = r.loaded.line((*dp, "name"))
         defs.append(MetricDefinition(name=name, regex=regex))
     backend = r.string(t.get("backend", "local"), (*p, "backend"), choices=tuple(TRAINING))
-    sagemaker = None
     max_run = r.integer(t.get("max_run", 3600), (*p, "max_run"), minimum=1)
-    if TRAINING[backend].on_aws:  # its settings: training.sagemaker
-        sagemaker = _parse_sm_training(r, t.get("sagemaker"), (*p, "sagemaker"))
-        if sagemaker.max_wait is not None and sagemaker.max_wait < max_run:
-            raise r.fail((*p, "sagemaker", "max_wait"), f"must be >= training.max_run ({max_run}): it is the "
-                         "whole wait for spot capacity plus the training time")  # fmt: skip
-        for name, uri in channels.items():
-            if not re.match(_S3_URI, uri):
-                raise r.fail(
-                    (*p, "channels", name),
-                    f"'{uri}' is not an S3 URI; SageMaker reads its channels from S3 (s3://bucket/prefix): "
-                    f"upload the data (aws s3 sync {uri} s3://...) and give its URI",
-                )
-    elif t.get("sagemaker") is not None:
-        raise r.fail((*p, "sagemaker"), "only applies with training.backend: sagemaker")
-    return TrainingConfig(
+    _only_theirs(r, {k: v for k, v in t.items() if v is not None}, p, owned, backend, "training.backend")
+    core = TrainingConfig(
         backend=backend,
-        sagemaker=sagemaker,
         entry_point=r.string(t.get("entry_point", "train.py"), (*p, "entry_point")),
         source_dir=r.string(t.get("source_dir", "."), (*p, "source_dir")),
         hyperparameters=dict(hps_raw),
@@ -606,6 +662,7 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
         max_run=max_run,
         exclude=_excludes(r, t, p),
     )
+    return _with_settings(r, TRAINING[backend], t, p, core)
 
 
 def _metric_name(r: _Reader, value: object, path: tuple[str | int, ...]) -> str:
@@ -624,151 +681,47 @@ def _metric_name(r: _Reader, value: object, path: tuple[str | int, ...]) -> str:
 def _excludes(r: _Reader, t: dict[str, object], p: tuple[str | int, ...]) -> tuple[str, ...]:
     if "exclude" not in t:
         return DEFAULT_EXCLUDE
-    pats = _strings(r, t["exclude"], (*p, "exclude"))
+    pats = strings(r, t["exclude"], (*p, "exclude"))
     for i, pat in enumerate(pats):
         if not pat or pat.startswith("/") or ".." in pat.split("/") or any(ord(c) < 32 for c in pat):
             raise r.fail((*p, "exclude", i), f"{pat!r} is not a relative path pattern (e.g. 'docs/' or '*.md')")
     return pats
 
 
-def _strings(r: _Reader, raw: object, path: tuple[str | int, ...]) -> tuple[str, ...]:
+def strings(r: _Reader, raw: object, path: tuple[str | int, ...]) -> tuple[str, ...]:
+    """A list of non-empty strings (none when unset)."""
     return tuple(r.string(v, (*path, i)) for i, v in enumerate(r.seq(raw, path)))
 
 
-def _opt_string(r: _Reader, m: dict[str, object], key: str, path: tuple[str | int, ...]) -> str | None:
+def opt_string(r: _Reader, m: dict[str, object], key: str, path: tuple[str | int, ...]) -> str | None:
+    """`m[key]` as a non-empty string, or None when unset."""
     return r.string(m[key], (*path, key)) if m.get(key) is not None else None
-
-
-def _parse_sm_training(r: _Reader, raw: object, p: tuple[str | int, ...]) -> SageMakerTraining:
-    keys = tuple(SageMakerTraining.__dataclass_fields__)
-    m = r.mapping(raw, p, keys)
-    d = SageMakerTraining()
-    image_uri = _opt_string(r, m, "image_uri", p)
-    framework = _opt_string(r, m, "framework", p)
-    version = str(m["framework_version"]) if m.get("framework_version") is not None else None
-    if image_uri is None and (framework is None or version is None):
-        raise r.fail(p, "give image_uri, or framework and framework_version (e.g. framework: sklearn, "
-                        "framework_version: '1.2-1') to pick a SageMaker training image")  # fmt: skip
-    spot = r.boolean(m.get("spot", False), (*p, "spot"))
-    max_wait = r.integer(m["max_wait"], (*p, "max_wait"), minimum=1) if m.get("max_wait") is not None else None
-    if spot and max_wait is None:
-        raise r.fail((*p, "spot"), "managed spot training needs max_wait (seconds, >= training.max_run)")
-    if not spot and max_wait is not None:
-        raise r.fail((*p, "max_wait"), "only applies with spot: true")
-    keep_alive = r.integer(m.get("keep_alive", 0), (*p, "keep_alive"))
-    if keep_alive > 21600:
-        raise r.fail((*p, "keep_alive"), "SageMaker keeps a warm pool for at most 21600 seconds (6 hours)")
-    if spot and keep_alive:
-        raise r.fail((*p, "keep_alive"), "SageMaker warm pools cannot be used with managed spot training: "
-                                         "drop keep_alive or spot")  # fmt: skip
-    retries = r.integer(m.get("retry_attempts", 0), (*p, "retry_attempts"))
-    if retries > 30:
-        raise r.fail((*p, "retry_attempts"), "SageMaker retries a training job at most 30 times")
-    instance_type = r.string(m.get("instance_type", d.instance_type), (*p, "instance_type"))
-    if image_uri is None and framework == "sklearn" and version is not None:
-        from .backends.sagemaker_types import sklearn_image_problem
-
-        problem = sklearn_image_problem(instance_type, version, "training")
-        if problem:
-            raise r.fail((*p, "instance_type"), problem)
-    checkpoint = _opt_string(r, m, "checkpoint_s3_uri", p)
-    if checkpoint and not re.match(_S3_URI, checkpoint):
-        raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
-    return SageMakerTraining(
-        instance_type=instance_type,
-        instance_count=r.integer(m.get("instance_count", 1), (*p, "instance_count"), minimum=1),
-        volume_size=r.integer(m.get("volume_size", d.volume_size), (*p, "volume_size"), minimum=1),
-        image_uri=image_uri,
-        framework=framework,
-        framework_version=version,
-        py_version=r.string(m.get("py_version", "py3"), (*p, "py_version")),
-        subnets=_strings(r, m.get("subnets"), (*p, "subnets")),
-        security_group_ids=_strings(r, m.get("security_group_ids"), (*p, "security_group_ids")),
-        spot=spot,
-        max_wait=max_wait,
-        checkpoint_s3_uri=checkpoint,
-        keep_alive=keep_alive,
-        retry_attempts=retries,
-    )
 
 
 def _parse_tracking(r: _Reader, raw: object) -> TrackingConfig:
     p: tuple[str | int, ...] = ("tracking",)
-    m = r.mapping(raw, p, tuple(TrackingConfig.__dataclass_fields__))
-    d = TrackingConfig()
+    owned = _owned(TRACKING)
+    m = r.mapping(raw, p, ("backend", *owned))
     backend = r.string(m.get("backend", "local"), (*p, "backend"), choices=tuple(TRACKING))
-    if not TRACKING[backend].impl:  # the store's own records: nothing to configure
-        extra = sorted(set(m) - {"backend"})
-        if extra:
-            raise r.fail((*p, extra[0]), "only applies with tracking.backend: comet")
-        return d
-    if "workspace" not in m:
-        raise r.fail(p, "Comet needs tracking.workspace (the Comet workspace the experiments go to)")
-    key_env = r.string(m.get("api_key_env", d.api_key_env), (*p, "api_key_env"))
-    if not re.match(r"^[A-Z_][A-Z0-9_]*$", key_env):
-        raise r.fail((*p, "api_key_env"), "is the NAME of an environment variable (e.g. COMET_API_KEY), never the key")
-    return TrackingConfig(
-        backend=backend,
-        workspace=r.string(m["workspace"], (*p, "workspace")),
-        project_name=_opt_string(r, m, "project_name", p),
-        api_key_env=key_env,
-        mode=r.string(m.get("mode", "auto"), (*p, "mode"), choices=("auto", "online", "offline")),
-        summary=r.string(m.get("summary", "last"), (*p, "summary"), choices=("last", "best")),
-        compare_url=_compare_url(r, m.get("compare_url", d.compare_url), (*p, "compare_url")),
-        model_name=_opt_string(r, m, "model_name", p),
-        deployed_status=r.string(m.get("deployed_status", d.deployed_status), (*p, "deployed_status")),
-        retired_status=r.string(m.get("retired_status", d.retired_status), (*p, "retired_status")),
-    )
-
-
-COMPARE_URL_FIELDS = ("server", "workspace", "project", "baseline", "head")
-
-
-def _compare_url(r: _Reader, raw: object, path: tuple[str | int, ...]) -> str:
-    """A template with only the known placeholders, each well formed (checked here, not when a
-    report is rendered), that makes an http(s) link."""
-    import string
-
-    text = r.string(raw, path)
-    try:
-        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
-    except ValueError as exc:
-        raise r.fail(
-            path, f"is not a valid template ({exc}); write placeholders as {{name}}, braces as {{{{ }}}}"
-        ) from None
-    if any(spec or conv for _, spec, conv in parsed):
-        raise r.fail(path, "placeholders take no format spec or conversion: write {name}")
-    fields = [f for f, _, _ in parsed]
-    unknown = sorted({f for f in fields if f not in COMPARE_URL_FIELDS})
-    if unknown:
-        raise r.fail(
-            path,
-            f"has unknown placeholder {{{unknown[0]}}}; allowed: " + ", ".join(f"{{{f}}}" for f in COMPARE_URL_FIELDS),
-        )
-    if not {"baseline", "head"} <= set(fields):
-        raise r.fail(path, "must contain {baseline} and {head} (the two experiment keys)")
-    if not re.match(r"^(\{server\}|https?://)", text):
-        raise r.fail(path, "must start with {server} or http(s)://")
-    if re.search(r"[\s<>\x00-\x1f\x7f]", text):
-        raise r.fail(path, "must be one URL: no spaces, line breaks, control characters or < >")
-    return text
+    _only_theirs(r, m, p, owned, backend, "tracking.backend")
+    return _with_settings(r, TRACKING[backend], m, p, TrackingConfig(backend=backend))
 
 
 def _parse_aws(r: _Reader, raw: object) -> AwsConfig:
     p: tuple[str | int, ...] = ("aws",)
     m = r.mapping(raw, p, tuple(AwsConfig.__dataclass_fields__))
-    role = _opt_string(r, m, "role", p)
+    role = opt_string(r, m, "role", p)
     if role and not re.match(_ARN_ROLE, role):
         raise r.fail((*p, "role"), f"'{role}' is not an IAM role ARN (arn:aws:iam::123456789012:role/name)")
-    bucket = _opt_string(r, m, "bucket", p)
+    bucket = opt_string(r, m, "bucket", p)
     if bucket and not re.match(_BUCKET, bucket):
         raise r.fail((*p, "bucket"), f"'{bucket}' is not a bucket name (give the name, not an s3:// URI)")
     return AwsConfig(
-        region=_opt_string(r, m, "region", p),
+        region=opt_string(r, m, "region", p),
         role=role,
         bucket=bucket,
         prefix=r.string(m.get("prefix", "mlops-ci"), (*p, "prefix")).strip("/"),
-        kms_key=_opt_string(r, m, "kms_key", p),
+        kms_key=opt_string(r, m, "kms_key", p),
         retry_mode=r.string(m.get("retry_mode", "adaptive"), (*p, "retry_mode"), choices=("standard", "adaptive")),
         max_attempts=r.integer(m.get("max_attempts", 10), (*p, "max_attempts"), minimum=1),
         poll_seconds=r.number(m.get("poll_seconds", 30.0), (*p, "poll_seconds")),
@@ -793,7 +746,7 @@ def _prices(r: _Reader, raw: object, p: tuple[str | int, ...]) -> dict[str, floa
 def _parse_registry(r: _Reader, raw: object) -> RegistryConfig:
     p: tuple[str | int, ...] = ("registry",)
     m = r.mapping(raw, p, tuple(RegistryConfig.__dataclass_fields__))
-    group = _opt_string(r, m, "model_package_group", p)
+    group = opt_string(r, m, "model_package_group", p)
     if group and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", group):
         raise r.fail((*p, "model_package_group"), "use 1-63 letters, digits or '-'")
     return RegistryConfig(
@@ -810,37 +763,21 @@ def _check_aws_needed(
     registry: RegistryConfig,
     endpoints: tuple[EndpointConfig, ...],
     aws: AwsConfig,
-    serving: ServingConfig,
 ) -> None:
-    """Anything on SageMaker needs the role and the bucket; say so where the user wrote it."""
-    users: list[tuple[str | int, ...]] = []
+    """Anything on AWS needs the role and the bucket; say so where the user wrote it."""
+    users: list[tuple[tuple[str | int, ...], Kind]] = []
     if training.kind.on_aws:
-        users.append(("training", "backend"))
+        users.append((("training", "backend"), training.kind))
     if registry.kind.on_aws:
-        users.append(("registry", "backend"))
-    users += [("endpoints", i, "backend") for i, e in enumerate(endpoints) if e.kind.on_aws]
+        users.append((("registry", "backend"), registry.kind))
+    users += [(("endpoints", i, "backend"), e.kind) for i, e in enumerate(endpoints) if e.kind.on_aws]
     if not users:
         return
     for key in ("role", "bucket"):
         if getattr(aws, key) is None:
-            where = users[0]
-            raise r.fail(where, f"SageMaker needs aws.{key} in {r.loaded.file} (the execution role ARN and the "
+            where, kind = users[0]
+            raise r.fail(where, f"{kind.label} needs aws.{key} in {r.loaded.file} (the execution role ARN and the "
                                 "S3 bucket for sources, output and models)")  # fmt: skip
-    serving_users: list[tuple[str | int, ...]] = [("endpoints", i) for i, e in enumerate(endpoints) if e.kind.on_aws]
-    if registry.kind.on_aws:
-        serving_users.append(("registry", "backend"))
-    sm = training.sagemaker
-    if serving_users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
-        raise r.fail(serving_users[0], "SageMaker serving needs an inference image: set serving.image_uri, or "
-                                       "training.sagemaker.framework to use that framework's image")  # fmt: skip
-    if serving.image_uri is None and sm is not None and sm.image_uri is None and sm.framework == "sklearn":
-        from .backends.sagemaker_types import sklearn_image_problem
-
-        for i, e in enumerate(endpoints):
-            problem = e.kind.on_aws and sklearn_image_problem(e.instance_type, sm.framework_version or "",
-                                                                         "inference")  # fmt: skip
-            if problem:
-                raise r.fail(("endpoints", i, "instance_type"), problem)
 
 
 def _parse_metrics(r: _Reader, raw: object) -> dict[str, MetricGoal]:
@@ -921,7 +858,7 @@ def _parse_gate(r: _Reader, raw: object, metrics: dict[str, MetricGoal]) -> Gate
     return GateConfig(
         rules=tuple(rules),
         require_baseline=r.boolean(g.get("require_baseline", False), ("gate", "require_baseline")),
-        signing_key=_opt_string(r, g, "signing_key", ("gate",)),
+        signing_key=opt_string(r, g, "signing_key", ("gate",)),
     )
 
 
@@ -989,7 +926,7 @@ def _parse_review(r: _Reader, raw: object) -> ReviewConfig:
 
 def _parse_serving(r: _Reader, raw: object) -> ServingConfig:
     s = r.mapping(raw, ("serving",), ("entry_point", "include", "python", "image_uri", "environment"))
-    from .serving.contract import check_serving_config  # what SageMaker's container cannot start
+    from .serving.contract import check_serving_config  # what the serving container cannot start
 
     check_serving_config(r, s)
     include = tuple(
@@ -999,7 +936,7 @@ def _parse_serving(r: _Reader, raw: object) -> ServingConfig:
         entry_point=r.string(s["entry_point"], ("serving", "entry_point")) if s.get("entry_point") else None,
         include=include,
         python=r.string(s["python"], ("serving", "python")) if s.get("python") else None,
-        image_uri=_opt_string(r, s, "image_uri", ("serving",)),
+        image_uri=opt_string(r, s, "image_uri", ("serving",)),
         environment=r.str_map(s.get("environment"), ("serving", "environment")),
     )
 
@@ -1007,10 +944,10 @@ def _parse_serving(r: _Reader, raw: object) -> ServingConfig:
 def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
     out: list[EndpointConfig] = []
     seen: set[str] = set()
+    owned = _owned(ENDPOINTS)
     for i, item in enumerate(r.seq(raw, ("endpoints",))):
         ep = ("endpoints", i)
-        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout", "backend", "instance_type",
-                                 "instance_count", "deployment"))  # fmt: skip
+        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout", "backend", *owned))
         if "name" not in m:
             raise r.fail(ep, "missing 'name'")
         name = r.string(m["name"], (*ep, "name"))
@@ -1048,59 +985,16 @@ def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
                 )
             )
         backend = r.string(m.get("backend", "local"), (*ep, "backend"), choices=tuple(ENDPOINTS))
-        sm = ENDPOINTS[backend].on_aws  # its settings: instance_type, instance_count, deployment
-        if sm and not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", name):
-            raise r.fail((*ep, "name"), "a SageMaker endpoint name uses letters, digits and '-' only")
-        for key in ("instance_type", "instance_count", "deployment"):
-            if not sm and key in m:
-                raise r.fail((*ep, key), "only applies with backend: sagemaker")
-        if sm and "port" in m:
+        kind = ENDPOINTS[backend]
+        _only_theirs(r, m, ep, owned, backend, "backend")
+        if not kind.processes and "port" in m:
             raise r.fail((*ep, "port"), "only applies to a local endpoint")
-        ready = r.number(m.get("ready_timeout", 3600 if sm else 60), (*ep, "ready_timeout"))
-        out.append(
-            EndpointConfig(
-                name=name, tags=tags, port=port, smoke=tuple(smoke), ready_timeout=ready, backend=backend,
-                instance_type=r.string(m.get("instance_type", "ml.m5.large"), (*ep, "instance_type")),
-                instance_count=r.integer(m.get("instance_count", 1), (*ep, "instance_count"), minimum=1),
-                deployment=_parse_deployment(r, m.get("deployment"), (*ep, "deployment")),
-            )
-        )  # fmt: skip
+        # a model server on this machine answers within a minute; a service's endpoint takes its time
+        ready = r.number(m.get("ready_timeout", 60 if kind.processes else 3600), (*ep, "ready_timeout"))
+        core = EndpointConfig(name=name, tags=tags, port=port, smoke=tuple(smoke), ready_timeout=ready,
+                              backend=backend)  # fmt: skip
+        out.append(_with_settings(r, kind, m, ep, core))
     return tuple(out)
-
-
-def _parse_deployment(r: _Reader, raw: object, p: tuple[str | int, ...]) -> SageMakerDeployment:
-    m = r.mapping(raw, p, tuple(SageMakerDeployment.__dataclass_fields__))
-    percent = r.integer(m.get("percent", 10), (*p, "percent"), minimum=1)
-    timeout = m.get("max_execution_timeout")
-    strategy = r.string(m.get("strategy", "all_at_once"), (*p, "strategy"), choices=("all_at_once", "canary", "linear"))
-    # Limits from the SageMaker API reference (TrafficRoutingConfig, BlueGreenUpdatePolicy)
-    if strategy == "canary" and percent > 50:
-        raise r.fail((*p, "percent"), "a canary must be at most 50% of the variant's instances (SageMaker's limit)")
-    if strategy == "linear" and not 10 <= percent <= 50:
-        raise r.fail((*p, "percent"), "a linear step must be 10-50% of the variant's instances (SageMaker's limit)")
-    if percent > 100:
-        raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
-    for key in ("wait_seconds", "termination_wait_seconds"):
-        if key in m and r.integer(m[key], (*p, key)) > 3600:
-            raise r.fail((*p, key), "SageMaker allows at most 3600 seconds (1 hour)")
-    if timeout is not None and r.integer(timeout, (*p, "max_execution_timeout")) > 28800:
-        raise r.fail((*p, "max_execution_timeout"), "SageMaker allows 600-28800 seconds (8 hours)")
-    alarms = _strings(r, m.get("alarms"), (*p, "alarms"))
-    if strategy != "all_at_once" and not alarms:
-        raise r.fail(
-            (*p, "strategy"),
-            f"a {strategy} rollout only protects anything with CloudWatch alarms to roll back on: add "
-            "deployment.alarms (e.g. the endpoint's 5xx and latency alarms) or use strategy: all_at_once",
-        )
-    return SageMakerDeployment(
-        strategy=strategy,
-        percent=percent,
-        wait_seconds=r.integer(m.get("wait_seconds", 300), (*p, "wait_seconds")),
-        termination_wait_seconds=r.integer(m.get("termination_wait_seconds", 0), (*p, "termination_wait_seconds")),
-        max_execution_timeout=r.integer(timeout, (*p, "max_execution_timeout"), minimum=600)
-        if timeout is not None else None,
-        alarms=alarms,
-    )  # fmt: skip
 
 
 def find_config(start: Path, explicit: str | None) -> Path:

@@ -60,7 +60,7 @@ def findings(cfg: Config) -> list[Finding]:
     _metric_names(c)
     _thresholds(c)
     _serving(c)
-    _sagemaker(c)
+    _backends(c)
     return c.found
 
 
@@ -190,14 +190,13 @@ def _thresholds(c: _Checker) -> None:
         )
 
 
-def _sagemaker(c: _Checker) -> None:
-    sm = c.cfg.training.sagemaker
-    if sm is not None and sm.checkpoint_s3_uri and not sm.spot:
-        c.add(
-            "warning",
-            ("training", "sagemaker", "checkpoint_s3_uri"),
-            "is sent to SageMaker only with spot: true (to resume an interrupted spot job); without it, it is ignored",
-        )
+def _backends(c: _Checker) -> None:
+    """What the chosen backends' own settings parsers advise (config.Settings.advice)."""
+    from .config import chosen_settings
+
+    for parser in chosen_settings(c.cfg):
+        for level, path, message in parser.advice(c.cfg) if parser.advice else ():
+            c.add(level, path, message)
 
 
 def _serving(c: _Checker) -> None:

@@ -6,7 +6,9 @@ for what it can do (`remote`, `on_aws`, `processes`, ...) and for its implementa
 new module plus one line in a table here; docs/architecture.md walks through it.
 
 Entries name their implementation as "module:attribute" and load it on first use: the CLI
-never pays for an SDK the configuration does not use (tests/unit/test_imports.py).
+never pays for an SDK the configuration does not use (tests/unit/test_imports.py). An entry
+with settings of its own in mlops-ci.yaml names their parser the same way (`settings`): config.py
+parses the keys every backend of a kind shares and asks the chosen entry's parser for the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class Kind:
         --no-wait, followed later with `wait`, stopped when superseded; its channels are URIs).
     processes: endpoints only: serving processes on this machine that mlops-ci starts and stops.
     secrets: the repository secrets the workflows must pass it (`doctor` checks them).
+    settings: "module:attribute" of the parser of its own keys in its section of mlops-ci.yaml
+        (a `config.Settings`, light to import: `config check` loads it, never the implementation);
+        "" when it has none.
     """
 
     name: str
@@ -38,10 +43,18 @@ class Kind:
     remote: bool = False
     processes: bool = False
     secrets: tuple[str, ...] = ()
+    settings: str = ""
 
     def load(self) -> object:
         """The implementation (imported now, not before)."""
         module, _, attr = self.impl.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def parser(self) -> object:
+        """The parser of its own settings (imported now, not before), or None."""
+        if not self.settings:
+            return None
+        module, _, attr = self.settings.partition(":")
         return getattr(importlib.import_module(module), attr)
 
 
@@ -54,25 +67,43 @@ TRAINING: dict[str, Kind] = {
         extra="sagemaker",
         on_aws=True,
         remote=True,
+        settings="mlops_ci.settings.sagemaker:TRAINING",
     ),
 }
 
 TRACKING: dict[str, Kind] = {
     "local": Kind("local", "the run store"),  # the store's own records: no tracker
-    "comet": Kind("comet", "Comet", "mlops_ci.backends.comet:Comet", extra="comet", secrets=("COMET_API_KEY",)),
+    "comet": Kind(
+        "comet",
+        "Comet",
+        "mlops_ci.backends.comet:Comet",
+        extra="comet",
+        secrets=("COMET_API_KEY",),
+        settings="mlops_ci.settings.comet:TRACKING",
+    ),
 }
 
 REGISTRY: dict[str, Kind] = {
     "local": Kind("local", "the run store"),  # the store's model versions: no second registry
     "sagemaker": Kind(
-        "sagemaker", "SageMaker", "mlops_ci.backends.sagemaker:SageMakerRegistry", extra="sagemaker", on_aws=True
+        "sagemaker",
+        "SageMaker",
+        "mlops_ci.backends.sagemaker:SageMakerRegistry",
+        extra="sagemaker",
+        on_aws=True,
+        settings="mlops_ci.settings.sagemaker:REGISTRY",
     ),
 }
 
 ENDPOINTS: dict[str, Kind] = {
     "local": Kind("local", "this machine", "mlops_ci.backends.local_endpoints:LocalEndpoints", processes=True),
     "sagemaker": Kind(
-        "sagemaker", "SageMaker", "mlops_ci.backends.sagemaker:SageMakerRollout", extra="sagemaker", on_aws=True
+        "sagemaker",
+        "SageMaker",
+        "mlops_ci.backends.sagemaker:SageMakerRollout",
+        extra="sagemaker",
+        on_aws=True,
+        settings="mlops_ci.settings.sagemaker:ENDPOINT",
     ),
 }
 

@@ -23,6 +23,7 @@ from ..compare import downsample
 from ..config import Config, MetricGoal
 from ..errors import BadCredentials, ConfigError, IntegrityError, MlopsCiError, NotFound, Refused, Transient
 from ..records import ModelVersion, Run
+from ..settings.comet import CometTrackingConfig
 from . import Context
 
 CLOUD = "https://www.comet.com"  # comet_ml's default server
@@ -75,6 +76,7 @@ def _quiet_comet(env: Mapping[str, str]) -> None:
 class Comet:
     def __init__(self, cfg: Config, env: Mapping[str, str]):
         t = cfg.tracking
+        assert isinstance(t, CometTrackingConfig), "made for tracking.backend: comet only"
         self.cfg, self.t, self.env = cfg, t, env
         assert t.workspace is not None
         self.workspace: str = t.workspace

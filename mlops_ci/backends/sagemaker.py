@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from .._files import LinkOutside, files_under, pack_deterministic
 from .._untrusted import guard, inline
-from ..config import AwsConfig, Config, EndpointConfig, SageMakerTraining
+from ..config import AwsConfig, Config, EndpointConfig
 from ..errors import (
     BadCredentials,
     Busy,
@@ -34,6 +34,7 @@ from ..errors import (
     ServiceRefused,
     Transient,
 )
+from ..settings.sagemaker import SageMakerTraining
 from . import Context, Effects, Live, RolloutHost, StepFailed, TrainingResult, TrainingSpec, sagemaker_types
 from .local_training import METRICS_FILE, MetricScanner, encode_hyperparameters, read_metrics_file
 
@@ -244,8 +245,10 @@ def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, w
 
 def serving_instance_type(cfg: Config) -> str | None:
     """The instance type a registered package is meant for: the first SageMaker endpoint's."""
+    from ..settings.sagemaker import SageMakerEndpointConfig
+
     for ep in cfg.endpoints:
-        if ep.kind.on_aws:
+        if isinstance(ep, SageMakerEndpointConfig):
             return ep.instance_type
     return None
 

@@ -22,7 +22,6 @@ from .. import gate as gate_mod
 from .._files import LinkOutside, files_under, pack_deterministic, sha256_tree
 from ..backends import Tracker, TrainingResult, TrainingSpec, owner_label, run_url
 from ..ci import detect
-from ..config import SageMakerTraining
 from ..errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from ..records import Run, Verdict
 from ..workspace import Workspace, differs
@@ -335,6 +334,8 @@ class Training:
 
         others = {f"data_{name}": f"{d.get('uri')} {digest(d)}" for name, d in data.items()}
         if remote:
+            from ..settings.sagemaker import SageMakerTraining
+
             sm = self.ws.cfg.training.sagemaker or SageMakerTraining()
             others["sagemaker_region"] = self.ws.cfg.aws.region or ""
             others["sagemaker_instance"] = f"{sm.instance_count} x {sm.instance_type}"

@@ -2,7 +2,8 @@
 
 It exists to show that a tracker plugs in through mlops_ci/kinds.py (one table line, this
 module) without a change to the core; tests/integration/test_second_tracker.py adds it to the
-table. It implements backends.Tracker and nothing else.
+table. It implements backends.Tracker, and parses its own keys of `tracking` (SETTINGS, which the
+table line names): the core parser knows nothing of them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_ci.backends import Context
-from mlops_ci.config import MetricGoal
+from mlops_ci.config import KeyPath, MetricGoal, Settings, TrackingConfig, _Reader, core_fields, opt_string
 from mlops_ci.records import ModelVersion, Run
+
+
+@dataclass(frozen=True)
+class MemoTrackingConfig(TrackingConfig):
+    """`tracking` with `backend: memo`."""
+
+    workspace: str = "memo"  # the team the journal is kept for
+    model_name: str | None = None  # set: promote registers versions with the tracker, deploy tells it
+
+
+def _parse(r: _Reader, m: dict[str, object], p: KeyPath, core: TrackingConfig) -> MemoTrackingConfig:
+    workspace = r.string(m.get("workspace", "memo"), (*p, "workspace"))
+    if not workspace.isidentifier():
+        raise r.fail((*p, "workspace"), "a memo workspace is one word")
+    return MemoTrackingConfig(**core_fields(core), workspace=workspace, model_name=opt_string(r, m, "model_name", p))
+
+
+SETTINGS = Settings(MemoTrackingConfig, ("workspace", "model_name"), _parse)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pytest
 
 from mlops_ci.backends import sagemaker_types
 from mlops_ci.backends.sagemaker import image_for, metrics_metadata
-from mlops_ci.config import SageMakerTraining
 from mlops_ci.errors import ConfigError
+from mlops_ci.settings.sagemaker import SageMakerTraining
 from tests.fakes import aws_model
 from tests.fakes.sagemaker import ACCOUNT, REGION, FakeSageMaker, JobScript
 from tests.integration.test_sagemaker import ROLE, Repo, fake, repo, sm_config  # noqa: F401

@@ -1,5 +1,6 @@
 """A tracker plugs in through the table (mlops_ci/kinds.py) without touching the core:
-tests/fakes/memo_tracker.py is one module, and one table line makes it `tracking.backend: memo`."""
+tests/fakes/memo_tracker.py is one module, and one table line makes it `tracking.backend: memo`
+(its implementation, and the parser of its own keys of `tracking`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from mlops_ci import kinds
 from tests.conftest import Project, fast_config
 from tests.fakes.memo_tracker import MemoTracker
 
-MEMO = kinds.Kind("memo", "Memo", "tests.fakes.memo_tracker:MemoTracker")
+MEMO = kinds.Kind("memo", "Memo", "tests.fakes.memo_tracker:MemoTracker", settings="tests.fakes.memo_tracker:SETTINGS")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import mlops_ci
-from mlops_ci import kinds
+from mlops_ci import config, kinds
 
 PKG = Path(mlops_ci.__file__).parent
 SOURCES = sorted(p for p in PKG.rglob("*.py") if "_offline_comet" not in p.parts)
@@ -66,6 +66,82 @@ def test_every_entry_of_the_tables_loads(table: str):
         if kind.impl:
             impl = kind.load()
             assert callable(impl), f"{table}.{name}: {kind.impl}"
+        if kind.settings:
+            parser = config.settings_of(kind)
+            assert parser is not None, f"{table}.{name}: {kind.settings}"
+            if parser.section is not None:  # what it parses: its section, with its own keys added
+                core = {"training": config.TrainingConfig, "tracking": config.TrackingConfig,
+                        "endpoints": config.EndpointConfig}[table]  # fmt: skip
+                assert issubclass(parser.section, core) and parser.parse is not None
+                assert set(parser.keys) <= set(parser.section.__dataclass_fields__) - set(core.__dataclass_fields__)
+
+
+# -- the core config parser knows no backend's settings --------------------------------------
+def _owned_keys() -> set[str]:
+    """The keys the backends' own parsers add to their sections (training.sagemaker, tracking.workspace, ...)."""
+    parsers = [config.settings_of(k) for table in kinds.TABLES.values() for k in table.values()]
+    return {key for p in parsers if p is not None for key in p.keys}
+
+
+def _backend_words(path: Path, shown: str, owned: set[str]) -> list[str]:
+    """Names and text in a module that belong to a backend: an identifier or string (docstrings,
+    messages, f-string parts, module names) naming a backend the config chooses other than the
+    default 'local', and a string that is a key a backend's own parser reads."""
+    # the backends mlops-ci.yaml chooses (the forge is not one: `.github/` is any repository's)
+    chosen = {n for table in ("training", "tracking", "registry", "endpoints") for n in kinds.TABLES[table]}
+    names = sorted(n.lower() for n in chosen - {"local"})
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        words: list[str] = []
+        if isinstance(node, ast.Name):
+            words = [node.id]
+        elif isinstance(node, ast.Attribute):
+            words = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            words = [node.name]
+        elif isinstance(node, ast.arg) or (isinstance(node, ast.keyword) and node.arg):
+            words = [node.arg]
+        elif isinstance(node, ast.ImportFrom):
+            words = [node.module or "", *(a.name for a in node.names), *(a.asname or "" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            words = [*(a.name for a in node.names), *(a.asname or "" for a in node.names)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in owned:
+                found.append((node.lineno, f"{node.value!r} is a key a backend's own parser reads"))
+            words = [node.value]
+        for word in words:
+            hit = next((n for n in names if n in word.lower()), None)
+            if hit:
+                found.append((getattr(node, "lineno", 0), f"{word[:60]!r} names {hit}"))
+    return [f"{shown}:{line}: {what}" for line, what in sorted(found)]
+
+
+def test_the_core_config_parser_knows_no_backend_by_its_settings():
+    # SageMaker's and Comet's settings are parsed by their own parsers (mlops_ci/settings/),
+    # which their table entries name; config.py reads only what every backend of a kind shares
+    assert _backend_words(PKG / "config.py", "config.py", _owned_keys()) == []
+
+
+def test_the_settings_check_finds_what_it_is_for(tmp_path: Path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        '"""Parses the SageMaker job."""\n'
+        "from .settings.comet import X\n"
+        "def parse_sagemaker(r, sm_settings): pass\n"
+        "x = cfg.training.sagemaker\n"
+        "y = m.get('instance_type')\n"
+        "z = f'a {k} Comet'\n"
+        "w = m.get('backend')\n"
+    )
+    got = [line.split(": ", 1)[1] for line in _backend_words(sample, "sample.py", _owned_keys())]
+    assert got == [
+        "'Parses the SageMaker job.' names sagemaker",
+        "'settings.comet' names comet",
+        "'parse_sagemaker' names sagemaker",
+        "'sagemaker' names sagemaker",
+        "'instance_type' is a key a backend's own parser reads",
+        "' Comet' names comet",
+    ]
 
 
 def _imports(path: Path) -> set[str]:

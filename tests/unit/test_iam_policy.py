@@ -487,7 +487,7 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
             assert not any("boto3" in ast.unparse(n) for n in imports), f"{rel} imports boto3: its calls must be found"
         elif uses:
             assert rel in by_module, f"{rel} uses boto3 but no AWS call of it was found: teach discover() its pattern"
-    assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py"} <= by_module  # fmt: skip
+    assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py"} <= by_module
     for probe in [
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "create_training_job"),
         ("mlops_ci/backends/sagemaker.py", "sagemaker", "update_endpoint"),  # getattr(…, "update_endpoint" if …)

@@ -1,0 +1,235 @@
+"""SageMaker's own settings: the training job (`training.sagemaker`), an endpoint's instances and
+blue/green deployment (`endpoints[].instance_type`, `instance_count`, `deployment`), and what
+serving on SageMaker needs of the rest of the file (an inference image that fits its instances).
+
+The limits are SageMaker's, checked before any request (the API reference's wording); the image
+facts are in mlops_ci/backends/sagemaker_types.py, imported only when a scikit-learn image is
+asked for. The entries of mlops_ci/kinds.py name TRAINING, ENDPOINT and REGISTRY.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..config import (
+    Config,
+    EndpointConfig,
+    KeyPath,
+    Settings,
+    TrainingConfig,
+    core_fields,
+    opt_string,
+    settings_of,
+    strings,
+)
+
+TYPE_CHECKING = False  # as in config.py: only the type checker needs `typing`
+if TYPE_CHECKING:
+    from ..config import _Reader
+
+_S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z"
+
+
+@dataclass(frozen=True)
+class SageMakerTraining:
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    volume_size: int = 30
+    image_uri: str | None = None
+    framework: str | None = None
+    framework_version: str | None = None
+    py_version: str = "py3"
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    spot: bool = False
+    max_wait: int | None = None
+    checkpoint_s3_uri: str | None = None
+    keep_alive: int = 0
+    retry_attempts: int = 0  # RetryStrategy.MaximumRetryAttempts (1-30): restarts after an internal error
+
+
+@dataclass(frozen=True)
+class SageMakerTrainingConfig(TrainingConfig):
+    """`training` with `backend: sagemaker`: the job's settings under `training.sagemaker`."""
+
+    sagemaker: SageMakerTraining | None = None  # None: another trainer (never so in this class)
+
+
+@dataclass(frozen=True)
+class SageMakerDeployment:
+    """Blue/green traffic shifting for a SageMaker endpoint update."""
+
+    strategy: str = "all_at_once"  # all_at_once | canary | linear
+    percent: int = 10  # canary size, or linear step
+    wait_seconds: int = 300
+    termination_wait_seconds: int = 0
+    max_execution_timeout: int | None = None
+    alarms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SageMakerEndpointConfig(EndpointConfig):
+    """An endpoint with `backend: sagemaker`."""
+
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    deployment: SageMakerDeployment = field(default_factory=SageMakerDeployment)
+
+
+# -- training -------------------------------------------------------------------------------
+def _parse_training(r: _Reader, t: dict[str, object], tp: KeyPath, core: TrainingConfig) -> SageMakerTrainingConfig:
+    sagemaker = _parse_sm_training(r, t.get("sagemaker"), (*tp, "sagemaker"))
+    if sagemaker.max_wait is not None and sagemaker.max_wait < core.max_run:
+        raise r.fail((*tp, "sagemaker", "max_wait"), f"must be >= training.max_run ({core.max_run}): it is the "
+                     "whole wait for spot capacity plus the training time")  # fmt: skip
+    for name, uri in core.channels.items():
+        if not re.match(_S3_URI, uri):
+            raise r.fail(
+                (*tp, "channels", name),
+                f"'{uri}' is not an S3 URI; SageMaker reads its channels from S3 (s3://bucket/prefix): "
+                f"upload the data (aws s3 sync {uri} s3://...) and give its URI",
+            )
+    return SageMakerTrainingConfig(**core_fields(core), sagemaker=sagemaker)
+
+
+def _parse_sm_training(r: _Reader, raw: object, p: KeyPath) -> SageMakerTraining:
+    keys = tuple(SageMakerTraining.__dataclass_fields__)
+    m = r.mapping(raw, p, keys)
+    d = SageMakerTraining()
+    image_uri = opt_string(r, m, "image_uri", p)
+    framework = opt_string(r, m, "framework", p)
+    version = str(m["framework_version"]) if m.get("framework_version") is not None else None
+    if image_uri is None and (framework is None or version is None):
+        raise r.fail(p, "give image_uri, or framework and framework_version (e.g. framework: sklearn, "
+                        "framework_version: '1.2-1') to pick a SageMaker training image")  # fmt: skip
+    spot = r.boolean(m.get("spot", False), (*p, "spot"))
+    max_wait = r.integer(m["max_wait"], (*p, "max_wait"), minimum=1) if m.get("max_wait") is not None else None
+    if spot and max_wait is None:
+        raise r.fail((*p, "spot"), "managed spot training needs max_wait (seconds, >= training.max_run)")
+    if not spot and max_wait is not None:
+        raise r.fail((*p, "max_wait"), "only applies with spot: true")
+    keep_alive = r.integer(m.get("keep_alive", 0), (*p, "keep_alive"))
+    if keep_alive > 21600:
+        raise r.fail((*p, "keep_alive"), "SageMaker keeps a warm pool for at most 21600 seconds (6 hours)")
+    if spot and keep_alive:
+        raise r.fail((*p, "keep_alive"), "SageMaker warm pools cannot be used with managed spot training: "
+                                         "drop keep_alive or spot")  # fmt: skip
+    retries = r.integer(m.get("retry_attempts", 0), (*p, "retry_attempts"))
+    if retries > 30:
+        raise r.fail((*p, "retry_attempts"), "SageMaker retries a training job at most 30 times")
+    instance_type = r.string(m.get("instance_type", d.instance_type), (*p, "instance_type"))
+    if image_uri is None and framework == "sklearn" and version is not None:
+        from ..backends.sagemaker_types import sklearn_image_problem
+
+        problem = sklearn_image_problem(instance_type, version, "training")
+        if problem:
+            raise r.fail((*p, "instance_type"), problem)
+    checkpoint = opt_string(r, m, "checkpoint_s3_uri", p)
+    if checkpoint and not re.match(_S3_URI, checkpoint):
+        raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
+    return SageMakerTraining(
+        instance_type=instance_type,
+        instance_count=r.integer(m.get("instance_count", 1), (*p, "instance_count"), minimum=1),
+        volume_size=r.integer(m.get("volume_size", d.volume_size), (*p, "volume_size"), minimum=1),
+        image_uri=image_uri,
+        framework=framework,
+        framework_version=version,
+        py_version=r.string(m.get("py_version", "py3"), (*p, "py_version")),
+        subnets=strings(r, m.get("subnets"), (*p, "subnets")),
+        security_group_ids=strings(r, m.get("security_group_ids"), (*p, "security_group_ids")),
+        spot=spot,
+        max_wait=max_wait,
+        checkpoint_s3_uri=checkpoint,
+        keep_alive=keep_alive,
+        retry_attempts=retries,
+    )
+
+
+def _advice(cfg: Config) -> list[tuple[str, KeyPath, str]]:
+    """What `config check` warns of: settings SageMaker would ignore."""
+    sm = cfg.training.sagemaker if isinstance(cfg.training, SageMakerTrainingConfig) else None
+    if sm is not None and sm.checkpoint_s3_uri and not sm.spot:
+        return [(
+            "warning",
+            ("training", "sagemaker", "checkpoint_s3_uri"),
+            "is sent to SageMaker only with spot: true (to resume an interrupted spot job); without it, it is ignored",
+        )]  # fmt: skip
+    return []
+
+
+# -- endpoints ------------------------------------------------------------------------------
+def _parse_endpoint(r: _Reader, m: dict[str, object], ep: KeyPath, core: EndpointConfig) -> SageMakerEndpointConfig:
+    if not re.match(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", core.name):
+        raise r.fail((*ep, "name"), "a SageMaker endpoint name uses letters, digits and '-' only")
+    return SageMakerEndpointConfig(
+        **core_fields(core),
+        instance_type=r.string(m.get("instance_type", "ml.m5.large"), (*ep, "instance_type")),
+        instance_count=r.integer(m.get("instance_count", 1), (*ep, "instance_count"), minimum=1),
+        deployment=_parse_deployment(r, m.get("deployment"), (*ep, "deployment")),
+    )
+
+
+def _parse_deployment(r: _Reader, raw: object, p: KeyPath) -> SageMakerDeployment:
+    m = r.mapping(raw, p, tuple(SageMakerDeployment.__dataclass_fields__))
+    percent = r.integer(m.get("percent", 10), (*p, "percent"), minimum=1)
+    timeout = m.get("max_execution_timeout")
+    strategy = r.string(m.get("strategy", "all_at_once"), (*p, "strategy"), choices=("all_at_once", "canary", "linear"))
+    # Limits from the SageMaker API reference (TrafficRoutingConfig, BlueGreenUpdatePolicy)
+    if strategy == "canary" and percent > 50:
+        raise r.fail((*p, "percent"), "a canary must be at most 50% of the variant's instances (SageMaker's limit)")
+    if strategy == "linear" and not 10 <= percent <= 50:
+        raise r.fail((*p, "percent"), "a linear step must be 10-50% of the variant's instances (SageMaker's limit)")
+    if percent > 100:
+        raise r.fail((*p, "percent"), "is a share of capacity: 1-100")
+    for key in ("wait_seconds", "termination_wait_seconds"):
+        if key in m and r.integer(m[key], (*p, key)) > 3600:
+            raise r.fail((*p, key), "SageMaker allows at most 3600 seconds (1 hour)")
+    if timeout is not None and r.integer(timeout, (*p, "max_execution_timeout")) > 28800:
+        raise r.fail((*p, "max_execution_timeout"), "SageMaker allows 600-28800 seconds (8 hours)")
+    alarms = strings(r, m.get("alarms"), (*p, "alarms"))
+    if strategy != "all_at_once" and not alarms:
+        raise r.fail(
+            (*p, "strategy"),
+            f"a {strategy} rollout only protects anything with CloudWatch alarms to roll back on: add "
+            "deployment.alarms (e.g. the endpoint's 5xx and latency alarms) or use strategy: all_at_once",
+        )
+    return SageMakerDeployment(
+        strategy=strategy,
+        percent=percent,
+        wait_seconds=r.integer(m.get("wait_seconds", 300), (*p, "wait_seconds")),
+        termination_wait_seconds=r.integer(m.get("termination_wait_seconds", 0), (*p, "termination_wait_seconds")),
+        max_execution_timeout=r.integer(timeout, (*p, "max_execution_timeout"), minimum=600)
+        if timeout is not None else None,
+        alarms=alarms,
+    )  # fmt: skip
+
+
+# -- serving, whichever section puts a model on SageMaker ------------------------------------
+def _check_serving(r: _Reader, cfg: Config) -> None:
+    """An endpoint or a model package on SageMaker needs an inference image that runs on its
+    instances: serving.image_uri, or the image of training.sagemaker's framework."""
+    users: list[KeyPath] = [("endpoints", i) for i, e in enumerate(cfg.endpoints) if settings_of(e.kind) is ENDPOINT]
+    if settings_of(cfg.registry.kind) is REGISTRY:
+        users.append(("registry", "backend"))
+    sm = cfg.training.sagemaker if isinstance(cfg.training, SageMakerTrainingConfig) else None
+    serving = cfg.serving
+    if users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
+        raise r.fail(users[0], "SageMaker serving needs an inference image: set serving.image_uri, or "
+                               "training.sagemaker.framework to use that framework's image")  # fmt: skip
+    if serving.image_uri is None and sm is not None and sm.image_uri is None and sm.framework == "sklearn":
+        from ..backends.sagemaker_types import sklearn_image_problem
+
+        for i, e in enumerate(cfg.endpoints):
+            problem = isinstance(e, SageMakerEndpointConfig) and sklearn_image_problem(
+                e.instance_type, sm.framework_version or "", "inference"
+            )
+            if problem:
+                raise r.fail(("endpoints", i, "instance_type"), problem)
+
+
+TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_serving, _advice)
+ENDPOINT = Settings(
+    SageMakerEndpointConfig, ("instance_type", "instance_count", "deployment"), _parse_endpoint, _check_serving
+)
+REGISTRY = Settings(check=_check_serving)  # its keys are the core's (registry.model_package_group, approval)
