@@ -63,7 +63,7 @@ TRAINING: dict[str, Kind] = {
     "sagemaker": Kind(
         "sagemaker",
         "SageMaker",
-        "mlops_ci.backends.sagemaker:SageMakerTrainer",
+        "mlops_ci.backends.sagemaker_training:SageMakerTrainer",
         extra="sagemaker",
         on_aws=True,
         remote=True,
@@ -88,7 +88,7 @@ REGISTRY: dict[str, Kind] = {
     "sagemaker": Kind(
         "sagemaker",
         "SageMaker",
-        "mlops_ci.backends.sagemaker:SageMakerRegistry",
+        "mlops_ci.backends.sagemaker_registry:SageMakerRegistry",
         extra="sagemaker",
         on_aws=True,
         settings="mlops_ci.settings.sagemaker:REGISTRY",
@@ -100,7 +100,7 @@ ENDPOINTS: dict[str, Kind] = {
     "sagemaker": Kind(
         "sagemaker",
         "SageMaker",
-        "mlops_ci.backends.sagemaker:SageMakerRollout",
+        "mlops_ci.backends.sagemaker_endpoints:SageMakerRollout",
         extra="sagemaker",
         on_aws=True,
         settings="mlops_ci.settings.sagemaker:ENDPOINT",

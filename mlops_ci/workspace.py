@@ -274,7 +274,7 @@ class Workspace:
     def aws(self) -> Any:
         """The boto3 session for SageMaker (created once)."""
         if self._aws is None:
-            from .backends.sagemaker import Aws
+            from .backends.aws import Aws
 
             self._aws = Aws(self.cfg.aws, self.env)
         return self._aws

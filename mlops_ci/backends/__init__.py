@@ -14,7 +14,7 @@ from ..records import Deployment, EndpointState, ModelVersion, Run, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config, EndpointConfig, MetricGoal
-    from .sagemaker import Aws
+    from .aws import Aws
 
 
 class Store(Protocol):

@@ -32,7 +32,7 @@ from . import DeploymentRecorder, Effects, EndpointBackend, Live, StepFailed, St
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..context import Git, GitContext
-    from .sagemaker import Aws
+    from .aws import Aws
 
 
 class Host(Protocol):

@@ -117,7 +117,8 @@ class Promotion:
     def register_package(self, mv: ModelVersion) -> str | None:
         """The version as a model package in the SageMaker registry (idempotent by SHA);
         only ever called behind a passed gate."""
-        from ..backends.sagemaker import SageMakerRegistry, model_data_uri
+        from ..backends.sagemaker import model_data_uri
+        from ..backends.sagemaker_registry import SageMakerRegistry
 
         # Whether a package needs a human's approval is policy: the committed config's, like the gate's
         approval = self.ws.policy(mv.sha)[0].registry.approval

@@ -181,7 +181,7 @@ class Reviewer:
         """The evaluation channel on this machine, and its digest. An S3 channel is downloaded
         once into the workspace (keyed by its objects' ETags)."""
         if raw.startswith("s3://"):
-            from ..backends.sagemaker import download_prefix
+            from ..backends.aws import download_prefix
 
             return download_prefix(self.ws.aws(), raw, self.ws.home / "eval-data")
         p = Path(raw)

@@ -4,7 +4,7 @@ check → lock → read what serves (nothing to do if it is the version) → mir
 deployment) → new version up beside the old → check it → switch traffic → check again → endpoint
 state → deployment record → old version stops → mirror the end.
 
-The endpoint backends (backends/local_endpoints.LocalRollout, backends/sagemaker.SageMakerSteps)
+The endpoint backends (backends/local_endpoints.LocalRollout, backends/sagemaker_endpoints.SageMakerSteps)
 only say how each step is done. Every write goes through an `Effects` sink: performed, or in a
 dry run recorded in the plan, so the plan is the real run's writes in the real run's order.
 """

@@ -9,7 +9,7 @@ import string
 
 import pytest
 
-from mlops_ci.backends.sagemaker import job_name
+from mlops_ci.backends.sagemaker_training import job_name
 from mlops_ci.config import parse
 from mlops_ci.errors import ConfigError
 from tests.fakes.sagemaker import FakeSageMaker

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from mlops_ci.backends import sagemaker_types
-from mlops_ci.backends.sagemaker import image_for, metrics_metadata
+from mlops_ci.backends.sagemaker import image_for
+from mlops_ci.backends.sagemaker_registry import metrics_metadata
 from mlops_ci.errors import ConfigError
 from mlops_ci.settings.sagemaker import SageMakerTraining
 from tests.fakes import aws_model

@@ -73,16 +73,16 @@ TRANSFERS = {
 #     status, endpoint stop, invoke
 ROLE_OF: dict[tuple[str, str], set[str]] = {
     # shared S3 helpers: the source (train), the model data (promote, deploy)
-    ("mlops_ci/backends/sagemaker.py", "Aws."): {"training", "deploy"},
-    ("mlops_ci/backends/sagemaker.py", "SageMakerTrainer."): {"training"},  # train, wait
-    ("mlops_ci/backends/sagemaker.py", "_LogTail."): {"training"},  # train, wait
-    ("mlops_ci/backends/sagemaker.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
+    ("mlops_ci/backends/aws.py", "Aws."): {"training", "deploy"},
+    ("mlops_ci/backends/sagemaker_training.py", "SageMakerTrainer."): {"training"},  # train, wait
+    ("mlops_ci/backends/sagemaker_training.py", "_LogTail."): {"training"},  # train, wait
+    ("mlops_ci/backends/sagemaker_registry.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
     ("mlops_ci/backends/sagemaker.py", "model_data_uri"): {"deploy"},  # promote, deploy
-    ("mlops_ci/backends/sagemaker.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
-    ("mlops_ci/backends/sagemaker.py", "_s3_objects"): {"training"},  # train (channel digests), report/gate
-    ("mlops_ci/backends/sagemaker.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
-    ("mlops_ci/backends/sagemaker.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
-    ("mlops_ci/backends/sagemaker.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
+    ("mlops_ci/backends/aws.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
+    ("mlops_ci/backends/aws.py", "s3_objects"): {"training"},  # train (channel digests), report/gate
+    ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
+    ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
+    ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
     ("mlops_ci/verbs/train.py", "Training._train_plan"): {"training"},  # train --dry-run
     ("mlops_ci/backends/s3_store.py", "S3Store."): {"training", "deploy"},  # the run store: every verb
     ("mlops_ci/integrity.py", "Signer."): {SIGNING},  # gate signs, promote signs, deploy verifies
@@ -487,19 +487,26 @@ def test_discovery_finds_the_calls_of_every_module_that_uses_aws(calls):
             assert not any("boto3" in ast.unparse(n) for n in imports), f"{rel} imports boto3: its calls must be found"
         elif uses:
             assert rel in by_module, f"{rel} uses boto3 but no AWS call of it was found: teach discover() its pattern"
-    assert {"mlops_ci/backends/sagemaker.py", "mlops_ci/backends/s3_store.py", "mlops_ci/integrity.py"} <= by_module
+    assert {
+        "mlops_ci/backends/aws.py",
+        "mlops_ci/backends/sagemaker_training.py",
+        "mlops_ci/backends/sagemaker_registry.py",
+        "mlops_ci/backends/sagemaker_endpoints.py",
+        "mlops_ci/backends/s3_store.py",
+        "mlops_ci/integrity.py",
+    } <= by_module
     for probe in [
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "create_training_job"),
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "update_endpoint"),  # getattr(…, "update_endpoint" if …)
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "create_endpoint_config"),  # create_once's table
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "list_tags"),  # Aws.call("sagemaker", "list_tags")
-        ("mlops_ci/backends/sagemaker.py", "sagemaker-runtime", "invoke_endpoint"),
-        ("mlops_ci/backends/sagemaker.py", "logs", "get_log_events"),
-        ("mlops_ci/backends/sagemaker.py", "s3", "list_objects_v2"),  # get_paginator("list_objects_v2")
-        ("mlops_ci/backends/sagemaker.py", "s3", "upload_file"),
+        ("mlops_ci/backends/sagemaker_training.py", "sagemaker", "create_training_job"),
+        ("mlops_ci/backends/sagemaker_endpoints.py", "sagemaker", "update_endpoint"),  # getattr(client, op if …)
+        ("mlops_ci/backends/sagemaker_endpoints.py", "sagemaker", "create_endpoint_config"),  # create_once's table
+        ("mlops_ci/backends/sagemaker_endpoints.py", "sagemaker", "list_tags"),  # Aws.call("sagemaker", "list_tags")
+        ("mlops_ci/backends/sagemaker_endpoints.py", "sagemaker-runtime", "invoke_endpoint"),
+        ("mlops_ci/backends/sagemaker_training.py", "logs", "get_log_events"),
+        ("mlops_ci/backends/aws.py", "s3", "list_objects_v2"),  # get_paginator("list_objects_v2")
+        ("mlops_ci/backends/aws.py", "s3", "upload_file"),
         ("mlops_ci/backends/s3_store.py", "s3", "delete_object"),
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "describe_model_package_group"),  # Aws.describe(op, …)
-        ("mlops_ci/backends/sagemaker.py", "sagemaker", "describe_endpoint"),  # SageMakerEndpoint.describe
+        ("mlops_ci/backends/sagemaker_registry.py", "sagemaker", "describe_model_package_group"),  # Aws.describe(op, …)
+        ("mlops_ci/backends/sagemaker_endpoints.py", "sagemaker", "describe_endpoint"),  # SageMakerEndpoint.describe
         ("mlops_ci/integrity.py", "kms", "sign"),  # Signer._call("sign"): the client handed over by the workspace
     ]:
         assert probe in found, probe
@@ -663,13 +670,16 @@ def test_the_permissions_section_explains_every_placeholder_and_names_both_polic
 
 
 # -- (c) a new AWS call that no policy allows fails ---------------------------------------------
-NEW_CALLS = """
+NEW_ENDPOINT_CALLS = """
 import boto3
 
 class SageMakerRollout:
     def prune(self, name):
         boto3.client("sagemaker").delete_endpoint_config(EndpointConfigName=name)
         self.aws.call("sagemaker", "delete_model", "delete a model", ModelName=name)
+"""
+NEW_TRAINING_CALLS = """
+import boto3
 
 class SageMakerTrainer:
     def run(self):
@@ -681,7 +691,9 @@ class SageMakerTrainer:
 
 def test_a_module_that_gains_an_aws_call_not_in_the_policy_fails(calls):
     sources = package_sources()
-    sources["mlops_ci/backends/sagemaker.py"] += NEW_CALLS  # the real module, with new calls in it
+    # the real modules, with new calls in them
+    sources["mlops_ci/backends/sagemaker_endpoints.py"] += NEW_ENDPOINT_CALLS
+    sources["mlops_ci/backends/sagemaker_training.py"] += NEW_TRAINING_CALLS
     new = sorted(set(discover(sources)) - set(calls), key=lambda c: (c.site, c.op))
     assert {(c.site, c.service, c.op) for c in new} == {
         ("SageMakerRollout.prune", "sagemaker", "delete_endpoint_config"),
