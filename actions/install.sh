@@ -24,11 +24,21 @@ fi
 want="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$root/mlops_ci/__init__.py")"
 marker="${RUNNER_TEMP:-${TMPDIR:-/tmp}}/mlops-ci-installed"
 
+wheel=""
+wheel_dir=""
 install() { # $1: extras
-  local spec="$root"
-  if [[ -n "$1" ]]; then spec="$root[$1]"; fi
-  # from the action's own directory: `python -m` imports from the current directory first, and
-  # the working directory may hold a pull request's files
+  # The action's checkout is built into a wheel once, so that installing the extras after the
+  # package (which tells which extras the config needs) does not build it a second time.
+  # From the action's own directory: `python -m` imports from the current directory first, and
+  # the working directory may hold a pull request's files.
+  if [[ -z "$wheel" ]]; then
+    wheel_dir="$(mktemp -d "${RUNNER_TEMP:-${TMPDIR:-/tmp}}/mlops-ci-wheel.XXXXXX")"
+    trap 'rm -rf "$wheel_dir"' EXIT
+    (cd "$root" && python -m pip wheel --disable-pip-version-check --quiet --no-deps -w "$wheel_dir" "$root")
+    wheel="$(find "$wheel_dir" -maxdepth 1 -name 'mlops_ci-*.whl' | head -n 1)"
+  fi
+  local spec="$wheel"
+  if [[ -n "$1" ]]; then spec="$wheel[$1]"; fi
   (cd "$root" && python -m pip install --disable-pip-version-check --quiet "$spec")
 }
 
