@@ -366,3 +366,23 @@ def server(tmp_path: Path) -> Iterator[Any]:
     s.bare("acme/models")
     yield s
     s.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n`, on by default): the workflows under a real runner (tests/gha) take
+    half of the suite's time in a few tests, so each worker starts with its share of them. xdist's
+    worksteal scheduler hands worker i the i-th of n equal slices of this order, so each slice
+    begins with every n-th runner test, then its share of the rest. Without xdist the order stays."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 0))
+    if workers < 2:
+        return
+    slow = [i for i in items if i.get_closest_marker("gha")]
+    rest = [i for i in items if not i.get_closest_marker("gha")]
+    size = -(-len(items) // workers)  # the slice each worker gets first
+    ordered: list[pytest.Item] = []
+    for w in range(workers):
+        mine = slow[w::workers]
+        take = max(0, min(size - len(mine), len(rest)))
+        ordered += mine + rest[:take]
+        rest = rest[take:]
+    items[:] = ordered + rest
