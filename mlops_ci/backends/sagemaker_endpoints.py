@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._untrusted import guard, inline
@@ -286,6 +287,7 @@ class SageMakerSteps:
         self.aws, self.ws = rollout.aws, rollout.ws
         self.sme = rollout.endpoint(ep)
         self.d: Answer | None = None  # the endpoint as described under the lock
+        self.artifact = Path()  # the verified artifact, once `live` has hashed it under the lock
         self.data, self.upload = "", False
         self.model = self.config = ""
         self.old = "nothing"  # how messages name what serves
@@ -301,6 +303,9 @@ class SageMakerSteps:
             sme.busy(d)
             if d["EndpointStatus"] not in ("Failed", "OutOfService"):
                 sme.follow_autoscaling(d)
+        # Hashed again under the lock (a read, in a dry run too): the artifact may have changed
+        # while this deploy waited, and SageMaker is about to be pointed at it.
+        self.artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
         self.data, self.upload = model_data_uri(self.aws, mv, None)
         self.model, self.config = sme.names(mv, self.data)
         url = runtime_url(self.aws.region, ep.name)
@@ -341,9 +346,7 @@ class SageMakerSteps:
             self.d = None
 
     def _upload(self) -> None:
-        # Hashed again under the lock: the file may have changed while this deploy waited.
-        mv = self.mv
-        artifact = self.ws.verify_artifact(mv.artifact_uri, mv.artifact_sha256, what=f"v{mv.version}")
+        mv, artifact = self.mv, self.artifact
         if self.aws.upload_once(artifact, self.data, mv.artifact_sha256):
             self.ws.say(f"uploaded the model ({artifact.stat().st_size} bytes) to {self.data}")
 

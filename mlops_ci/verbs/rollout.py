@@ -16,7 +16,7 @@ import time
 from ..backends import DeploymentRecorder, Effects, EndpointBackend, StepFailed, pause
 from ..backends.local_endpoints import LocalEndpoints
 from ..config import EndpointConfig
-from ..errors import DeployFailed
+from ..errors import DeployFailed, MlopsCiError
 from ..records import Deployment, ModelVersion
 
 
@@ -63,6 +63,13 @@ def rollout(
             if recorder:
                 recorder.end("failed", live.url, f"{exc.reason}; {still}")
             raise DeployFailed(f"{kind} of v{mv.version} to {ep.name} failed: {exc.reason}; {still}") from None
+        except MlopsCiError as exc:
+            # A refusal or a service's error mid-rollout (an upload denied, a router that cannot
+            # start) keeps its own exit code and leaves the store as it was (a transient error
+            # is retried without --retry-failed), but the GitHub deployment begun above ends.
+            if recorder and not fx.dry_run:
+                recorder.end("failed", live.url, exc.message)
+            raise
         said = detail()
         fx(
             "store",

@@ -189,6 +189,29 @@ def test_deploy_under_actions_records_a_github_deployment(project: Project, fake
     assert code == 4
 
 
+def test_a_deploy_that_stops_mid_rollout_ends_its_github_deployment(project: Project, fake, tmp_path, monkeypatch):
+    """An error that is not a failed check (here the router's port is taken) keeps its exit code,
+    but the GitHub deployment begun for the rollout ends as failure, not in_progress forever."""
+    import socket
+
+    release(project, "v1.0.0")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    cfg = project.path / "mlops-ci.yaml"
+    cfg.write_text(cfg.read_text().replace("  - name: production\n", f"  - name: production\n    port: {port}\n"))
+    actions_env(monkeypatch, fake, tmp_path, project)
+    monkeypatch.delenv("GITHUB_EVENT_PATH")
+    try:
+        code, _, err = project.cli("deploy", "v1.0.0")
+    finally:
+        taken.close()
+    assert code == 7 and f"could not start the router of endpoint production on port {port}" in err
+    (dep,) = fake.deployments.values()
+    assert [s["state"] for s in fake.deployment_statuses[dep["id"]]] == ["in_progress", "failure"]
+
+
 def test_rollback_is_recorded_and_the_replaced_deployment_goes_inactive(project: Project, fake, tmp_path, monkeypatch):
     release(project, "v1.0.0")
     release(project, "v2.0.0", scale=2.0)
