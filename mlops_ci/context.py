@@ -101,6 +101,20 @@ class Git:
         hint = " (the clone may be shallow: fetch with fetch-depth: 0)" if self.shallow else ""
         raise NotFound(f"git ref '{ref}' does not name a commit in this repository{hint}")
 
+    def is_branch(self, name: str) -> bool:
+        """`name` is a local branch (`main`) or a remote-tracking one (`origin/main`)."""
+        wanted = (f"refs/heads/{name}", f"refs/remotes/{name}")
+        out = self._git_ok("for-each-ref", "--format=%(refname)", *wanted)
+        return any(line in wanted for line in out.splitlines())
+
+    def commits_with_prefix(self, prefix: str) -> list[str]:
+        """Every commit whose SHA starts with `prefix` (4+ hex digits): more than one is why git
+        refuses the prefix as ambiguous."""
+        if not (4 <= len(prefix) <= 40 and all(c in "0123456789abcdefABCDEF" for c in prefix)):
+            return []
+        found = self._git_ok("rev-parse", f"--disambiguate={prefix.lower()}").split()[:20]
+        return sorted(oid for oid in found if self._git_ok("cat-file", "-t", oid).strip() == "commit")
+
     def head_sha(self) -> str:
         if not self.has_commits():
             raise GitError("the repository has no commits yet; commit your model code first")

@@ -3,45 +3,39 @@ data, and forward to its deployments, with the artifact digest verified now."""
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from . import integrity
 from ._untrusted import inline, mask_params
 from .backends import fetch_checked
-from .errors import MlopsCiError, NotFound
+from .errors import MlopsCiError
 from .records import data_summary
+from .refs import ANYTHING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .records import ModelVersion, Run
+    from .records import Run
+    from .refs import Target
     from .workspace import Workspace
 
 
-def resolve(ws: Workspace, target: str) -> tuple[str, ModelVersion | None, str | None]:
-    """`target` (endpoint, vN / N, tag, SHA) → (sha, model version or None, endpoint or None)."""
-    names = {e.name for e in ws.cfg.endpoints} | {s.name for s in ws.store.endpoint_states(ws.project)}
-    if target in names:
-        state = ws.store.endpoint_state(ws.project, target)
-        if state is None or state.version is None:
-            raise NotFound(f"endpoint {target} has never had a version deployed")
-        mv = ws.store.get_version(ws.project, state.version)
-        if mv is None:
-            raise NotFound(f"endpoint {target} serves v{state.version}, which is not in the registry")
-        return mv.sha, mv, target
-    m = re.fullmatch(r"v?(\d+)", target)
-    if m and target not in ws.git.tags():
-        mv = ws.store.get_version(ws.project, int(m.group(1)))
-        if mv is not None:
-            return mv.sha, mv, None
-    sha = ws.git.resolve(target)
-    return sha, ws.store.version_for_sha(ws.project, sha), None
+def resolve(ws: Workspace, target: str) -> Target:
+    """What `target` names: anything a reference can be (mlops_ci/refs.py), an endpoint and a
+    model version (v3 / 3) included; for a commit, also the model version promoted from it."""
+    found = ws.resolve(target, ANYTHING, what="lineage")
+    if found.version is None:
+        mv = ws.store.version_for_sha(ws.project, found.sha)
+        if mv is not None and (found.run is None or mv.run_id == found.run.run_id):
+            found = dataclasses.replace(found, version=mv)  # a run's lineage shows its own version only
+    return found
 
 
 def lineage(ws: Workspace, target: str) -> dict[str, Any]:
-    sha, mv, endpoint = resolve(ws, target)
-    run: Run | None = None
-    if mv is not None:
+    found = resolve(ws, target)
+    sha, mv, endpoint = found.sha, found.version, found.endpoint
+    run: Run | None = found.run
+    if run is None and mv is not None:
         run = ws.store.get_run(mv.run_id)
     if run is None:
         runs = ws.store.runs(ws.project, sha=sha, limit=1)

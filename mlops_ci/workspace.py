@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
-from . import integrity
+from . import integrity, refs
 from .backends import Context, Effects, ModelRegistry, Store, Tracker, fetch_checked
 from .ci import detect
 from .config import Config, is_shared_store
@@ -21,6 +21,7 @@ from .context import Git, GitContext, load_context
 from .errors import ConfigError, GitError, NotFound, Refused
 from .kinds import Kind
 from .records import ModelVersion, Run, Verdict
+from .refs import COMMITS, RefKind, Target
 
 
 def differs(a: float, b: float) -> bool:
@@ -114,8 +115,14 @@ class Workspace:
         self.plan.append({"target": target, "action": action, **detail})
 
     # -- resolution -----------------------------------------------------------------------
+    def resolve(self, ref: str | None, accept: frozenset[RefKind] = COMMITS, *, what: str = "this command") -> Target:
+        """What a user's reference names (mlops_ci/refs.py): a run id, SHA, tag, branch, … or
+        None for HEAD (the PR head under Actions); `accept` is what the command takes."""
+        return refs.resolve(self, ref, accept, what=what)
+
     def resolve_sha(self, ref: str | None) -> str:
-        return self.ctx.sha if ref is None else self.git.resolve(ref)
+        """The commit a reference names (any kind `resolve` accepts by default)."""
+        return self.resolve(ref).sha
 
     def make(self, kind: Kind) -> Any:
         """The implementation of a table entry (mlops_ci/kinds.py), made for this workspace."""

@@ -27,6 +27,7 @@ def _exit_code_epilog() -> str:
     return f"exit codes (shared by every command):\n{rows}"
 
 
+REF_HELP = "run id, commit SHA (or a unique prefix), tag or branch (default: HEAD)"
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "wait", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
@@ -99,7 +100,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     cs.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train a commit (default HEAD) and record the run")
-    t.add_argument("ref", nargs="?", help="commit, branch or tag (default: HEAD)")
+    t.add_argument("ref", nargs="?", help=REF_HELP)
     t.add_argument("--allow-dirty", action="store_true", help="train uncommitted changes (never promotable)")
     t.add_argument("--force", action="store_true", help="train again even if this SHA+config has a run")
     t.add_argument("--json", action="store_true")
@@ -109,12 +110,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--cancel-superseded", action="store_true", help="SageMaker: stop running jobs of older commits on this branch"
     )
     w = sub.add_parser("wait", help="follow a SageMaker training job started with --no-wait and record its run")
-    w.add_argument("ref", nargs="?", help="commit, branch or tag (default: HEAD)")
+    w.add_argument("ref", nargs="?", help=REF_HELP)
     w.add_argument("--json", action="store_true")
 
     r = sub.add_parser("runs", help="list runs, or show one")
     r.add_argument("action", nargs="?", choices=("list", "show"), default="list")
-    r.add_argument("run", nargs="?", help="run id or git ref (for show)")
+    r.add_argument("run", nargs="?", help="run id, commit SHA, tag or branch (for show; default: HEAD)")
     r.add_argument("--limit", type=_count, default=20)
     r.add_argument("--json", action="store_true")
 
@@ -123,9 +124,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ("gate", "evaluate the gate rules for a commit's run and record the verdict"),
     ):
         g = sub.add_parser(name, help=helptext)
-        g.add_argument("ref", nargs="?", help="commit, branch, tag or run id (default: HEAD / PR head)")
+        g.add_argument("ref", nargs="?", help="run id, commit SHA, tag or branch (default: HEAD / PR head)")
         g.add_argument("--base", help="base branch to find the baseline on (default: PR base or baseline.branch)")
-        g.add_argument("--baseline", help="explicit baseline: SHA, ref or run id")
+        g.add_argument("--baseline", help="explicit baseline: run id, commit SHA, tag or branch")
         g.add_argument("--json", action="store_true", help="print JSON instead of text")
         g.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
         if name == "report":
@@ -143,7 +144,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             )
 
     pr = sub.add_parser("promote", help="register a gated commit's model as a new approved version")
-    pr.add_argument("ref", nargs="?", help="commit, tag or run id (default: HEAD)")
+    pr.add_argument("ref", nargs="?", help=REF_HELP)
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
@@ -151,7 +152,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
 
     d = sub.add_parser("deploy", help="deploy the approved model of a tag or SHA (never retrains)")
-    d.add_argument("ref", nargs="?", help="release tag or SHA (default: the tag of HEAD / GITHUB_REF)")
+    d.add_argument(
+        "ref", nargs="?", help="release tag, commit SHA, branch or run id (default: the tag of HEAD / GITHUB_REF)"
+    )
     d.add_argument("--endpoint", help="endpoint name (default: the endpoint whose tag pattern matches)")
     d.add_argument("--retry-failed", action="store_true", help="allow re-deploying a SHA that failed here before")
     d.add_argument(
@@ -195,7 +198,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     cm.add_argument("--expect-head-sha", help="the SHA the run built (env MLOPS_CI_EXPECTED_HEAD_SHA)")
 
     li = sub.add_parser("lineage", help="the whole chain of a model: endpoint, version, commit, data, run, verdict")
-    li.add_argument("target", help="endpoint name, model version (v3), tag or SHA")
+    li.add_argument("target", help="endpoint name, model version (v3), run id, commit SHA, tag or branch")
     li.add_argument("--json", action="store_true")
 
     so = sub.add_parser("store", help="export, import or check the run store")

@@ -391,15 +391,12 @@ def train(ws: Workspace, ref: str | None, *, allow_dirty: bool, force: bool, as_
 
 def runs(ws: Workspace, action: str, ref: str | None, *, limit: int, as_json: bool) -> int:
     if action == "show":
-        run = ws.store.get_run(ref) if ref else None
-        if run is None and ref:
-            matches = ws.store.runs_by_prefix(ref)
-            run = matches[0] if len(matches) == 1 else None
+        target = ws.resolve(ref, what="runs show")
+        run = target.run
         if run is None:
-            sha = ws.resolve_sha(ref)
-            found = ws.store.runs(ws.project, sha=sha, limit=1)
+            found = ws.store.runs(ws.project, sha=target.sha, limit=1)
             if not found:
-                raise NotFound(f"no run for {ref or 'HEAD'} ({sha[:8]}); `mlops-ci runs` lists them")
+                raise NotFound(f"no run for {ref or 'HEAD'} ({target.sha[:8]}); `mlops-ci runs` lists them")
             run = found[0]
         if as_json:
             _json(_run_dict(run))

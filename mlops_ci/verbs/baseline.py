@@ -31,12 +31,10 @@ class _Baseline:
     # -- review ---------------------------------------------------------------------------
     def find_baseline(self, head: Run, *, base: str | None = None, explicit: str | None = None) -> BaselineChoice:
         if explicit:
-            run = self.ws.store.get_run(explicit)
+            target = self.ws.resolve(explicit, what="--baseline")
+            run = target.run or self.ws.store.latest_completed(self.ws.project, target.sha)
             if run is None:
-                sha = self.ws.git.resolve(explicit)
-                run = self.ws.store.latest_completed(self.ws.project, sha)
-                if run is None:
-                    raise NotFound(f"the explicit baseline {explicit} ({sha[:8]}) has no completed run")
+                raise NotFound(f"the explicit baseline {explicit} ({target.sha[:8]}) has no completed run")
             return BaselineChoice(run, gate_mod.BASELINE_FOUND, f"baseline set explicitly to {explicit}", explicit)
         base_ref = base or self.ws.ctx.base_ref or self.ws.cfg.baseline.branch
         base_sha = None

@@ -9,6 +9,7 @@ from ..backends.local_endpoints import LocalEndpoints
 from ..config import EndpointConfig
 from ..errors import NotFound, Refused, UsageError
 from ..records import Deployment, ModelVersion
+from ..refs import RefKind
 from ..workspace import Workspace
 from .rollout import rollout
 from .train import head_run
@@ -29,20 +30,15 @@ class Deployer:
     # -- resolution ----------------------------------------------------------------------
     def _resolve(self, ref: str | None, endpoint: str | None) -> tuple[str, str | None, EndpointConfig]:
         ws = self.ws
-        tag: str | None = None
-        if ref is None:
-            tag = ws.ctx.tag
-            if tag is None:
+        target = ws.resolve(ref, what="deploy")
+        if target.kind is RefKind.HEAD:
+            if target.tag is None:
                 raise UsageError("no ref given and HEAD has no tag; pass a release tag or SHA: mlops-ci deploy v1.2.0")
-            sha = ws.git.resolve(tag)
-        else:
-            tags = ws.git.tags()
-            if ref in tags:
-                tag, sha = ref, tags[ref]
-            else:
-                sha = ws.git.resolve(ref)
-                at = ws.git.tags_at(sha)
-                tag = at[-1] if at else None
+            target = ws.resolve(target.tag, frozenset({RefKind.TAG}), what="deploy of HEAD's tag")
+        sha, tag = target.sha, target.tag
+        if target.kind is not RefKind.TAG:  # a SHA, branch or run: the release tag on its commit, if any
+            at = ws.git.tags_at(sha)
+            tag = at[-1] if at else None
         if endpoint is None:
             if tag is None:
                 raise UsageError(f"{sha[:8]} has no tag to match an endpoint; pass --endpoint NAME")

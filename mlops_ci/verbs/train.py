@@ -92,7 +92,7 @@ class Training:
         follows a job started earlier and never starts one."""
         cfg = self.ws.cfg
         self.ws.guard_store()
-        sha = self.ws.resolve_sha(ref)
+        sha = self.ws.resolve(ref, what="wait" if attach_only else "train").sha
         dirty = False
         if ref is None and not attach_only and self.ws.git.is_dirty([str(self.ws.root)]):
             if not allow_dirty:
@@ -648,15 +648,12 @@ class Training:
         return dest, digest
 
     def head_run(self, ref: str | None) -> Run:
-        """The run a verb works on: a run id, or the newest completed run of a commit
-        (preferring one under the current training config)."""
-        if ref is not None:
-            run = self.ws.store.get_run(ref)
-            if run is not None:
-                if run.project != self.ws.project:
-                    raise NotFound(f"run {ref} belongs to project '{run.project}', not '{self.ws.project}'")
-                return run
-        sha = self.ws.resolve_sha(ref)
+        """The run a verb works on: the run a run id names, or the newest completed run of the
+        commit any other reference names (preferring one under the current training config)."""
+        target = self.ws.resolve(ref)
+        if target.run is not None:
+            return target.run
+        sha = target.sha
         run = self.ws.store.latest_completed(self.ws.project, sha, self.ws.cfg.training_digest())
         run = run or self.ws.store.latest_completed(self.ws.project, sha) or self._attach(sha)
         if run is None:

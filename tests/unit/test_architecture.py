@@ -204,7 +204,7 @@ LAYERS = [
         r"|_markdown|diff_metrics|kinds)$",
     ),
     ("backends", r"mlops_ci\.backends(\..*)?$"),
-    ("workspace", r"mlops_ci\.workspace$"),
+    ("workspace", r"mlops_ci\.(workspace|refs)$"),
     ("verbs", r"mlops_ci\.(verbs(\..*)?|lineage|storeops|doctor)$"),
     ("command line", r"mlops_ci\.cli(\..*)?$"),
 ]
