@@ -60,12 +60,14 @@ training:
   entry_point: train.py
   source_dir: .
   hyperparameters: {n_estimators: 40}
-  channels: {train: data/train}
+  channels: {train: data/train, validation: {uri: data/val, distribution: FullyReplicated, input_mode: File}}
   metric_definitions:
     - {name: accuracy, regex: "accuracy=([0-9.]+)"}
   environment: {LOG_LEVEL: info}
   python: python3
   max_run: 3600
+  instance_count: 2
+  distribution: {torch_distributed: {enabled: true}}
   exclude: ["*.md", docs/]
 tracking:
   backend: local
@@ -129,8 +131,11 @@ project: churn
 store: s3://acme-ml/store
 training:
   backend: sagemaker
-  channels: {train: "s3://acme-ml-data/churn/"}
+  channels: {train: {uri: "s3://acme-ml-data/churn/", distribution: ShardedByS3Key, input_mode: FastFile}}
   max_run: 3600
+  distribution:
+    mpi: {enabled: true, processes_per_host: 8, custom_mpi_options: "-verbose"}
+    smdistributed: {modelparallel: {enabled: true, parameters: {partitions: 2}}}
   sagemaker:
     instance_type: ml.m5.xlarge
     instance_count: 1
@@ -520,7 +525,69 @@ DESCRIPTIONS: dict[str, Doc] = {
     "training.channels": Doc(
         "Input data by channel name (letters, digits, `_` or `-`); each is `SM_CHANNEL_<NAME>` in the job. Locally "
         f"a directory {SAME_DIR} (committed data is taken from the commit) or an absolute one; with "
-        "`backend: sagemaker` an `s3://` URI. Each channel's digest is recorded with the run."
+        "`backend: sagemaker` an `s3://` URI. Each channel's digest is recorded with the run. A channel written "
+        "as a mapping also says how it reaches the hosts. See [several hosts](training.md#several-hosts).",
+        type="mapping of names to strings or mappings",
+    ),
+    "training.channels.<name>.uri": Doc(
+        "Where the channel's data is, as a channel given as a string.", type="string", default="required"
+    ),
+    "training.channels.<name>.distribution": Doc(
+        "`FullyReplicated`: every host gets all of it; `ShardedByS3Key`: each host a disjoint share of its files "
+        "(SageMaker's `S3DataDistributionType`)."
+    ),
+    "training.channels.<name>.input_mode": Doc(
+        "`File` (copied before the script starts), `FastFile` (streamed on read; locally as `File`) or `Pipe` "
+        "(a FIFO; SageMaker only): the channel's `InputMode`."
+    ),
+    "training.instance_count": Doc(
+        "Hosts of the job, `algo-1`..`algo-N`: SageMaker instances, or processes on this machine with the local "
+        "trainer (each with its own `/opt/ml` layout and `SM_CURRENT_HOST`). Only `algo-1`'s model and metrics are "
+        "the run's. `training.sagemaker.instance_count` is the same setting."
+    ),
+    "training.distribution": Doc(
+        "How the hosts train together, as the SageMaker SDK's `distribution` argument: one launcher, enabled with "
+        "`enabled: true`. It becomes the hyperparameters the SDK sends. The local trainer emulates "
+        "`torch_distributed` and refuses the others. See [several hosts](training.md#several-hosts).",
+        type="mapping",
+    ),
+    "training.distribution.torch_distributed": Doc(
+        "torchrun on every host (PyTorch images): `sagemaker_torch_distributed_enabled`. Locally each host gets "
+        "torchrun's `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, …"
+    ),
+    "training.distribution.torch_distributed.enabled": Doc("Whether the launcher is used.", default="required"),
+    "training.distribution.pytorchddp": Doc(
+        "PyTorch DDP under mpirun (PyTorch images): `sagemaker_pytorch_ddp_enabled`. `{enabled: true}`.",
+        type="mapping",
+    ),
+    "training.distribution.mpi": Doc("mpirun across the hosts (Horovod and the like): `sagemaker_mpi_enabled`."),
+    "training.distribution.mpi.enabled": Doc("Whether the launcher is used.", default="required"),
+    "training.distribution.mpi.processes_per_host": Doc(
+        "Processes per host (`sagemaker_mpi_num_of_processes_per_host`).", default="one per GPU, else 1"
+    ),
+    "training.distribution.mpi.custom_mpi_options": Doc("More mpirun options, on one line.", default='""'),
+    "training.distribution.smdistributed": Doc("SageMaker's distributed training libraries."),
+    "training.distribution.smdistributed.dataparallel": Doc(
+        "The data parallelism library (`sagemaker_distributed_dataparallel_enabled`): `enabled`, and "
+        "`custom_mpi_options`.",
+        type="mapping",
+    ),
+    "training.distribution.smdistributed.modelparallel": Doc(
+        "The model parallelism library, with `mpi` enabled: `enabled`, and its `parameters` (sent as `mp_parameters`)."
+    ),
+    "training.distribution.smdistributed.modelparallel.enabled": Doc(
+        "Whether the library is used.", default="required"
+    ),
+    "training.distribution.smdistributed.modelparallel.parameters": Doc(
+        "The library's parameters (`partitions`, `microbatches`, …)", type="mapping of names to values"
+    ),
+    "training.distribution.parameter_server": Doc(
+        "TensorFlow parameter servers: `sagemaker_parameter_server_enabled`. `{enabled: true}`.", type="mapping"
+    ),
+    "training.distribution.multi_worker_mirrored_strategy": Doc(
+        "TensorFlow's MultiWorkerMirroredStrategy: `sagemaker_multi_worker_mirrored_strategy_enabled`. "
+        "`{enabled: true}`.",
+        type="mapping",
     ),
     "training.metric_definitions": Doc(
         "Regular expressions applied to every line of the training log, like SageMaker's `MetricDefinitions`: "
@@ -555,7 +622,7 @@ DESCRIPTIONS: dict[str, Doc] = {
         "The training instance type. SageMaker's scikit-learn images need an x86 CPU type (GPU and Graviton types "
         "are refused with them)."
     ),
-    "training.sagemaker.instance_count": Doc("How many training instances."),
+    "training.sagemaker.instance_count": Doc("How many training instances (the same as `training.instance_count`)."),
     "training.sagemaker.volume_size": Doc("Size of each instance's ML storage volume, in GB."),
     "training.sagemaker.image_uri": Doc(
         "The training image, also served when `serving.image_uri` is not set. Without it, `framework` and "

@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 from pathlib import Path
 
 from . import _yamlload
+from .distribution import Distribution
 from .errors import ConfigError
 from .kinds import ENDPOINTS, REGISTRY, TABLES, TRACKING, TRAINING, Kind
 
@@ -96,6 +97,19 @@ class MetricDefinition:
 
 
 @dataclass(frozen=True)
+class ChannelSettings:
+    """How a channel reaches the hosts: the S3 data source's distribution type and the channel's
+    input mode of a training job (the local trainer emulates them)."""
+
+    distribution: str = "FullyReplicated"  # every host gets all of it | ShardedByS3Key: 1/N of the objects each
+    input_mode: str = "File"  # File (copied first) | FastFile (streamed on read) | Pipe (a FIFO)
+
+
+CHANNEL_DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
+INPUT_MODES = ("File", "FastFile", "Pipe")
+
+
+@dataclass(frozen=True)
 class TrainingConfig(_Section):
     """How a commit is trained: the keys every trainer reads (its own: Settings of its kind)."""
 
@@ -109,6 +123,9 @@ class TrainingConfig(_Section):
     environment: dict[str, str] = field(default_factory=dict)
     python: str | None = None
     max_run: int = 3600
+    instance_count: int = 1  # hosts (algo-1..N): instances on SageMaker, processes locally
+    distribution: Distribution | None = None  # how the hosts train together (the SDK's `distribution`)
+    channel_settings: dict[str, ChannelSettings] = field(default_factory=dict)  # channels written as mappings
     # Files of source_dir that training never reads: left out of the job's source and of the
     # inputs digest, so a commit that changes only these reuses the model of an earlier one.
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
@@ -321,6 +338,9 @@ class Config:
             payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
         if self.training.exclude == DEFAULT_EXCLUDE:  # unset, it leaves older runs' digests as they were
             payload["training"].pop("exclude")
+        for key, unset in (("instance_count", 1), ("distribution", None), ("channel_settings", {})):
+            if payload["training"][key] == unset:  # as for exclude: older runs keep their digests
+                payload["training"].pop(key)
         for key in ("image_uri", "environment"):  # unset new keys leave the digests of older runs as they were
             if not payload["serving"][key]:
                 payload["serving"].pop(key)
@@ -604,6 +624,8 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
         "environment",
         "python",
         "max_run",
+        "instance_count",
+        "distribution",
     )
     owned = _owned(TRAINING)
     t = r.mapping(raw, p, (*keys, *owned, "exclude"))  # the trainers' keys where they always were
@@ -621,10 +643,7 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
             )
         if value is None:
             raise r.fail((*p, "hyperparameters", name), "has no value; give it one or remove it")
-    channels = r.str_map(t.get("channels"), (*p, "channels"))
-    for name in channels:
-        if not re.match(r"^[A-Za-z0-9_-]+\Z", name):
-            raise r.fail((*p, "channels", name), "channel names are letters, digits, '_' or '-'")
+    channels, channel_settings = _channels(r, t.get("channels"), (*p, "channels"))
     defs = []
     first: dict[str, int | None] = {}  # metric name → line of its first definition
     for i, d in enumerate(r.seq(t.get("metric_definitions"), (*p, "metric_definitions"))):
@@ -660,9 +679,98 @@ def _parse_training(r: _Reader, raw: object) -> TrainingConfig:
         environment=r.str_map(t.get("environment"), (*p, "environment")),
         python=r.string(t["python"], (*p, "python")) if t.get("python") is not None else None,
         max_run=max_run,
+        instance_count=r.integer(t.get("instance_count", 1), (*p, "instance_count"), minimum=1),
+        distribution=_distribution(r, t.get("distribution"), (*p, "distribution")),
+        channel_settings=channel_settings,
         exclude=_excludes(r, t, p),
     )
     return _with_settings(r, TRAINING[backend], t, p, core)
+
+
+def _channels(r: _Reader, raw: object, p: KeyPath) -> tuple[dict[str, str], dict[str, ChannelSettings]]:
+    """`name: where` or `name: {uri: where, distribution: ..., input_mode: ...}`."""
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict):
+        raise r.fail(p, f"expected a mapping of channel names to locations, got {_kind(raw)}")
+    uris: dict[str, str] = {}
+    settings: dict[str, ChannelSettings] = {}
+    for name, value in raw.items():
+        cp = (*p, name)
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9_-]+\Z", name):
+            raise r.fail(cp, "channel names are letters, digits, '_' or '-'")
+        if not isinstance(value, dict):
+            uris[name] = r.str_map({name: value}, p)[name]
+            continue
+        m = r.mapping(value, cp, ("uri", "distribution", "input_mode"))
+        if "uri" not in m:
+            raise r.fail(cp, "missing 'uri' (where the channel's data is: a directory, or an s3:// URI)")
+        uris[name] = r.str_map({name: m["uri"]}, cp)[name]
+        d = ChannelSettings()
+        settings[name] = ChannelSettings(
+            distribution=r.string(m.get("distribution", d.distribution), (*cp, "distribution"),
+                                  choices=CHANNEL_DISTRIBUTIONS),
+            input_mode=r.string(m.get("input_mode", d.input_mode), (*cp, "input_mode"), choices=INPUT_MODES),
+        )  # fmt: skip
+    return uris, settings
+
+
+def _distribution(r: _Reader, raw: object, p: KeyPath) -> Distribution | None:
+    """`training.distribution`, the SDK's shape (mlops_ci/distribution.py)."""
+    from . import distribution as dist
+
+    if raw is None:
+        return None
+    top = r.mapping(raw, p, tuple(dist.STRATEGIES))
+    if not top:
+        raise r.fail(p, "names no strategy; e.g. torch_distributed: {enabled: true}, or remove it")
+    options: dict[str, dict[str, Any]] = {}
+
+    def enabled(m: dict[str, object], sp: KeyPath) -> bool:
+        if "enabled" not in m:
+            raise r.fail(sp, "give enabled: true (or false)")
+        return r.boolean(m["enabled"], (*sp, "enabled"))
+
+    def mpi_options(m: dict[str, object], sp: KeyPath) -> str:
+        text = m.get("custom_mpi_options", "")
+        if text == "":
+            return ""
+        value = r.string(text, (*sp, "custom_mpi_options"))
+        if any(ord(c) < 32 for c in value):
+            raise r.fail((*sp, "custom_mpi_options"), "must be one line without control characters")
+        return value
+
+    for name, value in top.items():
+        sp = (*p, name)
+        m = r.mapping(value, sp, dist.STRATEGIES[name])
+        if name == "smdistributed":
+            libs: dict[str, Any] = {}
+            for lib, lib_value in m.items():
+                lp = (*sp, lib)
+                lm = r.mapping(lib_value, lp, dist.SMDISTRIBUTED[lib])
+                one: dict[str, Any] = {"enabled": enabled(lm, lp)}
+                if lib == "dataparallel" and "custom_mpi_options" in lm:
+                    one["custom_mpi_options"] = mpi_options(lm, lp)
+                if lib == "modelparallel" and lm.get("parameters") is not None:
+                    params = lm["parameters"]
+                    if not isinstance(params, dict) or any(isinstance(v, dict | list) for v in params.values()):
+                        raise r.fail((*lp, "parameters"), "expected a mapping of names to numbers, strings or booleans")
+                    one["parameters"] = dict(params)
+                libs[lib] = one
+            if not libs:
+                raise r.fail(sp, "names neither dataparallel nor modelparallel")
+            options[name] = libs
+            continue
+        opts: dict[str, Any] = {"enabled": enabled(m, sp)}
+        if name == "mpi":
+            if m.get("processes_per_host") is not None:
+                opts["processes_per_host"] = r.integer(m["processes_per_host"], (*sp, "processes_per_host"), minimum=1)
+            if "custom_mpi_options" in m:
+                opts["custom_mpi_options"] = mpi_options(m, sp)
+        options[name] = opts
+    for path, message in dist.problems(options):
+        raise r.fail((*p, *path), message)
+    return Distribution(options)
 
 
 def _metric_name(r: _Reader, value: object, path: tuple[str | int, ...]) -> str:

@@ -59,7 +59,12 @@ class Kind:
 
 
 TRAINING: dict[str, Kind] = {
-    "local": Kind("local", "this machine", "mlops_ci.backends.local_training:LocalTrainingBackend"),
+    "local": Kind(
+        "local",
+        "this machine",
+        "mlops_ci.backends.local_training:LocalTrainingBackend",
+        settings="mlops_ci.settings.local:TRAINING",
+    ),
     "sagemaker": Kind(
         "sagemaker",
         "SageMaker",

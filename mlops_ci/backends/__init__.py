@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from ..records import Deployment, EndpointState, ModelVersion, Run, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config, EndpointConfig, MetricGoal
+    from ..config import ChannelSettings, Config, EndpointConfig, MetricGoal
+    from ..distribution import Distribution
     from .aws import Aws
 
 
@@ -68,6 +69,9 @@ class TrainingSpec:
     channel_uris: dict[str, str] = field(default_factory=dict)  # remote backends read data from here
     # more environment once the job's name is known (e.g. the Comet experiment key derived from it)
     job_env: Callable[[str], dict[str, str]] | None = None
+    instance_count: int = 1  # hosts algo-1..N; only algo-1's model is the run's
+    distribution: Distribution | None = None  # training.distribution (mlops_ci/distribution.py)
+    channel_settings: dict[str, ChannelSettings] = field(default_factory=dict)  # FullyReplicated/File unless here
 
 
 @dataclass

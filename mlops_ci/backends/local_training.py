@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from ..ci import FORGE_SECRETS
+from ..config import ChannelSettings
+from ..distribution import hyperparameters as distribution_hyperparameters
 from ..errors import ConfigError
 from . import Context, TrainingResult, TrainingSpec
 
 HOST = "algo-1"
+LOCAL_INSTANCE_TYPE = "local"  # what resourceconfig.json says the instances are
 METRICS_FILE = "metrics.json"  # written by the script to $SM_OUTPUT_DATA_DIR (optional)
 
 
@@ -65,11 +69,45 @@ def _env_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def layout(base: Path, spec: TrainingSpec) -> dict[str, str]:
-    """Create the /opt/ml layout under `base`; return the SM_* environment for the job."""
+def hosts_of(spec: TrainingSpec) -> list[str]:
+    """algo-1..N, as SageMaker names the instances of a job."""
+    return [f"algo-{i}" for i in range(1, max(spec.instance_count, 1) + 1)]
+
+
+def shard(src: Path, index: int, count: int) -> list[Path]:
+    """The files of channel `src` host `index` of `count` gets with ShardedByS3Key: every
+    `count`-th object in key order, starting at its own. SageMaker promises each instance about
+    1/N of the objects and no object twice, not which ones; this split is one such."""
+    if src.is_file():
+        return [Path(src.name)] if index == 0 else []
+    keys = sorted((p.relative_to(src) for p in src.rglob("*") if p.is_file()), key=lambda p: p.as_posix())
+    return keys[index::count]
+
+
+def _copy_channel(src: Path, dest: Path, index: int, count: int, sharded: bool) -> None:
+    if not sharded:
+        if src.is_dir():
+            shutil.copytree(src, dest)
+        else:
+            dest.mkdir(parents=True)
+            shutil.copy2(src, dest / src.name)
+        return
+    dest.mkdir(parents=True)
+    root = src if src.is_dir() else src.parent
+    for rel in shard(src, index, count):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest / rel)
+
+
+def layout(base: Path, spec: TrainingSpec, host: str = HOST) -> dict[str, str]:
+    """Create the /opt/ml layout of `host` under `base`; return the SM_* environment for the job
+    there. With several hosts each has its own layout, and its share of a sharded channel."""
+    hosts = hosts_of(spec)
+    index = hosts.index(host)
     cfg = base / "input" / "config"
     for d in (cfg, base / "model", base / "output" / "data", base / "output" / "intermediate", base / "code"):
         d.mkdir(parents=True, exist_ok=True)
+    framework = distribution_hyperparameters(spec.distribution, LOCAL_INSTANCE_TYPE)
     sm_hps = {
         **spec.hyperparameters,
         "sagemaker_program": spec.entry_point,
@@ -77,39 +115,41 @@ def layout(base: Path, spec: TrainingSpec) -> dict[str, str]:
         "sagemaker_job_name": spec.job_name,
         "sagemaker_container_log_level": 20,
         "sagemaker_region": "local",
+        **framework,
     }
     (cfg / "hyperparameters.json").write_text(json.dumps(encode_hyperparameters(sm_hps), indent=2))
+    group = "homogeneousCluster"
     resource = {
-        "current_host": HOST,
-        "current_instance_type": "local",
-        "current_group_name": "homogeneousCluster",
-        "hosts": [HOST],
-        "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": [HOST]}],
+        "current_host": host,
+        "current_instance_type": LOCAL_INSTANCE_TYPE,
+        "current_group_name": group,
+        "hosts": hosts,
+        "instance_groups": [{"instance_group_name": group, "instance_type": LOCAL_INSTANCE_TYPE, "hosts": hosts}],
         "network_interface_name": "eth0",
     }
     (cfg / "resourceconfig.json").write_text(json.dumps(resource, indent=2))
+    plain = ChannelSettings()
+    settings = {name: spec.channel_settings.get(name, plain) for name in sorted(spec.channels)}
     channel_cfg = {
-        name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-        for name in sorted(spec.channels)
+        name: {"TrainingInputMode": s.input_mode, "S3DistributionType": s.distribution, "RecordWrapperType": "None"}
+        for name, s in settings.items()
     }
     (cfg / "inputdataconfig.json").write_text(json.dumps(channel_cfg, indent=2))
     for name, src in spec.channels.items():
-        dest = base / "input" / "data" / name
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            dest.mkdir(parents=True)
-            shutil.copy2(src, dest / src.name)
+        sharded = settings[name].distribution == "ShardedByS3Key"
+        _copy_channel(src, base / "input" / "data" / name, index, len(hosts), sharded)
 
     user_hps = dict(spec.hyperparameters)
     channel_dirs = {name: str(base / "input" / "data" / name) for name in sorted(spec.channels)}
     user_args = cmd_args(user_hps)
+    # the toolkit: a distribution enabled puts the (only) instance group in distribution
+    distributed = [group] if any(v is True for k, v in framework.items() if k.endswith("_enabled")) else []
     training_env: dict[str, Any] = {
-        "additional_framework_parameters": {},
+        "additional_framework_parameters": framework,
         "channel_input_dirs": channel_dirs,
-        "current_host": HOST,
-        "current_instance_type": "local",
-        "hosts": [HOST],
+        "current_host": host,
+        "current_instance_type": LOCAL_INSTANCE_TYPE,
+        "hosts": hosts,
         "hyperparameters": user_hps,
         "input_config_dir": str(cfg),
         "input_data_config": channel_cfg,
@@ -129,17 +169,22 @@ def layout(base: Path, spec: TrainingSpec) -> dict[str, str]:
         "user_entry_point": spec.entry_point,
     }
     env = {
-        "hosts": [HOST],
+        "hosts": hosts,
         "network_interface_name": "eth0",
         "hps": user_hps,
         "user_entry_point": spec.entry_point,
-        "framework_params": {},
+        "framework_params": framework,
         "resource_config": resource,
         "input_data_config": channel_cfg,
         "output_data_dir": training_env["output_data_dir"],
         "channels": sorted(spec.channels),
-        "current_host": HOST,
-        "current_instance_type": "local",
+        "current_host": host,
+        "current_instance_type": LOCAL_INSTANCE_TYPE,
+        "current_instance_group": group,
+        "current_instance_group_hosts": hosts,
+        "instance_groups": [group],
+        "distribution_instance_groups": distributed,
+        "is_hetero": False,
         "module_name": training_env["module_name"],
         "log_level": 20,
         "input_dir": training_env["input_dir"],
@@ -163,6 +208,35 @@ def layout(base: Path, spec: TrainingSpec) -> dict[str, str]:
     out["SAGEMAKER_PROGRAM"] = spec.entry_point
     out["TRAINING_JOB_NAME"] = spec.job_name
     return out
+
+
+def torchrun_env(host_index: int, hosts: int, master_port: int, run_id: str) -> dict[str, str]:
+    """What torchrun gives its worker on host `host_index` of `hosts`, one process per host as the
+    toolkit starts it on CPU instances (`torchrun --nnodes N --nproc_per_node 1 --master_addr
+    algo-1 --master_port 7777 --node_rank i`). Locally every host is this machine: the master is
+    127.0.0.1 and the port a free one (7777 may be taken, and runs may overlap)."""
+    return {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(master_port),
+        "RANK": str(host_index),
+        "WORLD_SIZE": str(hosts),
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "GROUP_RANK": str(host_index),
+        "GROUP_WORLD_SIZE": str(hosts),
+        "ROLE_RANK": str(host_index),
+        "ROLE_WORLD_SIZE": str(hosts),
+        "ROLE_NAME": "default",
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0",
+        "TORCHELASTIC_RUN_ID": run_id,
+    }
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class MetricScanner:
@@ -227,10 +301,14 @@ class LocalTrainingBackend:
         return cls(venv_cache=ctx.home / "venvs")
 
     def run(self, spec: TrainingSpec, workdir: Path, log: Callable[[str], None]) -> TrainingResult:
-        base = workdir / "opt_ml"
-        env_sm = layout(base, spec)
+        hosts = hosts_of(spec)
+        # algo-1 where a one-host job has always had its layout; the others beside it
+        bases = {h: workdir / "opt_ml" if h == HOST else workdir / "hosts" / h / "opt_ml" for h in hosts}
+        env_sm = {h: layout(bases[h], spec, h) for h in hosts}
+        for h in hosts:
+            shutil.copytree(spec.code_dir, bases[h] / "code", dirs_exist_ok=True)
+        base = bases[HOST]
         code = base / "code"
-        shutil.copytree(spec.code_dir, code, dirs_exist_ok=True)
         entry = code / spec.entry_point
         log_path = workdir / "train.log"
         result = TrainingResult(exit_code=-1, model_dir=base / "model", output_dir=base / "output", log_path=log_path)
@@ -240,11 +318,21 @@ class LocalTrainingBackend:
         extra = spec.job_env(spec.job_name) if spec.job_env else {}
         # the job's GitHub token (it may push the git store's refs) is mlops-ci's, not the script's
         inherited = {k: v for k, v in os.environ.items() if k not in FORGE_SECRETS}
-        env = {**inherited, **spec.environment, **extra, **env_sm, "PYTHONUNBUFFERED": "1"}
-        # the code as SageMaker has it, then the user's; a tracker's own directory (extra: a
-        # sitecustomize, which must come first to be the one Python runs; it runs any it shadows)
-        paths = (extra.get("PYTHONPATH", ""), str(code), {**os.environ, **spec.environment}.get("PYTHONPATH", ""))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        torchrun = spec.distribution is not None and spec.distribution.launcher == "torch_distributed"
+        port = free_port() if torchrun else 0
+        envs: dict[str, dict[str, str]] = {}
+        for i, h in enumerate(hosts):
+            # the tracker's environment goes to the leader only: its metrics and model are the run's
+            mine = extra if h == HOST else {}
+            env = {**inherited, **spec.environment, **mine, **env_sm[h], "PYTHONUNBUFFERED": "1"}
+            if torchrun:
+                env.update(torchrun_env(i, len(hosts), port, spec.job_name))
+            # the code as SageMaker has it, then the user's; a tracker's own directory (extra: a
+            # sitecustomize, which must come first to be the one Python runs; it runs any it shadows)
+            paths = (mine.get("PYTHONPATH", ""), str(bases[h] / "code"),
+                     {**os.environ, **spec.environment}.get("PYTHONPATH", ""))  # fmt: skip
+            env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+            envs[h] = env
         python = spec.python
         scanner = MetricScanner(spec.metric_regexes)
         with open(log_path, "w", encoding="utf-8") as logf:
@@ -268,26 +356,38 @@ class LocalTrainingBackend:
                     return result
                 python = str(venv / "bin" / "python")
                 # console scripts the requirements bring are on PATH, as they are in the container
-                env["PATH"] = os.pathsep.join(p for p in (str(venv / "bin"), env.get("PATH", "")) if p)
-
-            def on_line(line: str) -> None:
-                logf.write(line)
-                scanner.feed(line)
-                log(line.rstrip("\n"))
+                for env in envs.values():
+                    env["PATH"] = os.pathsep.join(p for p in (str(venv / "bin"), env.get("PATH", "")) if p)
 
             start = time.monotonic()
-            argv = [python, str(entry), *cmd_args(spec.hyperparameters)]
-            returncode, timed_out = _stream(argv, cwd=code, env=env, timeout=spec.max_run, on_line=on_line)
+            args = cmd_args(spec.hyperparameters)
+            if len(hosts) == 1:
+
+                def on_line(line: str) -> None:
+                    logf.write(line)
+                    scanner.feed(line)
+                    log(line.rstrip("\n"))
+
+                returncode, timed_out = _stream(
+                    [python, str(entry), *args], cwd=code, env=envs[HOST], timeout=spec.max_run, on_line=on_line
+                )
+                failed = HOST
+            else:
+                outcomes = _run_hosts(python, args, spec, bases, envs, logf, scanner, log)
+                failed = next((h for h in hosts if outcomes[h][0] != 0 and not outcomes[h][2]), HOST)
+                returncode, timed_out = outcomes[failed][0], any(o[1] for o in outcomes.values())
         result.duration = time.monotonic() - start
         result.exit_code = returncode
         result.series = dict(scanner.series)
         result.metrics = {k: v[-1] for k, v in scanner.series.items()}
-        failure_file = base / "output" / "failure"
+        failure_file = bases[failed] / "output" / "failure"
         if returncode != 0:
             text = failure_file.read_text(encoding="utf-8", errors="replace").strip() if failure_file.is_file() else ""
             if timed_out:
                 text = f"stopped after max_run={spec.max_run}s"
             result.failure = text or f"the script exited with code {returncode} (see {log_path})"
+            if len(hosts) > 1 and not timed_out:
+                result.failure = f"{failed}: {result.failure}"
             return result
         mfile = base / "output" / "data" / METRICS_FILE
         if mfile.is_file():
@@ -305,8 +405,86 @@ class LocalTrainingBackend:
         return result
 
 
+def _run_hosts(
+    python: str,
+    args: list[str],
+    spec: TrainingSpec,
+    bases: dict[str, Path],
+    envs: dict[str, dict[str, str]],
+    logf: Any,
+    scanner: MetricScanner,
+    log: Callable[[str], None],
+) -> dict[str, tuple[int, bool, bool]]:
+    """Run the script on every host at once, as SageMaker starts it on every instance; each
+    line is logged as `[algo-k] line`, and only the leader's feed the metrics (its model is the
+    run's). When one host fails the others are stopped, as SageMaker stops a job whose
+    instance failed. Returns host → (exit code, timed out, stopped because another failed)."""
+    lock = threading.Lock()
+    procs: dict[str, subprocess.Popen[str]] = {}
+    stopped: set[str] = set()
+    outcomes: dict[str, tuple[int, bool, bool]] = {}
+    errors: list[Exception] = []
+    halted: list[str] = []  # set once a host failed: a host starting after that is stopped at once
+
+    def stop_others(me: str) -> None:
+        with lock:
+            halted.append(me)
+            for h, proc in procs.items():
+                if h != me and h not in outcomes:
+                    stopped.add(h)
+                    _kill_group(proc)
+
+    def host(h: str) -> None:
+        def on_line(line: str) -> None:
+            with lock:
+                logf.write(f"[{h}] {line}")
+                if h == HOST:
+                    scanner.feed(line)
+                log(f"[{h}] {line.rstrip(chr(10))}")
+
+        def started(proc: subprocess.Popen[str]) -> None:
+            with lock:
+                procs[h] = proc
+                if halted:
+                    stopped.add(h)
+                    _kill_group(proc)
+
+        code = bases[h] / "code"
+        try:
+            rc, timed_out = _stream([python, str(code / spec.entry_point), *args], cwd=code, env=envs[h],
+                                    timeout=spec.max_run, on_line=on_line, started=started)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001  (raised again in the caller's thread, below)
+            errors.append(exc)
+            rc, timed_out = -1, False
+        with lock:
+            outcomes[h] = (rc, timed_out, h in stopped)
+        if rc != 0:
+            stop_others(h)
+
+    threads = [threading.Thread(target=host, args=(h,), name=f"mlops-ci-{h}", daemon=True) for h in bases]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C: stop every host, then let it through
+        stop_others("")
+        for t in threads:
+            t.join(5)
+        raise
+    if errors:
+        raise errors[0]
+    return outcomes
+
+
 def _stream(
-    argv: list[str], *, cwd: Path, env: Mapping[str, str], timeout: float, on_line: Callable[[str], None]
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    on_line: Callable[[str], None],
+    started: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> tuple[int, bool]:
     """Run `argv` in its own process group, feeding each output line (stdout and stderr merged)
     to `on_line`; kill the whole group after `timeout` seconds. Returns (exit code, timed out).
@@ -329,6 +507,8 @@ def _stream(
         errors="replace",
         start_new_session=True,
     )
+    if started is not None:
+        started(proc)
     timed_out = threading.Event()
 
     def on_timeout() -> None:

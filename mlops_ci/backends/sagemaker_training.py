@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from .._files import LinkOutside, files_under, pack_deterministic
 from .._untrusted import guard, inline
-from ..config import Config
+from ..config import ChannelSettings, Config
+from ..distribution import hyperparameters as distribution_hyperparameters
 from ..errors import (
     ConfigError,
     Refused,
@@ -74,6 +75,7 @@ class SageMakerTrainer:
             "sagemaker_container_log_level": 20,
             "sagemaker_job_name": name,
             "sagemaker_region": aws.region,
+            **distribution_hyperparameters(spec.distribution, sm.instance_type),
         }))  # fmt: skip
         resource: dict[str, object] = {
             "InstanceType": sm.instance_type, "InstanceCount": sm.instance_count, "VolumeSizeInGB": sm.volume_size,
@@ -97,17 +99,7 @@ class SageMakerTrainer:
             "RoleArn": aws.cfg.role,
             "HyperParameters": hps,
             "InputDataConfig": [
-                {
-                    "ChannelName": ch,
-                    "DataSource": {
-                        "S3DataSource": {
-                            "S3DataType": "S3Prefix",
-                            "S3Uri": uri,
-                            "S3DataDistributionType": "FullyReplicated",
-                        }
-                    },
-                }
-                for ch, uri in sorted(spec.channel_uris.items())
+                _channel(ch, uri, spec.channel_settings.get(ch)) for ch, uri in sorted(spec.channel_uris.items())
             ],
             "OutputDataConfig": output,
             "ResourceConfig": resource,
@@ -308,6 +300,23 @@ class SageMakerTrainer:
             if not page.get("NextToken"):
                 return stopped
             kwargs["NextToken"] = page["NextToken"]
+
+
+def _channel(name: str, uri: str, settings: ChannelSettings | None) -> dict[str, object]:
+    """A Channel as the SDK's TrainingInput makes it: InputMode only when the channel sets one."""
+    channel: dict[str, object] = {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": settings.distribution if settings else "FullyReplicated",
+            }
+        },
+    }
+    if settings is not None:
+        channel["InputMode"] = settings.input_mode
+    return channel
 
 
 def _cost_facts(desc: Answer) -> dict[str, object]:

@@ -10,7 +10,7 @@ asked for. The entries of mlops_ci/kinds.py name TRAINING, ENDPOINT and REGISTRY
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config import (
     Config,
@@ -23,11 +23,13 @@ from ..config import (
     settings_of,
     strings,
 )
+from ..distribution import TORCH_LAUNCHERS
 
 TYPE_CHECKING = False  # as in config.py: only the type checker needs `typing`
 if TYPE_CHECKING:
     from ..config import _Reader
 
+TORCH_FRAMEWORKS = ("pytorch", "huggingface")  # the estimators that take the PyTorch launchers
 _S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z"
 
 
@@ -90,6 +92,20 @@ def _parse_training(r: _Reader, t: dict[str, object], tp: KeyPath, core: Trainin
                 f"'{uri}' is not an S3 URI; SageMaker reads its channels from S3 (s3://bucket/prefix): "
                 f"upload the data (aws s3 sync {uri} s3://...) and give its URI",
             )
+    sm_raw = t.get("sagemaker")
+    if isinstance(sm_raw, dict) and "instance_count" in sm_raw:
+        if "instance_count" in t and core.instance_count != sagemaker.instance_count:
+            raise r.fail((*tp, "sagemaker", "instance_count"), f"is {sagemaker.instance_count} but "
+                         f"training.instance_count is {core.instance_count}: give it once, as "
+                         "training.instance_count")  # fmt: skip
+        core = replace(core, instance_count=sagemaker.instance_count)
+    else:
+        sagemaker = replace(sagemaker, instance_count=core.instance_count)
+    launcher = core.distribution.launcher if core.distribution else None
+    if launcher in TORCH_LAUNCHERS and sagemaker.framework not in (None, *TORCH_FRAMEWORKS):
+        raise r.fail((*tp, "distribution", launcher), f"is launched by the PyTorch training toolkit; framework "
+                     f"'{sagemaker.framework}' does not know it: use framework: pytorch (or huggingface), or "
+                     "an image_uri of a PyTorch training image")  # fmt: skip
     return SageMakerTrainingConfig(**core_fields(core), sagemaker=sagemaker)
 
 

@@ -383,6 +383,9 @@ class Training:
             tags={k: v for k, v in tags.items() if v},
             channel_uris=dict(cfg.training.channels) if cfg.training.kind.remote else {},
             job_env=self._tracking_env(tracker, sha, run_id, workdir, data) if tracker is not None else None,
+            instance_count=cfg.training.instance_count,
+            distribution=cfg.training.distribution,
+            channel_settings=dict(cfg.training.channel_settings),
         )
 
     def _snapshot(self, sha: str, dirty: bool, dest: Path) -> Path:

@@ -211,3 +211,66 @@ def test_an_auto_scaled_endpoint_keeps_its_count_and_refuses_a_type_change(repo:
     assert proc.returncode == 5, proc.stderr
     assert "is auto scaled" in proc.stderr and "deregister the scalable target" in proc.stderr
     assert len(fake.calls("UpdateEndpoint")) == updates  # nothing sent that SageMaker would refuse
+
+
+TORCH_IMAGE = (
+    "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311-cu121-ubuntu20.04-sagemaker"
+)
+
+
+def test_a_distributed_job_is_the_request_the_sdk_sends(repo: Repo, fake: FakeSageMaker):  # noqa: F811
+    """instance_count 4 with torch_distributed, a sharded FastFile channel: the hyperparameters the
+    PyTorch estimator adds (JSON-encoded as it encodes them), checked against the service model."""
+    cfg = (
+        sm_config(spot=False)
+        .replace("framework: sklearn\n", f"image_uri: {TORCH_IMAGE}\n")
+        .replace('    framework_version: "1.2-1"\n', "")
+        .replace("instance_type: ml.m5.xlarge", "instance_type: ml.p4d.24xlarge")
+        .replace("  max_run: 3600\n", "  max_run: 3600\n  instance_count: 4\n"
+                 "  distribution: {torch_distributed: {enabled: true}}\n")
+        .replace("    train: s3://", "    train:\n      distribution: ShardedByS3Key\n      input_mode: FastFile\n"
+                 "      uri: s3://")
+        .replace("serving:\n", f"serving:\n  image_uri: {TORCH_IMAGE}\n")
+    )  # fmt: skip
+    assert "ShardedByS3Key" in cfg and "instance_count: 4" in cfg
+    (repo.path / "mlops-ci.yaml").write_text(cfg)
+    repo.commit("distributed")
+    proc = repo.run("train", "--dry-run", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (req,) = [p["request"] for p in json.loads(proc.stdout)["plan"] if p["action"] == "CreateTrainingJob"]
+    assert aws_model.violations("sagemaker", "CreateTrainingJob", req) == []
+    assert req["ResourceConfig"]["InstanceCount"] == 4
+    hps = req["HyperParameters"]
+    assert hps["sagemaker_torch_distributed_enabled"] == "true"
+    assert hps["sagemaker_instance_type"] == '"ml.p4d.24xlarge"'
+    assert not any(k.startswith("sagemaker_mpi") for k in hps)
+    (channel,) = req["InputDataConfig"]
+    assert channel["InputMode"] == "FastFile"
+    assert channel["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
+    repo.ok("train")  # and the real run sends what the plan showed
+    (sent,) = fake.calls("CreateTrainingJob")
+    assert sent["HyperParameters"] == hps and sent["InputDataConfig"] == req["InputDataConfig"]
+
+
+def test_a_pytorch_launcher_on_the_sklearn_image_is_refused_at_config_time(repo: Repo, fake: FakeSageMaker):  # noqa: F811
+    cfg = sm_config().replace("  max_run: 3600\n", "  max_run: 3600\n  distribution: {pytorchddp: {enabled: true}}\n")
+    (repo.path / "mlops-ci.yaml").write_text(cfg)
+    proc = repo.run("train", "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    assert "training.distribution.pytorchddp" in proc.stderr and "framework 'sklearn'" in proc.stderr
+    assert fake.requests == []
+
+
+def test_instance_count_given_twice_must_agree(repo: Repo, fake: FakeSageMaker):  # noqa: F811
+    cfg = sm_config().replace("  max_run: 3600\n", "  max_run: 3600\n  instance_count: 2\n")
+    (repo.path / "mlops-ci.yaml").write_text(
+        cfg.replace("instance_type: ml.m5.xlarge", "instance_type: ml.m5.xlarge\n    instance_count: 3")
+    )
+    proc = repo.run("config", "check")
+    assert proc.returncode == 2 and "give it once, as training.instance_count" in proc.stderr
+    (repo.path / "mlops-ci.yaml").write_text(cfg)
+    repo.commit("two hosts")
+    proc = repo.run("train", "--dry-run", "--json")
+    (req,) = [p["request"] for p in json.loads(proc.stdout)["plan"] if p["action"] == "CreateTrainingJob"]
+    assert req["ResourceConfig"]["InstanceCount"] == 2
+    assert "InputMode" not in req["InputDataConfig"][0]  # a plain channel: as before, the job's File mode

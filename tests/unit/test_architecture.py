@@ -4,6 +4,7 @@ mlops_ci/kinds.py only, imports go one way, and `Any` stays rare."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -80,7 +81,12 @@ def test_every_entry_of_the_tables_loads(table: str):
 def _owned_keys() -> set[str]:
     """The keys the backends' own parsers add to their sections (training.sagemaker, tracking.workspace, ...)."""
     parsers = [config.settings_of(k) for table in kinds.TABLES.values() for k in table.values()]
-    return {key for p in parsers if p is not None for key in p.keys}
+    owned = {key for p in parsers if p is not None for key in p.keys}
+    # a key every backend of one kind shares is the core's there, though a backend of another kind
+    # has one of that name (training.instance_count, and a SageMaker endpoint's instance_count)
+    core = {f.name for section in (config.TrainingConfig, config.TrackingConfig, config.EndpointConfig)
+            for f in dataclasses.fields(section)}  # fmt: skip
+    return owned - core
 
 
 def _backend_words(path: Path, shown: str, owned: set[str]) -> list[str]:
