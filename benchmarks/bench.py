@@ -231,6 +231,50 @@ def bench_training(rep: Report, n: int, tmp: Path) -> None:
             budget="<= 0.5 s over", ok=over <= 0.5, note=f"overhead {over * 1000:.0f}ms")  # fmt: skip
 
 
+HOSTS_SCRIPT = """import os, socket, time
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+if world > 1 and rank == 0:
+    server = socket.create_server((addr, port))
+    for _ in range(world - 1):
+        server.accept()[0].close()
+elif world > 1:
+    for _ in range(800):
+        try:
+            socket.create_connection((addr, port)).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+"""
+
+
+def bench_hosts(rep: Report, n: int, tmp: Path) -> None:
+    """The same script (a rendezvous, nothing else) as a 1-host and a 2-host local job."""
+    samples: dict[int, list[float]] = {}
+    for count in (1, 2):
+        repo = tmp / f"hosts{count}"
+        repo.mkdir()
+        (repo / "train.py").write_text(HOSTS_SCRIPT)
+        (repo / "data").mkdir()
+        for i in range(20):
+            (repo / "data" / f"part-{i:02}.csv").write_text("1,2\n" * 100)
+        (repo / "mlops-ci.yaml").write_text(
+            f"project: hosts\ntraining:\n  entry_point: train.py\n  instance_count: {count}\n"
+            "  distribution: {torch_distributed: {enabled: true}}\n"
+            "  channels: {train: {uri: data, distribution: ShardedByS3Key}}\n"
+        )
+        (repo / ".gitignore").write_text(".mlops-ci/\n")
+        git(repo, "init", "-q")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "hosts")
+        samples[count] = timed([MLOPS_CI, "train", "--force"], n, cwd=repo)
+    one = statistics.median(samples[1])
+    over = statistics.median(samples[2]) - one
+    rep.add("mlops-ci train --force, 1 host (torch_distributed, sharded channel)", samples[1])
+    rep.add("mlops-ci train --force, 2 hosts (same script, same data)", samples[2], reference=one, ref_name="1 host",
+            budget="<= 0.3 s over 1 host", ok=over <= 0.3, note=f"a second host costs {over * 1000:.0f}ms")  # fmt: skip
+
+
 # -- 4b. the review's model diff ------------------------------------------------------------------
 LINEAR = """import json, os
 import numpy as np
@@ -680,6 +724,7 @@ def main() -> int:
             ("diff and report", lambda: bench_diff(rep, n_small, tmp)),
             ("sticky comment", lambda: bench_comment(rep, n_small)),
             ("local training", lambda: bench_training(rep, n_small, tmp)),
+            ("local hosts", lambda: bench_hosts(rep, n_small, tmp)),
             ("model diff", lambda: bench_model_diff(rep, 3, tmp)),
             ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
             ("git store at scale", lambda: bench_git_store(rep, n_small, tmp)),
