@@ -125,6 +125,17 @@ aws:
 registry:
   backend: local
   approval: Approved
+tuning:
+  objective: {metric: accuracy, goal: maximize}
+  strategy: Random
+  max_jobs: 8
+  max_parallel: 2
+  early_stopping: "Off"
+  seed: 0
+  parameters:
+    learning_rate: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}
+    max_depth: {type: integer, min: 2, max: 8}
+    criterion: {type: categorical, values: [gini, entropy]}
 """,
     "sagemaker": """
 project: churn
@@ -882,6 +893,49 @@ DESCRIPTIONS: dict[str, Doc] = {
     "registry.approval": Doc(
         "The status of a new model package. `PendingManualApproval`: a deploy is refused until someone approves "
         "the package in SageMaker. Read from the `mlops-ci.yaml` committed at the promoted commit."
+    ),
+    "tuning": Doc(
+        "A hyperparameter search per commit, as SageMaker's hyperparameter tuning job has it: every trial is a run "
+        "of the commit with its values on top of `training.hyperparameters`, and the best completed trial becomes the "
+        "commit's run, the one the gate decides on; the PR report ranks the trials. Locally: `Random` and `Grid`, "
+        "`max_parallel` trials at once. See [a search](training.md#a-search).",
+        type="mapping",
+    ),
+    "tuning.objective": Doc("The metric the search optimises.", type="mapping", default="required"),
+    "tuning.objective.metric": Doc(
+        "A metric of the runs (from `metric_definitions` or `metrics.json`).", default="required"
+    ),
+    "tuning.objective.goal": Doc(
+        "`maximize` or `minimize`; must agree with `metrics.<name>.goal` when that is declared.",
+        default="`metrics.<name>.goal`",
+    ),
+    "tuning.parameters": Doc(
+        "The searched hyperparameters by name (none of them also in `training.hyperparameters`).",
+        type="mapping of names to ranges",
+        default="required",
+    ),
+    "tuning.parameters.<name>.type": Doc(
+        "`continuous` (`min`, `max`, `scaling`), `integer` (`min`, `max`, `scaling`) or `categorical` (`values`).",
+        default="required",
+    ),
+    "tuning.parameters.<name>.min": Doc("The range's lower end (included).", type="number", default="required"),
+    "tuning.parameters.<name>.max": Doc("The range's upper end (included).", type="number", default="required"),
+    "tuning.parameters.<name>.values": Doc(
+        "The choices of a categorical parameter: strings, numbers or booleans, each once.", type="list"
+    ),
+    "tuning.parameters.<name>.scaling": Doc(
+        "`Auto`, `Linear`, `Logarithmic` (min > 0; each order of magnitude as likely) or `ReverseLogarithmic` "
+        "(continuous, within 0 <= x < 1; dense near 1). Locally `Auto` is `Linear`."
+    ),
+    "tuning.strategy": Doc(
+        "`Random`, `Grid` (categorical parameters only; every combination, so no `max_jobs`), `Bayesian` or "
+        "`Hyperband`. The local trainer runs `Random` and `Grid`."
+    ),
+    "tuning.max_jobs": Doc("How many trials (a `Random` search).", default="10"),
+    "tuning.max_parallel": Doc("How many trials run at once, at most `max_jobs`."),
+    "tuning.early_stopping": Doc("`Off`, or `Auto` (SageMaker stops unpromising trials; not locally)."),
+    "tuning.seed": Doc(
+        "The random draws' seed: the same seed gives the same trials, so a search run again reuses them."
     ),
 }
 

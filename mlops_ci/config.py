@@ -23,6 +23,7 @@ from . import _yamlload
 from .distribution import Distribution
 from .errors import ConfigError
 from .kinds import ENDPOINTS, REGISTRY, TABLES, TRACKING, TRAINING, Kind
+from .tuning import ParameterRange, TuningConfig
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -293,6 +294,7 @@ class Config:
     endpoints: tuple[EndpointConfig, ...] = ()
     aws: AwsConfig = field(default_factory=AwsConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    tuning: TuningConfig | None = None  # a hyperparameter search per commit (mlops_ci/tuning.py)
     sources: dict[str, str] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> EndpointConfig:
@@ -334,6 +336,8 @@ class Config:
         # the trainer's own settings are fields of its section (none for the local one, whose
         # digests stay as they were before there were others)
         payload: dict[str, Any] = {"project": self.project, "training": t, "serving": asdict(self.serving)}
+        if self.tuning is not None:  # the commit's run is the best of a search: the search is part of it
+            payload["tuning"] = asdict(self.tuning)
         if self.training.kind.on_aws:  # where it runs and as whom is part of what ran
             payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
         if self.training.exclude == DEFAULT_EXCLUDE:  # unset, it leaves older runs' digests as they were
@@ -491,7 +495,7 @@ def _kind(value: object) -> str:
 
 TOP_KEYS = (
     "project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints", "aws",
-    "registry", "review",
+    "registry", "review", "tuning",
 )  # fmt: skip
 # patterns compiled on first use (re caches them): a local-only config never pays for them
 _ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z"
@@ -526,6 +530,7 @@ def parse(text: str, file: str, root: str) -> Config:
     aws = _parse_aws(r, top.get("aws"))
     registry = _parse_registry(r, top.get("registry"))
     _check_aws_needed(r, training, registry, endpoints, aws)
+    tuning = _parse_tuning(r, top.get("tuning"), metrics, training)
     cfg = Config(
         project=project,
         file=file,
@@ -541,12 +546,101 @@ def parse(text: str, file: str, root: str) -> Config:
         endpoints=endpoints,
         aws=aws,
         registry=registry,
+        tuning=tuning,
         sources=dict.fromkeys(top, "file"),
     )
     checks = [parser.check for parser in chosen_settings(cfg) if parser.check]
     for check in dict.fromkeys(checks):  # each once, though its backend serves several sections
         check(r, cfg)
     return cfg
+
+
+def _parse_tuning(r: _Reader, raw: object, metrics: dict[str, MetricGoal], training: TrainingConfig
+                  ) -> TuningConfig | None:  # fmt: skip
+    """`tuning:`, a hyperparameter search per commit (mlops_ci/tuning.py)."""
+    from . import tuning as tun
+
+    if raw is None:
+        return None
+    p: KeyPath = ("tuning",)
+    keys = ("objective", "parameters", "strategy", "max_jobs", "max_parallel", "early_stopping", "seed")
+    m = r.mapping(raw, p, keys)
+    for req in ("objective", "parameters"):
+        if req not in m:
+            raise r.fail(p, f"missing '{req}'")
+    op = (*p, "objective")
+    o = r.mapping(m["objective"], op, ("metric", "goal"))
+    if "metric" not in o:
+        raise r.fail(op, "missing 'metric' (the metric the search optimises, e.g. objective: {metric: accuracy})")
+    metric = _metric_name(r, o["metric"], (*op, "metric"))
+    declared = metrics[metric].goal if metric in metrics else None
+    goal = r.string(o["goal"], (*op, "goal"), choices=("maximize", "minimize")) if "goal" in o else declared
+    if goal is None:
+        raise r.fail(op, f"give goal: maximize or minimize (or declare metrics.{metric}.goal)")
+    if declared is not None and goal != declared:
+        raise r.fail((*op, "goal"), f"is {goal}, but metrics.{metric}.goal is {declared}: the gate and the search "
+                     "would pull opposite ways")  # fmt: skip
+    pp = (*p, "parameters")
+    if not isinstance(m["parameters"], dict):
+        raise r.fail(pp, "expected a mapping of hyperparameter names to ranges")
+    params_raw: dict[str, object] = m["parameters"]
+    if not params_raw:
+        raise r.fail(pp, "names no parameter to search")
+    ranges = []
+    for name, spec in params_raw.items():
+        at = (*pp, name)
+        if not isinstance(name, str) or not _HP_NAME.match(name):
+            raise r.fail(at, "hyperparameter names are letters, digits, '_' or '-'")
+        if name in training.hyperparameters:
+            raise r.fail(at, "is also in training.hyperparameters: a searched parameter has no fixed value there")
+        sm = r.mapping(spec, at, ("type", "min", "max", "values", "scaling"))
+        kind = r.string(sm.get("type"), (*at, "type"), choices=tun.TYPES) if "type" in sm else None
+        if kind is None:
+            raise r.fail(at, "give type: continuous, integer or categorical")
+        if kind == "categorical":
+            for key in ("min", "max", "scaling"):
+                if key in sm:
+                    raise r.fail((*at, key), "only applies to continuous and integer ranges")
+            values = r.seq(sm.get("values"), (*at, "values"))
+            if not values:
+                raise r.fail(at, "give values: the list of choices")
+            for i, v in enumerate(values):
+                if isinstance(v, dict | list) or v is None:
+                    raise r.fail((*at, "values", i), "expected a string, number or boolean")
+            if len(set(map(str, values))) != len(values):
+                raise r.fail((*at, "values"), "has a value twice")
+            ranges.append(ParameterRange(name, kind, values=tuple(values)))
+            continue
+        if "values" in sm:
+            raise r.fail((*at, "values"), "only applies to categorical ranges")
+        for key in ("min", "max"):
+            if key not in sm:
+                raise r.fail(at, f"missing '{key}'")
+        if kind == "integer":
+            lo, hi = (float(r.integer(sm[k], (*at, k), minimum=-(2**31))) for k in ("min", "max"))
+        else:
+            lo, hi = (r.number(sm[k], (*at, k)) for k in ("min", "max"))
+        scaling = r.string(sm.get("scaling", "Auto"), (*at, "scaling"), choices=tun.SCALINGS)
+        ranges.append(ParameterRange(name, kind, min=lo, max=hi, scaling=scaling))
+    strategy = r.string(m.get("strategy", "Random"), (*p, "strategy"), choices=tun.STRATEGIES)
+    if strategy == "Grid" and "max_jobs" in m:
+        raise r.fail((*p, "max_jobs"), "a Grid search runs every combination: leave max_jobs out")
+    max_jobs = r.integer(m.get("max_jobs", 10), (*p, "max_jobs"), minimum=1)
+    t = TuningConfig(
+        metric=metric,
+        goal=goal,
+        parameters=tuple(ranges),
+        strategy=strategy,
+        max_jobs=max_jobs,
+        max_parallel=r.integer(m.get("max_parallel", 1), (*p, "max_parallel"), minimum=1),
+        early_stopping=r.string(m.get("early_stopping", "Off"), (*p, "early_stopping"), choices=tun.EARLY_STOPPING),
+        seed=r.integer(m.get("seed", 0), (*p, "seed")),
+    )
+    if strategy == "Grid":
+        t = replace(t, max_jobs=tun.grid_size(t))
+    for path, message in tun.problems(t):
+        raise r.fail((*p, *path), message)
+    return t
 
 
 def chosen_settings(cfg: Config) -> list[Settings]:

@@ -205,6 +205,7 @@ class Comparison:
     config_changed: bool
     series: dict[str, dict[str, Sequence[float]]]
     model_diff: dict[str, Any] | None = None  # model_diff.py's result, when the review made one
+    tuning: dict[str, Any] | None = None  # the search behind the head run (verbs/tune.py's leaderboard)
 
     def to_dict(self, series: dict[str, dict[str, list[float | None]]] | None = None) -> dict[str, object]:
         """Shallow, fast conversion (asdict deep-copies every series point). `series`
@@ -218,6 +219,7 @@ class Comparison:
             "params": [dict(p.__dict__) for p in self.params],
             "config_changed": self.config_changed,
             "model_diff": self.model_diff,
+            "tuning": self.tuning,
             "series": {n: {k: list(v) for k, v in e.items()} for n, e in self.series.items()}
             if series is None
             else series,

@@ -250,6 +250,11 @@ def _render_sections(
         used += sum(len(x) + 1 for x in block)
         out += block
 
+    if c.tuning:
+        block = _leaderboard(c.tuning)
+        used += sum(len(x) + 1 for x in block)
+        out += block
+
     if runs and (c.head.cost or (c.baseline and c.baseline.cost)):
         block = _cost_table(c)
         used += sum(len(x) + 1 for x in block)
@@ -313,6 +318,22 @@ def _render_sections(
         digest_line += f" · baseline `{(c.baseline.artifact_sha256 or '—')[:16]}`"
     out.append(digest_line)
     return _finish(out, tail_note)
+
+
+def _leaderboard(t: dict[str, Any]) -> list[str]:
+    """The search behind the head run: its best trials, their values and objective."""
+    names = list(t["top"][0]["values"]) if t["top"] else []
+    head = f"### Tuning: best of {t['completed']} completed trial(s) of {t['trials']}"
+    out = ["", head, "", f"{esc(t['strategy'])} search, {esc(t['goal'])} `{esc(t['metric'])}`; the head run is the "
+           "best trial's model.", ""]  # fmt: skip
+    out.append("| # | trial | " + " | ".join(esc(n) for n in names) + f" | {esc(t['metric'])} | run |")
+    out.append("|---:|---:|" + "---|" * len(names) + "---:|---|")
+    for i, row in enumerate(t["top"], start=1):
+        best = " ★" if row["run_id"] == t.get("best_run") else ""
+        value = fmt(row["objective"]) if row["status"] == "completed" else f"_{esc(row['status'])}_"
+        cells = " | ".join(MASK if secret_name(n) else esc(_pv(row["values"].get(n))) for n in names)
+        out.append(f"| {i} | {row['trial']}{best} | {cells} | {value} | `{esc(row['run_id'])}` |")
+    return out
 
 
 def _finish(out: list[str], tail_note: str, *, limited: bool = True) -> str:

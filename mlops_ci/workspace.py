@@ -5,6 +5,7 @@ mlops_ci/verbs/ (docs/architecture.md).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import math
@@ -66,6 +67,23 @@ class Workspace:
         self.planned_verdicts: dict[str, Verdict] = {}  # a dry run's reused verdicts, by run id
         self._policies: dict[str, tuple[Config, str]] = {}  # committed configs, by commit
         self._signers: dict[str, integrity.Signer] = {}
+
+    def worker(self, say: Callable[[str], None] | None = None) -> Workspace:
+        """A workspace for another thread: the same configuration and context, its own store
+        connection and git; close it when done."""
+        other = copy.copy(self)
+        other.say = say or self.say
+        other.warn = lambda msg: other.say(f"warning: {msg}")
+        other.git = Git(self.root)
+        other._store = None
+        other._aws = None
+        other._tracker = None
+        other._ctx = self._ctx
+        other._policies = {}
+        other._signers = {}
+        other.planned_verdicts = {}
+        other.fx = Effects(self.dry_run, other.would)
+        return other
 
     @property
     def store(self) -> Store:

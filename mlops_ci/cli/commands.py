@@ -372,10 +372,17 @@ def _run_dict(run: Run) -> dict[str, Any]:
 
 def train(ws: Workspace, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
           cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
-    from ..verbs.train import train as train_commit
+    if ws.cfg.tuning is not None and not attach_only:  # a search: its best trial is the commit's run
+        from ..verbs.tune import tune
 
-    run, reused = train_commit(ws, ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
-                           cancel_superseded=cancel_superseded, attach_only=attach_only)  # fmt: skip
+        if no_wait:
+            raise UsageError("--no-wait does not apply to a search (tuning:): its trials run with the command")
+        run, reused = tune(ws, ref, allow_dirty=allow_dirty, force=force)
+    else:
+        from ..verbs.train import train as train_commit
+
+        run, reused = train_commit(ws, ref, allow_dirty=allow_dirty, force=force, no_wait=no_wait,
+                                   cancel_superseded=cancel_superseded, attach_only=attach_only)  # fmt: skip
     if run is None:  # dry run (the plan is printed by the caller), or a job left running
         return 0
     github_output(run_id=run.run_id, sha=run.sha, status=run.status, artifact_sha256=run.artifact_sha256,

@@ -2,11 +2,13 @@
 names TRAINING): several hosts as processes on this machine, each with the SageMaker layout and
 its share of the data, and torchrun's rendezvous for `torch_distributed`. The launchers that need
 mpirun and ssh between hosts (mpi, pytorchddp, smdistributed) or a parameter server are not
-emulated, nor Pipe mode's FIFOs: a config asking for them fails here, before any run."""
+emulated, nor Pipe mode's FIFOs, nor a Bayesian or Hyperband search or early stopping: a config
+asking for them fails here, before any run."""
 
 from __future__ import annotations
 
-from ..config import KeyPath, Settings, TrainingConfig
+from ..config import Config, KeyPath, Settings, TrainingConfig
+from ..tuning import LOCAL_STRATEGIES
 
 TYPE_CHECKING = False  # as in config.py: only the type checker needs `typing`
 if TYPE_CHECKING:
@@ -28,4 +30,17 @@ def _parse(r: _Reader, t: dict[str, object], p: KeyPath, core: TrainingConfig) -
     return core
 
 
-TRAINING = Settings(parse=_parse)
+def _check(r: _Reader, cfg: Config) -> None:
+    """A search runs here only where its trials can be reproduced without an optimiser of our own."""
+    t = cfg.tuning
+    if t is None:
+        return
+    if t.strategy not in LOCAL_STRATEGIES:
+        raise r.fail(("tuning", "strategy"), f"a {t.strategy} search is not run by the local trainer: use "
+                     f"{' or '.join(LOCAL_STRATEGIES)} locally, or train with training.backend: sagemaker")  # fmt: skip
+    if t.early_stopping != "Off":
+        raise r.fail(("tuning", "early_stopping"), "early stopping is SageMaker's: the local trainer runs every "
+                     "trial to its end (use Off locally)")  # fmt: skip
+
+
+TRAINING = Settings(parse=_parse, check=_check)

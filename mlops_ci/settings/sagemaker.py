@@ -244,7 +244,15 @@ def _check_serving(r: _Reader, cfg: Config) -> None:
                 raise r.fail(("endpoints", i, "instance_type"), problem)
 
 
-TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_serving, _advice)
+def _check_training(r: _Reader, cfg: Config) -> None:
+    if cfg.tuning is not None:
+        # not built yet: a search here is a HyperParameterTuningJob, not N training jobs of ours
+        raise r.fail(("tuning",), "a search on SageMaker (a hyperparameter tuning job) is not supported yet: run it "
+                     "with training.backend: local, or remove tuning")  # fmt: skip
+    _check_serving(r, cfg)
+
+
+TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_training, _advice)
 ENDPOINT = Settings(
     SageMakerEndpointConfig, ("instance_type", "instance_count", "deployment"), _parse_endpoint, _check_serving
 )

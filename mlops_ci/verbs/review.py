@@ -90,7 +90,9 @@ class Reviewer:
             metrics = {**diff["metrics"], **head.metrics}
             base_metrics = {**diff["baseline_metrics"], **b.metrics} if b else None
             goals = {**{r.metric: g for r in policy.gate.rules if (g := goal_of(r.metric))}, **policy.metrics}
-        comparison = dataclasses.replace(comparison, model_diff=diff)
+        from .tune import leaderboard
+
+        comparison = dataclasses.replace(comparison, model_diff=diff, tuning=leaderboard(self.ws, head))
         outcome = gate_mod.evaluate(policy.gate, metrics, base_metrics, choice.state, goals)
         if diff is not None and diff["status"] != "ok":
             outcome = self._without_diff(outcome, metrics, diff, choice.state, policy)

@@ -24,6 +24,7 @@ from ..backends import Tracker, TrainingResult, TrainingSpec, owner_label, run_u
 from ..ci import detect
 from ..errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from ..records import Run, Verdict
+from ..tuning import Trial
 from ..workspace import Workspace, differs
 from .baseline import find_baseline
 
@@ -72,9 +73,17 @@ def head_run(ws: Workspace, ref: str | None) -> Run:
 class Training:
     """One training (or its plan) of one commit."""
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, trial: Trial | None = None):
         self.ws = ws
+        self.trial = trial  # a trial of a search: its values on top of the hyperparameters
         self._left_out: list[str] = []  # source files training.exclude removed from the job's source
+
+    def digest(self) -> str:
+        """The training-config digest of this training: a trial's is its search's and its values'."""
+        return self.trial.digest if self.trial else self.ws.cfg.training_digest()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.ws.cfg.training.hyperparameters, **(self.trial.values if self.trial else {})}
 
     # -- train ----------------------------------------------------------------------------
     def train(
@@ -101,7 +110,7 @@ class Training:
                     "from its SHA) or pass --allow-dirty for a throw-away run that can never be promoted"
                 )
             dirty = True
-        digest = cfg.training_digest()
+        digest = self.digest()
         if not force and not dirty:
             existing = self.ws.store.latest_completed(self.ws.project, sha, digest)
             if existing:
@@ -167,7 +176,7 @@ class Training:
                force: bool, no_wait: bool, attach_only: bool,
                cancel_superseded: bool) -> tuple[Run | None, bool]:  # fmt: skip
         cfg = self.ws.cfg
-        digest = cfg.training_digest()
+        digest = self.digest()
         remote = cfg.training.kind.remote
         snapshot = workdir / "src"
         try:
@@ -198,6 +207,8 @@ class Training:
         finished = time.time()
         job = name if remote else spec.job_name
         links = {"log": str(result.log_path), **result.links}
+        if self.trial is not None:
+            links.update(self.trial.links())
         tracker = self.ws.tracker()
         if tracker is not None:
             key = tracker.experiment_key(job)
@@ -218,7 +229,7 @@ class Training:
             backend=backend.name,
             started=started,
             finished=finished,
-            params=dict(cfg.training.hyperparameters),
+            params=self.hyperparameters(),
             metrics=result.metrics,
             log_path=str(result.log_path),
             links=links,
@@ -264,7 +275,7 @@ class Training:
         from ..errors import MlopsCiError
 
         try:
-            found = tracker.at_training(key, links, self.ws.cfg.metrics, self.ws.cfg.training.hyperparameters)
+            found = tracker.at_training(key, links, self.ws.cfg.metrics, self.hyperparameters())
         except MlopsCiError as exc:
             self.ws.warn(f"the run's Comet numbers could not be read ({exc.message}); it records the ones from its log")
             return
@@ -372,7 +383,7 @@ class Training:
             job_name=f"{self.ws.project}-{run_id}",
             code_dir=project_dir / cfg.training.source_dir,
             entry_point=cfg.training.entry_point,
-            hyperparameters=dict(cfg.training.hyperparameters),
+            hyperparameters=self.hyperparameters(),
             channels=channels,
             metric_regexes={d.name: d.regex for d in cfg.training.metric_definitions},
             environment=dict(cfg.training.environment),
@@ -442,10 +453,10 @@ class Training:
         backend = self._trainer()
         channels, data = self._channels(project_dir, backend)
         source = sha256_tree(project_dir / self.ws.cfg.training.source_dir)
-        inputs = config_mod.digest({"source": source, "channels": data, "training": self.ws.cfg.training_digest()})
+        inputs = config_mod.digest({"source": source, "channels": data, "training": self.digest()})
         return project_dir, backend, channels, data, inputs
 
-    def _record_reuse(self, original: Run, sha: str, config_digest: str) -> Run:
+    def _record_reuse(self, original: Run, sha: str, config_digest: str, *, note: str | None = None) -> Run:
         """`sha` trains exactly what `original` trained: record its run (and its verdict under
         the current gate rules) against `sha`, pointing at the run that really trained."""
         now = time.time()
@@ -489,7 +500,9 @@ class Training:
             if planned is not None:  # a dry run: the plan's later steps (promote) see the verdict it would record
                 self.ws.planned_verdicts[run.run_id] = planned
         self.ws.say(
-            f"commit {sha[:8]} has the same training inputs as {original.sha[:8]}: reusing run {root} "
+            f"{note} {run.run_id}"
+            if note
+            else f"commit {sha[:8]} has the same training inputs as {original.sha[:8]}: reusing run {root} "
             f"(model sha256 {(original.artifact_sha256 or '')[:12]}), recorded as run {run.run_id}; not training"
         )
         return run
@@ -580,7 +593,7 @@ class Training:
                 "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
                 job_name=f"{self.ws.project}-{run_id}",
                 command=[cfg.training.python or "python", cfg.training.entry_point,
-                         *cmd_args(cfg.training.hyperparameters)],
+                         *cmd_args(self.hyperparameters())],
                 channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
                 requirements=requirements_digest(project_dir / cfg.training.source_dir,
                                                  cfg.training.python or sys.executable),

@@ -1,0 +1,131 @@
+"""`tuning:`: a hyperparameter search over a commit, as SageMaker's HyperParameterTuningJob has it
+(objective, parameter ranges with their scaling, strategy, max jobs, max parallel jobs, early
+stopping), and the trials a local search runs.
+
+Every trial is a training run of the commit with its values on top of
+`training.hyperparameters`; the best completed trial (by the objective's goal) becomes the commit's
+run, the one the gate decides on. The names follow SageMaker's API (ContinuousParameterRange,
+IntegerParameterRange, CategoricalParameterRange, ScalingType, Strategy) so the same block
+means the same search on either trainer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+STRATEGIES = ("Random", "Grid", "Bayesian", "Hyperband")
+LOCAL_STRATEGIES = ("Random", "Grid")  # reproducible here without an optimiser of our own
+TYPES = ("continuous", "integer", "categorical")
+SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
+EARLY_STOPPING = ("Off", "Auto")
+TRIAL_OF = "mlops-ci:trial-of"  # a trial run's link: the digest of the tuning it belongs to
+TRIAL = "mlops-ci:trial"  # its number, 1..max_jobs
+
+
+@dataclass(frozen=True)
+class ParameterRange:
+    name: str
+    type: str  # continuous | integer | categorical
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Any, ...] = ()
+    scaling: str = "Auto"
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    metric: str  # the objective
+    goal: str  # maximize | minimize
+    parameters: tuple[ParameterRange, ...]
+    strategy: str = "Random"
+    max_jobs: int = 10
+    max_parallel: int = 1
+    early_stopping: str = "Off"
+    seed: int = 0
+
+
+def grid_size(t: TuningConfig) -> int:
+    return math.prod(len(p.values) for p in t.parameters)
+
+
+def trials(t: TuningConfig) -> list[dict[str, Any]]:
+    """The values of each trial of a Random or Grid search, in order: the same config gives the
+    same trials (the seed), so a search run again finds the trials it already ran."""
+    if t.strategy == "Grid":
+        combos = itertools.product(*(p.values for p in t.parameters))
+        return [dict(zip((p.name for p in t.parameters), combo, strict=True)) for combo in combos]
+    if t.strategy != "Random":
+        raise ValueError(f"{t.strategy} search is not run locally")
+    rng = random.Random(t.seed)  # noqa: S311  (a search's draws, reproducible by design: no secret)
+    return [{p.name: _sample(p, rng) for p in t.parameters} for _ in range(t.max_jobs)]
+
+
+def _sample(p: ParameterRange, rng: random.Random) -> Any:
+    if p.type == "categorical":
+        return rng.choice(p.values)
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    if p.type == "integer":
+        if p.scaling == "Logarithmic":
+            return min(int(hi), int(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
+        return rng.randint(int(lo), int(hi))
+    if p.scaling == "Logarithmic":
+        value = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    elif p.scaling == "ReverseLogarithmic":  # dense near 1: 1 - a log-uniform draw of 1 - x
+        value = 1.0 - math.exp(rng.uniform(math.log(1.0 - hi), math.log(1.0 - lo)))
+    else:  # Auto and Linear: SageMaker's Auto picks a scale; here it is linear
+        value = rng.uniform(lo, hi)
+    return float(f"{min(max(value, lo), hi):.6g}")  # six significant digits: readable, and within the range
+
+
+def problems(t: TuningConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """What SageMaker would refuse in a tuning job, and what cannot be a search: (key path, message)."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if t.max_parallel > t.max_jobs and t.strategy != "Grid":
+        out.append((("max_parallel",), f"is more than max_jobs ({t.max_jobs})"))
+    for p in t.parameters:
+        at: tuple[str | int, ...] = ("parameters", p.name)
+        if t.strategy == "Grid" and p.type != "categorical":
+            out.append((at, "a Grid search takes categorical parameters only (SageMaker's rule): give values"))
+        if p.type == "categorical":
+            continue
+        assert p.min is not None and p.max is not None
+        if not p.min < p.max:
+            out.append((at, f"min ({p.min:g}) must be less than max ({p.max:g})"))
+        elif p.scaling == "Logarithmic" and p.min <= 0:
+            out.append((at, "Logarithmic scaling needs min > 0"))
+        elif p.scaling == "ReverseLogarithmic" and (p.type == "integer" or not (p.min >= 0 and p.max < 1)):
+            out.append((at, "ReverseLogarithmic scaling is for continuous ranges within 0 <= x < 1"))
+    return out
+
+
+def best(runs: list[tuple[int, Any]], t: TuningConfig) -> tuple[int, Any] | None:
+    """The best (trial number, run) by the objective: completed runs with a finite value of the
+    metric only; a tie goes to the earlier trial."""
+    scored = [
+        (n, r)
+        for n, r in runs
+        if r.status == "completed" and isinstance(r.metrics.get(t.metric), float) and math.isfinite(r.metrics[t.metric])
+    ]
+    if not scored:
+        return None
+    sign = -1.0 if t.goal == "maximize" else 1.0
+    return min(scored, key=lambda nr: (sign * nr[1].metrics[t.metric], nr[0]))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of a search: its number (1..), its values, and the digests that keep its run
+    apart from the commit's (`digest`, its training-config digest) and tie it to the search (`of`,
+    the commit's training-config digest under the search)."""
+
+    number: int
+    values: dict[str, Any]
+    digest: str
+    of: str
+
+    def links(self) -> dict[str, str]:
+        return {TRIAL_OF: self.of, TRIAL: str(self.number)}

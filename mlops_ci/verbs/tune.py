@@ -1,0 +1,145 @@
+"""`mlops-ci train` with `tuning:`: a search over the commit. Each trial is a training run of the
+commit (its values on top of the hyperparameters, its own training-config digest, links naming
+the search); `max_parallel` trials run at once, each in its own workspace (its own store
+connection and git). The best completed trial by the objective becomes the commit's run under
+the search's digest, recorded as a reuse of the trial's model: the gate, the report and a
+promotion see it as they see any run. A search run again finds the trials it already ran (the
+same seed gives the same trials) and runs only the missing ones."""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .. import config as config_mod
+from .. import tuning as tun
+from ..errors import MlopsCiError, Refused, TrainingFailed
+from ..records import Run
+from ..workspace import Workspace
+from .train import Training
+
+
+def trials_of(ws: Workspace) -> list[tun.Trial]:
+    """The trials of the configured search, numbered from 1."""
+    t = ws.cfg.tuning
+    assert t is not None
+    of = ws.cfg.training_digest()
+    return [
+        tun.Trial(number=i, values=values, digest=config_mod.digest({"search": of, "trial": values}), of=of)
+        for i, values in enumerate(tun.trials(t), start=1)
+    ]
+
+
+def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bool = False) -> tuple[Run | None, bool]:
+    cfg = ws.cfg
+    t = cfg.tuning
+    assert t is not None
+    ws.guard_store()
+    sha = ws.resolve(ref, what="train").sha
+    if ref is None and ws.git.is_dirty([str(ws.root)]):
+        raise Refused("the work tree has uncommitted changes; commit them: a search's best trial becomes the "
+                      "commit's run, which must be reproducible from its SHA" + (" (--allow-dirty does not apply "
+                      "to a search)" if allow_dirty else ""))  # fmt: skip
+    lead = Training(ws)
+    if ref is None:
+        lead.check_checkout(sha)
+    digest = cfg.training_digest()
+    if not force:
+        existing = ws.store.latest_completed(ws.project, sha, digest)
+        if existing:
+            return existing, True
+    trials = trials_of(ws)
+    ws.say(f"searching {len(trials)} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
+           f"{t.goal} {t.metric}")  # fmt: skip
+    if ws.dry_run:  # each trial's own plan, then the record of the best
+        for trial in trials:
+            Training(ws, trial).train(sha, force=force)
+        ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
+                 objective=f"{t.goal} {t.metric}")  # fmt: skip
+        return None, False
+    results = _run_trials(ws, sha, trials, t.max_parallel, force)
+    found = tun.best([(trial.number, run) for trial, run in results if run is not None], t)
+    failed = sum(1 for _, run in results if run is None or run.status != "completed")
+    if found is None:
+        raise TrainingFailed(f"the search of {sha[:8]} has no completed trial with a finite '{t.metric}' "
+                             f"({failed} of {len(trials)} failed); `mlops-ci runs` lists the trials")  # fmt: skip
+    number, best = found
+    note = (f"best trial: {number} of {len(trials)} (run {best.run_id}, {t.metric}={best.metrics[t.metric]:g})"
+            + (f", {failed} trial(s) failed" if failed else "") + "; recorded as the commit's run")  # fmt: skip
+    # the commit's run keeps the trial's inputs digest: a later commit reuses it through its own search,
+    # whose trials find the earlier ones by their inputs
+    return lead._record_reuse(best, sha, digest, note=note), False
+
+
+def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int, force: bool
+                ) -> list[tuple[tun.Trial, Run | None]]:  # fmt: skip
+    """Run the trials, `parallel` at a time; a failed trial is a run recorded as failed (None when
+    it never became one). An error that is not a failed trial (the store, the configuration)
+    stops the search once the running trials end."""
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def one(trial: tun.Trial) -> tuple[tun.Trial, Run | None]:
+        if errors:
+            return trial, None
+        say = ws.say
+
+        def prefixed(line: str) -> None:
+            with lock:
+                say(f"[trial {trial.number}] {line}")
+
+        w = ws.worker(say=prefixed)
+        try:
+            run, reused = Training(w, trial).train(sha, force=force)
+            if reused and run is not None:
+                prefixed(f"already ran: run {run.run_id}")
+            return trial, run
+        except TrainingFailed as exc:
+            prefixed(exc.message)
+            failed = [r for r in w.store.runs(w.project, sha=sha, limit=200) if r.config_digest == trial.digest]
+            return trial, failed[0] if failed else None
+        except MlopsCiError as exc:
+            errors.append(exc)
+            return trial, None
+        finally:
+            w.close()
+
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mlops-ci-trial") as pool:
+        results = list(pool.map(one, trials))
+    if errors:
+        raise errors[0]
+    return results
+
+
+def leaderboard(ws: Workspace, run: Run, top: int = 5) -> dict[str, Any] | None:
+    """The search behind `run` (a commit's run that is a search's best trial): every trial of it,
+    best first, for the report. None for a run of no search."""
+    t = ws.cfg.tuning
+    of = run.links.get(tun.TRIAL_OF)
+    if t is None or of is None:
+        return None
+    trials: dict[int, Run] = {}
+    for r in ws.store.runs(ws.project, sha=run.sha, limit=10_000):
+        number = r.links.get(tun.TRIAL)
+        if r.links.get(tun.TRIAL_OF) == of and r.config_digest != run.config_digest and number and number.isdigit():
+            trials.setdefault(int(number), r)  # newest first: a trial run again keeps its latest
+    if not trials:
+        return None
+    ranked = sorted(trials.items(), key=lambda nr: _rank(nr[1], t.metric, t.goal))
+    rows = [
+        {"trial": n, "run_id": r.run_id, "status": r.status, "objective": r.metrics.get(t.metric),
+         "values": {p.name: r.params.get(p.name) for p in t.parameters}}
+        for n, r in ranked
+    ]  # fmt: skip
+    completed = sum(1 for r in trials.values() if r.status == "completed")
+    return {"metric": t.metric, "goal": t.goal, "strategy": t.strategy, "trials": len(trials),
+            "completed": completed, "best_run": run.reused_from, "top": rows[:top]}  # fmt: skip
+
+
+def _rank(r: Run, metric: str, goal: str) -> tuple[int, float]:
+    value = r.metrics.get(metric)
+    if r.status != "completed" or not isinstance(value, float) or not math.isfinite(value):
+        return (1, 0.0)
+    return (0, -value if goal == "maximize" else value)

@@ -1,0 +1,236 @@
+"""A search over a commit (`tuning:`), locally: 8 trials, 2 at a time, every trial a run, the best
+one the commit's run that the gate decides on and the report ranks. The objective is computed
+here again from each trial's recorded values, by the formula the script uses: the ranking is
+checked against an independent computation, not against what the tuner says."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mlops_ci import tuning
+from tests.conftest import Project, git
+
+SCRIPT = textwrap.dedent(
+    """
+    import argparse, json, os, sys, time
+    p = argparse.ArgumentParser()
+    p.add_argument("--lr", type=float)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--solver")
+    p.add_argument("--fixed", type=int)
+    a = p.parse_args()
+    running = os.environ["RUNNING_DIR"]
+    me = os.path.join(running, str(os.getpid()))
+    open(me, "w").close()
+    time.sleep(0.4)  # long enough for the trials that run at once to overlap
+    seen = len(os.listdir(running))
+    os.remove(me)
+    if a.solver == "fail" or a.depth == 99:
+        sys.exit("this trial fails on purpose")
+    score = 1.0 - abs(a.lr - 0.01) * 10 - abs(a.depth - 4) * 0.01 + (0.05 if a.solver == "adam" else 0)
+    print(f"accuracy={score:.6f}")
+    print(f"concurrent={seen}")
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as fh:
+        json.dump(vars(a), fh)
+    """
+)
+
+CONFIG = """\
+project: tune
+training:
+  entry_point: train.py
+  hyperparameters: {fixed: 3}
+  environment: {RUNNING_DIR: %(running)s}
+  metric_definitions:
+    - {name: accuracy, regex: 'accuracy=([0-9.]+)'}
+    - {name: concurrent, regex: 'concurrent=([0-9]+)'}
+metrics:
+  accuracy: {goal: maximize}
+gate:
+  rules: [{metric: accuracy, min: 0.5}]
+tuning:
+  objective: {metric: accuracy}
+%(search)s
+"""
+
+RANDOM = """\
+  max_jobs: 8
+  max_parallel: 2
+  seed: 7
+  parameters:
+    lr: {type: continuous, min: 0.0001, max: 0.1, scaling: Logarithmic}
+    depth: {type: integer, min: 2, max: 8}
+    solver: {type: categorical, values: [sgd, adam]}
+"""
+
+
+FIXED = "    lr: {type: categorical, values: [0.01]}\n    depth: {type: categorical, values: [4]}\n"
+
+
+def score(values: dict[str, object]) -> float:
+    """The script's objective, computed here from a trial's recorded values."""
+    lr, depth = float(values["lr"]), int(values["depth"])  # type: ignore[arg-type]
+    return round(1.0 - abs(lr - 0.01) * 10 - abs(depth - 4) * 0.01 + (0.05 if values["solver"] == "adam" else 0), 6)
+
+
+def _project(tmp_path: Path, search: str = RANDOM) -> Project:
+    repo = tmp_path / "tune"
+    repo.mkdir()
+    running = tmp_path / "running"
+    running.mkdir()
+    (repo / "train.py").write_text(SCRIPT)
+    (repo / "mlops-ci.yaml").write_text(CONFIG % {"running": running, "search": search})
+    (repo / ".gitignore").write_text(".mlops-ci/\n")
+    git(repo, "init", "-q", "-b", "main")
+    p = Project(repo)
+    p.commit("search")
+    return p
+
+
+def _trials(p: Project, sha: str) -> list[dict[str, object]]:
+    runs = json.loads(p.ok("runs", "--json", "--limit", "100"))
+    return [r for r in runs if r["sha"] == sha and tuning.TRIAL in r["links"] and r["reused_from"] is None]
+
+
+def test_eight_trials_two_at_a_time_and_the_gate_decides_on_the_best(tmp_path: Path):
+    p = _project(tmp_path)
+    out = json.loads(p.ok("train", "--json"))
+    run = out["run"]
+    trials = _trials(p, run["sha"])
+    assert sorted(int(t["links"][tuning.TRIAL]) for t in trials) == list(range(1, 9))
+    assert all(t["status"] == "completed" and t["params"]["fixed"] == 3 for t in trials)
+    # every trial's recorded objective is the script's formula over its recorded values
+    for t in trials:
+        assert t["metrics"]["accuracy"] == pytest.approx(score(t["params"]), abs=1e-6)
+    # two at a time: never more, and they did overlap
+    assert max(t["metrics"]["concurrent"] for t in trials) == 2
+    best = max(trials, key=lambda t: (score(t["params"]), -int(t["links"][tuning.TRIAL])))
+    assert run["reused_from"] == best["run_id"] and run["artifact_sha256"] == best["artifact_sha256"]
+    assert run["params"] == best["params"] and run["metrics"]["accuracy"] == best["metrics"]["accuracy"]
+    code, gate_out, err = p.cli("gate")
+    assert code == 0, err
+    assert f"{best['metrics']['accuracy']:g} >= 0.5" in gate_out
+
+    md = p.ok("report")
+    assert "### Tuning: best of 8 completed trial(s) of 8" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and line.endswith("` |") and "trial" not in line]
+    ranked = sorted(trials, key=lambda t: -score(t["params"]))[:5]
+    assert [r.split("`")[-2] for r in rows] == [t["run_id"] for t in ranked]
+    assert "★" in rows[0]
+    report = json.loads(p.ok("report", "--json"))
+    assert report["comparison"]["tuning"]["best_run"] == best["run_id"]
+
+    # the same search again: every trial is found, none runs, the commit's run is the same
+    again = json.loads(p.ok("train", "--json"))
+    assert again["reused"] and again["run"]["run_id"] == run["run_id"]
+    assert len(_trials(p, run["sha"])) == 8
+
+
+def test_a_grid_search_runs_every_combination_and_a_failed_trial_does_not_stop_it(tmp_path: Path):
+    grid = """\
+  strategy: Grid
+  max_parallel: 3
+  parameters:
+    lr: {type: categorical, values: [0.01, 0.05]}
+    depth: {type: categorical, values: [4, 99]}
+    solver: {type: categorical, values: [adam, sgd]}
+"""
+    p = _project(tmp_path, grid)
+    code, out, err = p.cli("train", "--json")
+    assert code == 0, err
+    run = json.loads(out)["run"]
+    trials = _trials(p, run["sha"])
+    combos = {(t["params"]["lr"], t["params"]["depth"], t["params"]["solver"]) for t in trials}
+    assert combos == {(lr, d, s) for lr in (0.01, 0.05) for d in (4, 99) for s in ("adam", "sgd")}
+    assert sum(t["status"] == "failed" for t in trials) == 4  # depth 99 fails on purpose
+    assert run["params"] == {"fixed": 3, "lr": 0.01, "depth": 4, "solver": "adam"}
+    assert "4 trial(s) failed" in err
+    assert "### Tuning: best of 4 completed trial(s) of 8" in p.ok("report")
+
+
+def test_a_search_with_no_completed_trial_fails_and_records_no_commit_run(tmp_path: Path):
+    p = _project(tmp_path, "  strategy: Grid\n  parameters:\n    solver: {type: categorical, values: [fail]}\n" + FIXED)
+    code, _, err = p.cli("train")
+    assert code == 6, err
+    assert "has no completed trial with a finite 'accuracy' (1 of 1 failed)" in err
+    runs = json.loads(p.ok("runs", "--json"))
+    assert [r["status"] for r in runs] == ["failed"]
+
+
+def test_the_dry_run_plans_every_trial_and_records_nothing(tmp_path: Path):
+    p = _project(tmp_path)
+    code, out, err = p.cli("train", "--dry-run", "--json")
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    trains = [s for s in plan if s["action"] == "train"]
+    assert len(trains) == 8 and len({json.dumps(s["command"]) for s in trains}) == 8
+    assert all("--fixed" in s["command"] for s in trains)
+    assert plan[-1]["action"] == "record run (best trial)"
+    assert json.loads(p.ok("runs", "--json")) == []
+
+
+def test_hostile_categorical_values_stay_inert_in_the_report(tmp_path: Path):
+    evil = '"x|y\\n::error::forged <b>@team</b> `z`"'
+    solver = f"    solver: {{type: categorical, values: [adam, {evil}]}}\n"
+    p = _project(tmp_path, "  strategy: Grid\n  parameters:\n" + solver + FIXED)
+    p.ok("train")
+    md = p.ok("report")
+    table = md[md.index("### Tuning") :]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 2  # one line per trial: the value's line break did not split a row
+    assert not any(line.startswith("::") for line in md.splitlines())
+    assert "<b>" not in md and "@team" not in md
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ("  strategy: Bayesian\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
+         "a Bayesian search is not run by the local trainer"),
+        ("  strategy: Grid\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
+         "a Grid search takes categorical parameters only"),
+        ("  strategy: Grid\n  max_jobs: 3\n  parameters: {lr: {type: categorical, values: [1]}}\n",
+         "leave max_jobs out"),
+        ("  parameters: {fixed: {type: integer, min: 1, max: 3}}\n", "is also in training.hyperparameters"),
+        ("  parameters: {lr: {type: continuous, min: 0, max: 1, scaling: Logarithmic}}\n", "needs min > 0"),
+        ("  parameters: {lr: {type: continuous, min: 1, max: 1}}\n", "must be less than max"),
+        ("  max_jobs: 2\n  max_parallel: 3\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
+         "is more than max_jobs (2)"),
+        ("  early_stopping: Auto\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
+         "early stopping is SageMaker's"),
+        ("  parameters: {lr: {type: categorical, values: [a, a]}}\n", "has a value twice"),
+    ],
+)  # fmt: skip
+def test_a_search_that_cannot_run_fails_at_config_check(tmp_path: Path, search: str, message: str):
+    p = _project(tmp_path, search)
+    code, _, err = p.cli("config", "check")
+    assert code == 2 and message in err, err
+
+
+def test_the_objective_goal_must_agree_with_the_metric(tmp_path: Path):
+    p = _project(tmp_path)
+    cfg = (p.path / "mlops-ci.yaml").read_text().replace("objective: {metric: accuracy}",
+                                                          "objective: {metric: accuracy, goal: minimize}")  # fmt: skip
+    (p.path / "mlops-ci.yaml").write_text(cfg)
+    code, _, err = p.cli("config", "check")
+    assert code == 2 and "the gate and the search would pull opposite ways" in err
+
+
+def test_a_search_on_sagemaker_is_refused_until_it_is_a_tuning_job(tmp_path: Path):
+    from mlops_ci import config
+    from mlops_ci.errors import ConfigError
+
+    f = tmp_path / "mlops-ci.yaml"
+    f.write_text(
+        "project: x\ntraining:\n  backend: sagemaker\n  sagemaker: {image_uri: 1.dkr.ecr.us-east-1.amazonaws.com/x:1}\n"
+        "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: b}\n"
+        "metrics: {accuracy: {goal: maximize}}\n"
+        "tuning: {objective: {metric: accuracy}, parameters: {lr: {type: continuous, min: 0.1, max: 1}}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        config.load(f, {})
+    assert "a search on SageMaker (a hyperparameter tuning job) is not supported yet" in str(err.value)
