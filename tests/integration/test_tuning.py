@@ -227,7 +227,7 @@ def test_a_search_on_sagemaker_is_refused_until_it_is_a_tuning_job(tmp_path: Pat
     f = tmp_path / "mlops-ci.yaml"
     f.write_text(
         "project: x\ntraining:\n  backend: sagemaker\n  sagemaker: {image_uri: 1.dkr.ecr.us-east-1.amazonaws.com/x:1}\n"
-        "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: b}\n"
+        "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: my-bucket}\n"
         "metrics: {accuracy: {goal: maximize}}\n"
         "tuning: {objective: {metric: accuracy}, parameters: {lr: {type: continuous, min: 0.1, max: 1}}}\n"
     )

@@ -127,7 +127,7 @@ def test_a_distribution_that_cannot_run_is_refused_with_its_key(tmp_path, yaml: 
     f = tmp_path / "mlops-ci.yaml"
     f.write_text(f"project: x\ntraining:\n  backend: sagemaker\n  distribution: {yaml}\n"
                  "  sagemaker: {image_uri: 1.dkr.ecr.us-east-1.amazonaws.com/x:1}\n"
-                 "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: b}\n")  # fmt: skip
+                 "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: my-bucket}\n")  # fmt: skip
     with pytest.raises(ConfigError) as err:
         config.load(f, {})
     assert message in str(err.value) and "\n" not in str(err.value).strip()
