@@ -275,6 +275,33 @@ def bench_hosts(rep: Report, n: int, tmp: Path) -> None:
             budget="<= 0.3 s over 1 host", ok=over <= 0.3, note=f"a second host costs {over * 1000:.0f}ms")  # fmt: skip
 
 
+def bench_search(rep: Report, n: int, tmp: Path) -> None:
+    """Trials per minute of a local search: 8 trials of a script that sleeps 0.5 s, one at a time
+    and two at a time (the search's own cost is what the sleep does not explain)."""
+    per_min: dict[int, list[float]] = {}
+    for parallel in (1, 2):
+        repo = tmp / f"search{parallel}"
+        repo.mkdir()
+        (repo / "train.py").write_text("import time, argparse\ntime.sleep(0.5)\nprint('score=1')\n")
+        (repo / "mlops-ci.yaml").write_text(
+            "project: search\ntraining:\n  entry_point: train.py\n"
+            "  metric_definitions: [{name: score, regex: 'score=([0-9.]+)'}]\n"
+            "metrics: {score: {goal: maximize}}\n"
+            f"tuning:\n  objective: {{metric: score}}\n  max_jobs: 8\n  max_parallel: {parallel}\n"
+            "  parameters: {lr: {type: continuous, min: 0.001, max: 0.1}}\n"
+        )
+        (repo / ".gitignore").write_text(".mlops-ci/\n")
+        git(repo, "init", "-q")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "search")
+        per_min[parallel] = [8 * 60 / s for s in timed([MLOPS_CI, "train", "--force"], n, cwd=repo)]
+    one = statistics.median(per_min[1])
+    rep.add("local search, 8 trials of 0.5 s, 1 at a time: trials/minute", per_min[1], unit="trials/min",
+            budget=">= 48 (0.5 s sleep + 0.75 s each)", ok=one >= 48)  # fmt: skip
+    rep.add("same search, 2 at a time: trials/minute", per_min[2], unit="trials/min", reference=one,
+            ref_name="1 at a time", budget=">= 1.5x", ok=statistics.median(per_min[2]) >= 1.5 * one)  # fmt: skip
+
+
 # -- 4b. the review's model diff ------------------------------------------------------------------
 LINEAR = """import json, os
 import numpy as np
@@ -725,6 +752,7 @@ def main() -> int:
             ("sticky comment", lambda: bench_comment(rep, n_small)),
             ("local training", lambda: bench_training(rep, n_small, tmp)),
             ("local hosts", lambda: bench_hosts(rep, n_small, tmp)),
+            ("local search", lambda: bench_search(rep, 3, tmp)),
             ("model diff", lambda: bench_model_diff(rep, 3, tmp)),
             ("run store at scale", lambda: bench_store(rep, n_small, tmp)),
             ("git store at scale", lambda: bench_git_store(rep, n_small, tmp)),
