@@ -106,8 +106,15 @@ def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int,
         finally:
             w.close()
 
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mlops-ci-trial") as pool:
-        results = list(pool.map(one, trials))
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="mlops-ci-trial")
+    try:
+        futures = [pool.submit(one, trial) for trial in trials]
+        results = [f.result() for f in futures]
+    except BaseException as exc:  # Ctrl-C: no further trial starts; the running ones end (max_run bounds them)
+        errors.append(exc)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     if errors:
         raise errors[0]
     return results
