@@ -168,6 +168,19 @@ _DIFF: dict[str, object] = {
     },
 }
 MAX_DIFF_ITEMS = 10_000
+_SCALAR = "scalar"  # a hyperparameter value: string, number, boolean
+# A search's leaderboard (verbs/tune.py): a fork's artifact may carry one; it is checked like the rest.
+_TUNING: dict[str, object] = {
+    "metric": str,
+    "goal": ("maximize", "minimize"),
+    "strategy": ("Random", "Grid", "Bayesian", "Hyperband"),
+    "trials": _INT,
+    "completed": _INT,
+    "best_run": str,
+    "top": [
+        {"trial": _INT, "run_id": str, "status": ("completed", "failed"), "objective": _NUM, "values": ("map", _SCALAR)}
+    ],
+}
 
 
 def _conform(v: Any, spec: Any, where: str) -> Any:
@@ -176,6 +189,8 @@ def _conform(v: Any, spec: Any, where: str) -> Any:
         return None
     if spec is str:
         return _str(v, where)
+    if spec == _SCALAR:
+        return _scalar(v, where)
     if spec is bool:
         if not isinstance(v, bool):
             raise _Bad(f"{where} must be true or false")
@@ -206,6 +221,19 @@ def _item(v: object, spec: object, where: str) -> object:
     if v is None:
         raise _Bad(f"{where} must not be null")
     return _conform(v, spec, where)
+
+
+def _tuning(v: object) -> dict[str, Any] | None:
+    t = _conform(v, _TUNING, "comparison.tuning")
+    if t is not None and (not isinstance(t.get("top"), list) or len(t["top"]) > 20):
+        raise _Bad("comparison.tuning.top must be a list of at most 20 trials")
+    for key in ("metric", "goal", "strategy", "trials", "completed"):
+        if t is not None and t.get(key) is None:
+            raise _Bad(f"comparison.tuning.{key} is missing")
+    for i, row in enumerate(t["top"] if t else []):
+        if row.get("run_id") is None or row.get("trial") is None or not isinstance(row.get("values"), dict):
+            raise _Bad(f"comparison.tuning.top[{i}] needs trial, run_id and values")
+    return t  # type: ignore[no-any-return]
 
 
 def conform_model_diff(data: object) -> dict[str, object] | None:
@@ -271,6 +299,7 @@ def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any
         "config_changed",
         "series",
         "model_diff",
+        "tuning",
     }
     c = _obj(top.get("comparison"), "comparison", fields)
     project = str(_str(c.get("project"), "comparison.project", pattern=_PROJECT))
@@ -319,6 +348,7 @@ def _parse(data: Any) -> tuple[Comparison, list[RuleResult], bool, dict[str, Any
         baseline_note=str(_str(c.get("baseline_note", ""), "comparison.baseline_note")),
         metrics=tuple(metrics), params=tuple(params), config_changed=c["config_changed"], series=series,
         model_diff=_conform(c.get("model_diff"), _DIFF, "comparison.model_diff"),
+        tuning=_tuning(c.get("tuning")),
     )  # fmt: skip
     ctx = _obj(top.get("context") or {}, "context", {"pr", "head_ref", "base_ref"})
     pr = ctx.get("pr")

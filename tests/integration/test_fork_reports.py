@@ -72,6 +72,26 @@ def test_a_forged_model_diff_is_rendered_inert(pr: Project, fake: FakeGitHub, ar
         assert raw not in body
 
 
+TUNING = {
+    "metric": "accuracy\n::error::forged", "goal": "maximize", "strategy": "Random", "trials": 8, "completed": 7,
+    "best_run": "abc", "top": [{"trial": 3, "run_id": "abc`<script>x</script>", "status": "completed",
+                                "objective": 0.9, "values": {"lr<img src=x>": "[a](https://e.vil) @org\n##[error]x"}}],
+}  # fmt: skip
+
+
+def test_a_forged_leaderboard_is_rendered_inert(pr: Project, fake: FakeGitHub, artifact):
+    path, head = artifact
+    data = json.loads(path.read_text())
+    data["comparison"]["tuning"] = TUNING
+    path.write_text(json.dumps(data))
+    code, _, err = post(pr, path, head)
+    assert code == 0, err
+    body = fake.pr_comments(REPO, 7)[0]["body"]
+    assert "### Tuning: best of 7 completed trial(s) of 8" in body
+    for raw in ("<script>", "<img", "[a](https", "@org", "\n::error::", "\n##[error]"):
+        assert raw not in body
+
+
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
@@ -88,6 +108,16 @@ def test_a_forged_model_diff_is_rendered_inert(pr: Project, fake: FakeGitHub, ar
         (lambda d: d["comparison"]["head"].update(cost={"invoice": 1}), "comparison.head.cost has unexpected field"),
         (lambda d: d["comparison"]["head"].update(cost={"spot": "yes"}), "comparison.head.cost.spot must be true"),
         (lambda d: d["comparison"].update(model_diff={"status": "pwned"}), "comparison.model_diff.status must be one"),
+        (
+            lambda d: d["comparison"].update(tuning={**TUNING, "strategy": "<b>"}),
+            "comparison.tuning.strategy must be one",
+        ),
+        (
+            lambda d: d["comparison"].update(tuning={**TUNING, "top": [{**TUNING["top"][0], "values": {"a": [1]}}]}),
+            "must be a string of at most",
+        ),
+        (lambda d: d["comparison"].update(tuning={**TUNING, "top": [TUNING["top"][0]] * 21}), "at most 20 trials"),
+        (lambda d: d["comparison"].update(tuning={**TUNING, "sql": 1}), "comparison.tuning has unexpected field"),
         (lambda d: d["comparison"].update(model_diff={"rows": "1 | <b>"}), "model_diff.rows must be a whole number"),
         (
             lambda d: d["comparison"].update(model_diff={"classification": {"confusion": [["<b>"]]}}),
