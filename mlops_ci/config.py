@@ -327,8 +327,10 @@ class Config:
         why = [f"{what}.backend is {k.name}" for what, k in sections if k.on_aws]
         return why + [f"endpoint {e.name} is on {e.kind.label}" for e in self.endpoints if e.kind.on_aws]
 
-    def training_digest(self) -> str:
-        """What determines a training run: same digest on the same SHA → same run."""
+    def training_digest(self, *, search: bool = True) -> str:
+        """What determines a training run: same digest on the same SHA → same run. `search`:
+        with `tuning:` (the commit's run is a search's best); without it, what one trial's run
+        rests on besides its values (verbs/tune.py)."""
         t = asdict(self.training)
         t["environment"] = {
             k: ("<secret>" if _SECRET_KEY.search(k) else v) for k, v in self.training.environment.items()
@@ -336,7 +338,7 @@ class Config:
         # the trainer's own settings are fields of its section (none for the local one, whose
         # digests stay as they were before there were others)
         payload: dict[str, Any] = {"project": self.project, "training": t, "serving": asdict(self.serving)}
-        if self.tuning is not None:  # the commit's run is the best of a search: the search is part of it
+        if self.tuning is not None and search:  # the commit's run is the best of a search: the search is part of it
             payload["tuning"] = asdict(self.tuning)
         if self.training.kind.on_aws:  # where it runs and as whom is part of what ran
             payload["aws"] = {k: v for k, v in asdict(self.aws).items() if k in ("region", "role", "bucket", "prefix")}
@@ -589,8 +591,11 @@ def _parse_tuning(r: _Reader, raw: object, metrics: dict[str, MetricGoal], train
     ranges = []
     for name, spec in params_raw.items():
         at = (*pp, name)
-        if not isinstance(name, str) or not _HP_NAME.match(name):
-            raise r.fail(at, "hyperparameter names are letters, digits, '_' or '-'")
+        from .settings.script_mode import RESERVED_BY, RESERVED_PREFIX
+
+        if not isinstance(name, str) or not _HP_NAME.match(name) or name.startswith(RESERVED_PREFIX):
+            raise r.fail(at, "hyperparameter names are letters, digits, '_' or '-' and must not start with "
+                         f"'{RESERVED_PREFIX}' (reserved by {RESERVED_BY})")  # fmt: skip
         if name in training.hyperparameters:
             raise r.fail(at, "is also in training.hyperparameters: a searched parameter has no fixed value there")
         sm = r.mapping(spec, at, ("type", "min", "max", "values", "scaling"))

@@ -84,7 +84,10 @@ def problems(options: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, ...], 
     d = Distribution(options)
     on = [s for s in LAUNCHERS if d.enabled(s)]
     out: list[tuple[tuple[str, ...], str]] = []
-    if len(on) > 1:
+    if all(k in options for k in TORCH_LAUNCHERS):
+        # the SDK reads pytorchddp first and, disabled, never looks at torch_distributed
+        out.append(((), "names both pytorchddp and torch_distributed; keep the one you use"))
+    elif len(on) > 1:
         out.append(((), f"enables {' and '.join(on)}; a job has one launcher: keep one (only "
                         "smdistributed.modelparallel goes with mpi)"))  # fmt: skip
     if d.enabled("smdistributed.modelparallel") and not d.enabled("mpi"):

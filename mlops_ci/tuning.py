@@ -22,8 +22,8 @@ LOCAL_STRATEGIES = ("Random", "Grid")  # reproducible here without an optimiser 
 TYPES = ("continuous", "integer", "categorical")
 SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
 EARLY_STOPPING = ("Off", "Auto")
-TRIAL_OF = "mlops-ci:trial-of"  # a trial run's link: the digest of the tuning it belongs to
-TRIAL = "mlops-ci:trial"  # its number, 1..max_jobs
+TRIAL = "mlops-ci:trial"  # a trial run's link: its number in its search, 1..max_jobs
+BEST = "mlops-ci:best-trial"  # the commit's run after a search: the number of the trial it is
 
 
 @dataclass(frozen=True)
@@ -118,14 +118,14 @@ def best(runs: list[tuple[int, Any]], t: TuningConfig) -> tuple[int, Any] | None
 
 @dataclass(frozen=True)
 class Trial:
-    """One trial of a search: its number (1..), its values, and the digests that keep its run
-    apart from the commit's (`digest`, its training-config digest) and tie it to the search (`of`,
-    the commit's training-config digest under the search)."""
+    """One trial of a search: its number (1..), its values, and its training-config digest, made of
+    the training configuration without the search, its number and its values: a trial is the same
+    run whatever else of the search changes (max_parallel, max_jobs, the objective), and two
+    trials that drew the same values are still two."""
 
     number: int
     values: dict[str, Any]
     digest: str
-    of: str
 
     def links(self) -> dict[str, str]:
-        return {TRIAL_OF: self.of, TRIAL: str(self.number)}
+        return {TRIAL: str(self.number)}

@@ -23,6 +23,7 @@ from .errors import ConfigError, GitError, NotFound, Refused
 from .kinds import Kind
 from .records import ModelVersion, Run, Verdict
 from .refs import COMMITS, RefKind, Target
+from .tuning import TRIAL
 
 
 def differs(a: float, b: float) -> bool:
@@ -67,6 +68,18 @@ class Workspace:
         self.planned_verdicts: dict[str, Verdict] = {}  # a dry run's reused verdicts, by run id
         self._policies: dict[str, tuple[Config, str]] = {}  # committed configs, by commit
         self._signers: dict[str, integrity.Signer] = {}
+
+    def commit_run(self, sha: str, digest: str | None = None) -> Run | None:
+        """The newest completed run of `sha` (under the training-config `digest` if given) that is
+        not one trial of a search (verbs/tune.py): a search that found no best trial leaves its
+        commit without a run, and a trial is never a commit's run or a baseline."""
+        run = self.store.latest_completed(self.project, sha, digest)
+        if run is None or TRIAL not in run.links:
+            return run
+        for r in self.store.runs(self.project, sha=sha, limit=10_000):
+            if r.status == "completed" and TRIAL not in r.links and digest in (None, r.config_digest):
+                return r
+        return None
 
     def worker(self, say: Callable[[str], None] | None = None) -> Workspace:
         """A workspace for another thread: the same configuration and context, its own store

@@ -103,7 +103,7 @@ def layout(base: Path, spec: TrainingSpec, host: str = HOST) -> dict[str, str]:
     """Create the /opt/ml layout of `host` under `base`; return the SM_* environment for the job
     there. With several hosts each has its own layout, and its share of a sharded channel."""
     hosts = hosts_of(spec)
-    index = hosts.index(host)
+    index = int(host.removeprefix("algo-")) - 1
     cfg = base / "input" / "config"
     for d in (cfg, base / "model", base / "output" / "data", base / "output" / "intermediate", base / "code"):
         d.mkdir(parents=True, exist_ok=True)

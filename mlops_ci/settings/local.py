@@ -15,9 +15,13 @@ if TYPE_CHECKING:
     from ..config import _Reader
 
 EMULATED_LAUNCHERS = ("torch_distributed",)
+MAX_HOSTS = 64  # each host is a process on this machine, with its own copy of the data
 
 
 def _parse(r: _Reader, t: dict[str, object], p: KeyPath, core: TrainingConfig) -> TrainingConfig:
+    if core.instance_count > MAX_HOSTS:
+        raise r.fail((*p, "instance_count"), f"the local trainer runs each host as a process on this machine: at "
+                     f"most {MAX_HOSTS}; train with training.backend: sagemaker for more")  # fmt: skip
     launcher = core.distribution.launcher if core.distribution else None
     if launcher is not None and launcher not in EMULATED_LAUNCHERS:
         raise r.fail((*p, "distribution", launcher.split(".")[0]), f"{launcher} is not emulated by the local "

@@ -32,7 +32,7 @@ class _Baseline:
     def find_baseline(self, head: Run, *, base: str | None = None, explicit: str | None = None) -> BaselineChoice:
         if explicit:
             target = self.ws.resolve(explicit, what="--baseline")
-            run = target.run or self.ws.store.latest_completed(self.ws.project, target.sha)
+            run = target.run or self.ws.commit_run(target.sha)
             if run is None:
                 raise NotFound(f"the explicit baseline {explicit} ({target.sha[:8]}) has no completed run")
             return BaselineChoice(run, gate_mod.BASELINE_FOUND, f"baseline set explicitly to {explicit}", explicit)
@@ -69,9 +69,8 @@ class _Baseline:
             history = history[:limit]
         have = self.ws.store.shas_with_runs(self.ws.project, history)
         for i, sha in enumerate(history):
-            if sha in have:
-                run = self.ws.store.latest_completed(self.ws.project, sha)
-                assert run is not None
+            run = self.ws.commit_run(sha) if sha in have else None
+            if run is not None:  # (a commit with only a failed search's trials has none)
                 note = "" if i == 0 else f"nearest run is {i} commit(s) before the merge-base on '{base_ref}'"
                 return BaselineChoice(run, gate_mod.BASELINE_FOUND, note, base_ref)
         if len(history) >= limit or self.ws.git.shallow:

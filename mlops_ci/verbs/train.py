@@ -24,7 +24,7 @@ from ..backends import Tracker, TrainingResult, TrainingSpec, owner_label, run_u
 from ..ci import detect
 from ..errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
 from ..records import Run, Verdict
-from ..tuning import Trial
+from ..tuning import BEST, TRIAL, Trial
 from ..workspace import Workspace, differs
 from .baseline import find_baseline
 
@@ -456,7 +456,8 @@ class Training:
         inputs = config_mod.digest({"source": source, "channels": data, "training": self.digest()})
         return project_dir, backend, channels, data, inputs
 
-    def _record_reuse(self, original: Run, sha: str, config_digest: str, *, note: str | None = None) -> Run:
+    def _record_reuse(self, original: Run, sha: str, config_digest: str, *, note: str | None = None,
+                      links: dict[str, str] | None = None) -> Run:  # fmt: skip
         """`sha` trains exactly what `original` trained: record its run (and its verdict under
         the current gate rules) against `sha`, pointing at the run that really trained."""
         now = time.time()
@@ -466,6 +467,7 @@ class Training:
         run = integrity.seal_run(dataclasses.replace(
             original, run_id=f"{sha[:8]}-{secrets.token_hex(3)}", sha=sha, branch=self.ws.ctx.branch,
             config_digest=config_digest, started=now, finished=now, reused_from=root,
+            links=self._reuse_links(original) if links is None else links,
         ), series)  # fmt: skip
         verdict = self.ws.store.latest_verdict(original.run_id)
         copy = None
@@ -506,6 +508,13 @@ class Training:
             f"(model sha256 {(original.artifact_sha256 or '')[:12]}), recorded as run {run.run_id}; not training"
         )
         return run
+
+    def _reuse_links(self, original: Run) -> dict[str, str]:
+        """A trial that reuses a run (the same trial of an earlier commit, or the commit's run that
+        was that trial's best) is this trial: its own number, never a best-trial mark."""
+        if self.trial is None:
+            return original.links
+        return {k: v for k, v in original.links.items() if k not in (BEST, TRIAL)} | self.trial.links()
 
     def _same_baseline(self, run: Run, verdict: Verdict) -> bool:
         """A verdict is relative to its baseline: it carries over to `run` (same model, other
@@ -595,6 +604,9 @@ class Training:
                 command=[cfg.training.python or "python", cfg.training.entry_point,
                          *cmd_args(self.hyperparameters())],
                 channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
+                hosts=cfg.training.instance_count,
+                launcher=cfg.training.distribution.launcher if cfg.training.distribution else None,
+                channel_settings={k: dataclasses.asdict(v) for k, v in sorted(cfg.training.channel_settings.items())},
                 requirements=requirements_digest(project_dir / cfg.training.source_dir,
                                                  cfg.training.python or sys.executable),
             )  # fmt: skip
@@ -670,8 +682,8 @@ class Training:
         if target.run is not None:
             return target.run
         sha = target.sha
-        run = self.ws.store.latest_completed(self.ws.project, sha, self.ws.cfg.training_digest())
-        run = run or self.ws.store.latest_completed(self.ws.project, sha) or self._attach(sha)
+        run = self.ws.commit_run(sha, self.ws.cfg.training_digest())
+        run = run or self.ws.commit_run(sha) or self._attach(sha)
         if run is None:
             failed = [r for r in self.ws.store.runs(self.ws.project, sha=sha, limit=1) if r.status == "failed"]
             why = f"its last run {failed[0].run_id} failed" if failed else "it has no completed run"

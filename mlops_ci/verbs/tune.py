@@ -25,9 +25,9 @@ def trials_of(ws: Workspace) -> list[tun.Trial]:
     """The trials of the configured search, numbered from 1."""
     t = ws.cfg.tuning
     assert t is not None
-    of = ws.cfg.training_digest()
+    base = ws.cfg.training_digest(search=False)
     return [
-        tun.Trial(number=i, values=values, digest=config_mod.digest({"search": of, "trial": values}), of=of)
+        tun.Trial(number=i, values=values, digest=config_mod.digest({"training": base, "trial": i, "values": values}))
         for i, values in enumerate(tun.trials(t), start=1)
     ]
 
@@ -64,13 +64,15 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
     failed = sum(1 for _, run in results if run is None or run.status != "completed")
     if found is None:
         raise TrainingFailed(f"the search of {sha[:8]} has no completed trial with a finite '{t.metric}' "
-                             f"({failed} of {len(trials)} failed); `mlops-ci runs` lists the trials")  # fmt: skip
+                             f"({failed} of {len(trials)} trial(s) failed, {len(trials) - failed} completed "
+                             f"without it); the commit has no run. `mlops-ci runs` lists the trials")  # fmt: skip
     number, best = found
     note = (f"best trial: {number} of {len(trials)} (run {best.run_id}, {t.metric}={best.metrics[t.metric]:g})"
             + (f", {failed} trial(s) failed" if failed else "") + "; recorded as the commit's run")  # fmt: skip
     # the commit's run keeps the trial's inputs digest: a later commit reuses it through its own search,
     # whose trials find the earlier ones by their inputs
-    return lead._record_reuse(best, sha, digest, note=note), False
+    links = {k: v for k, v in best.links.items() if k != tun.TRIAL} | {tun.BEST: str(number)}
+    return lead._record_reuse(best, sha, digest, note=note, links=links), False
 
 
 def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int, force: bool
@@ -121,28 +123,30 @@ def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int,
 
 
 def leaderboard(ws: Workspace, run: Run, top: int = 5) -> dict[str, Any] | None:
-    """The search behind `run` (a commit's run that is a search's best trial): every trial of it,
-    best first, for the report. None for a run of no search."""
+    """The search behind `run` (a commit's run that is a search's best trial) as the current
+    configuration has it: its trials found by their digests, best first, for the report. None for
+    a run of no search, or of another search than the configured one."""
     t = ws.cfg.tuning
-    of = run.links.get(tun.TRIAL_OF)
-    if t is None or of is None:
+    best = run.links.get(tun.BEST)
+    if t is None or best is None or run.config_digest != ws.cfg.training_digest():
         return None
+    numbers = {trial.digest: trial.number for trial in trials_of(ws)}
     trials: dict[int, Run] = {}
     for r in ws.store.runs(ws.project, sha=run.sha, limit=10_000):
-        number = r.links.get(tun.TRIAL)
-        if r.links.get(tun.TRIAL_OF) == of and r.config_digest != run.config_digest and number and number.isdigit():
-            trials.setdefault(int(number), r)  # newest first: a trial run again keeps its latest
+        if r.config_digest in numbers:
+            trials.setdefault(numbers[r.config_digest], r)  # newest first: a trial run again keeps its latest
     if not trials:
         return None
-    ranked = sorted(trials.items(), key=lambda nr: _rank(nr[1], t.metric, t.goal))
+    ranked = sorted(trials.items(), key=lambda nr: (*_rank(nr[1], t.metric, t.goal), nr[0]))
     rows = [
         {"trial": n, "run_id": r.run_id, "status": r.status, "objective": r.metrics.get(t.metric),
          "values": {p.name: r.params.get(p.name) for p in t.parameters}}
         for n, r in ranked
     ]  # fmt: skip
     completed = sum(1 for r in trials.values() if r.status == "completed")
-    return {"metric": t.metric, "goal": t.goal, "strategy": t.strategy, "trials": len(trials),
-            "completed": completed, "best_run": run.reused_from, "top": rows[:top]}  # fmt: skip
+    best_run = trials[int(best)].run_id if best.isdigit() and int(best) in trials else None
+    return {"metric": t.metric, "goal": t.goal, "strategy": t.strategy, "trials": len(numbers),
+            "completed": completed, "best_run": best_run, "top": rows[:top]}  # fmt: skip
 
 
 def _rank(r: Run, metric: str, goal: str) -> tuple[int, float]:

@@ -93,7 +93,7 @@ def _project(tmp_path: Path, search: str = RANDOM) -> Project:
 
 def _trials(p: Project, sha: str) -> list[dict[str, object]]:
     runs = json.loads(p.ok("runs", "--json", "--limit", "100"))
-    return [r for r in runs if r["sha"] == sha and tuning.TRIAL in r["links"] and r["reused_from"] is None]
+    return [r for r in runs if r["sha"] == sha and tuning.TRIAL in r["links"]]
 
 
 def test_eight_trials_two_at_a_time_and_the_gate_decides_on_the_best(tmp_path: Path):
@@ -156,9 +156,67 @@ def test_a_search_with_no_completed_trial_fails_and_records_no_commit_run(tmp_pa
     p = _project(tmp_path, "  strategy: Grid\n  parameters:\n    solver: {type: categorical, values: [fail]}\n" + FIXED)
     code, _, err = p.cli("train")
     assert code == 6, err
-    assert "has no completed trial with a finite 'accuracy' (1 of 1 failed)" in err
+    assert "has no completed trial with a finite 'accuracy' (1 of 1 trial(s) failed" in err
     runs = json.loads(p.ok("runs", "--json"))
     assert [r["status"] for r in runs] == ["failed"]
+
+
+def test_a_search_without_a_best_trial_leaves_the_commit_without_a_run(tmp_path: Path):
+    """Its trials completed but none has the objective: no trial is ever taken for the commit's run
+    (gate, promote) or for a later commit's baseline."""
+    p = _project(tmp_path, RANDOM.replace("max_jobs: 8", "max_jobs: 3"))
+    cfg = (p.path / "mlops-ci.yaml").read_text()
+    (p.path / "mlops-ci.yaml").write_text(cfg.replace("regex: 'accuracy=([0-9.]+)'", "regex: 'never=([0-9.]+)'"))
+    first = p.commit("objective never printed")
+    code, _, err = p.cli("train")
+    assert code == 6 and "0 of 3 trial(s) failed, 3 completed without it" in err, err
+    assert len(_trials(p, first)) == 3
+    for verb in (("gate",), ("promote",)):
+        code, _, err = p.cli(*verb)
+        assert code == 4 and "it has no completed run" in err, (verb, err)
+    (p.path / "mlops-ci.yaml").write_text(cfg)
+    p.commit("objective printed")
+    p.ok("train")
+    report = json.loads(p.ok("report", "--json"))
+    assert report["comparison"]["baseline"] is None  # the trials of the first commit are no baseline
+
+
+def test_ties_identical_draws_and_a_search_run_again_on_another_commit(tmp_path: Path):
+    """A tie goes to the earlier trial, in the search and on the leaderboard; two trials that drew
+    the same values are two runs; the next commit reuses every trial and keeps the leaderboard."""
+    same = "  max_jobs: 6\n  max_parallel: 3\n  parameters:\n    depth: {type: categorical, values: [4]}\n" + (
+        "    lr: {type: categorical, values: [0.01]}\n    solver: {type: categorical, values: [adam]}\n"
+    )
+    p = _project(tmp_path, same)
+    run = json.loads(p.ok("train", "--json"))["run"]
+    trials = _trials(p, run["sha"])
+    assert sorted(int(t["links"][tuning.TRIAL]) for t in trials) == list(range(1, 7))  # six runs, same values
+    assert run["links"][tuning.BEST] == "1" and tuning.TRIAL not in run["links"]
+    rows = [line for line in p.ok("report").splitlines() if line.startswith("| ") and line.endswith("` |")]
+    assert rows[0].startswith("| 1 | 1 ★ |") and len(rows) == 5
+    # another commit, the same inputs: every trial is reused, the leaderboard names this commit's runs
+    sha = p.commit("docs only")
+    code, _, err = p.cli("train")
+    assert code == 0 and "training tune" not in err and err.count("reusing run") == 6, err
+    report = json.loads(p.ok("report", "--json"))
+    board = report["comparison"]["tuning"]
+    assert board["best_run"] in {t["run_id"] for t in _trials(p, sha)} and board["completed"] == 6
+
+
+def test_max_parallel_changes_no_trial(tmp_path: Path):
+    p = _project(tmp_path)
+    p.ok("train")
+    cfg = (p.path / "mlops-ci.yaml").read_text()
+    (p.path / "mlops-ci.yaml").write_text(cfg.replace("max_parallel: 2", "max_parallel: 1"))
+    p.commit("one at a time")
+    code, _, err = p.cli("train")
+    assert code == 0 and "training tune" not in err, err  # every trial's run is found, none trains
+
+
+def test_searched_names_keep_off_the_reserved_prefix(tmp_path: Path):
+    p = _project(tmp_path, "  parameters: {sagemaker_program: {type: categorical, values: [evil.py]}}\n")
+    code, _, err = p.cli("config", "check")
+    assert code == 2 and "must not start with 'sagemaker_'" in err
 
 
 def test_the_dry_run_plans_every_trial_and_records_nothing(tmp_path: Path):

@@ -111,7 +111,9 @@ def test_without_a_launcher_the_toolkit_sees_no_distribution(toolkit: Any):
     [
         ("{torch_distributed: {}}", "training.distribution.torch_distributed: give enabled: true"),
         ("{torch_distributed: {enabled: yes please}}", "expected true or false"),
-        ("{torch_distributed: {enabled: true}, pytorchddp: {enabled: true}}", "a job has one launcher"),
+        ("{torch_distributed: {enabled: true}, mpi: {enabled: true}}", "a job has one launcher"),
+        # the SDK reads pytorchddp first, and a disabled one hides torch_distributed
+        ("{pytorchddp: {enabled: false}, torch_distributed: {enabled: true}}", "names both pytorchddp and torch_di"),
         ("{smdistributed: {modelparallel: {enabled: true}}}", "model parallelism runs under MPI"),
         ("{mpi: {enabled: true, processes_per_host: 0}}", "expected a whole number >= 1"),
         ('{mpi: {enabled: true, custom_mpi_options: "-x A\\n::error::forged"}}', "must be one line"),
@@ -140,6 +142,7 @@ def test_a_distribution_that_cannot_run_is_refused_with_its_key(tmp_path, yaml: 
         ("  distribution: {smdistributed: {dataparallel: {enabled: true}}}\n", "smdistributed.dataparallel is not"),
         ("  channels: {a: {uri: data, input_mode: Pipe}}\n", "Pipe mode is not emulated by the local trainer"),
         ("  channels: {a: {uri: data, distribution: Sharded}}\n", "did you mean 'ShardedByS3Key'"),
+        ("  instance_count: 65\n", "at most 64"),
     ],
 )
 def test_what_the_local_trainer_cannot_emulate_fails_before_any_run(tmp_path, yaml: str, message: str):
@@ -147,7 +150,9 @@ def test_what_the_local_trainer_cannot_emulate_fails_before_any_run(tmp_path, ya
     from mlops_ci.errors import ConfigError
 
     f = tmp_path / "mlops-ci.yaml"
-    f.write_text(f"project: x\ntraining:\n  instance_count: 2\n{yaml}")
+    f.write_text(
+        f"project: x\ntraining:\n{yaml if 'instance_count' in yaml else '  instance_count: 2' + chr(10) + yaml}"
+    )
     with pytest.raises(ConfigError) as err:
         config.load(f, {})
     assert message in str(err.value)
