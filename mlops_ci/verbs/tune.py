@@ -50,6 +50,7 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
         existing = ws.store.latest_completed(ws.project, sha, digest)
         if existing:
             return existing, True
+    ws.store  # noqa: B018  (opened, and created if new, once: workers that create a store at once collide)
     trials = trials_of(ws)
     ws.say(f"searching {len(trials)} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
            f"{t.goal} {t.metric}")  # fmt: skip

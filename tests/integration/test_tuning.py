@@ -292,3 +292,11 @@ def test_a_search_on_sagemaker_is_refused_until_it_is_a_tuning_job(tmp_path: Pat
     with pytest.raises(ConfigError) as err:
         config.load(f, {})
     assert "a search on SageMaker (a hyperparameter tuning job) is not supported yet" in str(err.value)
+
+
+def test_a_forced_search_on_a_new_store_opens_it_once_before_its_trials(tmp_path: Path):
+    """Two trials creating a new SQLite store at once collided ("database is locked", exit 9)."""
+    p = _project(tmp_path)
+    assert not (p.path / ".mlops-ci" / "store.db").exists()
+    run = json.loads(p.ok("train", "--force", "--json"))["run"]
+    assert len(_trials(p, run["sha"])) == 8
