@@ -7,7 +7,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${MLOPS_CI_EXTRAS-auto}"
-known=" s3 sagemaker comet example dev "
+known=" s3 sagemaker comet tuning example dev "
 if [[ ! "$extras" =~ ^[a-z0-9,]*$ ]]; then
   extras="-" # not a list of names (a newline, a quote, a bracket): refused below, never echoed
 fi

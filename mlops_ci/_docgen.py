@@ -897,8 +897,8 @@ DESCRIPTIONS: dict[str, Doc] = {
     "tuning": Doc(
         "A hyperparameter search per commit, as SageMaker's hyperparameter tuning job has it: every trial is a run "
         "of the commit with its values on top of `training.hyperparameters`, and the best completed trial becomes the "
-        "commit's run, the one the gate decides on; the PR report ranks the trials. Locally: `Random` and `Grid`, "
-        "`max_parallel` trials at once. See [a search](training.md#a-search).",
+        "commit's run, the one the gate decides on; the PR report ranks the trials. Locally: `Random`, `Grid` and "
+        "`Bayesian`, `max_parallel` trials at once. See [a search](training.md#a-search).",
         type="mapping",
     ),
     "tuning.objective": Doc("The metric the search optimises.", type="mapping", default="required"),
@@ -928,8 +928,8 @@ DESCRIPTIONS: dict[str, Doc] = {
         "(continuous, within 0 <= x < 1; dense near 1). Locally `Auto` is `Linear`."
     ),
     "tuning.strategy": Doc(
-        "`Random`, `Grid` (categorical parameters only; every combination, so no `max_jobs`), `Bayesian` or "
-        "`Hyperband`. The local trainer runs `Random` and `Grid`."
+        "`Random`, `Grid` (categorical parameters only; every combination, so no `max_jobs`), `Bayesian` (locally "
+        "optuna's TPE: the `tuning` extra) or `Hyperband` (SageMaker's)."
     ),
     "tuning.max_jobs": Doc("How many trials (a `Random` search).", default="10"),
     "tuning.max_parallel": Doc("How many trials run at once, at most `max_jobs`."),

@@ -319,6 +319,8 @@ class Config:
         needed = {k.extra for k in kinds if k.extra}
         if self.store.startswith("s3://"):
             needed.add("s3")
+        if self.tuning is not None and self.tuning.strategy == "Bayesian" and not self.training.kind.remote:
+            needed.add("tuning")  # the local trainer's Bayesian search is optuna's
         return sorted(needed)
 
     def on_aws(self) -> list[str]:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 STRATEGIES = ("Random", "Grid", "Bayesian", "Hyperband")
-LOCAL_STRATEGIES = ("Random", "Grid")  # reproducible here without an optimiser of our own
+# run by the local trainer; Bayesian is optuna's TPE (the `tuning` extra): no optimiser of ours
+LOCAL_STRATEGIES = ("Random", "Grid", "Bayesian")
 TYPES = ("continuous", "integer", "categorical")
 SCALINGS = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
 EARLY_STOPPING = ("Off", "Auto")
@@ -79,6 +80,33 @@ def _sample(p: ParameterRange, rng: random.Random) -> Any:
     else:  # Auto and Linear: SageMaker's Auto picks a scale; here it is linear
         value = rng.uniform(lo, hi)
     return float(f"{min(max(value, lo), hi):.6g}")  # six significant digits: readable, and within the range
+
+
+def distribution(p: ParameterRange) -> Any:
+    """`p` as an optuna distribution (a Bayesian search). A ReverseLogarithmic range x is searched
+    as 1 - x on a log scale, which is what the scaling means."""
+    import optuna  # type: ignore[import-not-found,unused-ignore]
+
+    d = optuna.distributions
+    if p.type == "categorical":
+        return d.CategoricalDistribution(list(p.values))
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    if p.type == "integer":
+        return d.IntDistribution(int(lo), int(hi), log=p.scaling == "Logarithmic")
+    if p.scaling == "ReverseLogarithmic":
+        return d.FloatDistribution(1.0 - hi, 1.0 - lo, log=True)
+    return d.FloatDistribution(lo, hi, log=p.scaling == "Logarithmic")
+
+
+def from_distribution(p: ParameterRange, value: Any) -> Any:
+    """A value optuna proposed for `p`, as a trial's hyperparameter (the same rounding as a draw)."""
+    if p.type == "categorical":
+        return value
+    if p.type == "integer":
+        return int(value)
+    lo, hi = float(p.min), float(p.max)  # type: ignore[arg-type]
+    x = 1.0 - float(value) if p.scaling == "ReverseLogarithmic" else float(value)
+    return float(f"{min(max(x, lo), hi):.6g}")
 
 
 def problems(t: TuningConfig) -> list[tuple[tuple[str | int, ...], str]]:

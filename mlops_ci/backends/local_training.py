@@ -389,6 +389,8 @@ class LocalTrainingBackend:
             if len(hosts) > 1 and not timed_out:
                 result.failure = f"{failed}: {result.failure}"
             return result
+        if len(hosts) > 1:
+            _leader_hints(bases, log)
         mfile = base / "output" / "data" / METRICS_FILE
         if mfile.is_file():
             try:
@@ -403,6 +405,19 @@ class LocalTrainingBackend:
         for k in bad:
             log(f"mlops-ci: warning: metric {k} is {result.metrics[k]} (not finite); gates on it will fail")
         return result
+
+
+def _leader_hints(bases: dict[str, Path], log: Callable[[str], None]) -> None:
+    """A model or metrics.json written on another host than the leader is not the run's: say so."""
+    for what, rel in (("SM_MODEL_DIR", Path("model")), (METRICS_FILE, Path("output") / "data" / METRICS_FILE)):
+        leader = bases[HOST] / rel
+        if (leader.is_dir() and any(leader.iterdir())) or leader.is_file():
+            continue
+        others = [h for h, b in bases.items() if h != HOST and ((b / rel).is_file() or (
+            (b / rel).is_dir() and any((b / rel).iterdir())))]  # fmt: skip
+        if others:
+            log(f"mlops-ci: warning: {', '.join(others)} wrote {what} but {HOST} did not: only the leader's "
+                f"({HOST}) are the run's; write them on {HOST} (SM_CURRENT_HOST)")  # fmt: skip
 
 
 def _run_hosts(

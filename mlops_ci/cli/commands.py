@@ -417,10 +417,15 @@ def runs(ws: Workspace, action: str, ref: str | None, *, limit: int, as_json: bo
     if not items:
         out("no runs yet; `mlops-ci train` records one")
         return 0
+    from ..tuning import TRIAL
+
     lines = [f"{'RUN':<16} {'SHA':<8} {'STATUS':<9} {'BRANCH':<16} {'FINISHED':<19} METRICS"]
     for r in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.finished))
         metrics = ", ".join(f"{inline(k)}={v:.4g}" for k, v in sorted(r.metrics.items())[:4])
+        trial = r.links.get(TRIAL)  # one trial of a search (verbs/tune.py), not a commit's run
+        if trial is not None:
+            metrics = f"[trial {inline(trial)}] {metrics}"
         lines.append(f"{r.run_id:<16} {r.sha[:8]:<8} {r.status:<9} {inline(r.branch or '-')[:16]:<16} {when:<19} "
                      f"{metrics}")  # fmt: skip
     out("\n".join(lines))

@@ -2,7 +2,7 @@
 names TRAINING): several hosts as processes on this machine, each with the SageMaker layout and
 its share of the data, and torchrun's rendezvous for `torch_distributed`. The launchers that need
 mpirun and ssh between hosts (mpi, pytorchddp, smdistributed) or a parameter server are not
-emulated, nor Pipe mode's FIFOs, nor a Bayesian or Hyperband search or early stopping: a config
+emulated, nor Pipe mode's FIFOs, nor a Hyperband search or early stopping: a config
 asking for them fails here, before any run."""
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def _check(r: _Reader, cfg: Config) -> None:
     if t is None:
         return
     if t.strategy not in LOCAL_STRATEGIES:
-        raise r.fail(("tuning", "strategy"), f"a {t.strategy} search is not run by the local trainer: use "
-                     f"{' or '.join(LOCAL_STRATEGIES)} locally, or train with training.backend: sagemaker")  # fmt: skip
+        raise r.fail(("tuning", "strategy"), f"a {t.strategy} search is not run by the local trainer (it stops "
+                     f"trials early, which is SageMaker's): use {', '.join(LOCAL_STRATEGIES)}")  # fmt: skip
     if t.early_stopping != "Off":
         raise r.fail(("tuning", "early_stopping"), "early stopping is SageMaker's: the local trainer runs every "
                      "trial to its end (use Off locally)")  # fmt: skip

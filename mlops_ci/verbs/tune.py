@@ -15,21 +15,22 @@ from typing import Any
 
 from .. import config as config_mod
 from .. import tuning as tun
-from ..errors import MlopsCiError, Refused, TrainingFailed
+from ..errors import ConfigError, MlopsCiError, Refused, TrainingFailed
 from ..records import Run
 from ..workspace import Workspace
 from .train import Training
 
 
+def trial(ws: Workspace, number: int, values: dict[str, Any]) -> tun.Trial:
+    base = ws.cfg.training_digest(search=False)
+    return tun.Trial(number, values, config_mod.digest({"training": base, "trial": number, "values": values}))
+
+
 def trials_of(ws: Workspace) -> list[tun.Trial]:
-    """The trials of the configured search, numbered from 1."""
+    """The trials of the configured Random or Grid search, numbered from 1."""
     t = ws.cfg.tuning
     assert t is not None
-    base = ws.cfg.training_digest(search=False)
-    return [
-        tun.Trial(number=i, values=values, digest=config_mod.digest({"training": base, "trial": i, "values": values}))
-        for i, values in enumerate(tun.trials(t), start=1)
-    ]
+    return [trial(ws, i, values) for i, values in enumerate(tun.trials(t), start=1)]
 
 
 def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bool = False) -> tuple[Run | None, bool]:
@@ -51,16 +52,25 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
         if existing:
             return existing, True
     ws.store  # noqa: B018  (opened, and created if new, once: workers that create a store at once collide)
-    trials = trials_of(ws)
-    ws.say(f"searching {len(trials)} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
+    ws.say(f"searching {t.max_jobs} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
            f"{t.goal} {t.metric}")  # fmt: skip
+    if t.strategy == "Bayesian":
+        return _bayesian(ws, sha, t, digest, force, lead)
+    trials = trials_of(ws)
     if ws.dry_run:  # each trial's own plan, then the record of the best
-        for trial in trials:
-            Training(ws, trial).train(sha, force=force)
+        for one in trials:
+            Training(ws, one).train(sha, force=force)
         ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
                  objective=f"{t.goal} {t.metric}")  # fmt: skip
         return None, False
     results = _run_trials(ws, sha, trials, t.max_parallel, force)
+    return _conclude(ws, sha, t, digest, results, lead)
+
+
+def _conclude(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str,
+              results: list[tuple[tun.Trial, Run | None]], lead: Training) -> tuple[Run | None, bool]:  # fmt: skip
+    """The best completed trial becomes the commit's run; none: the search failed."""
+    trials = [one for one, _ in results]
     found = tun.best([(trial.number, run) for trial, run in results if run is not None], t)
     failed = sum(1 for _, run in results if run is None or run.status != "completed")
     if found is None:
@@ -74,6 +84,47 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
     # whose trials find the earlier ones by their inputs
     links = {k: v for k, v in best.links.items() if k != tun.TRIAL} | {tun.BEST: str(number)}
     return lead._record_reuse(best, sha, digest, note=note, links=links), False
+
+
+def _bayesian(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force: bool, lead: Training
+              ) -> tuple[Run | None, bool]:  # fmt: skip
+    """A Bayesian search: optuna's TPE sampler (seeded) proposes `max_parallel` trials at a time
+    from the results before them. Its proposals depend only on the seed and those results, so a
+    search run again proposes the trials it ran, finds their runs and trains none of them."""
+    try:
+        import optuna  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise ConfigError("tuning.strategy Bayesian runs optuna's TPE sampler, which is not installed: "
+                          "pip install 'mlops-ci[tuning]'") from None  # fmt: skip
+    if ws.dry_run:
+        ws.would("local", "search", strategy="Bayesian (optuna TPE)", max_jobs=t.max_jobs,
+                 max_parallel=t.max_parallel, seed=t.seed,
+                 note="each batch's values follow from the results before it: known only as it runs")  # fmt: skip
+        ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
+                 objective=f"{t.goal} {t.metric}")  # fmt: skip
+        return None, False
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TPE starts with random draws (10 by default); a search of a few trials would be all random
+    startup = min(10, max(2, t.max_jobs // 4))
+    sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=startup)
+    study = optuna.create_study(direction="maximize" if t.goal == "maximize" else "minimize", sampler=sampler)
+    dists = {p.name: tun.distribution(p) for p in t.parameters}
+    results: list[tuple[tun.Trial, Run | None]] = []
+    while len(results) < t.max_jobs:
+        batch: list[tuple[Any, tun.Trial]] = []
+        for _ in range(min(t.max_parallel, t.max_jobs - len(results) - len(batch))):
+            asked = study.ask(dists)
+            values = {p.name: tun.from_distribution(p, asked.params[p.name]) for p in t.parameters}
+            batch.append((asked, trial(ws, len(results) + len(batch) + 1, values)))
+        ran = _run_trials(ws, sha, [one for _, one in batch], t.max_parallel, force)
+        for (asked, _), (_, run) in zip(batch, ran, strict=True):
+            value = run.metrics.get(t.metric) if run is not None and run.status == "completed" else None
+            if isinstance(value, float) and math.isfinite(value):
+                study.tell(asked, value)
+            else:
+                study.tell(asked, state=optuna.trial.TrialState.FAIL)
+        results += ran
+    return _conclude(ws, sha, t, digest, results, lead)
 
 
 def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int, force: bool
@@ -131,7 +182,17 @@ def leaderboard(ws: Workspace, run: Run, top: int = 5) -> dict[str, Any] | None:
     best = run.links.get(tun.BEST)
     if t is None or best is None or run.config_digest != ws.cfg.training_digest():
         return None
-    numbers = {trial.digest: trial.number for trial in trials_of(ws)}
+    if t.strategy == "Bayesian":  # its trials are known by their runs: each one's digest from its own values
+        numbers = {}
+        for r in ws.store.runs(ws.project, sha=run.sha, limit=10_000):
+            n = r.links.get(tun.TRIAL, "")
+            values = {p.name: r.params.get(p.name) for p in t.parameters}
+            if n.isdigit() and int(n) <= t.max_jobs and trial(ws, int(n), values).digest == r.config_digest:
+                numbers[r.config_digest] = int(n)
+        total = t.max_jobs
+    else:
+        numbers = {one.digest: one.number for one in trials_of(ws)}
+        total = len(numbers)
     trials: dict[int, Run] = {}
     for r in ws.store.runs(ws.project, sha=run.sha, limit=10_000):
         if r.config_digest in numbers:
@@ -146,7 +207,7 @@ def leaderboard(ws: Workspace, run: Run, top: int = 5) -> dict[str, Any] | None:
     ]  # fmt: skip
     completed = sum(1 for r in trials.values() if r.status == "completed")
     best_run = trials[int(best)].run_id if best.isdigit() and int(best) in trials else None
-    return {"metric": t.metric, "goal": t.goal, "strategy": t.strategy, "trials": len(numbers),
+    return {"metric": t.metric, "goal": t.goal, "strategy": t.strategy, "trials": total,
             "completed": completed, "best_run": best_run, "top": rows[:top]}  # fmt: skip
 
 

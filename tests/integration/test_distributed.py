@@ -165,3 +165,21 @@ def test_one_host_failing_fails_the_job_and_stops_the_others(tmp_path: Path):
     code, _, err = p.cli("train")
     assert code == 6, err
     assert "algo-2: out of memory on algo-2" in err
+
+
+def test_a_model_or_metrics_written_on_another_host_only_is_said(tmp_path: Path):
+    script = textwrap.dedent(
+        """
+        import json, os
+        if os.environ["SM_CURRENT_HOST"] == "algo-2":
+            with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as fh:
+                fh.write("{}")
+            with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "metrics.json"), "w") as fh:
+                json.dump({"total": 1}, fh)
+        """
+    )
+    p = _project(tmp_path, script=script)
+    code, _, err = p.cli("train")
+    assert code == 0, err
+    assert "algo-2 wrote SM_MODEL_DIR but algo-1 did not" in err
+    assert "algo-2 wrote metrics.json but algo-1 did not" in err

@@ -124,6 +124,9 @@ def test_eight_trials_two_at_a_time_and_the_gate_decides_on_the_best(tmp_path: P
     report = json.loads(p.ok("report", "--json"))
     assert report["comparison"]["tuning"]["best_run"] == best["run_id"]
 
+    listing = p.ok("runs")
+    assert listing.count("[trial ") == 8 and f"{run['run_id']}" in listing
+
     # the same search again: every trial is found, none runs, the commit's run is the same
     again = json.loads(p.ok("train", "--json"))
     assert again["reused"] and again["run"]["run_id"] == run["run_id"]
@@ -247,8 +250,8 @@ def test_hostile_categorical_values_stay_inert_in_the_report(tmp_path: Path):
 @pytest.mark.parametrize(
     ("search", "message"),
     [
-        ("  strategy: Bayesian\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
-         "a Bayesian search is not run by the local trainer"),
+        ("  strategy: Hyperband\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
+         "a Hyperband search is not run by the local trainer"),
         ("  strategy: Grid\n  parameters: {lr: {type: continuous, min: 0.1, max: 1}}\n",
          "a Grid search takes categorical parameters only"),
         ("  strategy: Grid\n  max_jobs: 3\n  parameters: {lr: {type: categorical, values: [1]}}\n",
@@ -300,3 +303,26 @@ def test_a_forced_search_on_a_new_store_opens_it_once_before_its_trials(tmp_path
     assert not (p.path / ".mlops-ci" / "store.db").exists()
     run = json.loads(p.ok("train", "--force", "--json"))["run"]
     assert len(_trials(p, run["sha"])) == 8
+
+
+def test_a_bayesian_search_is_optunas_and_run_again_trains_nothing(tmp_path: Path):
+    pytest.importorskip("optuna")
+    p = _project(tmp_path, RANDOM.replace("  max_jobs: 8\n", "  strategy: Bayesian\n  max_jobs: 8\n"))
+    assert p.ok("config", "extras").split() == ["tuning"]
+    run = json.loads(p.ok("train", "--json"))["run"]
+    trials = _trials(p, run["sha"])
+    assert sorted(int(t["links"][tuning.TRIAL]) for t in trials) == list(range(1, 9))
+    for t in trials:
+        assert t["metrics"]["accuracy"] == pytest.approx(score(t["params"]), abs=1e-6)
+        assert 0.0001 <= t["params"]["lr"] <= 0.1 and 2 <= t["params"]["depth"] <= 8
+    assert max(t["metrics"]["concurrent"] for t in trials) == 2
+    best = max(trials, key=lambda t: (score(t["params"]), -int(t["links"][tuning.TRIAL])))
+    assert run["reused_from"] == best["run_id"]
+    board = json.loads(p.ok("report", "--json"))["comparison"]["tuning"]
+    assert board["strategy"] == "Bayesian" and board["trials"] == 8 and board["best_run"] == best["run_id"]
+    # the same seed and the same results: on the next commit (the same inputs) optuna proposes the
+    # same trials, whose runs are found, and none trains
+    sha = p.commit("docs only")
+    code, _, err = p.cli("train")
+    assert code == 0 and "training tune" not in err and err.count("reusing run") == 8, err
+    assert len(_trials(p, sha)) == 8

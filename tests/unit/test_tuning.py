@@ -6,6 +6,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+import pytest
+
 from mlops_ci.tuning import ParameterRange, TuningConfig, best, grid_size, trials
 
 
@@ -71,3 +73,19 @@ def test_the_best_trial_skips_failed_and_non_finite_ones_and_a_tie_goes_to_the_e
     minimize = TuningConfig(metric="m", goal="minimize", parameters=())
     assert best(runs, minimize) == (1, runs[0][1])
     assert best([(2, _Run("failed"))], _search()) is None
+
+
+def test_optuna_searches_each_range_on_its_scale():
+    optuna = pytest.importorskip("optuna")
+    from mlops_ci.tuning import distribution, from_distribution
+
+    rev = ParameterRange("m", "continuous", min=0.9, max=0.999, scaling="ReverseLogarithmic")
+    d = distribution(rev)
+    assert isinstance(d, optuna.distributions.FloatDistribution) and d.log
+    assert (d.low, d.high) == (pytest.approx(0.001), pytest.approx(0.1))  # 1 - x, on a log scale
+    assert from_distribution(rev, 0.01) == 0.99
+    log_int = distribution(ParameterRange("n", "integer", min=1, max=1000, scaling="Logarithmic"))
+    assert isinstance(log_int, optuna.distributions.IntDistribution) and log_int.log
+    cat = distribution(ParameterRange("c", "categorical", values=("a", 2, True)))
+    assert list(cat.choices) == ["a", 2, True]
+    assert from_distribution(ParameterRange("x", "continuous", min=0.0, max=1.0), 0.123456789) == 0.123457
