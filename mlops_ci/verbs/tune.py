@@ -1,10 +1,11 @@
 """`mlops-ci train` with `tuning:`: a search over the commit. Each trial is a training run of the
-commit (its values on top of the hyperparameters, its own training-config digest, links naming
-the search); `max_parallel` trials run at once, each in its own workspace (its own store
-connection and git). The best completed trial by the objective becomes the commit's run under
-the search's digest, recorded as a reuse of the trial's model: the gate, the report and a
-promotion see it as they see any run. A search run again finds the trials it already ran (the
-same seed gives the same trials) and runs only the missing ones."""
+commit (its values on top of the hyperparameters, a training-config digest of the configuration
+without the search, its number and its values, and a link with its number); `max_parallel`
+trials run at once, each in its own workspace (its own store connection and git). The best
+completed trial by the objective becomes the commit's run under the search's digest, recorded as
+a reuse of the trial's model: the gate, the report and a promotion see it as they see any run. A
+search run again finds the trials it already ran (the same seed gives the same trials; a
+Bayesian search proposes them again from the same results) and runs only the missing ones."""
 
 from __future__ import annotations
 
