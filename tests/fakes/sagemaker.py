@@ -12,7 +12,10 @@ the real behaviour in front of it:
 - the job's MetricDefinitions are kept and FinalMetricDataList is what they match in the job's
   log (moto replaces both with constants); the log is written to CloudWatch Logs under
   /aws/sagemaker/TrainingJobs, the model to ModelArtifacts.S3ModelArtifacts;
-- InvokeEndpoint needs an InService endpoint and answers for the model behind it.
+- InvokeEndpoint needs an InService endpoint and answers for the model behind it;
+- hyperparameter tuning jobs run (moto 5.2 stores one as Completed with a constant best job and
+  never starts a training job; ListTrainingJobsForHyperParameterTuningJob is missing): see
+  `_op_CreateHyperParameterTuningJob`.
 
 Faults are injected per test: throttling, a failing job, a failing endpoint create/update,
 a model that errors on invocation.
@@ -21,12 +24,16 @@ a model that errors on invocation.
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
+import random
 import re
+import secrets
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +66,15 @@ class _Job:
 
 
 @dataclass
+class _Tuning:
+    request: dict[str, Any]
+    draws: list[dict[str, str]]  # each trial's values, as TunedHyperParameters has them, in launch order
+    trials: list[str] = field(default_factory=list)  # its training jobs, in creation order
+    stop: bool = False
+    failure: str = ""
+
+
+@dataclass
 class _Pending:
     kind: str  # create | update | rollback
     target: str
@@ -83,6 +99,9 @@ class FakeSageMaker:
         self.model_errors: dict[str, tuple[int, str]] = {}  # model name prefix -> (status, message)
         self.faults: dict[str, list[tuple[int, str, str]]] = {}  # operation -> errors for its next calls
         self.violations: list[str] = []  # requests AWS would refuse (tests/fakes/aws_model.py); a test fails on any
+        self.tunings: dict[str, _Tuning] = {}
+        # what a tuning job's trial 'does', from its HyperParameters (default: `script`)
+        self.trial_script: Callable[[dict[str, str]], JobScript] | None = None
 
     # -- inspection ----------------------------------------------------------------------
     @property
@@ -189,6 +208,10 @@ class FakeSageMaker:
         status, out = self._forward("CreateTrainingJob", params)
         if status != 200:
             return self._json(start_response, status, out)
+        self._started(name, params, self.script)
+        return self._json(start_response, 200, out)
+
+    def _started(self, name: str, params: dict[str, Any], script: JobScript) -> None:
         job = self.sm.training_jobs[name]
         job.algorithm_specification = params["AlgorithmSpecification"]  # moto replaces MetricDefinitions
         job.training_job_status, job.secondary_status = "InProgress", "Starting"
@@ -196,8 +219,176 @@ class FakeSageMaker:
         job.secondary_status_transitions = [{"Status": "Starting", "StartTime": time.time(),
                                              "StatusMessage": "Launching requested ML instances"}]  # fmt: skip
         job.training_end_time = None
-        self.jobs[name] = _Job(self.script)
+        self.jobs[name] = _Job(script)
+
+    # -- hyperparameter tuning jobs ------------------------------------------------------
+    # What SageMaker does with a tuning job, as its API reference and SDK say it:
+    # - "This name is the prefix for the names of all training jobs that this tuning job launches"
+    #   (CreateHyperParameterTuningJob); they are named <tuning job>-<NNN>-<8 hex>, as in the
+    #   DescribeTrainingJob answers of real tuning jobs (e.g. xgboost-190407-1532-005-0e830ada);
+    # - the tuning job's tags are added to the training jobs it launches (CreateHyperParameterTuningJob, Tags);
+    # - each training job's HyperParameters are the static ones, the values chosen for it and
+    #   `_tuning_objective_metric`, which SageMaker also adds to StaticHyperParameters (the SDK's
+    #   HyperparameterTuner.attach deletes it from there: sagemaker/tuner.py);
+    # - at most MaxParallelTrainingJobs run at once, MaxNumberOfTrainingJobs in all (a Grid: every
+    #   combination of the categorical values); TrainingJobStatusCounters count them.
+    # The values are drawn at random (seeded by RandomSeed) whatever the Strategy: which values
+    # SageMaker's optimiser picks is its own; each is within its range and typed as the range is.
+    def _op_CreateHyperParameterTuningJob(self, params: dict[str, Any], environ: Any, start_response: Any
+                                          ) -> Iterator[bytes]:  # fmt: skip
+        name = params["HyperParameterTuningJobName"]
+        if name.lower() in (n.lower() for n in self.tunings):  # "The name is not case sensitive"
+            return self._error(start_response, 400, "ResourceInUse",
+                               f"Hyper Parameter Tuning Job with name {name} already exists.")  # fmt: skip
+        status, out = self._forward("CreateHyperParameterTuningJob", params)
+        if status != 200:
+            return self._json(start_response, status, out)
+        config = params["HyperParameterTuningJobConfig"]
+        definition = params["TrainingJobDefinition"]
+        statics = definition.setdefault("StaticHyperParameters", {})
+        statics.setdefault("_tuning_objective_metric", config["HyperParameterTuningJobObjective"]["MetricName"])
+        self.tunings[name] = _Tuning(params, _draws(config))
+        self.sm.hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = "InProgress"
+        self._advance_tuning(name, launch_only=True)
         return self._json(start_response, 200, out)
+
+    def _launch(self, name: str, values: dict[str, str]) -> None:
+        tuning = self.tunings[name]
+        definition = tuning.request["TrainingJobDefinition"]
+        job = f"{name}-{len(tuning.trials) + 1:03d}-{secrets.token_hex(4)}"
+        req = {k: v for k, v in definition.items() if k != "StaticHyperParameters"}
+        req.update(TrainingJobName=job, HyperParameters={**definition["StaticHyperParameters"], **values},
+                   Tags=tuning.request.get("Tags", []))  # fmt: skip
+        status, out = self._forward("CreateTrainingJob", req)
+        assert status == 200, out
+        self._started(job, req, self.trial_script(req["HyperParameters"]) if self.trial_script else self.script)
+        self.sm.training_jobs[job].tuning_job_name = name
+        tuning.trials.append(job)
+
+    def _advance_tuning(self, name: str, launch_only: bool = False) -> None:
+        tuning = self.tunings[name]
+        limits = tuning.request["HyperParameterTuningJobConfig"]["ResourceLimits"]
+        if not launch_only:
+            for job in tuning.trials:
+                self._advance_job(job)
+        jobs = [self.sm.training_jobs[j] for j in tuning.trials]
+        running = sum(1 for j in jobs if j.training_job_status in ("InProgress", "Stopping"))
+        while (not tuning.stop and running < limits["MaxParallelTrainingJobs"]
+               and len(tuning.trials) < len(tuning.draws)):  # fmt: skip
+            self._launch(name, tuning.draws[len(tuning.trials)])
+            running += 1
+        jobs = [self.sm.training_jobs[j] for j in tuning.trials]
+        done = all(j.training_job_status in ("Completed", "Failed", "Stopped") for j in jobs)
+        moto_job = self.sm.hyper_parameter_tuning_jobs[name]
+        if done and (tuning.stop or len(tuning.trials) == len(tuning.draws)):
+            if tuning.stop:
+                moto_job.hyper_parameter_tuning_job_status = "Stopped"
+            elif any(j.training_job_status == "Completed" for j in jobs):
+                moto_job.hyper_parameter_tuning_job_status = "Completed"
+            else:
+                moto_job.hyper_parameter_tuning_job_status = "Failed"
+                tuning.failure = "All training jobs failed."
+            moto_job.hyper_parameter_tuning_end_time = time.time()
+
+    def _objective(self, name: str, job: Any) -> float | None:
+        metric = self.tunings[name].request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+        values = [m["Value"] for m in job.final_metric_data_list or [] if m["MetricName"] == metric["MetricName"]]
+        return float(values[-1]) if values else None
+
+    def _trial_summary(self, name: str, job_name: str) -> dict[str, Any]:
+        tuning = self.tunings[name]
+        job = self.sm.training_jobs[job_name]
+        ranged = {r["Name"] for kind in tuning.request["HyperParameterTuningJobConfig"]["ParameterRanges"].values()
+                  for r in kind}  # fmt: skip
+        summary: dict[str, Any] = {
+            "TrainingJobName": job_name, "TrainingJobArn": job.arn, "TuningJobName": name,
+            "CreationTime": job.creation_time, "TrainingJobStatus": job.training_job_status,
+            "TunedHyperParameters": {k: v for k, v in job.hyper_parameters.items() if k in ranged},
+        }  # fmt: skip
+        value = self._objective(name, job)
+        metric = tuning.request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+        if value is not None:
+            summary["FinalHyperParameterTuningJobObjectiveMetric"] = {"Type": metric["Type"],
+                                                                       "MetricName": metric["MetricName"],
+                                                                       "Value": value}  # fmt: skip
+        if job.training_job_status in ("InProgress", "Stopping"):
+            summary["ObjectiveStatus"] = "Pending"
+        else:
+            summary["ObjectiveStatus"] = "Succeeded" if value is not None else "Failed"
+        if job.training_job_status == "Failed":
+            summary["FailureReason"] = job.failure_reason
+        return summary
+
+    def _op_DescribeHyperParameterTuningJob(self, params: dict[str, Any], environ: Any, start_response: Any
+                                            ) -> Iterator[bytes]:  # fmt: skip
+        name = params["HyperParameterTuningJobName"]
+        if name not in self.tunings:
+            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
+                               f"with name {name}")  # fmt: skip
+        self._advance_tuning(name)
+        tuning, moto_job = self.tunings[name], self.sm.hyper_parameter_tuning_jobs[name]
+        jobs = [self.sm.training_jobs[j] for j in tuning.trials]
+        status = [j.training_job_status for j in jobs]
+        summaries = [self._trial_summary(name, j) for j in tuning.trials]
+        objective = [s for s in summaries if "FinalHyperParameterTuningJobObjectiveMetric" in s]
+        answer: dict[str, Any] = {
+            "HyperParameterTuningJobName": name, "HyperParameterTuningJobArn": moto_job.arn,
+            "HyperParameterTuningJobConfig": tuning.request["HyperParameterTuningJobConfig"],
+            "TrainingJobDefinition": tuning.request["TrainingJobDefinition"],
+            "HyperParameterTuningJobStatus": moto_job.hyper_parameter_tuning_job_status,
+            "CreationTime": moto_job.creation_time, "LastModifiedTime": time.time(),
+            "TrainingJobStatusCounters": {
+                "Completed": status.count("Completed"),
+                "InProgress": status.count("InProgress") + status.count("Stopping"),
+                "RetryableError": 0, "NonRetryableError": status.count("Failed"), "Stopped": status.count("Stopped"),
+            },
+            "ObjectiveStatusCounters": {
+                "Succeeded": len(objective), "Pending": sum(1 for s in summaries if s["ObjectiveStatus"] == "Pending"),
+                "Failed": sum(1 for s in summaries if s["ObjectiveStatus"] == "Failed"),
+            },
+        }  # fmt: skip
+        if objective:
+            sign = 1 if tuning.request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"][
+                "Type"] == "Maximize" else -1  # fmt: skip
+            key = "FinalHyperParameterTuningJobObjectiveMetric"
+            answer["BestTrainingJob"] = max(objective, key=lambda s: sign * s[key]["Value"])
+        if moto_job.hyper_parameter_tuning_job_status in ("Completed", "Failed", "Stopped"):
+            answer["HyperParameterTuningEndTime"] = moto_job.hyper_parameter_tuning_end_time
+        if tuning.failure:
+            answer["FailureReason"] = tuning.failure
+        return self._json(start_response, 200, answer)
+
+    def _op_ListTrainingJobsForHyperParameterTuningJob(self, params: dict[str, Any], environ: Any, start_response: Any
+                                                       ) -> Iterator[bytes]:  # fmt: skip
+        name = params["HyperParameterTuningJobName"]
+        if name not in self.tunings:
+            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
+                               f"with name {name}")  # fmt: skip
+        summaries = [self._trial_summary(name, j) for j in self.tunings[name].trials]
+        key = {"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"}.get(
+            params.get("SortBy", "CreationTime"), "CreationTime")  # fmt: skip
+        summaries.sort(key=lambda s: (s[key], s["TrainingJobName"]), reverse=params.get("SortOrder") == "Descending")
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults", 10))  # the API's default page is 10
+        page: dict[str, Any] = {"TrainingJobSummaries": summaries[start : start + size]}
+        if start + size < len(summaries):
+            page["NextToken"] = str(start + size)
+        return self._json(start_response, 200, page)
+
+    def _op_StopHyperParameterTuningJob(self, params: dict[str, Any], environ: Any, start_response: Any
+                                        ) -> Iterator[bytes]:  # fmt: skip
+        name = params["HyperParameterTuningJobName"]
+        if name not in self.tunings:
+            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
+                               f"with name {name}")  # fmt: skip
+        tuning = self.tunings[name]
+        tuning.stop = True
+        self.sm.hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = "Stopping"
+        for job in tuning.trials:
+            if self.sm.training_jobs[job].training_job_status == "InProgress":
+                self.sm.training_jobs[job].training_job_status = "Stopping"
+                self.jobs[job].stop = True
+        return self._json(start_response, 200, {})
 
     def _op_DescribeTrainingJob(self, params: dict[str, Any], environ: Any, start_response: Any) -> Iterator[bytes]:
         name = params["TrainingJobName"]
@@ -237,6 +428,10 @@ class FakeSageMaker:
             return
         script = state.script
         job.training_end_time = time.time()
+        spot = bool(job.enable_managed_spot_training)
+        # a failed job is billed for the time it ran too (DescribeTrainingJob: BillableTimeInSeconds)
+        job.training_time_in_seconds = script.training_seconds
+        job.billable_time_in_seconds = int(script.training_seconds * (0.3 if spot else 1.0))
         if script.failure:
             job.training_job_status, job.secondary_status = "Failed", "Failed"
             job.failure_reason = script.failure
@@ -251,9 +446,6 @@ class FakeSageMaker:
         job.final_metric_data_list = [
             {"MetricName": k, "Value": v, "Timestamp": time.time()} for k, v in finals.items()
         ]
-        spot = bool(job.enable_managed_spot_training)
-        job.training_time_in_seconds = script.training_seconds
-        job.billable_time_in_seconds = int(script.training_seconds * (0.3 if spot else 1.0))
         self._put(job.model_artifacts["S3ModelArtifacts"], _targz(script.model_files))
         if script.output_files:
             self._put(job.model_artifacts["S3ModelArtifacts"].rsplit("/", 1)[0] + "/output.tar.gz",
@@ -375,6 +567,31 @@ class FakeSageMaker:
         answer = json.dumps({"model": model, "request": body.decode("utf-8", "replace")}).encode()
         start_response("200 OK", [("Content-Type", accept), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")])
         return iter([answer])
+
+
+def _draws(config: dict[str, Any]) -> list[dict[str, str]]:
+    """Each trial's values as SageMaker passes them: strings, within the ranges."""
+    ranges = config.get("ParameterRanges", {})
+    categorical = ranges.get("CategoricalParameterRanges", [])
+    if config["Strategy"] == "Grid":
+        names = [r["Name"] for r in categorical]
+        combos = itertools.product(*(r["Values"] for r in categorical))
+        return [dict(zip(names, combo, strict=True)) for combo in combos]
+    rng = random.Random(config.get("RandomSeed", 0))
+    out = []
+    for _ in range(config["ResourceLimits"]["MaxNumberOfTrainingJobs"]):
+        values = {r["Name"]: rng.choice(r["Values"]) for r in categorical}
+        for r in ranges.get("IntegerParameterRanges", []):
+            values[r["Name"]] = str(rng.randint(int(r["MinValue"]), int(r["MaxValue"])))
+        for r in ranges.get("ContinuousParameterRanges", []):
+            lo, hi = float(r["MinValue"]), float(r["MaxValue"])
+            if r.get("ScalingType") == "Logarithmic":
+                x = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            else:
+                x = rng.uniform(lo, hi)
+            values[r["Name"]] = repr(min(max(x, lo), hi))
+        out.append(values)
+    return out
 
 
 def _targz(files: dict[str, bytes]) -> bytes:
