@@ -898,12 +898,15 @@ DESCRIPTIONS: dict[str, Doc] = {
         "A hyperparameter search per commit, as SageMaker's hyperparameter tuning job has it: every trial is a run "
         "of the commit with its values on top of `training.hyperparameters`, and the best completed trial becomes the "
         "commit's run, the one the gate decides on; the PR report ranks the trials. Locally: `Random`, `Grid` and "
-        "`Bayesian`, `max_parallel` trials at once. See [a search](training.md#a-search).",
+        "`Bayesian`, `max_parallel` trials at once; on SageMaker one hyperparameter tuning job. See "
+        "[a search](training.md#a-search).",
         type="mapping",
     ),
     "tuning.objective": Doc("The metric the search optimises.", type="mapping", default="required"),
     "tuning.objective.metric": Doc(
-        "A metric of the runs (from `metric_definitions` or `metrics.json`).", default="required"
+        "A metric of the runs (from `metric_definitions` or `metrics.json`; on SageMaker it needs a "
+        "`metric_definitions` entry).",
+        default="required",
     ),
     "tuning.objective.goal": Doc(
         "`maximize` or `minimize`; must agree with `metrics.<name>.goal` when that is declared.",

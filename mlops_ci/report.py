@@ -174,8 +174,11 @@ def _cost_table(c: Comparison) -> list[str]:
     def instance(k: dict[str, Any]) -> str:
         if not k.get("instance_type"):
             return "—"
-        return f"{int(k.get('instance_count') or 1)} × {esc(str(k['instance_type']))}" + (
-            " (spot)" if k.get("spot") else ""
+        trials = f"{int(k['trials'])} trials of " if isinstance(k.get("trials"), int) else ""  # a search: the sum
+        return (
+            trials
+            + f"{int(k.get('instance_count') or 1)} × {esc(str(k['instance_type']))}"
+            + (" (spot)" if k.get("spot") else "")
         )
 
     def seconds(k: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ means the same search on either trainer.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -154,6 +155,47 @@ class Trial:
     number: int
     values: dict[str, Any]
     digest: str
+    job: str = ""  # on SageMaker: the training job its tuning job ran it as (not part of the digest)
 
     def links(self) -> dict[str, str]:
         return {TRIAL: str(self.number)}
+
+
+# -- SageMaker's HyperParameterTuningJob ------------------------------------------------------
+# Hyperband infers its MaxResource from one of these static hyperparameters (botocore's service
+# model, HyperbandStrategyConfig.MaxResource), or the request is refused.
+HYPERBAND_EPOCHS = ("epochs", "numepochs", "n-epochs", "n_epochs", "num_epochs")
+MAX_RANGES = 30  # ParameterRanges: at most 30 hyperparameters in all (CategoricalParameterRange.Values too)
+
+
+def sagemaker_ranges(t: TuningConfig) -> dict[str, list[dict[str, object]]]:
+    """ParameterRanges as the SDK's tuner sends them for a framework estimator: bounds as strings,
+    each categorical value JSON-encoded (as the static hyperparameters are, so a script reads a
+    searched value as it reads a fixed one)."""
+    out: dict[str, list[dict[str, object]]] = {
+        "ContinuousParameterRanges": [], "IntegerParameterRanges": [], "CategoricalParameterRanges": [],
+    }  # fmt: skip
+    for p in t.parameters:
+        if p.type == "categorical":
+            out["CategoricalParameterRanges"].append({"Name": p.name, "Values": [json.dumps(v) for v in p.values]})
+        elif p.type == "integer":
+            bounds = {"MinValue": str(int(p.min or 0)), "MaxValue": str(int(p.max or 0))}
+            out["IntegerParameterRanges"].append({"Name": p.name, **bounds, "ScalingType": p.scaling})
+        else:
+            bounds = {"MinValue": repr(float(p.min or 0.0)), "MaxValue": repr(float(p.max or 0.0))}
+            out["ContinuousParameterRanges"].append({"Name": p.name, **bounds, "ScalingType": p.scaling})
+    return out
+
+
+def from_sagemaker(p: ParameterRange, text: str) -> object:
+    """A value a tuning job chose for `p` (TunedHyperParameters: a string), as the config's type;
+    ValueError when it is no value of the range."""
+    if p.type == "categorical":
+        for v in p.values:
+            if json.dumps(v) == text:
+                return v
+        raise ValueError(f"{p.name}={text!r} is none of the configured values")
+    value: float = int(text) if p.type == "integer" else float(text)
+    if not (float(p.min or 0) <= value <= float(p.max or 0)) or not math.isfinite(value):
+        raise ValueError(f"{p.name}={text!r} is outside the configured range")
+    return value

@@ -48,6 +48,24 @@ class _JobSummary(TypedDict):
     TrainingJobStatus: str
 
 
+class _TrialSummary(_JobSummary, total=False):  # ListTrainingJobsForHyperParameterTuningJob
+    CreationTime: object
+    TunedHyperParameters: dict[str, str]
+
+
+class _TuningSummary(TypedDict):
+    HyperParameterTuningJobName: str
+    HyperParameterTuningJobStatus: str
+
+
+class _Counters(TypedDict, total=False):
+    Completed: int
+    InProgress: int
+    RetryableError: int
+    NonRetryableError: int
+    Stopped: int
+
+
 class _Transition(TypedDict, total=False):
     StatusMessage: str
 
@@ -108,7 +126,11 @@ class Answer(TypedDict, total=False):
     Metadata: dict[str, str]  # s3 HeadObject
     Tags: list[_Tag]  # ListTags
     # ListTrainingJobs, DescribeTrainingJob
-    TrainingJobSummaries: list[_JobSummary]
+    TrainingJobSummaries: list[_TrialSummary]
+    # ListHyperParameterTuningJobs, DescribeHyperParameterTuningJob
+    HyperParameterTuningJobSummaries: list[_TuningSummary]
+    HyperParameterTuningJobStatus: str
+    TrainingJobStatusCounters: _Counters
     TrainingJobArn: str
     TrainingJobStatus: str
     SecondaryStatus: str
@@ -154,6 +176,7 @@ class Client(Protocol):
     def upload_file(self, Filename: str, Bucket: str, Key: str, ExtraArgs: dict[str, object] | None = None) -> None: ...
     def download_file(self, Bucket: str, Key: str, Filename: str) -> None: ...
     def create_training_job(self, **kwargs: object) -> Answer: ...
+    def create_hyper_parameter_tuning_job(self, **kwargs: object) -> Answer: ...
     def describe_log_streams(self, **kwargs: object) -> Answer: ...
     def get_log_events(self, **kwargs: object) -> Answer: ...
     def list_model_packages(self, **kwargs: object) -> Answer: ...

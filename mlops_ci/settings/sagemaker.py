@@ -246,10 +246,36 @@ def _check_serving(r: _Reader, cfg: Config) -> None:
 
 def _check_training(r: _Reader, cfg: Config) -> None:
     if cfg.tuning is not None:
-        # not built yet: a search here is a HyperParameterTuningJob, not N training jobs of ours
-        raise r.fail(("tuning",), "a search on SageMaker (a hyperparameter tuning job) is not supported yet: run it "
-                     "with training.backend: local, or remove tuning")  # fmt: skip
+        _check_search(r, cfg)
     _check_serving(r, cfg)
+
+
+def _check_search(r: _Reader, cfg: Config) -> None:
+    """What a HyperParameterTuningJob refuses, or cannot see, in `tuning:` (botocore's service model
+    and the API reference's wording)."""
+    from ..tuning import HYPERBAND_EPOCHS, MAX_RANGES
+
+    t = cfg.tuning
+    assert t is not None
+    names = [d.name for d in cfg.training.metric_definitions]
+    if t.metric not in names:
+        # the tuning job reads the objective from the job's log, through the job's MetricDefinitions
+        raise r.fail(("tuning", "objective", "metric"), f"'{t.metric}' has no training.metric_definitions "
+                     "entry: a SageMaker tuning job reads its objective from the job's log by it; add one")  # fmt: skip
+    if len(t.parameters) > MAX_RANGES:
+        raise r.fail(("tuning", "parameters"), f"searches {len(t.parameters)} parameters; a tuning job takes at "
+                     f"most {MAX_RANGES}")  # fmt: skip
+    for p in t.parameters:
+        if len(p.values) > MAX_RANGES:
+            raise r.fail(("tuning", "parameters", p.name, "values"), f"has {len(p.values)} values; a tuning job "
+                         f"takes at most {MAX_RANGES} per parameter")  # fmt: skip
+    if t.strategy == "Hyperband":
+        if t.early_stopping != "Off":
+            raise r.fail(("tuning", "early_stopping"), "must be Off with Hyperband, which stops trials itself "
+                         "(SageMaker's rule)")  # fmt: skip
+        if not any(k in cfg.training.hyperparameters for k in HYPERBAND_EPOCHS):
+            raise r.fail(("tuning", "strategy"), "Hyperband needs the number of epochs among training."
+                         f"hyperparameters as one of {', '.join(HYPERBAND_EPOCHS)} (its maximum resource)")  # fmt: skip
 
 
 TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_training, _advice)

@@ -85,6 +85,15 @@ class Training:
     def hyperparameters(self) -> dict[str, Any]:
         return {**self.ws.cfg.training.hyperparameters, **(self.trial.values if self.trial else {})}
 
+    def job_hyperparameters(self) -> dict[str, Any]:
+        """What the script is given: a trial also gets `_tuning_objective_metric`, which SageMaker adds
+        to every trial of a tuning job and the training toolkit passes on as an argument (it is not
+        `sagemaker_`-prefixed): a script that parses its arguments strictly fails here as it would there."""
+        t = self.ws.cfg.tuning
+        if self.trial is None or t is None:
+            return self.hyperparameters()
+        return {**self.hyperparameters(), "_tuning_objective_metric": t.metric}
+
     # -- train ----------------------------------------------------------------------------
     def train(
         self,
@@ -184,7 +193,9 @@ class Training:
             if cancel_superseded and self.ws.ctx.branch:
                 for job in backend.cancel_superseded(self.ws.project, self.ws.ctx.branch, sha):
                     self.ws.say(f"stopped {job}: superseded by {sha[:8]} on {self.ws.ctx.branch}")
-            if attach_only:
+            if attach_only and self.trial is not None and self.trial.job:  # a trial of a SageMaker tuning job
+                name = self.trial.job
+            elif attach_only:
                 jobs = backend.jobs_of(self.ws.project, sha, digest)
                 if not jobs:
                     raise NotFound(
@@ -383,7 +394,7 @@ class Training:
             job_name=f"{self.ws.project}-{run_id}",
             code_dir=project_dir / cfg.training.source_dir,
             entry_point=cfg.training.entry_point,
-            hyperparameters=self.hyperparameters(),
+            hyperparameters=self.job_hyperparameters(),
             channels=channels,
             metric_regexes={d.name: d.regex for d in cfg.training.metric_definitions},
             environment=dict(cfg.training.environment),
@@ -457,7 +468,7 @@ class Training:
         return project_dir, backend, channels, data, inputs
 
     def _record_reuse(self, original: Run, sha: str, config_digest: str, *, note: str | None = None,
-                      links: dict[str, str] | None = None) -> Run:  # fmt: skip
+                      links: dict[str, str] | None = None, cost: dict[str, object] | None = None) -> Run:  # fmt: skip
         """`sha` trains exactly what `original` trained: record its run (and its verdict under
         the current gate rules) against `sha`, pointing at the run that really trained."""
         now = time.time()
@@ -468,6 +479,7 @@ class Training:
             original, run_id=f"{sha[:8]}-{secrets.token_hex(3)}", sha=sha, branch=self.ws.ctx.branch,
             config_digest=config_digest, started=now, finished=now, reused_from=root,
             links=self._reuse_links(original) if links is None else links,
+            cost=original.cost if cost is None else cost,
         ), series)  # fmt: skip
         verdict = self.ws.store.latest_verdict(original.run_id)
         copy = None
@@ -602,7 +614,7 @@ class Training:
                 "local", "train", sha=sha, dirty=dirty, config_digest=digest, backend="local",
                 job_name=f"{self.ws.project}-{run_id}",
                 command=[cfg.training.python or "python", cfg.training.entry_point,
-                         *cmd_args(self.hyperparameters())],
+                         *cmd_args(self.job_hyperparameters())],
                 channels=data, environment=sorted(cfg.training.environment), max_run=cfg.training.max_run,
                 hosts=cfg.training.instance_count,
                 launcher=cfg.training.distribution.launcher if cfg.training.distribution else None,

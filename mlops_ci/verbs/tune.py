@@ -9,9 +9,12 @@ Bayesian search proposes them again from the same results) and runs only the mis
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
@@ -55,6 +58,8 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
     ws.store  # noqa: B018  (opened, and created if new, once: workers that create a store at once collide)
     ws.say(f"searching {t.max_jobs} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
            f"{t.goal} {t.metric}")  # fmt: skip
+    if cfg.training.kind.remote:  # a HyperParameterTuningJob: SageMaker runs the search
+        return _tuning_job(ws, sha, t, digest, force, lead)
     if t.strategy == "Bayesian":
         return _bayesian(ws, sha, t, digest, force, lead)
     trials = trials_of(ws)
@@ -79,12 +84,83 @@ def _conclude(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str,
                              f"({failed} of {len(trials)} trial(s) failed, {len(trials) - failed} completed "
                              f"without it); the commit has no run. `mlops-ci runs` lists the trials")  # fmt: skip
     number, best = found
+    cost = search_cost([run for _, run in results if run is not None])
     note = (f"best trial: {number} of {len(trials)} (run {best.run_id}, {t.metric}={best.metrics[t.metric]:g})"
             + (f", {failed} trial(s) failed" if failed else "") + "; recorded as the commit's run")  # fmt: skip
     # the commit's run keeps the trial's inputs digest: a later commit reuses it through its own search,
     # whose trials find the earlier ones by their inputs
     links = {k: v for k, v in best.links.items() if k != tun.TRIAL} | {tun.BEST: str(number)}
-    return lead._record_reuse(best, sha, digest, note=note, links=links), False
+    return lead._record_reuse(best, sha, digest, note=note, links=links, cost=cost), False
+
+
+def search_cost(runs: list[Run]) -> dict[str, object] | None:
+    """What the whole search cost: every trial's billable time and estimate summed (a trial's
+    already counts its instances); None when no trial has cost facts (the local trainer)."""
+    costs = [r.cost for r in runs if r.cost]
+    if not costs:
+        return None
+    first = costs[0]
+    out: dict[str, object] = {"trials": len(runs), "instance_type": first.get("instance_type"),
+                           "instance_count": first.get("instance_count"),
+                           "spot": any(bool(c.get("spot")) for c in costs)}  # fmt: skip
+    for key in ("billable_seconds", "training_seconds"):  # what SageMaker reported (a trial it never started: none)
+        if any(c.get(key) is not None for c in costs):
+            out[key] = sum(int(c.get(key) or 0) for c in costs)
+    for key in ("usd", "on_demand_usd"):
+        if any(c.get(key) is not None for c in costs):
+            out[key] = round(sum(float(c.get(key) or 0.0) for c in costs), 4)
+    billable, training = out.get("billable_seconds"), out.get("training_seconds")
+    if out["spot"] and isinstance(billable, int) and isinstance(training, int) and training:
+        out["spot_savings_pct"] = round(100.0 * (1.0 - billable / training), 1)
+    for key in ("price_source", "usd_per_hour"):
+        if key in first:
+            out[key] = first[key]
+    return out
+
+
+def _tuning_job(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force: bool, lead: Training
+                ) -> tuple[Run | None, bool]:  # fmt: skip
+    """A search on SageMaker: one HyperParameterTuningJob per commit and config (a re-run attaches
+    to it); each training job it ran is recorded as a trial, numbered in the order SageMaker
+    created them; then the best completed trial becomes the commit's run, as locally."""
+    from ..backends.sagemaker_tuning import SageMakerTuner
+
+    with tempfile.TemporaryDirectory(prefix="mlops-ci-search-") as tmp:
+        workdir = Path(tmp)
+        project_dir, backend, channels, data, _ = lead._prepare(sha, False, workdir / "src")
+        spec = lead._spec(project_dir, f"{sha[:8]}-search", sha, digest, False, channels, workdir, data)
+        # one environment for every trial: a tracker's per-job experiment cannot be set in it
+        spec = dataclasses.replace(spec, job_env=None)
+        tuner = SageMakerTuner(backend, t)
+        if ws.dry_run:
+            name, exists = tuner.next_job(ws.project, sha, digest, fresh=force)
+            if exists:
+                ws.would("sagemaker", "attach to tuning job", tuning_job_name=name)
+            else:
+                _, src = backend.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
+                uri = backend.source_uri(src)
+                if not ws.aws().has_object(uri, src):
+                    ws.would("sagemaker", "s3:PutObject", uri=uri, sha256=src)
+                req = tuner.request(spec, name, uri)
+                definition = req["TrainingJobDefinition"]
+                assert isinstance(definition, dict)
+                if "Environment" in definition:  # the plan is printed: secrets stay masked
+                    definition["Environment"] = config_mod.mask_secrets(definition["Environment"])
+                ws.would("sagemaker", "CreateHyperParameterTuningJob", request=req)
+            ws.would("store", "record run (each trial)", trials=tuner.max_jobs(), sha=sha)
+            ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
+                     objective=f"{t.goal} {t.metric}")  # fmt: skip
+            return None, False
+        name = tuner.start(spec, workdir, ws.project, fresh=force)
+    desc = tuner.wait(name)
+    found = tuner.trials(name)
+    if not found:
+        raise TrainingFailed(f"tuning job {name} ended {desc['HyperParameterTuningJobStatus']} without a trial"
+                             + (f": {desc['FailureReason']}" if desc.get("FailureReason") else "")
+                             + "; the commit has no run")  # fmt: skip
+    trials = [dataclasses.replace(trial(ws, i, values), job=job) for i, (job, values, _) in enumerate(found, start=1)]
+    results = _run_trials(ws, sha, trials, t.max_parallel, force)
+    return _conclude(ws, sha, t, digest, results, lead)
 
 
 def _bayesian(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force: bool, lead: Training
@@ -147,7 +223,7 @@ def _run_trials(ws: Workspace, sha: str, trials: list[tun.Trial], parallel: int,
 
         w = ws.worker(say=prefixed)
         try:
-            run, reused = Training(w, trial).train(sha, force=force)
+            run, reused = Training(w, trial).train(sha, force=force, attach_only=bool(trial.job))
             if reused and run is not None:
                 prefixed(f"already ran: run {run.run_id}")
             return trial, run
@@ -183,7 +259,9 @@ def leaderboard(ws: Workspace, run: Run, top: int = 5) -> dict[str, Any] | None:
     best = run.links.get(tun.BEST)
     if t is None or best is None or run.config_digest != ws.cfg.training_digest():
         return None
-    if t.strategy == "Bayesian":  # its trials are known by their runs: each one's digest from its own values
+    if t.strategy == "Bayesian" or ws.cfg.training.kind.remote:
+        # trials known by their runs (the values came from the optimiser or SageMaker): each one's
+        # digest from its own number and values
         numbers = {}
         for r in ws.store.runs(ws.project, sha=run.sha, limit=10_000):
             n = r.links.get(tun.TRIAL, "")

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     p.add_argument("--depth", type=int)
     p.add_argument("--solver")
     p.add_argument("--fixed", type=int)
-    a = p.parse_args()
+    a, _ = p.parse_known_args()  # a trial also gets --_tuning_objective_metric, as on SageMaker
     running = os.environ["RUNNING_DIR"]
     me = os.path.join(running, str(os.getpid()))
     open(me, "w").close()
@@ -281,22 +281,6 @@ def test_the_objective_goal_must_agree_with_the_metric(tmp_path: Path):
     assert code == 2 and "the gate and the search would pull opposite ways" in err
 
 
-def test_a_search_on_sagemaker_is_refused_until_it_is_a_tuning_job(tmp_path: Path):
-    from mlops_ci import config
-    from mlops_ci.errors import ConfigError
-
-    f = tmp_path / "mlops-ci.yaml"
-    f.write_text(
-        "project: x\ntraining:\n  backend: sagemaker\n  sagemaker: {image_uri: 1.dkr.ecr.us-east-1.amazonaws.com/x:1}\n"
-        "aws: {region: us-east-1, role: 'arn:aws:iam::123456789012:role/r', bucket: my-bucket}\n"
-        "metrics: {accuracy: {goal: maximize}}\n"
-        "tuning: {objective: {metric: accuracy}, parameters: {lr: {type: continuous, min: 0.1, max: 1}}}\n"
-    )
-    with pytest.raises(ConfigError) as err:
-        config.load(f, {})
-    assert "a search on SageMaker (a hyperparameter tuning job) is not supported yet" in str(err.value)
-
-
 def test_a_forced_search_on_a_new_store_opens_it_once_before_its_trials(tmp_path: Path):
     """Two trials creating a new SQLite store at once collided ("database is locked", exit 9)."""
     p = _project(tmp_path)
@@ -326,3 +310,16 @@ def test_a_bayesian_search_is_optunas_and_run_again_trains_nothing(tmp_path: Pat
     code, _, err = p.cli("train")
     assert code == 0 and "training tune" not in err and err.count("reusing run") == 8, err
     assert len(_trials(p, sha)) == 8
+
+
+def test_a_trial_gets_the_objective_argument_sagemaker_adds(tmp_path: Path):
+    """SageMaker adds `_tuning_objective_metric` to a trial's hyperparameters, and the training
+    toolkit passes it on as an argument: a script that parses strictly fails locally as there."""
+    p = _project(tmp_path, "  strategy: Grid\n  parameters:\n    solver: {type: categorical, values: [adam]}\n" + FIXED)
+    script = p.path / "train.py"
+    script.write_text(SCRIPT.replace("a, _ = p.parse_known_args()", "a = p.parse_args()"))
+    p.commit("strict")
+    code, _, err = p.cli("train")
+    assert code == 6 and "unrecognized arguments: --_tuning_objective_metric accuracy" in err, err
+    runs = json.loads(p.ok("runs", "--json"))
+    assert "_tuning_objective_metric" not in runs[0]["params"]  # what is recorded: the trial's values

@@ -76,6 +76,7 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/aws.py", "Aws."): {"training", "deploy"},
     ("mlops_ci/backends/sagemaker_training.py", "SageMakerTrainer."): {"training"},  # train, wait
     ("mlops_ci/backends/sagemaker_training.py", "_LogTail."): {"training"},  # train, wait
+    ("mlops_ci/backends/sagemaker_tuning.py", "SageMakerTuner."): {"training"},  # train (a search)
     ("mlops_ci/backends/sagemaker_registry.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
     ("mlops_ci/backends/sagemaker.py", "model_data_uri"): {"deploy"},  # promote, deploy
     ("mlops_ci/backends/aws.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
@@ -102,6 +103,7 @@ UNAUTHORIZED = {"sts:GetCallerIdentity"}
 # policies are written for the full configuration.
 DEPENDENT = {
     "sagemaker:CreateTrainingJob": {"iam:PassRole", "sagemaker:AddTags", "kms:CreateGrant"},
+    "sagemaker:CreateHyperParameterTuningJob": {"iam:PassRole", "sagemaker:AddTags", "kms:CreateGrant"},
     "sagemaker:CreateModel": {"iam:PassRole", "sagemaker:AddTags"},
     "sagemaker:CreateEndpointConfig": {"sagemaker:AddTags", "kms:CreateGrant"},
     # DeploymentConfig.AutoRollbackConfiguration: SageMaker reads the alarms as the caller
@@ -140,6 +142,10 @@ SM_RESOURCES: dict[str, set[str]] = {
     "DescribeTrainingJob": {"training-job"},
     "StopTrainingJob": {"training-job"},
     "ListTrainingJobs": set(),
+    "CreateHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
+    "DescribeHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
+    "ListTrainingJobsForHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
+    "ListHyperParameterTuningJobs": set(),
     "CreateModelPackageGroup": {"model-package-group"},
     "DescribeModelPackageGroup": {"model-package-group"},
     "CreateModelPackage": {"model-package", "model-package-group"},
@@ -155,7 +161,15 @@ SM_RESOURCES: dict[str, set[str]] = {
     "DeleteEndpoint": {"endpoint"},
     "InvokeEndpoint": {"endpoint"},
     # AddTags / ListTags act on the tagged resource, of any taggable type
-    "AddTags": {"training-job", "model-package-group", "model-package", "model", "endpoint-config", "endpoint"},
+    "AddTags": {
+        "training-job",
+        "hyper-parameter-tuning-job",
+        "model-package-group",
+        "model-package",
+        "model",
+        "endpoint-config",
+        "endpoint",
+    },
     "ListTags": {"training-job", "model-package-group", "model-package", "model", "endpoint-config", "endpoint"},
 }
 # Other services' actions with no resource-level permissions.
@@ -163,8 +177,8 @@ NO_RESOURCE_LEVEL = {
     "application-autoscaling:DescribeScalableTargets",
     "application-autoscaling:DescribeScalingPolicies",
 }
-PLACEHOLDERS = {"REGION", "ACCOUNT_ID", "PROJECT", "BUCKET", "PREFIX", "DATA_BUCKET", "DATA_PREFIX", "STORE_BUCKET",
-                "STORE_PREFIX", "EXECUTION_ROLE", "KMS_KEY_ID", "OWNER", "REPO"}  # fmt: skip
+PLACEHOLDERS = {"REGION", "ACCOUNT_ID", "PROJECT", "PROJECT_SHORT", "BUCKET", "PREFIX", "DATA_BUCKET", "DATA_PREFIX",
+                "STORE_BUCKET", "STORE_PREFIX", "EXECUTION_ROLE", "KMS_KEY_ID", "OWNER", "REPO"}  # fmt: skip
 
 
 # -- discovery -------------------------------------------------------------------------------
