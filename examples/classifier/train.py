@@ -30,7 +30,8 @@ def main():
     parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN"))
     parser.add_argument("--test", default=os.environ.get("SM_CHANNEL_TEST"))
     parser.add_argument("--output-data-dir", default=os.environ.get("SM_OUTPUT_DATA_DIR"))
-    args = parser.parse_args()
+    # known args only: a trial of a SageMaker tuning job also gets --_tuning_objective_metric
+    args, _ = parser.parse_known_args()
 
     X_train, y_train = load(args.train)
     X_test, y_test = load(args.test)
