@@ -70,10 +70,14 @@ class SageMakerTuner:
             "ResourceConfig": job["ResourceConfig"],
             "StoppingCondition": job["StoppingCondition"],
         }
-        for key in ("InputDataConfig", "VpcConfig", "EnableManagedSpotTraining", "CheckpointConfig", "RetryStrategy",
-                    "Environment"):  # fmt: skip
+        for key in ("InputDataConfig", "VpcConfig", "EnableManagedSpotTraining", "RetryStrategy", "Environment"):
             if key in job:
                 definition[key] = job[key]
+        # Every trial gets the same CheckpointConfig: SageMaker does not separate them, so a trial
+        # resumed after a spot interruption would find the others' checkpoints. Only a location the
+        # config names is passed on (docs/training.md: the script keeps its own under TRAINING_JOB_NAME).
+        if "CheckpointConfig" in job and self.trainer.sm.checkpoint_s3_uri:
+            definition["CheckpointConfig"] = job["CheckpointConfig"]
         limits: dict[str, object] = {"MaxParallelTrainingJobs": t.max_parallel,
                                      "MaxRuntimeInSeconds": self.max_runtime(spec)}  # fmt: skip
         if t.strategy != "Grid":  # a grid's size is its number of jobs (our Grid runs every combination too)
