@@ -249,6 +249,19 @@ class SmokeRequest:
 
 
 @dataclass(frozen=True)
+class CaptureConfig:
+    """`endpoints[].capture`: a sample of the endpoint's requests and answers, in the Data Capture
+    record format (mlops_ci/serving/capture.py; a service's endpoint: its own capture settings)."""
+
+    percent: int = 20  # the SDK's default sampling percentage
+    csv_content_types: tuple[str, ...] = ("text/csv",)
+    json_content_types: tuple[str, ...] = ("application/json",)
+    max_payload_bytes: int = 1024 * 1024  # local: a larger request or answer is not captured
+    rotate_bytes: int = 16 * 1024 * 1024  # local: a capture file's size limit
+    destination: str | None = None  # a service's endpoint: s3://... (default s3://<aws.bucket>/<aws.prefix>/capture)
+
+
+@dataclass(frozen=True)
 class EndpointConfig(_Section):
     """An endpoint: the keys every endpoint backend reads (its own: Settings of its kind)."""
 
@@ -259,6 +272,7 @@ class EndpointConfig(_Section):
     smoke: tuple[SmokeRequest, ...] = ()
     ready_timeout: float = 60.0
     backend: str = "local"
+    capture: CaptureConfig | None = None
 
     @property
     def kind(self) -> Kind:
@@ -1156,7 +1170,7 @@ def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
     owned = _owned(ENDPOINTS)
     for i, item in enumerate(r.seq(raw, ("endpoints",))):
         ep = ("endpoints", i)
-        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout", "backend", *owned))
+        m = r.mapping(item, ep, ("name", "tags", "port", "smoke", "ready_timeout", "backend", "capture", *owned))
         if "name" not in m:
             raise r.fail(ep, "missing 'name'")
         name = r.string(m["name"], (*ep, "name"))
@@ -1200,10 +1214,54 @@ def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
             raise r.fail((*ep, "port"), "only applies to a local endpoint")
         # a model server on this machine answers within a minute; a service's endpoint takes its time
         ready = r.number(m.get("ready_timeout", 60 if kind.processes else 3600), (*ep, "ready_timeout"))
+        capture = _parse_capture(r, m["capture"], (*ep, "capture"), local=kind.processes) if "capture" in m else None
         core = EndpointConfig(name=name, tags=tags, port=port, smoke=tuple(smoke), ready_timeout=ready,
-                              backend=backend)  # fmt: skip
+                              backend=backend, capture=capture)  # fmt: skip
         out.append(_with_settings(r, kind, m, ep, core))
     return tuple(out)
+
+
+def _percent(r: _Reader, value: object, p: KeyPath) -> int:
+    n = r.integer(value, p)
+    if n > 100:
+        raise r.fail(p, "is a whole percentage: 0 to 100")
+    return n
+
+
+_CONTENT_TYPE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*/[a-zA-Z0-9](-*[a-zA-Z0-9.])*\Z")  # CaptureContentTypeHeader
+
+
+def _parse_capture(r: _Reader, raw: object, p: KeyPath, *, local: bool) -> CaptureConfig | None:
+    """`capture: true`, `false`, or a mapping of its settings."""
+    if isinstance(raw, bool):
+        return CaptureConfig() if raw else None
+    keys = ("percent", "csv_content_types", "json_content_types", "max_payload_bytes", "rotate_bytes", "destination")
+    m = r.mapping(raw, p, keys)
+    only = ("max_payload_bytes", "rotate_bytes") if not local else ("destination",)
+    for key in only:
+        if key in m:
+            where = "an endpoint of a service (a local one writes under .mlops-ci/)" if local else "a local endpoint"
+            raise r.fail((*p, key), f"only applies to {where}")
+    types: dict[str, tuple[str, ...]] = {}
+    for key, default in (("csv_content_types", ("text/csv",)), ("json_content_types", ("application/json",))):
+        values = tuple(r.string(v, (*p, key, i)) for i, v in enumerate(r.seq(m.get(key, list(default)), (*p, key))))
+        if not 1 <= len(values) <= 10:
+            raise r.fail((*p, key), "give 1 to 10 content types (the capture format's limit)")
+        for i, v in enumerate(values):
+            if len(v) > 256 or not _CONTENT_TYPE.match(v):
+                raise r.fail((*p, key, i), f"'{v}' is not a content type such as text/csv (no parameters)")
+        types[key] = values
+    destination = opt_string(r, m, "destination", p)
+    if destination is not None and not re.match(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?\Z", destination):
+        raise r.fail((*p, "destination"), f"'{destination}' is not an s3:// URI")
+    return CaptureConfig(
+        percent=_percent(r, m.get("percent", 20), (*p, "percent")),
+        csv_content_types=types["csv_content_types"],
+        json_content_types=types["json_content_types"],
+        max_payload_bytes=r.integer(m.get("max_payload_bytes", 1024 * 1024), (*p, "max_payload_bytes"), minimum=1),
+        rotate_bytes=r.integer(m.get("rotate_bytes", 16 * 1024 * 1024), (*p, "rotate_bytes"), minimum=1024),
+        destination=destination,
+    )
 
 
 def find_config(start: Path, explicit: str | None) -> Path:

@@ -394,6 +394,20 @@ class LocalEndpoints:
             raise DeployFailed(f"could not start the router of endpoint {ep.name} on port {port}: {exc}") from None
         return int(info["port"]), int(info["pid"])
 
+    def capture_dir(self, name: str) -> Path:
+        """Where endpoint `name` writes its capture: `<endpoint>/AllTraffic/yyyy/mm/dd/hh/*.jsonl` below."""
+        return self._dir(name) / "capture"
+
+    def capture_settings(self, ep: EndpointConfig) -> dict[str, object]:
+        """The `capture` entry of target.json (nothing without `capture:`): the router reads it with
+        every request, so a deploy changes it together with the version."""
+        c = ep.capture
+        if c is None:
+            return {}
+        return {"capture": {"dir": str(self.capture_dir(ep.name)), "endpoint": ep.name, "percent": c.percent,
+                            "max_payload_bytes": c.max_payload_bytes, "rotate_bytes": c.rotate_bytes,
+                            "csv": list(c.csv_content_types), "json": list(c.json_content_types)}}  # fmt: skip
+
     def _write_target(self, name: str, target: dict[str, Any] | None) -> None:
         d = self._dir(name)
         path = d / "target.json"
@@ -830,10 +844,13 @@ class LocalRollout:
             )
         )
         pause("before switch")
-        eps._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha, "pid": green_pid})
+        capture = eps.capture_settings(ep)
+        eps._write_target(ep.name, {"port": green_port, "version": mv.version, "sha": mv.sha, "pid": green_pid,
+                                    **capture})  # fmt: skip
         pause("switched")
         if not eps._confirm(router_port, str(mv.version)):
-            back = {"port": blue_port, "version": blue_version, "sha": st.sha if st else None, "pid": blue_pid}
+            back = {"port": blue_port, "version": blue_version, "sha": st.sha if st else None, "pid": blue_pid,
+                    **capture}  # fmt: skip
             eps._write_target(ep.name, back if blue_port else None)
             self.intent.unlink(missing_ok=True)
             _terminate(green_pid)

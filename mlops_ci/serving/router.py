@@ -20,6 +20,7 @@ from typing import TypedDict
 
 from ._http import MAX_BODY, Server, default_processes, linger, reply
 from ._http import Handler as BaseHandler
+from .capture import Capturer, CaptureSettings
 from .model_server import write_ready
 
 
@@ -30,6 +31,7 @@ class TargetFile(TypedDict, total=False):
     version: int
     sha: str
     pid: int
+    capture: CaptureSettings  # the endpoint's `capture:`, when it has one
 
 
 class Target:
@@ -205,8 +207,9 @@ class Upstream:
         raise AssertionError("unreachable")
 
 
-def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
+def make_handler(target: Target, capturer: Capturer | None = None) -> type[BaseHTTPRequestHandler]:
     upstream = Upstream()
+    capture = capturer or Capturer()
 
     class Handler(BaseHandler):
         server_version = "mlops-ci-router"
@@ -219,6 +222,7 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self, method: str, body: bytes | None) -> None:
             headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+            started = time.perf_counter()
             try:
                 answer, t = upstream.send(target, method, self.path, body or b"", headers)
             except LookupError as exc:
@@ -236,6 +240,11 @@ def make_handler(target: Target) -> type[BaseHTTPRequestHandler]:
             version = answer.headers.get("x-mlops-ci-version") or str(t.get("version", ""))
             ctype = answer.headers.get("content-type") or "application/octet-stream"
             self._send(answer.status, answer.body, ctype, version)
+            settings = t.get("capture")
+            if settings is not None and method == "POST" and self.path.split("?", 1)[0] == "/invocations":
+                latency = (time.perf_counter() - started) * 1000.0
+                request_type = self.headers.get("Content-Type") or "application/octet-stream"
+                capture.offer(settings, body or b"", request_type, answer.body, ctype, answer.status, latency, version)
 
         def do_GET(self) -> None:
             if self.path == "/_mlops_ci/router":
