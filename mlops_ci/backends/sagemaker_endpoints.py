@@ -73,8 +73,26 @@ class SageMakerEndpoint:
         model = slug(f"{self.cfg.project}-v{mv.version}")[:54] + "-" + short_hash(
             image, model_data, mv.artifact_sha256, env, self.aws.cfg.role)  # fmt: skip
         config = slug(f"{self.ep.name}-v{mv.version}")[:54] + "-" + short_hash(
-            model, self.ep.instance_type, self.instance_count, self.aws.cfg.kms_key)  # fmt: skip
+            model, self.ep.instance_type, self.instance_count, self.aws.cfg.kms_key, self.data_capture())  # fmt: skip
         return model, config
+
+    def data_capture(self) -> dict[str, object] | None:
+        """The endpoint config's DataCaptureConfig, from `capture:` (the SDK's DataCaptureConfig with
+        both capture modes); the model's execution role writes the records to the destination."""
+        c = self.ep.capture
+        if c is None:
+            return None
+        out: dict[str, object] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": c.percent,
+            "DestinationS3Uri": c.destination or self.aws.s3_uri("capture"),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"CsvContentTypes": list(c.csv_content_types),
+                                         "JsonContentTypes": list(c.json_content_types)},
+        }  # fmt: skip
+        if self.aws.cfg.kms_key:
+            out["KmsKeyId"] = self.aws.cfg.kms_key
+        return out
 
     def model_request(self, mv: ModelVersion, model: str, model_data: str) -> dict[str, object]:
         image = image_for(self.cfg.training.sagemaker, self.cfg.serving.image_uri, self.aws.region, "inference",
@@ -102,6 +120,9 @@ class SageMakerEndpoint:
         }  # fmt: skip
         if self.aws.cfg.kms_key and not sagemaker_types.has_local_storage(self.ep.instance_type):
             req["KmsKeyId"] = self.aws.cfg.kms_key  # the ML storage volume's key; local storage refuses one
+        capture = self.data_capture()
+        if capture is not None:
+            req["DataCaptureConfig"] = capture
         return req
 
     def deployment_config(self) -> dict[str, object]:
