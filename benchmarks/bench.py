@@ -730,9 +730,39 @@ def bench_serving(rep: Report, tmp: Path, seconds: float) -> None:
                 unit="count", budget="0", ok=not result["failures"] and len(result["versions"]) >= 2,
                 note=f"{result['n']} requests, versions answering {result['versions']}"
                 + (f"; first failure {result['failures'][0]}" if result["failures"] else ""))  # fmt: skip
+        _bench_capture(rep, repo, router, seconds)
     finally:
         subprocess.run([MLOPS_CI, "endpoint", "stop", "production"], cwd=repo, env=env, capture_output=True,
                        check=False)  # fmt: skip
+
+
+def _bench_capture(rep: Report, repo: Path, router: int, seconds: float) -> None:
+    """Capture on (every request) vs off, side by side on the same router and model server: the
+    capture entry of target.json switched as a deploy writes it, off and on alternately, 3 rounds."""
+    d = repo / ".mlops-ci" / "endpoints" / "production"
+    plain = json.loads((d / "target.json").read_text())
+    plain.pop("capture", None)
+    on = {**plain, "capture": {"dir": str(d / "capture"), "endpoint": "production", "percent": 100,
+                               "max_payload_bytes": 1 << 20, "rotate_bytes": 16 << 20, "csv": ["text/csv"],
+                               "json": ["application/json"]}}  # fmt: skip
+
+    def target(t: dict[str, Any]) -> None:
+        tmp = d / "target.json.bench"
+        tmp.write_text(json.dumps(t))
+        os.replace(tmp, d / "target.json")
+        time.sleep(0.2)
+
+    rps: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(3):
+        for label, t in (("off", plain), ("on", on)):
+            target(t)
+            rps[label].append(_load(router, 8, seconds)["rps"])
+    target(plain)
+    written = sum(1 for f in (d / "capture").rglob("*.jsonl") for _ in f.open())
+    off, ours = statistics.median(rps["off"]), statistics.median(rps["on"])
+    rep.add("serving, 8 keep-alive clients, capture on (every request) vs off", rps["on"], unit="req/s",
+            reference=off, ref_name="capture off", budget=">= 0.9x off", ok=ours >= 0.9 * off,
+            note=f"{written} records written; off {', '.join(f'{x:.0f}' for x in rps['off'])} req/s")  # fmt: skip
 
 
 def main() -> int:

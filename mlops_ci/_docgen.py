@@ -108,6 +108,12 @@ endpoints:
     port: 8080
     ready_timeout: 60
     backend: local
+    capture:
+      percent: 20
+      csv_content_types: [text/csv]
+      json_content_types: [application/json]
+      max_payload_bytes: 1048576
+      rotate_bytes: 16777216
     smoke:
       - body: [[0.1, 0.2]]
         content_type: application/json
@@ -179,6 +185,7 @@ endpoints:
     tags: ["v*"]
     instance_type: ml.m5.large
     instance_count: 2
+    capture: {percent: 5, destination: "s3://acme-ml/capture"}
     deployment:
       strategy: canary
       percent: 10
@@ -838,6 +845,27 @@ DESCRIPTIONS: dict[str, Doc] = {
     "endpoints[].ready_timeout": Doc(
         "Seconds to wait for the new model server to answer (local) or for the endpoint to be `InService` (SageMaker).",
         default="`60`; `3600` with `backend: sagemaker`",
+    ),
+    "endpoints[].capture": Doc(
+        "Record a sample of the endpoint's requests and answers in SageMaker's Data Capture format (JSON Lines): "
+        "`true` for the defaults, or a mapping. A local endpoint writes them under "
+        "`.mlops-ci/endpoints/<name>/capture/<name>/AllTraffic/yyyy/mm/dd/hh/`; a SageMaker endpoint gets the "
+        "endpoint config's `DataCaptureConfig`. See [data capture](deploy.md#data-capture).",
+        type="`true`, `false` or a mapping",
+        default="off",
+    ),
+    "endpoints[].capture.percent": Doc("The share of requests recorded, 0-100 (the SDK's default)."),
+    "endpoints[].capture.csv_content_types": Doc(
+        "Content types recorded as text with encoding `CSV` (others with `JSON`, or base64), at most 10."
+    ),
+    "endpoints[].capture.json_content_types": Doc("Content types recorded as text with encoding `JSON`, at most 10."),
+    "endpoints[].capture.max_payload_bytes": Doc(
+        "Local only: a request or answer larger than this is not recorded (counted, never cut)."
+    ),
+    "endpoints[].capture.rotate_bytes": Doc("Local only: a capture file's size limit (a new file also every hour)."),
+    "endpoints[].capture.destination": Doc(
+        "SageMaker only: the S3 URI below which SageMaker writes the records.",
+        default="`s3://<aws.bucket>/<aws.prefix>/capture`",
     ),
     "endpoints[].backend": Doc(
         "`local`: a model server and a router on this machine; `sagemaker`: a SageMaker endpoint, updated blue/green."
