@@ -71,8 +71,9 @@ def _scalar(v: object, where: str) -> object:
     return _str(v, where)
 
 
+# trials: a search's cost is every trial's, summed
 _COST_NUMBERS = ("instance_count", "billable_seconds", "training_seconds", "spot_savings_pct", "usd_per_hour", "usd",
-                 "on_demand_usd")  # fmt: skip
+                 "on_demand_usd", "trials")  # fmt: skip
 _COST_TEXT = ("instance_type", "price_source")
 
 

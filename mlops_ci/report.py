@@ -174,7 +174,8 @@ def _cost_table(c: Comparison) -> list[str]:
     def instance(k: dict[str, Any]) -> str:
         if not k.get("instance_type"):
             return "—"
-        trials = f"{int(k['trials'])} trials of " if isinstance(k.get("trials"), int) else ""  # a search: the sum
+        n = k.get("trials")  # a search: the sum of its trials
+        trials = f"{int(n)} trial{'s' if int(n) != 1 else ''} of " if isinstance(n, int | float) else ""
         return (
             trials
             + f"{int(k.get('instance_count') or 1)} × {esc(str(k['instance_type']))}"

@@ -170,14 +170,13 @@ MAX_RANGES = 30  # ParameterRanges: at most 30 hyperparameters in all (Categoric
 
 def sagemaker_ranges(t: TuningConfig) -> dict[str, list[dict[str, object]]]:
     """ParameterRanges as the SDK's tuner sends them for a framework estimator: bounds as strings,
-    each categorical value JSON-encoded (as the static hyperparameters are, so a script reads a
-    searched value as it reads a fixed one)."""
+    each categorical value as text JSON-encoded (`sagemaker_value`)."""
     out: dict[str, list[dict[str, object]]] = {
         "ContinuousParameterRanges": [], "IntegerParameterRanges": [], "CategoricalParameterRanges": [],
     }  # fmt: skip
     for p in t.parameters:
         if p.type == "categorical":
-            out["CategoricalParameterRanges"].append({"Name": p.name, "Values": [json.dumps(v) for v in p.values]})
+            out["CategoricalParameterRanges"].append({"Name": p.name, "Values": [sagemaker_value(v) for v in p.values]})
         elif p.type == "integer":
             bounds = {"MinValue": str(int(p.min or 0)), "MaxValue": str(int(p.max or 0))}
             out["IntegerParameterRanges"].append({"Name": p.name, **bounds, "ScalingType": p.scaling})
@@ -187,15 +186,28 @@ def sagemaker_ranges(t: TuningConfig) -> dict[str, list[dict[str, object]]]:
     return out
 
 
+def sagemaker_value(v: object) -> str:
+    """A categorical value as the SDK's tuner sends it for a framework estimator: the value as text,
+    then JSON-encoded (sagemaker/parameter.py, CategoricalParameter: 32 -> '"32"', True -> '"True"')."""
+    return json.dumps(v if isinstance(v, str) else str(v))
+
+
 def from_sagemaker(p: ParameterRange, text: str) -> object:
     """A value a tuning job chose for `p` (TunedHyperParameters: a string), as the config's type;
     ValueError when it is no value of the range."""
     if p.type == "categorical":
         for v in p.values:
-            if json.dumps(v) == text:
+            if sagemaker_value(v) == text:
                 return v
         raise ValueError(f"{p.name}={text!r} is none of the configured values")
-    value: float = int(text) if p.type == "integer" else float(text)
-    if not (float(p.min or 0) <= value <= float(p.max or 0)) or not math.isfinite(value):
+    x = float(text)
+    lo, hi = float(p.min or 0), float(p.max or 0)
+    slack = 1e-9 * max(1.0, abs(lo), abs(hi))  # a log-scale draw at a bound: exp(log(0.1)) = 0.10000000000000002
+    if not math.isfinite(x) or not lo - slack <= x <= hi + slack:
         raise ValueError(f"{p.name}={text!r} is outside the configured range")
-    return value
+    x = min(max(x, lo), hi)
+    if p.type == "integer":
+        if x != round(x):
+            raise ValueError(f"{p.name}={text!r} is not a whole number")
+        return round(x)  # "5" or "5.0"
+    return x

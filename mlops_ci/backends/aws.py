@@ -55,6 +55,7 @@ class _TrialSummary(_JobSummary, total=False):  # ListTrainingJobsForHyperParame
 
 class _TuningSummary(TypedDict):
     HyperParameterTuningJobName: str
+    HyperParameterTuningJobArn: str
     HyperParameterTuningJobStatus: str
 
 
@@ -133,6 +134,7 @@ class Answer(TypedDict, total=False):
     TrainingJobStatusCounters: _Counters
     TrainingJobArn: str
     TrainingJobStatus: str
+    TuningJobArn: str  # a trial of a tuning job
     SecondaryStatus: str
     SecondaryStatusTransitions: list[_Transition]
     FailureReason: str

@@ -239,6 +239,12 @@ class SageMakerTrainer:
         }
         result.cost = _cost_facts(desc)
         result.series = dict(scanner.series)
+        # A trial its tuning job stopped early (early_stopping: Auto, Hyperband) ended Stopped with its
+        # model and final metrics kept (StopHyperParameterTuningJob: "All model artifacts output from
+        # the training jobs are stored in Amazon S3"): it is a completed trial that trained less.
+        if status == "Stopped" and desc.get("TuningJobArn") and desc.get("FinalMetricDataList"):
+            self.say(f"{name} was stopped early by its tuning job; its model and metrics are the trial's")
+            status = "Completed"
         if status != "Completed":
             result.exit_code = 1
             reason = desc.get("FailureReason") or f"the job ended {status}"

@@ -11,6 +11,7 @@ it the tuning job's tags; a trial is recorded as a run by attaching to that job,
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,11 @@ from .. import tuning as tun
 from .._untrusted import guard, inline
 from ..errors import IntegrityError
 from . import TrainingSpec
-from .aws import Answer, _TrialSummary, _TuningSummary, console_url, slug
+from .aws import Answer, _TrialSummary, _TuningSummary, console_url, slug, tag_value
 from .sagemaker_training import SageMakerTrainer
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+LIVE = ("InProgress", "Stopping", "Completed", "Stopped")  # attached to (a stopped one's completed trials count)
 NAME_MAX = 32  # HyperParameterTuningJobName: 1-32 characters (botocore's service model)
 PROJECT_PART = 12  # the project's part of a tuning job's name (docs/iam: PROJECT_SHORT)
 ROUND_OVERHEAD = 900  # seconds a round of trials may spend starting instances and uploading, besides max_run
@@ -122,15 +124,59 @@ class SageMakerTuner:
         """(name, exists): the running or completed tuning job to attach to, else a new name (always
         a new one when `fresh`: --force)."""
         jobs = self.jobs_of(project, sha, digest)
-        live = ("InProgress", "Stopping", "Completed")
-        if not fresh and jobs and jobs[-1]["HyperParameterTuningJobStatus"] in live:
+        if not fresh and jobs and jobs[-1]["HyperParameterTuningJobStatus"] in LIVE:
             return str(jobs[-1]["HyperParameterTuningJobName"]), True
         return tuning_job_name(project, sha, digest, len(jobs) + 1), False
 
-    def start(self, spec: TrainingSpec, workdir: Path, project: str, fresh: bool = False) -> str:
-        name, exists = self.next_job(project, spec.sha, spec.config_digest, fresh)
+    def find_by_inputs(self, project: str, inputs: str, digest: str) -> str | None:
+        """A tuning job of another commit (among this project's 100 newest) whose trials trained
+        exactly these inputs under this config: its tags say so (`mlops-ci:inputs`, set at create)."""
+        short = slug(project)[:PROJECT_PART].rstrip("-")
+        mine = re.compile(re.escape(short) + r"-[0-9a-f]{7}-" + re.escape(digest[:6]) + r"-\d+")
+        newest = {"NameContains": short, "SortBy": "CreationTime", "SortOrder": "Descending", "MaxResults": 100}
+        page = self.aws.call("sagemaker", "list_hyper_parameter_tuning_jobs", "list tuning jobs", **newest)
+        for job in page.get("HyperParameterTuningJobSummaries", []):
+            name = job["HyperParameterTuningJobName"]
+            # a stopped one is not reused for another commit: it was stopped before it searched enough
+            if not mine.fullmatch(name) or job["HyperParameterTuningJobStatus"] not in ("InProgress", "Completed"):
+                continue
+            answer = self.aws.call("sagemaker", "list_tags", f"read the tags of tuning job {name}",
+                                   ResourceArn=job["HyperParameterTuningJobArn"])  # fmt: skip
+            tags = {t["Key"]: t["Value"] for t in answer.get("Tags", [])}
+            found = (tags.get("mlops-ci:inputs"), tags.get("mlops-ci:project"), tags.get("mlops-ci:config-digest"))
+            if found == (inputs, tag_value(project), digest):
+                return name
+        return None
+
+    def cancel_superseded(self, project: str, branch: str, sha: str) -> list[str]:
+        """Stop this project's tuning jobs still running for older commits on `branch` (their
+        trials stop with them); what they completed stays recorded by nobody, as with training jobs."""
+        short = slug(project)[:PROJECT_PART].rstrip("-")
+        mine = re.compile(re.escape(short) + r"-[0-9a-f]{7}-[0-9a-f]{6}-\d+")
+        stopped = []
+        kwargs: dict[str, object] = {"NameContains": short, "StatusEquals": "InProgress", "MaxResults": 100}
+        while True:
+            page = self.aws.call("sagemaker", "list_hyper_parameter_tuning_jobs", "list tuning jobs", **kwargs)
+            for job in page.get("HyperParameterTuningJobSummaries", []):
+                name = job["HyperParameterTuningJobName"]
+                if not mine.fullmatch(name):  # another project's that contains ours: not this role's to read
+                    continue
+                answer = self.aws.call("sagemaker", "list_tags", f"read the tags of tuning job {name}",
+                                       ResourceArn=job["HyperParameterTuningJobArn"])  # fmt: skip
+                t = {x["Key"]: x["Value"] for x in answer.get("Tags", [])}
+                if (t.get("mlops-ci:project") == tag_value(project) and t.get("mlops-ci:branch") == tag_value(branch)
+                        and t.get("mlops-ci:sha") != sha):  # fmt: skip
+                    self.aws.call("sagemaker", "stop_hyper_parameter_tuning_job", f"stop tuning job {name}",
+                                  HyperParameterTuningJobName=name)  # fmt: skip
+                    stopped.append(name)
+            if not page.get("NextToken"):
+                return stopped
+            kwargs["NextToken"] = page["NextToken"]
+
+    def start(self, spec: TrainingSpec, workdir: Path, name: str, exists: bool) -> str:
+        """Create tuning job `name`, or attach to it when it `exists`."""
         if exists:
-            self.say(f"attaching to tuning job {name} (started earlier for this commit and config)")
+            self.say(f"attaching to tuning job {name}")
             return name
         tarball, digest = self.trainer.pack_source(spec.code_dir, workdir / "sourcedir.tar.gz")
         uri = self.trainer.source_uri(digest)

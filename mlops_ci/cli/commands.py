@@ -372,12 +372,15 @@ def _run_dict(run: Run) -> dict[str, Any]:
 
 def train(ws: Workspace, ref: str | None, *, allow_dirty: bool, force: bool, as_json: bool, no_wait: bool = False,
           cancel_superseded: bool = False, attach_only: bool = False) -> int:  # fmt: skip
-    if ws.cfg.tuning is not None and not attach_only:  # a search: its best trial is the commit's run
+    if ws.cfg.tuning is not None:  # a search: its best trial is the commit's run
         from ..verbs.tune import tune
 
         if no_wait:
             raise UsageError("--no-wait does not apply to a search (tuning:): its trials run with the command")
-        run, reused = tune(ws, ref, allow_dirty=allow_dirty, force=force)
+        if attach_only:
+            raise UsageError("`wait` follows a training job; a search (tuning:) is followed by `mlops-ci train`, "
+                             "which attaches to the commit's tuning job and starts none while it runs")  # fmt: skip
+        run, reused = tune(ws, ref, allow_dirty=allow_dirty, force=force, cancel_superseded=cancel_superseded)
     else:
         from ..verbs.train import train as train_commit
 

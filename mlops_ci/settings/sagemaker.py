@@ -253,6 +253,8 @@ def _check_training(r: _Reader, cfg: Config) -> None:
 def _check_search(r: _Reader, cfg: Config) -> None:
     """What a HyperParameterTuningJob refuses, or cannot see, in `tuning:` (botocore's service model
     and the API reference's wording)."""
+    from .. import tuning as tun
+    from ..distribution import hyperparameters
     from ..tuning import HYPERBAND_EPOCHS, MAX_RANGES
 
     t = cfg.tuning
@@ -262,20 +264,38 @@ def _check_search(r: _Reader, cfg: Config) -> None:
         # the tuning job reads the objective from the job's log, through the job's MetricDefinitions
         raise r.fail(("tuning", "objective", "metric"), f"'{t.metric}' has no training.metric_definitions "
                      "entry: a SageMaker tuning job reads its objective from the job's log by it; add one")  # fmt: skip
-    if len(t.parameters) > MAX_RANGES:
-        raise r.fail(("tuning", "parameters"), f"searches {len(t.parameters)} parameters; a tuning job takes at "
-                     f"most {MAX_RANGES}")  # fmt: skip
+    # "Each value of a categorical hyperparameter range counts as a hyperparameter against the
+    # limit" (Developer Guide, Define Hyperparameter Ranges)
+    counted = sum(len(p.values) if p.type == "categorical" else 1 for p in t.parameters)
+    if counted > MAX_RANGES:
+        raise r.fail(("tuning", "parameters"), f"counts {counted} against a tuning job's limit of {MAX_RANGES} "
+                     "(each categorical value counts as one); search fewer")  # fmt: skip
     for p in t.parameters:
-        if len(p.values) > MAX_RANGES:
-            raise r.fail(("tuning", "parameters", p.name, "values"), f"has {len(p.values)} values; a tuning job "
-                         f"takes at most {MAX_RANGES} per parameter")  # fmt: skip
+        for i, v in enumerate(p.values):
+            if len(tun.sagemaker_value(v)) > 256:
+                raise r.fail(("tuning", "parameters", p.name, "values", i), "is longer than the 256 characters a "
+                             "tuning job takes for a categorical value (JSON-encoded)")  # fmt: skip
+    if len(cfg.training.environment) > 48:  # HyperParameterTrainingJobDefinition.Environment: at most 48
+        raise r.fail(("training", "environment"), f"has {len(cfg.training.environment)} variables; a tuning job's "
+                     "trials take at most 48")  # fmt: skip
+    sm = cfg.training.sagemaker
+    static = len(cfg.training.hyperparameters) + 5 + len(hyperparameters(cfg.training.distribution,
+                                                                          sm.instance_type if sm else ""))  # fmt: skip
+    if static + 1 + len(t.parameters) > 100:  # 5: sagemaker_program &c.; 1: _tuning_objective_metric
+        raise r.fail(("training", "hyperparameters"), "with the searched ones and those SageMaker and mlops-ci add, "
+                     "a trial would get more than the 100 hyperparameters a training job takes")  # fmt: skip
     if t.strategy == "Hyperband":
         if t.early_stopping != "Off":
             raise r.fail(("tuning", "early_stopping"), "must be Off with Hyperband, which stops trials itself "
                          "(SageMaker's rule)")  # fmt: skip
-        if not any(k in cfg.training.hyperparameters for k in HYPERBAND_EPOCHS):
+        epochs = [k for k in HYPERBAND_EPOCHS if k in cfg.training.hyperparameters]
+        if not epochs:
             raise r.fail(("tuning", "strategy"), "Hyperband needs the number of epochs among training."
                          f"hyperparameters as one of {', '.join(HYPERBAND_EPOCHS)} (its maximum resource)")  # fmt: skip
+        n = cfg.training.hyperparameters[epochs[0]]
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 20_000:
+            raise r.fail(("training", "hyperparameters", epochs[0]), "Hyperband takes a whole number of epochs "
+                         "from 1 to 20,000 as its maximum resource (HyperbandStrategyConfig)")  # fmt: skip
 
 
 TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_training, _advice)

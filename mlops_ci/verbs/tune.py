@@ -14,12 +14,14 @@ import math
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
 from .. import tuning as tun
-from ..errors import ConfigError, MlopsCiError, Refused, TrainingFailed
+from ..backends import owner_label
+from ..errors import Busy, ConfigError, MlopsCiError, Refused, TrainingFailed
 from ..records import Run
 from ..workspace import Workspace
 from .train import Training
@@ -37,7 +39,8 @@ def trials_of(ws: Workspace) -> list[tun.Trial]:
     return [trial(ws, i, values) for i, values in enumerate(tun.trials(t), start=1)]
 
 
-def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bool = False) -> tuple[Run | None, bool]:
+def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bool = False,
+         cancel_superseded: bool = False) -> tuple[Run | None, bool]:  # fmt: skip
     cfg = ws.cfg
     t = cfg.tuning
     assert t is not None
@@ -56,9 +59,36 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
         if existing:
             return existing, True
     ws.store  # noqa: B018  (opened, and created if new, once: workers that create a store at once collide)
+    if cancel_superseded and cfg.training.kind.remote and ws.ctx.branch and not ws.dry_run:
+        from ..backends.sagemaker_tuning import SageMakerTuner
+
+        for job in SageMakerTuner(lead._trainer(), t).cancel_superseded(ws.project, ws.ctx.branch, sha):
+            ws.say(f"stopped tuning job {job}: superseded by {sha[:8]} on {ws.ctx.branch}")
+    if ws.dry_run:
+        return _search(ws, sha, t, digest, force, lead)
+    # Single flight: the push and the pull-request job of one commit search once; the second waits
+    # and finds the first one's run (its trials are recorded once).
+    name = f"search-{ws.project}-{sha[:12]}-{digest[:16]}"
+    rounds = -(-(tun.grid_size(t) if t.strategy == "Grid" else t.max_jobs) // t.max_parallel)
+    longest = rounds * (cfg.training.max_run + 900)
+    with ExitStack() as held:
+        try:
+            held.enter_context(ws.store.lock(name, owner_label(ws.env), 0, ttl=longest))
+        except Busy as exc:
+            ws.say(f"waiting: {exc.message.split(';')[0]} (the same search); its run will be the commit's")
+            held.enter_context(ws.store.lock(name, owner_label(ws.env), longest, ttl=longest))
+        if not force:
+            existing = ws.store.latest_completed(ws.project, sha, digest)
+            if existing:
+                return existing, True
+        return _search(ws, sha, t, digest, force, lead)
+
+
+def _search(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force: bool, lead: Training
+            ) -> tuple[Run | None, bool]:  # fmt: skip
     ws.say(f"searching {t.max_jobs} trial(s) of {sha[:8]} ({t.strategy}, {t.max_parallel} at a time): "
            f"{t.goal} {t.metric}")  # fmt: skip
-    if cfg.training.kind.remote:  # a HyperParameterTuningJob: SageMaker runs the search
+    if ws.cfg.training.kind.remote:  # a HyperParameterTuningJob: SageMaker runs the search
         return _tuning_job(ws, sha, t, digest, force, lead)
     if t.strategy == "Bayesian":
         return _bayesian(ws, sha, t, digest, force, lead)
@@ -127,13 +157,20 @@ def _tuning_job(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force
 
     with tempfile.TemporaryDirectory(prefix="mlops-ci-search-") as tmp:
         workdir = Path(tmp)
-        project_dir, backend, channels, data, _ = lead._prepare(sha, False, workdir / "src")
+        project_dir, backend, channels, data, inputs = lead._prepare(sha, False, workdir / "src")
         spec = lead._spec(project_dir, f"{sha[:8]}-search", sha, digest, False, channels, workdir, data)
-        # one environment for every trial: a tracker's per-job experiment cannot be set in it
-        spec = dataclasses.replace(spec, job_env=None)
+        # one environment for every trial: a tracker's per-job experiment cannot be set in it; the
+        # inputs tag lets a later commit with the same training inputs find this search
+        spec = dataclasses.replace(spec, job_env=None, tags={**spec.tags, "mlops-ci:inputs": inputs})
         tuner = SageMakerTuner(backend, t)
+        name, exists = tuner.next_job(ws.project, sha, digest, fresh=force)
+        if not exists and not force:
+            earlier = tuner.find_by_inputs(ws.project, inputs, digest)
+            if earlier is not None:
+                ws.say(f"commit {sha[:8]} has the same training inputs as tuning job {earlier}: recording its "
+                       "trials, starting no search")  # fmt: skip
+                name, exists = earlier, True
         if ws.dry_run:
-            name, exists = tuner.next_job(ws.project, sha, digest, fresh=force)
             if exists:
                 ws.would("sagemaker", "attach to tuning job", tuning_job_name=name)
             else:
@@ -151,7 +188,7 @@ def _tuning_job(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force
             ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
                      objective=f"{t.goal} {t.metric}")  # fmt: skip
             return None, False
-        name = tuner.start(spec, workdir, ws.project, fresh=force)
+        name = tuner.start(spec, workdir, name, exists)
     desc = tuner.wait(name)
     found = tuner.trials(name)
     if not found:

@@ -55,6 +55,7 @@ class JobScript:
     model_files: dict[str, bytes] = field(default_factory=lambda: {"model.json": b'{"weights": [1, 2, 3]}'})
     output_files: dict[str, bytes] = field(default_factory=dict)
     failure: str | None = None  # ends Failed with this FailureReason
+    stopped_early: bool = False  # a trial its tuning job stops early: Stopped, its metrics and model kept
     training_seconds: int = 120
 
 
@@ -273,6 +274,13 @@ class FakeSageMaker:
                 self._advance_job(job)
         jobs = [self.sm.training_jobs[j] for j in tuning.trials]
         running = sum(1 for j in jobs if j.training_job_status in ("InProgress", "Stopping"))
+        failed = sum(1 for j in jobs if j.training_job_status == "Failed")
+        if failed >= 5 and not any(j.training_job_status in ("Completed", "Stopped") for j in jobs):
+            # SageMaker gives up on a search whose first trials all fail, with this reason
+            # (aws/amazon-sagemaker-examples#2437: "No training job succeeded after 5 attempts. ...")
+            tuning.stop = True
+            tuning.failure = ("No training job succeeded after 5 attempts. Please take a look at the training job "
+                              "failures to get more details.")  # fmt: skip
         while (not tuning.stop and running < limits["MaxParallelTrainingJobs"]
                and len(tuning.trials) < len(tuning.draws)):  # fmt: skip
             self._launch(name, tuning.draws[len(tuning.trials)])
@@ -281,13 +289,12 @@ class FakeSageMaker:
         done = all(j.training_job_status in ("Completed", "Failed", "Stopped") for j in jobs)
         moto_job = self.sm.hyper_parameter_tuning_jobs[name]
         if done and (tuning.stop or len(tuning.trials) == len(tuning.draws)):
-            if tuning.stop:
-                moto_job.hyper_parameter_tuning_job_status = "Stopped"
-            elif any(j.training_job_status == "Completed" for j in jobs):
-                moto_job.hyper_parameter_tuning_job_status = "Completed"
-            else:
+            if tuning.failure:
                 moto_job.hyper_parameter_tuning_job_status = "Failed"
-                tuning.failure = "All training jobs failed."
+            elif tuning.stop:
+                moto_job.hyper_parameter_tuning_job_status = "Stopped"
+            else:  # fewer than 5 trials, all failed: what SageMaker says then is not documented; Completed here
+                moto_job.hyper_parameter_tuning_job_status = "Completed"
             moto_job.hyper_parameter_tuning_end_time = time.time()
 
     def _objective(self, name: str, job: Any) -> float | None:
@@ -394,7 +401,12 @@ class FakeSageMaker:
         name = params["TrainingJobName"]
         if name in self.jobs:
             self._advance_job(name)
-        return self._moto(environ, start_response)
+        tuning = getattr(self.sm.training_jobs.get(name), "tuning_job_name", None)
+        if tuning is None:
+            return self._moto(environ, start_response)
+        status, out = self._forward("DescribeTrainingJob", params)  # moto's answer has no TuningJobArn
+        out["TuningJobArn"] = self.sm.hyper_parameter_tuning_jobs[tuning].arn
+        return self._json(start_response, status, out)
 
     def _op_StopTrainingJob(self, params: dict[str, Any], environ: Any, start_response: Any) -> Iterator[bytes]:
         name = params["TrainingJobName"]
@@ -450,9 +462,10 @@ class FakeSageMaker:
         if script.output_files:
             self._put(job.model_artifacts["S3ModelArtifacts"].rsplit("/", 1)[0] + "/output.tar.gz",
                       _targz(script.output_files))  # fmt: skip
-        job.training_job_status, job.secondary_status = "Completed", "Completed"
-        job.secondary_status_transitions.append({"Status": "Completed", "StartTime": time.time(),
-                                                 "StatusMessage": "Training job completed"})  # fmt: skip
+        end = "Stopped" if script.stopped_early else "Completed"
+        job.training_job_status, job.secondary_status = end, end
+        job.secondary_status_transitions.append({"Status": end, "StartTime": time.time(),
+                                                 "StatusMessage": f"Training job {end.lower()}"})  # fmt: skip
 
     def _write_log(self, job: str, lines: list[str]) -> None:
         from moto.logs.models import logs_backends

@@ -128,12 +128,31 @@ def test_a_search_is_one_tuning_job_whose_training_jobs_are_the_trials(repo: Rep
     assert len(rows) == 4  # a value's line break did not split a row, nor start a workflow command
     assert not any(line.startswith("::") for line in md.splitlines())
 
-    # the same search again: it attaches to the tuning job, starts nothing, records nothing new
+    # the report travels to a fork's comment job as an artifact: the search's cost is read back
+    from mlops_ci.artifact import load_report
+
+    repo.ok("report", "--json", "--output", ".mlops-ci/report.json")  # not committed: .mlops-ci/ is ignored
+    comparison = load_report(repo.path / ".mlops-ci" / "report.json")[0]
+    assert comparison.head.cost["trials"] == 4
+
+    # the same search again: the commit has its run; on a fresh store (a workflow re-run elsewhere)
+    # it attaches to the commit's tuning job and records its trials, starting nothing
     again = repo.run("train", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["run"]["run_id"] == run["run_id"]
+    fresh = repo.run("train", "--json", store="sqlite:///.mlops-ci/other.db")
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"attaching to tuning job {name}" in fresh.stderr
+    assert json.loads(fresh.stdout)["run"]["reused_from"] is not None
     assert len(fake.calls("CreateHyperParameterTuningJob")) == 1 and fake.calls("CreateTrainingJob") == []
-    assert len(_trials(repo, sha)) == 4
+
+    # a later commit with the same training inputs records that tuning job's trials, starts none
+    later = repo.commit("docs only")
+    out = repo.run("train", "--json")
+    assert out.returncode == 0, out.stderr
+    assert f"same training inputs as tuning job {name}" in out.stderr
+    assert len(fake.calls("CreateHyperParameterTuningJob")) == 1
+    assert len(_trials(repo, later)) == 4 and json.loads(out.stdout)["run"]["artifact_sha256"] == run["artifact_sha256"]
 
 
 def test_the_dry_run_prints_the_tuning_job_request_and_starts_nothing(repo: Repo, fake: FakeSageMaker):
@@ -158,12 +177,16 @@ def test_the_dry_run_prints_the_tuning_job_request_and_starts_nothing(repo: Repo
 
 def test_a_search_where_every_trial_fails_gives_the_commit_no_run(repo: Repo, fake: FakeSageMaker):
     fake.script = JobScript(failure="AlgorithmError: out of memory")
-    sha = _search(repo)
+    (repo.path / "mlops-ci.yaml").write_text(sm_config() + (SEARCH % {"strategy": "Random"}).replace(
+        "max_jobs: 4", "max_jobs: 8"))  # fmt: skip
+    sha = repo.commit("search")
     out = repo.run("train")
     assert out.returncode == 6, out.stderr  # training failed
     assert "has no completed trial" in out.stderr
+    # SageMaker gives up after 5 failed trials and no success (those already running end): not 8
+    assert "Failed" in out.stderr and "No training job succeeded after 5 attempts" in out.stderr
     trials = _trials(repo, sha)
-    assert len(trials) == 4 and all(t["status"] == "failed" for t in trials)
+    assert 5 <= len(trials) < 8 and all(t["status"] == "failed" for t in trials)
     runs = json.loads(repo.ok("runs", "--json", "--limit", "100"))
     assert not [r for r in runs if r["sha"] == sha and tuning.TRIAL not in r["links"]]
 
@@ -182,6 +205,62 @@ def test_what_a_tuning_job_would_refuse_fails_at_config_check(repo: Repo, search
     else:
         text = sm_config() + "tuning:\n  objective: {metric: accuracy}\n" + search
     text += "  parameters: {lr: {type: continuous, min: 0.001, max: 0.1}}\n"
+    (repo.path / "mlops-ci.yaml").write_text(text)
+    proc = repo.run("config", "check")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_trial_stopped_early_by_its_tuning_job_is_a_completed_trial(repo: Repo, fake: FakeSageMaker):
+    def script(hps: dict[str, str]) -> JobScript:
+        got = trial_script(hps)
+        if got.failure is None and int(hps["depth"]) < 5:  # the tuning job stops the weaker ones early
+            got.stopped_early = True
+        return got
+
+    fake.trial_script = script
+    sha = _search(repo)
+    assert repo.run("train").returncode == 0
+    trials = _trials(repo, sha)
+    early = [t for t in trials if t["params"]["depth"] < 5 and t["params"]["optimizer"] != "sgd"]
+    assert early, "the seed should give a trial stopped early"
+    assert all(t["status"] == "completed" and t["artifact_sha256"] for t in early)
+
+
+def test_cancel_superseded_stops_the_tuning_job_of_an_older_commit(repo: Repo, fake: FakeSageMaker):
+    old = _search(repo)
+    plan = json.loads(repo.ok("train", "--dry-run", "--json"))["plan"]
+    [req] = [p["request"] for p in plan if p.get("action") == "CreateHyperParameterTuningJob"]
+    fake.client.create_hyper_parameter_tuning_job(**req)  # type: ignore[attr-defined]  (the older commit's, running)
+    (repo.path / "features.py").write_text("SCALE = 2\n")  # other training inputs: a search of its own
+    new = repo.commit("newer")
+    out = repo.run("train", "--cancel-superseded")
+    assert out.returncode == 0, out.stderr
+    [stopped] = fake.calls("StopHyperParameterTuningJob")
+    assert stopped["HyperParameterTuningJobName"] == req["HyperParameterTuningJobName"]
+    assert f"superseded by {new[:8]}" in out.stderr and old != new
+
+
+def test_wait_says_a_search_is_followed_by_train(repo: Repo):
+    _search(repo)
+    out = repo.run("wait")
+    assert out.returncode == 2 and "`mlops-ci train`" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("LOG_LEVEL: info}", "LOG_LEVEL: info, " + ", ".join(f"V{i}: x" for i in range(47)) + "}"),
+         "has 49 variables; a tuning job's trials take at most 48"),
+        (lambda t: t.replace("values: [adam, sgd", "values: [" + ", ".join(f"v{i}" for i in range(28)) + ", sgd"),
+         "(each categorical value counts as one)"),
+        (lambda t: t.replace("values: [adam, sgd", "values: [" + "a" * 255 + ", sgd"),
+         "longer than the 256 characters"),
+        (lambda t: t.replace("solver: \"lbfgs\"}", "solver: \"lbfgs\", epochs: 50000}").replace(
+            "strategy: Random", "strategy: Hyperband"), "from 1 to 20,000"),
+    ],
+)  # fmt: skip
+def test_more_of_what_a_tuning_job_refuses_fails_at_config_check(repo: Repo, edit: Any, message: str):
+    text = edit(sm_config() + SEARCH % {"strategy": "Random"})
     (repo.path / "mlops-ci.yaml").write_text(text)
     proc = repo.run("config", "check")
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -145,6 +145,7 @@ SM_RESOURCES: dict[str, set[str]] = {
     "CreateHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
     "DescribeHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
     "ListTrainingJobsForHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
+    "StopHyperParameterTuningJob": {"hyper-parameter-tuning-job"},
     "ListHyperParameterTuningJobs": set(),
     "CreateModelPackageGroup": {"model-package-group"},
     "DescribeModelPackageGroup": {"model-package-group"},
@@ -170,7 +171,15 @@ SM_RESOURCES: dict[str, set[str]] = {
         "endpoint-config",
         "endpoint",
     },
-    "ListTags": {"training-job", "model-package-group", "model-package", "model", "endpoint-config", "endpoint"},
+    "ListTags": {
+        "training-job",
+        "hyper-parameter-tuning-job",
+        "model-package-group",
+        "model-package",
+        "model",
+        "endpoint-config",
+        "endpoint",
+    },
 }
 # Other services' actions with no resource-level permissions.
 NO_RESOURCE_LEVEL = {

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from mlops_ci import tuning
 from mlops_ci.tuning import ParameterRange, TuningConfig, best, grid_size, trials
 
 
@@ -89,3 +90,24 @@ def test_optuna_searches_each_range_on_its_scale():
     cat = distribution(ParameterRange("c", "categorical", values=("a", 2, True)))
     assert list(cat.choices) == ["a", 2, True]
     assert from_distribution(ParameterRange("x", "continuous", min=0.0, max=1.0), 0.123456789) == 0.123457
+
+
+def test_sagemaker_values_are_the_sdks_and_read_back_within_their_ranges():
+    t = tuning.TuningConfig(
+        metric="accuracy", goal="maximize",
+        parameters=(
+            tuning.ParameterRange("lr", "continuous", min=0.0001, max=0.1, scaling="Logarithmic"),
+            tuning.ParameterRange("depth", "integer", min=2, max=8),
+            tuning.ParameterRange("batch", "categorical", values=(32, True, "adam")),
+        ),
+    )  # fmt: skip
+    ranges = tuning.sagemaker_ranges(t)
+    # the SDK's CategoricalParameter: the value as text, JSON-encoded (sagemaker/parameter.py)
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch", "Values": ['"32"', '"True"', '"adam"']}]
+    lr, depth, batch = t.parameters
+    assert tuning.from_sagemaker(batch, '"32"') == 32 and tuning.from_sagemaker(batch, '"True"') is True
+    assert tuning.from_sagemaker(lr, "0.10000000000000002") == 0.1  # a log-scale draw at its bound
+    assert tuning.from_sagemaker(depth, "5.0") == 5 and isinstance(tuning.from_sagemaker(depth, "5"), int)
+    for p, text in ((lr, "0.2"), (depth, "5.5"), (depth, "9"), (batch, "32"), (lr, "nan")):
+        with pytest.raises(ValueError):
+            tuning.from_sagemaker(p, text)
