@@ -96,6 +96,17 @@ review:
   timeout: 300
   memory_mb: 4096
   latency_requests: 200
+monitoring:
+  channel: train
+  max_rows: 10000
+  psi: 0.2
+  ks_pvalue: 0.01
+  ks_statistic: 0.1
+  prediction_psi: 0.2
+  max_error_rate: 0.05
+  max_p99_ms: 500
+  max_violation_rate: 0.01
+  min_records: 30
 serving:
   entry_point: inference.py
   include: [features.py]
@@ -846,6 +857,34 @@ DESCRIPTIONS: dict[str, Doc] = {
         "Seconds to wait for the new model server to answer (local) or for the endpoint to be `InService` (SageMaker).",
         default="`60`; `3600` with `backend: sagemaker`",
     ),
+    "monitoring": Doc(
+        "Every run records baseline statistics of a training channel and of its model's predictions on it, and "
+        "`mlops-ci monitor ENDPOINT` holds the endpoint's captured traffic to them with these thresholds (exit 16 "
+        "past one). `true` for the defaults. Needs `serving.entry_point`. See [monitoring](monitoring.md).",
+        type="`true` or a mapping",
+        default="off",
+    ),
+    "monitoring.channel": Doc(
+        "The training channel whose rows (a CSV table, as the model diff reads it) are the baseline."
+    ),
+    "monitoring.max_rows": Doc("Rows of the channel profiled, at least 100."),
+    "monitoring.psi": Doc(
+        "A feature drifted when its population stability index reaches this (0.1 moderate, 0.2 significant)."
+    ),
+    "monitoring.ks_pvalue": Doc("... or when its two-sample Kolmogorov-Smirnov p-value is below this ..."),
+    "monitoring.ks_statistic": Doc("... with a KS statistic of at least this (a large window finds any difference)."),
+    "monitoring.prediction_psi": Doc("The predictions drifted when their PSI reaches this."),
+    "monitoring.max_error_rate": Doc(
+        "An alert when more than this share of the answered requests are server errors (5xx)."
+    ),
+    "monitoring.max_p99_ms": Doc(
+        "An alert when the 99th latency percentile passes this (milliseconds).", type="number", default="none"
+    ),
+    "monitoring.max_violation_rate": Doc(
+        "An alert when more than this share of the rows break the schema (another width, text for a number, a "
+        "missing field)."
+    ),
+    "monitoring.min_records": Doc("Below this many rows in the window, drift is not judged (the report says so)."),
     "endpoints[].capture": Doc(
         "Record a sample of the endpoint's requests and answers in SageMaker's Data Capture format (JSON Lines): "
         "`true` for the defaults, or a mapping. A local endpoint writes them under "

@@ -23,6 +23,7 @@ from . import _yamlload
 from .distribution import Distribution
 from .errors import ConfigError
 from .kinds import ENDPOINTS, REGISTRY, TABLES, TRACKING, TRAINING, Kind
+from .monitoring import Thresholds
 from .tuning import ParameterRange, TuningConfig
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
@@ -249,6 +250,16 @@ class SmokeRequest:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """`monitoring:`: the training channel profiled with every run, and the thresholds `monitor`
+    holds the captured traffic to (mlops_ci/monitoring.py)."""
+
+    channel: str = "train"
+    max_rows: int = 10_000
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True)
 class CaptureConfig:
     """`endpoints[].capture`: a sample of the endpoint's requests and answers, in the Data Capture
     record format (mlops_ci/serving/capture.py; a service's endpoint: its own capture settings)."""
@@ -309,6 +320,7 @@ class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     tuning: TuningConfig | None = None  # a hyperparameter search per commit (mlops_ci/tuning.py)
+    monitoring: MonitoringConfig | None = None  # baseline statistics at train time, `monitor` (monitoring.py)
     sources: dict[str, str] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> EndpointConfig:
@@ -513,7 +525,7 @@ def _kind(value: object) -> str:
 
 TOP_KEYS = (
     "project", "store", "training", "tracking", "metrics", "gate", "baseline", "serving", "endpoints", "aws",
-    "registry", "review", "tuning",
+    "registry", "review", "tuning", "monitoring",
 )  # fmt: skip
 # patterns compiled on first use (re caches them): a local-only config never pays for them
 _ARN_ROLE = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+\Z"
@@ -549,6 +561,10 @@ def parse(text: str, file: str, root: str) -> Config:
     registry = _parse_registry(r, top.get("registry"))
     _check_aws_needed(r, training, registry, endpoints, aws)
     tuning = _parse_tuning(r, top.get("tuning"), metrics, training)
+    monitoring = _parse_monitoring(r, top["monitoring"], training) if "monitoring" in top else None
+    if monitoring is not None and not serving.entry_point:
+        raise r.fail(("monitoring",), "needs serving.entry_point: the baseline statistics hold the model's "
+                     "predictions on the channel, made through the serving contract (model_fn)")  # fmt: skip
     cfg = Config(
         project=project,
         file=file,
@@ -565,6 +581,7 @@ def parse(text: str, file: str, root: str) -> Config:
         aws=aws,
         registry=registry,
         tuning=tuning,
+        monitoring=monitoring,
         sources=dict.fromkeys(top, "file"),
     )
     checks = [parser.check for parser in chosen_settings(cfg) if parser.check]
@@ -1219,6 +1236,33 @@ def _parse_endpoints(r: _Reader, raw: object) -> tuple[EndpointConfig, ...]:
                               backend=backend, capture=capture)  # fmt: skip
         out.append(_with_settings(r, kind, m, ep, core))
     return tuple(out)
+
+
+def _parse_monitoring(r: _Reader, raw: object, training: TrainingConfig) -> MonitoringConfig:
+    """`monitoring:` (`true` for the defaults)."""
+    p: KeyPath = ("monitoring",)
+    if raw is True:
+        raw = {}
+    limits = ("psi", "ks_pvalue", "ks_statistic", "prediction_psi", "max_error_rate", "max_p99_ms",
+              "max_violation_rate", "min_records")  # fmt: skip
+    m = r.mapping(raw, p, ("channel", "max_rows", *limits))
+    channel = r.string(m.get("channel", "train"), (*p, "channel"))
+    if training.channels and channel not in training.channels:
+        raise r.fail((*p, "channel"), f"is not a training channel ({', '.join(sorted(training.channels))}): the "
+                     "baseline statistics are of what the model was trained on")  # fmt: skip
+    d = Thresholds()
+    shares = {}
+    for key in ("psi", "ks_pvalue", "ks_statistic", "prediction_psi", "max_error_rate", "max_violation_rate"):
+        value = r.number(m.get(key, getattr(d, key)), (*p, key))
+        if value < 0 or (key not in ("psi", "prediction_psi") and value > 1):
+            raise r.fail((*p, key), "must be between 0 and 1" if key not in ("psi", "prediction_psi") else
+                         "must be 0 or more (0.1: a moderate shift, 0.2: a significant one)")  # fmt: skip
+        shares[key] = value
+    p99 = r.number(m["max_p99_ms"], (*p, "max_p99_ms")) if m.get("max_p99_ms") is not None else None
+    least = r.integer(m.get("min_records", d.min_records), (*p, "min_records"), minimum=1)
+    thresholds = Thresholds(**shares, max_p99_ms=p99, min_records=least)
+    max_rows = r.integer(m.get("max_rows", 10_000), (*p, "max_rows"), minimum=100)
+    return MonitoringConfig(channel=channel, max_rows=max_rows, thresholds=thresholds)
 
 
 def _percent(r: _Reader, value: object, p: KeyPath) -> int:

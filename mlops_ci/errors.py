@@ -22,6 +22,7 @@ DRIFT = 12
 PERMISSION = 13
 INTEGRITY = 14
 SERVICE = 15
+MONITOR_ALERT = 16
 INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -43,6 +44,8 @@ EXIT_CODES: dict[int, str] = {
     INTEGRITY: "a record or the store failed verification (digest mismatch, broken link in the run → verdict → "
     "version → deployment chain, bad signature, damaged store file, missing artifact); nothing was changed",
     SERVICE: "a service (AWS, GitHub, Comet) refused the request for a reason not above; the message quotes its answer",
+    MONITOR_ALERT: "`monitor` found drift, schema violations, errors or latency past the `monitoring:` thresholds "
+    "(its report says which)",
     INTERRUPTED: "interrupted (Ctrl-C, or SIGTERM as a cancelled workflow sends)",
 }
 
@@ -123,6 +126,10 @@ class BadCredentials(PermissionDenied):
 
 class IntegrityError(MlopsCiError):
     exit_code = INTEGRITY
+
+
+class MonitorAlert(MlopsCiError):
+    exit_code = MONITOR_ALERT
 
 
 class ServiceRefused(MlopsCiError):

@@ -452,6 +452,31 @@ def measure(base: Side, head: Side, table: EvalTable, cfg: ReviewConfig, scratch
             print(f"mlops-ci: warning: {left} process(es) the models started could not be stopped", file=sys.stderr)
 
 
+def predict(side: Side, table: EvalTable, cfg: ReviewConfig, scratch: Path) -> list[Any]:
+    """One model's predictions on the table, from its confined worker (the monitoring baseline).
+    Raises ModelFailed."""
+    rows_file = scratch / "rows.json"
+    rows_file.write_text(json.dumps(table.rows))
+    before = _descendants()
+    token = uuid.uuid4().hex
+    _subreaper(True)
+    worker: _Worker | None = None
+    try:
+        worker = _Worker(side, scratch / side.name, cfg, token)
+        worker.ask("load", op="load")
+        got = worker.ask("predict the channel", op="predict", rows=str(rows_file), batch=cfg.batch_size)
+        if len(got["predictions"]) != len(table.rows):
+            raise worker._forged("predict the channel")
+        worker.ask("finish", op="quit")
+        predictions: list[Any] = got["predictions"]
+        return predictions
+    finally:
+        _kill_strays(before, token, {worker.proc.pid} if worker else set())
+        if worker is not None:
+            worker.close()
+        _subreaper(False)
+
+
 def _libc() -> Any:
     import ctypes
     import ctypes.util

@@ -30,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 SCHEMA = "mlops-ci/statistics/v1"
+STATISTICS = "mlops-ci:statistics"  # a run's link: where its baseline statistics are
+STATISTICS_SHA256 = "mlops-ci:statistics-sha256"  # and their digest, sealed with the run
 SKETCH = 1000  # order statistics kept per numeric feature: the KS reference
 TOP = 20  # top values kept per text feature
 EPS = 1e-4  # a bin's share when it is empty (PSI is undefined at 0)

@@ -150,6 +150,11 @@ def _is_serving(pid: int) -> bool:
     return any(a in (b"mlops_ci.serving.router", b"mlops_ci.serving.model_server") for a in args)
 
 
+def capture_root(home: Path, name: str) -> Path:
+    """The capture root of local endpoint `name` in the workspace `home` (docs/deploy.md: data capture)."""
+    return home / "endpoints" / name / "capture"
+
+
 class LocalEndpoints:
     def __init__(self, ws: Host, recorder: DeploymentRecorder | None = None):
         self.ws = ws
@@ -157,6 +162,7 @@ class LocalEndpoints:
         self.store = ws.store
         self.project = ws.project
         self.base = ws.home / "endpoints"
+        self.ws_home = ws.home
 
     # -- helpers -------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -396,7 +402,8 @@ class LocalEndpoints:
 
     def capture_dir(self, name: str) -> Path:
         """Where endpoint `name` writes its capture: `<endpoint>/AllTraffic/yyyy/mm/dd/hh/*.jsonl` below."""
-        return self._dir(name) / "capture"
+        self._dir(name)
+        return capture_root(self.ws_home, name)
 
     def capture_settings(self, ep: EndpointConfig) -> dict[str, object]:
         """The `capture` entry of target.json (nothing without `capture:`): the router reads it with

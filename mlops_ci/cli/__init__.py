@@ -31,7 +31,7 @@ REF_HELP = "run id, commit SHA (or a unique prefix), tag or branch (default: HEA
 DRY_RUN_HELP = "resolve everything and print the exact changes and requests it would make; make none"
 COMMANDS = (
     "init", "config", "train", "wait", "runs", "report", "gate", "promote", "models", "deploy", "rollback",
-    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment", "doctor",
+    "endpoints", "endpoint", "invoke", "diff", "store", "status", "lineage", "comment", "doctor", "monitor",
 )  # fmt: skip
 _GLOBAL_WITH_VALUE = ("-C", "--config", "--store", "--token")
 
@@ -209,6 +209,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     si.add_argument("file", help="export file, or - for stdin")
     sosub.add_parser("check", help="verify artifact digests and references")
 
+    mo = sub.add_parser("monitor", help="an endpoint's captured traffic against its model's baseline statistics: "
+                        "drift, schema, errors, latency (exit 16 on an alert)")  # fmt: skip
+    mo.add_argument("endpoint", help="endpoint name (its `capture:` is on)")
+    mo.add_argument("--since", type=_duration, default=86_400.0, metavar="DURATION",
+                    help="the window: the last 90m, 24h (default), 7d, or seconds")  # fmt: skip
+    mo.add_argument("--json", action="store_true")
+    mo.add_argument("--output", "-o", metavar="FILE", help="also write the markdown report to FILE")
+
     st = sub.add_parser("status", help="declared vs live state of every endpoint")
     st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")
     st.add_argument("--json", action="store_true")
@@ -233,6 +241,18 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """A window: `90m`, `24h`, `7d`, or seconds; more than zero."""
+    import argparse
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    factor = units.get(text[-1:].lower(), 0)
+    value = _seconds(text[:-1] if factor else text) * (factor or 1)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a window such as 90m, 24h or 7d, got {text!r}")
     return value
 
 

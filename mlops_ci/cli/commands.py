@@ -237,6 +237,8 @@ def dispatch(args: argparse.Namespace) -> int:
             return invoke(ws, args.name, body, args.content_type, args.accept)
         if cmd == "status":
             return status(ws, check=args.check, as_json=args.json)
+        if cmd == "monitor":
+            return monitor_cmd(ws, args.endpoint, args.since, as_json=args.json, output=args.output)
         if cmd == "lineage":
             return lineage_cmd(ws, args.target, as_json=args.json)
         if cmd == "store":
@@ -677,6 +679,24 @@ def status(ws: Workspace, *, check: bool, as_json: bool) -> int:
             f"{len(drift)} endpoint(s) differ from the declared state: "
             + "; ".join(f"{r['name']}: {r['drift']}" for r in drift)
         )
+    return 0
+
+
+def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, output: str | None) -> int:
+    from ..errors import MonitorAlert
+    from ..verbs.monitor import monitor, render
+
+    report = monitor(ws, endpoint, since)
+    text = render(report)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    if as_json:
+        _json(report)
+    else:
+        out(text.rstrip("\n"))
+    if report["alerts"]:
+        raise MonitorAlert(f"monitor: {len(report['alerts'])} alert(s) on {endpoint}: {report['alerts'][0]}"
+                           + ("; the report lists the others" if len(report["alerts"]) > 1 else ""))  # fmt: skip
     return 0
 
 

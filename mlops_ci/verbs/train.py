@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import secrets
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,7 +24,7 @@ from .. import gate as gate_mod
 from .._files import LinkOutside, files_under, pack_deterministic, sha256_tree
 from ..backends import Tracker, TrainingResult, TrainingSpec, owner_label, run_url
 from ..ci import detect
-from ..errors import Busy, ConfigError, GitError, NotFound, Refused, TrainingFailed, UsageError
+from ..errors import Busy, ConfigError, GitError, MlopsCiError, NotFound, Refused, TrainingFailed, UsageError
 from ..records import Run, Verdict
 from ..tuning import BEST, TRIAL, Trial
 from ..workspace import Workspace, differs
@@ -249,6 +251,7 @@ class Training:
             cost=self._cost(result.cost),
             inputs_digest="" if dirty else inputs,
         )
+        monitored = self._monitoring_table(channels) if cfg.monitoring and result.exit_code == 0 else None
         shutil.rmtree(snapshot, ignore_errors=True)
         shutil.rmtree(workdir / "opt_ml" / "input" / "data", ignore_errors=True)
         if result.failure is not None or result.exit_code != 0:
@@ -271,12 +274,65 @@ class Training:
                 f"training failed: {failure}; write the file itself into SM_MODEL_DIR, not a link (run {run_id})"
             ) from None
         uri = self.ws.store.put_artifact(artifact, digest_art)
+        if monitored is not None:  # what `monitor` compares the live traffic with
+            base["links"] = {**links, **self._statistics(monitored, artifact, digest_art, workdir)}
         run = Run(**base, status="completed", artifact_uri=uri, artifact_sha256=digest_art)  # type: ignore[arg-type]
         run = integrity.seal_run(run, result.series)
         self.ws.store.record_run(run, result.series)
         if tracker is not None and tracker.online:
             self._tag_experiment(tracker, run, spec, job)
         return run, False
+
+    def _monitoring_table(self, channels: dict[str, Path]) -> Any:
+        """The monitoring channel's table (read while the job's source, which may hold it, is here);
+        an error's message instead when it cannot be read."""
+        from .. import model_diff as md
+
+        cfg = self.ws.cfg
+        mc = cfg.monitoring
+        assert mc is not None
+        try:
+            if cfg.training.kind.remote:
+                from ..backends.aws import download_prefix
+
+                data, _ = download_prefix(self.ws.aws(), cfg.training.channels[mc.channel], self.ws.home / "eval-data")
+            else:
+                data = channels[mc.channel]
+            return md.read_eval(data, dataclasses.replace(cfg.review, eval_channel=mc.channel, max_rows=mc.max_rows))
+        except (md.ModelFailed, MlopsCiError, OSError, KeyError) as exc:
+            return f"the channel '{mc.channel}' cannot be read: {exc}"
+
+    def _statistics(self, table: Any, artifact: Path, sha256: str, workdir: Path) -> dict[str, str]:
+        """The baseline statistics of the run (mlops_ci/monitoring.py): the monitoring channel and the
+        model's predictions on it, stored by digest; the links that seal them into the run. A model
+        or channel that cannot give them is said, and the run has none (`monitor` then refuses)."""
+        from .. import model_diff as md
+        from .. import monitoring
+        from .._files import sha256_file
+
+        cfg = self.ws.cfg
+        mc = cfg.monitoring
+        assert mc is not None
+        rc = dataclasses.replace(cfg.review, eval_channel=mc.channel, max_rows=mc.max_rows)
+        try:
+            if isinstance(table, str):
+                raise md.ModelFailed(table)
+            side = md.Side("model", artifact, sha256, cfg.serving.entry_point, cfg.serving.python or sys.executable,
+                           dict(cfg.serving.environment))  # fmt: skip
+            with tempfile.TemporaryDirectory(prefix="mlops-ci-statistics-") as scratch:
+                predictions = md.predict(side, table, rc, Path(scratch))
+            stats = monitoring.profile(table.columns, table.rows, predictions)
+        except (md.ModelFailed, MlopsCiError, OSError, KeyError) as exc:
+            self.ws.warn(f"monitoring: this run has no baseline statistics ({exc}); `monitor` refuses an endpoint "
+                         "serving it")  # fmt: skip
+            return {}
+        stats.update(channel=mc.channel, total_rows=table.total, content_type=rc.content_type)
+        path = workdir / "statistics.json"
+        path.write_text(json.dumps(stats, sort_keys=True))
+        digest = sha256_file(path)
+        self.ws.say(f"monitoring: baseline statistics of {len(table.rows)} row(s) of channel '{mc.channel}' "
+                    f"and the model's predictions on them")  # fmt: skip
+        return {monitoring.STATISTICS: self.ws.store.put_artifact(path, digest), monitoring.STATISTICS_SHA256: digest}
 
     def _tracked_numbers(self, tracker: Tracker, key: str, links: dict[str, str], result: TrainingResult) -> None:
         """The job's Comet numbers join the ones from its log and metrics.json, read once now and

@@ -207,7 +207,7 @@ LAYERS = [
     (
         "records and rules",
         r"mlops_ci\.(records|errors|compare|gate|integrity|_files|_yamlload|progress|report|diff_report"
-        r"|_markdown|diff_metrics|kinds|distribution|tuning)$",
+        r"|_markdown|diff_metrics|kinds|distribution|tuning|monitoring)$",
     ),
     ("backends", r"mlops_ci\.backends(\..*)?$"),
     ("workspace", r"mlops_ci\.(workspace|refs)$"),

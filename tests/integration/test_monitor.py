@@ -1,0 +1,112 @@
+"""The loop's end: a model trained with `monitoring:` records its baseline statistics; its endpoint
+captures what it is sent; `monitor` flags the features whose traffic moved, with PSI and KS
+values this test computes again from the captured records and the stored baseline (numpy,
+scipy), and exits 16."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from scipy import stats
+
+from tests.conftest import Project, fast_config
+from tests.integration.test_deploy import endpoint_state, release
+
+PRODUCTION = '  - name: production\n    tags: ["v*"]\n'
+
+
+def _config() -> str:
+    text = fast_config(extra="monitoring: {min_records: 50}\n")
+    return text.replace(PRODUCTION, PRODUCTION + "    capture: {percent: 100}\n")
+
+
+def _send(url: str, rows: list[list[float]]) -> None:
+    for row in rows:
+        req = urllib.request.Request(f"{url}/invocations", data=json.dumps([row]).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+
+
+def _captured_f0(project: Project) -> list[float]:
+    root = project.path / ".mlops-ci" / "endpoints" / "production" / "capture"
+    out = []
+    for f in root.rglob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            out += [row[0] for row in json.loads(json.loads(line)["captureData"]["endpointInput"]["data"])]
+    return out
+
+
+def _wait_for(project: Project, n: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(_captured_f0(project)) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_captured_f0(project)) == n
+
+
+def test_monitor_flags_the_shifted_feature_with_values_computed_independently(project: Project):
+    rng = random.Random(7)
+    rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
+    (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    (project.path / "mlops-ci.yaml").write_text(_config())
+    project.commit("monitoring")
+    release(project, "v1.0.0")
+    run = json.loads(project.ok("runs", "show", "--json"))
+    assert run["links"]["mlops-ci:statistics-sha256"]
+    project.ok("deploy", "v1.0.0")
+    url = str(endpoint_state(project, "production")["url"])
+
+    # traffic like the training data: nothing to report
+    _send(url, [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(200)])
+    _wait_for(project, 200)
+    code, out, err = project.cli("monitor", "production", "--json")
+    assert code == 0, err
+    calm = json.loads(out)
+    assert calm["alerts"] == [] and calm["rows"] == 200 and calm["version"] == 1
+
+    # f0 moves by 1.5 standard deviations, f1 does not
+    _send(url, [[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(300)])
+    _wait_for(project, 500)
+    code, out, err = project.cli("monitor", "production", "--json", "--output", str(project.path / "report.md"))
+    assert code == 16, err
+    report = json.loads(out)
+    assert report["features"]["f0"]["drift"] and not report["features"]["f1"]["drift"]
+    assert any(a.startswith("feature f0 drifted") for a in report["alerts"])
+    assert "1 alert(s) on production" in err or "alert(s) on production" in err
+
+    # the same numbers, computed here from the stored baseline and the captured records
+    stored = Path(unquote(urlparse(run["links"]["mlops-ci:statistics"]).path))
+    base = json.loads(stored.read_text())["features"]["f0"]
+    window = np.array(_captured_f0(project))
+    sketch = np.array(base["sketch"])
+    assert base["deciles"] == np.percentile([r[0] for r in rows], np.arange(0, 101, 10)).tolist()
+    ks = stats.ks_2samp(sketch, window, method="asymp")
+    f0 = report["features"]["f0"]
+    assert math.isclose(f0["ks"], ks.statistic, abs_tol=1e-12)
+    en = math.sqrt(len(sketch) * len(window) / (len(sketch) + len(window)))
+    assert math.isclose(f0["ks_pvalue"], stats.kstwobign.sf(en * ks.statistic), rel_tol=1e-9, abs_tol=1e-300)
+    inner = np.unique(np.array(base["deciles"][1:-1]))
+    e = np.bincount(np.searchsorted(inner, sketch, side="left"), minlength=len(inner) + 1) / len(sketch)
+    a = np.bincount(np.searchsorted(inner, window, side="left"), minlength=len(inner) + 1) / len(window)
+    e, a = np.maximum(e, 1e-4), np.maximum(a, 1e-4)
+    assert math.isclose(f0["psi"], float(np.sum((a - e) * np.log(a / e))), rel_tol=1e-9)
+    md = (project.path / "report.md").read_text()
+    assert "🚨 **Alert**" in md and "| f0 | number |" in md and "⚠️ drift" in md
+    project.ok("endpoint", "stop", "production")
+
+
+def test_monitor_needs_a_capture_and_a_baseline(project: Project):
+    (project.path / "mlops-ci.yaml").write_text(fast_config(extra="monitoring: true\n"))
+    project.commit("monitoring without capture")
+    code, _, err = project.cli("monitor", "production")
+    assert code == 2 and "has no `capture:`" in err
+    code, _, err = project.cli("monitor", "nowhere")
+    assert code == 4 and "no endpoint named nowhere" in err
