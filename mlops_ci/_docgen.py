@@ -169,9 +169,10 @@ training:
     instance_count: 1
     volume_size: 30
     image_uri: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/churn-training:1
-    framework: sklearn
-    framework_version: "1.2-1"
-    py_version: py3
+    framework: huggingface
+    framework_version: "4.49.0"
+    py_version: py311
+    base_framework_version: pytorch2.5.1
     subnets: [subnet-0abc]
     security_group_ids: [sg-0abc]
     spot: true
@@ -648,8 +649,9 @@ DESCRIPTIONS: dict[str, Doc] = {
         "`framework` and `framework_version`. See [Amazon SageMaker](sagemaker.md)."
     ),
     "training.sagemaker.instance_type": Doc(
-        "The training instance type. SageMaker's scikit-learn images need an x86 CPU type (GPU and Graviton types "
-        "are refused with them)."
+        "The training instance type. It picks the framework image's processor (`g*` and `p*` types: GPU); a type "
+        "the framework has no image for is refused: a GPU type with scikit-learn, a CPU type with Hugging Face "
+        "training, a Graviton (arm64) type for any training."
     ),
     "training.sagemaker.instance_count": Doc("How many training instances (the same as `training.instance_count`)."),
     "training.sagemaker.volume_size": Doc("Size of each instance's ML storage volume, in GB."),
@@ -658,14 +660,22 @@ DESCRIPTIONS: dict[str, Doc] = {
         "`framework_version` pick SageMaker's image."
     ),
     "training.sagemaker.framework": Doc(
-        "A framework whose SageMaker images to use, e.g. `sklearn` (found in a built-in table for five regions; "
-        "other frameworks and regions need the SageMaker Python SDK installed). Gives the inference image too "
-        "when neither `serving.image_uri` nor `image_uri` is set."
+        "A framework whose SageMaker images to use: `sklearn`, `xgboost`, `pytorch`, `tensorflow` or `huggingface` "
+        "(found in mlops-ci's own table of recent versions, in every region SageMaker has them; older versions and "
+        "other frameworks need the SageMaker Python SDK installed; see [images](sagemaker.md#images)). Gives the "
+        "inference image too when neither `serving.image_uri` nor `image_uri` is set."
     ),
     "training.sagemaker.framework_version": Doc(
         'The framework\'s version, e.g. `"1.2-1"` (quote it: it is used as text).', type="string"
     ),
-    "training.sagemaker.py_version": Doc("The Python tag of the framework image."),
+    "training.sagemaker.py_version": Doc(
+        "The Python tag of the framework image: `py3` for scikit-learn; PyTorch, TensorFlow and Hugging Face images "
+        "are built for one each, e.g. `py311` for PyTorch 2.5.1 (a wrong one is refused, naming the right one)."
+    ),
+    "training.sagemaker.base_framework_version": Doc(
+        "Only with `framework: huggingface`, and then required: the PyTorch build under the transformers version, "
+        "as the SageMaker SDK names it, e.g. `pytorch2.5.1` (or `pytorch2.5`) with `framework_version: 4.49.0`."
+    ),
     "training.sagemaker.subnets": Doc("VPC subnet ids of the job (SageMaker's `VpcConfig`)."),
     "training.sagemaker.security_group_ids": Doc("VPC security group ids of the job."),
     "training.sagemaker.spot": Doc("Managed spot training. Needs `max_wait`; cannot be combined with `keep_alive`."),

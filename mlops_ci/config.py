@@ -360,6 +360,7 @@ class Config:
         with `tuning:` (the commit's run is a search's best); without it, what one trial's run
         rests on besides its values (verbs/tune.py)."""
         t = asdict(self.training)
+        _drop_unset_new_keys(self.training, t)
         t["environment"] = {
             k: ("<secret>" if _SECRET_KEY.search(k) else v) for k, v in self.training.environment.items()
         }
@@ -403,6 +404,19 @@ class Config:
         data["training"]["hyperparameters"] = mask_params(self.training.hyperparameters)
         data["serving"]["environment"] = mask_secrets(self.serving.environment)
         return data
+
+
+def _drop_unset_new_keys(section: object, shown: dict[str, object]) -> None:
+    """Leave out of a digest the fields marked `metadata={"digest": "when set"}` while they have
+    their default: a key added to a backend's settings keeps the digests of older runs as they were."""
+    if not is_dataclass(section):
+        return
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("digest") == "when set" and value == f.default:
+            shown.pop(f.name, None)
+        elif is_dataclass(value) and isinstance(inner := shown.get(f.name), dict):
+            _drop_unset_new_keys(value, inner)
 
 
 def _display_others(section: _Section, shown: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from ..errors import (
     ConfigError,
 )
 from ..settings.sagemaker import SageMakerTraining
-from . import sagemaker_types
+from . import sagemaker_images
 
 if TYPE_CHECKING:
     from ..records import ModelVersion
@@ -27,20 +27,12 @@ from .aws import Aws
 
 VARIANT = "AllTraffic"
 
-# Registries of the SageMaker scikit-learn images (the SDK's image_uris table); other frameworks
-# resolve through the SageMaker SDK when it is installed, or take an explicit image_uri.
-SKLEARN_ACCOUNTS = {
-    "us-east-1": "683313688378",
-    "us-east-2": "257758044811",
-    "us-west-1": "746614075791",
-    "us-west-2": "246618743249",
-    "eu-west-1": "141502667606",
-}
-
 
 def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, what: str,
               instance_type: str | None = None) -> str:  # fmt: skip
-    """The image URI for `what` (training | inference) on `instance_type` (default: the training one)."""
+    """The image URI for `what` (training | inference) on `instance_type` (default: the training one):
+    an explicit one, else the framework's from mlops-ci's table (sagemaker_images.py), else from
+    the SageMaker Python SDK where it is installed (older versions, other frameworks and regions)."""
     if explicit:
         return explicit
     if sm is not None and sm.image_uri:
@@ -49,27 +41,27 @@ def image_for(sm: SageMakerTraining | None, explicit: str | None, region: str, w
         raise ConfigError(f"no {what} image: set an image_uri, or training.sagemaker.framework and framework_version")
     scope = "training" if what == "training" else "inference"
     itype = instance_type or sm.instance_type
-    if sm.framework == "sklearn":
-        problem = sagemaker_types.sklearn_image_problem(itype, sm.framework_version, scope)
-        if problem:
-            raise ConfigError(problem)
-        if region in SKLEARN_ACCOUNTS:
-            tag = sagemaker_types.sklearn_tag(itype, sm.framework_version, sm.py_version, scope)
-            return f"{SKLEARN_ACCOUNTS[region]}.dkr.ecr.{region}.amazonaws.com/sagemaker-scikit-learn:{tag}"
+    try:
+        return sagemaker_images.image_uri(sm.framework, sm.framework_version, scope, itype, region,
+                                          py_version=sm.py_version, base=sm.base_framework_version)  # fmt: skip
+    except sagemaker_images.NoImage as exc:
+        raise ConfigError(str(exc)) from None
+    except sagemaker_images.Unknown as exc:
+        unknown = str(exc)
     try:  # SageMaker Python SDK v3 moved image_uris into sagemaker-core; v2 has it at the top
-        from sagemaker.core import image_uris  # type: ignore[import-not-found]
+        from sagemaker.core import image_uris  # type: ignore[import-not-found,import-untyped]
     except ImportError:
         try:
-            from sagemaker import image_uris  # type: ignore[import-not-found,no-redef]
+            from sagemaker import image_uris  # type: ignore[import-not-found,import-untyped,no-redef]
         except ImportError:
             raise ConfigError(
-                f"cannot look up the {sm.framework} {sm.framework_version} image in {region}: the SageMaker Python "
-                "SDK (v2 or v3) is not installed; set training.sagemaker.image_uri (and serving.image_uri), or "
-                "pip install sagemaker"
+                f"{unknown}, and the SageMaker Python SDK that knows more is not installed: set "
+                f"{sagemaker_images.IMAGE_KEY[scope]} to the image's URI, or pip install sagemaker"
             ) from None
+    extra = {"base_framework_version": sm.base_framework_version} if sm.base_framework_version else {}
     try:
         uri: str = image_uris.retrieve(sm.framework, region, version=sm.framework_version, py_version=sm.py_version,
-                                       instance_type=itype, image_scope=scope)  # fmt: skip
+                                       instance_type=itype, image_scope=scope, **extra)  # fmt: skip
     except (ValueError, NotImplementedError) as exc:
         raise ConfigError(f"no SageMaker {sm.framework} {sm.framework_version} {scope} image for {itype} in "
                           f"{region} ({exc}); set image_uri to an image you know exists") from None  # fmt: skip

@@ -3,7 +3,7 @@ blue/green deployment (`endpoints[].instance_type`, `instance_count`, `deploymen
 serving on SageMaker needs of the rest of the file (an inference image that fits its instances).
 
 The limits are SageMaker's, checked before any request (the API reference's wording); the image
-facts are in mlops_ci/backends/sagemaker_types.py, imported only when a scikit-learn image is
+facts are in mlops_ci/backends/sagemaker_images.py, imported only when a framework's image is
 asked for. The entries of mlops_ci/kinds.py name TRAINING, ENDPOINT and REGISTRY.
 """
 
@@ -42,6 +42,9 @@ class SageMakerTraining:
     framework: str | None = None
     framework_version: str | None = None
     py_version: str = "py3"
+    # huggingface: the PyTorch build under the transformers version, as the SDK names it (pytorch2.5.1).
+    # Unset, it leaves the training digest as it was before the key existed.
+    base_framework_version: str | None = field(default=None, metadata={"digest": "when set"})
     subnets: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
     spot: bool = False
@@ -135,12 +138,14 @@ def _parse_sm_training(r: _Reader, raw: object, p: KeyPath) -> SageMakerTraining
     if retries > 30:
         raise r.fail((*p, "retry_attempts"), "SageMaker retries a training job at most 30 times")
     instance_type = r.string(m.get("instance_type", d.instance_type), (*p, "instance_type"))
-    if image_uri is None and framework == "sklearn" and version is not None:
-        from ..backends.sagemaker_types import sklearn_image_problem
+    py_version = r.string(m.get("py_version", d.py_version), (*p, "py_version"))
+    base = _parse_base(r, m, p, framework, image_uri)
+    if image_uri is None and framework is not None and version is not None:
+        from ..backends.sagemaker_images import problem
 
-        problem = sklearn_image_problem(instance_type, version, "training")
-        if problem:
-            raise r.fail((*p, "instance_type"), problem)
+        no = problem(framework, version, "training", instance_type, py_version=py_version, base=base)
+        if no:
+            raise r.fail((*p, no.key), str(no))
     checkpoint = opt_string(r, m, "checkpoint_s3_uri", p)
     if checkpoint and not re.match(_S3_URI, checkpoint):
         raise r.fail((*p, "checkpoint_s3_uri"), f"'{checkpoint}' is not an s3:// URI")
@@ -151,7 +156,8 @@ def _parse_sm_training(r: _Reader, raw: object, p: KeyPath) -> SageMakerTraining
         image_uri=image_uri,
         framework=framework,
         framework_version=version,
-        py_version=r.string(m.get("py_version", "py3"), (*p, "py_version")),
+        py_version=py_version,
+        base_framework_version=base,
         subnets=strings(r, m.get("subnets"), (*p, "subnets")),
         security_group_ids=strings(r, m.get("security_group_ids"), (*p, "security_group_ids")),
         spot=spot,
@@ -162,16 +168,44 @@ def _parse_sm_training(r: _Reader, raw: object, p: KeyPath) -> SageMakerTraining
     )
 
 
+def _parse_base(
+    r: _Reader, m: dict[str, object], p: KeyPath, framework: str | None, image_uri: str | None
+) -> str | None:
+    base = opt_string(r, m, "base_framework_version", p)
+    if base is not None and framework != "huggingface":
+        raise r.fail((*p, "base_framework_version"), "only applies with framework: huggingface, whose images are "
+                     "named by the PyTorch version under them too")  # fmt: skip
+    if base is not None and not re.match(r"^(pytorch|tensorflow)\d+(\.\d+)*\Z", base):
+        raise r.fail((*p, "base_framework_version"), f"'{base}' is not a base framework version: the SDK's name "
+                     "of the PyTorch build, e.g. pytorch2.5.1")  # fmt: skip
+    if base is None and framework == "huggingface" and image_uri is None:
+        raise r.fail((*p, "base_framework_version"), "is needed with framework: huggingface, whose images are "
+                     "named by the PyTorch version under them too: e.g. pytorch2.5.1 with framework_version "
+                     "4.49.0 (or set image_uri)")  # fmt: skip
+    return base
+
+
 def _advice(cfg: Config) -> list[tuple[str, KeyPath, str]]:
-    """What `config check` warns of: settings SageMaker would ignore."""
+    """What `config check` warns of: settings SageMaker would ignore, and an image only the
+    SageMaker Python SDK can find."""
     sm = cfg.training.sagemaker if isinstance(cfg.training, SageMakerTrainingConfig) else None
+    out: list[tuple[str, KeyPath, str]] = []
     if sm is not None and sm.checkpoint_s3_uri and not sm.spot:
-        return [(
+        out.append((
             "warning",
             ("training", "sagemaker", "checkpoint_s3_uri"),
             "is sent to SageMaker only with spot: true (to resume an interrupted spot job); without it, it is ignored",
-        )]  # fmt: skip
-    return []
+        ))  # fmt: skip
+    if sm is not None and sm.image_uri is None and sm.framework is not None and sm.framework_version is not None:
+        from ..backends.sagemaker_images import Unknown, find
+
+        try:
+            find(sm.framework, sm.framework_version, "training", sm.instance_type, py_version=sm.py_version,
+                 base=sm.base_framework_version)  # fmt: skip
+        except Unknown as exc:
+            why = f"{exc}: it is found only where the SageMaker Python SDK is installed (pip install sagemaker)"
+            out.append(("warning", ("training", "sagemaker", "framework_version"), f"{why}; or set image_uri"))
+    return out
 
 
 # -- endpoints ------------------------------------------------------------------------------
@@ -233,15 +267,22 @@ def _check_serving(r: _Reader, cfg: Config) -> None:
     if users and serving.image_uri is None and (sm is None or (sm.image_uri is None and sm.framework is None)):
         raise r.fail(users[0], "SageMaker serving needs an inference image: set serving.image_uri, or "
                                "training.sagemaker.framework to use that framework's image")  # fmt: skip
-    if serving.image_uri is None and sm is not None and sm.image_uri is None and sm.framework == "sklearn":
-        from ..backends.sagemaker_types import sklearn_image_problem
+    if serving.image_uri is None and sm is not None and sm.image_uri is None and sm.framework is not None:
+        from ..backends.sagemaker_images import problem
 
-        for i, e in enumerate(cfg.endpoints):
-            problem = isinstance(e, SageMakerEndpointConfig) and sklearn_image_problem(
-                e.instance_type, sm.framework_version or "", "inference"
-            )
-            if problem:
-                raise r.fail(("endpoints", i, "instance_type"), problem)
+        # each endpoint's instances, and a model package's (the first SageMaker endpoint's, else the training type)
+        on: list[tuple[KeyPath, str]] = [
+            (("endpoints", i, "instance_type"), e.instance_type)
+            for i, e in enumerate(cfg.endpoints)
+            if isinstance(e, SageMakerEndpointConfig)
+        ]
+        if settings_of(cfg.registry.kind) is REGISTRY and not on:
+            on.append((("training", "sagemaker", "instance_type"), sm.instance_type))
+        for where, instance_type in on:
+            no = problem(sm.framework, sm.framework_version or "", "inference", instance_type,
+                         py_version=sm.py_version, base=sm.base_framework_version)  # fmt: skip
+            if no:
+                raise r.fail(where if no.key == "instance_type" else ("training", "sagemaker", no.key), str(no))
 
 
 def _check_training(r: _Reader, cfg: Config) -> None:

@@ -149,7 +149,10 @@ def test_train_dry_run_on_a_gpu_type_with_the_sklearn_image_is_refused_at_config
     (repo.path / "mlops-ci.yaml").write_text(gpu)
     proc = repo.run("train", "--dry-run")
     assert proc.returncode == 2, proc.stderr
-    assert "training.sagemaker.instance_type" in proc.stderr and "scikit-learn images run on CPU only" in proc.stderr
+    assert (
+        "training.sagemaker.instance_type" in proc.stderr
+        and "scikit-learn training images run on CPU only" in proc.stderr
+    )
     assert fake.requests == []
 
 

@@ -132,6 +132,10 @@ SM = (
     "aws: {role: 'arn:aws:iam::123456789012:role/sm', bucket: ml-bucket, region: us-east-1}\n"
     "training:\n  backend: sagemaker\n  sagemaker: {framework: sklearn, framework_version: '1.2-1'}\n"
 )
+PT = SM.replace("sklearn, framework_version: '1.2-1'}", "pytorch, framework_version: 2.5.1, instance_type: "
+                "ml.g5.xlarge, py_version: py311}")  # fmt: skip
+HF = SM.replace("sklearn, framework_version: '1.2-1'}", "huggingface, framework_version: 4.49.0, "
+                "base_framework_version: pytorch2.5.1, py_version: py311, instance_type: ml.g5.xlarge}")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -164,12 +168,33 @@ SM = (
         (SM.replace("'1.2-1'}", "'1.2-1', spot: true, max_wait: 7200, keep_alive: 600}"),
          "warm pools cannot be used with managed spot training", 4),
         (SM.replace("'1.2-1'}", "'1.2-1', retry_attempts: 31}"), "at most 30 times", 4),
-        (SM.replace("'1.2-1'}", "'1.2-1', instance_type: ml.g5.xlarge}"), "scikit-learn images run on CPU only", 4),
+        (SM.replace("'1.2-1'}", "'1.2-1', instance_type: ml.g5.xlarge}"),
+         "training.sagemaker.instance_type: SageMaker's scikit-learn training images run on CPU only", 4),
         (SM.replace("'1.2-1'}", "'1.2-1', instance_type: ml.c7g.xlarge}"), "training images are x86 only", 4),
         (SM + "endpoints:\n  - {name: a, backend: sagemaker, instance_type: ml.p3.2xlarge}\n",
-         "scikit-learn images run on CPU only", 6),
+         "endpoints.0.instance_type: SageMaker's scikit-learn inference images run on CPU only", 6),
         (SM + "endpoints:\n  - {name: a, backend: sagemaker, instance_type: ml.m6g.xlarge}\n",
          "arm64 .*inference image for 1.0-1 only", 6),
+        # the other frameworks' images, from the same table (mlops_ci/backends/sagemaker_images.py)
+        (PT.replace(", py_version: py311", ""),
+         "training.sagemaker.py_version: SageMaker's PyTorch 2.5.1 training image is built for py311 only", 4),
+        (PT.replace("ml.g5.xlarge", "ml.p2.xlarge"), "do not run on P2 instances", 4),
+        (PT.replace("ml.g5.xlarge", "ml.c6g.xlarge"), r"Graviton \(arm64\) type", 4),
+        (PT + "endpoints:\n  - {name: a, backend: sagemaker, instance_type: ml.c6g.large}\n",
+         r"endpoints.0.instance_type: SageMaker has a PyTorch arm64 \(Graviton\) inference image .* not for 2.5.1", 6),
+        (PT + "endpoints:\n  - {name: a, backend: sagemaker, instance_type: ml.m7g.large}\n",
+         "endpoints.0.instance_type: SageMaker's arm64 PyTorch images are for the Graviton families", 6),
+        (HF.replace("base_framework_version: pytorch2.5.1, ", ""), "base_framework_version: is needed with "
+         "framework: huggingface", 4),
+        (HF.replace("pytorch2.5.1", "2.5.1"), "'2.5.1' is not a base framework version", 4),
+        (SM.replace("'1.2-1'}", "'1.2-1', base_framework_version: pytorch2.5.1}"), "only applies with framework: "
+         "huggingface", 4),
+        (HF.replace("ml.g5.xlarge", "ml.m5.xlarge"), "Hugging Face training images run on GPU only", 4),
+        (HF + "endpoints:\n  - {name: a, backend: sagemaker, instance_type: ml.g5.xlarge}\n",
+         "training.sagemaker.base_framework_version: SageMaker's Hugging Face 4.49.0 inference image is built on "
+         "pytorch2.6.0, not pytorch2.5.1", 4),
+        (HF.replace("4.49.0", "4.55.0").replace("2.5.1", "2.7.1").replace("py311", "py312") + "registry: {backend: "
+         "sagemaker}\n", "framework_version: SageMaker has a Hugging Face inference image for .* not for 4.55.0", 4),
         (SM + "endpoints:\n  - name: a\n    backend: sagemaker\n    deployment: {strategy: blue}\n",
          "'blue' is not allowed", 8),
         ("registry: {backend: sagemaker, approval: Yes}\n", "not allowed|expected a non-empty string", 1),
@@ -189,6 +214,30 @@ def test_sagemaker_settings_parse_and_enter_the_training_digest():
     polled = parse("project: x\n" + SM.replace("region: us-east-1", "region: us-east-1, poll_seconds: 5"))
     assert cfg.training_digest() != bigger.training_digest()
     assert cfg.training_digest() == polled.training_digest()  # how often we ask is not what ran
+
+
+def test_an_unset_base_framework_version_leaves_sagemaker_digests_as_they_were():
+    # the digest of SM before base_framework_version existed: runs recorded then still match
+    assert parse("project: x\n" + SM).training_digest() == (
+        "2a44e65b31645e7768f2ba0b6e3d4e0339023d06d8024161d89b7259ec1949ab"
+    )
+    hf = parse("project: x\n" + HF)
+    assert hf.training.sagemaker is not None and hf.training.sagemaker.base_framework_version == "pytorch2.5.1"
+    assert hf.training_digest() != parse("project: x\n" + HF.replace("pytorch2.5.1", "pytorch2.5")).training_digest()
+
+
+def test_config_check_warns_of_an_image_only_the_sdk_can_find():
+    from mlops_ci.settings.sagemaker import TRAINING
+
+    assert TRAINING.advice is not None
+    old = parse("project: x\n" + PT.replace("2.5.1", "1.13.1").replace("py311", "py39"))
+    ((level, path, message),) = TRAINING.advice(old)
+    assert (level, path) == ("warning", ("training", "sagemaker", "framework_version"))
+    assert message.startswith("mlops-ci's table of SageMaker PyTorch images has no version 1.13.1 (it has 2.0.0, ")
+    assert message.endswith("it is found only where the SageMaker Python SDK is installed (pip install sagemaker); "
+                            "or set image_uri")  # fmt: skip
+    assert TRAINING.advice(parse("project: x\n" + PT)) == []
+    assert TRAINING.advice(parse("project: x\n" + HF)) == []
 
 
 def test_local_training_digest_is_unchanged_by_the_new_settings():

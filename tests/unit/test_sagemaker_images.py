@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -278,3 +279,41 @@ def test_neuron_and_other_frameworks_are_left_to_the_sdk():
     assert si.problem("pytorch", "1.13.1", "training", "ml.g5.xlarge", py_version="py39") is None
     found = si.problem("sklearn", "1.2-1", "inference", "ml.g5.xlarge", py_version="py3")
     assert found is not None and found.key == "instance_type"
+
+
+def test_image_for_uses_the_table_then_the_sdk_then_says_what_to_set(monkeypatch: pytest.MonkeyPatch):
+    from mlops_ci.backends.sagemaker import image_for
+    from mlops_ci.errors import ConfigError
+    from mlops_ci.settings.sagemaker import SageMakerTraining
+
+    pt = SageMakerTraining(
+        framework="pytorch", framework_version="2.6", py_version="py312", instance_type="ml.g5.xlarge"
+    )
+    old = SageMakerTraining(
+        framework="pytorch", framework_version="1.13.1", py_version="py39", instance_type="ml.g5.xlarge"
+    )
+    with monkeypatch.context() as mp:  # no SDK: `import sagemaker` fails
+        mp.setitem(sys.modules, "sagemaker", None)
+        mp.setitem(sys.modules, "sagemaker.core", None)
+        assert image_for(pt, None, "eu-west-1", "training") == (
+            "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.6-gpu-py312"
+        )
+        assert image_for(pt, None, "eu-west-1", "inference", "ml.c6g.large") == (
+            "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference-arm64:2.6-cpu-py312-ubuntu22.04-sagemaker"
+        )
+        with pytest.raises(ConfigError, match="training images are x86 only"):
+            image_for(pt, None, "eu-west-1", "training", "ml.c6g.large")
+        with pytest.raises(ConfigError) as caught:
+            image_for(old, None, "eu-west-1", "training")
+        assert str(caught.value) == (
+            "mlops-ci's table of SageMaker PyTorch images has no version 1.13.1 (it has 2.0.0, 2.0.1, 2.1.0, 2.2.0, "
+            "2.3.0, 2.4.0, 2.5.1, 2.6.0, 2.7.1, 2.8.0, 2.9.0, 2.10.0 for training), and the SageMaker Python SDK that "
+            "knows more is not installed: set training.sagemaker.image_uri to the image's URI, or pip install sagemaker"
+        )
+        nowhere = r"PyTorch 2\.6 inference image in eu-isoe-west-1 .*, and the SageMaker Python SDK that knows more"
+        with pytest.raises(ConfigError, match=nowhere + r" is not installed: set serving\.image_uri"):
+            image_for(pt, None, "eu-isoe-west-1", "inference", "ml.m5.large")
+    _sdk()  # with it, an older version is the SDK's
+    assert image_for(old, None, "eu-west-1", "training") == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:1.13.1-gpu-py39"
+    )

@@ -93,7 +93,7 @@ def test_the_shipped_backends_sections_are_their_parsers():
 
 def test_config_check_loads_no_backend_implementation(tmp_path: Path):
     # the settings parsers are light: checking a SageMaker and Comet config imports no SDK and no
-    # backend module beyond the SageMaker image facts
+    # backend module beyond the SageMaker image facts (sagemaker_images.py, sagemaker_types.py)
     import subprocess
     import sys
 
@@ -109,4 +109,5 @@ def test_config_check_loads_no_backend_implementation(tmp_path: Path):
         "print(','.join(sorted(m for m in sys.modules if m.startswith(('mlops_ci.backends', 'boto3', 'comet_ml')))))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
-    assert proc.stdout.splitlines()[-1] in ("mlops_ci.backends,mlops_ci.backends.sagemaker_types", ""), proc.stdout
+    facts = "mlops_ci.backends,mlops_ci.backends.sagemaker_images,mlops_ci.backends.sagemaker_types"
+    assert proc.stdout.splitlines()[-1] in (facts, ""), proc.stdout
