@@ -218,16 +218,24 @@ def _decode(side: dict[str, object]) -> str:
     return data
 
 
-def _rows(text: str, content_type: str, columns: list[str], w: Window) -> list[list[object]]:
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "text/csv":
-        return [[cell(c) for c in r] for r in csv.reader(io.StringIO(text)) if r]
-    value = json.loads(text)
+def media_type(content_type: str) -> str:
+    """`text/csv; charset=utf-8` → `text/csv`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _unwrap(value: object, keys: tuple[str, ...]) -> object:
+    """A JSON body's payload: the first of `keys` an object has (SageMaker containers' envelopes)."""
     if isinstance(value, dict):
-        for key in ("instances", "inputs", "data"):
+        for key in keys:
             if key in value:
-                value = value[key]
-                break
+                return value[key]
+    return value
+
+
+def _rows(text: str, content_type: str, columns: list[str], w: Window) -> list[list[object]]:
+    if media_type(content_type) == "text/csv":
+        return [[cell(c) for c in r] for r in csv.reader(io.StringIO(text)) if r]
+    value = _unwrap(json.loads(text), ("instances", "inputs", "data"))
     if isinstance(value, dict):
         value = [value]
     if isinstance(value, list) and value and not isinstance(value[0], list | dict):
@@ -247,16 +255,10 @@ def _rows(text: str, content_type: str, columns: list[str], w: Window) -> list[l
 
 
 def _predictions(text: str, content_type: str) -> list[object]:
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "text/csv":
+    if media_type(content_type) == "text/csv":
         rows = [r for r in csv.reader(io.StringIO(text)) if r]
         return [cell(r[0]) if len(r) == 1 else [cell(c) for c in r] for r in rows]
-    value = json.loads(text)
-    if isinstance(value, dict):
-        for key in ("predictions", "outputs", "scores"):
-            if key in value:
-                value = value[key]
-                break
+    value = _unwrap(json.loads(text), ("predictions", "outputs", "scores"))
     return value if isinstance(value, list) else [value]
 
 

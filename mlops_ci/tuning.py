@@ -54,6 +54,11 @@ def grid_size(t: TuningConfig) -> int:
     return math.prod(len(p.values) for p in t.parameters)
 
 
+def rounds(t: TuningConfig) -> int:
+    """How many rounds of `max_parallel` trials a search takes (a parsed Grid's max_jobs is its size)."""
+    return math.ceil(t.max_jobs / t.max_parallel)
+
+
 def trials(t: TuningConfig) -> list[dict[str, Any]]:
     """The values of each trial of a Random or Grid search, in order: the same config gives the
     same trials (the seed), so a search run again finds the trials it already ran."""

@@ -10,7 +10,6 @@ it the tuning job's tags; a trial is recorded as a run by attaching to that job,
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
@@ -48,16 +47,12 @@ class SageMakerTuner:
         self.t = t
         self.say = trainer.say
 
-    def max_jobs(self) -> int:
-        return tun.grid_size(self.t) if self.t.strategy == "Grid" else self.t.max_jobs
-
     def max_runtime(self, spec: TrainingSpec) -> int:
         """The tuning job's own limit: every round of `max_parallel` trials running to its own limit
         (max_wait on spot), with time to start; within the API's 120 s - 182.5 days."""
         sm = self.trainer.sm
         per_job = sm.max_wait if sm.spot else spec.max_run
-        rounds = math.ceil(self.max_jobs() / self.t.max_parallel)
-        return max(120, min(15_768_000, rounds * (per_job + ROUND_OVERHEAD)))
+        return max(120, min(15_768_000, tun.rounds(self.t) * (per_job + ROUND_OVERHEAD)))
 
     def request(self, spec: TrainingSpec, name: str, source_uri: str) -> dict[str, object]:
         """The CreateHyperParameterTuningJob request."""
@@ -206,7 +201,7 @@ class SageMakerTuner:
             if (status, *counts) != seen:
                 reason = desc.get("FailureReason") if status == "Failed" else ""
                 self.say(guard(f"{name}: {status} - {counts[0]} trial(s) completed, {counts[1]} running, "
-                               f"{counts[2]} failed, {counts[3]} stopped of {self.max_jobs()}"
+                               f"{counts[2]} failed, {counts[3]} stopped of {self.t.max_jobs}"
                                + (f" - {inline(str(reason))}" if reason else "")))  # fmt: skip
                 seen = (status, *counts)
             if status in TERMINAL:

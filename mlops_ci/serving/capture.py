@@ -35,6 +35,8 @@ from collections import deque
 from pathlib import Path
 from typing import TypedDict
 
+from ..monitoring import media_type
+
 VARIANT = "AllTraffic"  # SageMaker's variant name for a single-model endpoint (and ours)
 FLUSH_SECONDS = 0.25
 
@@ -51,13 +53,9 @@ class CaptureSettings(TypedDict):
     json: list[str]
 
 
-def _media(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def encode(body: bytes, content_type: str, mode: str, csv_types: list[str], json_types: list[str]) -> dict[str, str]:
     """One side of a record: its data as text for a CSV or JSON content type, else base64."""
-    media = _media(content_type)
+    media = media_type(content_type)
     encoding = "CSV" if media in csv_types else "JSON" if media in json_types else "BASE64"
     if encoding != "BASE64":
         try:

@@ -58,6 +58,7 @@ def records(root: Path, endpoint: str, since: float, now: float) -> list[dict[st
         -MAX_FILES:
     ]
     cut = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
+    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     for f in files:
         with f.open(encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -67,7 +68,7 @@ def records(root: Path, endpoint: str, since: float, now: float) -> list[dict[st
                     continue  # a line being written, or damaged: not a record
                 meta = rec.get("eventMetadata") if isinstance(rec, dict) else None
                 when = meta.get("inferenceTime", "") if isinstance(meta, dict) else ""
-                if isinstance(when, str) and cut <= when[:19] <= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)):
+                if isinstance(when, str) and cut <= when[:19] <= until:
                     out.append(rec)
     return out
 

@@ -69,8 +69,7 @@ def tune(ws: Workspace, ref: str | None, *, allow_dirty: bool = False, force: bo
     # Single flight: the push and the pull-request job of one commit search once; the second waits
     # and finds the first one's run (its trials are recorded once).
     name = f"search-{ws.project}-{sha[:12]}-{digest[:16]}"
-    rounds = -(-(tun.grid_size(t) if t.strategy == "Grid" else t.max_jobs) // t.max_parallel)
-    longest = rounds * (cfg.training.max_run + 900)
+    longest = tun.rounds(t) * (cfg.training.max_run + 900)
     with ExitStack() as held:
         try:
             held.enter_context(ws.store.lock(name, owner_label(ws.env), 0, ttl=longest))
@@ -184,7 +183,7 @@ def _tuning_job(ws: Workspace, sha: str, t: tun.TuningConfig, digest: str, force
                 if "Environment" in definition:  # the plan is printed: secrets stay masked
                     definition["Environment"] = config_mod.mask_secrets(definition["Environment"])
                 ws.would("sagemaker", "CreateHyperParameterTuningJob", request=req)
-            ws.would("store", "record run (each trial)", trials=tuner.max_jobs(), sha=sha)
+            ws.would("store", "record run (each trial)", trials=t.max_jobs, sha=sha)
             ws.would("store", "record run (best trial)", run_id=f"{sha[:8]}-<random>", sha=sha, config_digest=digest,
                      objective=f"{t.goal} {t.metric}")  # fmt: skip
             return None, False

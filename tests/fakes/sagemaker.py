@@ -326,12 +326,15 @@ class FakeSageMaker:
             summary["FailureReason"] = job.failure_reason
         return summary
 
+    def _no_tuning(self, name: str, start_response: Any) -> Iterator[bytes]:
+        return self._error(start_response, 400, "ResourceNotFound",
+                           f"Amazon SageMaker can't find a tuning job with name {name}")  # fmt: skip
+
     def _op_DescribeHyperParameterTuningJob(self, params: dict[str, Any], environ: Any, start_response: Any
                                             ) -> Iterator[bytes]:  # fmt: skip
         name = params["HyperParameterTuningJobName"]
         if name not in self.tunings:
-            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
-                               f"with name {name}")  # fmt: skip
+            return self._no_tuning(name, start_response)
         self._advance_tuning(name)
         tuning, moto_job = self.tunings[name], self.sm.hyper_parameter_tuning_jobs[name]
         jobs = [self.sm.training_jobs[j] for j in tuning.trials]
@@ -369,8 +372,7 @@ class FakeSageMaker:
                                                        ) -> Iterator[bytes]:  # fmt: skip
         name = params["HyperParameterTuningJobName"]
         if name not in self.tunings:
-            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
-                               f"with name {name}")  # fmt: skip
+            return self._no_tuning(name, start_response)
         summaries = [self._trial_summary(name, j) for j in self.tunings[name].trials]
         key = {"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"}.get(
             params.get("SortBy", "CreationTime"), "CreationTime")  # fmt: skip
@@ -386,8 +388,7 @@ class FakeSageMaker:
                                         ) -> Iterator[bytes]:  # fmt: skip
         name = params["HyperParameterTuningJobName"]
         if name not in self.tunings:
-            return self._error(start_response, 400, "ResourceNotFound", f"Amazon SageMaker can't find a tuning job "
-                               f"with name {name}")  # fmt: skip
+            return self._no_tuning(name, start_response)
         tuning = self.tunings[name]
         tuning.stop = True
         self.sm.hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = "Stopping"
