@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one mlops-ci verb with the action's inputs. Every input arrives through env: (INPUT_*),
 # never inside the script text, and none of them is echoed: an input is data, not a command.
-#   run.sh VERB   (VERB: train, report, gate, promote, deploy, comment)
+#   run.sh VERB   (VERB: train, report, gate, promote, deploy, comment, monitor)
 set -euo pipefail
 
 verb="${1:-}"
@@ -34,13 +34,18 @@ case "$verb" in
     args=(deploy)
     if [[ -n "${INPUT_ENDPOINT:-}" ]]; then args+=(--endpoint "$INPUT_ENDPOINT"); fi
     ;;
+  monitor)
+    args=(monitor --since "${INPUT_SINCE:-24h}")
+    if on INPUT_POST; then args+=(--post); fi
+    ;;
   *)
-    echo "::error::the command input must be one of: train, report, gate, promote, deploy, comment"
+    echo "::error::the command input must be one of: train, report, gate, promote, deploy, comment, monitor"
     exit 2
     ;;
 esac
 if on INPUT_DRY_RUN && [[ "$verb" != comment ]]; then args+=(--dry-run); fi
-if [[ -n "${INPUT_REF:-}" && "$verb" != comment ]]; then args+=(-- "$INPUT_REF"); fi
+if [[ -n "${INPUT_REF:-}" && "$verb" != comment && "$verb" != monitor ]]; then args+=(-- "$INPUT_REF"); fi
+if [[ "$verb" == monitor ]]; then args+=(-- "${INPUT_ENDPOINT:-}"); fi
 
 if [[ "$verb" == report ]]; then
   # the markdown goes to the PR comment and the step summary; the JSON is for the artifact

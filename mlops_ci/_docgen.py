@@ -107,6 +107,10 @@ monitoring:
   max_p99_ms: 500
   max_violation_rate: 0.01
   min_records: 30
+  retrain:
+    workflow: mlops-ci-train.yml
+    ref: main
+    inputs: {force: true}
 serving:
   entry_point: inference.py
   include: [features.py]
@@ -895,6 +899,32 @@ DESCRIPTIONS: dict[str, Doc] = {
         "missing field)."
     ),
     "monitoring.min_records": Doc("Below this many rows in the window, drift is not judged (the report says so)."),
+    "monitoring.retrain": Doc(
+        "What `mlops-ci monitor --post` dispatches once per new alert (when it opens the endpoint's issue): a "
+        "`workflow_dispatch` of `workflow`, or a `repository_dispatch` of `event_type`. It trains; a human still "
+        "merges, gates and tags.",
+        type="mapping",
+        default="nothing dispatched",
+    ),
+    "monitoring.retrain.workflow": Doc(
+        "The workflow file to dispatch (it needs `on: workflow_dispatch`, as the starter `mlops-ci-train.yml` has); "
+        "the job's token needs `actions: write`.",
+        type="file name",
+        default="none",
+    ),
+    "monitoring.retrain.ref": Doc("The branch the dispatched workflow runs on.", default="the default branch"),
+    "monitoring.retrain.inputs": Doc(
+        "The dispatched workflow's inputs (each one it declares; GitHub refuses others). `force` makes the starter "
+        "train workflow train the branch's head again, although it has a run, on today's data.",
+        type="mapping",
+        default='`{force: "true"}`',
+    ),
+    "monitoring.retrain.event_type": Doc(
+        "Instead of `workflow`: the `repository_dispatch` event type (1-100 characters; the job's token needs "
+        "`contents: write`); its client_payload names the endpoint, version, commit, alerts and issue.",
+        type="string",
+        default="none",
+    ),
     "endpoints[].capture": Doc(
         "Record a sample of the endpoint's requests and answers in SageMaker's Data Capture format (JSON Lines): "
         "`true` for the defaults, or a mapping. A local endpoint writes them under "

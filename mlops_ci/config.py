@@ -250,6 +250,18 @@ class SmokeRequest:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """`monitoring.retrain`: what `monitor --post` asks the forge to run when an endpoint's alert is
+    new: a workflow_dispatch of `workflow` on `ref`, or a repository_dispatch of `event_type`. It
+    trains; a human still merges, gates and tags."""
+
+    workflow: str | None = None
+    ref: str | None = None  # None: the repository's default branch
+    inputs: tuple[tuple[str, str], ...] = (("force", "true"),)  # the starter train workflow's input
+    event_type: str | None = None
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """`monitoring:`: the training channel profiled with every run, and the thresholds `monitor`
     holds the captured traffic to (mlops_ci/monitoring.py)."""
@@ -257,6 +269,7 @@ class MonitoringConfig:
     channel: str = "train"
     max_rows: int = 10_000
     thresholds: Thresholds = field(default_factory=Thresholds)
+    retrain: RetrainConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -1259,7 +1272,7 @@ def _parse_monitoring(r: _Reader, raw: object, training: TrainingConfig) -> Moni
         raw = {}
     limits = ("psi", "ks_pvalue", "ks_statistic", "prediction_psi", "max_error_rate", "max_p99_ms",
               "max_violation_rate", "min_records")  # fmt: skip
-    m = r.mapping(raw, p, ("channel", "max_rows", *limits))
+    m = r.mapping(raw, p, ("channel", "max_rows", "retrain", *limits))
     channel = r.string(m.get("channel", "train"), (*p, "channel"))
     if training.channels and channel not in training.channels:
         raise r.fail((*p, "channel"), f"is not a training channel ({', '.join(sorted(training.channels))}): the "
@@ -1276,7 +1289,49 @@ def _parse_monitoring(r: _Reader, raw: object, training: TrainingConfig) -> Moni
     least = r.integer(m.get("min_records", d.min_records), (*p, "min_records"), minimum=1)
     thresholds = Thresholds(**shares, max_p99_ms=p99, min_records=least)
     max_rows = r.integer(m.get("max_rows", 10_000), (*p, "max_rows"), minimum=100)
-    return MonitoringConfig(channel=channel, max_rows=max_rows, thresholds=thresholds)
+    retrain = _parse_retrain(r, m["retrain"], (*p, "retrain")) if m.get("retrain") is not None else None
+    return MonitoringConfig(channel=channel, max_rows=max_rows, thresholds=thresholds, retrain=retrain)
+
+
+_WORKFLOW_FILE = re.compile(r"[A-Za-z0-9_.-]+\.ya?ml\Z")
+_GIT_REF = re.compile(r"(?!-)(?!.*\.\.)[A-Za-z0-9_./-]{1,255}\Z")
+
+
+def _parse_retrain(r: _Reader, raw: object, p: KeyPath) -> RetrainConfig:
+    """`retrain: {workflow: mlops-ci-train.yml, ref: main, inputs: {...}}` or `{event_type: NAME}`."""
+    m = r.mapping(raw, p, ("workflow", "ref", "inputs", "event_type"))
+    if ("workflow" in m) == ("event_type" in m):
+        raise r.fail(p, "names either `workflow` (a workflow_dispatch, e.g. mlops-ci-train.yml) or `event_type` "
+                     "(a repository_dispatch), exactly one")  # fmt: skip
+    if "event_type" in m:
+        for key in ("ref", "inputs"):
+            if key in m:
+                raise r.fail((*p, key), "is for `workflow`: a repository_dispatch runs on the default branch and "
+                             "carries the report in its client_payload")  # fmt: skip
+        event = r.string(m["event_type"], (*p, "event_type"))
+        if not 0 < len(event) <= 100 or not event.isprintable():
+            raise r.fail((*p, "event_type"), "is 1 to 100 printable characters (GitHub's limit)")
+        return RetrainConfig(event_type=event)
+    workflow = r.string(m["workflow"], (*p, "workflow"))
+    if not _WORKFLOW_FILE.match(workflow):
+        raise r.fail((*p, "workflow"), "is a workflow's file name in .github/workflows, e.g. mlops-ci-train.yml")
+    ref = r.string(m["ref"], (*p, "ref")) if m.get("ref") is not None else None
+    if ref is not None and not _GIT_REF.match(ref):
+        raise r.fail((*p, "ref"), "is a branch or tag name, e.g. main")
+    inputs: tuple[tuple[str, str], ...] = RetrainConfig.inputs
+    if "inputs" in m:
+        given = m["inputs"] or {}  # any names: the workflow declares them
+        if not isinstance(given, dict):
+            raise r.fail((*p, "inputs"), f"expected a mapping of workflow inputs, got {_kind(given)}")
+        pairs = []
+        for name, value in given.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            if not isinstance(value, str | int | float) or not _HP_NAME.match(str(name)):
+                raise r.fail((*p, "inputs", str(name)), "is a workflow input: a name and a string, number or boolean")
+            pairs.append((str(name), str(value)))
+        inputs = tuple(pairs)
+    return RetrainConfig(workflow=workflow, ref=ref, inputs=inputs)
 
 
 def _percent(r: _Reader, value: object, p: KeyPath) -> int:

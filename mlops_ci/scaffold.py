@@ -15,6 +15,7 @@ WORKFLOWS = (
     "mlops-ci-pr-comment.yml",
     "mlops-ci-fork-train.yml",
     "mlops-ci-release.yml",
+    "mlops-ci-monitor.yml",
 )
 # `uses: <repository>/actions/<verb>@<ref> # v<version>` in the templates
 USES = re.compile(r"(?P<repo>[\w.-]+/[\w.-]+)/actions/(?P<verb>[a-z]+)@(?P<ref>[0-9a-f]{40}) # v(?P<version>[\w.+-]+)")

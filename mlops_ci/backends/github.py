@@ -227,6 +227,13 @@ class CommentResult:
     html_url: str
 
 
+@dataclass(frozen=True)
+class IssueResult:
+    number: int
+    action: str  # created | updated | unchanged
+    html_url: str
+
+
 class GitHubClient:
     def __init__(self, settings: GitHubSettings, *, retry: RetryPolicy | None = None):
         if not settings.token:
@@ -452,6 +459,106 @@ class GitHubClient:
             return CommentResult(keep.id, action, keep.html_url)
 
         return self._call(f"update the comment on PR #{number}", op, "pull-requests:write")
+
+    # -- sticky issue (one per marker, e.g. an endpoint's monitor alert) ---------------------
+    def find_issue(self, marker: str) -> tuple[int, str, str] | None:
+        """(number, body, url) of the oldest *open* issue of ours whose body starts with `marker`.
+        The same ownership rule as the sticky comment: issues by anyone else are never read as
+        ours, whatever they contain; a closed one is history (a human closed it), never reopened."""
+        me = self.identity()
+        found = self._call("read the open issues", lambda: self._find_issues(marker, me), "issues:read")
+        return (found[0].number, found[0].body or "", found[0].html_url) if found else None
+
+    def _find_issues(self, marker: str, me: Identity) -> list[github.Issue.Issue]:
+        """Our open issues that start with `marker`, oldest first. Every page of open issues is
+        read (the list holds pull requests too, told apart by `pull_request`): a scheduled job
+        reads a few pages, and an issue found on page 7 is still the one."""
+        return sorted(
+            (i for i in self.repo.get_issues(state="open", sort="created", direction="asc")
+             if i.pull_request is None and i.user is not None and i.user.id == me.id
+             and (i.body or "").startswith(marker)),
+            key=lambda i: i.number,
+        )  # fmt: skip
+
+    def upsert_issue(self, marker: str, title: str, body: str, *, create: bool) -> IssueResult | None:
+        """Edit our open issue carrying `marker` in place, or open one when `create` (None when there
+        is none and `create` is false). Our duplicates from concurrent jobs are closed as not planned
+        (issues cannot be deleted); the oldest survives, so every job agrees on which one."""
+        me = self.identity()  # before any write: an unknown author means no write at all
+
+        def op() -> IssueResult | None:
+            existing = self._find_issues(marker, me)
+            if not existing:
+                if not create:
+                    return None
+                made = self.repo.create_issue(title=title, body=body)
+                existing = self._find_issues(marker, me) or [made]  # eventual consistency: trust what we made
+                action = "created" if existing[0].number == made.number else "updated"
+            else:
+                action = "updated"
+            keep = existing[0]
+            for dup in existing[1:]:
+                dup.edit(state="closed", state_reason="not_planned")
+            if keep.body != body:
+                keep.edit(body=body)
+            elif action == "updated":
+                action = "unchanged"
+            return IssueResult(keep.number, action, keep.html_url)
+
+        return self._call("open or update the monitor issue", op, "issues:write")
+
+    def issue_path(self, number: int | str) -> str:
+        return self._path("issues", number)
+
+    def plan_issue(self, marker: str, title: str, body: str, *, create: bool) -> list[dict[str, object]]:
+        me = self.identity()
+        existing = self._call("read the open issues", lambda: self._find_issues(marker, me), "issues:read")
+        if not existing:
+            create_it: dict[str, object] = {"method": "POST", "path": self._path("issues"),
+                                            "body": {"title": title, "body": body}}  # fmt: skip
+            return [create_it] if create else []
+        reqs: list[dict[str, object]] = [
+            {"method": "PATCH", "path": self._path("issues", d.number),
+             "body": {"state": "closed", "state_reason": "not_planned"}} for d in existing[1:]
+        ]  # fmt: skip
+        if existing[0].body != body:
+            reqs.append({"method": "PATCH", "path": self._path("issues", existing[0].number), "body": {"body": body}})
+        return reqs
+
+    # -- dispatching a workflow (retraining) -------------------------------------------------
+    def default_branch(self) -> str:
+        return str(self._call("read the repository", lambda: self.repo.default_branch, "metadata:read"))
+
+    @staticmethod
+    def _dispatch_body(workflow: str | None, event_type: str | None, ref: str, inputs: Mapping[str, str],
+                       payload: Mapping[str, object]) -> dict[str, Any]:  # fmt: skip
+        if workflow:
+            return {"ref": ref, "inputs": dict(inputs)}
+        return {"event_type": event_type, "client_payload": dict(payload)}
+
+    def dispatch(self, workflow: str | None, event_type: str | None, ref: str, inputs: Mapping[str, str],
+                 payload: Mapping[str, object]) -> str:  # fmt: skip
+        """A workflow_dispatch of `workflow` on `ref` (Actions: write), else a repository_dispatch of
+        `event_type` (Contents: write; it runs on the default branch). Returns where its runs are."""
+        body = self._dispatch_body(workflow, event_type, ref, inputs, payload)
+        base = f"{self.settings.server_url}/{self.settings.repository}/actions"
+        if workflow:
+            self._call(f"dispatch workflow {workflow} on {ref}",
+                       lambda: self.repo.get_workflow(workflow).create_dispatch(ref, body["inputs"], throw=True),
+                       "actions:write")  # fmt: skip
+            return f"{base}/workflows/{workflow}"
+        self._call(f"send the repository_dispatch event {event_type}",
+                   # PyGithub's create_repository_dispatch answers False on any refusal: ask the requester,
+                   # which raises with the status the retry policy and translate() read
+                   lambda: self._gh.requester.requestJsonAndCheck("POST", self._path("dispatches"), input=body),
+                   "contents:write")  # fmt: skip
+        return base
+
+    def plan_dispatch(self, workflow: str | None, event_type: str | None, ref: str, inputs: Mapping[str, str],
+                      payload: Mapping[str, object]) -> list[dict[str, object]]:  # fmt: skip
+        path = self._path("actions", "workflows", workflow, "dispatches") if workflow else self._path("dispatches")
+        body = self._dispatch_body(workflow, event_type, ref, inputs, payload)
+        return [{"method": "POST", "path": path, "body": body}]
 
     # -- checks ----------------------------------------------------------------------------
     def publish_check(

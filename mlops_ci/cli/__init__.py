@@ -216,6 +216,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                     help="the window: the last 90m, 24h (default), 7d, or seconds")  # fmt: skip
     mo.add_argument("--json", action="store_true")
     mo.add_argument("--output", "-o", metavar="FILE", help="also write the markdown report to FILE")
+    mo.add_argument("--post", action="store_true", help="open (on an alert) or update the endpoint's one GitHub "
+                    "issue, and dispatch retraining on a new alert when monitoring.retrain is set")  # fmt: skip
+    mo.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     st = sub.add_parser("status", help="declared vs live state of every endpoint")
     st.add_argument("--check", action="store_true", help="exit non-zero when live differs from declared")

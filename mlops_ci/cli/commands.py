@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext, redirect_stdout
 from pathlib import Path
 
 from .._untrusted import end_block, guard, inline, json_text, mask_params, under_actions
-from ..errors import ConfigError, Drift, GateFailed, NotFound, UsageError
+from ..errors import ConfigError, Drift, GateFailed, MonitorAlert, NotFound, UsageError
 
 TYPE_CHECKING = False  # `typing` costs ~5 ms of start-up; only the type checker needs it
 if TYPE_CHECKING:
@@ -131,8 +131,8 @@ def workspace(args: argparse.Namespace, env: Mapping[str, str]) -> Iterator[Work
         with redirect_stdout(buf) if as_json else nullcontext():
             yield ws
         planned = True
-    except GateFailed:
-        planned = True  # the verdict is part of what a dry run tells
+    except (GateFailed, MonitorAlert):
+        planned = True  # the verdict (the alert) is part of what a dry run tells
         raise
     finally:
         try:
@@ -238,7 +238,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "status":
             return status(ws, check=args.check, as_json=args.json)
         if cmd == "monitor":
-            return monitor_cmd(ws, args.endpoint, args.since, as_json=args.json, output=args.output)
+            return monitor_cmd(ws, args.endpoint, args.since, as_json=args.json, output=args.output, post=args.post)
         if cmd == "lineage":
             return lineage_cmd(ws, args.target, as_json=args.json)
         if cmd == "store":
@@ -682,7 +682,8 @@ def status(ws: Workspace, *, check: bool, as_json: bool) -> int:
     return 0
 
 
-def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, output: str | None) -> int:
+def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, output: str | None,
+                post: bool = False) -> int:  # fmt: skip
     from ..errors import MonitorAlert
     from ..verbs.monitor import monitor, render
 
@@ -694,6 +695,17 @@ def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, ou
         _json(report)
     else:
         out(text.rstrip("\n"))
+    if post:  # after the report is out: a forge that refuses loses nothing of it
+        from ..verbs.monitor import post as post_issue
+
+        done = post_issue(ws, report)
+        if done["issue"]:
+            say(f"monitor issue {done['action']}: {done['issue']}")
+            github_output(issue_url=done["issue"])
+        elif not ws.dry_run:
+            say("no monitor issue: no alert, and no open issue of this endpoint to update")
+        if done["dispatched"] and not ws.dry_run:
+            say(f"retraining dispatched: {done['dispatched']}")
     if report["alerts"]:
         raise MonitorAlert(f"monitor: {len(report['alerts'])} alert(s) on {endpoint}: {report['alerts'][0]}"
                            + ("; the report lists the others" if len(report["alerts"]) > 1 else ""))  # fmt: skip

@@ -7,6 +7,7 @@ crossed a `monitoring:` threshold, and the command then exits 16 after printing 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -102,16 +103,23 @@ def monitor(ws: Workspace, endpoint: str, since_seconds: float) -> dict[str, Any
         "window": {"since": now - since_seconds, "until": now, "seconds": since_seconds},
         "baseline": {"channel": stats.get("channel"), "rows": stats.get("rows")},
         "thresholds": asdict(cfg.monitoring.thresholds),
+        # where to read more about the model: its tracker's pages and the like (https only)
+        "links": {k: v for k, v in sorted(target.run.links.items()) if _LINK.fullmatch(v)},
         **result,
     }
+
+
+_LINK = re.compile(r"https://[^\s<>()\[\]\"'`\\]+")
 
 
 def _num(x: object, fmt: str = ".3f") -> str:
     return format(x, fmt) if isinstance(x, int | float) else "—"
 
 
-def render(r: dict[str, Any]) -> str:
-    """The report as markdown (a GitHub issue's body): every value from the traffic is escaped."""
+def render(r: dict[str, Any], *, only_drift: bool = False) -> str:
+    """The report as markdown (a GitHub issue's body): every value from the traffic is escaped.
+    `only_drift` leaves the features that did not drift out of the table (a body GitHub would
+    find too long)."""
     status = "🚨 **Alert**" if r["alerts"] else ("✅ **No drift**" if r["enough"] else "⏳ **Not enough traffic**")
     hours = r["window"]["seconds"] / 3600
     out = [
@@ -129,11 +137,17 @@ def render(r: dict[str, Any]) -> str:
         out += ["", f"_Fewer than {r['thresholds']['min_records']} rows: drift is not judged on so little traffic._"]
     head = "| feature | type | baseline mean | mean now | PSI | KS | p | |"
     out += ["", "### Features", "", head, "|---|---|---:|---:|---:|---:|---:|---|"]
+    left_out = 0
     for name, f in r["features"].items():
+        if only_drift and not f["drift"]:
+            left_out += 1
+            continue
         mark = "⚠️ drift" if f["drift"] else ""
         means = f"{_num(f.get('baseline_mean'))} | {_num(f.get('mean'))}"
         tests = f"{_num(f.get('psi'))} | {_num(f.get('ks'))} | {_num(f.get('ks_pvalue'), '.2g')}"
         out.append(f"| {esc(inline(name))} | {f['type']} | {means} | {tests} | {mark} |")
+    if left_out:
+        out.append(f"\n_{left_out} feature(s) without drift are left out here: `mlops-ci monitor --json` lists them._")
     p = r["predictions"]
     s, e, lat = r["schema"], r["errors"], r["latency"]
     out += [
@@ -148,4 +162,88 @@ def render(r: dict[str, Any]) -> str:
         f"({_num(e['rate'] * 100 if e['rate'] is not None else None, '.1f')}%), {e['client_errors']} refused",
         f"- latency: p50 {_num(lat['p50_ms'], '.1f')} ms, p99 {_num(lat['p99_ms'], '.1f')} ms",
     ]
+    if r.get("links"):
+        out += ["", "### Links", ""]
+        out += [f"- {esc(inline(name))}: <{url}>" for name, url in r["links"].items()]
     return "\n".join(out) + "\n"
+
+
+# -- the one issue per endpoint, and retraining -----------------------------------------------
+MAX_BODY = 65_536  # GitHub's limit on an issue's body (characters)
+_RETRAINED = re.compile(r"^<!-- mlops-ci:retrain at=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) -->$", re.MULTILINE)
+
+
+def issue_marker(project: str, endpoint: str) -> str:
+    """The first line of the endpoint's issue: with the author, what makes an issue the one."""
+    return f"<!-- mlops-ci:monitor project={project} endpoint={endpoint} -->"
+
+
+def _issue_body(ws: Workspace, report: dict[str, Any], mark: str, retrained_at: str | None, run_url: str | None
+                ) -> str:  # fmt: skip
+    retrain = ws.cfg.monitoring.retrain if ws.cfg.monitoring else None
+    tail = ["", "---", ""]
+    if run_url:
+        tail.append(f"Checked by [this workflow run]({run_url}).")
+    if retrained_at and retrain:
+        how = (f"workflow `{retrain.workflow}` on `{retrain.ref or 'the default branch'}`" if retrain.workflow
+               else f"repository_dispatch `{esc(inline(str(retrain.event_type)))}`")  # fmt: skip
+        tail += [f"🔁 Retraining was dispatched at {retrained_at} ({how}). A human reviews, merges and tags "
+                 "the result; nothing is deployed by this issue.",
+                 f"<!-- mlops-ci:retrain at={retrained_at} -->"]  # fmt: skip
+    elif retrain is None:
+        tail.append("Retraining is not dispatched (set `monitoring.retrain` to dispatch it on a new alert).")
+    tail.append("_This issue is updated by `mlops-ci monitor --post` on every run while it is open; close it once "
+                "handled: the next alert opens a new one._")  # fmt: skip
+    footer = "\n".join(tail) + "\n"
+    for only_drift in (False, True):
+        body = mark + "\n" + render(report, only_drift=only_drift) + footer
+        if len(body) <= MAX_BODY:
+            return body
+    too_many = f"Too many drifted features to list here: run `mlops-ci monitor {report['endpoint']} --json`."
+    return mark + "\n" + too_many + footer
+
+
+def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
+    """Open or update the endpoint's ONE GitHub issue: opened on an alert, edited in place on every
+    later run while it is open (an open issue also learns that the drift went away); when the
+    alert is new and `monitoring.retrain` is set, retraining is dispatched once, and the issue says
+    so (a dispatch that failed is tried again on the next run, since the issue does not say so)."""
+    gh = ws.github()
+    endpoint, alert = report["endpoint"], bool(report["alerts"])
+    mark = issue_marker(ws.project, endpoint)
+    title = f"mlops-ci monitor: drift on {endpoint} ({ws.project})"
+    found = gh.find_issue(mark)
+    before = _RETRAINED.search(found[1]) if found else None
+    retrained_at = before.group(1) if before else None
+    out: dict[str, Any] = {"issue": None, "action": None, "dispatched": None}
+    if found is None and not alert:
+        return out  # nothing to say: an issue is opened by an alert only
+
+    def upsert(at: str | None) -> Any:
+        body = _issue_body(ws, report, mark, at, gh.settings.run_url)
+        return ws.fx.each("github", "request", lambda: gh.upsert_issue(mark, title, body, create=alert),
+                          lambda: gh.plan_issue(mark, title, body, create=alert))  # fmt: skip
+
+    issue = upsert(retrained_at)
+    if issue is not None:
+        out.update(issue=issue.html_url, action=issue.action, number=issue.number)
+    retrain = ws.cfg.monitoring.retrain if ws.cfg.monitoring else None
+    if alert and retrain is not None and retrained_at is None:
+        ref = retrain.ref or gh.default_branch()
+        inputs = dict(retrain.inputs)
+        payload = {"endpoint": endpoint, "project": ws.project, "version": report["version"], "sha": report["sha"],
+                   "alerts": [a[:200] for a in report["alerts"][:5]], "issue": out["issue"]}  # fmt: skip
+        where = (retrain.workflow, retrain.event_type, ref, inputs, payload)
+        url = ws.fx.each("github", "request", lambda: gh.dispatch(*where), lambda: gh.plan_dispatch(*where))
+        out["dispatched"] = url or "planned"
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        # the issue now says so: the next run does not dispatch again (a dry run made no issue to read
+        # back: it plans the edit of the one it would have made)
+        body = _issue_body(ws, report, mark, at, gh.settings.run_url)
+        number = found[0] if found else "{number}"
+        edit = {"method": "PATCH", "path": gh.issue_path(number), "body": {"body": body}}
+        again = ws.fx.each("github", "request", lambda: gh.upsert_issue(mark, title, body, create=True),
+                           lambda: [edit])  # fmt: skip
+        if again is not None:
+            out["action"] = "created" if issue is not None and issue.action == "created" else again.action
+    return out

@@ -32,6 +32,8 @@ ALL_PERMISSIONS = frozenset(
         "deployments:write",
         "contents:read",
         "actions:read",
+        "actions:write",
+        "contents:write",
     }
 )
 READ_ONLY = frozenset({"contents:read"})
@@ -143,6 +145,10 @@ class FakeGitHub:
         self.deployment_statuses: dict[int, list[dict[str, Any]]] = {}
         self.requests: list[tuple[str, str]] = []
         self.pulls: dict[tuple[str, int], str] = {}  # (repo, number) → head sha
+        self.issues: dict[tuple[str, int], dict[str, Any]] = {}  # (repo, number) → issue (not PRs)
+        # (repo, workflow file) → the names of its workflow_dispatch inputs; None: no such trigger
+        self.workflows: dict[tuple[str, str], frozenset[str] | None] = {}
+        self.dispatches: list[dict[str, Any]] = []  # workflow_dispatch and repository_dispatch events made
         # workflow-run artifacts another run uploaded: id → {name, repo, run_id, zip (a file path)}
         self.artifacts: dict[int, dict[str, Any]] = {}
         self.faults: list[Fault] = []
@@ -212,6 +218,28 @@ class FakeGitHub:
         }  # fmt: skip
         self.comments[cid] = c
         return c
+
+    def new_issue(self, repo: str, title: str, body: str, login: str) -> dict[str, Any]:
+        """An issue, numbered after every issue and pull request of the repository (GitHub numbers
+        both from one sequence), in the shape of docs.github.com/rest/issues/issues#get-an-issue
+        (the fields PyGithub's Issue reads)."""
+        taken = [n for r, n in (*self.issues, *self.pulls) if r == repo]
+        number = max(taken, default=0) + 1
+        iid = self._id()
+        issue = {
+            "id": iid, "node_id": f"I_{iid}", "number": number, "title": title, "body": body, "state": "open",
+            "state_reason": None, "locked": False, "labels": [], "assignees": [], "comments": 0,
+            "url": self._url(f"/repos/{repo}/issues/{number}"),
+            "html_url": f"https://github.example/{repo}/issues/{number}",
+            "comments_url": self._url(f"/repos/{repo}/issues/{number}/comments"),
+            "user": {"login": login, "id": self.user_id(login), "type": "Bot" if login.endswith("[bot]") else "User"},
+            "created_at": _now(), "updated_at": _now(), "closed_at": None, "_repo": repo,
+        }  # fmt: skip
+        self.issues[(repo, number)] = issue
+        return issue
+
+    def repo_issues(self, repo: str) -> list[dict[str, Any]]:
+        return [i for (r, _), i in sorted(self.issues.items()) if r == repo]
 
     @staticmethod
     def public(obj: dict[str, Any]) -> dict[str, Any]:
@@ -433,6 +461,86 @@ class FakeGitHub:
             if method == "DELETE":
                 del self.comments[c["id"]]
                 return 204, None, {}
+
+        if rest == "/issues":
+            if method == "GET":
+                # docs.github.com/rest/issues/issues#list-repository-issues: open ones by default, newest
+                # first (sort=created, direction=desc); `creator` filters by login
+                state = query.get("state", "open")
+                found = [i for i in self.repo_issues(repo) if state == "all" or i["state"] == state
+                         if query.get("creator") in (None, i["user"]["login"])]  # fmt: skip
+                key = "updated_at" if query.get("sort") == "updated" else "number"
+                found.sort(key=lambda i: i[key], reverse=query.get("direction", "desc") == "desc")
+                return self._page(path, found, query)
+            if method == "POST":
+                # "Issues: write"; title is required (422 otherwise); the body limit is the comments' one
+                if not perms & {"issues:write"}:
+                    return self._forbidden()
+                if not isinstance(body.get("title"), str) or not body["title"]:
+                    return 422, {"message": "Validation Failed", "documentation_url": DOCS}, {}
+                if len(body.get("body") or "") > 65536:
+                    return 422, {"message": "Validation Failed: body is too long (maximum is 65536 characters)"}, {}
+                return 201, self.public(self.new_issue(repo, body["title"], body.get("body") or "", who.login)), {}
+        if mm := re.fullmatch(r"/issues/(\d+)", rest):
+            issue = self.issues.get((repo, int(mm.group(1))))
+            if issue is None:
+                return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            if method == "GET":
+                return 200, self.public(issue), {}
+            if method == "PATCH":
+                # docs.github.com/rest/issues/issues#update-an-issue: state open|closed, state_reason
+                # completed|not_planned|reopened
+                if "issues:write" not in perms:
+                    return self._forbidden()
+                if len(body.get("body") or "") > 65536:
+                    return 422, {"message": "Validation Failed: body is too long (maximum is 65536 characters)"}, {}
+                if body.get("state") not in (None, "open", "closed") or body.get("state_reason") not in (
+                        None, "completed", "not_planned", "reopened"):  # fmt: skip
+                    return 422, {"message": "Validation Failed", "documentation_url": DOCS}, {}
+                for k in ("title", "body", "state", "state_reason"):
+                    if k in body:
+                        issue[k] = body[k]
+                issue["closed_at"] = _now() if issue["state"] == "closed" else None
+                issue["updated_at"] = _now()
+                return 200, self.public(issue), {}
+        if (mm := re.fullmatch(r"/actions/workflows/([^/]+)/dispatches", rest)) and method == "POST":
+            # docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event: "Actions: write",
+            # 204 No Content (200 with the run's id only when asked with return_run_details, PyGithub's
+            # Workflow.create_dispatch). The 422 messages are GitHub's, verbatim in fcetool/fcetool#1
+            # ("Workflow does not have 'workflow_dispatch' trigger"), peter-evans/slash-command-dispatch#115
+            # ('Unexpected inputs provided: ["test"]') and convictional/trigger-workflow-and-wait#44
+            # ("No ref found for: fail").
+            if "actions:write" not in perms:
+                return self._forbidden()
+            name = unquote(mm.group(1))
+            if (repo, name) not in self.workflows:
+                return 404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"}, {}
+            inputs = self.workflows[(repo, name)]
+            if inputs is None:
+                return 422, {"message": "Workflow does not have 'workflow_dispatch' trigger", "status": "422",
+                             "documentation_url": DOCS}, {}  # fmt: skip
+            ref = body.get("ref")
+            setup = self.setups.get(repo) or RepoSetup()
+            if ref not in (setup.default_branch, *setup.protection):
+                return 422, {"message": f"No ref found for: {ref}", "documentation_url": DOCS}, {}
+            extra = sorted(set(body.get("inputs") or {}) - inputs)
+            if extra:
+                unexpected = f"Unexpected inputs provided: {json.dumps(extra)}"
+                return 422, {"message": unexpected, "documentation_url": DOCS}, {}
+            self.dispatches.append({"kind": "workflow_dispatch", "repo": repo, "workflow": name, "ref": ref,
+                                    "inputs": dict(body.get("inputs") or {})})  # fmt: skip
+            return 204, None, {}
+        if rest == "/dispatches" and method == "POST":
+            # docs.github.com/rest/repos/repos#create-a-repository-dispatch-event: "Contents: write", 204;
+            # event_type at most 100 characters, client_payload at most 10 top-level properties
+            if "contents:write" not in perms:
+                return self._forbidden()
+            event, payload = body.get("event_type"), body.get("client_payload") or {}
+            if not isinstance(event, str) or not 0 < len(event) <= 100 or len(payload) > 10:
+                return 422, {"message": "Validation Failed", "documentation_url": DOCS}, {}
+            self.dispatches.append({"kind": "repository_dispatch", "repo": repo, "event_type": event,
+                                    "client_payload": payload})  # fmt: skip
+            return 204, None, {}
 
         if rest == "/check-runs" and method == "POST":
             if "checks:write" not in perms:

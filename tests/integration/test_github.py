@@ -255,3 +255,61 @@ def test_more_than_50_annotations_are_sent_in_batches(fake: FakeGitHub):
     (run,) = fake.check_runs.values()
     assert len(run["_annotations"]) == 120
     assert fake.count("POST", "/check-runs") == 1 and fake.count("PATCH", "/check-runs/") == 2
+
+
+MARK = "<!-- mlops-ci:monitor project=p endpoint=prod -->"
+
+
+def test_the_sticky_issue_is_ours_only_and_one(fake: FakeGitHub):
+    from tests.fakes.github_api import Account
+
+    gh = client(fake)
+    # someone's issue with our marker, and a closed one of ours: neither is the one
+    fake.new_issue(REPO, "copy", MARK + "\nnot ours", "mallory")
+    closed = fake.new_issue(REPO, "old alert", MARK + "\nhandled", "github-actions[bot]")
+    closed["state"] = "closed"
+    assert gh.upsert_issue(MARK, "t", MARK + "\nquiet", create=False) is None and fake.writes() == 0
+    made = gh.upsert_issue(MARK, "drift", MARK + "\none", create=True)
+    assert made.action == "created" and made.number == 3
+    assert gh.upsert_issue(MARK, "drift", MARK + "\none", create=True).action == "unchanged"
+    assert gh.upsert_issue(MARK, "drift", MARK + "\ntwo", create=False).action == "updated"
+    assert fake.issues[(REPO, 3)]["body"] == MARK + "\ntwo" and fake.issues[(REPO, 1)]["body"] == MARK + "\nnot ours"
+    assert gh.find_issue(MARK) == (3, MARK + "\ntwo", "https://github.example/acme/models/issues/3")
+    # two concurrent jobs each opened one: the oldest stays, ours only is closed (not planned)
+    fake.new_issue(REPO, "drift", MARK + "\nrace", "github-actions[bot]")
+    assert gh.upsert_issue(MARK, "drift", MARK + "\nthree", create=True).number == 3
+    assert fake.issues[(REPO, 4)]["state"] == "closed" and fake.issues[(REPO, 4)]["state_reason"] == "not_planned"
+    assert fake.issues[(REPO, 1)]["state"] == "open"
+    # a PAT acts as its user: the bot's issue is not that user's
+    fake.tokens["ghp_user"] = ALL_PERMISSIONS
+    fake.accounts["ghp_user"] = Account("octocat", 583231, installation=False)
+    assert client(fake, "ghp_user").find_issue(MARK) is None
+
+
+def test_dispatch_refusals_are_one_line_with_the_fix(fake: FakeGitHub):
+    from mlops_ci.errors import PermissionDenied, UsageError
+
+    gh = client(fake)
+    fake.workflows[(REPO, "train.yml")] = frozenset({"force"})
+    fake.workflows[(REPO, "push-only.yml")] = None
+    url = gh.dispatch("train.yml", None, "main", {"force": "true"}, {})
+    assert url == "https://github.example/acme/models/actions/workflows/train.yml"
+    with pytest.raises(UsageError, match="Workflow does not have 'workflow_dispatch' trigger"):
+        gh.dispatch("push-only.yml", None, "main", {}, {})
+    with pytest.raises(UsageError, match=r'Unexpected inputs provided: \["reason"\]'):
+        gh.dispatch("train.yml", None, "main", {"reason": "drift"}, {})
+    with pytest.raises(UsageError, match="No ref found for: nope"):
+        gh.dispatch("train.yml", None, "nope", {}, {})
+    gh.dispatch(None, "retrain", "main", {}, {"endpoint": "prod", "alerts": ["f0"]})
+    assert fake.dispatches == [
+        {"kind": "workflow_dispatch", "repo": REPO, "workflow": "train.yml", "ref": "main",
+         "inputs": {"force": "true"}},
+        {"kind": "repository_dispatch", "repo": REPO, "event_type": "retrain",
+         "client_payload": {"endpoint": "prod", "alerts": ["f0"]}},
+    ]  # fmt: skip
+    fake.tokens["no-actions"] = ALL_PERMISSIONS - {"actions:write", "contents:write"}
+    for args in (("train.yml", None), (None, "retrain")):
+        with pytest.raises(PermissionDenied) as exc:
+            client(fake, "no-actions").dispatch(*args, "main", {}, {})
+        assert ("actions: write" if args[0] else "contents: write") in exc.value.message
+    assert len(fake.dispatches) == 2

@@ -110,3 +110,99 @@ def test_monitor_needs_a_capture_and_a_baseline(project: Project):
     assert code == 2 and "has no `capture:`" in err
     code, _, err = project.cli("monitor", "nowhere")
     assert code == 4 and "no endpoint named nowhere" in err
+
+
+def _scheduled_env(monkeypatch, gh, tmp_path: Path, token: str) -> None:
+    """A scheduled workflow's job, as Actions sets it up, against the fake GitHub."""
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"schedule": "17 * * * *"}))
+    for k, v in {
+        "GITHUB_ACTIONS": "true", "GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": token, "GITHUB_REPOSITORY": REPO,
+        "GITHUB_EVENT_NAME": "schedule", "GITHUB_EVENT_PATH": str(event), "GITHUB_REF": "refs/heads/main",
+        "GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SERVER_URL": "https://github.example",
+        "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0", "MLOPS_CI_ALLOW_RUNNER_STORE": "true",
+        "MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+
+
+REPO = "acme/models"
+
+
+def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(project: Project, tmp_path, monkeypatch):
+    from tests.fakes.github_api import ALL_PERMISSIONS, Account, FakeGitHub
+
+    token = "ghs_monitor"
+    gh = FakeGitHub(tokens={token: ALL_PERMISSIONS, "ghp_someone": ALL_PERMISSIONS},
+                    accounts={"ghp_someone": Account("mallory", 99, installation=False)}).start()  # fmt: skip
+    gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset({"force"})
+    try:
+        rng = random.Random(7)
+        rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
+        (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+        retrain = "monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}"
+        config = _config().replace("monitoring: {min_records: 50}", retrain)
+        (project.path / "mlops-ci.yaml").write_text(config)
+        project.commit("monitoring with retraining")
+        release(project, "v1.0.0")
+        project.ok("deploy", "v1.0.0")
+        url = str(endpoint_state(project, "production")["url"])
+        _send(url, [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(200)])
+        _wait_for(project, 200)
+        _scheduled_env(monkeypatch, gh, tmp_path, token)
+
+        # calm: no issue is opened, nothing is dispatched, nothing is written
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 0, err
+        assert "no monitor issue" in err and gh.writes() == 0 and gh.dispatches == []
+
+        # someone else's issue carrying our marker is not ours: never edited, never counted
+        marker = "<!-- mlops-ci:monitor project=fast endpoint=production -->"
+        theirs = gh.new_issue(REPO, "fake alert", marker + "\nplease click ::error::here", "mallory")
+
+        # shifted traffic: the dry run plans the issue, the dispatch and the issue's edit
+        _send(url, [[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(300)])
+        _wait_for(project, 500)
+        code, out, err = project.cli("monitor", "production", "--post", "--dry-run", "--json")
+        assert code == 16, err
+        plan = json.loads(out)["plan"]
+        assert [(p["method"], p["path"]) for p in plan] == [
+            ("POST", f"/repos/{REPO}/issues"),
+            ("POST", f"/repos/{REPO}/actions/workflows/mlops-ci-train.yml/dispatches"),
+            ("PATCH", f"/repos/{REPO}/issues/{{number}}"),
+        ]
+        assert plan[1]["body"] == {"ref": "main", "inputs": {"force": "true"}}
+        assert gh.writes() == 0
+
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16, err
+        ours = [i for i in gh.repo_issues(REPO) if i is not theirs]
+        assert len(ours) == 1 and ours[0]["user"]["login"] == "github-actions[bot]"
+        issue = ours[0]
+        assert f"monitor issue created: {issue['html_url']}" in err and "retraining dispatched" in err
+        assert issue["title"] == "mlops-ci monitor: drift on production (fast)"
+        body = issue["body"]
+        assert body.startswith(marker + "\n") and "🚨 **Alert**" in body and "| f0 | number |" in body
+        assert "actions/runs/4242" in body and "Retraining was dispatched at" in body
+        assert gh.dispatches == [{"kind": "workflow_dispatch", "repo": REPO, "workflow": "mlops-ci-train.yml",
+                                  "ref": "main", "inputs": {"force": "true"}}]  # fmt: skip
+        assert theirs["body"].endswith("::error::here") and theirs["state"] == "open"
+
+        # the next run: the same issue, edited in place; no second dispatch
+        _send(url, [[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(50)])
+        _wait_for(project, 550)
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16, err
+        assert [i["number"] for i in gh.repo_issues(REPO) if i is not theirs] == [issue["number"]]
+        assert f"monitor issue updated: {issue['html_url']}" in err and len(gh.dispatches) == 1
+        assert "550 captured request(s)" in gh.issues[(REPO, issue["number"])]["body"]
+
+        # a human closes it: the next alert opens a new issue and dispatches again
+        issue["state"] = "closed"
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16, err
+        assert len([i for i in gh.repo_issues(REPO) if i["state"] == "open" and i is not theirs]) == 1
+        assert len(gh.dispatches) == 2
+    finally:
+        gh.stop()
+        project.ok("endpoint", "stop", "production")

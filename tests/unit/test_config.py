@@ -310,3 +310,37 @@ def test_a_compare_url_override_with_known_placeholders_is_kept():
     default = parse("project: x\ntracking: {backend: comet, workspace: acme}\n").tracking
     assert default.compare_url == "{server}/{workspace}/{project}/{baseline}/{head}/compare"
     assert (default.deployed_status, default.retired_status) == ("Production", "None")
+
+
+def test_retrain_is_a_workflow_dispatch_or_a_repository_dispatch():
+    text = fast_config(extra="monitoring:\n  retrain: {workflow: mlops-ci-train.yml, inputs: {force: true, n: 3}}\n")
+    retrain = parse(text).monitoring.retrain
+    assert (retrain.workflow, retrain.ref, retrain.inputs, retrain.event_type) == (
+        "mlops-ci-train.yml", None, (("force", "true"), ("n", "3")), None)  # fmt: skip
+    default = parse(fast_config(extra="monitoring:\n  retrain: {workflow: t.yaml, ref: release/2}\n")).monitoring
+    assert default.retrain.inputs == (("force", "true"),) and default.retrain.ref == "release/2"
+    event = parse(fast_config(extra="monitoring:\n  retrain: {event_type: retrain-model}\n")).monitoring.retrain
+    assert (event.workflow, event.event_type) == (None, "retrain-model")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("{}", "exactly one"),
+        ("{workflow: a.yml, event_type: b}", "exactly one"),
+        ("{workflow: ../../evil.yml}", "a workflow's file name"),
+        ('{workflow: "a.yml\\n::error::x"}', "a workflow's file name"),
+        ("{workflow: a.yml, ref: '-x'}", "a branch or tag name"),
+        ("{workflow: a.yml, ref: 'a..b'}", "a branch or tag name"),
+        ("{workflow: a.yml, inputs: [force]}", "a mapping of workflow inputs"),
+        ("{workflow: a.yml, inputs: {'bad name': x}}", "is a workflow input"),
+        ("{workflow: a.yml, inputs: {force: [1]}}", "is a workflow input"),
+        ("{event_type: x, ref: main}", "is for `workflow`"),
+        ("{event_type: '" + "x" * 101 + "'}", "1 to 100 printable characters"),
+        ('{event_type: "a\\nb"}', "1 to 100 printable characters"),
+    ],
+)
+def test_retrain_refuses_what_github_would(snippet: str, expected: str):
+    with pytest.raises(ConfigError) as exc:
+        parse(fast_config(extra=f"monitoring:\n  retrain: {snippet}\n"))
+    assert expected in exc.value.message and "\n" not in exc.value.message
