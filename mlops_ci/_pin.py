@@ -3,5 +3,5 @@ commit (never a package-index name the project does not control). `make pin` set
 a release tag; `mlops-ci init --action-ref` overrides them for one repository."""
 
 ACTION_REPOSITORY = "mlops-ci/mlops-ci"
-ACTION_SHA = "1ce23742c81bac13920f96a39ad86cc616560e43"
+ACTION_SHA = "c2dfef460c9e2be72249d576008d9f7d3e625d3c"
 ACTION_VERSION = "0.1.0"
