@@ -209,6 +209,12 @@ endpoints:
       termination_wait_seconds: 0
       max_execution_timeout: 600
       alarms: [churn-prod-5xx]
+    monitor_schedule:
+      cron: "cron(0 0/6 ? * * *)"
+      instance_type: ml.m5.xlarge
+      instance_count: 1
+      volume_size_gb: 20
+      max_runtime_seconds: 3600
 aws:
   role: arn:aws:iam::123456789012:role/churn-sagemaker-execution
   bucket: acme-ml
@@ -964,6 +970,31 @@ DESCRIPTIONS: dict[str, Doc] = {
     ),
     "endpoints[].deployment.max_execution_timeout": Doc("Limit of the whole update in seconds, at most 28800."),
     "endpoints[].deployment.alarms": Doc("CloudWatch alarm names: one in alarm during the update rolls it back."),
+    "endpoints[].monitor_schedule": Doc(
+        "`sagemaker` only, with `capture:`: the SageMaker Model Monitor data-quality schedule "
+        "`mlops-ci monitor ENDPOINT --schedule` creates (or moves to the version served; it refuses an endpoint "
+        "without this key): `true` for the defaults, or these settings. See "
+        "[SageMaker Model Monitor](monitoring.md#sagemaker-model-monitor).",
+        type="`true`, `false` or a mapping",
+        default="none",
+    ),
+    "endpoints[].monitor_schedule.cron": Doc(
+        "When the monitoring job runs: hourly `cron(0 * ? * * *)`, daily at an hour (UTC) `cron(0 8 ? * * *)`, or "
+        "every N hours from an hour `cron(0 0/6 ? * * *)`: the schedules Model Monitor takes.",
+        default="`cron(0 * ? * * *)` (hourly)",
+    ),
+    "endpoints[].monitor_schedule.instance_type": Doc(
+        "The instance type of the baselining and monitoring jobs: one a processing job runs on.",
+        default="`ml.m5.xlarge`",
+    ),
+    "endpoints[].monitor_schedule.instance_count": Doc("Instances of each job, 1-100.", default="`1`"),
+    "endpoints[].monitor_schedule.volume_size_gb": Doc(
+        "Each instance's storage volume in GB, 1-16384.", default="`20`"
+    ),
+    "endpoints[].monitor_schedule.max_runtime_seconds": Doc(
+        "A job is stopped after this many seconds, 1-86400; keep it under the schedule's interval.",
+        default="`3600`",
+    ),
     "aws": Doc("Where SageMaker work happens. See [Amazon SageMaker](sagemaker.md)."),
     "aws.region": Doc(
         "The region of the SageMaker (and KMS signing) calls.", default="`AWS_REGION`, else `AWS_DEFAULT_REGION`"

@@ -350,3 +350,32 @@ def problem(framework: str, version: str, scope: str, instance_type: str, *,
     except Unknown:
         return None
     return None
+
+
+# -- SageMaker Model Monitor's analyzer --------------------------------------------------------
+# The pre-built container of data-quality baselining and monitoring jobs, one account per region
+# (sagemaker-core 2.27.0, image_uri_config/model-monitor.json; the image has no tag). Compared with
+# the SDK's `image_uris.retrieve("model-monitor", region)` by tests/unit/test_sagemaker_images.py.
+MODEL_MONITOR_REPOSITORY = "sagemaker-model-monitor-analyzer"
+MODEL_MONITOR_ACCOUNTS = {
+    "af-south-1": "875698925577", "ap-east-1": "001633400207", "ap-northeast-1": "574779866223",
+    "ap-northeast-2": "709848358524", "ap-northeast-3": "990339680094", "ap-south-1": "126357580389",
+    "ap-southeast-1": "245545462676", "ap-southeast-2": "563025443158", "ap-southeast-3": "669540362728",
+    "ca-central-1": "536280801234", "cn-north-1": "453000072557", "cn-northwest-1": "453252182341",
+    "eu-central-1": "048819808253", "eu-central-2": "590183933784", "eu-north-1": "895015795356",
+    "eu-south-1": "933208885752", "eu-south-2": "437450045455", "eu-west-1": "468650794304",
+    "eu-west-2": "749857270468", "eu-west-3": "680080141114", "il-central-1": "843974653677",
+    "me-central-1": "588750061953", "me-south-1": "607024016150", "sa-east-1": "539772159869",
+    "us-east-1": "156813124566", "us-east-2": "777275614652", "us-isof-east-1": "853188333426",
+    "us-isof-south-1": "467912361380", "us-west-1": "890145073186", "us-west-2": "159807026194",
+}  # fmt: skip
+
+
+def model_monitor_uri(region: str) -> str:
+    """The Model Monitor analyzer image in `region`; Unknown where SageMaker has none listed."""
+    account = MODEL_MONITOR_ACCOUNTS.get(region)
+    if account is None:
+        raise Unknown(f"SageMaker Model Monitor's analyzer image is not listed for region {region} (it is in "
+                      f"{len(MODEL_MONITOR_ACCOUNTS)} regions); use one of those")  # fmt: skip
+    suffix = next((s for prefix, s in _DNS_SUFFIXES if region.startswith(prefix)), "amazonaws.com")
+    return f"{account}.dkr.ecr.{region}.{suffix}/{MODEL_MONITOR_REPOSITORY}"

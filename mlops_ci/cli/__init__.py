@@ -218,6 +218,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     mo.add_argument("--output", "-o", metavar="FILE", help="also write the markdown report to FILE")
     mo.add_argument("--post", action="store_true", help="open (on an alert) or update the endpoint's one GitHub "
                     "issue, and dispatch retraining on a new alert when monitoring.retrain is set")  # fmt: skip
+    mo.add_argument("--schedule", action="store_true", help="on a SageMaker endpoint: create or update its "
+                    "SageMaker Model Monitor data-quality schedule (endpoints[].monitor_schedule) instead of "
+                    "comparing here")  # fmt: skip
     mo.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
     st = sub.add_parser("status", help="declared vs live state of every endpoint")

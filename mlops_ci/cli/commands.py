@@ -238,6 +238,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if cmd == "status":
             return status(ws, check=args.check, as_json=args.json)
         if cmd == "monitor":
+            if args.schedule:
+                return monitor_schedule_cmd(ws, args.endpoint, as_json=args.json, post=args.post, output=args.output)
             return monitor_cmd(ws, args.endpoint, args.since, as_json=args.json, output=args.output, post=args.post)
         if cmd == "lineage":
             return lineage_cmd(ws, args.target, as_json=args.json)
@@ -709,6 +711,24 @@ def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, ou
     if report["alerts"]:
         raise MonitorAlert(f"monitor: {len(report['alerts'])} alert(s) on {endpoint}: {report['alerts'][0]}"
                            + ("; the report lists the others" if len(report["alerts"]) > 1 else ""))  # fmt: skip
+    return 0
+
+
+def monitor_schedule_cmd(ws: Workspace, endpoint: str, *, as_json: bool, post: bool, output: str | None) -> int:
+    from ..verbs.monitor_schedule import schedule
+
+    if post or output:
+        raise UsageError("--schedule leaves the comparison to SageMaker Model Monitor (its reports in S3, its metrics "
+                         "in CloudWatch): --post and --output are for `monitor` without --schedule")  # fmt: skip
+    done = schedule(ws, endpoint)
+    done.pop("plan", None)  # a dry run prints the plan after the result
+    if as_json:
+        _json(done)
+        return 0
+    out(
+        f"Model Monitor schedule {done['schedule']} {done['status']}: endpoint {endpoint} v{done['version']} "
+        f"({done['sha'][:8]}), {done['cron']}, baseline {done['baseline']['uri']}, reports {done['reports']}"
+    )
     return 0
 
 

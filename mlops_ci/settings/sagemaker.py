@@ -73,6 +73,56 @@ class SageMakerDeployment:
     alarms: tuple[str, ...] = ()
 
 
+# The schedules SageMaker Model Monitor takes: hourly, daily at an hour, or every N hours from an
+# hour (the SDK's CronExpressionGenerator: hourly, daily, daily_every_x_hours). The service model
+# gives ScheduleExpression only a length (1-256); "NOW" (a one-off run) is not a schedule.
+MONITOR_CRON = r"^cron\(0 (\*|(1?[0-9]|2[0-3])(/([1-9]|1[0-9]|2[0-3]))?) \? \* \* \*\)\Z"
+
+# The instance types a processing (and so a monitoring) job runs on: the enum of the service
+# model's ProcessingInstanceType (botocore 1.40), family -> sizes; the settings import no SDK, and
+# tests/unit/test_sagemaker_monitor_settings.py checks each one against botocore's model.
+_PROCESSING_SIZES = """
+t3: medium large xlarge 2xlarge
+m4: xlarge 2xlarge 4xlarge 10xlarge 16xlarge
+c4: xlarge 2xlarge 4xlarge 8xlarge
+p2: xlarge 8xlarge 16xlarge
+p3: 2xlarge 8xlarge 16xlarge
+c5: xlarge 2xlarge 4xlarge 9xlarge 18xlarge
+m5: large xlarge 2xlarge 4xlarge 12xlarge 24xlarge
+r5 r5d: large xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge
+g4dn: xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge
+g5 g6 g6e: xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 48xlarge
+m6i r6i: large xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 32xlarge
+c6i: xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 32xlarge
+m7i c7i r7i: large xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 48xlarge
+p5: 4xlarge
+g7 g7e: 2xlarge 4xlarge 8xlarge 12xlarge 24xlarge 48xlarge
+m8i r8i: large xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 32xlarge 48xlarge 96xlarge
+c8i: xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge 24xlarge 32xlarge 48xlarge 96xlarge
+m7i-flex m8i-flex r8i-flex: large xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge
+c7i-flex c8i-flex: xlarge 2xlarge 4xlarge 8xlarge 12xlarge 16xlarge
+"""
+PROCESSING_INSTANCE_TYPES = frozenset(
+    f"ml.{f}.{size}"
+    for line in _PROCESSING_SIZES.strip().splitlines()
+    for f in line.split(":")[0].split()
+    for size in line.split(":")[1].split()
+)
+
+
+@dataclass(frozen=True)
+class SageMakerMonitorSchedule:
+    """`endpoints[].monitor_schedule`: a SageMaker Model Monitor data-quality schedule on the
+    endpoint's captured traffic (mlops_ci/backends/sagemaker_monitor.py). The limits are the
+    service model's (MonitoringClusterConfig, MonitoringStoppingCondition)."""
+
+    cron: str = "cron(0 * ? * * *)"  # hourly, the SDK's CronExpressionGenerator.hourly()
+    instance_type: str = "ml.m5.xlarge"  # the SDK's DefaultModelMonitor default
+    instance_count: int = 1
+    volume_size_gb: int = 20
+    max_runtime_seconds: int = 3600
+
+
 @dataclass(frozen=True)
 class SageMakerEndpointConfig(EndpointConfig):
     """An endpoint with `backend: sagemaker`."""
@@ -80,6 +130,7 @@ class SageMakerEndpointConfig(EndpointConfig):
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
     deployment: SageMakerDeployment = field(default_factory=SageMakerDeployment)
+    monitor_schedule: SageMakerMonitorSchedule | None = None
 
 
 # -- training -------------------------------------------------------------------------------
@@ -217,7 +268,44 @@ def _parse_endpoint(r: _Reader, m: dict[str, object], ep: KeyPath, core: Endpoin
         instance_type=r.string(m.get("instance_type", "ml.m5.large"), (*ep, "instance_type")),
         instance_count=r.integer(m.get("instance_count", 1), (*ep, "instance_count"), minimum=1),
         deployment=_parse_deployment(r, m.get("deployment"), (*ep, "deployment")),
+        monitor_schedule=_parse_monitor_schedule(r, m, (*ep, "monitor_schedule"), core),
     )
+
+
+def _parse_monitor_schedule(
+    r: _Reader, m: dict[str, object], p: KeyPath, core: EndpointConfig
+) -> SageMakerMonitorSchedule | None:
+    """`monitor_schedule: true`, `false`, or a mapping of its settings."""
+    raw = m.get("monitor_schedule")
+    if raw is None or raw is False:
+        return None
+    d = SageMakerMonitorSchedule()
+    if raw is True:
+        out = d
+    else:
+        s = r.mapping(raw, p, tuple(SageMakerMonitorSchedule.__dataclass_fields__))
+        cron = r.string(s.get("cron", d.cron), (*p, "cron"))
+        if not re.match(MONITOR_CRON, cron):
+            raise r.fail((*p, "cron"), f"'{cron}' is not a schedule Model Monitor takes: hourly "
+                         "'cron(0 * ? * * *)', daily at an hour 'cron(0 8 ? * * *)', or every N hours from an hour "
+                         "'cron(0 0/6 ? * * *)'")  # fmt: skip
+        itype = r.string(s.get("instance_type", d.instance_type), (*p, "instance_type"))
+        if itype not in PROCESSING_INSTANCE_TYPES:
+            raise r.fail((*p, "instance_type"), f"'{itype}' is not an instance type SageMaker runs a monitoring job "
+                         "on (ProcessingInstanceType): e.g. ml.m5.xlarge, ml.m5.large, ml.c5.xlarge")  # fmt: skip
+        # the service model's ranges: InstanceCount 1-100, VolumeSizeInGB 1-16384, MaxRuntimeInSeconds 1-86400
+        limits = {"instance_count": (d.instance_count, 100), "volume_size_gb": (d.volume_size_gb, 16384),
+                  "max_runtime_seconds": (d.max_runtime_seconds, 86400)}  # fmt: skip
+        values: dict[str, int] = {}
+        for key, (default, top) in limits.items():
+            values[key] = r.integer(s.get(key, default), (*p, key), minimum=1)
+            if values[key] > top:
+                raise r.fail((*p, key), f"SageMaker allows 1-{top}")
+        out = SageMakerMonitorSchedule(cron=cron, instance_type=itype, **values)
+    if core.capture is None:
+        raise r.fail(p, "needs the endpoint's `capture:` (Model Monitor reads the captured traffic): add capture: "
+                     "{percent: 20}")  # fmt: skip
+    return out
 
 
 def _parse_deployment(r: _Reader, raw: object, p: KeyPath) -> SageMakerDeployment:
@@ -341,6 +429,9 @@ def _check_search(r: _Reader, cfg: Config) -> None:
 
 TRAINING = Settings(SageMakerTrainingConfig, ("sagemaker",), _parse_training, _check_training, _advice)
 ENDPOINT = Settings(
-    SageMakerEndpointConfig, ("instance_type", "instance_count", "deployment"), _parse_endpoint, _check_serving
+    SageMakerEndpointConfig,
+    ("instance_type", "instance_count", "deployment", "monitor_schedule"),
+    _parse_endpoint,
+    _check_serving,
 )
 REGISTRY = Settings(check=_check_serving)  # its keys are the core's (registry.model_package_group, approval)

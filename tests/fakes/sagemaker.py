@@ -16,6 +16,9 @@ the real behaviour in front of it:
 - hyperparameter tuning jobs run (moto 5.2 stores one as Completed with a constant best job and
   never starts a training job; ListTrainingJobsForHyperParameterTuningJob is missing): see
   `_op_CreateHyperParameterTuningJob`.
+- SageMaker Model Monitor (moto 5.2 has none of it): processing jobs that run (a baselining job
+  writes statistics.json and constraints.json of its dataset), data-quality job definitions and
+  monitoring schedules: see `_op_CreateProcessingJob`.
 
 Faults are injected per test: throttling, a failing job, a failing endpoint create/update,
 a model that errors on invocation.
@@ -103,6 +106,12 @@ class FakeSageMaker:
         self.tunings: dict[str, _Tuning] = {}
         # what a tuning job's trial 'does', from its HyperParameters (default: `script`)
         self.trial_script: Callable[[dict[str, str]], JobScript] | None = None
+        # Model Monitor: processing jobs (request, status, polls), job definitions, schedules
+        self.processing: dict[str, dict[str, Any]] = {}
+        self.job_definitions: dict[str, dict[str, Any]] = {}
+        self.schedules: dict[str, dict[str, Any]] = {}
+        self.baseline_failure: str | None = None  # the next baselining jobs end Failed with this FailureReason
+        self.baseline_writes = True  # False: a baselining job completes without writing its files
 
     # -- inspection ----------------------------------------------------------------------
     @property
@@ -559,6 +568,143 @@ class FakeSageMaker:
         self.pending.pop(params["EndpointName"], None)
         return self._moto(environ, start_response)
 
+    # -- Model Monitor -------------------------------------------------------------------
+    # What SageMaker does, as its API reference and Developer Guide say it:
+    # - a processing job goes InProgress, then Completed/Failed/Stopped (DescribeProcessingJob,
+    #   ProcessingJobStatus), with FailureReason when it failed; names are unique per account and
+    #   region: a second create is ResourceInUse (CreateProcessingJob, Errors);
+    # - the Model Monitor analyzer, run as a baselining job (Developer Guide, "Create a Baseline";
+    #   the SDK's DefaultModelMonitor.suggest_baseline), reads the dataset at its `dataset_source`
+    #   in the format of `dataset_format` and writes statistics.json and constraints.json to its
+    #   `output_path`, which the job uploads to the output's S3Uri; the files' shapes are the
+    #   Developer Guide's "Schema for Statistics" and "Schema for Constraints" (a headerless CSV's
+    #   columns are named _c0, _c1, ... as Spark names them);
+    # - Describe* of something that does not exist is ResourceNotFound (the operations' Errors in the
+    #   service model); a job definition or schedule name already taken is ResourceInUse;
+    # - a schedule is Pending, then Scheduled (DescribeMonitoringSchedule, MonitoringScheduleStatus);
+    #   UpdateMonitoringSchedule replaces its MonitoringScheduleConfig.
+    def _arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{name.lower()}"
+
+    def _not_found(self, start_response: Any, what: str) -> Iterator[bytes]:
+        return self._error(start_response, 400, "ResourceNotFound", f"Could not find {what}.")
+
+    def _op_CreateProcessingJob(self, params: dict[str, Any], environ: Any, start_response: Any) -> Iterator[bytes]:
+        name = params["ProcessingJobName"]
+        if name in self.processing:
+            arn = self._arn("processing-job", name)
+            return self._error(start_response, 400, "ResourceInUse", f"Job name must be unique within an AWS "
+                               f"account and region, and a job with this name already exists ({arn})")  # fmt: skip
+        self.processing[name] = {"request": params, "status": "InProgress", "polls": 0, "created": time.time(),
+                                 "failure": self.baseline_failure}  # fmt: skip
+        return self._json(start_response, 200, {"ProcessingJobArn": self._arn("processing-job", name)})
+
+    def _op_DescribeProcessingJob(self, params: dict[str, Any], environ: Any, start_response: Any) -> Iterator[bytes]:
+        name = params["ProcessingJobName"]
+        job = self.processing.get(name)
+        if job is None:
+            return self._not_found(start_response, f"requested job with name {name}")
+        if job["status"] == "InProgress":
+            job["polls"] += 1
+            if job["polls"] >= self.steps:
+                self._finish_processing(job)
+        req = job["request"]
+        out = {k: req[k] for k in ("ProcessingJobName", "ProcessingInputs", "ProcessingOutputConfig",
+                                   "ProcessingResources", "StoppingCondition", "AppSpecification", "Environment",
+                                   "RoleArn") if k in req}  # fmt: skip
+        out.update(ProcessingJobArn=self._arn("processing-job", name), ProcessingJobStatus=job["status"],
+                   CreationTime=job["created"], LastModifiedTime=time.time())  # fmt: skip
+        if job["status"] == "Failed":
+            out["FailureReason"] = job["failure"]
+        if job["status"] in ("Completed", "Failed"):
+            out["ProcessingEndTime"] = time.time()
+        return self._json(start_response, 200, out)
+
+    def _finish_processing(self, job: dict[str, Any]) -> None:
+        if job["failure"]:
+            job["status"] = "Failed"
+            return
+        job["status"] = "Completed"
+        req = job["request"]
+        env = req.get("Environment", {})
+        if not self.baseline_writes or "dataset_format" not in env:
+            return
+        fmt = json.loads(env["dataset_format"])
+        rows, names = _read_dataset(req["ProcessingInputs"][0]["S3Input"]["S3Uri"], fmt)
+        out = req["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"].rstrip("/")
+        stats, constraints = _baseline(rows, names)
+        self._put(f"{out}/statistics.json", json.dumps(stats).encode())
+        self._put(f"{out}/constraints.json", json.dumps(constraints).encode())
+
+    def _op_CreateDataQualityJobDefinition(self, params: dict[str, Any], environ: Any, start_response: Any
+                                           ) -> Iterator[bytes]:  # fmt: skip
+        name = params["JobDefinitionName"]
+        if name in self.job_definitions:
+            return self._error(start_response, 400, "ResourceInUse", f"Job definition {name} already exists.")
+        self.job_definitions[name] = {"request": params, "created": time.time()}
+        return self._json(start_response, 200, {"JobDefinitionArn": self._arn("data-quality-job-definition", name)})
+
+    def _op_DescribeDataQualityJobDefinition(self, params: dict[str, Any], environ: Any, start_response: Any
+                                             ) -> Iterator[bytes]:  # fmt: skip
+        name = params["JobDefinitionName"]
+        d = self.job_definitions.get(name)
+        if d is None:
+            return self._not_found(start_response, f"job definition {name}")
+        out = {k: v for k, v in d["request"].items() if k != "Tags"}
+        out.update(JobDefinitionArn=self._arn("data-quality-job-definition", name), CreationTime=d["created"])
+        return self._json(start_response, 200, out)
+
+    def _op_CreateMonitoringSchedule(self, params: dict[str, Any], environ: Any, start_response: Any
+                                     ) -> Iterator[bytes]:  # fmt: skip
+        name = params["MonitoringScheduleName"]
+        if name in self.schedules:
+            return self._error(start_response, 400, "ResourceInUse", f"Monitoring schedule {name} already exists.")
+        problem = self._schedule_problem(params["MonitoringScheduleConfig"])
+        if problem:
+            return self._error(start_response, 400, "ValidationException", problem)
+        now = time.time()
+        self.schedules[name] = {"config": params["MonitoringScheduleConfig"], "status": "Pending", "created": now,
+                                "modified": now, "polls": 0}  # fmt: skip
+        return self._json(start_response, 200, {"MonitoringScheduleArn": self._arn("monitoring-schedule", name)})
+
+    def _schedule_problem(self, config: dict[str, Any]) -> str | None:
+        definition = config.get("MonitoringJobDefinitionName")
+        if definition not in self.job_definitions:
+            return f"Could not find job definition {definition}."
+        if config.get("MonitoringType") != "DataQuality":
+            return f"Job definition {definition} is a DataQuality job definition, not {config.get('MonitoringType')}."
+        return None
+
+    def _op_UpdateMonitoringSchedule(self, params: dict[str, Any], environ: Any, start_response: Any
+                                     ) -> Iterator[bytes]:  # fmt: skip
+        name = params["MonitoringScheduleName"]
+        sched = self.schedules.get(name)
+        if sched is None:
+            return self._not_found(start_response, f"monitoring schedule {name}")
+        problem = self._schedule_problem(params["MonitoringScheduleConfig"])
+        if problem:
+            return self._error(start_response, 400, "ValidationException", problem)
+        sched.update(config=params["MonitoringScheduleConfig"], status="Pending", modified=time.time(), polls=0)
+        return self._json(start_response, 200, {"MonitoringScheduleArn": self._arn("monitoring-schedule", name)})
+
+    def _op_DescribeMonitoringSchedule(self, params: dict[str, Any], environ: Any, start_response: Any
+                                       ) -> Iterator[bytes]:  # fmt: skip
+        name = params["MonitoringScheduleName"]
+        sched = self.schedules.get(name)
+        if sched is None:
+            return self._not_found(start_response, f"monitoring schedule {name}")
+        sched["polls"] += 1
+        if sched["status"] == "Pending" and sched["polls"] >= self.steps:
+            sched["status"] = "Scheduled"
+        definition = self.job_definitions[sched["config"]["MonitoringJobDefinitionName"]]["request"]
+        return self._json(start_response, 200, {
+            "MonitoringScheduleArn": self._arn("monitoring-schedule", name), "MonitoringScheduleName": name,
+            "MonitoringScheduleStatus": sched["status"], "MonitoringType": sched["config"]["MonitoringType"],
+            "CreationTime": sched["created"], "LastModifiedTime": sched["modified"],
+            "MonitoringScheduleConfig": sched["config"],
+            "EndpointName": definition["DataQualityJobInput"]["EndpointInput"]["EndpointName"],
+        })  # fmt: skip
+
     def _invoke(self, name: str, body: bytes, environ: Any, start_response: Any) -> Iterator[bytes]:
         ep = self.sm.endpoints.get(name)
         if ep is None or ep.endpoint_status not in ("InService", "Updating", "RollingBack"):
@@ -606,6 +752,68 @@ def _draws(config: dict[str, Any]) -> list[dict[str, str]]:
             values[r["Name"]] = repr(min(max(x, lo), hi))
         out.append(values)
     return out
+
+
+def _read_dataset(uri: str, fmt: dict[str, Any]) -> tuple[list[list[Any]], list[str]]:
+    """The rows of a baselining job's dataset (every object under the prefix, in moto's S3)."""
+    import csv
+
+    from moto.s3.models import s3_backends
+
+    s3 = s3_backends[ACCOUNT]["aws"]
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    keys, _, _, _ = s3.list_objects(s3.get_bucket(bucket), prefix, None, None, None)
+    rows: list[list[Any]] = []
+    names: list[str] = []
+    for key in sorted(keys, key=lambda k: k.name):
+        text = key.value.decode("utf-8", "replace")
+        if "csv" in fmt:
+            lines = list(csv.reader(text.splitlines()))
+            if fmt["csv"].get("header") and lines:
+                names, lines = names or lines[0], lines[1:]
+            rows += [r for r in lines if r]
+        else:
+            for line in text.splitlines():
+                if line.strip():
+                    obj = json.loads(line)
+                    names = names or list(obj)
+                    rows.append([obj.get(n) for n in names])
+    width = max((len(r) for r in rows), default=0)
+    return rows, names or [f"_c{i}" for i in range(width)]
+
+
+def _baseline(rows: list[list[Any]], names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """statistics.json and constraints.json as the analyzer writes them (Developer Guide, "Schema
+    for Statistics" and "Schema for Constraints"), for the features of `rows`."""
+    features, constraints = [], []
+    for i, name in enumerate(names):
+        cells = [r[i] if i < len(r) else None for r in rows]
+        present = [c for c in cells if c not in (None, "")]
+        try:
+            nums = [float(c) for c in present]
+        except (TypeError, ValueError):
+            nums = []
+        common = {"num_present": len(present), "num_missing": len(cells) - len(present)}
+        if nums and len(nums) == len(present):
+            kind = "Integral" if all(x.is_integer() for x in nums) else "Fractional"
+            mean = sum(nums) / len(nums)
+            std = (sum((x - mean) ** 2 for x in nums) / len(nums)) ** 0.5
+            features.append({"name": name, "inferred_type": kind, "numerical_statistics": {
+                "common": common, "mean": mean, "sum": sum(nums), "std_dev": std, "min": min(nums),
+                "max": max(nums)}})  # fmt: skip
+            constraints.append({"name": name, "inferred_type": kind, "completeness": len(present) / max(len(cells), 1),
+                                "num_constraints": {"is_non_negative": min(nums) >= 0}})  # fmt: skip
+        else:
+            kind = "String"
+            features.append({"name": name, "inferred_type": kind, "string_statistics": {
+                "common": common, "distinct_count": float(len(set(map(str, present))))}})  # fmt: skip
+            constraints.append({"name": name, "inferred_type": kind,
+                                "completeness": len(present) / max(len(cells), 1)})  # fmt: skip
+    stats = {"version": 0.0, "dataset": {"item_count": len(rows)}, "features": features}
+    distribution = {"perform_comparison": "Enabled", "comparison_threshold": 0.1, "comparison_method": "Robust"}
+    config = {"evaluate_constraints": "Enabled", "emit_metrics": "Enabled", "datatype_check_threshold": 1.0,
+              "domain_content_threshold": 1.0, "distribution_constraints": distribution}  # fmt: skip
+    return stats, {"version": 0.0, "features": constraints, "monitoring_config": config}
 
 
 def _targz(files: dict[str, bytes]) -> bytes:

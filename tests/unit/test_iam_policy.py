@@ -84,6 +84,8 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
+    # monitor --schedule: the Model Monitor schedule of a SageMaker endpoint (a release-time step, as deploy)
+    ("mlops_ci/backends/sagemaker_monitor.py", "ModelMonitor."): {"deploy"},
     ("mlops_ci/verbs/train.py", "Training._train_plan"): {"training"},  # train --dry-run
     ("mlops_ci/backends/s3_store.py", "S3Store."): {"training", "deploy"},  # the run store: every verb
     ("mlops_ci/integrity.py", "Signer."): {SIGNING},  # gate signs, promote signs, deploy verifies
@@ -111,6 +113,11 @@ DEPENDENT = {
     "sagemaker:UpdateEndpoint": {"kms:CreateGrant", "cloudwatch:DescribeAlarms"},
     "sagemaker:CreateModelPackageGroup": {"sagemaker:AddTags"},
     "sagemaker:CreateModelPackage": {"sagemaker:AddTags"},
+    # Model Monitor: the baselining job and the job definition run as the execution role (RoleArn);
+    # the baselining job's volume and output may be under aws.kms_key
+    "sagemaker:CreateProcessingJob": {"iam:PassRole", "sagemaker:AddTags", "kms:CreateGrant"},
+    "sagemaker:CreateDataQualityJobDefinition": {"iam:PassRole", "sagemaker:AddTags"},
+    "sagemaker:CreateMonitoringSchedule": {"sagemaker:AddTags"},
     "s3:PutObject": {"kms:GenerateDataKey", "kms:Decrypt"},  # SSE-KMS; multipart parts need Decrypt
     "s3:GetObject": {"kms:Decrypt"},
 }
@@ -161,9 +168,19 @@ SM_RESOURCES: dict[str, set[str]] = {
     "DescribeEndpoint": {"endpoint"},
     "DeleteEndpoint": {"endpoint"},
     "InvokeEndpoint": {"endpoint"},
+    "CreateProcessingJob": {"processing-job"},
+    "DescribeProcessingJob": {"processing-job"},
+    "CreateDataQualityJobDefinition": {"data-quality-job-definition"},
+    "DescribeDataQualityJobDefinition": {"data-quality-job-definition"},
+    "CreateMonitoringSchedule": {"monitoring-schedule"},
+    "DescribeMonitoringSchedule": {"monitoring-schedule"},
+    "UpdateMonitoringSchedule": {"monitoring-schedule"},
     # AddTags / ListTags act on the tagged resource, of any taggable type
     "AddTags": {
         "training-job",
+        "processing-job",
+        "data-quality-job-definition",
+        "monitoring-schedule",
         "hyper-parameter-tuning-job",
         "model-package-group",
         "model-package",
@@ -173,6 +190,9 @@ SM_RESOURCES: dict[str, set[str]] = {
     },
     "ListTags": {
         "training-job",
+        "processing-job",
+        "data-quality-job-definition",
+        "monitoring-schedule",
         "hyper-parameter-tuning-job",
         "model-package-group",
         "model-package",
