@@ -23,6 +23,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,7 +72,8 @@ PURE_INFERENCE = textwrap.dedent(
 
 
     def output_fn(prediction, accept):
-        return json.dumps(prediction)
+        # with its content type: the container answers a bare string as text/html
+        return json.dumps(prediction), "application/json"
     """
 )
 
@@ -556,3 +558,76 @@ def test_reusable_workflow_callers_from_the_docs(act: Act, tmp_path: Path) -> No
     p.git("merge", "-q", "--no-ff", "-m", "Merge #11", "tune")
     ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store), "Job succeeded")
     assert "now serves fast v1" in release(act, p, "v2.0.0", store)
+
+
+def test_the_hourly_monitor_opens_one_issue_and_dispatches_the_train_workflow(act: Act, tmp_path: Path) -> None:
+    """The loop's end under the runner: a release deploys a capturing endpoint; shifted traffic
+    reaches it; the scheduled monitor workflow opens ONE issue and dispatches the train workflow
+    (with the inputs the starter train workflow declares, read from it here); the next scheduled
+    run edits the same issue and dispatches nothing; the dispatched workflow trains again."""
+    import random
+
+    import yaml
+
+    p = user_repo(tmp_path / "models")
+    store = "s3://team-store/monitor"
+    # a self-hosted runner that serves local endpoints keeps their state (and capture) outside the
+    # job's checkout, which every job starts afresh: MLOPS_CI_HOME, in both workflows
+    home = tmp_path / "runner-state"
+    runner = {"MLOPS_CI_ALLOW_RUNNER_ENDPOINTS": "true", "MLOPS_CI_HOME": str(home)}
+    rng = random.Random(7)
+    rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
+    (p.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    production = '  - name: production\n    tags: ["v*"]\n'
+    config = fast_config(extra="monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}\n")
+    (p.path / "mlops-ci.yaml").write_text(config.replace(production, production + "    capture: {percent: 100}\n"))
+    p.commit("monitor the endpoint")
+    starter = yaml.safe_load((ROOT / "workflow-templates" / "mlops-ci-train.yml").read_text())
+    act.gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset(starter[True]["workflow_dispatch"]["inputs"])
+    clone_env = {**{k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "MLOPS_CI_"))},
+                 "AWS_ENDPOINT_URL": act.moto, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "MLOPS_CI_STORE": store, "MLOPS_CI_HOME": str(home)}  # fmt: skip
+    logs: list[str] = []
+    try:
+        ok(act.run(p.path, "push", "mlops-ci-train.yml", push(p, "refs/heads/main"), store=store), "Job succeeded")
+        p.git("tag", "v1.0.0")
+        result = act.run(p.path, "push", "mlops-ci-release.yml", push(p, "refs/tags/v1.0.0"), store=store, env=runner)
+        logs.append(result[1])
+        ok(result, "now serves fast v1")
+        listed = subprocess.run([sys.executable, "-m", "mlops_ci", "endpoints", "--json"], cwd=p.path, env=clone_env,
+                                capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+        url = {e["name"]: e for e in json.loads(listed.stdout)}["production"]["url"]
+        for _ in range(300):  # f0 moved by 1.5 standard deviations
+            body = json.dumps([[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)]]).encode()
+            req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+        time.sleep(1.0)  # the capture writer flushes every 0.25 s
+
+        schedule = {"schedule": "17 * * * *", "repository": repository()}
+        code, log = act.run(p.path, "schedule", "mlops-ci-monitor.yml", schedule, store=store, env=runner)
+        logs.append(log)
+        assert code != 0 and "alert(s) on production" in log, "\n".join(log.splitlines()[-40:])
+        (issue,) = [i for i in act.gh.repo_issues(REPO) if str(i["body"]).startswith("<!-- mlops-ci:monitor")]
+        assert issue["user"]["login"] == "github-actions[bot]" and "| f0 | number |" in str(issue["body"])
+        assert "Retraining was dispatched" in str(issue["body"])
+        assert act.gh.dispatches == [{"kind": "workflow_dispatch", "repo": REPO, "workflow": "mlops-ci-train.yml",
+                                      "ref": "main", "inputs": {"force": "true"}}]  # fmt: skip
+
+        code, log = act.run(p.path, "schedule", "mlops-ci-monitor.yml", schedule, store=store, env=runner)
+        logs.append(log)
+        # the same traffic and (under act) the same run id: the issue is left as it is
+        assert code != 0 and f"monitor issue unchanged: {issue['html_url']}" in log
+        assert len([i for i in act.gh.repo_issues(REPO) if str(i["body"]).startswith("<!-- mlops-ci:monitor")]) == 1
+        assert len(act.gh.dispatches) == 1
+
+        # what GitHub runs for the dispatch: the train workflow, on main, with force: it trains again
+        dispatched = {"ref": "refs/heads/main", "inputs": {"force": "true"}, "repository": repository()}
+        ok(act.run(p.path, "workflow_dispatch", "mlops-ci-train.yml", dispatched, store=store),
+           "training fast at", "Job succeeded")  # fmt: skip
+    finally:
+        for log in logs:
+            stop_servers(act, log, store, p.path)
+        subprocess.run([sys.executable, "-m", "mlops_ci", "endpoint", "stop", "production"], cwd=p.path,
+                       env=clone_env, capture_output=True, check=False, timeout=60)  # fmt: skip
+        p.stop_endpoints()
