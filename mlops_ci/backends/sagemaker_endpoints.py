@@ -20,7 +20,7 @@ from . import Effects, Live, RolloutHost, StepFailed, sagemaker_types
 
 if TYPE_CHECKING:
     from ..records import EndpointState, ModelVersion
-from .aws import Answer, Aws, aws_tags, short_hash, slug
+from .aws import Answer, Aws, aws_tags, short_hash, slug, split_s3
 from .sagemaker import VARIANT, image_for, model_data_uri, serving_env
 from .sagemaker_registry import SageMakerRegistry
 
@@ -243,6 +243,35 @@ class SageMakerEndpoint:
         if d["EndpointStatus"] in BUSY_STATES:
             raise Busy(f"endpoint {self.ep.name} is {d['EndpointStatus']} (another deploy, or SageMaker itself); "
                        "wait for it to settle, then deploy again")  # fmt: skip
+
+
+def capture_destination(aws: Aws, ep: EndpointConfig) -> str:
+    """Where a SageMaker endpoint's Data Capture goes: `capture.destination`, else <store>/capture."""
+    return ep.capture.destination if ep.capture and ep.capture.destination else aws.s3_uri("capture")
+
+
+def captured(aws: Aws, ep: EndpointConfig, since: float, max_files: int) -> list[str]:
+    """The texts of the Data Capture files of endpoint `ep` from the hour of `since` on, the newest
+    `max_files` of them. SageMaker writes {destination}/{endpoint}/{variant}/yyyy/mm/dd/hh/*.jsonl
+    (AWS docs, "Capture data from real-time endpoint": "s3://.../endpoint-name/AllTraffic/2020/05/
+    26/23/"), so the keys sort by hour and the listing starts after the window's first hour."""
+    bucket, prefix = split_s3(capture_destination(aws, ep))
+    base = f"{prefix.strip('/')}/{ep.name}/{VARIANT}/".lstrip("/")
+    first = base + time.strftime("%Y/%m/%d/%H", time.gmtime(since))
+    keys: list[str] = []
+    where = f"list the data capture of endpoint {ep.name} (s3://{bucket}/{base})"
+    try:
+        for page in (
+            aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, StartAfter=first)
+        ):
+            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl")]
+    except aws.errors as exc:
+        raise aws.error(exc, where) from None
+    texts = []
+    for key in sorted(keys)[-max_files:]:
+        got = aws.call("s3", "get_object", f"read the data capture file s3://{bucket}/{key}", Bucket=bucket, Key=key)
+        texts.append(got["Body"].read().decode("utf-8", errors="replace"))
+    return texts
 
 
 def runtime_url(region: str, name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from .. import monitoring
 from .._markdown import esc
 from .._untrusted import inline
-from ..errors import ConfigError, IntegrityError, NotFound, UsageError
+from ..errors import ConfigError, IntegrityError, NotFound
 from ..refs import RefKind
 from ..workspace import Workspace
 
@@ -58,19 +59,26 @@ def records(root: Path, endpoint: str, since: float, now: float) -> list[dict[st
     files = sorted(f for f in base.glob("*/*/*/*/*.jsonl") if "/".join(f.relative_to(base).parts[:4]) >= first)[
         -MAX_FILES:
     ]
-    cut = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
-    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     for f in files:
         with f.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a line being written, or damaged: not a record
-                meta = rec.get("eventMetadata") if isinstance(rec, dict) else None
-                when = meta.get("inferenceTime", "") if isinstance(meta, dict) else ""
-                if isinstance(when, str) and cut <= when[:19] <= until:
-                    out.append(rec)
+            out += in_window(fh, since, now)
+    return out
+
+
+def in_window(lines: Iterable[str], since: float, now: float) -> list[dict[str, object]]:
+    """The capture records among `lines` whose inference time is in [since, now]."""
+    cut = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
+    until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    out: list[dict[str, object]] = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line being written, or damaged: not a record
+        meta = rec.get("eventMetadata") if isinstance(rec, dict) else None
+        when = meta.get("inferenceTime", "") if isinstance(meta, dict) else ""
+        if isinstance(when, str) and cut <= when[:19] <= until:
+            out.append(rec)
     return out
 
 
@@ -85,14 +93,17 @@ def monitor(ws: Workspace, endpoint: str, since_seconds: float) -> dict[str, Any
     if ep.capture is None:
         raise ConfigError(f"{cfg.file}: endpoint {endpoint} has no `capture:`, so there is no traffic to monitor; "
                           "add capture: {percent: 20} and deploy")  # fmt: skip
-    if ep.kind.remote:
-        raise UsageError(f"monitor reads a local endpoint's capture; endpoint {endpoint} is on {ep.backend}, whose "
-                         "capture in S3 it does not read yet")  # fmt: skip
     target, stats = baseline_of(ws, endpoint)
     now = time.time()
-    from ..backends.local_endpoints import capture_root
+    if not ep.kind.processes:  # a service's endpoint (SageMaker's) writes its capture to S3
+        from ..backends.sagemaker_endpoints import captured
 
-    found = records(capture_root(ws.home, endpoint), endpoint, now - since_seconds, now)
+        found = [r for text in captured(ws.aws(), ep, now - since_seconds, MAX_FILES)
+                 for r in in_window(text.splitlines(), now - since_seconds, now)]  # fmt: skip
+    else:
+        from ..backends.local_endpoints import capture_root
+
+        found = records(capture_root(ws.home, endpoint), endpoint, now - since_seconds, now)
     window = monitoring.window(found, list(stats["columns"]))
     result = monitoring.compare(stats, window, cfg.monitoring.thresholds)
     return {

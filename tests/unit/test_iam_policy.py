@@ -84,6 +84,7 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
+    ("mlops_ci/backends/sagemaker_endpoints.py", "captured"): {"deploy"},  # monitor: the endpoint's data capture
     # monitor --schedule: the Model Monitor schedule of a SageMaker endpoint (a release-time step, as deploy)
     ("mlops_ci/backends/sagemaker_monitor.py", "ModelMonitor."): {"deploy"},
     ("mlops_ci/verbs/train.py", "Training._train_plan"): {"training"},  # train --dry-run
