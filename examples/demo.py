@@ -2,22 +2,30 @@
 
 Creates a throw-away git repository from examples/classifier, then plays the git events a
 team would: push to main (train), open a PR with a changed hyperparameter (train, report,
-gate), merge and promote, tag a release (deploy), and call the endpoint. Everything runs
-locally: the SageMaker-compatible local trainer, the SQLite run store, a local endpoint.
+gate), merge and promote, tag a release (deploy), and call the endpoint. Then the loop's end:
+traffic whose inputs drift, `monitor` flagging it, and the hourly check opening ONE issue and
+dispatching retraining. Everything runs locally: the SageMaker-compatible local trainer, the
+SQLite run store, a local endpoint, and for the issue a fake of GitHub's REST API (the one the
+test suite drives with the real PyGithub client), since a demo has no repository on GitHub.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+import random
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+STEPS = 14
 GIT_ID = ["-c", "user.name=Demo Dev", "-c", "user.email=demo@example.invalid", "-c", "commit.gpgsign=false"]
 
 
@@ -29,22 +37,50 @@ def _bold(text: str) -> str:
 
 
 def step(n: int, text: str) -> None:
-    print("\n" + _bold(f"[{n}/11] {text}"), flush=True)
+    print("\n" + _bold(f"[{n}/{STEPS}] {text}"), flush=True)
 
 
 def sh(repo: Path, *args: str) -> None:
     subprocess.run(["git", *GIT_ID, *args], cwd=repo, check=True, stdout=subprocess.DEVNULL)
 
 
-def cli(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
     print(f"$ {shlex.join(['mlops-ci', *args])}", flush=True)  # as one would type it
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops_ci", *args], cwd=repo, text=True, stdout=subprocess.PIPE, check=False
-    )
+        [sys.executable, "-m", "mlops_ci", *args], cwd=repo, text=True, stdout=subprocess.PIPE, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
     print(proc.stdout.rstrip(), flush=True)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"demo: `{shlex.join(['mlops-ci', *args])}` exited with {proc.returncode}")
+    if check and proc.returncode != expect:
+        raise SystemExit(f"demo: `{shlex.join(['mlops-ci', *args])}` exited with {proc.returncode}, not {expect}")
     return proc
+
+
+def traffic(repo: Path, rows: list[list[float]], shift: float) -> None:
+    """What clients send the endpoint: rows like the training data, f0 moved by `shift`."""
+    url = json.loads(subprocess.run([sys.executable, "-m", "mlops_ci", "endpoints", "--json"], cwd=repo, text=True,
+                                    stdout=subprocess.PIPE, check=True).stdout)  # fmt: skip
+    base = next(e["url"] for e in url if e["name"] == "production")
+    for row in rows:
+        body = json.dumps([[row[0] + shift, *row[1:]]]).encode()
+        req = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    print(f"(sent {len(rows)} requests to {base}/invocations, f0 shifted by {shift:+g})", flush=True)
+    time.sleep(0.6)  # the capture writer flushes every 0.25 s
+
+
+def fake_github() -> object:
+    """The test suite's fake of GitHub's REST API on 127.0.0.1, with the training workflow's
+    dispatch trigger as the starter workflow declares it."""
+    sys.path.insert(0, str(HERE.parent))
+    from tests.fakes.github_api import FakeGitHub
+
+    gh = FakeGitHub(tokens={"demo-token": frozenset({"issues:write", "actions:write", "contents:read"})}).start()
+    gh.workflows[("demo/classifier", "mlops-ci-train.yml")] = frozenset({"force"})
+    return gh
 
 
 def main() -> int:
@@ -99,7 +135,38 @@ def main() -> int:
         step(10, "lineage: from the endpoint back to the commit, its data and verdict (artifact verified now)")
         cli(repo, "lineage", "production")
 
-        step(11, "stop the endpoint the demo started")
+        with open(repo / "data" / "train" / "train.csv", newline="") as fh:
+            rows = [[float(x) for x in r[:-1]] for r in list(csv.reader(fh))[1:]]  # without the label
+        rng = random.Random(1)
+        step(11, "traffic like the training data → `monitor`: each feature against the run's baseline (PSI, KS)")
+        traffic(repo, rng.sample(rows, 300), 0.0)
+        cli(repo, "monitor", "production")
+
+        gh = fake_github()
+        actions = {"GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": "demo-token",  # type: ignore[attr-defined]
+                   "GITHUB_REPOSITORY": "demo/classifier", "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0"}  # fmt: skip
+        try:
+            step(12, "the inputs drift (f0 + 1.5) → the hourly `monitor --post`: alert (exit 16), ONE issue, "
+                 "retraining dispatched")  # fmt: skip
+            traffic(repo, rng.sample(rows, 400), 1.5)
+            cli(repo, "monitor", "production", "--since", "10m", "--post", env=actions, expect=16)
+            for issue in gh.repo_issues("demo/classifier"):  # type: ignore[attr-defined]
+                print(f"GitHub issue #{issue['number']} ({issue['state']}): {issue['title']}")
+            for d in gh.dispatches:  # type: ignore[attr-defined]
+                print(f"GitHub workflow_dispatch: {d['workflow']} on {d['ref']} with {json.dumps(d['inputs'])}")
+
+            step(13, "the next hourly run: the same issue, updated in place; retraining is not dispatched again")
+            traffic(repo, rng.sample(rows, 100), 1.5)
+            cli(repo, "monitor", "production", "--since", "10m", "--post", env=actions, expect=16)
+            issues = gh.repo_issues("demo/classifier")  # type: ignore[attr-defined]
+            print(f"{len(issues)} issue, {len(gh.dispatches)} dispatch")  # type: ignore[attr-defined]
+            if len(issues) != 1 or len(gh.dispatches) != 1:  # type: ignore[attr-defined]
+                raise SystemExit("demo: the second run should have updated the one issue and dispatched nothing")
+            print(issues[0]["body"].split("### Features")[0].rstrip())
+        finally:
+            gh.stop()  # type: ignore[attr-defined]
+
+        step(14, "stop the endpoint the demo started")
         cli(repo, "endpoint", "stop", "production")
     finally:
         subprocess.run(

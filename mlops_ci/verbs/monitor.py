@@ -123,6 +123,14 @@ def monitor(ws: Workspace, endpoint: str, since_seconds: float) -> dict[str, Any
 _LINK = re.compile(r"https://[^\s<>()\[\]\"'`\\]+")
 
 
+def _span(seconds: float) -> str:
+    """A window as one says it: 7 d, 24 h, 90 min, 45 s."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= (2 * size if unit == "d" else size) and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
 def _num(x: object, fmt: str = ".3f") -> str:
     return format(x, fmt) if isinstance(x, int | float) else "—"
 
@@ -132,14 +140,13 @@ def render(r: dict[str, Any], *, only_drift: bool = False) -> str:
     `only_drift` leaves the features that did not drift out of the table (a body GitHub would
     find too long)."""
     status = "🚨 **Alert**" if r["alerts"] else ("✅ **No drift**" if r["enough"] else "⏳ **Not enough traffic**")
-    hours = r["window"]["seconds"] / 3600
+    span = _span(r["window"]["seconds"])
     out = [
-        f"<!-- mlops-ci:monitor endpoint={esc(r['endpoint'])} -->",
         f"## mlops-ci monitor · {esc(r['endpoint'])}: v{r['version']} (`{r['sha'][:8]}`)",
         "",
         status,
         "",
-        f"{r['records']} captured request(s) in the last {hours:g} h, {r['rows']} row(s); baseline: "
+        f"{r['records']} captured request(s) in the last {span}, {r['rows']} row(s); baseline: "
         f"{r['baseline']['rows']} row(s) of channel `{esc(str(r['baseline']['channel']))}` (run `{esc(r['run_id'])}`).",
     ]
     if r["alerts"]:

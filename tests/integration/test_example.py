@@ -15,8 +15,8 @@ def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
-    for step in range(1, 12):
-        assert f"\n[{step}/11]" in out
+    for step in range(1, 15):
+        assert f"\n[{step}/14]" in out
     assert "\033[" not in out  # not a terminal: no escape codes in a log
     assert "$ mlops-ci invoke production --data '[[0.1, -0.5," in out  # shown as one would type it
     assert "✅ **Gate passed**" in out
@@ -28,6 +28,14 @@ def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
     assert "[v1.0.0]" in lineage and "n_estimators=80" in lineage and "(verified now)" in lineage
     assert "verdict    success" in lineage and "deployed   deploy to production: succeeded (v1.0.0)" in lineage
     assert "endpoint production stopped" in out
+    # the loop's end: calm traffic passes; drifted inputs alert, open ONE issue and dispatch retraining once
+    calm, drift, again = (out.split(f"[{n}/14]")[1].split(f"[{n + 1}/14]")[0] for n in (11, 12, 13))
+    assert "✅ **No drift**" in calm and "⚠️ drift" not in calm
+    assert "🚨 **Alert**" in drift
+    assert [line[:6] for line in drift.splitlines() if "⚠️ drift" in line] == ["| f0 |"]  # f0 only
+    assert "GitHub issue #1 (open): mlops-ci monitor: drift on production (classifier)" in drift
+    assert 'GitHub workflow_dispatch: mlops-ci-train.yml on main with {"force": "true"}' in drift
+    assert "1 issue, 1 dispatch" in again and again.count("⚠️ drift") == 1
 
 
 def test_retraining_a_past_sha_reproduces_its_metrics_and_artifact(example_repo: Project):
