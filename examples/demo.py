@@ -58,17 +58,17 @@ def cli(
     return proc
 
 
-def traffic(repo: Path, rows: list[list[float]], shift: float) -> None:
-    """What clients send the endpoint: rows like the training data, f0 moved by `shift`."""
+def traffic(repo: Path, rows: list[list[float]], shift: float, feature: int = 3) -> None:
+    """What clients send the endpoint: rows like the training data, one feature moved by `shift`."""
     url = json.loads(subprocess.run([sys.executable, "-m", "mlops_ci", "endpoints", "--json"], cwd=repo, text=True,
                                     stdout=subprocess.PIPE, check=True).stdout)  # fmt: skip
     base = next(e["url"] for e in url if e["name"] == "production")
     for row in rows:
-        body = json.dumps([[row[0] + shift, *row[1:]]]).encode()
+        body = json.dumps([[x + shift if j == feature else x for j, x in enumerate(row)]]).encode()
         req = urllib.request.Request(f"{base}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
-    print(f"(sent {len(rows)} requests to {base}/invocations, f0 shifted by {shift:+g})", flush=True)
+    print(f"(sent {len(rows)} requests to {base}/invocations, f{feature} shifted by {shift:+g})", flush=True)
     time.sleep(0.6)  # the capture writer flushes every 0.25 s
 
 
@@ -146,9 +146,9 @@ def main() -> int:
         actions = {"GITHUB_API_URL": gh.base_url, "GITHUB_TOKEN": "demo-token",  # type: ignore[attr-defined]
                    "GITHUB_REPOSITORY": "demo/classifier", "MLOPS_CI_GITHUB_WRITE_INTERVAL": "0"}  # fmt: skip
         try:
-            step(12, "the inputs drift (f0 + 1.5) → the hourly `monitor --post`: alert (exit 16), ONE issue, "
+            step(12, "the inputs drift (f3 + 3) → the hourly `monitor --post`: alert (exit 16), ONE issue, "
                  "retraining dispatched")  # fmt: skip
-            traffic(repo, rng.sample(rows, 400), 1.5)
+            traffic(repo, rng.sample(rows, 400), 3.0)
             cli(repo, "monitor", "production", "--since", "10m", "--post", env=actions, expect=16)
             for issue in gh.repo_issues("demo/classifier"):  # type: ignore[attr-defined]
                 print(f"GitHub issue #{issue['number']} ({issue['state']}): {issue['title']}")
@@ -156,7 +156,7 @@ def main() -> int:
                 print(f"GitHub workflow_dispatch: {d['workflow']} on {d['ref']} with {json.dumps(d['inputs'])}")
 
             step(13, "the next hourly run: the same issue, updated in place; retraining is not dispatched again")
-            traffic(repo, rng.sample(rows, 100), 1.5)
+            traffic(repo, rng.sample(rows, 100), 3.0)
             cli(repo, "monitor", "production", "--since", "10m", "--post", env=actions, expect=16)
             issues = gh.repo_issues("demo/classifier")  # type: ignore[attr-defined]
             print(f"{len(issues)} issue, {len(gh.dispatches)} dispatch")  # type: ignore[attr-defined]

@@ -32,7 +32,8 @@ def test_demo_runs_the_whole_loop_and_ends_with_a_prediction():
     calm, drift, again = (out.split(f"[{n}/14]")[1].split(f"[{n + 1}/14]")[0] for n in (11, 12, 13))
     assert "✅ **No drift**" in calm and "⚠️ drift" not in calm
     assert "🚨 **Alert**" in drift
-    assert [line[:6] for line in drift.splitlines() if "⚠️ drift" in line] == ["| f0 |"]  # f0 only
+    assert [line[:6] for line in drift.splitlines() if "⚠️ drift" in line] == ["| f3 |"]  # f3 only
+    assert "the predictions drifted" in drift  # f3 is one the model reads
     assert "GitHub issue #1 (open): mlops-ci monitor: drift on production (classifier)" in drift
     assert 'GitHub workflow_dispatch: mlops-ci-train.yml on main with {"force": "true"}' in drift
     assert "1 issue, 1 dispatch" in again and again.count("⚠️ drift") == 1
