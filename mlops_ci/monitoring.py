@@ -302,6 +302,9 @@ def _percentile(xs: list[float], q: float) -> float | None:
     return _quantile(sorted(xs), q / 100) if xs else None
 
 
+MAX_FIELDS = 50  # extra field names a report lists
+
+
 def compare(baseline: dict[str, object], w: Window, t: Thresholds) -> dict[str, object]:
     """The monitor's findings: per feature, the predictions, schema, errors, latency; `alerts`
     lists what crossed a threshold (empty: nothing to act on)."""
@@ -369,7 +372,10 @@ def compare(baseline: dict[str, object], w: Window, t: Thresholds) -> dict[str, 
         "predictions": prediction,
         "schema": {
             "wrong_width": w.wrong_width, "expected_width": len(columns), "type_changes": type_changes,
-            "missing_fields": dict(w.missing_fields or {}), "extra_fields": dict(w.extra_fields or {}),
+            "missing_fields": dict(w.missing_fields or {}),
+            # names the traffic chose: the 50 most frequent, each cut to 100 characters, and how many in all
+            "extra_fields": {k[:100]: n for k, n in (w.extra_fields or Counter()).most_common(MAX_FIELDS)},
+            "extra_field_names": len(w.extra_fields or {}),
             "unreadable": w.unreadable, "rate": violation_rate,
         },
         "errors": {"answered": answered, "server_errors": errors, "client_errors":

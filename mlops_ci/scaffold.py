@@ -57,6 +57,18 @@ def planned_files(
 
 
 CONFIG = "mlops-ci.yaml"
+MONITOR = "mlops-ci-monitor.yml"
+
+
+def _monitors(config: Path | None) -> bool:
+    """Whether a config (None: the starter one) has a `monitoring:` section."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8") if config else template(CONFIG))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and loaded.get("monitoring") not in (None, False)
 
 
 def init(
@@ -70,13 +82,19 @@ def init(
     sub = (here or root).resolve().relative_to(root.resolve()).as_posix()
     config = CONFIG if sub == "." else f"{sub}/{CONFIG}"
     files = planned_files(repository, ref, config)
+    done = []
+    monitor = f".github/workflows/{MONITOR}"
+    if not (root / monitor).exists() and not _monitors(root / config if (root / config).exists() else None):
+        # an hourly job that could only fail: written once the config monitors something
+        del files[monitor]
+        done.append(f"skipped {monitor}: {config} has no `monitoring:` (add it and an endpoint's `capture:`, then "
+                    "`mlops-ci init --force` writes it)")  # fmt: skip
     existing = [rel for rel in files if (root / rel).exists()]
     if existing and not force:
         raise Refused(
             f"{', '.join(existing)} already exist(s); nothing was written. Pass --force to update the "
             "workflows" + (f" ({config} is kept)" if config in existing else "")
         )
-    done = []
     for rel, text in sorted(files.items()):
         path = root / rel
         if path.exists():

@@ -228,10 +228,20 @@ class CommentResult:
 
 
 @dataclass(frozen=True)
-class IssueResult:
+class Issue:
     number: int
-    action: str  # created | updated | unchanged
+    body: str  # line breaks as \n
     html_url: str
+
+
+def _next_page(headers: Mapping[str, str]) -> str | None:
+    """The `rel="next"` URL of a Link header (GitHub's pagination), if any."""
+    link = next((v for k, v in headers.items() if k.lower() == "link"), "")
+    for part in link.split(","):
+        url, _, rel = part.partition(";")
+        if rel.strip() == 'rel="next"':
+            return url.strip().strip("<>")
+    return None
 
 
 class GitHubClient:
@@ -460,70 +470,49 @@ class GitHubClient:
 
         return self._call(f"update the comment on PR #{number}", op, "pull-requests:write")
 
-    # -- sticky issue (one per marker, e.g. an endpoint's monitor alert) ---------------------
-    def find_issue(self, marker: str) -> tuple[int, str, str] | None:
-        """(number, body, url) of the oldest *open* issue of ours whose body starts with `marker`.
-        The same ownership rule as the sticky comment: issues by anyone else are never read as
-        ours, whatever they contain; a closed one is history (a human closed it), never reopened."""
+    # -- sticky issues (one per marker, e.g. an endpoint's monitor alert) --------------------
+    def our_issues(self, prefix: str) -> list[Issue]:
+        """Our open issues whose body starts with `prefix`, oldest first: one pass over the open
+        issues, 100 a page, as GitHub lists them (pull requests included, told apart by their
+        `pull_request` key). Read as plain JSON: PyGithub's Issue fetches each issue again for an
+        attribute its list item lacks (`pull_request` on every plain issue). The same ownership
+        rule as the sticky comment: an issue written by anyone else is never ours, whatever it
+        holds; a closed one is history."""
         me = self.identity()
-        found = self._call("read the open issues", lambda: self._find_issues(marker, me), "issues:read")
-        return (found[0].number, found[0].body or "", found[0].html_url) if found else None
+        requester = self._gh.requester
 
-    def _find_issues(self, marker: str, me: Identity) -> list[github.Issue.Issue]:
-        """Our open issues that start with `marker`, oldest first. Every page of open issues is
-        read (the list holds pull requests too, told apart by `pull_request`): a scheduled job
-        reads a few pages, and an issue found on page 7 is still the one."""
-        return sorted(
-            (i for i in self.repo.get_issues(state="open", sort="created", direction="asc")
-             if i.pull_request is None and i.user is not None and i.user.id == me.id
-             and (i.body or "").startswith(marker)),
-            key=lambda i: i.number,
-        )  # fmt: skip
+        def op() -> list[Issue]:
+            found: list[Issue] = []
+            url: str | None = self._path("issues")
+            params: dict[str, Any] | None = {"state": "open", "sort": "created", "direction": "asc",
+                                             "per_page": PER_PAGE}  # fmt: skip
+            for _ in range(1000):  # 100,000 open issues: no repository has more
+                if url is None:
+                    break
+                headers, data = requester.requestJsonAndCheck("GET", url, parameters=params)
+                for item in data if isinstance(data, list) else []:
+                    user = item.get("user") if isinstance(item, dict) else None
+                    body = (item.get("body") or "").replace("\r\n", "\n")  # the web editor saves CRLF
+                    if isinstance(user, dict) and user.get("id") == me.id and "pull_request" not in item \
+                            and body.startswith(prefix):  # fmt: skip
+                        found.append(Issue(int(item["number"]), body, str(item.get("html_url", ""))))
+                url, params = _next_page(headers), None
+            return sorted(found, key=lambda i: i.number)
 
-    def upsert_issue(self, marker: str, title: str, body: str, *, create: bool) -> IssueResult | None:
-        """Edit our open issue carrying `marker` in place, or open one when `create` (None when there
-        is none and `create` is false). Our duplicates from concurrent jobs are closed as not planned
-        (issues cannot be deleted); the oldest survives, so every job agrees on which one."""
-        me = self.identity()  # before any write: an unknown author means no write at all
+        return self._call("read the open issues", op, "issues:read")
 
-        def op() -> IssueResult | None:
-            existing = self._find_issues(marker, me)
-            if not existing:
-                if not create:
-                    return None
-                made = self.repo.create_issue(title=title, body=body)
-                existing = self._find_issues(marker, me) or [made]  # eventual consistency: trust what we made
-                action = "created" if existing[0].number == made.number else "updated"
-            else:
-                action = "updated"
-            keep = existing[0]
-            for dup in existing[1:]:
-                dup.edit(state="closed", state_reason="not_planned")
-            if keep.body != body:
-                keep.edit(body=body)
-            elif action == "updated":
-                action = "unchanged"
-            return IssueResult(keep.number, action, keep.html_url)
+    def create_issue(self, title: str, body: str) -> Issue:
+        made = self._call("open an issue", lambda: self.repo.create_issue(title=title, body=body), "issues:write")
+        return Issue(made.number, body, made.html_url)
 
-        return self._call("open or update the monitor issue", op, "issues:write")
+    def edit_issue(self, number: int, **fields: str) -> None:
+        """PATCH the issue: its `body`, or `state` and `state_reason` (closed as not planned)."""
+        path = self._path("issues", number)
+        self._call(f"update issue #{number}", lambda: self._gh.requester.requestJsonAndCheck("PATCH", path,
+                   input=fields), "issues:write")  # fmt: skip
 
     def issue_path(self, number: int | str) -> str:
         return self._path("issues", number)
-
-    def plan_issue(self, marker: str, title: str, body: str, *, create: bool) -> list[dict[str, object]]:
-        me = self.identity()
-        existing = self._call("read the open issues", lambda: self._find_issues(marker, me), "issues:read")
-        if not existing:
-            create_it: dict[str, object] = {"method": "POST", "path": self._path("issues"),
-                                            "body": {"title": title, "body": body}}  # fmt: skip
-            return [create_it] if create else []
-        reqs: list[dict[str, object]] = [
-            {"method": "PATCH", "path": self._path("issues", d.number),
-             "body": {"state": "closed", "state_reason": "not_planned"}} for d in existing[1:]
-        ]  # fmt: skip
-        if existing[0].body != body:
-            reqs.append({"method": "PATCH", "path": self._path("issues", existing[0].number), "body": {"body": body}})
-        return reqs
 
     # -- dispatching a workflow (retraining) -------------------------------------------------
     def default_branch(self) -> str:

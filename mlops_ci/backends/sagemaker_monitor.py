@@ -115,7 +115,9 @@ class ModelMonitor:
         return self.aws.s3_uri("monitoring", self.ep.name, "reports")
 
     def schedule_name(self) -> str:
-        return slug(self.ep.name)[:54] + "-monitor"
+        name = slug(self.ep.name)
+        # 63 characters at most: a longer endpoint name keeps a digest of all of it (no two collide)
+        return (name if len(name) <= 54 else f"{name[:45]}-{short_hash(name)[:8]}") + "-monitor"
 
     def job_stem(self, mv: ModelVersion, data: Dataset) -> str:
         """The baselining jobs' names but the attempt: endpoint, version, content digest."""
@@ -278,8 +280,11 @@ class ModelMonitor:
             and (config.get("ScheduleConfig") or {}).get("ScheduleExpression") == self.s.cron
         )
         if current and same:
-            self.say(f"{self.ep.name}: monitoring schedule {name} already runs v{mv.version}'s job definition")
-            return {**out, "status": "unchanged"}
+            state = str(current.get("MonitoringScheduleStatus", ""))
+            self.say(f"{self.ep.name}: monitoring schedule {name} already runs v{mv.version}'s job definition"
+                     + ("" if state in ("Scheduled", "Pending", "") else f", but it is {state}: start it again "
+                        f"(aws sagemaker start-monitoring-schedule --monitoring-schedule-name {name})"))  # fmt: skip
+            return {**out, "status": "unchanged", "schedule_status": state}
         if self.aws.describe("describe_data_quality_job_definition", f"describe job definition {definition}",
                              JobDefinitionName=definition) is None:  # fmt: skip
             req = self.definition_request(mv, definition, job)

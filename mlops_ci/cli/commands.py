@@ -708,6 +708,9 @@ def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, ou
             say("no monitor issue: no alert, and no open issue of this endpoint to update")
         if done["dispatched"] and not ws.dry_run:
             say(f"retraining dispatched: {done['dispatched']}")
+        if done["dispatch_error"]:
+            warn(f"retraining was not dispatched ({done['dispatch_error']}); the issue says so, and the next run "
+                 "tries again")  # fmt: skip
     if report["alerts"]:
         raise MonitorAlert(f"monitor: {len(report['alerts'])} alert(s) on {endpoint}: {report['alerts'][0]}"
                            + ("; the report lists the others" if len(report["alerts"]) > 1 else ""))  # fmt: skip

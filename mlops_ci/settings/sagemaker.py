@@ -301,6 +301,13 @@ def _parse_monitor_schedule(
             values[key] = r.integer(s.get(key, default), (*p, key), minimum=1)
             if values[key] > top:
                 raise r.fail((*p, key), f"SageMaker allows 1-{top}")
+        # MonitoringStoppingCondition (botocore's model): "cannot exceed the frequency of the job ... up
+        # to 3600 seconds for an hourly schedule"; the interval of the cron forms taken above
+        every = re.match(MONITOR_CRON, cron).group(1)  # type: ignore[union-attr]
+        interval = 3600 if every == "*" else 3600 * int(every.split("/")[1]) if "/" in every else 86400
+        if values["max_runtime_seconds"] > interval:
+            raise r.fail((*p, "max_runtime_seconds"), f"is longer than the schedule's interval ({interval} s for "
+                         f"'{cron}'): SageMaker refuses a monitoring job that runs past its next start")  # fmt: skip
         out = SageMakerMonitorSchedule(cron=cron, instance_type=itype, **values)
     if core.capture is None:
         raise r.fail(p, "needs the endpoint's `capture:` (Model Monitor reads the captured traffic): add capture: "

@@ -103,7 +103,12 @@ def monitor(ws: Workspace, endpoint: str, since_seconds: float) -> dict[str, Any
     else:
         from ..backends.local_endpoints import capture_root
 
-        found = records(capture_root(ws.home, endpoint), endpoint, now - since_seconds, now)
+        root = capture_root(ws.home, endpoint)
+        if not root.parent.is_dir():  # not "no traffic": this machine never served it
+            raise NotFound(f"endpoint {endpoint} has no state on this machine ({root.parent}): a local endpoint's "
+                           "capture is where it serves; run monitor there (in a workflow: on the self-hosted runner "
+                           "that deploys, with the deploy job's MLOPS_CI_HOME)")  # fmt: skip
+        found = records(root, endpoint, now - since_seconds, now)
     window = monitoring.window(found, list(stats["columns"]))
     result = monitoring.compare(stats, window, cfg.monitoring.thresholds)
     return {
@@ -121,6 +126,23 @@ def monitor(ws: Workspace, endpoint: str, since_seconds: float) -> dict[str, Any
 
 
 _LINK = re.compile(r"https://[^\s<>()\[\]\"'`\\]+")
+
+
+def _code(text: str, limit: int = 64) -> str:
+    """A name the traffic chose, inert: a code span (no link, mention or markup is made inside one;
+    GitHub turns a bare https:// or www. into a link anywhere else), on one line, cut to `limit`."""
+    text = inline(text)[:limit].replace("|", "\\|")  # a pipe ends a table cell even in a code span
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
+
+
+def _fields(counts: dict[str, int], total: int | None = None, shown: int = 20) -> str:
+    """Field names and how often, the most frequent `shown` of them."""
+    if not counts:
+        return "none"
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:shown]
+    more = (total if total is not None else len(counts)) - len(top)
+    return ", ".join(f"{_code(k)} ×{n}" for k, n in top) + (f" and {more} more" if more > 0 else "")
 
 
 def _span(seconds: float) -> str:
@@ -174,8 +196,8 @@ def render(r: dict[str, Any], *, only_drift: bool = False) -> str:
         "",
         f"- predictions: {p['count']}, PSI {_num(p.get('psi'))}",
         f"- schema: {s['wrong_width']} row(s) not {s['expected_width']} wide, text where numbers were: "
-        f"{esc(inline(json.dumps(s['type_changes'])))}, fields missing {esc(inline(json.dumps(s['missing_fields'])))}"
-        f", extra {esc(inline(json.dumps(s['extra_fields'])))}, {s['unreadable']} unreadable record(s)",
+        f"{_fields(s['type_changes'])}, fields missing {_fields(s['missing_fields'])}, extra "
+        f"{_fields(s['extra_fields'], s.get('extra_field_names'))}, {s['unreadable']} unreadable record(s)",
         f"- errors: {e['server_errors']} server error(s) of {e['answered']} answered "
         f"({_num(e['rate'] * 100 if e['rate'] is not None else None, '.1f')}%), {e['client_errors']} refused",
         f"- latency: p50 {_num(lat['p50_ms'], '.1f')} ms, p99 {_num(lat['p99_ms'], '.1f')} ms",
@@ -188,7 +210,9 @@ def render(r: dict[str, Any], *, only_drift: bool = False) -> str:
 
 # -- the one issue per endpoint, and retraining -----------------------------------------------
 MAX_BODY = 65_536  # GitHub's limit on an issue's body (characters)
-_RETRAINED = re.compile(r"^<!-- mlops-ci:retrain at=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) -->$", re.MULTILINE)
+RETRAIN_EVERY = 86_400.0  # one dispatch per project a day, whichever endpoint's alert asks first
+_RETRAINED = re.compile(r"^<!-- mlops-ci:retrain at=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) "
+                        r"endpoint=([A-Za-z0-9][A-Za-z0-9_.-]{0,62}) -->$", re.MULTILINE)  # fmt: skip
 
 
 def issue_marker(project: str, endpoint: str) -> str:
@@ -196,20 +220,28 @@ def issue_marker(project: str, endpoint: str) -> str:
     return f"<!-- mlops-ci:monitor project={project} endpoint={endpoint} -->"
 
 
-def _issue_body(ws: Workspace, report: dict[str, Any], mark: str, retrained_at: str | None, run_url: str | None
-                ) -> str:  # fmt: skip
+def _retrain_lines(ws: Workspace, at: str | None, by: str | None, endpoint: str, failed: str | None) -> list[str]:
     retrain = ws.cfg.monitoring.retrain if ws.cfg.monitoring else None
+    if retrain is None:
+        return ["Retraining is not dispatched (set `monitoring.retrain` to dispatch it on a new alert)."]
+    how = (f"workflow `{retrain.workflow}` on `{retrain.ref or 'the default branch'}`" if retrain.workflow
+           else f"repository_dispatch `{esc(inline(str(retrain.event_type)))}`")  # fmt: skip
+    if failed:
+        return [f"⚠️ Retraining ({how}) could not be dispatched: {esc(inline(failed))[:500]}. The next run tries "
+                "again."]  # fmt: skip
+    if at is None or by is None:
+        return []
+    whose = "" if by == endpoint else f", on the alert of endpoint `{by}` (one dispatch per project a day)"
+    return [f"🔁 Retraining was dispatched at {at} ({how}{whose}). It trains and gates the branch's head again; a "
+            "human reviews the run and tags a release to deploy it: nothing is deployed by this issue.",
+            f"<!-- mlops-ci:retrain at={at} endpoint={by} -->"]  # fmt: skip
+
+
+def _issue_body(report: dict[str, Any], mark: str, retrain: list[str], run_url: str | None) -> str:
     tail = ["", "---", ""]
     if run_url:
         tail.append(f"Checked by [this workflow run]({run_url}).")
-    if retrained_at and retrain:
-        how = (f"workflow `{retrain.workflow}` on `{retrain.ref or 'the default branch'}`" if retrain.workflow
-               else f"repository_dispatch `{esc(inline(str(retrain.event_type)))}`")  # fmt: skip
-        tail += [f"🔁 Retraining was dispatched at {retrained_at} ({how}). A human reviews, merges and tags "
-                 "the result; nothing is deployed by this issue.",
-                 f"<!-- mlops-ci:retrain at={retrained_at} -->"]  # fmt: skip
-    elif retrain is None:
-        tail.append("Retraining is not dispatched (set `monitoring.retrain` to dispatch it on a new alert).")
+    tail += retrain
     tail.append("_This issue is updated by `mlops-ci monitor --post` on every run while it is open; close it once "
                 "handled: the next alert opens a new one._")  # fmt: skip
     footer = "\n".join(tail) + "\n"
@@ -217,51 +249,95 @@ def _issue_body(ws: Workspace, report: dict[str, Any], mark: str, retrained_at: 
         body = mark + "\n" + render(report, only_drift=only_drift) + footer
         if len(body) <= MAX_BODY:
             return body
-    too_many = f"Too many drifted features to list here: run `mlops-ci monitor {report['endpoint']} --json`."
-    return mark + "\n" + too_many + footer
+    alerts = "".join(f"- {esc(inline(a))[:300]}\n" for a in report["alerts"][:50])
+    short = (f"{mark}\n## mlops-ci monitor · {esc(report['endpoint'])}: v{report['version']}\n\n"
+             f"{'🚨 **Alert**' if report['alerts'] else 'No alert'}\n\n{alerts}\nThe whole report is too long for an "
+             f"issue: `mlops-ci monitor {report['endpoint']} --json` prints it.\n")  # fmt: skip
+    return short + footer
+
+
+def _now_utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _age(at: str) -> float:
+    import calendar
+
+    return time.time() - calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
     """Open or update the endpoint's ONE GitHub issue: opened on an alert, edited in place on every
-    later run while it is open (an open issue also learns that the drift went away); when the
-    alert is new and `monitoring.retrain` is set, retraining is dispatched once, and the issue says
-    so (a dispatch that failed is tried again on the next run, since the issue does not say so)."""
+    later run while it is open (an open issue also learns that the drift went away). When the
+    alert is new and `monitoring.retrain` is set, retraining is dispatched once: the issue says so
+    *before* the dispatch (at most once, even if a later write fails), and a refused dispatch is
+    written in the issue instead, to be tried again on the next run. One dispatch serves the
+    project's endpoints for a day: another endpoint's issue that dispatched in the last 24 hours
+    is named instead of dispatching again."""
+    from ..errors import BadCredentials, MlopsCiError
+
     gh = ws.github()
     endpoint, alert = report["endpoint"], bool(report["alerts"])
     mark = issue_marker(ws.project, endpoint)
     title = f"mlops-ci monitor: drift on {endpoint} ({ws.project})"
-    found = gh.find_issue(mark)
-    before = _RETRAINED.search(found[1]) if found else None
-    retrained_at = before.group(1) if before else None
-    out: dict[str, Any] = {"issue": None, "action": None, "dispatched": None}
-    if found is None and not alert:
+    mine = gh.our_issues(f"<!-- mlops-ci:monitor project={ws.project} endpoint=")
+    this = [i for i in mine if i.body.split("\n", 1)[0] == mark]
+    out: dict[str, Any] = {"issue": None, "action": None, "number": None, "dispatched": None, "dispatch_error": None}
+    if not this and not alert:
         return out  # nothing to say: an issue is opened by an alert only
-
-    def upsert(at: str | None) -> Any:
-        body = _issue_body(ws, report, mark, at, gh.settings.run_url)
-        return ws.fx.each("github", "request", lambda: gh.upsert_issue(mark, title, body, create=alert),
-                          lambda: gh.plan_issue(mark, title, body, create=alert))  # fmt: skip
-
-    issue = upsert(retrained_at)
-    if issue is not None:
-        out.update(issue=issue.html_url, action=issue.action, number=issue.number)
     retrain = ws.cfg.monitoring.retrain if ws.cfg.monitoring else None
-    if alert and retrain is not None and retrained_at is None:
+    found = _RETRAINED.search(this[0].body) if this else None
+    at, by = (found.group(1), found.group(2)) if found else (None, None)
+    dispatch = alert and retrain is not None and at is None
+    if dispatch:  # another endpoint's issue dispatched lately: that training serves this alert too
+        lately = [(m.group(1), m.group(2)) for i in mine if (m := _RETRAINED.search(i.body))
+                  and _age(m.group(1)) < RETRAIN_EVERY]  # fmt: skip
+        if lately:
+            at, by = max(lately)
+            dispatch = False
+    if dispatch:
+        at, by = _now_utc(), endpoint
+    body = _issue_body(report, mark, _retrain_lines(ws, at, by, endpoint, None), gh.settings.run_url)
+    fx = ws.fx
+
+    def patch(number: int, **fields: str) -> None:  # an issue's edit, planned in a dry run
+        fx.each("github", "request", lambda: gh.edit_issue(number, **fields),
+                lambda: [{"method": "PATCH", "path": gh.issue_path(number), "body": fields}])  # fmt: skip
+
+    if this:
+        keep = this[0]
+        for dup in this[1:]:  # two runs raced: the oldest stays
+            patch(dup.number, state="closed", state_reason="not_planned")
+        number, url = keep.number, keep.html_url
+        action = "unchanged" if keep.body == body else "updated"
+        if action == "updated":
+            patch(keep.number, body=body)
+    else:
+        made = fx.each("github", "request", lambda: gh.create_issue(title, body),
+                       lambda: [{"method": "POST", "path": gh.issue_path("").rstrip("/"),
+                                 "body": {"title": title, "body": body}}])  # fmt: skip
+        action = "created"
+        number, url = (made.number, made.html_url) if made is not None else (None, None)
+        if made is not None:  # a concurrent run may have opened one too: the oldest stays
+            twins = [i for i in gh.our_issues(mark) if i.body.split("\n", 1)[0] == mark]
+            if twins and twins[0].number != made.number:
+                patch(made.number, state="closed", state_reason="not_planned")
+                number, url, action = twins[0].number, twins[0].html_url, "updated"
+    out.update(issue=url, action=action, number=number)
+    if dispatch and retrain is not None:
         ref = retrain.ref or gh.default_branch()
-        inputs = dict(retrain.inputs)
         payload = {"endpoint": endpoint, "project": ws.project, "version": report["version"], "sha": report["sha"],
-                   "alerts": [a[:200] for a in report["alerts"][:5]], "issue": out["issue"]}  # fmt: skip
-        where = (retrain.workflow, retrain.event_type, ref, inputs, payload)
-        url = ws.fx.each("github", "request", lambda: gh.dispatch(*where), lambda: gh.plan_dispatch(*where))
-        out["dispatched"] = url or "planned"
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        # the issue now says so: the next run does not dispatch again (a dry run made no issue to read
-        # back: it plans the edit of the one it would have made)
-        body = _issue_body(ws, report, mark, at, gh.settings.run_url)
-        number = found[0] if found else "{number}"
-        edit = {"method": "PATCH", "path": gh.issue_path(number), "body": {"body": body}}
-        again = ws.fx.each("github", "request", lambda: gh.upsert_issue(mark, title, body, create=True),
-                           lambda: [edit])  # fmt: skip
-        if again is not None:
-            out["action"] = "created" if issue is not None and issue.action == "created" else again.action
+                   "alerts": [a[:200] for a in report["alerts"][:5]], "issue": url}  # fmt: skip
+        where = (retrain.workflow, retrain.event_type, ref, dict(retrain.inputs), payload)
+        try:
+            done = fx.each("github", "request", lambda: gh.dispatch(*where), lambda: gh.plan_dispatch(*where))
+            out["dispatched"] = done or "planned"
+        except BadCredentials:
+            raise
+        except MlopsCiError as exc:  # said in the issue, without the mark: the next run tries again
+            out["dispatch_error"] = exc.message
+            failed = _issue_body(report, mark, _retrain_lines(ws, None, None, endpoint, exc.message),
+                                 gh.settings.run_url)  # fmt: skip
+            if number is not None:
+                patch(number, body=failed)
     return out

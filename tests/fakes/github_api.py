@@ -465,9 +465,16 @@ class FakeGitHub:
         if rest == "/issues":
             if method == "GET":
                 # docs.github.com/rest/issues/issues#list-repository-issues: open ones by default, newest
-                # first (sort=created, direction=desc); `creator` filters by login
+                # first (sort=created, direction=desc); `creator` filters by login; "GitHub's REST API
+                # considers every pull request an issue", each with a `pull_request` key (same page)
                 state = query.get("state", "open")
-                found = [i for i in self.repo_issues(repo) if state == "all" or i["state"] == state
+                pulls = [{"number": n, "title": "a pull request", "body": "", "state": "open", "updated_at": _now(),
+                          "user": {"login": "someone", "id": self.user_id("someone"), "type": "User"},
+                          "html_url": f"https://github.example/{r}/pull/{n}",
+                          "url": self._url(f"/repos/{r}/issues/{n}"),
+                          "pull_request": {"url": self._url(f"/repos/{r}/pulls/{n}")}}
+                         for (r, n) in self.pulls if r == repo]  # fmt: skip
+                found = [i for i in [*self.repo_issues(repo), *pulls] if state == "all" or i["state"] == state
                          if query.get("creator") in (None, i["user"]["login"])]  # fmt: skip
                 key = "updated_at" if query.get("sort") == "updated" else "number"
                 found.sort(key=lambda i: i[key], reverse=query.get("direction", "desc") == "desc")

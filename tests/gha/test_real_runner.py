@@ -581,6 +581,7 @@ def test_the_hourly_monitor_opens_one_issue_and_dispatches_the_train_workflow(ac
     production = '  - name: production\n    tags: ["v*"]\n'
     config = fast_config(extra="monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}\n")
     (p.path / "mlops-ci.yaml").write_text(config.replace(production, production + "    capture: {percent: 100}\n"))
+    assert "wrote .github/workflows/mlops-ci-monitor.yml" in p.ok("init", "--force")  # now that it monitors
     p.commit("monitor the endpoint")
     starter = yaml.safe_load((ROOT / "workflow-templates" / "mlops-ci-train.yml").read_text())
     act.gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset(starter[True]["workflow_dispatch"]["inputs"])

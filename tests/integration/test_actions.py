@@ -133,8 +133,10 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     git(tmp_path, "init", "-q")
     p = Project(tmp_path)
     out = p.ok("init")
-    assert out.splitlines()[: len(WORKFLOWS) + 1] == [f"wrote {f}" for f in sorted(
-        [f".github/workflows/{w}" for w in WORKFLOWS] + ["mlops-ci.yaml"])]  # fmt: skip
+    # the hourly monitor would only fail on a config that monitors nothing: it waits for `monitoring:`
+    assert out.splitlines()[0].startswith("skipped .github/workflows/mlops-ci-monitor.yml: mlops-ci.yaml has no")
+    assert out.splitlines()[1 : len(WORKFLOWS) + 1] == [f"wrote {f}" for f in sorted(
+        [f".github/workflows/{w}" for w in WORKFLOWS if w != "mlops-ci-monitor.yml"] + ["mlops-ci.yaml"])]  # fmt: skip
     # The starter config names the scripts a project needs: until they exist, `config check` says so.
     code, _, err = p.cli("config", "check")
     assert code == 2 and "training.entry_point: file 'train.py' does not exist" in err
@@ -158,6 +160,9 @@ def test_init_writes_workflows_and_config_and_refuses_to_overwrite(tmp_path: Pat
     assert "kept mlops-ci.yaml" in out
     assert workflow.read_text() == starter
     assert (workflow.parent / (workflow.name + ".orig")).read_text() == starter + "# my change\n"
+    assert not (workflow.parent / "mlops-ci-monitor.yml").exists()
+    (tmp_path / "mlops-ci.yaml").write_text("project: mine\nmonitoring: true\n")
+    assert "wrote .github/workflows/mlops-ci-monitor.yml" in p.ok("init", "--force")
     assert f"wrote .github/workflows/{WORKFLOWS[0]} (yours is kept as {WORKFLOWS[0]}.orig)" in out
     assert f"unchanged .github/workflows/{WORKFLOWS[1]}" in out
     workflow.write_text(starter + "# my second change\n")  # an earlier .orig is never overwritten

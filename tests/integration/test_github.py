@@ -260,30 +260,31 @@ def test_more_than_50_annotations_are_sent_in_batches(fake: FakeGitHub):
 MARK = "<!-- mlops-ci:monitor project=p endpoint=prod -->"
 
 
-def test_the_sticky_issue_is_ours_only_and_one(fake: FakeGitHub):
+def test_our_issues_are_read_in_one_pass_as_plain_json_and_only_ours(fake: FakeGitHub):
     from tests.fakes.github_api import Account
 
     gh = client(fake)
-    # someone's issue with our marker, and a closed one of ours: neither is the one
-    fake.new_issue(REPO, "copy", MARK + "\nnot ours", "mallory")
+    fake.pulls[(REPO, 1)] = "a" * 40  # GitHub lists pull requests among the issues
+    for n in range(250):
+        fake.new_issue(REPO, f"bug {n}", f"text {n}", "someone")
+    fake.new_issue(REPO, "copy", MARK + "\nnot ours", "mallory")  # anyone can type the marker
     closed = fake.new_issue(REPO, "old alert", MARK + "\nhandled", "github-actions[bot]")
     closed["state"] = "closed"
-    assert gh.upsert_issue(MARK, "t", MARK + "\nquiet", create=False) is None and fake.writes() == 0
-    made = gh.upsert_issue(MARK, "drift", MARK + "\none", create=True)
-    assert made.action == "created" and made.number == 3
-    assert gh.upsert_issue(MARK, "drift", MARK + "\none", create=True).action == "unchanged"
-    assert gh.upsert_issue(MARK, "drift", MARK + "\ntwo", create=False).action == "updated"
-    assert fake.issues[(REPO, 3)]["body"] == MARK + "\ntwo" and fake.issues[(REPO, 1)]["body"] == MARK + "\nnot ours"
-    assert gh.find_issue(MARK) == (3, MARK + "\ntwo", "https://github.example/acme/models/issues/3")
-    # two concurrent jobs each opened one: the oldest stays, ours only is closed (not planned)
-    fake.new_issue(REPO, "drift", MARK + "\nrace", "github-actions[bot]")
-    assert gh.upsert_issue(MARK, "drift", MARK + "\nthree", create=True).number == 3
-    assert fake.issues[(REPO, 4)]["state"] == "closed" and fake.issues[(REPO, 4)]["state_reason"] == "not_planned"
-    assert fake.issues[(REPO, 1)]["state"] == "open"
-    # a PAT acts as its user: the bot's issue is not that user's
+    ours = fake.new_issue(REPO, "alert", MARK + "\r\nedited in the browser\r\n", "github-actions[bot]")
+    fake.requests.clear()
+    found = gh.our_issues(MARK)
+    assert [(i.number, i.body) for i in found] == [(ours["number"], MARK + "\nedited in the browser\n")]
+    # 253 open items at 100 a page: three requests, not one more per issue
+    assert fake.requests == [("GET", f"/repos/{REPO}/issues")] * 3
+    made = gh.create_issue("drift", MARK + "\nnew")
+    gh.edit_issue(made.number, body=MARK + "\nedited")
+    gh.edit_issue(ours["number"], state="closed", state_reason="not_planned")
+    assert [i.number for i in gh.our_issues(MARK)] == [made.number]
+    assert fake.issues[(REPO, ours["number"])]["state_reason"] == "not_planned"
+    # a PAT acts as its user: the bot's issues are not that user's
     fake.tokens["ghp_user"] = ALL_PERMISSIONS
     fake.accounts["ghp_user"] = Account("octocat", 583231, installation=False)
-    assert client(fake, "ghp_user").find_issue(MARK) is None
+    assert client(fake, "ghp_user").our_issues(MARK) == []
 
 
 def test_dispatch_refusals_are_one_line_with_the_fix(fake: FakeGitHub):

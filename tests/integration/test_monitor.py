@@ -102,6 +102,13 @@ def test_monitor_flags_the_shifted_feature_with_values_computed_independently(pr
     assert "🚨 **Alert**" in md and "| f0 | number |" in md and "⚠️ drift" in md
     project.ok("endpoint", "stop", "production")
 
+    # a machine that never served the endpoint (a hosted runner): said, not judged as "no traffic"
+    import shutil
+
+    shutil.rmtree(project.path / ".mlops-ci" / "endpoints" / "production")
+    code, _, err = project.cli("monitor", "production")
+    assert code == 4 and "has no state on this machine" in err and "MLOPS_CI_HOME" in err
+
 
 def test_monitor_needs_a_capture_and_a_baseline(project: Project):
     (project.path / "mlops-ci.yaml").write_text(fast_config(extra="monitoring: true\n"))
@@ -160,7 +167,7 @@ def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(proj
         marker = "<!-- mlops-ci:monitor project=fast endpoint=production -->"
         theirs = gh.new_issue(REPO, "fake alert", marker + "\nplease click ::error::here", "mallory")
 
-        # shifted traffic: the dry run plans the issue, the dispatch and the issue's edit
+        # shifted traffic: the dry run plans the issue (saying it dispatches) and the dispatch
         _send(url, [[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(300)])
         _wait_for(project, 500)
         code, out, err = project.cli("monitor", "production", "--post", "--dry-run", "--json")
@@ -169,17 +176,25 @@ def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(proj
         assert [(p["method"], p["path"]) for p in plan] == [
             ("POST", f"/repos/{REPO}/issues"),
             ("POST", f"/repos/{REPO}/actions/workflows/mlops-ci-train.yml/dispatches"),
-            ("PATCH", f"/repos/{REPO}/issues/{{number}}"),
         ]
+        assert "Retraining was dispatched at" in plan[0]["body"]["body"]
         assert plan[1]["body"] == {"ref": "main", "inputs": {"force": "true"}}
         assert gh.writes() == 0
+
+        # the train workflow cannot be dispatched (no workflow_dispatch trigger yet): the issue says so
+        gh.workflows[(REPO, "mlops-ci-train.yml")] = None
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16 and "retraining was not dispatched" in err and "workflow_dispatch' trigger" in err
+        (issue,) = [i for i in gh.repo_issues(REPO) if i is not theirs]
+        assert "could not be dispatched" in issue["body"] and "mlops-ci:retrain" not in issue["body"]
+        gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset({"force"})
 
         code, _, err = project.cli("monitor", "production", "--post")
         assert code == 16, err
         ours = [i for i in gh.repo_issues(REPO) if i is not theirs]
         assert len(ours) == 1 and ours[0]["user"]["login"] == "github-actions[bot]"
-        issue = ours[0]
-        assert f"monitor issue created: {issue['html_url']}" in err and "retraining dispatched" in err
+        assert ours[0] is issue  # the same issue, the dispatch tried again
+        assert f"monitor issue updated: {issue['html_url']}" in err and "retraining dispatched" in err
         assert issue["title"] == "mlops-ci monitor: drift on production (fast)"
         body = issue["body"]
         assert body.startswith(marker + "\n") and "🚨 **Alert**" in body and "| f0 | number |" in body
@@ -188,7 +203,9 @@ def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(proj
                                   "ref": "main", "inputs": {"force": "true"}}]  # fmt: skip
         assert theirs["body"].endswith("::error::here") and theirs["state"] == "open"
 
-        # the next run: the same issue, edited in place; no second dispatch
+        # the next run: the same issue, edited in place; no second dispatch, also after a human edited
+        # the issue in the browser (which saves CRLF line endings)
+        issue["body"] = issue["body"].replace("\n", "\r\n")
         _send(url, [[round(rng.gauss(1.5, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(50)])
         _wait_for(project, 550)
         code, _, err = project.cli("monitor", "production", "--post")

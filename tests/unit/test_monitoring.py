@@ -145,3 +145,43 @@ def test_text_where_numbers_were_is_a_schema_violation():
     assert got["schema"]["type_changes"] == {"f0": 10}  # type: ignore[index]
     assert any("schema violations" in a for a in got["alerts"])  # type: ignore[union-attr]
     assert math.isfinite(got["features"]["f0"]["psi"])  # type: ignore[index]
+
+
+def _report(records: list[dict[str, object]]) -> dict[str, object]:
+    """What `monitor` reports (its fields beside the comparison, as verbs/monitor.py adds them)."""
+    got = mon.compare(_baseline(), mon.window(records, ["f0", "f1", "kind"]), mon.Thresholds())
+    return {"endpoint": "prod", "version": 3, "sha": "a" * 40, "run_id": "aaaaaaaa-000000", "links": {},
+            "window": {"since": 0, "until": 1, "seconds": 3600.0}, "baseline": {"channel": "train", "rows": 2000},
+            "thresholds": {"min_records": 30}, **got}  # fmt: skip
+
+
+def test_names_the_traffic_chose_are_capped_and_inert_in_the_issue():
+    from mlops_ci.verbs.monitor import MAX_BODY, _issue_body, issue_marker
+
+    hostile = ["https://evil.example/login", "www.evil.example", "@octocat", "<img src=x onerror=alert(1)>",
+               "##[error]x", "a|b", "`tick`"]  # fmt: skip
+    records = []
+    for i in range(1500):  # a client sends a field of a new long name with every request (the hostile ones twice)
+        extra = {hostile[i % len(hostile)] if i < 2 * len(hostile) else f"k{i}-" + "x" * 200: 1}
+        records.append(_record(json.dumps({"instances": [{"f0": 0.1, "f1": 5.0, "kind": "x", **extra}]}), "[1.0]"))
+    report = _report(records)
+    schema = report["schema"]
+    assert len(schema["extra_fields"]) == mon.MAX_FIELDS and schema["extra_field_names"] == 1493  # type: ignore[index]
+    mark = issue_marker("p", "prod")
+    body = _issue_body(report, mark, [], "https://github.example/acme/models/actions/runs/1")
+    assert len(body) < 20_000 and "and 1473 more" in body
+    line = next(x for x in body.splitlines() if x.startswith("- schema:"))
+    # each name is inside a code span: no link, mention, HTML or workflow command is made of it
+    for name in ("https://evil.example/login", "www.evil.example", "@octocat", "<img src=x onerror=alert(1)>"):
+        assert f"`{name}` ×2" in line
+    assert "`a\\|b` ×2" in line and "`` `tick` `` ×2" in line
+    assert not any(x.startswith(("::", "##[")) for x in body.splitlines())
+
+    # a report too long for an issue keeps its verdict and its alerts, and no heading is made of a sentence
+    wide = {f"f{i}-" + "y" * 80: {"type": "number", "drift": True, "psi": 1.0} for i in range(1000)}
+    many = dict(report, features=wide, alerts=[f"feature f{i} drifted" for i in range(60)])
+    short = _issue_body(many, mark, [], None)
+    assert len(short) <= MAX_BODY and short.startswith(mark + "\n") and "🚨 **Alert**" in short
+    assert "- feature f0 drifted" in short and "- feature f49 drifted" in short
+    lines = short.splitlines()
+    assert lines[lines.index("---") - 1] == ""  # `text` + `---` would be a heading
