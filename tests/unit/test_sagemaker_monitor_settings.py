@@ -60,8 +60,11 @@ def test_true_gives_the_defaults_and_a_mapping_its_values():
         ("{max_runtime_seconds: 86401}", "monitor_schedule.max_runtime_seconds", "1-86400"),
         # botocore's MonitoringStoppingCondition: not longer than the schedule's interval
         ("{max_runtime_seconds: 3601}", "monitor_schedule.max_runtime_seconds", "3600 s for 'cron(0 * ? * * *)'"),
-        ("{cron: 'cron(0 0/6 ? * * *)', max_runtime_seconds: 21601}", "monitor_schedule.max_runtime_seconds",
-         "21600 s"),
+        (
+            "{cron: 'cron(0 0/6 ? * * *)', max_runtime_seconds: 21601}",
+            "monitor_schedule.max_runtime_seconds",
+            "21600 s",
+        ),
         ("{max_runtime_seconds: 1.5}", "monitor_schedule.max_runtime_seconds", "whole number"),
         ("{crom: x}", "monitor_schedule", "crom"),
         ("yes please", "monitor_schedule", ""),
