@@ -992,7 +992,8 @@ DESCRIPTIONS: dict[str, Doc] = {
         "Each instance's storage volume in GB, 1-16384.", default="`20`"
     ),
     "endpoints[].monitor_schedule.max_runtime_seconds": Doc(
-        "A job is stopped after this many seconds, 1-86400; keep it under the schedule's interval.",
+        "A job is stopped after this many seconds, 1-86400 and at most the schedule's interval (3600 hourly): "
+        "SageMaker refuses a longer one.",
         default="`3600`",
     ),
     "aws": Doc("Where SageMaker work happens. See [Amazon SageMaker](sagemaker.md)."),
