@@ -217,10 +217,7 @@ class ModelMonitor:
             "RoleArn": self.role,
             "Tags": self._tags(mv),
         }  # fmt: skip
-        network = self._network()
-        if network:
-            req["NetworkConfig"] = network
-        return req
+        return self._networked(req)
 
     def definition_request(self, mv: ModelVersion, name: str, job: str) -> dict[str, object]:
         """DefaultModelMonitor.create_monitoring_schedule's job definition: the endpoint's captured
@@ -246,10 +243,12 @@ class ModelMonitor:
             "StoppingCondition": {"MaxRuntimeInSeconds": self.s.max_runtime_seconds},
             "Tags": self._tags(mv),
         }  # fmt: skip
+        return self._networked(req)
+
+    def _networked(self, req: dict[str, object]) -> dict[str, object]:
+        """A job's request with the endpoint's NetworkConfig, when it has one."""
         network = self._network()
-        if network:
-            req["NetworkConfig"] = network
-        return req
+        return {**req, "NetworkConfig": network} if network else req
 
     def schedule_config(self, definition: str) -> dict[str, object]:
         return {"ScheduleConfig": {"ScheduleExpression": self.s.cron}, "MonitoringJobDefinitionName": definition,
