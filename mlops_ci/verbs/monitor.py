@@ -261,9 +261,13 @@ def _now_utc() -> str:
 
 
 def _age(at: str) -> float:
+    """Seconds since `at`; a mark no clock reads (an edit made it 2026-13-45) is as old as can be."""
     import calendar
 
-    return time.time() - calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        return time.time() - calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return float("inf")
 
 
 def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:

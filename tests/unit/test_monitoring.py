@@ -185,3 +185,10 @@ def test_names_the_traffic_chose_are_capped_and_inert_in_the_issue():
     assert "- feature f0 drifted" in short and "- feature f49 drifted" in short
     lines = short.splitlines()
     assert lines[lines.index("---") - 1] == ""  # `text` + `---` would be a heading
+
+
+def test_a_retraining_mark_no_clock_reads_counts_as_old():
+    from mlops_ci.verbs.monitor import _age, _now_utc
+
+    assert _age("2026-13-45T00:00:00Z") == math.inf  # an edit of the issue cannot stop the monitor
+    assert 0 <= _age(_now_utc()) < 5
