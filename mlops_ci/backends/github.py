@@ -132,7 +132,11 @@ class RetryPolicy:
             return float(min(60 * 2**attempt, 900))
         return float(min(2**attempt, 30))  # 5xx
 
-    def call(self, what: str, fn: Callable[[], T], *, permission: str, repository: str | None) -> T:
+    def call(self, what: str, fn: Callable[[], T], *, permission: str, repository: str | None,
+             once: bool = False) -> T:  # fmt: skip
+        """`once`: a write GitHub may have made although the answer was lost or an error (a
+        dispatch, an issue's creation: no idempotency key) is retried only when it was refused
+        before anything happened (a rate limit, a connection never made)."""
         waited = 0.0
         for attempt in range(self.max_attempts):
             try:
@@ -141,6 +145,8 @@ class RetryPolicy:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
                 wait = self.wait_for(exc, attempt)
+                if wait is not None and once and not _refused_before_acting(exc):
+                    wait = None
                 if wait is None:
                     raise translate(exc, what, permission, repository) from None
                 if attempt + 1 >= self.max_attempts or waited + wait > self.max_total_wait:
@@ -157,6 +163,18 @@ class RetryPolicy:
                 self.sleep(wait)
                 waited += wait
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refused_before_acting(exc: Exception) -> bool:
+    """A rate limit (429, or a 403 that wait_for took for one) or a connection that timed out before
+    it was made: GitHub did nothing. A 5xx, a read timeout or a dropped connection may come after
+    the write was made."""
+    import requests
+
+    status = getattr(exc, "status", None)
+    if status is not None:
+        return bool(status in (403, 429))
+    return isinstance(exc, requests.exceptions.ConnectTimeout)
 
 
 def _message(exc: object) -> str:
@@ -270,8 +288,8 @@ class GitHubClient:
         )
         self.repo = self._gh.get_repo(settings.repository)
 
-    def _call(self, what: str, fn: Callable[[], T], permission: str) -> T:
-        return self.retry.call(what, fn, permission=permission, repository=self.settings.repository)
+    def _call(self, what: str, fn: Callable[[], T], permission: str, *, once: bool = False) -> T:
+        return self.retry.call(what, fn, permission=permission, repository=self.settings.repository, once=once)
 
     def identity(self) -> Identity:
         """Who the token is, asked once per process and token (concurrent jobs in one process
@@ -502,7 +520,8 @@ class GitHubClient:
         return self._call("read the open issues", op, "issues:read")
 
     def create_issue(self, title: str, body: str) -> Issue:
-        made = self._call("open an issue", lambda: self.repo.create_issue(title=title, body=body), "issues:write")
+        made = self._call("open an issue", lambda: self.repo.create_issue(title=title, body=body), "issues:write",
+                          once=True)  # fmt: skip
         return Issue(made.number, body, made.html_url)
 
     def edit_issue(self, number: int, **fields: str) -> None:
@@ -534,13 +553,13 @@ class GitHubClient:
         if workflow:
             self._call(f"dispatch workflow {workflow} on {ref}",
                        lambda: self.repo.get_workflow(workflow).create_dispatch(ref, body["inputs"], throw=True),
-                       "actions:write")  # fmt: skip
+                       "actions:write", once=True)  # fmt: skip
             return f"{base}/workflows/{workflow}"
         self._call(f"send the repository_dispatch event {event_type}",
                    # PyGithub's create_repository_dispatch answers False on any refusal: ask the requester,
                    # which raises with the status the retry policy and translate() read
                    lambda: self._gh.requester.requestJsonAndCheck("POST", self._path("dispatches"), input=body),
-                   "contents:write")  # fmt: skip
+                   "contents:write", once=True)  # fmt: skip
         return base
 
     def plan_dispatch(self, workflow: str | None, event_type: str | None, ref: str, inputs: Mapping[str, str],

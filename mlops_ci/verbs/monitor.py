@@ -131,7 +131,7 @@ _LINK = re.compile(r"https://[^\s<>()\[\]\"'`\\]+")
 def _code(text: str, limit: int = 64) -> str:
     """A name the traffic chose, inert: a code span (no link, mention or markup is made inside one;
     GitHub turns a bare https:// or www. into a link anywhere else), on one line, cut to `limit`."""
-    text = inline(text)[:limit].replace("|", "\\|")  # a pipe ends a table cell even in a code span
+    text = inline(text)[:limit]  # (not for a table cell: a pipe would end it, even in a code span)
     fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
     return f"{fence} {text} {fence}" if text.startswith("`") or text.endswith("`") else f"{fence}{text}{fence}"
 
@@ -295,13 +295,22 @@ def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
     dispatch = alert and retrain is not None and at is None
     if dispatch:  # another endpoint's issue dispatched lately: that training serves this alert too
         lately = [(m.group(1), m.group(2)) for i in mine if (m := _RETRAINED.search(i.body))
-                  and _age(m.group(1)) < RETRAIN_EVERY]  # fmt: skip
+                  and 0 <= _age(m.group(1)) < RETRAIN_EVERY]  # fmt: skip
         if lately:
             at, by = max(lately)
             dispatch = False
+    failed, ref = None, ""
+    if dispatch and retrain is not None and retrain.workflow:  # known before the issue says "dispatched"
+        try:
+            ref = retrain.ref or gh.default_branch()
+        except BadCredentials:
+            raise
+        except MlopsCiError as exc:
+            dispatch, failed = False, exc.message
     if dispatch:
         at, by = _now_utc(), endpoint
-    body = _issue_body(report, mark, _retrain_lines(ws, at, by, endpoint, None), gh.settings.run_url)
+    body = _issue_body(report, mark, _retrain_lines(ws, at, by, endpoint, failed), gh.settings.run_url)
+    out["dispatch_error"] = failed
     fx = ws.fx
 
     def patch(number: int, **fields: str) -> None:  # an issue's edit, planned in a dry run
@@ -322,16 +331,15 @@ def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
                                  "body": {"title": title, "body": body}}])  # fmt: skip
         action = "created"
         number, url = (made.number, made.html_url) if made is not None else (None, None)
-        if made is not None:  # a concurrent run may have opened one too: the oldest stays
+        if made is not None:  # a concurrent run may have opened one too: the oldest stays, and is its
             twins = [i for i in gh.our_issues(mark) if i.body.split("\n", 1)[0] == mark]
-            if twins and twins[0].number != made.number:
+            if twins and twins[0].number < made.number:  # the other run's: it dispatches, not this one
                 patch(made.number, state="closed", state_reason="not_planned")
-                number, url, action = twins[0].number, twins[0].html_url, "updated"
+                number, url, action, dispatch = twins[0].number, twins[0].html_url, "unchanged", False
     out.update(issue=url, action=action, number=number)
     if dispatch and retrain is not None:
-        ref = retrain.ref or gh.default_branch()
         payload = {"endpoint": endpoint, "project": ws.project, "version": report["version"], "sha": report["sha"],
-                   "alerts": [a[:200] for a in report["alerts"][:5]], "issue": url}  # fmt: skip
+                   "alerts": [a[:200] for a in report["alerts"][:5]], "issue": url or "{issue}"}  # fmt: skip
         where = (retrain.workflow, retrain.event_type, ref, dict(retrain.inputs), payload)
         try:
             done = fx.each("github", "request", lambda: gh.dispatch(*where), lambda: gh.plan_dispatch(*where))
@@ -340,8 +348,8 @@ def post(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
             raise
         except MlopsCiError as exc:  # said in the issue, without the mark: the next run tries again
             out["dispatch_error"] = exc.message
-            failed = _issue_body(report, mark, _retrain_lines(ws, None, None, endpoint, exc.message),
-                                 gh.settings.run_url)  # fmt: skip
+            unmarked = _issue_body(report, mark, _retrain_lines(ws, None, None, endpoint, exc.message),
+                                   gh.settings.run_url)  # fmt: skip
             if number is not None:
-                patch(number, body=failed)
+                patch(number, body=unmarked)
     return out

@@ -152,6 +152,9 @@ class FakeGitHub:
         # workflow-run artifacts another run uploaded: id → {name, repo, run_id, zip (a file path)}
         self.artifacts: dict[int, dict[str, Any]] = {}
         self.faults: list[Fault] = []
+        # (method, path pattern, action): run once, before the first request that matches is answered
+        # (what another client did just then: a concurrent run's write)
+        self.hooks: list[tuple[str, re.Pattern[str], Any]] = []
         self.setups: dict[str, RepoSetup] = {}  # repository → its settings (doctor's endpoints)
         # (repository, environment, pattern, type) → the deployment branch policy's id, kept for good
         self.policy_ids: dict[tuple[str, str, str, str], int] = {}
@@ -297,6 +300,10 @@ class FakeGitHub:
                         fake.graphql.append(str((json.loads(raw) if raw else {}).get("query", "")))
                     else:
                         fake.requests.append((method, path))
+                    hook = next((h for h in fake.hooks if h[0] == method and h[1].search(path)), None)
+                    if hook:
+                        fake.hooks.remove(hook)
+                        hook[2]()
                     fault = next((f for f in fake.faults if f.method == method and f.path.search(path)), None)
                     if fault:
                         fault.times -= 1

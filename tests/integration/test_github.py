@@ -314,3 +314,21 @@ def test_dispatch_refusals_are_one_line_with_the_fix(fake: FakeGitHub):
             client(fake, "no-actions").dispatch(*args, "main", {}, {})
         assert ("actions: write" if args[0] else "contents: write") in exc.value.message
     assert len(fake.dispatches) == 2
+
+
+def test_a_dispatch_github_may_have_made_is_not_sent_again(fake: FakeGitHub):
+    from mlops_ci.errors import Transient
+
+    clock = Clock()
+    gh = client(fake, clock=clock)
+    fake.workflows[(REPO, "train.yml")] = frozenset({"force"})
+    path = rf"/repos/{REPO}/actions/workflows/train.yml/dispatches"
+    # stored, then a 502: retrying would train twice (a dispatch has no idempotency key)
+    fake.inject("POST", path, 502, after=True)
+    with pytest.raises(Transient, match="GitHub did not answer"):
+        gh.dispatch("train.yml", None, "main", {"force": "true"}, {})
+    assert len(fake.dispatches) == 1 and fake.count("POST", "dispatches") == 1
+    # a rate limit refuses before acting: waited out and sent again
+    fake.inject("POST", path, 429, headers={"Retry-After": "3"})
+    gh.dispatch("train.yml", None, "main", {"force": "true"}, {})
+    assert len(fake.dispatches) == 2 and fake.count("POST", "dispatches") == 3 and clock.slept == [3.0]

@@ -223,3 +223,52 @@ def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(proj
     finally:
         gh.stop()
         project.ok("endpoint", "stop", "production")
+
+
+def test_a_lost_race_and_a_failed_lookup_never_claim_a_dispatch(project: Project, tmp_path, monkeypatch):
+    import re
+
+    from tests.fakes.github_api import ALL_PERMISSIONS, FakeGitHub
+
+    token = "ghs_monitor"
+    gh = FakeGitHub(tokens={token: ALL_PERMISSIONS}).start()
+    gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset({"force"})
+    try:
+        rng = random.Random(7)
+        rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
+        (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+        retrain = "monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}"
+        (project.path / "mlops-ci.yaml").write_text(_config().replace("monitoring: {min_records: 50}", retrain))
+        project.commit("monitoring with retraining")
+        release(project, "v1.0.0")
+        project.ok("deploy", "v1.0.0")
+        url = str(endpoint_state(project, "production")["url"])
+        _send(url, [[round(rng.gauss(2, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(200)])
+        _wait_for(project, 200)
+        _scheduled_env(monkeypatch, gh, tmp_path, token)
+        marker = "<!-- mlops-ci:monitor project=fast endpoint=production -->"
+
+        # the repository's default branch cannot be read: nothing claims a dispatch, the issue says why
+        gh.inject("GET", rf"^/repos/{REPO}$", 404, times=1)
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16 and "retraining was not dispatched" in err, err
+        (first,) = gh.repo_issues(REPO)
+        assert "could not be dispatched" in first["body"] and "mlops-ci:retrain" not in first["body"]
+        assert gh.dispatches == []
+        first["state"] = "closed"
+
+        # another run opens the endpoint's issue (and dispatches) between this run's read and its create
+        def other_run() -> None:
+            gh.new_issue(REPO, "drift", f"{marker}\nthe other run's\n<!-- mlops-ci:retrain at=2026-01-01T00:00:00Z "
+                         "endpoint=production -->\n", "github-actions[bot]")  # fmt: skip
+
+        gh.hooks.append(("POST", re.compile(rf"^/repos/{REPO}/issues$"), other_run))
+        code, _, err = project.cli("monitor", "production", "--post")
+        assert code == 16, err
+        theirs, mine = [i for i in gh.repo_issues(REPO) if i is not first]
+        assert theirs["body"].endswith("endpoint=production -->\n") and theirs["state"] == "open"  # untouched
+        assert mine["state"] == "closed" and mine["state_reason"] == "not_planned"
+        assert gh.dispatches == [] and f"monitor issue unchanged: {theirs['html_url']}" in err
+    finally:
+        gh.stop()
+        project.ok("endpoint", "stop", "production")
