@@ -253,7 +253,7 @@ class SmokeRequest:
 class RetrainConfig:
     """`monitoring.retrain`: what `monitor --post` asks the forge to run when an endpoint's alert is
     new: a workflow_dispatch of `workflow` on `ref`, or a repository_dispatch of `event_type`. It
-    trains; a human still merges, gates and tags."""
+    trains and gates; a human still tags the release that deploys."""
 
     workflow: str | None = None
     ref: str | None = None  # None: the repository's default branch

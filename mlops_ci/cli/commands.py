@@ -701,10 +701,12 @@ def monitor_cmd(ws: Workspace, endpoint: str, since: float, *, as_json: bool, ou
         from ..verbs.monitor import post as post_issue
 
         done = post_issue(ws, report)
-        if done["issue"]:
+        if ws.dry_run:
+            pass  # the plan says what would be written
+        elif done["issue"]:
             say(f"monitor issue {done['action']}: {done['issue']}")
             github_output(issue_url=done["issue"])
-        elif not ws.dry_run:
+        else:
             say("no monitor issue: no alert, and no open issue of this endpoint to update")
         if done["dispatched"] and not ws.dry_run:
             say(f"retraining dispatched: {done['dispatched']}")
