@@ -136,6 +136,19 @@ def _scheduled_env(monkeypatch, gh, tmp_path: Path, token: str) -> None:
 REPO = "acme/models"
 
 
+def _deployed_with_retraining(project: Project, rng: random.Random) -> str:
+    """v1.0.0 trained on 500 rows (f0 ~ N(0, 1), f1 ~ N(5, 2)) with `monitoring.retrain`, deployed
+    to production, which captures every request; its URL."""
+    rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
+    (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    retrain = "monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}"
+    (project.path / "mlops-ci.yaml").write_text(_config().replace("monitoring: {min_records: 50}", retrain))
+    project.commit("monitoring with retraining")
+    release(project, "v1.0.0")
+    project.ok("deploy", "v1.0.0")
+    return str(endpoint_state(project, "production")["url"])
+
+
 def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(project: Project, tmp_path, monkeypatch):
     from tests.fakes.github_api import ALL_PERMISSIONS, Account, FakeGitHub
 
@@ -145,15 +158,7 @@ def test_an_alert_opens_one_issue_updates_it_and_dispatches_retraining_once(proj
     gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset({"force"})
     try:
         rng = random.Random(7)
-        rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
-        (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
-        retrain = "monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}"
-        config = _config().replace("monitoring: {min_records: 50}", retrain)
-        (project.path / "mlops-ci.yaml").write_text(config)
-        project.commit("monitoring with retraining")
-        release(project, "v1.0.0")
-        project.ok("deploy", "v1.0.0")
-        url = str(endpoint_state(project, "production")["url"])
+        url = _deployed_with_retraining(project, rng)
         _send(url, [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(200)])
         _wait_for(project, 200)
         _scheduled_env(monkeypatch, gh, tmp_path, token)
@@ -235,14 +240,7 @@ def test_a_lost_race_and_a_failed_lookup_never_claim_a_dispatch(project: Project
     gh.workflows[(REPO, "mlops-ci-train.yml")] = frozenset({"force"})
     try:
         rng = random.Random(7)
-        rows = [[round(rng.gauss(0, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(500)]
-        (project.path / "data" / "rows.csv").write_text("f0,f1\n" + "".join(f"{a},{b}\n" for a, b in rows))
-        retrain = "monitoring: {min_records: 50, retrain: {workflow: mlops-ci-train.yml}}"
-        (project.path / "mlops-ci.yaml").write_text(_config().replace("monitoring: {min_records: 50}", retrain))
-        project.commit("monitoring with retraining")
-        release(project, "v1.0.0")
-        project.ok("deploy", "v1.0.0")
-        url = str(endpoint_state(project, "production")["url"])
+        url = _deployed_with_retraining(project, rng)
         _send(url, [[round(rng.gauss(2, 1), 3), round(rng.gauss(5, 2), 3)] for _ in range(200)])
         _wait_for(project, 200)
         _scheduled_env(monkeypatch, gh, tmp_path, token)
