@@ -77,6 +77,13 @@ def _number(cell: str) -> Any:
     return v if math.isfinite(v) else cell
 
 
+def is_header(row: list[str]) -> bool:
+    """A CSV's first row is a header when no cell is a number (a headerless row with a text label
+    is data) and some cell is not blank: how the model diff, the baseline statistics and the Model
+    Monitor baseline read a channel."""
+    return all(isinstance(_number(c), str) for c in row) and any(c.strip() for c in row)
+
+
 def _printable(value: str) -> str:
     """A row id or slice value from the data, made one short printable line: it names a row in
     the comment and a gate quantity (flip_rate@COLUMN=VALUE) in logs."""
@@ -122,8 +129,7 @@ def _read_eval(directory: Path, cfg: ReviewConfig) -> EvalTable:
                     continue
                 if first:
                     first = False
-                    # a header: no cell is a number (a headerless row with a text label is data)
-                    if all(isinstance(_number(c), str) for c in row) and any(c.strip() for c in row):
+                    if is_header(row):
                         if header is None:
                             header = row
                         elif row != header:

@@ -68,8 +68,9 @@ def dataset_format(keys: list[str], first_line: Callable[[str], str]) -> dict[st
     files = [k for k in keys if not k.endswith("/")]
     kinds = {k.rsplit("/", 1)[-1].rpartition(".")[2].lower() for k in files}
     if kinds == {"csv"}:
-        row = next(csv.reader([first_line(files[0])]), [])
-        header = bool(row) and not any(_number(c) for c in row)
+        from ..model_diff import is_header
+
+        header = is_header(next(csv.reader([first_line(files[0])]), []))
         # the SDK's DatasetFormat.csv(header, output_columns_position="START")
         return {"csv": {"header": header, "output_columns_position": "START"}}
     if kinds == {"jsonl"}:
@@ -82,14 +83,6 @@ def dataset_format(keys: list[str], first_line: Callable[[str], str]) -> dict[st
 def _plain(answer: Answer | None) -> dict[str, Any] | None:
     """A Describe* answer as a plain mapping (Answer types only the fields other modules read)."""
     return None if answer is None else dict(answer)
-
-
-def _number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 class ModelMonitor:
