@@ -218,12 +218,13 @@ def split_s3(uri: str) -> tuple[str, str]:
 MAX_EVAL_BYTES = 2 << 30
 
 
-def s3_objects(aws: Aws, uri: str, what: str) -> list[tuple[str, str, int]]:
-    """(key, ETag, size) of every object under an S3 prefix."""
+def s3_objects(aws: Aws, uri: str, what: str, *, start_after: str = "") -> list[tuple[str, str, int]]:
+    """(key, ETag, size) of every object under an S3 prefix (whose key sorts after `start_after`)."""
     bucket, prefix = split_s3(uri)
     objects: list[tuple[str, str, int]] = []
+    after = {"StartAfter": start_after} if start_after else {}
     try:
-        for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **after):
             objects += [(o["Key"], o["ETag"], int(o["Size"])) for o in page.get("Contents", [])]
     except aws.errors as exc:
         raise aws.error(exc, what) from None

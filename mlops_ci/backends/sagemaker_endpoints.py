@@ -20,7 +20,7 @@ from . import Effects, Live, RolloutHost, StepFailed, sagemaker_types
 
 if TYPE_CHECKING:
     from ..records import EndpointState, ModelVersion
-from .aws import Answer, Aws, aws_tags, short_hash, slug, split_s3
+from .aws import Answer, Aws, aws_tags, s3_objects, short_hash, slug, split_s3
 from .sagemaker import VARIANT, image_for, model_data_uri, serving_env
 from .sagemaker_registry import SageMakerRegistry
 
@@ -258,15 +258,9 @@ def captured(aws: Aws, ep: EndpointConfig, since: float, max_files: int) -> list
     bucket, prefix = split_s3(capture_destination(aws, ep))
     base = f"{prefix.strip('/')}/{ep.name}/{VARIANT}/".lstrip("/")
     first = base + time.strftime("%Y/%m/%d/%H", time.gmtime(since))
-    keys: list[str] = []
     where = f"list the data capture of endpoint {ep.name} (s3://{bucket}/{base})"
-    try:
-        for page in (
-            aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, StartAfter=first)
-        ):
-            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl")]
-    except aws.errors as exc:
-        raise aws.error(exc, where) from None
+    listed = s3_objects(aws, f"s3://{bucket}/{base}", where, start_after=first)
+    keys = [key for key, _, _ in listed if key.endswith(".jsonl")]
     texts = []
     for key in sorted(keys)[-max_files:]:
         got = aws.call("s3", "get_object", f"read the data capture file s3://{bucket}/{key}", Bucket=bucket, Key=key)

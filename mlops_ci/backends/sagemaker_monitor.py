@@ -32,7 +32,7 @@ from ..config import Config
 from ..errors import ConfigError, NotFound, Refused, ServiceRefused
 from ..settings.sagemaker import SageMakerEndpointConfig, SageMakerMonitorSchedule
 from . import Effects, sagemaker_images
-from .aws import Answer, Aws, aws_tags, etags_digest, short_hash, slug, split_s3
+from .aws import Answer, Aws, aws_tags, etags_digest, s3_objects, short_hash, slug, split_s3
 
 if TYPE_CHECKING:
     from ..records import ModelVersion, Run
@@ -132,7 +132,7 @@ class ModelMonitor:
             raise NotFound(f"run {run.run_id} recorded no S3 channel '{channel}' (its channels: {have}) to baseline "
                            "the endpoint's traffic on; set monitoring.channel to one it has")  # fmt: skip
         uri = rec["uri"]
-        objects = self._objects(uri)
+        objects = s3_objects(self.aws, uri, f"list the baseline channel {uri}")
         digest = etags_digest(objects)
         if not objects or digest != rec.get("s3_etags_sha256"):
             raise Refused(f"channel '{channel}' ({uri}) is not what run {run.run_id} trained on (its objects changed "
@@ -140,16 +140,6 @@ class ModelMonitor:
                           "the current data")  # fmt: skip
         fmt = dataset_format([k for k, _, _ in objects], lambda key: self._first_line(uri, key))
         return Dataset(channel, uri, digest, fmt)
-
-    def _objects(self, uri: str) -> list[tuple[str, str, int]]:
-        bucket, prefix = split_s3(uri)
-        out: list[tuple[str, str, int]] = []
-        try:
-            for page in self.aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                out += [(o["Key"], o["ETag"], int(o["Size"])) for o in page.get("Contents", [])]
-        except self.aws.errors as exc:
-            raise self.aws.error(exc, f"list the baseline channel {uri}") from None
-        return out
 
     def _first_line(self, uri: str, key: str) -> str:
         bucket, _ = split_s3(uri)

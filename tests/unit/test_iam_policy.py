@@ -80,7 +80,8 @@ ROLE_OF: dict[tuple[str, str], set[str]] = {
     ("mlops_ci/backends/sagemaker_registry.py", "SageMakerRegistry."): {"deploy"},  # promote (release tag)
     ("mlops_ci/backends/sagemaker.py", "model_data_uri"): {"deploy"},  # promote, deploy
     ("mlops_ci/backends/aws.py", "download_prefix"): {"training"},  # report/gate: the model diff's channel
-    ("mlops_ci/backends/aws.py", "s3_objects"): {"training"},  # train (channel digests), report/gate
+    # train (channel digests), report/gate; monitor (the data capture), monitor --schedule (the baseline channel)
+    ("mlops_ci/backends/aws.py", "s3_objects"): {"training", "deploy"},
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerEndpoint."): {"deploy"},  # deploy, status, invoke
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerRollout."): {"deploy"},  # deploy, rollback, stop
     ("mlops_ci/backends/sagemaker_endpoints.py", "SageMakerSteps."): {"deploy"},  # deploy, rollback
