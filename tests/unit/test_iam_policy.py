@@ -145,6 +145,19 @@ FORESEEN = {
 # SageMaker resource types (Service Authorization Reference, "Resource types defined by Amazon
 # SageMaker"): arn:${Partition}:sagemaker:${Region}:${Account}:<type>/<name>.
 SM_ARN = re.compile(r"^arn:aws:sagemaker:REGION:ACCOUNT_ID:(?P<type>[a-z-]+)/(?P<name>.+)$")
+# The SageMaker resource types mlops-ci tags (AddTags / ListTags name the tagged resource).
+TAGGABLE = {
+    "training-job",
+    "processing-job",
+    "data-quality-job-definition",
+    "monitoring-schedule",
+    "hyper-parameter-tuning-job",
+    "model-package-group",
+    "model-package",
+    "model",
+    "endpoint-config",
+    "endpoint",
+}
 # Which resource types each action acts on; an empty set: no resource-level permissions ("*").
 SM_RESOURCES: dict[str, set[str]] = {
     "CreateTrainingJob": {"training-job"},
@@ -178,30 +191,8 @@ SM_RESOURCES: dict[str, set[str]] = {
     "DescribeMonitoringSchedule": {"monitoring-schedule"},
     "UpdateMonitoringSchedule": {"monitoring-schedule"},
     # AddTags / ListTags act on the tagged resource, of any taggable type
-    "AddTags": {
-        "training-job",
-        "processing-job",
-        "data-quality-job-definition",
-        "monitoring-schedule",
-        "hyper-parameter-tuning-job",
-        "model-package-group",
-        "model-package",
-        "model",
-        "endpoint-config",
-        "endpoint",
-    },
-    "ListTags": {
-        "training-job",
-        "processing-job",
-        "data-quality-job-definition",
-        "monitoring-schedule",
-        "hyper-parameter-tuning-job",
-        "model-package-group",
-        "model-package",
-        "model",
-        "endpoint-config",
-        "endpoint",
-    },
+    "AddTags": TAGGABLE,
+    "ListTags": TAGGABLE,
 }
 # Other services' actions with no resource-level permissions.
 NO_RESOURCE_LEVEL = {
